@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# The local test stack: a real Kubernetes control plane (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler), kwok playing the kubelets, and moto playing AWS,
+# all as processes on loopback. No Docker.
+#
+#   hack/stack/stack.sh build   build the Go binaries and the moto virtualenv (cached)
+#   hack/stack/stack.sh up      start everything (idempotent) and print the environment
+#   hack/stack/stack.sh env     print the environment of a running stack
+#   hack/stack/stack.sh down    stop everything and delete the cluster's data
+#
+# Binaries are built with `go build` from the pinned modules under hack/stack/<component>/ and
+# cached in $WINDLASS_CACHE (default ~/.cache/windlass), keyed by version.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache=${WINDLASS_CACHE:-$HOME/.cache/windlass}
+state=${WINDLASS_STACK_DIR:-$cache/stack}
+etcd_port=${WINDLASS_STACK_ETCD_PORT:-23790}
+api_port=${WINDLASS_STACK_API_PORT:-16443}
+moto_port=${WINDLASS_STACK_MOTO_PORT:-15000}
+kcm_port=${WINDLASS_STACK_KCM_PORT:-20257}
+scheduler_port=${WINDLASS_STACK_SCHEDULER_PORT:-20259}
+kwok_port=${WINDLASS_STACK_KWOK_PORT:-20247}
+region=${AWS_REGION:-us-east-1}
+cluster_name=${WINDLASS_CLUSTER_NAME:-windlass-local}
+moto_version=5.2.5
+admin_token=windlass-local-admin
+
+log() { printf 'stack: %s\n' "$*" >&2; }
+die() { printf 'stack: %s\n' "$*" >&2; exit 1; }
+
+# The version a wrapper module pins, read from its go.mod so there is one source of truth.
+pinned_version() { awk -v mod="$2" '($1 == "require" && $2 == mod) {print $3} ($1 == mod) {print $2}' "$here/$1/go.mod" | head -n1; }
+
+bin_dir() { echo "$cache/$1-$(pinned_version "$1" "$2")/bin"; }
+k8s_bin=$(bin_dir kubernetes k8s.io/kubernetes)
+etcd_bin=$(bin_dir etcd go.etcd.io/etcd/server/v3)
+kwok_bin=$(bin_dir kwok sigs.k8s.io/kwok)
+helm_bin=$(bin_dir helm helm.sh/helm/v3)
+moto_venv=$cache/moto-$moto_version
+
+# go build every `tool` of a wrapper module into $2, once.
+build_module() {
+  local module=$1 out=$2
+  [ -f "$out/.complete" ] && return 0
+  local tools
+  tools=$(awk '/^tool \(/{inside=1; next} inside && /^\)/{inside=0} inside{print $1} /^tool [^(]/{print $2}' "$here/$module/go.mod")
+  log "building $module ($(basename "$(dirname "$out")")) ..."
+  mkdir -p "$out"
+  local started=$SECONDS
+  (cd "$here/$module" && go build -trimpath -ldflags='-s -w' -o "$out/" $tools)
+  touch "$out/.complete"
+  log "built $module in $((SECONDS - started))s"
+}
+
+build() {
+  build_module kubernetes "$k8s_bin"
+  build_module etcd "$etcd_bin"
+  # etcd's main package is its server module, so go names the binary after that: server.
+  [ -e "$etcd_bin/etcd" ] || mv "$etcd_bin/server" "$etcd_bin/etcd"
+  build_module kwok "$kwok_bin"
+  build_module helm "$helm_bin"
+  if [ ! -x "$moto_venv/bin/moto_server" ]; then
+    log "creating the moto $moto_version virtualenv ..."
+    python3 -m venv "$moto_venv"
+    "$moto_venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version"
+  fi
+}
+
+pki() {
+  local dir=$state/pki
+  [ -f "$dir/.complete" ] && return 0
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=windlass-local-ca" \
+      -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n' > apiserver.ext
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    printf '%s,admin,admin,system:masters\n' "$admin_token" > tokens.csv
+    touch .complete
+  )
+}
+
+kubeconfig() {
+  local ca
+  ca=$(base64 -w0 < "$state/pki/ca.crt")
+  cat > "$state/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: $cluster_name
+  cluster:
+    server: https://127.0.0.1:$api_port
+    certificate-authority-data: $ca
+users:
+- name: admin
+  user:
+    token: $admin_token
+contexts:
+- name: $cluster_name
+  context:
+    cluster: $cluster_name
+    user: admin
+current-context: $cluster_name
+EOF
+}
+
+running() { [ -f "$state/pids/$1" ] && kill -0 "$(cat "$state/pids/$1")" 2>/dev/null; }
+
+# start NAME COMMAND... : run in its own session, logging to $state/logs/NAME.log.
+start() {
+  local name=$1; shift
+  running "$name" && return 0
+  mkdir -p "$state/pids" "$state/logs"
+  setsid "$@" >"$state/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$state/pids/$name"
+}
+
+# wait_for WHAT SECONDS COMMAND... : until COMMAND succeeds; on timeout show the log and fail.
+wait_for() {
+  local what=$1 limit=$2; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      tail -n 30 "$state/logs/$what.log" >&2 2>/dev/null || true
+      die "$what not ready after ${limit}s (log: $state/logs/$what.log)"
+    fi
+    running "$what" || { tail -n 30 "$state/logs/$what.log" >&2; die "$what exited (log: $state/logs/$what.log)"; }
+    sleep 0.5
+  done
+}
+
+kubectl_() { "$k8s_bin/kubectl" --kubeconfig "$state/kubeconfig" "$@"; }
+
+api_ready() {
+  curl -sf --cacert "$state/pki/ca.crt" -H "Authorization: Bearer $admin_token" \
+    "https://127.0.0.1:$api_port/readyz" | grep -q ok
+}
+
+default_service_account() { kubectl_ get serviceaccount default -n default; }
+
+up() {
+  local started=$SECONDS
+  build
+  pki
+  kubeconfig
+  local pki=$state/pki
+  start etcd "$etcd_bin/etcd" --name windlass-local --data-dir "$state/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$((etcd_port + 10))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_port + 10))" \
+    --initial-cluster "windlass-local=http://127.0.0.1:$((etcd_port + 10))" \
+    --listen-metrics-urls "http://127.0.0.1:$((etcd_port + 20))" --log-level warn
+  wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
+
+  start kube-apiserver "$k8s_bin/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
+    --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --api-audiences https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
+    --enable-admission-plugins NodeRestriction \
+    --allow-privileged --profiling=false --cert-dir "$state/apiserver"
+  wait_for kube-apiserver 90 api_ready
+
+  start kube-controller-manager "$k8s_bin/kube-controller-manager" \
+    --kubeconfig "$state/kubeconfig" --bind-address 127.0.0.1 --secure-port "$kcm_port" \
+    --leader-elect=false --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+    --controllers '*' --node-monitor-grace-period 60s --profiling=false
+  start kube-scheduler "$k8s_bin/kube-scheduler" \
+    --kubeconfig "$state/kubeconfig" --bind-address 127.0.0.1 --secure-port "$scheduler_port" \
+    --leader-elect=false --profiling=false
+  start kwok "$kwok_bin/kwok" --kubeconfig "$state/kubeconfig" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+    --server-address "127.0.0.1:$kwok_port" --node-lease-duration-seconds 40 \
+    --config "$here/kwok-stages.yaml"
+  start moto "$moto_venv/bin/python" "$here/moto_server.py" -H 127.0.0.1 -p "$moto_port"
+
+  wait_for kube-controller-manager 60 default_service_account
+  wait_for moto 30 curl -sf "http://127.0.0.1:$moto_port/moto-api/"
+  AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_REGION=$region \
+    AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+    "$moto_venv/bin/python" "$here/aws_fixture.py" "$cluster_name" > "$state/aws-fixture.json"
+  log "up in $((SECONDS - started))s"
+  env_
+}
+
+env_() {
+  cat <<EOF
+export KUBECONFIG=$state/kubeconfig
+export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port
+export AWS_REGION=$region
+export AWS_ACCESS_KEY_ID=testing
+export AWS_SECRET_ACCESS_KEY=testing
+export WINDLASS_CLUSTER_NAME=$cluster_name
+export WINDLASS_STACK_FIXTURE=$state/aws-fixture.json
+export PATH=$k8s_bin:$helm_bin:\$PATH
+EOF
+}
+
+down() {
+  local name pid
+  for name in moto kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    [ -f "$state/pids/$name" ] || continue
+    pid=$(cat "$state/pids/$name")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+    rm -f "$state/pids/$name"
+  done
+  rm -rf "$state/etcd" "$state/apiserver" "$state/kubeconfig" "$state/aws-fixture.json"
+  log "down"
+}
+
+case ${1:-} in
+  build) build ;;
+  up) up ;;
+  env) env_ ;;
+  down) down ;;
+  *) die "usage: $0 build|up|env|down" ;;
+esac

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, CRD drift and unit tests, then the integration tests
+# against a real cluster and AWS endpoint.
+#
+# With KUBECONFIG and AWS_ENDPOINT_URL both set (kind + LocalStack, say), the integration tests
+# run against those. Otherwise the local stack (hack/stack/stack.sh) is built if needed, started,
+# and stopped again afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/windlass/target}
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n== %s\n' "$*"; }
+
+own_stack=true
+if [ -n "${KUBECONFIG:-}" ] && [ -n "${AWS_ENDPOINT_URL:-}" ]; then
+  own_stack=false
+fi
+if $own_stack; then
+  # The stack's first build is long; let it run while cargo works.
+  hack/stack/stack.sh build > "${TMPDIR:-/tmp}/windlass-stack-build.log" 2>&1 &
+  stack_build=$!
+fi
+
+step "cargo fmt --check"
+cargo fmt --check
+step "cargo clippy"
+cargo clippy --all-targets --all-features --locked -- -D warnings
+step "unit tests (types, CRD drift, examples, pure logic)"
+cargo test --locked
+
+if $own_stack; then
+  step "building and starting the local stack"
+  if ! wait "$stack_build"; then
+    cat "${TMPDIR:-/tmp}/windlass-stack-build.log"
+    exit 1
+  fi
+  trap 'hack/stack/stack.sh down' EXIT
+  # A fresh cluster every run: whatever an earlier run left behind is gone.
+  hack/stack/stack.sh down
+  eval "$(hack/stack/stack.sh up)"
+else
+  step "using KUBECONFIG=$KUBECONFIG and AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL"
+fi
+step "integration tests"
+cargo test --locked --features cluster-tests --test cluster -- --test-threads 4

@@ -1,0 +1,241 @@
+//! Test support for the local stack, never started by `windlass run`: plays the kubelet joining.
+//! For each running EC2 instance tagged for this cluster it creates the Node a kubelet would
+//! register, once the instance has been up for the boot delay; it deletes that Node when the
+//! instance is gone. kwok then keeps the Node Ready and runs its pods.
+
+mod node;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_ec2::types::{Filter, InstanceType};
+use clap::Parser;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use tracing::{info, warn};
+use windlass::apis::node_claim::NodeClaim;
+use windlass::cloud::{CLUSTER_TAG, NODECLAIM_TAG, NODEPOOL_TAG, instance_id};
+
+use node::{Instance, REGISTERED_FOR_LABEL, Shape};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "windlass-node-registrar",
+    about = "Plays the kubelet joining for instances in the local stack"
+)]
+struct Args {
+    /// Register instances tagged windlass.dev/cluster=<this>.
+    #[arg(long, env = "WINDLASS_CLUSTER_NAME")]
+    cluster_name: String,
+    /// Seconds between an instance's launch and its Node appearing.
+    #[arg(
+        long,
+        env = "WINDLASS_REGISTRAR_BOOT_DELAY_SECONDS",
+        default_value_t = 2
+    )]
+    boot_delay_seconds: u64,
+    /// Milliseconds between passes.
+    #[arg(
+        long,
+        env = "WINDLASS_REGISTRAR_INTERVAL_MILLIS",
+        default_value_t = 500
+    )]
+    interval_millis: u64,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+struct Registrar {
+    cluster: String,
+    boot_delay: Duration,
+    ec2: aws_sdk_ec2::Client,
+    nodes: Api<Node>,
+    claims: Api<NodeClaim>,
+    shapes: HashMap<String, Shape>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .expect("first provider");
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let client = Client::try_default().await?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let mut registrar = Registrar {
+        cluster: args.cluster_name,
+        boot_delay: Duration::from_secs(args.boot_delay_seconds),
+        ec2: aws_sdk_ec2::Client::new(&aws),
+        nodes: Api::all(client.clone()),
+        claims: Api::all(client),
+        shapes: HashMap::new(),
+    };
+    info!(cluster = %registrar.cluster, "registering Nodes for instances");
+    let mut interval = tokio::time::interval(Duration::from_millis(args.interval_millis));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                if let Err(error) = registrar.pass().await {
+                    warn!(%error, "registration pass failed; retrying");
+                }
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+impl Registrar {
+    async fn pass(&mut self) -> Result<(), BoxError> {
+        let running = self.running_instances().await?;
+        let selector = format!("{REGISTERED_FOR_LABEL}={}", self.cluster);
+        let registered = self
+            .nodes
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        let mut registered_ids = HashSet::new();
+        for existing in registered {
+            let id = existing
+                .spec
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .and_then(instance_id)
+                .map(str::to_owned);
+            match id {
+                Some(id) if running.iter().any(|(i, _)| i.id == id) => {
+                    registered_ids.insert(id);
+                }
+                _ => {
+                    let name = existing.metadata.name.clone().unwrap_or_default();
+                    info!(node = %name, "instance is gone; deleting its Node");
+                    self.nodes.delete(&name, &DeleteParams::default()).await?;
+                }
+            }
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        for (instance, launched_at) in running {
+            if registered_ids.contains(&instance.id)
+                || launched_at + self.boot_delay.as_secs() > now
+            {
+                continue;
+            }
+            let shape = self.shape(&instance.instance_type).await?;
+            let claim = match &instance.nodeclaim {
+                Some(name) => self.claims.get_opt(name).await.unwrap_or(None),
+                None => None,
+            };
+            let node = node::node(&instance, &shape, claim.as_ref(), &self.cluster);
+            match self.nodes.create(&PostParams::default(), &node).await {
+                Ok(created) => {
+                    info!(node = ?created.metadata.name, instance = %instance.id, "registered Node")
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Running instances of this cluster, with their launch time in Unix seconds.
+    async fn running_instances(&self) -> Result<Vec<(Instance, u64)>, BoxError> {
+        let mut pages = self
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{CLUSTER_TAG}"))
+                    .values(&self.cluster)
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("running")
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        let mut instances = Vec::new();
+        while let Some(page) = pages.next().await {
+            for instance in page?.reservations().iter().flat_map(|r| r.instances()) {
+                let tag = |key: &str| {
+                    instance
+                        .tags()
+                        .iter()
+                        .find(|t| t.key() == Some(key))
+                        .and_then(|t| t.value())
+                        .map(str::to_owned)
+                };
+                let (Some(id), Some(instance_type), Some(zone)) = (
+                    instance.instance_id(),
+                    instance.instance_type(),
+                    instance.placement().and_then(|p| p.availability_zone()),
+                ) else {
+                    continue;
+                };
+                let launched_at = instance.launch_time().map_or(0, |t| t.secs().max(0) as u64);
+                instances.push((
+                    Instance {
+                        id: id.to_owned(),
+                        instance_type: instance_type.as_str().to_owned(),
+                        zone: zone.to_owned(),
+                        architecture: instance
+                            .architecture()
+                            .map_or("x86_64", |a| a.as_str())
+                            .to_owned(),
+                        private_dns_name: instance.private_dns_name().map(str::to_owned),
+                        spot: instance
+                            .instance_lifecycle()
+                            .is_some_and(|l| l.as_str() == "spot"),
+                        nodepool: tag(NODEPOOL_TAG),
+                        nodeclaim: tag(NODECLAIM_TAG),
+                    },
+                    launched_at,
+                ));
+            }
+        }
+        Ok(instances)
+    }
+
+    async fn shape(&mut self, instance_type: &str) -> Result<Shape, BoxError> {
+        if let Some(shape) = self.shapes.get(instance_type) {
+            return Ok(*shape);
+        }
+        let described = self
+            .ec2
+            .describe_instance_types()
+            .instance_types(InstanceType::from(instance_type))
+            .send()
+            .await?;
+        let info = described
+            .instance_types()
+            .first()
+            .ok_or_else(|| format!("unknown instance type {instance_type}"))?;
+        let vcpus = info
+            .v_cpu_info()
+            .and_then(|v| v.default_v_cpus())
+            .unwrap_or(1) as i64;
+        let memory_mib = info
+            .memory_info()
+            .and_then(|m| m.size_in_mib())
+            .unwrap_or(1024);
+        let network = info.network_info();
+        let max_pods = match (
+            network.and_then(|n| n.maximum_network_interfaces()),
+            network.and_then(|n| n.ipv4_addresses_per_interface()),
+        ) {
+            (Some(enis), Some(ips)) => Shape::max_pods_for(enis as i64, ips as i64),
+            _ => 110,
+        };
+        let shape = Shape {
+            vcpus,
+            memory_mib,
+            max_pods,
+        };
+        self.shapes.insert(instance_type.to_owned(), shape);
+        Ok(shape)
+    }
+}

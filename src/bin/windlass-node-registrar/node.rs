@@ -1,0 +1,252 @@
+//! The Node a kubelet on an EKS node registers for an instance: name, providerID, well-known
+//! labels, capacity, allocatable after EKS's kube-reserved, and the NodeClaim's taints.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::ObjectMeta;
+use windlass::apis::node_claim::NodeClaim;
+use windlass::apis::node_pool::{
+    ARCH_LABEL, CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, OS_LABEL,
+    ZONE_LABEL,
+};
+use windlass::cloud::provider_id;
+
+/// Nodes this registrar made carry this label, set to the cluster name, so it can find them again.
+pub const REGISTERED_FOR_LABEL: &str = "node-registrar.windlass.dev/cluster";
+/// kwok manages only Nodes annotated like this.
+const KWOK_ANNOTATION: (&str, &str) = ("kwok.x-k8s.io/node", "fake");
+const REGION_LABEL: &str = "topology.kubernetes.io/region";
+
+/// What the registrar needs to know about one running instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    pub id: String,
+    pub instance_type: String,
+    pub zone: String,
+    /// As EC2 reports it: `x86_64` or `arm64`.
+    pub architecture: String,
+    pub private_dns_name: Option<String>,
+    pub spot: bool,
+    pub nodepool: Option<String>,
+    pub nodeclaim: Option<String>,
+}
+
+/// An instance type's shape, from DescribeInstanceTypes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub vcpus: i64,
+    pub memory_mib: i64,
+    pub max_pods: i64,
+}
+
+impl Shape {
+    /// EKS's max pods for the VPC CNI: one IP per pod on every ENI but the primary IP, plus two
+    /// host-network pods.
+    pub fn max_pods_for(enis: i64, ipv4_per_eni: i64) -> i64 {
+        enis * (ipv4_per_eni - 1) + 2
+    }
+
+    /// CPU left after kube-reserved: 6% of the first core, 1% of the second, 0.5% of the next
+    /// two, 0.25% of the rest (EKS bootstrap).
+    pub fn allocatable_millicpu(&self) -> i64 {
+        let cores = self.vcpus;
+        let reserved_tenths = 600 * cores.min(1)
+            + 100 * (cores - 1).clamp(0, 1)
+            + 50 * (cores - 2).clamp(0, 2)
+            + 25 * (cores - 4).max(0);
+        cores * 1000 - reserved_tenths / 10
+    }
+
+    /// Memory left after kube-reserved (255 MiB + 11 MiB per pod) and the 100 MiB hard eviction threshold.
+    pub fn allocatable_memory_mib(&self) -> i64 {
+        self.memory_mib - (255 + 11 * self.max_pods) - 100
+    }
+}
+
+pub fn node(instance: &Instance, shape: &Shape, claim: Option<&NodeClaim>, cluster: &str) -> Node {
+    let name = instance
+        .private_dns_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| instance.id.clone());
+    let arch = if instance.architecture == "arm64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let region = instance
+        .zone
+        .trim_end_matches(|c: char| c.is_ascii_lowercase());
+    let mut labels: BTreeMap<String, String> = claim
+        .and_then(|c| c.metadata.labels.clone())
+        .unwrap_or_default();
+    labels.extend(
+        [
+            (HOSTNAME_LABEL, name.as_str()),
+            (OS_LABEL, "linux"),
+            (ARCH_LABEL, arch),
+            (INSTANCE_TYPE_LABEL, instance.instance_type.as_str()),
+            (ZONE_LABEL, instance.zone.as_str()),
+            (REGION_LABEL, region),
+            (
+                CAPACITY_TYPE_LABEL,
+                if instance.spot { "spot" } else { "on-demand" },
+            ),
+            (REGISTERED_FOR_LABEL, cluster),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    if let Some(pool) = &instance.nodepool {
+        labels.insert(NODEPOOL_LABEL.to_owned(), pool.clone());
+    }
+    let taints: Vec<_> = claim
+        .map(|c| {
+            c.spec
+                .taints
+                .iter()
+                .chain(&c.spec.startup_taints)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let resources = |cpu: String, memory: String| {
+        BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu)),
+            ("memory".to_owned(), Quantity(memory)),
+            ("pods".to_owned(), Quantity(shape.max_pods.to_string())),
+            ("ephemeral-storage".to_owned(), Quantity("20Gi".to_owned())),
+        ])
+    };
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                KWOK_ANNOTATION.0.to_owned(),
+                KWOK_ANNOTATION.1.to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NodeSpec {
+            provider_id: Some(provider_id(&instance.zone, &instance.id)),
+            taints: (!taints.is_empty()).then_some(taints),
+            ..NodeSpec::default()
+        }),
+        status: Some(NodeStatus {
+            capacity: Some(resources(
+                shape.vcpus.to_string(),
+                format!("{}Mi", shape.memory_mib),
+            )),
+            allocatable: Some(resources(
+                format!("{}m", shape.allocatable_millicpu()),
+                format!("{}Mi", shape.allocatable_memory_mib()),
+            )),
+            ..NodeStatus::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Taint;
+
+    use super::*;
+
+    fn m5_large() -> (Instance, Shape) {
+        let instance = Instance {
+            id: "i-0123".into(),
+            instance_type: "m5.large".into(),
+            zone: "us-east-1b".into(),
+            architecture: "x86_64".into(),
+            private_dns_name: Some("ip-10-42-16-5.ec2.internal".into()),
+            spot: false,
+            nodepool: Some("default".into()),
+            nodeclaim: None,
+        };
+        (
+            instance,
+            Shape {
+                vcpus: 2,
+                memory_mib: 8192,
+                max_pods: Shape::max_pods_for(3, 10),
+            },
+        )
+    }
+
+    #[test]
+    fn allocatable_follows_eks_kube_reserved() {
+        let (_, shape) = m5_large();
+        assert_eq!(shape.max_pods, 29);
+        assert_eq!(shape.allocatable_millicpu(), 2000 - 70);
+        assert_eq!(shape.allocatable_memory_mib(), 8192 - (255 + 11 * 29) - 100);
+        let big = Shape {
+            vcpus: 16,
+            memory_mib: 65536,
+            max_pods: 234,
+        };
+        assert_eq!(big.allocatable_millicpu(), 16000 - (60 + 10 + 10 + 30));
+    }
+
+    #[test]
+    fn node_looks_like_a_kubelet_registration() {
+        let (instance, shape) = m5_large();
+        let node = node(&instance, &shape, None, "local");
+        assert_eq!(
+            node.metadata.name.as_deref(),
+            Some("ip-10-42-16-5.ec2.internal")
+        );
+        let labels = node.metadata.labels.unwrap();
+        assert_eq!(labels[INSTANCE_TYPE_LABEL], "m5.large");
+        assert_eq!(labels[ZONE_LABEL], "us-east-1b");
+        assert_eq!(labels[REGION_LABEL], "us-east-1");
+        assert_eq!(labels[ARCH_LABEL], "amd64");
+        assert_eq!(labels[CAPACITY_TYPE_LABEL], "on-demand");
+        assert_eq!(labels[NODEPOOL_LABEL], "default");
+        assert_eq!(labels[REGISTERED_FOR_LABEL], "local");
+        assert_eq!(
+            node.spec.unwrap().provider_id.as_deref(),
+            Some("aws:///us-east-1b/i-0123")
+        );
+        let status = node.status.unwrap();
+        assert_eq!(status.capacity.unwrap()["cpu"].0, "2");
+        assert_eq!(status.allocatable.unwrap()["cpu"].0, "1930m");
+    }
+
+    #[test]
+    fn node_takes_labels_and_taints_from_its_nodeclaim() {
+        let (instance, shape) = m5_large();
+        let claim: NodeClaim = serde_json::from_value(serde_json::json!({
+            "apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim",
+            "metadata": {"name": "default-x", "labels": {"team": "data"}},
+            "spec": {
+                "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "default"},
+                "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]}],
+                "taints": [{"key": "dedicated", "value": "jobs", "effect": "NoSchedule"}],
+                "startupTaints": [{"key": "node.cilium.io/agent-not-ready", "effect": "NoExecute"}]
+            }
+        }))
+        .unwrap();
+        let node = node(&instance, &shape, Some(&claim), "local");
+        assert_eq!(node.metadata.labels.unwrap()["team"], "data");
+        let taints: Vec<Taint> = node.spec.unwrap().taints.unwrap();
+        assert_eq!(
+            taints.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(),
+            ["dedicated", "node.cilium.io/agent-not-ready"]
+        );
+    }
+
+    #[test]
+    fn graviton_and_spot_instances_are_labelled_as_such() {
+        let (mut instance, shape) = m5_large();
+        instance.architecture = "arm64".into();
+        instance.spot = true;
+        instance.private_dns_name = None;
+        let node = node(&instance, &shape, None, "local");
+        assert_eq!(node.metadata.name.as_deref(), Some("i-0123"));
+        let labels = node.metadata.labels.unwrap();
+        assert_eq!(labels[ARCH_LABEL], "arm64");
+        assert_eq!(labels[CAPACITY_TYPE_LABEL], "spot");
+    }
+}

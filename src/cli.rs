@@ -1,0 +1,98 @@
+//! Command-line interface. Every flag has an environment fallback so the chart can set it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "windlass",
+    version,
+    about = "SQS-driven autoscaling and just-in-time EC2 nodes for Kubernetes"
+)]
+pub struct Cli {
+    /// Log format; the level and filters come from RUST_LOG (default `info`).
+    #[arg(long, global = true, env = "WINDLASS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller against the cluster from KUBECONFIG or the in-cluster config.
+    Run(RunArgs),
+    /// Write the CustomResourceDefinitions generated from the Rust types.
+    Crdgen(CrdgenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address for Prometheus metrics (`/metrics`).
+    #[arg(long, env = "WINDLASS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Address for the liveness and readiness probes (`/healthz`, `/readyz`).
+    #[arg(long, env = "WINDLASS_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    pub health_addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct CrdgenArgs {
+    /// Directory to write one `<plural>.yaml` per kind into; all of them go to stdout if unset.
+    #[arg(long, env = "WINDLASS_CRDGEN_OUT")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_has_an_env_fallback() {
+        let command = Cli::command();
+        let mut checked = 0;
+        for sub in std::iter::once(&command).chain(command.get_subcommands()) {
+            for arg in sub
+                .get_arguments()
+                .filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version"))
+            {
+                let env = arg
+                    .get_env()
+                    .unwrap_or_else(|| panic!("--{} has no env fallback", arg.get_id()));
+                assert!(
+                    env.to_string_lossy().starts_with("WINDLASS_"),
+                    "--{}",
+                    arg.get_id()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 4, "only {checked} flags found");
+    }
+
+    #[test]
+    fn run_defaults_to_standard_ports() {
+        let cli = Cli::try_parse_from(["windlass", "run"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run")
+        };
+        assert_eq!(args.metrics_addr.port(), 8080);
+        assert_eq!(args.health_addr.port(), 8081);
+        assert_eq!(cli.log_format, LogFormat::Text);
+    }
+}

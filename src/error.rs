@@ -1,0 +1,73 @@
+//! The errors of the binary's top level: configuration, connecting, serving.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no usable Kubernetes configuration (set KUBECONFIG or run in a cluster): {0}")]
+    KubeConfig(#[source] kube::config::InferConfigError),
+
+    #[error("cannot build a Kubernetes client: {0}")]
+    KubeClient(#[source] kube::Error),
+
+    #[error("cannot reach the Kubernetes API server at {url}: {source}")]
+    ApiServerUnreachable {
+        url: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("server on {addr} failed: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot write {path}: {source}")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot render CRD {name} as YAML: {source}")]
+    RenderCrd {
+        name: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+
+    #[error("cannot install the signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+impl Error {
+    /// A short, stable label for metrics and Event reasons.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::KubeConfig(_) => "kube_config",
+            Error::KubeClient(_) => "kube_client",
+            Error::ApiServerUnreachable { .. } => "apiserver_unreachable",
+            Error::Bind { .. } => "bind",
+            Error::Serve { .. } => "serve",
+            Error::WriteFile { .. } => "write_file",
+            Error::RenderCrd { .. } => "render_crd",
+            Error::Runtime(_) => "runtime",
+            Error::Signal(_) => "signal",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,14 @@
+//! Windlass: SQS-driven workload autoscaling (KEDA semantics) and just-in-time EC2 nodes
+//! (Karpenter semantics) in one Kubernetes controller.
+
+pub mod apis;
+pub mod cli;
+pub mod cloud;
+pub mod crdgen;
+pub mod error;
+pub mod metrics;
+pub mod run;
+pub mod server;
+pub mod telemetry;
+
+pub use error::{Error, Result};

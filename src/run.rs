@@ -1,0 +1,93 @@
+//! `windlass run`: connect to the cluster, serve probes and metrics, stop cleanly on SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cli::RunArgs;
+use crate::metrics::Metrics;
+use crate::server::{Readiness, health_router, metrics_router};
+use crate::{Error, Result};
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let client = connect().await?;
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Readiness::default();
+    let shutdown = CancellationToken::new();
+
+    let health = serve(
+        args.health_addr,
+        health_router(readiness.clone()),
+        shutdown.clone(),
+    )
+    .await?;
+    let scrape = serve(args.metrics_addr, metrics_router(metrics), shutdown.clone()).await?;
+    readiness.set_ready(true);
+    info!(health = %args.health_addr, metrics = %args.metrics_addr, "windlass is running");
+
+    let signal = tokio::spawn(wait_for_shutdown_signal());
+    tokio::select! {
+        received = signal => {
+            received.expect("signal task never panics")?;
+            info!("shutdown signal received, stopping");
+        }
+        served = health_and_metrics(health, scrape) => served?,
+    }
+    readiness.set_ready(false);
+    shutdown.cancel();
+    drop(client);
+    Ok(())
+}
+
+/// Builds a client from KUBECONFIG or the in-cluster config and checks that the API server answers.
+async fn connect() -> Result<kube::Client> {
+    let config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
+    let url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).map_err(Error::KubeClient)?;
+    let version =
+        client
+            .apiserver_version()
+            .await
+            .map_err(|source| Error::ApiServerUnreachable {
+                url: url.clone(),
+                source,
+            })?;
+    info!(%url, version = %version.git_version, "connected to the Kubernetes API server");
+    Ok(client)
+}
+
+type Served = tokio::task::JoinHandle<Result<()>>;
+
+/// Binds before returning so a taken port fails start-up instead of a background task.
+async fn serve(addr: SocketAddr, router: Router, shutdown: CancellationToken) -> Result<Served> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(|source| Error::Serve { addr, source })
+    }))
+}
+
+async fn health_and_metrics(health: Served, scrape: Served) -> Result<()> {
+    let (health, scrape) = tokio::join!(health, scrape);
+    health.expect("health server never panics")?;
+    scrape.expect("metrics server never panics")
+}
+
+async fn wait_for_shutdown_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+    tokio::select! {
+        _ = terminate.recv() => {},
+        _ = interrupt.recv() => {},
+    }
+    Ok(())
+}

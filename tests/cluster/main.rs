@@ -1,0 +1,7 @@
+//! Integration tests against a real cluster and AWS endpoint: the local stack
+//! (hack/stack/stack.sh), or kind + LocalStack via KUBECONFIG and AWS_ENDPOINT_URL.
+//! Run them with `hack/test.sh`.
+
+mod controller;
+mod stack;
+mod support;

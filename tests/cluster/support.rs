@@ -1,0 +1,209 @@
+//! Test harness: connections from the environment, a namespace and unique names per test,
+//! waiting on observable conditions with a deadline, and helper processes that die with the test.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+pub const FIELD_MANAGER: &str = "windlass-tests";
+
+/// The cluster and AWS endpoint under test.
+pub struct TestEnv {
+    pub client: Client,
+    pub aws: aws_config::SdkConfig,
+}
+
+impl TestEnv {
+    pub async fn connect() -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        for var in ["KUBECONFIG", "AWS_ENDPOINT_URL"] {
+            assert!(
+                std::env::var_os(var).is_some(),
+                "{var} is not set: run the integration tests through hack/test.sh, which starts the local stack"
+            );
+        }
+        let client = Client::try_default()
+            .await
+            .expect("a Kubernetes client from KUBECONFIG");
+        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self { client, aws }
+    }
+
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.aws)
+    }
+}
+
+/// A name no other test (or earlier run) uses: `prefix-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `probe` every 250 ms until it yields a value; fails the test after `timeout`,
+/// saying what it waited for.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A namespace for one test, ready for pods (its default ServiceAccount exists).
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let name = unique(prefix);
+        let namespace: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"windlass.dev/test": "true"}}
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_until(
+            "the namespace's default ServiceAccount",
+            Duration::from_secs(30),
+            || async { accounts.get_opt("default").await.ok().flatten() },
+        )
+        .await;
+        Self {
+            name,
+            client: client.clone(),
+        }
+    }
+
+    pub async fn delete(self) {
+        Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::background())
+            .await
+            .unwrap();
+    }
+}
+
+/// Server-side applies every CRD in crds/ and waits until each is Established.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {}: {e}", path.display()));
+        wait_until(
+            &format!("CRD {name} to be Established"),
+            Duration::from_secs(30),
+            || async {
+                let crd = crds.get(&name).await.ok()?;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .into_iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// A Node kwok manages (Ready, runs its pods), with the given labels and size.
+pub async fn kwok_node(
+    client: &Client,
+    name: &str,
+    labels: Value,
+    cpu: &str,
+    memory: &str,
+) -> Node {
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels, "annotations": {"kwok.x-k8s.io/node": "fake"}},
+        "status": {
+            "capacity": {"cpu": cpu, "memory": memory, "pods": "110"},
+            "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"}
+        }
+    }))
+    .unwrap();
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .unwrap()
+}
+
+pub async fn delete_node(client: &Client, name: &str) {
+    let _ = Api::<Node>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+/// A child process that is killed when the test ends, pass or fail.
+pub struct ChildProcess(Child);
+
+impl From<Child> for ChildProcess {
+    fn from(child: Child) -> Self {
+        Self(child)
+    }
+}
+
+impl ChildProcess {
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The node registrar for instances tagged with `cluster`, as its own process.
+pub fn start_registrar(cluster: &str, boot_delay_seconds: u64) -> ChildProcess {
+    let child = Command::new(env!("CARGO_BIN_EXE_windlass-node-registrar"))
+        .args([
+            "--cluster-name",
+            cluster,
+            "--boot-delay-seconds",
+            &boot_delay_seconds.to_string(),
+        ])
+        .spawn()
+        .expect("starting windlass-node-registrar");
+    ChildProcess(child)
+}
