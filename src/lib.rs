@@ -8,6 +8,7 @@ pub mod crdgen;
 pub mod error;
 pub mod metrics;
 pub mod run;
+pub mod scaling;
 pub mod server;
 pub mod telemetry;
 
