@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use windlass::cloud::{CLUSTER_TAG, NODEPOOL_TAG, provider_id};
 
 use crate::support::{
-    FIELD_MANAGER, TestEnv, TestNamespace, delete_node, install_crds, kwok_node, start_registrar,
+    FIELD_MANAGER, TestEnv, TestNamespace, delete_node, install_crds, start_registrar, test_node,
     unique, wait_until,
 };
 
@@ -300,15 +300,7 @@ fn pod_running_on(pod: &Pod, node: &str) -> bool {
 async fn deployment_of_three_replicas_runs_three_pods_on_a_kwok_node() {
     let env = TestEnv::connect().await;
     let namespace = TestNamespace::create(&env.client, "deploy").await;
-    let node = unique("kwok-deploy");
-    kwok_node(
-        &env.client,
-        &node,
-        json!({"windlass.dev/test-node": node}),
-        "8",
-        "32Gi",
-    )
-    .await;
+    let node = test_node(&env.client, "kwok-deploy").await;
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "web"},
         "spec": {
@@ -385,15 +377,7 @@ fn job_condition(job: &Job, condition: &str) -> bool {
 async fn job_pod_annotated_to_fail_is_retried_backoff_limit_times_and_fails() {
     let env = TestEnv::connect().await;
     let namespace = TestNamespace::create(&env.client, "jobs").await;
-    let node = unique("kwok-jobs");
-    kwok_node(
-        &env.client,
-        &node,
-        json!({"windlass.dev/test-node": node}),
-        "8",
-        "32Gi",
-    )
-    .await;
+    let node = test_node(&env.client, "kwok-jobs").await;
     let jobs: Api<Job> = Api::namespaced(env.client.clone(), &namespace.name);
     jobs.create(&PostParams::default(), &job("fails", &node, Some("fail")))
         .await

@@ -144,7 +144,7 @@ pub async fn install_crds(client: &Client) {
 }
 
 /// A Node kwok manages (Ready, runs its pods), with the given labels and size.
-pub async fn kwok_node(
+async fn kwok_node(
     client: &Client,
     name: &str,
     labels: Value,
@@ -163,6 +163,21 @@ pub async fn kwok_node(
         .create(&PostParams::default(), &node)
         .await
         .unwrap()
+}
+
+/// A roomy kwok Node of its own for one test, labelled `windlass.dev/test-node: <its name>` so
+/// the test's pods can select it; returns the name.
+pub async fn test_node(client: &Client, prefix: &str) -> String {
+    let name = unique(prefix);
+    kwok_node(
+        client,
+        &name,
+        json!({"windlass.dev/test-node": name}),
+        "8",
+        "32Gi",
+    )
+    .await;
+    name
 }
 
 pub async fn delete_node(client: &Client, name: &str) {
