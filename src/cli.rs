@@ -37,6 +37,15 @@ pub struct RunArgs {
     /// Address for the liveness and readiness probes (`/healthz`, `/readyz`).
     #[arg(long, env = "WINDLASS_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     pub health_addr: SocketAddr,
+
+    /// Watch ScaledObjects in this namespace only (all namespaces if unset), so several installs
+    /// can share a cluster.
+    #[arg(long, env = "WINDLASS_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// The namespace Windlass runs in; ClusterTriggerAuthentications read Secrets from it.
+    #[arg(long, env = "WINDLASS_NAMESPACE", default_value = "windlass")]
+    pub namespace: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,57 @@
 //! Prometheus metrics, one registry for the process.
 
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    pub namespace: String,
+    pub name: String,
+    pub trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub namespace: String,
+    pub name: String,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// The last value each trigger read.
+    pub scaler_value: Family<TriggerLabels, Gauge<f64, AtomicU64>>,
+    /// Seconds one poll of an object's triggers took.
+    pub scaler_latency: Family<ObjectLabels, Histogram>,
+    /// Failed polls and setup errors, by kind.
+    pub scaler_errors: Family<ErrorLabels, Counter>,
+    /// 1 while an object is active.
+    pub scaler_active: Family<ObjectLabels, Gauge>,
+    /// GetQueueAttributes requests actually sent (shared readings are not counted twice).
+    pub sqs_get_queue_attributes: Family<QueueLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 12))
 }
 
 impl Default for Metrics {
@@ -16,7 +62,42 @@ impl Default for Metrics {
             "Windlass build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
-        Self { registry }
+        let metrics = Self {
+            scaler_value: Family::default(),
+            scaler_latency: Family::new_with_constructor(latency_histogram),
+            scaler_errors: Family::default(),
+            scaler_active: Family::default(),
+            sqs_get_queue_attributes: Family::default(),
+            registry,
+        };
+        let mut metrics = metrics;
+        let registry = &mut metrics.registry;
+        registry.register(
+            "scaler_metric_value",
+            "Last value read per trigger",
+            metrics.scaler_value.clone(),
+        );
+        registry.register(
+            "scaler_poll_duration_seconds",
+            "Time to poll an object's triggers",
+            metrics.scaler_latency.clone(),
+        );
+        registry.register(
+            "scaler_errors",
+            "Failed polls and setup errors",
+            metrics.scaler_errors.clone(),
+        );
+        registry.register(
+            "scaler_active",
+            "1 while a scaled object is active",
+            metrics.scaler_active.clone(),
+        );
+        registry.register(
+            "sqs_get_queue_attributes",
+            "GetQueueAttributes requests sent",
+            metrics.sqs_get_queue_attributes.clone(),
+        );
+        metrics
     }
 }
 
@@ -38,5 +119,19 @@ mod tests {
         let text = Metrics::default().encode();
         assert!(text.contains("windlass_build_info{version=\""), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn counts_requests_per_queue() {
+        let metrics = Metrics::default();
+        metrics
+            .sqs_get_queue_attributes
+            .get_or_create(&QueueLabels { queue: "q".into() })
+            .inc();
+        assert!(
+            metrics
+                .encode()
+                .contains("windlass_sqs_get_queue_attributes_total{queue=\"q\"} 1")
+        );
     }
 }

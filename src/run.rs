@@ -1,17 +1,25 @@
-//! `windlass run`: connect to the cluster, serve probes and metrics, stop cleanly on SIGTERM.
+//! `windlass run`: connect to the cluster, run the controllers, serve probes and metrics, stop
+//! cleanly on SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use kube::runtime::events::{Recorder, Reporter};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cli::RunArgs;
 use crate::metrics::Metrics;
+use crate::scaling::queue_depths::QueueDepths;
+use crate::scaling::scalers::aws_sqs::SqsClients;
+use crate::scaling::{Scaling, scaled_object};
 use crate::server::{Readiness, health_router, metrics_router};
 use crate::{Error, Result};
+
+/// How long in-flight reconciles may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let client = connect().await?;
@@ -25,7 +33,28 @@ pub async fn run(args: RunArgs) -> Result<()> {
         shutdown.clone(),
     )
     .await?;
-    let scrape = serve(args.metrics_addr, metrics_router(metrics), shutdown.clone()).await?;
+    let scrape = serve(
+        args.metrics_addr,
+        metrics_router(metrics.clone()),
+        shutdown.clone(),
+    )
+    .await?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let reporter = Reporter {
+        controller: "windlass".into(),
+        instance: std::env::var("HOSTNAME").ok(),
+    };
+    let scaling = Arc::new(Scaling {
+        client: client.clone(),
+        metrics,
+        recorder: Recorder::new(client, reporter),
+        watch_namespace: args.watch_namespace,
+        controller_namespace: args.namespace,
+        sqs: SqsClients::new(aws),
+        queue_depths: QueueDepths::default(),
+        scaled_object_loops: Default::default(),
+    });
+    let scaled_objects = tokio::spawn(scaled_object::run(scaling, shutdown.clone()));
     readiness.set_ready(true);
     info!(health = %args.health_addr, metrics = %args.metrics_addr, "windlass is running");
 
@@ -39,7 +68,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     readiness.set_ready(false);
     shutdown.cancel();
-    drop(client);
+    // kube's controller holds shutdown until its first list succeeds, which never happens
+    // while the CRDs are missing; in-flight work gets a bounded grace period instead.
+    match tokio::time::timeout(SHUTDOWN_GRACE, scaled_objects).await {
+        Ok(stopped) => stopped.expect("the ScaledObject controller never panics"),
+        Err(_) => warn!(
+            "the ScaledObject controller did not stop within {SHUTDOWN_GRACE:?}; exiting anyway"
+        ),
+    }
     Ok(())
 }
 

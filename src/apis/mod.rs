@@ -7,6 +7,7 @@
 // Every `printcolumn(...)` of a kind repeats keys such as `type_`, which this lint misreads.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod conditions;
 pub mod ec2_node_class;
 pub mod job_schedule;
 pub mod node_claim;

@@ -98,7 +98,7 @@ pub enum QueueSource {
 }
 
 /// A metadata key held a value that could not be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 #[error("trigger metadata {key}: {reason}")]
 pub struct TriggerMetadataError {
     pub key: &'static str,

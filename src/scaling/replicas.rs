@@ -50,6 +50,14 @@ pub struct ScalerState {
 }
 
 impl ScalerState {
+    /// A loop's state after a restart: only the last activity survives, from status.
+    pub fn resumed(last_active: Option<Timestamp>) -> Self {
+        Self {
+            last_active,
+            ..Self::default()
+        }
+    }
+
     /// Records a change the executor made, for the rate policies.
     pub fn record_scale(&mut self, at: Timestamp, from: i32, to: i32) {
         match to.cmp(&from) {

@@ -3,5 +3,6 @@
 //! Run them with `hack/test.sh`.
 
 mod controller;
+mod scaled_object;
 mod stack;
 mod support;

@@ -2,6 +2,8 @@
 //! waiting on observable conditions with a deadline, and helper processes that die with the test.
 
 use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,6 +41,34 @@ impl TestEnv {
 
     pub fn ec2(&self) -> aws_sdk_ec2::Client {
         aws_sdk_ec2::Client::new(&self.aws)
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.aws)
+    }
+
+    /// A new, empty queue for one test; returns its URL.
+    pub async fn queue(&self, prefix: &str) -> String {
+        let output = self
+            .sqs()
+            .create_queue()
+            .queue_name(unique(prefix))
+            .send()
+            .await
+            .unwrap();
+        output.queue_url().unwrap().to_owned()
+    }
+
+    pub async fn send_messages(&self, queue_url: &str, count: usize) {
+        for n in 0..count {
+            self.sqs()
+                .send_message()
+                .queue_url(queue_url)
+                .message_body(format!("message {n}"))
+                .send()
+                .await
+                .unwrap();
+        }
     }
 }
 
@@ -144,13 +174,7 @@ pub async fn install_crds(client: &Client) {
 }
 
 /// A Node kwok manages (Ready, runs its pods), with the given labels and size.
-async fn kwok_node(
-    client: &Client,
-    name: &str,
-    labels: Value,
-    cpu: &str,
-    memory: &str,
-) -> Node {
+async fn kwok_node(client: &Client, name: &str, labels: Value, cpu: &str, memory: &str) -> Node {
     let node: Node = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": labels, "annotations": {"kwok.x-k8s.io/node": "fake"}},
         "status": {
@@ -196,6 +220,10 @@ impl From<Child> for ChildProcess {
 }
 
 impl ChildProcess {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// The exit status, if the process has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.0.try_wait().ok().flatten()
@@ -221,4 +249,58 @@ pub fn start_registrar(cluster: &str, boot_delay_seconds: u64) -> ChildProcess {
         .spawn()
         .expect("starting windlass-node-registrar");
     ChildProcess(child)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET to loopback: the status code and body, or None if nothing answers yet.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// `windlass run` as its own process, handling only `namespace`, with its ports.
+pub struct Windlass {
+    pub process: ChildProcess,
+    pub health_port: u16,
+    pub metrics_port: u16,
+}
+
+impl Windlass {
+    /// The value of one sample in /metrics, e.g. `windlass_sqs_get_queue_attributes_total{queue="…"}`.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = http_get(self.metrics_port, "/metrics")?;
+        body.lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+    }
+}
+
+pub fn start_windlass(namespace: &str) -> Windlass {
+    let (health_port, metrics_port) = (free_port(), free_port());
+    let process = Command::new(env!("CARGO_BIN_EXE_windlass"))
+        .args(["run", "--watch-namespace", namespace])
+        .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .spawn()
+        .expect("starting windlass run")
+        .into();
+    Windlass {
+        process,
+        health_port,
+        metrics_port,
+    }
 }

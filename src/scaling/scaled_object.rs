@@ -1,0 +1,795 @@
+//! The ScaledObject controller. The reconciler only starts, refreshes, restarts (on a spec
+//! change) and stops one polling loop per object, KEDA's scale loop. Each loop reads the
+//! triggers, decides with `replicas::decide`, writes the target's `/scale`, and writes status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::auth::AuthError;
+use super::replicas::{
+    Behavior, BehaviorError, Decision, ReplicaPolicy, ScalerState, TriggerReport, decide,
+};
+use super::scalers::Scaler;
+use super::target::{ScaleTarget, TargetError};
+use super::{Scaling, triggers};
+use crate::apis::conditions::{self, condition};
+use crate::apis::scaled_object::{
+    FORCE_ACTIVATION_ANNOTATION, HealthStatus, PAUSED_ANNOTATION, PAUSED_REPLICAS_ANNOTATION,
+    PAUSED_SCALE_IN_ANNOTATION, PAUSED_SCALE_OUT_ANNOTATION, ScaledObject, ScaledObjectStatus,
+    TriggerHealth,
+};
+use crate::apis::triggers::{MetricType, TriggerMetadataError};
+use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
+
+const FINALIZER: &str = "windlass.dev/scaledobject";
+/// Status is the single writer's; every field in it belongs to this manager.
+const STATUS_MANAGER: &str = "windlass";
+/// Credentials and queue URLs are resolved again this often, so rotated Secrets take effect.
+const SETUP_LIFETIME: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("ScaledObject has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Finalizer(_) => "finalizer",
+            Error::Target(e) => e.metric_label(),
+            Error::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+/// Why an object's loop could not start polling; shown as Ready=False and an Event.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("triggers[{index}]: {source}")]
+    Metadata {
+        index: usize,
+        source: TriggerMetadataError,
+    },
+    #[error("triggers[{index}].authenticationRef: {source}")]
+    Auth { index: usize, source: AuthError },
+    #[error(transparent)]
+    Behavior(#[from] BehaviorError),
+}
+
+impl SetupError {
+    fn reason(&self) -> &'static str {
+        match self {
+            SetupError::Target(_) => "ScaleTargetError",
+            SetupError::Metadata { .. } => "TriggerMetadataError",
+            SetupError::Auth { .. } => "AuthenticationError",
+            SetupError::Behavior(_) => "BehaviorError",
+        }
+    }
+
+    fn metric_label(&self) -> &'static str {
+        match self {
+            SetupError::Target(e) => e.metric_label(),
+            SetupError::Metadata { .. } => "metadata",
+            SetupError::Auth { source, .. } => source.metric_label(),
+            SetupError::Behavior(_) => "behavior",
+        }
+    }
+}
+
+struct LoopHandle {
+    uid: Option<String>,
+    generation: Option<i64>,
+    latest: watch::Sender<Arc<ScaledObject>>,
+    cancel: CancellationToken,
+}
+
+/// The running loops, by namespace/name.
+#[derive(Default)]
+pub struct Loops(Mutex<HashMap<(String, String), LoopHandle>>);
+
+impl Loops {
+    fn key(object: &ScaledObject) -> (String, String) {
+        (object.namespace().unwrap_or_default(), object.name_any())
+    }
+
+    /// Hands the loop the latest object; starts it, or restarts it if the spec changed.
+    fn ensure(&self, scaling: &Arc<Scaling>, object: Arc<ScaledObject>) {
+        let mut loops = self.0.lock().expect("loops lock");
+        let key = Self::key(&object);
+        if let Some(handle) = loops.get(&key)
+            && handle.uid == object.metadata.uid
+            && handle.generation == object.metadata.generation
+        {
+            handle.latest.send_replace(object);
+            return;
+        }
+        if let Some(old) = loops.remove(&key) {
+            old.cancel.cancel();
+        }
+        let cancel = CancellationToken::new();
+        let (latest, receiver) = watch::channel(object.clone());
+        tokio::spawn(scale_loop(scaling.clone(), receiver, cancel.clone()));
+        info!(namespace = %key.0, name = %key.1, generation = ?object.metadata.generation, "started scale loop");
+        loops.insert(
+            key,
+            LoopHandle {
+                uid: object.metadata.uid.clone(),
+                generation: object.metadata.generation,
+                latest,
+                cancel,
+            },
+        );
+    }
+
+    fn stop(&self, object: &ScaledObject) {
+        if let Some(handle) = self
+            .0
+            .lock()
+            .expect("loops lock")
+            .remove(&Self::key(object))
+        {
+            handle.cancel.cancel();
+        }
+    }
+
+    pub fn stop_all(&self) {
+        for (_, handle) in self.0.lock().expect("loops lock").drain() {
+            handle.cancel.cancel();
+        }
+    }
+}
+
+/// Runs the controller until `shutdown`.
+pub async fn run(scaling: Arc<Scaling>, shutdown: CancellationToken) {
+    let api: Api<ScaledObject> = match &scaling.watch_namespace {
+        Some(namespace) => Api::namespaced(scaling.client.clone(), namespace),
+        None => Api::all(scaling.client.clone()),
+    };
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, scaling.clone())
+        .for_each(|_| futures::future::ready(()))
+        .await;
+    scaling.scaled_object_loops.stop_all();
+}
+
+async fn reconcile(object: Arc<ScaledObject>, scaling: Arc<Scaling>) -> Result<Action, Error> {
+    let namespace = object.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<ScaledObject> = Api::namespaced(scaling.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, object, |event| async {
+        match event {
+            Finalizer::Apply(object) => {
+                scaling.scaled_object_loops.ensure(&scaling, object);
+                Ok(Action::await_change())
+            }
+            Finalizer::Cleanup(object) => {
+                scaling.scaled_object_loops.stop(&object);
+                restore_original_replicas(&scaling, &object).await?;
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+fn error_policy(object: Arc<ScaledObject>, error: &Error, scaling: Arc<Scaling>) -> Action {
+    warn!(name = %object.name_any(), %error, "ScaledObject reconcile failed");
+    let labels = ErrorLabels {
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
+        error: error.metric_label().into(),
+    };
+    scaling.metrics.scaler_errors.get_or_create(&labels).inc();
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn restore_original_replicas(scaling: &Scaling, object: &ScaledObject) -> Result<(), Error> {
+    let restore = object
+        .spec
+        .advanced
+        .as_ref()
+        .is_some_and(|a| a.restore_to_original_replica_count);
+    let Some(original) = object
+        .status
+        .as_ref()
+        .and_then(|s| s.original_replica_count)
+        .filter(|_| restore)
+    else {
+        return Ok(());
+    };
+    let namespace = object.namespace().ok_or(Error::NoNamespace)?;
+    let target = match ScaleTarget::resolve(
+        &scaling.client,
+        &namespace,
+        &object.spec.scale_target_ref,
+    )
+    .await
+    {
+        Ok(target) => target,
+        // Nothing left to restore.
+        Err(TargetError::NotFound { .. } | TargetError::Unknown { .. }) => return Ok(()),
+        Err(other) => return Err(other.into()),
+    };
+    match target.scale(original).await {
+        Ok(()) | Err(TargetError::NotFound { .. }) => Ok(()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// What a loop needs to poll, built from the spec and refreshed every SETUP_LIFETIME.
+struct Setup {
+    target: ScaleTarget,
+    policy: ReplicaPolicy,
+    triggers: Vec<(String, MetricType, Box<dyn Scaler>)>,
+    built_at: tokio::time::Instant,
+}
+
+async fn setup(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupError> {
+    let namespace = object.namespace().unwrap_or_default();
+    let spec = &object.spec;
+    let target = ScaleTarget::resolve(&scaling.client, &namespace, &spec.scale_target_ref).await?;
+    let behavior = Behavior::from_spec(
+        spec.advanced
+            .as_ref()
+            .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
+            .and_then(|h| h.behavior.as_ref()),
+    )?;
+    let created_at = object
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(Timestamp::now, |t| t.0);
+    let policy = ReplicaPolicy {
+        min: spec.min_replica_count,
+        max: spec.max_replica_count,
+        idle: spec.idle_replica_count,
+        cooldown: SignedDuration::from_secs(spec.cooldown_period.into()),
+        initial_cooldown: SignedDuration::from_secs(spec.initial_cooldown_period.into()),
+        created_at,
+        fallback: spec.fallback.clone(),
+        behavior,
+    };
+    let interval = Duration::from_secs(spec.polling_interval.max(1) as u64);
+    let mut built = Vec::new();
+    for (index, trigger) in spec.triggers.iter().enumerate() {
+        let container = spec.scale_target_ref.env_source_container_name.as_deref();
+        let scaler = triggers::scaler(scaling, &namespace, trigger, &target, container, interval)
+            .await
+            .map_err(|e| e.at(index))?;
+        let name = trigger
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("trigger-{index}"));
+        built.push((name, trigger.metric_type.unwrap_or_default(), scaler));
+    }
+    Ok(Setup {
+        target,
+        policy,
+        triggers: built,
+        built_at: tokio::time::Instant::now(),
+    })
+}
+
+async fn scale_loop(
+    scaling: Arc<Scaling>,
+    mut latest: watch::Receiver<Arc<ScaledObject>>,
+    cancel: CancellationToken,
+) {
+    let first = latest.borrow_and_update().clone();
+    let interval = Duration::from_secs(first.spec.polling_interval.max(1) as u64);
+    let mut state = ScalerState::resumed(
+        first
+            .status
+            .as_ref()
+            .and_then(|s| s.last_active_time.as_ref())
+            .map(|t| t.0),
+    );
+    let mut failures = vec![0u32; first.spec.triggers.len()];
+    let mut ready: Option<Setup> = None;
+    let mut last_problem: Option<String> = None;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let object = latest.borrow().clone();
+        let labels = ObjectLabels {
+            namespace: object.namespace().unwrap_or_default(),
+            name: object.name_any(),
+        };
+        if ready
+            .as_ref()
+            .is_some_and(|s| s.built_at.elapsed() >= SETUP_LIFETIME)
+        {
+            ready = None;
+        }
+        if ready.is_none() {
+            match setup(&scaling, &object).await {
+                Ok(built) => ready = Some(built),
+                Err(error) => {
+                    let labels = ErrorLabels {
+                        namespace: labels.namespace,
+                        name: labels.name,
+                        error: error.metric_label().into(),
+                    };
+                    scaling.metrics.scaler_errors.get_or_create(&labels).inc();
+                    report_problem(
+                        &scaling,
+                        &object,
+                        error.reason(),
+                        &error.to_string(),
+                        &mut last_problem,
+                    )
+                    .await;
+                    continue;
+                }
+            }
+        }
+        let setup = ready.as_ref().expect("set above");
+        let started = tokio::time::Instant::now();
+        if let Err(error) = poll(
+            &scaling,
+            &object,
+            setup,
+            &mut state,
+            &mut failures,
+            &mut last_problem,
+        )
+        .await
+        {
+            if matches!(
+                error,
+                TargetError::NotFound { .. }
+                    | TargetError::Unknown { .. }
+                    | TargetError::NotScalable { .. }
+            ) {
+                ready = None;
+            }
+            let labels = ErrorLabels {
+                namespace: labels.namespace.clone(),
+                name: labels.name.clone(),
+                error: error.metric_label().into(),
+            };
+            scaling.metrics.scaler_errors.get_or_create(&labels).inc();
+            report_problem(
+                &scaling,
+                &object,
+                "ScaleTargetError",
+                &error.to_string(),
+                &mut last_problem,
+            )
+            .await;
+        }
+        scaling
+            .metrics
+            .scaler_latency
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// The pause switches, read from the object's annotations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Pause {
+    paused: bool,
+    replicas: Option<i32>,
+    scale_in: bool,
+    scale_out: bool,
+    force_active: bool,
+}
+
+fn pause(annotations: &BTreeMap<String, String>) -> Pause {
+    let on = |key: &str| annotations.get(key).is_some_and(|v| v == "true");
+    let replicas = annotations
+        .get(PAUSED_REPLICAS_ANNOTATION)
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n: &i32| *n >= 0);
+    Pause {
+        paused: on(PAUSED_ANNOTATION) || replicas.is_some(),
+        replicas,
+        scale_in: on(PAUSED_SCALE_IN_ANNOTATION),
+        scale_out: on(PAUSED_SCALE_OUT_ANNOTATION),
+        force_active: on(FORCE_ACTIVATION_ANNOTATION),
+    }
+}
+
+/// The replicas to write, given the decision and the pause switches.
+fn apply_pause(pause: Pause, current: i32, decided: i32) -> i32 {
+    if pause.paused {
+        return pause.replicas.unwrap_or(current);
+    }
+    let mut replicas = decided;
+    if pause.scale_in {
+        replicas = replicas.max(current);
+    }
+    if pause.scale_out {
+        replicas = replicas.min(current);
+    }
+    replicas
+}
+
+async fn poll(
+    scaling: &Scaling,
+    object: &ScaledObject,
+    setup: &Setup,
+    state: &mut ScalerState,
+    failures: &mut [u32],
+    last_problem: &mut Option<String>,
+) -> Result<(), TargetError> {
+    let namespace = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let now = Timestamp::now();
+    let current = setup.target.replicas().await?;
+    let mut reports = Vec::with_capacity(setup.triggers.len());
+    let mut health = BTreeMap::new();
+    let mut trigger_errors = Vec::new();
+    for (index, (trigger, metric_type, scaler)) in setup.triggers.iter().enumerate() {
+        let labels = TriggerLabels {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            trigger: trigger.clone(),
+        };
+        match scaler.read().await {
+            Ok(reading) => {
+                failures[index] = 0;
+                scaling
+                    .metrics
+                    .scaler_value
+                    .get_or_create(&labels)
+                    .set(reading.value);
+                reports.push(TriggerReport::Metric {
+                    value: reading.value,
+                    target: reading.target,
+                    activation: reading.activation,
+                    metric_type: *metric_type,
+                });
+            }
+            Err(error) => {
+                failures[index] += 1;
+                let error_labels = ErrorLabels {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    error: error.metric_label().into(),
+                };
+                scaling
+                    .metrics
+                    .scaler_errors
+                    .get_or_create(&error_labels)
+                    .inc();
+                trigger_errors.push(format!("{trigger}: {error}"));
+                reports.push(TriggerReport::Failed {
+                    consecutive: failures[index],
+                });
+            }
+        }
+        let status = if failures[index] == 0 {
+            HealthStatus::Happy
+        } else {
+            HealthStatus::Failing
+        };
+        health.insert(
+            trigger.clone(),
+            TriggerHealth {
+                number_of_failures: failures[index] as i32,
+                status,
+            },
+        );
+    }
+
+    let pause = pause(object.annotations());
+    let decision = if pause.paused {
+        Decision {
+            replicas: current,
+            active: false,
+            fallback: false,
+        }
+    } else {
+        decide(
+            &setup.policy,
+            state,
+            now,
+            current,
+            &reports,
+            pause.force_active,
+        )
+    };
+    let replicas = apply_pause(pause, current, decision.replicas);
+    if replicas != current {
+        setup.target.scale(replicas).await?;
+        state.record_scale(now, current, replicas);
+        let (reason, verb) = if replicas > current {
+            ("ScaledUp", "up")
+        } else {
+            ("ScaledDown", "down")
+        };
+        info!(%namespace, %name, from = current, to = replicas, "scaled {verb}");
+        publish(
+            scaling,
+            object,
+            EventType::Normal,
+            reason,
+            format!(
+                "Scaled {} from {current} to {replicas}",
+                setup.target.kind()
+            ),
+        )
+        .await;
+    }
+    let active_labels = ObjectLabels {
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    scaling
+        .metrics
+        .scaler_active
+        .get_or_create(&active_labels)
+        .set(i64::from(decision.active));
+
+    let previous = object.status.clone().unwrap_or_default();
+    let generation = object.metadata.generation;
+    let existing = &previous.conditions;
+    let ready = if trigger_errors.is_empty() {
+        condition(
+            existing,
+            conditions::READY,
+            true,
+            "ScalerReady",
+            "triggers are being polled",
+            generation,
+            now,
+        )
+    } else {
+        condition(
+            existing,
+            conditions::READY,
+            false,
+            "TriggerError",
+            trigger_errors.join("; "),
+            generation,
+            now,
+        )
+    };
+    if !trigger_errors.is_empty() {
+        report_event_once(
+            scaling,
+            object,
+            "TriggerError",
+            &trigger_errors.join("; "),
+            last_problem,
+        )
+        .await;
+    } else {
+        *last_problem = None;
+    }
+    let status = ScaledObjectStatus {
+        observed_generation: generation,
+        conditions: vec![
+            ready,
+            condition(
+                existing,
+                conditions::ACTIVE,
+                decision.active,
+                if decision.active {
+                    "ScalerActive"
+                } else {
+                    "ScalerNotActive"
+                },
+                "",
+                generation,
+                now,
+            ),
+            condition(
+                existing,
+                conditions::FALLBACK,
+                decision.fallback,
+                if decision.fallback {
+                    "FallbackApplied"
+                } else {
+                    "NoFallback"
+                },
+                "",
+                generation,
+                now,
+            ),
+            condition(
+                existing,
+                conditions::PAUSED,
+                pause.paused,
+                if pause.paused {
+                    "ScaledObjectPaused"
+                } else {
+                    "ScaledObjectUnpaused"
+                },
+                "",
+                generation,
+                now,
+            ),
+        ],
+        scale_target_kind: Some(setup.target.kind().to_owned()),
+        original_replica_count: previous.original_replica_count.or(Some(current)),
+        current_replicas: Some(replicas),
+        desired_replicas: Some(decision.replicas),
+        last_active_time: state.last_active.map(Time),
+        health,
+        paused_replica_count: pause.replicas,
+    };
+    write_status(scaling, object, &previous, status).await;
+    Ok(())
+}
+
+/// Writes status when it changed; `lastActiveTime` alone is refreshed at most once a minute.
+async fn write_status(
+    scaling: &Scaling,
+    object: &ScaledObject,
+    previous: &ScaledObjectStatus,
+    status: ScaledObjectStatus,
+) {
+    let stale_activity = match (&previous.last_active_time, &status.last_active_time) {
+        (Some(old), Some(new)) => new.0.duration_since(old.0) >= SignedDuration::from_secs(60),
+        (old, new) => old != new,
+    };
+    let unchanged = ScaledObjectStatus {
+        last_active_time: previous.last_active_time.clone(),
+        ..status.clone()
+    } == *previous;
+    if unchanged && !stale_activity {
+        return;
+    }
+    let api: Api<ScaledObject> = Api::namespaced(
+        scaling.client.clone(),
+        &object.namespace().unwrap_or_default(),
+    );
+    let patch =
+        json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledObject", "status": status});
+    if let Err(error) = api
+        .patch_status(
+            &object.name_any(),
+            &PatchParams::apply(STATUS_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        warn!(name = %object.name_any(), %error, "writing ScaledObject status failed");
+    }
+}
+
+/// Ready=False with the reason, and an Event the first time this problem is seen.
+async fn report_problem(
+    scaling: &Scaling,
+    object: &ScaledObject,
+    reason: &str,
+    message: &str,
+    last_problem: &mut Option<String>,
+) {
+    warn!(name = %object.name_any(), %reason, %message, "ScaledObject cannot scale");
+    let previous = object.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let mut status = previous.clone();
+    status.observed_generation = object.metadata.generation;
+    let ready = condition(
+        &previous.conditions,
+        conditions::READY,
+        false,
+        reason,
+        message,
+        object.metadata.generation,
+        now,
+    );
+    status.conditions.retain(|c| c.type_ != conditions::READY);
+    status.conditions.insert(0, ready);
+    write_status(scaling, object, &previous, status).await;
+    report_event_once(scaling, object, reason, message, last_problem).await;
+}
+
+async fn report_event_once(
+    scaling: &Scaling,
+    object: &ScaledObject,
+    reason: &str,
+    message: &str,
+    last_problem: &mut Option<String>,
+) {
+    if last_problem.as_deref() == Some(message) {
+        return;
+    }
+    *last_problem = Some(message.to_owned());
+    publish(
+        scaling,
+        object,
+        EventType::Warning,
+        reason,
+        message.to_owned(),
+    )
+    .await;
+}
+
+async fn publish(
+    scaling: &Scaling,
+    object: &ScaledObject,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let recorder: &Recorder = &scaling.recorder;
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Scaling".into(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
+        warn!(%error, "publishing an Event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn paused_holds_current_replicas_or_the_paused_count() {
+        let paused = pause(&annotations(&[(PAUSED_ANNOTATION, "true")]));
+        assert_eq!(apply_pause(paused, 4, 10), 4);
+        let pinned = pause(&annotations(&[(PAUSED_REPLICAS_ANNOTATION, "2")]));
+        assert!(pinned.paused);
+        assert_eq!(apply_pause(pinned, 4, 10), 2);
+    }
+
+    #[test]
+    fn paused_scale_in_and_out_block_one_direction() {
+        let no_in = pause(&annotations(&[(PAUSED_SCALE_IN_ANNOTATION, "true")]));
+        assert_eq!(apply_pause(no_in, 4, 1), 4);
+        assert_eq!(apply_pause(no_in, 4, 9), 9);
+        let no_out = pause(&annotations(&[(PAUSED_SCALE_OUT_ANNOTATION, "true")]));
+        assert_eq!(apply_pause(no_out, 4, 9), 4);
+        assert_eq!(apply_pause(no_out, 4, 1), 1);
+    }
+
+    #[test]
+    fn only_true_switches_and_valid_counts_count() {
+        let switches = pause(&annotations(&[
+            (PAUSED_ANNOTATION, "yes"),
+            (PAUSED_REPLICAS_ANNOTATION, "-1"),
+            (FORCE_ACTIVATION_ANNOTATION, "true"),
+        ]));
+        assert_eq!(
+            switches,
+            Pause {
+                force_active: true,
+                ..Pause::default()
+            }
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! The `aws-sqs-queue` scaler: queue depth from GetQueueAttributes, counted as KEDA counts it
+//! (visible, plus in flight and delayed when asked), through the shared per-interval readings.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::QueueAttributeName;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::Mutex;
+
+use super::{Reading, Scaler, ScalerError};
+use crate::apis::triggers::AwsSqsQueueTrigger;
+use crate::scaling::auth::ResolvedAuth;
+use crate::scaling::queue_depths::{QueueAttributes, QueueDepths, QueueKey};
+
+/// The messages that count toward scaling.
+pub fn messages(attributes: QueueAttributes, trigger: &AwsSqsQueueTrigger) -> u64 {
+    let in_flight = if trigger.scale_on_in_flight {
+        attributes.in_flight
+    } else {
+        0
+    };
+    let delayed = if trigger.scale_on_delayed {
+        attributes.delayed
+    } else {
+        0
+    };
+    attributes.visible + in_flight + delayed
+}
+
+pub struct AwsSqsScaler {
+    trigger: AwsSqsQueueTrigger,
+    key: QueueKey,
+    client: aws_sdk_sqs::Client,
+    depths: QueueDepths,
+    interval: Duration,
+    requests: Counter,
+}
+
+impl AwsSqsScaler {
+    pub fn new(
+        trigger: AwsSqsQueueTrigger,
+        key: QueueKey,
+        client: aws_sdk_sqs::Client,
+        depths: QueueDepths,
+        interval: Duration,
+        requests: Counter,
+    ) -> Self {
+        Self {
+            trigger,
+            key,
+            client,
+            depths,
+            interval,
+            requests,
+        }
+    }
+}
+
+impl Scaler for AwsSqsScaler {
+    fn read(&self) -> BoxFuture<'_, Result<Reading, ScalerError>> {
+        async move {
+            let client = self.client.clone();
+            let queue_url = self.key.queue_url.clone();
+            let requests = self.requests.clone();
+            let attributes = self
+                .depths
+                .get(self.key.clone(), self.interval, move || async move {
+                    requests.inc();
+                    get_queue_attributes(&client, &queue_url).await
+                })
+                .await
+                .map_err(|message| ScalerError::Source {
+                    queue: self.key.queue_url.clone(),
+                    message,
+                })?;
+            Ok(Reading {
+                value: messages(attributes, &self.trigger) as f64,
+                target: self.trigger.queue_length as f64,
+                activation: self.trigger.activation_queue_length as f64,
+            })
+        }
+        .boxed()
+    }
+}
+
+async fn get_queue_attributes(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Result<QueueAttributes, String> {
+    let output = client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .map_err(|error| DisplayErrorContext(error).to_string())?;
+    let attributes = output
+        .attributes()
+        .ok_or("GetQueueAttributes returned no attributes")?;
+    let count = |name: QueueAttributeName| -> Result<u64, String> {
+        match attributes.get(&name) {
+            Some(value) => value
+                .parse()
+                .map_err(|_| format!("{name} is {value:?}, not a count")),
+            None => Ok(0),
+        }
+    };
+    Ok(QueueAttributes {
+        visible: count(QueueAttributeName::ApproximateNumberOfMessages)?,
+        in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?,
+        delayed: count(QueueAttributeName::ApproximateNumberOfMessagesDelayed)?,
+    })
+}
+
+/// Region, endpoint and identity key: what makes two SQS clients different.
+type ClientKey = (Option<String>, Option<String>, String);
+
+/// SQS clients by region, endpoint and identity, built once and reused.
+#[derive(Clone)]
+pub struct SqsClients {
+    base: SdkConfig,
+    clients: Arc<Mutex<HashMap<ClientKey, aws_sdk_sqs::Client>>>,
+}
+
+impl SqsClients {
+    pub fn new(base: SdkConfig) -> Self {
+        Self {
+            base,
+            clients: Arc::default(),
+        }
+    }
+
+    pub async fn client(
+        &self,
+        auth: &ResolvedAuth,
+        region: Option<&str>,
+        endpoint: Option<&str>,
+    ) -> aws_sdk_sqs::Client {
+        let key = (
+            region.map(str::to_owned),
+            endpoint.map(str::to_owned),
+            auth.identity_key(),
+        );
+        let mut clients = self.clients.lock().await;
+        if let Some(client) = clients.get(&key) {
+            return client.clone();
+        }
+        let client = aws_sdk_sqs::Client::new(&auth.sdk_config(&self.base, region, endpoint).await);
+        clients.insert(key, client.clone());
+        client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apis::triggers::QueueSource;
+
+    fn trigger(scale_on_in_flight: bool, scale_on_delayed: bool) -> AwsSqsQueueTrigger {
+        AwsSqsQueueTrigger {
+            queue: QueueSource::Url("u".into()),
+            queue_length: 5,
+            activation_queue_length: 0,
+            aws_region: None,
+            aws_endpoint: None,
+            scale_on_in_flight,
+            scale_on_delayed,
+        }
+    }
+
+    #[test]
+    fn counts_visible_plus_in_flight_plus_delayed_as_configured() {
+        let attributes = QueueAttributes {
+            visible: 10,
+            in_flight: 3,
+            delayed: 2,
+        };
+        assert_eq!(
+            messages(attributes, &trigger(true, false)),
+            13,
+            "KEDA's default: visible and in flight"
+        );
+        assert_eq!(messages(attributes, &trigger(false, false)), 10);
+        assert_eq!(messages(attributes, &trigger(true, true)), 15);
+        assert_eq!(messages(attributes, &trigger(false, true)), 12);
+    }
+}

@@ -1,0 +1,40 @@
+//! Scalers: one per trigger type behind one trait (KEDA's scaler/executor split). A scaler
+//! reads its event source and reports a number with its target; the loop and the replica
+//! arithmetic decide what that means for the workload.
+
+pub mod aws_sqs;
+
+use futures::future::BoxFuture;
+
+use crate::apis::triggers::TriggerMetadataError;
+
+/// One reading of a trigger.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reading {
+    pub value: f64,
+    /// Units of `value` one replica (or Job) takes on.
+    pub target: f64,
+    /// The object is active only above this.
+    pub activation: f64,
+}
+
+pub trait Scaler: Send + Sync {
+    fn read(&self) -> BoxFuture<'_, Result<Reading, ScalerError>>;
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ScalerError {
+    #[error(transparent)]
+    Metadata(#[from] TriggerMetadataError),
+    #[error("reading queue {queue}: {message}")]
+    Source { queue: String, message: String },
+}
+
+impl ScalerError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ScalerError::Metadata(_) => "metadata",
+            ScalerError::Source { .. } => "source",
+        }
+    }
+}

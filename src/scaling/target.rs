@@ -1,0 +1,183 @@
+//! The workload a ScaledObject scales: any kind with a `/scale` subresource, found through
+//! discovery, read and written through that subresource. Its containers' environment feeds
+//! `...FromEnv` trigger metadata.
+
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use crate::apis::scaled_object::ScaleTargetRef;
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("scaleTargetRef {kind}: {message}")]
+    Unknown { kind: String, message: String },
+    #[error("scaleTargetRef {kind} has no /scale subresource")]
+    NotScalable { kind: String },
+    #[error("scaleTargetRef {kind} {name:?} not found")]
+    NotFound { kind: String, name: String },
+    #[error("{what} of {kind} {name:?}: {message}")]
+    Api {
+        what: &'static str,
+        kind: String,
+        name: String,
+        message: String,
+    },
+    #[error("environment variable {var:?} not found in {place}")]
+    EnvMissing { var: String, place: String },
+}
+
+impl TargetError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            TargetError::Unknown { .. } | TargetError::NotScalable { .. } => "target_kind",
+            TargetError::NotFound { .. } => "target_not_found",
+            TargetError::Api { .. } => "target_api",
+            TargetError::EnvMissing { .. } => "target_env",
+        }
+    }
+}
+
+pub struct ScaleTarget {
+    api: Api<DynamicObject>,
+    kind: String,
+    name: String,
+}
+
+impl ScaleTarget {
+    pub async fn resolve(
+        client: &Client,
+        namespace: &str,
+        target: &ScaleTargetRef,
+    ) -> Result<Self, TargetError> {
+        let (group, version) = target
+            .api_version
+            .rsplit_once('/')
+            .unwrap_or(("", target.api_version.as_str()));
+        let kind = format!("{}.{}", target.api_version, target.kind);
+        let gvk = GroupVersionKind::gvk(group, version, &target.kind);
+        let (resource, capabilities) =
+            discovery::pinned_kind(client, &gvk)
+                .await
+                .map_err(|e| TargetError::Unknown {
+                    kind: kind.clone(),
+                    message: e.to_string(),
+                })?;
+        if !capabilities
+            .subresources
+            .iter()
+            .any(|(sub, _)| sub.plural == "scale")
+        {
+            return Err(TargetError::NotScalable { kind });
+        }
+        Ok(Self {
+            api: Api::namespaced_with(client.clone(), namespace, &resource),
+            kind,
+            name: target.name.clone(),
+        })
+    }
+
+    /// The kind, as `apps/v1.Deployment`.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// `spec.replicas` from the `/scale` subresource.
+    pub async fn replicas(&self) -> Result<i32, TargetError> {
+        let scale = self
+            .api
+            .get_scale(&self.name)
+            .await
+            .map_err(|e| self.error("reading /scale", e))?;
+        Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
+    }
+
+    pub async fn scale(&self, replicas: i32) -> Result<(), TargetError> {
+        let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+        self.api
+            .patch_scale(&self.name, &PatchParams::default(), &patch)
+            .await
+            .map_err(|e| self.error("writing /scale", e))?;
+        Ok(())
+    }
+
+    /// The literal value of `var` in the pod template's container `container` (the first one
+    /// if unset), as KEDA reads `...FromEnv` metadata.
+    pub async fn env_value(
+        &self,
+        container: Option<&str>,
+        var: &str,
+    ) -> Result<String, TargetError> {
+        let object = self
+            .api
+            .get(&self.name)
+            .await
+            .map_err(|e| self.error("reading", e))?;
+        container_env(&object.data, container, var).ok_or_else(|| TargetError::EnvMissing {
+            var: var.to_owned(),
+            place: format!(
+                "container {:?} of {} {:?}",
+                container.unwrap_or("(first)"),
+                self.kind,
+                self.name
+            ),
+        })
+    }
+
+    fn error(&self, what: &'static str, error: kube::Error) -> TargetError {
+        match error {
+            kube::Error::Api(status) if status.code == 404 => TargetError::NotFound {
+                kind: self.kind.clone(),
+                name: self.name.clone(),
+            },
+            other => TargetError::Api {
+                what,
+                kind: self.kind.clone(),
+                name: self.name.clone(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+fn container_env(object: &Value, container: Option<&str>, var: &str) -> Option<String> {
+    let containers = object
+        .pointer("/spec/template/spec/containers")?
+        .as_array()?;
+    let chosen = match container {
+        Some(name) => containers.iter().find(|c| c["name"] == name)?,
+        None => containers.first()?,
+    };
+    let env = chosen["env"].as_array()?;
+    env.iter().find(|e| e["name"] == var)?["value"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_comes_from_the_named_or_first_container() {
+        let deployment = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "env": [{"name": "QUEUE_URL", "value": "https://sqs/app"}]},
+            {"name": "sidecar", "env": [{"name": "QUEUE_URL", "value": "https://sqs/sidecar"}]}
+        ]}}}});
+        assert_eq!(
+            container_env(&deployment, None, "QUEUE_URL").as_deref(),
+            Some("https://sqs/app")
+        );
+        assert_eq!(
+            container_env(&deployment, Some("sidecar"), "QUEUE_URL").as_deref(),
+            Some("https://sqs/sidecar")
+        );
+        assert_eq!(
+            container_env(&deployment, Some("missing"), "QUEUE_URL"),
+            None
+        );
+        assert_eq!(container_env(&deployment, None, "OTHER"), None);
+    }
+}

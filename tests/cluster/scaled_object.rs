@@ -1,0 +1,439 @@
+//! ScaledObjects against the real cluster and SQS: scale from zero on messages and back after
+//! the cooldown, share one GetQueueAttributes per interval, pause, fall back, and report bad
+//! authentication without touching the replicas.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use windlass::apis::scaled_object::ScaledObject;
+
+use crate::support::{
+    TestEnv, TestNamespace, delete_node, install_crds, start_windlass, test_node, wait_until,
+};
+
+async fn deployment(client: &Client, namespace: &str, name: &str, node: &str, replicas: i32) {
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "nodeSelector": {"windlass.dev/test-node": node},
+                    "containers": [{"name": "worker", "image": "registry.example.com/worker:1"}]
+                }
+            }
+        }
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+}
+
+fn scaled_object(name: &str, target: &str, queue_url: &str, extra: Value) -> ScaledObject {
+    let mut object = json!({
+        "apiVersion": "windlass.dev/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name},
+        "spec": {
+            "scaleTargetRef": {"name": target},
+            "pollingInterval": 1,
+            "cooldownPeriod": 5,
+            "maxReplicaCount": 10,
+            "triggers": [{"type": "aws-sqs-queue", "name": "queue", "metadata": {"queueURL": queue_url, "queueLength": "2"}}]
+        }
+    });
+    merge(&mut object, extra);
+    serde_json::from_value(object).unwrap()
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(base), Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(base.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}
+
+/// Deletes the test's ScaledObjects while its controller still runs (it removes their
+/// finalizers), then the namespace and the node.
+async fn clean_up(
+    env: &TestEnv,
+    namespace: TestNamespace,
+    objects: &Api<ScaledObject>,
+    node: &str,
+) {
+    objects
+        .delete_collection(&Default::default(), &ListParams::default())
+        .await
+        .unwrap();
+    wait_until(
+        "the ScaledObjects to be gone",
+        Duration::from_secs(30),
+        || async {
+            objects
+                .list(&ListParams::default())
+                .await
+                .ok()
+                .filter(|l| l.items.is_empty())
+                .map(|_| ())
+        },
+    )
+    .await;
+    namespace.delete().await;
+    delete_node(&env.client, node).await;
+}
+
+async fn replicas(client: &Client, namespace: &str, name: &str) -> Option<i32> {
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .ok()?
+        .spec?
+        .replicas
+}
+
+async fn wait_for_replicas(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    expected: i32,
+    timeout: Duration,
+) {
+    wait_until(
+        &format!("{name} to have {expected} replicas"),
+        timeout,
+        || async { (replicas(client, namespace, name).await == Some(expected)).then_some(()) },
+    )
+    .await;
+}
+
+fn condition(object: &ScaledObject, type_: &str) -> Option<(String, String, String)> {
+    let found = object
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((
+        found.status.clone(),
+        found.reason.clone(),
+        found.message.clone(),
+    ))
+}
+
+async fn wait_for_condition(
+    api: &Api<ScaledObject>,
+    name: &str,
+    type_: &str,
+    status: &str,
+) -> (String, String, String) {
+    wait_until(
+        &format!("{name} condition {type_}={status}"),
+        Duration::from_secs(30),
+        || async { condition(&api.get(name).await.ok()?, type_).filter(|(s, _, _)| s == status) },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn deployment_scales_from_zero_on_messages_and_back_to_zero_after_the_cooldown() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-scale").await;
+    let node = test_node(&env.client, "kwok-so").await;
+    deployment(&env.client, &namespace.name, "worker", &node, 0).await;
+    let queue = env.queue("so-scale").await;
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), &namespace.name);
+    objects
+        .create(
+            &PostParams::default(),
+            &scaled_object("worker", "worker", &queue, json!({})),
+        )
+        .await
+        .unwrap();
+    let _windlass = start_windlass(&namespace.name);
+    wait_for_condition(&objects, "worker", "Ready", "True").await;
+    assert_eq!(
+        replicas(&env.client, &namespace.name, "worker").await,
+        Some(0),
+        "an empty queue keeps zero replicas"
+    );
+
+    env.send_messages(&queue, 6).await;
+    let sent = Instant::now();
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        3,
+        Duration::from_secs(30),
+    )
+    .await;
+    println!("messages visible -> 3 replicas in {:?}", sent.elapsed());
+    let status = objects.get("worker").await.unwrap().status.unwrap();
+    assert_eq!(status.original_replica_count, Some(0));
+    wait_for_condition(&objects, "worker", "Active", "True").await;
+
+    env.sqs()
+        .purge_queue()
+        .queue_url(&queue)
+        .send()
+        .await
+        .unwrap();
+    let emptied = Instant::now();
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        0,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        emptied.elapsed() >= Duration::from_secs(4),
+        "scaled to zero before the 5 s cooldown: {:?}",
+        emptied.elapsed()
+    );
+
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &namespace.name);
+    let reasons: Vec<String> = events
+        .list(
+            &ListParams::default()
+                .fields("involvedObject.name=worker,involvedObject.kind=ScaledObject"),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "ScaledUp") && reasons.iter().any(|r| r == "ScaledDown"),
+        "events: {reasons:?}"
+    );
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+#[tokio::test]
+async fn two_scaled_objects_on_one_queue_share_one_get_queue_attributes_per_interval() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-shared").await;
+    let node = test_node(&env.client, "kwok-shared").await;
+    let queue = env.queue("so-shared").await;
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), &namespace.name);
+    for name in ["first", "second"] {
+        deployment(&env.client, &namespace.name, name, &node, 0).await;
+        objects
+            .create(
+                &PostParams::default(),
+                &scaled_object(name, name, &queue, json!({"spec": {"pollingInterval": 2}})),
+            )
+            .await
+            .unwrap();
+    }
+    let windlass = start_windlass(&namespace.name);
+    for name in ["first", "second"] {
+        wait_for_condition(&objects, name, "Ready", "True").await;
+    }
+    let sample = format!("windlass_sqs_get_queue_attributes_total{{queue=\"{queue}\"}}");
+    let before = windlass.metric(&sample).expect("the request counter");
+    // A measurement window, not a wait for an outcome: count the requests sent in it.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let sent = windlass.metric(&sample).unwrap() - before;
+    println!("GetQueueAttributes in 10 s for two objects polling every 2 s: {sent}");
+    assert!(
+        (2.0..=6.0).contains(&sent),
+        "{sent} requests in 10 s: at most one per 2 s interval (6), at least some polling (2); unshared would be about 10"
+    );
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+#[tokio::test]
+async fn paused_replicas_hold_the_target_until_the_annotation_is_removed() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-pause").await;
+    let node = test_node(&env.client, "kwok-pause").await;
+    deployment(&env.client, &namespace.name, "worker", &node, 0).await;
+    let queue = env.queue("so-pause").await;
+    env.send_messages(&queue, 8).await;
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), &namespace.name);
+    objects
+        .create(
+            &PostParams::default(),
+            &scaled_object("worker", "worker", &queue, json!({})),
+        )
+        .await
+        .unwrap();
+    let _windlass = start_windlass(&namespace.name);
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        4,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let annotate = |value: Value| {
+        Patch::Merge(
+            json!({"metadata": {"annotations": {"autoscaling.windlass.dev/paused-replicas": value}}}),
+        )
+    };
+    objects
+        .patch("worker", &PatchParams::default(), &annotate(json!("1")))
+        .await
+        .unwrap();
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        1,
+        Duration::from_secs(15),
+    )
+    .await;
+    wait_for_condition(&objects, "worker", "Paused", "True").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        replicas(&env.client, &namespace.name, "worker").await,
+        Some(1),
+        "paused replicas held for three polls"
+    );
+
+    objects
+        .patch("worker", &PatchParams::default(), &annotate(Value::Null))
+        .await
+        .unwrap();
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        4,
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_for_condition(&objects, "worker", "Paused", "False").await;
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+#[tokio::test]
+async fn fallback_replicas_apply_when_the_queue_endpoint_fails() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-fallback").await;
+    let node = test_node(&env.client, "kwok-fallback").await;
+    deployment(&env.client, &namespace.name, "worker", &node, 1).await;
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), &namespace.name);
+    let broken = json!({"spec": {
+        "fallback": {"failureThreshold": 2, "replicas": 3},
+        "triggers": [{"type": "aws-sqs-queue", "name": "queue", "metadata": {
+            "queueURL": "http://127.0.0.1:1/000000000000/nowhere", "awsEndpoint": "http://127.0.0.1:1", "awsRegion": "us-east-1"
+        }}]
+    }});
+    objects
+        .create(
+            &PostParams::default(),
+            &scaled_object("worker", "worker", "unused", broken),
+        )
+        .await
+        .unwrap();
+    let _windlass = start_windlass(&namespace.name);
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        3,
+        Duration::from_secs(60),
+    )
+    .await;
+    wait_for_condition(&objects, "worker", "Fallback", "True").await;
+    let (_, reason, message) = wait_for_condition(&objects, "worker", "Ready", "False").await;
+    assert_eq!(reason, "TriggerError");
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+#[tokio::test]
+async fn missing_secret_is_a_condition_and_an_event_and_never_scales_to_zero() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-auth").await;
+    let node = test_node(&env.client, "kwok-auth").await;
+    deployment(&env.client, &namespace.name, "worker", &node, 2).await;
+    let queue = env.queue("so-auth").await;
+    let authentications: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        &namespace.name,
+        &kube::api::ApiResource::erase::<windlass::apis::trigger_auth::TriggerAuthentication>(&()),
+    );
+    let authentication = json!({
+        "apiVersion": "windlass.dev/v1alpha1", "kind": "TriggerAuthentication", "metadata": {"name": "keys"},
+        "spec": {"secretTargetRef": [
+            {"parameter": "awsAccessKeyID", "name": "sqs-keys", "key": "id"},
+            {"parameter": "awsSecretAccessKey", "name": "sqs-keys", "key": "secret"}
+        ]}
+    });
+    authentications
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(authentication).unwrap(),
+        )
+        .await
+        .unwrap();
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), &namespace.name);
+    let with_auth = json!({"spec": {"triggers": [{"type": "aws-sqs-queue", "name": "queue",
+        "metadata": {"queueURL": queue}, "authenticationRef": {"name": "keys"}}]}});
+    objects
+        .create(
+            &PostParams::default(),
+            &scaled_object("worker", "worker", &queue, with_auth),
+        )
+        .await
+        .unwrap();
+    let _windlass = start_windlass(&namespace.name);
+
+    let (_, reason, message) = wait_for_condition(&objects, "worker", "Ready", "False").await;
+    assert_eq!(reason, "AuthenticationError");
+    assert_eq!(
+        message,
+        format!(
+            "triggers[0].authenticationRef: Secret {}/sqs-keys not found",
+            namespace.name
+        )
+    );
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &namespace.name);
+    wait_until(
+        "a Warning Event naming the missing Secret",
+        Duration::from_secs(15),
+        || async {
+            let list = events
+                .list(&ListParams::default().fields("involvedObject.name=worker"))
+                .await
+                .ok()?;
+            list.items.into_iter().find(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.message.as_deref() == Some(message.as_str())
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        replicas(&env.client, &namespace.name, "worker").await,
+        Some(2),
+        "replicas untouched past the cooldown"
+    );
+    clean_up(&env, namespace, &objects, &node).await;
+}
