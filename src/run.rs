@@ -14,7 +14,7 @@ use crate::cli::RunArgs;
 use crate::metrics::Metrics;
 use crate::scaling::queue_depths::QueueDepths;
 use crate::scaling::scalers::aws_sqs::SqsClients;
-use crate::scaling::{Scaling, scaled_object};
+use crate::scaling::{Scaling, scaled_job, scaled_object};
 use crate::server::{Readiness, health_router, metrics_router};
 use crate::{Error, Result};
 
@@ -53,8 +53,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         sqs: SqsClients::new(aws),
         queue_depths: QueueDepths::default(),
         scaled_object_loops: Default::default(),
+        scaled_job_loops: Default::default(),
     });
-    let scaled_objects = tokio::spawn(scaled_object::run(scaling, shutdown.clone()));
+    let scaled_objects = tokio::spawn(scaled_object::run(scaling.clone(), shutdown.clone()));
+    let scaled_jobs = tokio::spawn(scaled_job::run(scaling, shutdown.clone()));
     readiness.set_ready(true);
     info!(health = %args.health_addr, metrics = %args.metrics_addr, "windlass is running");
 
@@ -70,11 +72,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
     shutdown.cancel();
     // kube's controller holds shutdown until its first list succeeds, which never happens
     // while the CRDs are missing; in-flight work gets a bounded grace period instead.
-    match tokio::time::timeout(SHUTDOWN_GRACE, scaled_objects).await {
-        Ok(stopped) => stopped.expect("the ScaledObject controller never panics"),
-        Err(_) => warn!(
-            "the ScaledObject controller did not stop within {SHUTDOWN_GRACE:?}; exiting anyway"
-        ),
+    let controllers = async {
+        let (objects, jobs) = tokio::join!(scaled_objects, scaled_jobs);
+        objects.expect("the ScaledObject controller never panics");
+        jobs.expect("the ScaledJob controller never panics");
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, controllers)
+        .await
+        .is_err()
+    {
+        warn!("the controllers did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     Ok(())
 }

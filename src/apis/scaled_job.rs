@@ -195,4 +195,9 @@ pub struct ScaledJobStatus {
     /// Pod failures that a Job's backoffLimit retried, ever.
     #[serde(default)]
     pub retries: i64,
+    /// UIDs of finished Jobs, still present, whose outcome is already in the counters. Written
+    /// in the same update as the counters, so a restart neither repeats nor loses a count, and
+    /// history cleanup deletes only Jobs listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counted_jobs: Vec<String>,
 }

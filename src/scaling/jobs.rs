@@ -213,6 +213,43 @@ mod tests {
     }
 
     #[test]
+    fn accurate_does_not_create_for_messages_whose_jobs_are_pending() {
+        // KEDA's accurate compares S + R' with M and then creates M − R' (kedacore/keda#7329):
+        // with 5 visible messages whose 5 Jobs wait for a node and M = 6 that is one idle Job
+        // per poll. Counting pending Jobs in the comparison creates none.
+        let sj = JobPolicy {
+            max: 6,
+            ..policy(JobScalingStrategy::Accurate)
+        };
+        assert_eq!(
+            jobs_to_create(
+                &sj,
+                &[queue(5.0, 1.0)],
+                JobCounts {
+                    running: 5,
+                    pending: 5
+                }
+            ),
+            0
+        );
+        let roomy = JobPolicy {
+            max: 10,
+            ..policy(JobScalingStrategy::Accurate)
+        };
+        assert_eq!(
+            jobs_to_create(
+                &roomy,
+                &[queue(5.0, 1.0)],
+                JobCounts {
+                    running: 5,
+                    pending: 5
+                }
+            ),
+            0
+        );
+    }
+
+    #[test]
     fn eager_fills_the_free_slots_up_to_the_queue() {
         let sj = JobPolicy {
             max: 10,

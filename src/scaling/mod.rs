@@ -2,9 +2,12 @@
 //! readings into replicas and Jobs, and one loop per object acts on the result.
 
 pub mod auth;
+pub mod job_accounting;
 pub mod jobs;
+pub mod loops;
 pub mod queue_depths;
 pub mod replicas;
+pub mod scaled_job;
 pub mod scaled_object;
 pub mod scalers;
 pub mod target;
@@ -12,8 +15,13 @@ pub mod triggers;
 
 use std::sync::Arc;
 
+use jiff::SignedDuration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::Recorder;
+use kube::{Api, Resource};
 
+use crate::apis::scaled_job::ScaledJob;
+use crate::apis::scaled_object::ScaledObject;
 use crate::metrics::Metrics;
 use queue_depths::QueueDepths;
 use scalers::aws_sqs::SqsClients;
@@ -29,5 +37,31 @@ pub struct Scaling {
     pub controller_namespace: String,
     pub sqs: SqsClients,
     pub queue_depths: QueueDepths,
-    pub scaled_object_loops: scaled_object::Loops,
+    pub scaled_object_loops: loops::Loops<ScaledObject>,
+    pub scaled_job_loops: loops::Loops<ScaledJob>,
+}
+
+impl Scaling {
+    /// The API the controllers watch: the watched namespace, or every namespace.
+    pub fn watched<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        match &self.watch_namespace {
+            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+/// Whether a status whose only change is `lastActiveTime` is worth writing: at most once a
+/// minute, so an active object does not rewrite (and re-trigger) itself every poll.
+pub fn activity_is_stale(written: Option<&Time>, now: Option<&Time>) -> bool {
+    match (written, now) {
+        (Some(old), Some(new)) => new.0.duration_since(old.0) >= SignedDuration::from_secs(60),
+        (old, new) => old != new,
+    }
 }

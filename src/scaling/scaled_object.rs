@@ -2,8 +2,8 @@
 //! change) and stops one polling loop per object, KEDA's scale loop. Each loop reads the
 //! triggers, decides with `replicas::decide`, writes the target's `/scale`, and writes status.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -98,80 +98,16 @@ impl SetupError {
     }
 }
 
-struct LoopHandle {
-    uid: Option<String>,
-    generation: Option<i64>,
-    latest: watch::Sender<Arc<ScaledObject>>,
-    cancel: CancellationToken,
-}
-
-/// The running loops, by namespace/name.
-#[derive(Default)]
-pub struct Loops(Mutex<HashMap<(String, String), LoopHandle>>);
-
-impl Loops {
-    fn key(object: &ScaledObject) -> (String, String) {
-        (object.namespace().unwrap_or_default(), object.name_any())
-    }
-
-    /// Hands the loop the latest object; starts it, or restarts it if the spec changed.
-    fn ensure(&self, scaling: &Arc<Scaling>, object: Arc<ScaledObject>) {
-        let mut loops = self.0.lock().expect("loops lock");
-        let key = Self::key(&object);
-        if let Some(handle) = loops.get(&key)
-            && handle.uid == object.metadata.uid
-            && handle.generation == object.metadata.generation
-        {
-            handle.latest.send_replace(object);
-            return;
-        }
-        if let Some(old) = loops.remove(&key) {
-            old.cancel.cancel();
-        }
-        let cancel = CancellationToken::new();
-        let (latest, receiver) = watch::channel(object.clone());
-        tokio::spawn(scale_loop(scaling.clone(), receiver, cancel.clone()));
-        info!(namespace = %key.0, name = %key.1, generation = ?object.metadata.generation, "started scale loop");
-        loops.insert(
-            key,
-            LoopHandle {
-                uid: object.metadata.uid.clone(),
-                generation: object.metadata.generation,
-                latest,
-                cancel,
-            },
-        );
-    }
-
-    fn stop(&self, object: &ScaledObject) {
-        if let Some(handle) = self
-            .0
-            .lock()
-            .expect("loops lock")
-            .remove(&Self::key(object))
-        {
-            handle.cancel.cancel();
-        }
-    }
-
-    pub fn stop_all(&self) {
-        for (_, handle) in self.0.lock().expect("loops lock").drain() {
-            handle.cancel.cancel();
-        }
-    }
-}
-
 /// Runs the controller until `shutdown`.
 pub async fn run(scaling: Arc<Scaling>, shutdown: CancellationToken) {
-    let api: Api<ScaledObject> = match &scaling.watch_namespace {
-        Some(namespace) => Api::namespaced(scaling.client.clone(), namespace),
-        None => Api::all(scaling.client.clone()),
-    };
-    Controller::new(api, watcher::Config::default())
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, scaling.clone())
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    Controller::new(
+        scaling.watched::<ScaledObject>(),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown.cancelled_owned())
+    .run(reconcile, error_policy, scaling.clone())
+    .for_each(|_| futures::future::ready(()))
+    .await;
     scaling.scaled_object_loops.stop_all();
 }
 
@@ -181,7 +117,12 @@ async fn reconcile(object: Arc<ScaledObject>, scaling: Arc<Scaling>) -> Result<A
     finalizer(&api, FINALIZER, object, |event| async {
         match event {
             Finalizer::Apply(object) => {
-                scaling.scaled_object_loops.ensure(&scaling, object);
+                let for_loop = scaling.clone();
+                scaling
+                    .scaled_object_loops
+                    .ensure(object, |latest, cancel| {
+                        tokio::spawn(scale_loop(for_loop, latest, cancel));
+                    });
                 Ok(Action::await_change())
             }
             Finalizer::Cleanup(object) => {
@@ -276,7 +217,8 @@ async fn setup(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupE
     let mut built = Vec::new();
     for (index, trigger) in spec.triggers.iter().enumerate() {
         let container = spec.scale_target_ref.env_source_container_name.as_deref();
-        let scaler = triggers::scaler(scaling, &namespace, trigger, &target, container, interval)
+        let env = triggers::EnvSource::Target(&target);
+        let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container, interval)
             .await
             .map_err(|e| e.at(index))?;
         let name = trigger
@@ -649,10 +591,10 @@ async fn write_status(
     previous: &ScaledObjectStatus,
     status: ScaledObjectStatus,
 ) {
-    let stale_activity = match (&previous.last_active_time, &status.last_active_time) {
-        (Some(old), Some(new)) => new.0.duration_since(old.0) >= SignedDuration::from_secs(60),
-        (old, new) => old != new,
-    };
+    let stale_activity = super::activity_is_stale(
+        previous.last_active_time.as_ref(),
+        status.last_active_time.as_ref(),
+    );
     let unchanged = ScaledObjectStatus {
         last_active_time: previous.last_active_time.clone(),
         ..status.clone()
@@ -727,9 +669,9 @@ async fn report_event_once(
     .await;
 }
 
-async fn publish(
+pub(super) async fn publish<K: Resource<DynamicType = ()>>(
     scaling: &Scaling,
-    object: &ScaledObject,
+    object: &K,
     type_: EventType,
     reason: &str,
     note: String,

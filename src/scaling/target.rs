@@ -115,7 +115,12 @@ impl ScaleTarget {
             .get(&self.name)
             .await
             .map_err(|e| self.error("reading", e))?;
-        container_env(&object.data, container, var).ok_or_else(|| TargetError::EnvMissing {
+        let pod_spec = object
+            .data
+            .pointer("/spec/template/spec")
+            .cloned()
+            .unwrap_or_default();
+        container_env(&pod_spec, container, var).ok_or_else(|| TargetError::EnvMissing {
             var: var.to_owned(),
             place: format!(
                 "container {:?} of {} {:?}",
@@ -142,10 +147,9 @@ impl ScaleTarget {
     }
 }
 
-fn container_env(object: &Value, container: Option<&str>, var: &str) -> Option<String> {
-    let containers = object
-        .pointer("/spec/template/spec/containers")?
-        .as_array()?;
+/// The literal value of `var` in a pod spec's container `container` (the first if unset).
+pub fn container_env(pod_spec: &Value, container: Option<&str>, var: &str) -> Option<String> {
+    let containers = pod_spec.pointer("/containers")?.as_array()?;
     let chosen = match container {
         Some(name) => containers.iter().find(|c| c["name"] == name)?,
         None => containers.first()?,
@@ -162,10 +166,10 @@ mod tests {
 
     #[test]
     fn env_comes_from_the_named_or_first_container() {
-        let deployment = json!({"spec": {"template": {"spec": {"containers": [
+        let deployment = json!({"containers": [
             {"name": "app", "env": [{"name": "QUEUE_URL", "value": "https://sqs/app"}]},
             {"name": "sidecar", "env": [{"name": "QUEUE_URL", "value": "https://sqs/sidecar"}]}
-        ]}}}});
+        ]});
         assert_eq!(
             container_env(&deployment, None, "QUEUE_URL").as_deref(),
             Some("https://sqs/app")

@@ -9,7 +9,7 @@ use super::queue_depths::QueueKey;
 use super::scaled_object::SetupError;
 use super::scalers::Scaler;
 use super::scalers::aws_sqs::AwsSqsScaler;
-use super::target::{ScaleTarget, TargetError};
+use super::target::{ScaleTarget, TargetError, container_env};
 use crate::apis::triggers::{
     AwsSqsQueueTrigger, QueueSource, Trigger, TriggerMetadataError, TriggerType,
 };
@@ -36,11 +36,34 @@ impl TriggerSetupError {
     }
 }
 
+/// Where `...FromEnv` metadata is read: a scale target's containers, or a Job template's.
+pub enum EnvSource<'a> {
+    Target(&'a ScaleTarget),
+    PodSpec {
+        spec: serde_json::Value,
+        owner: &'a str,
+    },
+}
+
+impl EnvSource<'_> {
+    async fn value(&self, container: Option<&str>, var: &str) -> Result<String, TargetError> {
+        match self {
+            EnvSource::Target(target) => target.env_value(container, var).await,
+            EnvSource::PodSpec { spec, owner } => {
+                container_env(spec, container, var).ok_or_else(|| TargetError::EnvMissing {
+                    var: var.to_owned(),
+                    place: format!("container {:?} of {owner}", container.unwrap_or("(first)")),
+                })
+            }
+        }
+    }
+}
+
 pub async fn scaler(
     scaling: &Scaling,
     namespace: &str,
     trigger: &Trigger,
-    target: &ScaleTarget,
+    env: &EnvSource<'_>,
     container: Option<&str>,
     interval: Duration,
 ) -> Result<Box<dyn Scaler>, TriggerSetupError> {
@@ -49,7 +72,7 @@ pub async fn scaler(
             let sqs = AwsSqsQueueTrigger::from_metadata(&trigger.metadata)?;
             let queue_url = match &sqs.queue {
                 QueueSource::Url(url) => url.clone(),
-                QueueSource::FromEnv(var) => target.env_value(container, var).await?,
+                QueueSource::FromEnv(var) => env.value(container, var).await?,
             };
             let auth = auth::load(
                 &scaling.client,

@@ -3,6 +3,7 @@
 //! Run them with `hack/test.sh`.
 
 mod controller;
+mod scaled_job;
 mod scaled_object;
 mod stack;
 mod support;

@@ -1,0 +1,536 @@
+//! The ScaledJob controller: one polling loop per object. Each poll counts finished Jobs into
+//! the status counters (once each), reads the triggers, creates the Jobs the strategy asks for,
+//! writes status, and only then deletes counted Jobs beyond the history limits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::job_accounting::{beyond_history, count_finished, counts};
+use super::jobs::{JobPolicy, QueueReading, jobs_to_create};
+use super::scaled_object::{SetupError, publish};
+use super::scalers::Scaler;
+use super::{Scaling, triggers};
+use crate::apis::conditions::{self, condition};
+use crate::apis::scaled_job::{RolloutStrategy, ScaledJob, ScaledJobStatus};
+use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
+
+/// Labels every Job (and its pods) with the ScaledJob that made it.
+pub const SCALED_JOB_LABEL: &str = "windlass.dev/scaled-job";
+/// The ScaledJob generation a Job was made from, for rollouts.
+pub const GENERATION_LABEL: &str = "windlass.dev/scaled-job-generation";
+const STATUS_MANAGER: &str = "windlass";
+const SETUP_LIFETIME: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ScaledJob has no namespace")]
+    NoNamespace,
+}
+
+/// Runs the controller until `shutdown`.
+pub async fn run(scaling: Arc<Scaling>, shutdown: CancellationToken) {
+    Controller::new(scaling.watched::<ScaledJob>(), watcher::Config::default())
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, scaling.clone())
+        .for_each(|_| futures::future::ready(()))
+        .await;
+    scaling.scaled_job_loops.stop_all();
+}
+
+async fn reconcile(object: Arc<ScaledJob>, scaling: Arc<Scaling>) -> Result<Action, Error> {
+    object.namespace().ok_or(Error::NoNamespace)?;
+    if object.metadata.deletion_timestamp.is_some() {
+        // Its Jobs go with it through their owner references.
+        scaling.scaled_job_loops.stop(&object);
+        return Ok(Action::await_change());
+    }
+    let for_loop = scaling.clone();
+    scaling.scaled_job_loops.ensure(object, |latest, cancel| {
+        tokio::spawn(job_loop(for_loop, latest, cancel));
+    });
+    Ok(Action::await_change())
+}
+
+fn error_policy(object: Arc<ScaledJob>, error: &Error, _: Arc<Scaling>) -> Action {
+    warn!(name = %object.name_any(), %error, "ScaledJob reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+struct Setup {
+    triggers: Vec<(String, Box<dyn Scaler>)>,
+    built_at: tokio::time::Instant,
+}
+
+async fn setup(scaling: &Scaling, object: &ScaledJob) -> Result<Setup, SetupError> {
+    let namespace = object.namespace().unwrap_or_default();
+    let interval = Duration::from_secs(object.spec.polling_interval.max(1) as u64);
+    let pod_spec =
+        serde_json::to_value(&object.spec.job_target_ref.template.spec).unwrap_or_default();
+    let owner = format!("ScaledJob {:?} jobTargetRef", object.name_any());
+    let env = triggers::EnvSource::PodSpec {
+        spec: pod_spec,
+        owner: &owner,
+    };
+    let container = object.spec.env_source_container_name.as_deref();
+    let mut built = Vec::new();
+    for (index, trigger) in object.spec.triggers.iter().enumerate() {
+        let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container, interval)
+            .await
+            .map_err(|e| e.at(index))?;
+        built.push((
+            trigger
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("trigger-{index}")),
+            scaler,
+        ));
+    }
+    Ok(Setup {
+        triggers: built,
+        built_at: tokio::time::Instant::now(),
+    })
+}
+
+fn policy(object: &ScaledJob) -> JobPolicy {
+    let strategy = &object.spec.scaling_strategy;
+    JobPolicy {
+        min: object.spec.min_replica_count.into(),
+        max: object.spec.max_replica_count.into(),
+        strategy: strategy.strategy,
+        queue_length_deduction: strategy
+            .custom_scaling_queue_length_deduction
+            .unwrap_or(0)
+            .into(),
+        running_job_percentage: strategy
+            .custom_scaling_running_job_percentage
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0.0),
+        calculation: strategy.multiple_scalers_calculation,
+    }
+}
+
+async fn job_loop(
+    scaling: Arc<Scaling>,
+    mut latest: watch::Receiver<Arc<ScaledJob>>,
+    cancel: CancellationToken,
+) {
+    let first = latest.borrow_and_update().clone();
+    let interval = Duration::from_secs(first.spec.polling_interval.max(1) as u64);
+    let mut ready: Option<Setup> = None;
+    let mut last_problem: Option<String> = None;
+    let mut rolled_out = false;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let object = latest.borrow().clone();
+        if !rolled_out {
+            rolled_out = roll_out(&scaling, &object).await;
+        }
+        if ready
+            .as_ref()
+            .is_some_and(|s| s.built_at.elapsed() >= SETUP_LIFETIME)
+        {
+            ready = None;
+        }
+        if ready.is_none() {
+            match setup(&scaling, &object).await {
+                Ok(built) => ready = Some(built),
+                Err(error) => {
+                    count_error(
+                        &scaling,
+                        &object,
+                        error.to_string().split(':').next().unwrap_or("setup"),
+                    );
+                    let message = error.to_string();
+                    if last_problem.as_deref() != Some(message.as_str()) {
+                        warn!(name = %object.name_any(), %message, "ScaledJob cannot poll");
+                        publish(
+                            &scaling,
+                            object.as_ref(),
+                            EventType::Warning,
+                            "SetupError",
+                            message.clone(),
+                        )
+                        .await;
+                        last_problem = Some(message.clone());
+                    }
+                    let previous = object.status.clone().unwrap_or_default();
+                    let mut status = previous.clone();
+                    status.observed_generation = object.metadata.generation;
+                    status.conditions = vec![condition(
+                        &previous.conditions,
+                        conditions::READY,
+                        false,
+                        "SetupError",
+                        message,
+                        object.metadata.generation,
+                        Timestamp::now(),
+                    )];
+                    write_status(&scaling, &object, &previous, &status).await;
+                    continue;
+                }
+            }
+        }
+        let setup = ready.as_ref().expect("set above");
+        if let Err(error) = poll(&scaling, &object, setup, &mut last_problem).await {
+            warn!(name = %object.name_any(), %error, "ScaledJob poll failed");
+            count_error(&scaling, &object, "kubernetes");
+        }
+    }
+}
+
+fn count_error(scaling: &Scaling, object: &ScaledJob, error: &str) {
+    let labels = ErrorLabels {
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
+        error: error.to_owned(),
+    };
+    scaling.metrics.scaler_errors.get_or_create(&labels).inc();
+}
+
+/// On a spec change, the `default` rollout deletes unfinished Jobs made from an older spec;
+/// `gradual` lets them finish. Returns whether the rollout is done.
+async fn roll_out(scaling: &Scaling, object: &ScaledJob) -> bool {
+    let gradual = object
+        .spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.strategy == RolloutStrategy::Gradual);
+    if gradual {
+        return true;
+    }
+    let Ok(jobs) = list_jobs(scaling, object).await else {
+        return false;
+    };
+    let generation = object.metadata.generation.unwrap_or_default().to_string();
+    let api: Api<Job> = Api::namespaced(
+        scaling.client.clone(),
+        &object.namespace().unwrap_or_default(),
+    );
+    let propagation = match object.spec.rollout.as_ref().map(|r| r.propagation_policy) {
+        Some(crate::apis::scaled_job::PropagationPolicy::Foreground) => DeleteParams::foreground(),
+        _ => DeleteParams::background(),
+    };
+    for job in jobs {
+        let old = job
+            .labels()
+            .get(GENERATION_LABEL)
+            .is_some_and(|g| *g != generation);
+        if old
+            && super::job_accounting::outcome(&job).is_none()
+            && api.delete(&job.name_any(), &propagation).await.is_err()
+        {
+            return false;
+        }
+    }
+    true
+}
+
+async fn list_jobs(scaling: &Scaling, object: &ScaledJob) -> Result<Vec<Job>, kube::Error> {
+    let api: Api<Job> = Api::namespaced(
+        scaling.client.clone(),
+        &object.namespace().unwrap_or_default(),
+    );
+    let selector = format!("{SCALED_JOB_LABEL}={}", object.name_any());
+    let jobs = api.list(&ListParams::default().labels(&selector)).await?;
+    let uid = object.metadata.uid.as_deref();
+    Ok(jobs
+        .items
+        .into_iter()
+        .filter(|job| {
+            job.owner_references()
+                .iter()
+                .any(|o| Some(o.uid.as_str()) == uid)
+        })
+        .collect())
+}
+
+async fn poll(
+    scaling: &Scaling,
+    object: &ScaledJob,
+    setup: &Setup,
+    last_problem: &mut Option<String>,
+) -> Result<(), kube::Error> {
+    let namespace = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let now = Timestamp::now();
+    let jobs = list_jobs(scaling, object).await?;
+    let pods: Api<Pod> = Api::namespaced(scaling.client.clone(), &namespace);
+    let pods = pods
+        .list(&ListParams::default().labels(&format!("{SCALED_JOB_LABEL}={name}")))
+        .await?
+        .items;
+    let previous = object.status.clone().unwrap_or_default();
+    let mut status = count_finished(&previous, &jobs);
+
+    let mut readings = Vec::new();
+    let mut errors = Vec::new();
+    for (trigger, scaler) in &setup.triggers {
+        match scaler.read().await {
+            Ok(reading) => {
+                let labels = TriggerLabels {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    trigger: trigger.clone(),
+                };
+                scaling
+                    .metrics
+                    .scaler_value
+                    .get_or_create(&labels)
+                    .set(reading.value);
+                if reading.value > reading.activation {
+                    readings.push(QueueReading {
+                        queue_length: reading.value,
+                        target: reading.target,
+                    });
+                }
+            }
+            Err(error) => errors.push(format!("{trigger}: {error}")),
+        }
+    }
+    let active = !readings.is_empty();
+    let counts = counts(
+        &jobs,
+        &pods,
+        &object.spec.scaling_strategy.pending_pod_conditions,
+    );
+    // A trigger that cannot be read creates nothing beyond minReplicaCount.
+    let create = if errors.is_empty() {
+        jobs_to_create(&policy(object), &readings, counts)
+    } else {
+        jobs_to_create(&policy(object), &[], counts)
+    };
+    for _ in 0..create {
+        create_job(scaling, object).await?;
+    }
+    if create > 0 {
+        info!(%namespace, %name, created = create, running = counts.running, pending = counts.pending, "created Jobs");
+        publish(
+            scaling,
+            object,
+            EventType::Normal,
+            "CreatedJobs",
+            format!(
+                "Created {create} Job(s); {} were unfinished",
+                counts.running
+            ),
+        )
+        .await;
+    }
+    let labels = ObjectLabels {
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    scaling
+        .metrics
+        .scaler_active
+        .get_or_create(&labels)
+        .set(i64::from(active));
+
+    let generation = object.metadata.generation;
+    let existing = &previous.conditions;
+    let ready = if errors.is_empty() {
+        *last_problem = None;
+        condition(
+            existing,
+            conditions::READY,
+            true,
+            "ScalerReady",
+            "triggers are being polled",
+            generation,
+            now,
+        )
+    } else {
+        let message = errors.join("; ");
+        if last_problem.as_deref() != Some(message.as_str()) {
+            publish(
+                scaling,
+                object,
+                EventType::Warning,
+                "TriggerError",
+                message.clone(),
+            )
+            .await;
+            *last_problem = Some(message.clone());
+        }
+        condition(
+            existing,
+            conditions::READY,
+            false,
+            "TriggerError",
+            message,
+            generation,
+            now,
+        )
+    };
+    status.observed_generation = generation;
+    status.conditions = vec![
+        ready,
+        condition(
+            existing,
+            conditions::ACTIVE,
+            active,
+            if active {
+                "ScalerActive"
+            } else {
+                "ScalerNotActive"
+            },
+            "",
+            generation,
+            now,
+        ),
+    ];
+    status.running_jobs = counts.running + create;
+    status.pending_jobs = counts.pending + create;
+    if active {
+        status.last_active_time = Some(Time(now));
+    }
+    if !write_status(scaling, object, &previous, &status).await {
+        return Ok(());
+    }
+    // Only Jobs the written status has counted may go.
+    let api: Api<Job> = Api::namespaced(scaling.client.clone(), &namespace);
+    let spec = &object.spec;
+    for doomed in beyond_history(
+        &jobs,
+        &status.counted_jobs,
+        spec.successful_jobs_history_limit,
+        spec.failed_jobs_history_limit,
+    ) {
+        api.delete(&doomed, &DeleteParams::background()).await?;
+    }
+    Ok(())
+}
+
+/// The Job for one unit of work: jobTargetRef, labelled and owned by the ScaledJob.
+pub fn job_for(object: &ScaledJob) -> Job {
+    let name = object.name_any();
+    let labels = BTreeMap::from([
+        (SCALED_JOB_LABEL.to_owned(), name.clone()),
+        (
+            GENERATION_LABEL.to_owned(),
+            object.metadata.generation.unwrap_or_default().to_string(),
+        ),
+    ]);
+    let mut spec = object.spec.job_target_ref.clone();
+    let template_labels = spec
+        .template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default);
+    template_labels.insert(SCALED_JOB_LABEL.to_owned(), name.clone());
+    Job {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{name}-")),
+            namespace: object.namespace(),
+            labels: Some(labels),
+            owner_references: object.controller_owner_ref(&()).map(|owner| vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+async fn create_job(scaling: &Scaling, object: &ScaledJob) -> Result<(), kube::Error> {
+    let api: Api<Job> = Api::namespaced(
+        scaling.client.clone(),
+        &object.namespace().unwrap_or_default(),
+    );
+    api.create(&PostParams::default(), &job_for(object))
+        .await
+        .map(drop)
+}
+
+/// Writes status when it changed (lastActiveTime alone at most once a minute). Returns whether
+/// the status in the API server is now `status`.
+async fn write_status(
+    scaling: &Scaling,
+    object: &ScaledJob,
+    previous: &ScaledJobStatus,
+    status: &ScaledJobStatus,
+) -> bool {
+    let stale_activity = super::activity_is_stale(
+        previous.last_active_time.as_ref(),
+        status.last_active_time.as_ref(),
+    );
+    let unchanged = ScaledJobStatus {
+        last_active_time: previous.last_active_time.clone(),
+        ..status.clone()
+    } == *previous;
+    if unchanged && !stale_activity {
+        return true;
+    }
+    let api: Api<ScaledJob> = Api::namespaced(
+        scaling.client.clone(),
+        &object.namespace().unwrap_or_default(),
+    );
+    let patch =
+        json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledJob", "status": status});
+    match api
+        .patch_status(
+            &object.name_any(),
+            &PatchParams::apply(STATUS_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => true,
+        Err(error) => {
+            warn!(name = %object.name_any(), %error, "writing ScaledJob status failed");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_are_labelled_owned_and_named_after_their_scaled_job() {
+        let object: ScaledJob = serde_json::from_value(json!({
+            "apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledJob",
+            "metadata": {"name": "data-processor", "namespace": "jobs", "uid": "u-1", "generation": 3},
+            "spec": {"jobTargetRef": {"backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "w", "image": "i"}]}}},
+                     "triggers": [{"type": "aws-sqs-queue", "metadata": {"queueURL": "u"}}]}
+        }))
+        .unwrap();
+        let job = job_for(&object);
+        assert_eq!(
+            job.metadata.generate_name.as_deref(),
+            Some("data-processor-")
+        );
+        assert_eq!(job.metadata.labels.as_ref().unwrap()[GENERATION_LABEL], "3");
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.uid.as_str(), owner.controller), ("u-1", Some(true)));
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.backoff_limit, Some(2));
+        assert_eq!(
+            spec.template.metadata.unwrap().labels.unwrap()[SCALED_JOB_LABEL],
+            "data-processor"
+        );
+    }
+}
