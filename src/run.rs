@@ -47,10 +47,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let scaling = Arc::new(Scaling {
         client: client.clone(),
         metrics,
-        recorder: Recorder::new(client, reporter),
+        recorder: Recorder::new(client.clone(), reporter),
         watch_namespace: args.watch_namespace,
         controller_namespace: args.namespace,
-        sqs: SqsClients::new(aws),
+        sqs: SqsClients::new(aws, client.clone()),
         queue_depths: QueueDepths::default(),
         scaled_object_loops: Default::default(),
         scaled_job_loops: Default::default(),

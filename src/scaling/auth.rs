@@ -8,9 +8,11 @@ use aws_config::SdkConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_sdk_sqs::config::{Credentials, Region, SharedCredentialsProvider};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::{Api, Client};
 
+use super::target::{container_env, service_account};
+use super::workload_identity::{ROLE_ARN_ANNOTATION, WorkloadWebIdentity};
 use crate::apis::trigger_auth::{
     AwsAuthParameter, ClusterTriggerAuthentication, IdentityOwner, PodIdentity,
     PodIdentityProvider, TriggerAuthentication, TriggerAuthenticationSpec,
@@ -27,6 +29,22 @@ pub enum AwsIdentity {
         secret_access_key: String,
         session_token: Option<String>,
     },
+    /// The scale target's ServiceAccount's IRSA role (`identityOwner: workload`).
+    Workload {
+        namespace: String,
+        service_account: String,
+        role_arn: String,
+    },
+}
+
+/// The workload a trigger scales: its ServiceAccount (with the IRSA role on it, read when the
+/// spec asks for `identityOwner: workload`) and its pod spec, which `env` parameters read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    pub namespace: String,
+    pub service_account: String,
+    pub role_arn: Option<String>,
+    pub pod_spec: serde_json::Value,
 }
 
 impl std::fmt::Debug for AwsIdentity {
@@ -36,6 +54,13 @@ impl std::fmt::Debug for AwsIdentity {
             AwsIdentity::Controller => f.write_str("Controller"),
             AwsIdentity::StaticKeys { access_key_id, .. } => {
                 write!(f, "StaticKeys({access_key_id})")
+            }
+            AwsIdentity::Workload {
+                namespace,
+                service_account,
+                role_arn,
+            } => {
+                write!(f, "Workload({namespace}/{service_account} as {role_arn})")
             }
         }
     }
@@ -65,6 +90,13 @@ impl ResolvedAuth {
         let base = match &self.identity {
             AwsIdentity::Controller => "controller".to_owned(),
             AwsIdentity::StaticKeys { access_key_id, .. } => format!("key:{access_key_id}"),
+            AwsIdentity::Workload {
+                namespace,
+                service_account,
+                role_arn,
+            } => {
+                format!("workload:{namespace}/{service_account}:{role_arn}")
+            }
         };
         match &self.assume_role {
             Some(role) => format!(
@@ -80,6 +112,7 @@ impl ResolvedAuth {
     pub async fn sdk_config(
         &self,
         base: &SdkConfig,
+        kube: &Client,
         region: Option<&str>,
         endpoint: Option<&str>,
     ) -> SdkConfig {
@@ -90,20 +123,39 @@ impl ResolvedAuth {
         if let Some(endpoint) = endpoint {
             builder = builder.endpoint_url(endpoint);
         }
-        if let AwsIdentity::StaticKeys {
-            access_key_id,
-            secret_access_key,
-            session_token,
-        } = &self.identity
-        {
-            let credentials = Credentials::new(
+        // Without credentials: what STS is called with to get the workload's.
+        let plain = builder.build();
+        let mut builder = plain.to_builder();
+        match &self.identity {
+            AwsIdentity::Controller => {}
+            AwsIdentity::StaticKeys {
                 access_key_id,
                 secret_access_key,
-                session_token.clone(),
-                None,
-                "windlass-trigger-authentication",
-            );
-            builder = builder.credentials_provider(SharedCredentialsProvider::new(credentials));
+                session_token,
+            } => {
+                let credentials = Credentials::new(
+                    access_key_id,
+                    secret_access_key,
+                    session_token.clone(),
+                    None,
+                    "windlass-trigger-authentication",
+                );
+                builder = builder.credentials_provider(SharedCredentialsProvider::new(credentials));
+            }
+            AwsIdentity::Workload {
+                namespace,
+                service_account,
+                role_arn,
+            } => {
+                let provider = WorkloadWebIdentity {
+                    kube: kube.clone(),
+                    sts: aws_sdk_sts::Client::new(&plain),
+                    namespace: namespace.clone(),
+                    service_account: service_account.clone(),
+                    role_arn: role_arn.clone(),
+                };
+                builder = builder.credentials_provider(SharedCredentialsProvider::new(provider));
+            }
         }
         let config = builder.build();
         let Some(role) = &self.assume_role else {
@@ -138,6 +190,18 @@ pub enum AuthError {
     },
     #[error("{0}")]
     Incomplete(&'static str),
+    #[error(
+        "environment variable {var:?} not found in container {container} of the workload (parameter {parameter})"
+    )]
+    EnvMissing {
+        var: String,
+        container: String,
+        parameter: &'static str,
+    },
+    #[error(
+        "ServiceAccount {namespace}/{name} has no {ROLE_ARN_ANNOTATION} annotation (identityOwner workload)"
+    )]
+    WorkloadRoleMissing { namespace: String, name: String },
     #[error("{0} is not supported yet")]
     Unsupported(&'static str),
     #[error("cannot read {what}: {message}")]
@@ -149,7 +213,9 @@ impl AuthError {
         match self {
             AuthError::NotFound { .. } => "auth_not_found",
             AuthError::SecretNotFound { .. } | AuthError::SecretKeyMissing { .. } => "auth_secret",
-            AuthError::Incomplete(_) => "auth_incomplete",
+            AuthError::Incomplete(_)
+            | AuthError::WorkloadRoleMissing { .. }
+            | AuthError::EnvMissing { .. } => "auth_incomplete",
             AuthError::Unsupported(_) => "auth_unsupported",
             AuthError::Read { .. } => "auth_read",
         }
@@ -161,12 +227,14 @@ impl AuthError {
 pub type SecretValues = BTreeMap<(String, String), String>;
 
 /// Reads what `reference` names (the authentication object and its Secrets) and resolves it.
-/// No reference means the controller's own identity.
+/// No reference means the controller's own identity. `workload_pod_spec` is the scale target's
+/// (or Job template's) pod spec: its ServiceAccount and containers' environment.
 pub async fn load(
     client: &Client,
     namespace: &str,
     controller_namespace: &str,
     reference: Option<&AuthenticationRef>,
+    workload_pod_spec: &serde_json::Value,
 ) -> Result<ResolvedAuth, AuthError> {
     let Some(reference) = reference else {
         return Ok(ResolvedAuth::CONTROLLER);
@@ -231,7 +299,38 @@ pub async fn load(
         }
         existing.push(name);
     }
-    resolve(&spec, &values, &existing, secret_namespace)
+    let workload_service_account = service_account(workload_pod_spec);
+    let wants_role = spec
+        .pod_identity
+        .as_ref()
+        .is_some_and(|p| p.identity_owner == IdentityOwner::Workload);
+    let role_arn = if wants_role {
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+        let account = accounts
+            .get_opt(&workload_service_account)
+            .await
+            .map_err(read_error(format!(
+                "ServiceAccount {namespace}/{workload_service_account}"
+            )))?;
+        account
+            .and_then(|a| a.metadata.annotations)
+            .and_then(|mut a| a.remove(ROLE_ARN_ANNOTATION))
+    } else {
+        None
+    };
+    let workload = Some(Workload {
+        namespace: namespace.to_owned(),
+        service_account: workload_service_account,
+        role_arn,
+        pod_spec: workload_pod_spec.clone(),
+    });
+    resolve(
+        &spec,
+        &values,
+        &existing,
+        secret_namespace,
+        workload.as_ref(),
+    )
 }
 
 /// Resolves a spec over the Secret values read for it. `secret_namespace` is only for messages.
@@ -240,13 +339,24 @@ pub fn resolve(
     secrets: &SecretValues,
     existing_secrets: &[String],
     secret_namespace: &str,
+    workload: Option<&Workload>,
 ) -> Result<ResolvedAuth, AuthError> {
-    if !spec.env.is_empty() {
-        return Err(AuthError::Unsupported(
-            "env parameters (read from the scale target's containers)",
-        ));
-    }
     let mut parameters: BTreeMap<&'static str, String> = BTreeMap::new();
+    for reference in &spec.env {
+        let parameter = parameter_name(reference.parameter);
+        let pod_spec = workload.map(|w| &w.pod_spec).ok_or(AuthError::Incomplete(
+            "env parameters need the workload's pod spec",
+        ))?;
+        let container = reference.container_name.as_deref();
+        let value = container_env(pod_spec, container, &reference.name).ok_or_else(|| {
+            AuthError::EnvMissing {
+                var: reference.name.clone(),
+                container: container.unwrap_or("(first)").to_owned(),
+                parameter,
+            }
+        })?;
+        parameters.insert(parameter, value);
+    }
     for reference in &spec.secret_target_ref {
         let parameter = parameter_name(reference.parameter);
         if !existing_secrets.contains(&reference.name) {
@@ -284,26 +394,75 @@ pub fn resolve(
         role_arn,
         external_id: None,
     });
-    let pod_role = match &spec.pod_identity {
-        None => None,
-        Some(pod_identity) => pod_identity_role(pod_identity)?,
-    };
+    if let Some(pod_identity) = spec
+        .pod_identity
+        .as_ref()
+        .filter(|p| p.identity_owner == IdentityOwner::Workload)
+    {
+        return workload_identity(pod_identity, identity, workload);
+    }
+    let pod_role = spec.pod_identity.as_ref().and_then(controller_role);
     Ok(ResolvedAuth {
         identity,
         assume_role: pod_role.or(secret_role),
     })
 }
 
-fn pod_identity_role(pod_identity: &PodIdentity) -> Result<Option<AssumeRole>, AuthError> {
-    match (pod_identity.provider, pod_identity.identity_owner) {
-        (PodIdentityProvider::None, _) => Ok(None),
-        (_, IdentityOwner::Workload) => Err(AuthError::Unsupported("identityOwner workload")),
-        (PodIdentityProvider::AwsEksPodIdentity, IdentityOwner::Keda)
-        | (PodIdentityProvider::Aws, IdentityOwner::Keda) => {
-            Ok(pod_identity.role_arn.clone().map(|role_arn| AssumeRole {
+/// `identityOwner: workload`: the workload's IRSA role, in place of the controller's identity.
+fn workload_identity(
+    pod_identity: &PodIdentity,
+    keys: AwsIdentity,
+    workload: Option<&Workload>,
+) -> Result<ResolvedAuth, AuthError> {
+    match pod_identity.provider {
+        PodIdentityProvider::None => {
+            return Ok(ResolvedAuth {
+                identity: keys,
+                assume_role: None,
+            });
+        }
+        PodIdentityProvider::AwsEksPodIdentity => {
+            return Err(AuthError::Unsupported(
+                "identityOwner workload with provider aws-eks-pod-identity",
+            ));
+        }
+        PodIdentityProvider::Aws => {}
+    }
+    if keys != AwsIdentity::Controller {
+        return Err(AuthError::Incomplete(
+            "identityOwner workload cannot be combined with access keys",
+        ));
+    }
+    let workload = workload.ok_or(AuthError::Incomplete(
+        "identityOwner workload needs the workload's ServiceAccount",
+    ))?;
+    let role_arn = workload
+        .role_arn
+        .clone()
+        .ok_or_else(|| AuthError::WorkloadRoleMissing {
+            namespace: workload.namespace.clone(),
+            name: workload.service_account.clone(),
+        })?;
+    let identity = AwsIdentity::Workload {
+        namespace: workload.namespace.clone(),
+        service_account: workload.service_account.clone(),
+        role_arn,
+    };
+    Ok(ResolvedAuth {
+        identity,
+        assume_role: None,
+    })
+}
+
+/// `identityOwner: keda`: a role assumed on top of the controller's identity, if any.
+fn controller_role(pod_identity: &PodIdentity) -> Option<AssumeRole> {
+    match pod_identity.provider {
+        PodIdentityProvider::None => None,
+        PodIdentityProvider::Aws | PodIdentityProvider::AwsEksPodIdentity => {
+            pod_identity.role_arn.clone().map(|role_arn| AssumeRole {
                 role_arn,
                 external_id: pod_identity.external_id.clone(),
-            }))
+            })
         }
     }
 }
@@ -354,6 +513,7 @@ mod tests {
             &SecretValues::new(),
             &[],
             "ns",
+            None,
         )
         .unwrap();
         assert_eq!(auth, ResolvedAuth::CONTROLLER);
@@ -367,6 +527,7 @@ mod tests {
             &values(&[("id", "AKIA1"), ("secret", "s3cr3t")]),
             &["creds".into()],
             "ns",
+            None,
         )
         .unwrap();
         assert_eq!(auth.identity_key(), "key:AKIA1");
@@ -375,13 +536,14 @@ mod tests {
 
     #[test]
     fn a_missing_secret_or_key_is_named() {
-        let missing = resolve(&keys_spec(), &SecretValues::new(), &[], "team-a").unwrap_err();
+        let missing = resolve(&keys_spec(), &SecretValues::new(), &[], "team-a", None).unwrap_err();
         assert_eq!(missing.to_string(), "Secret team-a/creds not found");
         let no_key = resolve(
             &keys_spec(),
             &values(&[("id", "AKIA1")]),
             &["creds".into()],
             "ns",
+            None,
         )
         .unwrap_err();
         assert_eq!(
@@ -396,8 +558,14 @@ mod tests {
             secret_target_ref: vec![secret_ref(AwsAuthParameter::AccessKeyId, "id")],
             ..Default::default()
         };
-        let error =
-            resolve(&spec, &values(&[("id", "AKIA1")]), &["creds".into()], "ns").unwrap_err();
+        let error = resolve(
+            &spec,
+            &values(&[("id", "AKIA1")]),
+            &["creds".into()],
+            "ns",
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(error, AuthError::Incomplete(_)));
     }
 
@@ -412,7 +580,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let auth = resolve(&spec, &SecretValues::new(), &[], "ns").unwrap();
+        let auth = resolve(&spec, &SecretValues::new(), &[], "ns", None).unwrap();
         assert_eq!(auth.identity, AwsIdentity::Controller);
         assert_eq!(
             auth.assume_role.clone().unwrap().external_id.as_deref(),
@@ -424,20 +592,123 @@ mod tests {
         );
     }
 
-    #[test]
-    fn workload_identity_is_reported_as_unsupported_not_ignored() {
-        let spec = TriggerAuthenticationSpec {
+    fn workload_spec(provider: PodIdentityProvider) -> TriggerAuthenticationSpec {
+        TriggerAuthenticationSpec {
             pod_identity: Some(PodIdentity {
-                provider: PodIdentityProvider::Aws,
+                provider,
                 role_arn: None,
                 external_id: None,
                 identity_owner: IdentityOwner::Workload,
             }),
             ..Default::default()
+        }
+    }
+
+    fn account(role_arn: Option<&str>) -> Workload {
+        Workload {
+            namespace: "team-a".into(),
+            service_account: "worker".into(),
+            role_arn: role_arn.map(str::to_owned),
+            pod_spec: serde_json::json!({"containers": [{"name": "app", "env": [
+                {"name": "AWS_KEY", "value": "AKIA-ENV"}, {"name": "AWS_SECRET", "value": "s"}
+            ]}]}),
+        }
+    }
+
+    #[test]
+    fn env_parameters_come_from_the_workloads_containers() {
+        use crate::apis::trigger_auth::EnvTargetRef;
+        let env = |parameter, name: &str| EnvTargetRef {
+            parameter,
+            name: name.into(),
+            container_name: Some("app".into()),
         };
+        let spec = TriggerAuthenticationSpec {
+            env: vec![
+                env(AwsAuthParameter::AccessKeyId, "AWS_KEY"),
+                env(AwsAuthParameter::SecretAccessKey, "AWS_SECRET"),
+            ],
+            ..Default::default()
+        };
+        let auth = resolve(
+            &spec,
+            &SecretValues::new(),
+            &[],
+            "team-a",
+            Some(&account(None)),
+        )
+        .unwrap();
+        assert_eq!(auth.identity_key(), "key:AKIA-ENV");
+        let missing = TriggerAuthenticationSpec {
+            env: vec![env(AwsAuthParameter::AccessKeyId, "NOPE")],
+            ..Default::default()
+        };
+        let error = resolve(
+            &missing,
+            &SecretValues::new(),
+            &[],
+            "team-a",
+            Some(&account(None)),
+        )
+        .unwrap_err();
         assert_eq!(
-            resolve(&spec, &SecretValues::new(), &[], "ns").unwrap_err(),
-            AuthError::Unsupported("identityOwner workload")
+            error.to_string(),
+            "environment variable \"NOPE\" not found in container app of the workload (parameter awsAccessKeyID)"
+        );
+    }
+
+    #[test]
+    fn workload_identity_uses_the_service_accounts_irsa_role() {
+        let role = "arn:aws:iam::123456789012:role/worker";
+        let auth = resolve(
+            &workload_spec(PodIdentityProvider::Aws),
+            &SecretValues::new(),
+            &[],
+            "team-a",
+            Some(&account(Some(role))),
+        )
+        .unwrap();
+        let expected = AwsIdentity::Workload {
+            namespace: "team-a".into(),
+            service_account: "worker".into(),
+            role_arn: role.into(),
+        };
+        assert_eq!(auth.identity, expected);
+        assert_eq!(
+            auth.identity_key(),
+            format!("workload:team-a/worker:{role}")
+        );
+    }
+
+    #[test]
+    fn workload_identity_without_an_irsa_annotation_names_the_service_account() {
+        let error = resolve(
+            &workload_spec(PodIdentityProvider::Aws),
+            &SecretValues::new(),
+            &[],
+            "team-a",
+            Some(&account(None)),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "ServiceAccount team-a/worker has no eks.amazonaws.com/role-arn annotation (identityOwner workload)"
+        );
+    }
+
+    #[test]
+    fn workload_owned_eks_pod_identity_is_reported_as_unsupported_not_ignored() {
+        let error = resolve(
+            &workload_spec(PodIdentityProvider::AwsEksPodIdentity),
+            &SecretValues::new(),
+            &[],
+            "team-a",
+            Some(&account(None)),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            AuthError::Unsupported("identityOwner workload with provider aws-eks-pod-identity")
         );
     }
 }

@@ -12,6 +12,7 @@ pub mod scaled_object;
 pub mod scalers;
 pub mod target;
 pub mod triggers;
+pub mod workload_identity;
 
 use std::sync::Arc;
 

@@ -103,6 +103,20 @@ impl ScaleTarget {
         Ok(())
     }
 
+    /// The pod spec of the target's template (`spec.template.spec`).
+    pub async fn pod_spec(&self) -> Result<Value, TargetError> {
+        let object = self
+            .api
+            .get(&self.name)
+            .await
+            .map_err(|e| self.error("reading", e))?;
+        Ok(object
+            .data
+            .pointer("/spec/template/spec")
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// The literal value of `var` in the pod template's container `container` (the first one
     /// if unset), as KEDA reads `...FromEnv` metadata.
     pub async fn env_value(
@@ -110,16 +124,7 @@ impl ScaleTarget {
         container: Option<&str>,
         var: &str,
     ) -> Result<String, TargetError> {
-        let object = self
-            .api
-            .get(&self.name)
-            .await
-            .map_err(|e| self.error("reading", e))?;
-        let pod_spec = object
-            .data
-            .pointer("/spec/template/spec")
-            .cloned()
-            .unwrap_or_default();
+        let pod_spec = self.pod_spec().await?;
         container_env(&pod_spec, container, var).ok_or_else(|| TargetError::EnvMissing {
             var: var.to_owned(),
             place: format!(
@@ -160,6 +165,15 @@ pub fn container_env(pod_spec: &Value, container: Option<&str>, var: &str) -> Op
         .map(str::to_owned)
 }
 
+/// The ServiceAccount a pod spec runs as.
+pub fn service_account(pod_spec: &Value) -> String {
+    pod_spec["serviceAccountName"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default")
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +197,14 @@ mod tests {
             None
         );
         assert_eq!(container_env(&deployment, None, "OTHER"), None);
+    }
+
+    #[test]
+    fn pods_run_as_the_default_service_account_unless_named() {
+        assert_eq!(
+            service_account(&json!({"serviceAccountName": "worker"})),
+            "worker"
+        );
+        assert_eq!(service_account(&json!({})), "default");
     }
 }

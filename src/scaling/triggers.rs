@@ -46,6 +46,13 @@ pub enum EnvSource<'a> {
 }
 
 impl EnvSource<'_> {
+    async fn pod_spec(&self) -> Result<serde_json::Value, TargetError> {
+        match self {
+            EnvSource::Target(target) => target.pod_spec().await,
+            EnvSource::PodSpec { spec, .. } => Ok(spec.clone()),
+        }
+    }
+
     async fn value(&self, container: Option<&str>, var: &str) -> Result<String, TargetError> {
         match self {
             EnvSource::Target(target) => target.env_value(container, var).await,
@@ -74,11 +81,13 @@ pub async fn scaler(
                 QueueSource::Url(url) => url.clone(),
                 QueueSource::FromEnv(var) => env.value(container, var).await?,
             };
+            let workload_pod_spec = env.pod_spec().await?;
             let auth = auth::load(
                 &scaling.client,
                 namespace,
                 &scaling.controller_namespace,
                 trigger.authentication_ref.as_ref(),
+                &workload_pod_spec,
             )
             .await?;
             let client = scaling

@@ -5,14 +5,16 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Event;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Event, Secret, ServiceAccount};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use windlass::apis::scaled_object::ScaledObject;
+use windlass::apis::trigger_auth::{ClusterTriggerAuthentication, TriggerAuthentication};
 
 use crate::support::{
-    TestEnv, TestNamespace, delete_node, install_crds, start_windlass, test_node, wait_until,
+    TestEnv, TestNamespace, delete_node, install_crds, start_windlass, start_windlass_in,
+    test_node, wait_until,
 };
 
 async fn deployment(client: &Client, namespace: &str, name: &str, node: &str, replicas: i32) {
@@ -436,4 +438,225 @@ async fn missing_secret_is_a_condition_and_an_event_and_never_scales_to_zero() {
         "replicas untouched past the cooldown"
     );
     clean_up(&env, namespace, &objects, &node).await;
+}
+
+async fn trigger_authentication(client: &Client, namespace: &str, name: &str, spec: Value) {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::erase::<TriggerAuthentication>(&()),
+    );
+    let object = json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "TriggerAuthentication", "metadata": {"name": name}, "spec": spec});
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(object).unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Every authentication mode reads the queue: the workload's IRSA role (TokenRequest, then STS
+/// AssumeRoleWithWebIdentity), a role assumed on the controller's identity, and keys from the
+/// workload's container environment. A workload ServiceAccount without a role is reported.
+#[tokio::test]
+async fn each_authentication_mode_reads_the_queue() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-auth-modes").await;
+    let ns = namespace.name.as_str();
+    let node = test_node(&env.client, "kwok-auth-modes").await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(env.client.clone(), ns);
+    let with_role: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "worker",
+        "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/windlass-worker"}}}))
+    .unwrap();
+    accounts
+        .create(&PostParams::default(), &with_role)
+        .await
+        .unwrap();
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "plain"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
+    let keys_in_env = json!([{"name": "AWS_ACCESS_KEY_ID", "value": "testing"}, {"name": "AWS_SECRET_ACCESS_KEY", "value": "testing"}]);
+    for (name, pod) in [
+        ("irsa", json!({"serviceAccountName": "worker"})),
+        ("no-role", json!({"serviceAccountName": "plain"})),
+        ("role", json!({})),
+        (
+            "env",
+            json!({"containers": [{"name": "worker", "image": "registry.example.com/worker:1", "env": keys_in_env}]}),
+        ),
+    ] {
+        deployment(&env.client, ns, name, &node, 0).await;
+        deployments
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"template": {"spec": pod}}})),
+            )
+            .await
+            .unwrap();
+    }
+    trigger_authentication(
+        &env.client,
+        ns,
+        "as-workload",
+        json!({"podIdentity": {"provider": "aws", "identityOwner": "workload"}}),
+    )
+    .await;
+    trigger_authentication(&env.client, ns, "as-role", json!({"podIdentity": {"provider": "aws", "roleArn": "arn:aws:iam::123456789012:role/reader", "externalID": "windlass"}})).await;
+    trigger_authentication(&env.client, ns, "from-env", json!({"env": [
+        {"parameter": "awsAccessKeyID", "name": "AWS_ACCESS_KEY_ID", "containerName": "worker"},
+        {"parameter": "awsSecretAccessKey", "name": "AWS_SECRET_ACCESS_KEY", "containerName": "worker"}
+    ]})).await;
+    let queue = env.queue("so-auth-modes").await;
+    env.send_messages(&queue, 4).await;
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
+    for (name, authentication) in [
+        ("irsa", "as-workload"),
+        ("no-role", "as-workload"),
+        ("role", "as-role"),
+        ("env", "from-env"),
+    ] {
+        let trigger = json!({"spec": {"triggers": [{"type": "aws-sqs-queue", "name": "queue",
+            "metadata": {"queueURL": queue, "queueLength": "2"}, "authenticationRef": {"name": authentication}}]}});
+        objects
+            .create(
+                &PostParams::default(),
+                &scaled_object(name, name, &queue, trigger),
+            )
+            .await
+            .unwrap();
+    }
+    let _windlass = start_windlass(ns);
+
+    for name in ["irsa", "role", "env"] {
+        wait_for_replicas(&env.client, ns, name, 2, Duration::from_secs(30)).await;
+        wait_for_condition(&objects, name, "Ready", "True").await;
+    }
+    let (_, reason, message) = wait_for_condition(&objects, "no-role", "Ready", "False").await;
+    assert_eq!(reason, "AuthenticationError");
+    assert_eq!(
+        message,
+        format!(
+            "triggers[0].authenticationRef: ServiceAccount {ns}/plain has no eks.amazonaws.com/role-arn annotation (identityOwner workload)"
+        )
+    );
+    assert_eq!(replicas(&env.client, ns, "no-role").await, Some(0));
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+#[tokio::test]
+async fn deleting_a_scaled_object_restores_the_original_replicas_when_asked() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-restore").await;
+    let node = test_node(&env.client, "kwok-restore").await;
+    deployment(&env.client, &namespace.name, "worker", &node, 2).await;
+    let queue = env.queue("so-restore").await;
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), &namespace.name);
+    let restore = json!({"spec": {"advanced": {"restoreToOriginalReplicaCount": true}}});
+    objects
+        .create(
+            &PostParams::default(),
+            &scaled_object("worker", "worker", &queue, restore),
+        )
+        .await
+        .unwrap();
+    let _windlass = start_windlass(&namespace.name);
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        0,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        objects
+            .get("worker")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .original_replica_count,
+        Some(2)
+    );
+    objects.delete("worker", &Default::default()).await.unwrap();
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+#[tokio::test]
+async fn cluster_trigger_authentication_reads_its_secret_from_the_controllers_namespace() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-cta").await;
+    let home = TestNamespace::create(&env.client, "windlass-home").await;
+    let node = test_node(&env.client, "kwok-cta").await;
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "sqs-keys"},
+        "stringData": {"id": "testing", "secret": "testing"}}))
+    .unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), &home.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let cta_name = crate::support::unique("shared-keys");
+    let cluster_authentications: Api<DynamicObject> = Api::all_with(
+        env.client.clone(),
+        &ApiResource::erase::<ClusterTriggerAuthentication>(&()),
+    );
+    let cta = json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "ClusterTriggerAuthentication", "metadata": {"name": cta_name},
+    "spec": {"secretTargetRef": [
+        {"parameter": "awsAccessKeyID", "name": "sqs-keys", "key": "id"},
+        {"parameter": "awsSecretAccessKey", "name": "sqs-keys", "key": "secret"}
+    ]}});
+    cluster_authentications
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(cta).unwrap(),
+        )
+        .await
+        .unwrap();
+    deployment(&env.client, &namespace.name, "worker", &node, 0).await;
+    let queue = env.queue("so-cta").await;
+    env.send_messages(&queue, 4).await;
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), &namespace.name);
+    let trigger = json!({"spec": {"triggers": [{"type": "aws-sqs-queue", "name": "queue",
+        "metadata": {"queueURL": queue, "queueLength": "2"},
+        "authenticationRef": {"name": cta_name, "kind": "ClusterTriggerAuthentication"}}]}});
+    objects
+        .create(
+            &PostParams::default(),
+            &scaled_object("worker", "worker", &queue, trigger),
+        )
+        .await
+        .unwrap();
+    let _windlass = start_windlass_in(&namespace.name, &home.name);
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_for_condition(&objects, "worker", "Ready", "True").await;
+    clean_up(&env, namespace, &objects, &node).await;
+    cluster_authentications
+        .delete(&cta_name, &Default::default())
+        .await
+        .unwrap();
+    home.delete().await;
 }

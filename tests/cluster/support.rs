@@ -290,9 +290,14 @@ impl Windlass {
 }
 
 pub fn start_windlass(namespace: &str) -> Windlass {
+    start_windlass_in(namespace, "windlass")
+}
+
+/// `windlass run` handling `namespace`, itself running in `home` (where ClusterTriggerAuthentication Secrets live).
+pub fn start_windlass_in(namespace: &str, home: &str) -> Windlass {
     let (health_port, metrics_port) = (free_port(), free_port());
     let process = Command::new(env!("CARGO_BIN_EXE_windlass"))
-        .args(["run", "--watch-namespace", namespace])
+        .args(["run", "--watch-namespace", namespace, "--namespace", home])
         .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .spawn()

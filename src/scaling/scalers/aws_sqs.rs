@@ -127,13 +127,15 @@ type ClientKey = (Option<String>, Option<String>, String);
 #[derive(Clone)]
 pub struct SqsClients {
     base: SdkConfig,
+    kube: kube::Client,
     clients: Arc<Mutex<HashMap<ClientKey, aws_sdk_sqs::Client>>>,
 }
 
 impl SqsClients {
-    pub fn new(base: SdkConfig) -> Self {
+    pub fn new(base: SdkConfig, kube: kube::Client) -> Self {
         Self {
             base,
+            kube,
             clients: Arc::default(),
         }
     }
@@ -153,7 +155,11 @@ impl SqsClients {
         if let Some(client) = clients.get(&key) {
             return client.clone();
         }
-        let client = aws_sdk_sqs::Client::new(&auth.sdk_config(&self.base, region, endpoint).await);
+        let client = aws_sdk_sqs::Client::new(
+            &auth
+                .sdk_config(&self.base, &self.kube, region, endpoint)
+                .await,
+        );
         clients.insert(key, client.clone());
         client
     }
