@@ -84,8 +84,6 @@ async fn one_job_per_message_up_to_max_and_none_extra_while_pods_wait_for_a_node
     install_crds(&env.client).await;
     let namespace = TestNamespace::create(&env.client, "sj-create").await;
     let (queue, capped_queue) = (env.queue("sj-five").await, env.queue("sj-capped").await);
-    env.send_messages(&queue, 5).await;
-    env.send_messages(&capped_queue, 5).await;
     let api: Api<ScaledJob> = Api::namespaced(env.client.clone(), &namespace.name);
     // No node has this label: every pod stays Pending, as while waiting for a new node.
     let nowhere = pod("no-such-node", false);
@@ -102,7 +100,24 @@ async fn one_job_per_message_up_to_max_and_none_extra_while_pods_wait_for_a_node
     .await
     .unwrap();
     let _windlass = start_windlass(&namespace.name);
+    wait_until(
+        "both ScaledJobs to be polling",
+        Duration::from_secs(30),
+        || async {
+            let ready = |status: ScaledJobStatus| {
+                status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            };
+            (ready(status(&api, "five").await) && ready(status(&api, "capped").await)).then_some(())
+        },
+    )
+    .await;
 
+    env.send_messages(&queue, 5).await;
+    env.send_messages(&capped_queue, 5).await;
+    let sent = std::time::Instant::now();
     for (name, expected) in [("five", 5), ("capped", 3)] {
         wait_until(
             &format!("{name} to have {expected} Jobs"),
@@ -113,6 +128,7 @@ async fn one_job_per_message_up_to_max_and_none_extra_while_pods_wait_for_a_node
         )
         .await;
     }
+    println!("messages visible -> 5 and 3 Jobs in {:?}", sent.elapsed());
     // Five more polls with the same 5 visible messages and 5 pending Jobs.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
