@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use windlass::apis::scaled_job::{ScaledJob, ScaledJobStatus};
@@ -255,4 +255,76 @@ async fn succeeded_jobs_are_counted_once_even_across_a_controller_restart() {
         "counts changed across a restart"
     );
     clean_up(&env, namespace, Some(&node)).await;
+}
+
+#[tokio::test]
+async fn a_spec_change_replaces_unfinished_jobs_unless_the_rollout_is_gradual() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "sj-rollout").await;
+    let ns = namespace.name.as_str();
+    let api: Api<ScaledJob> = Api::namespaced(env.client.clone(), ns);
+    for (name, gradual) in [("replaced", false), ("gradual", true)] {
+        let queue = env.queue(&format!("sj-{name}")).await;
+        env.send_messages(&queue, 2).await;
+        let mut object = scaled_job(name, &queue, 5, pod("no-such-node", false), (100, 100));
+        if gradual {
+            object.spec.rollout =
+                Some(serde_json::from_value(json!({"strategy": "gradual"})).unwrap());
+        }
+        api.create(&PostParams::default(), &object).await.unwrap();
+    }
+    let _windlass = start_windlass(ns);
+    let generation = |job: &Job| {
+        job.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("windlass.dev/scaled-job-generation").cloned())
+    };
+    for name in ["replaced", "gradual"] {
+        wait_until(
+            &format!("{name}: 2 Jobs of generation 1"),
+            Duration::from_secs(30),
+            || async {
+                let jobs = jobs_of(&env.client, ns, name).await;
+                (jobs.len() == 2 && jobs.iter().all(|j| generation(j).as_deref() == Some("1")))
+                    .then_some(())
+            },
+        )
+        .await;
+        let change = json!({"spec": {"jobTargetRef": {"template": {"metadata": {"labels": {"revision": "2"}}}}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(change))
+            .await
+            .unwrap();
+    }
+    wait_until(
+        "replaced: only generation-2 Jobs, 2 of them",
+        Duration::from_secs(30),
+        || async {
+            let jobs = jobs_of(&env.client, ns, "replaced").await;
+            let live: Vec<_> = jobs
+                .iter()
+                .filter(|j| j.metadata.deletion_timestamp.is_none())
+                .collect();
+            (live.len() == 2 && live.iter().all(|j| generation(j).as_deref() == Some("2")))
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let gradual = jobs_of(&env.client, ns, "gradual").await;
+    assert_eq!(
+        gradual
+            .iter()
+            .filter(|j| generation(j).as_deref() == Some("1"))
+            .count(),
+        2,
+        "gradual deleted unfinished Jobs"
+    );
+    assert_eq!(
+        gradual.len(),
+        2,
+        "2 unfinished Jobs already cover the 2 messages"
+    );
+    clean_up(&env, namespace, None).await;
 }
