@@ -17,9 +17,14 @@ pub mod workload_identity;
 use std::sync::Arc;
 
 use jiff::SignedDuration;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource};
+use tracing::warn;
+
+use crate::apis::conditions::{self, condition};
 
 use crate::apis::scaled_job::ScaledJob;
 use crate::apis::scaled_object::ScaledObject;
@@ -64,5 +69,85 @@ pub fn activity_is_stale(written: Option<&Time>, now: Option<&Time>) -> bool {
     match (written, now) {
         (Some(old), Some(new)) => new.0.duration_since(old.0) >= SignedDuration::from_secs(60),
         (old, new) => old != new,
+    }
+}
+
+/// Ready from this poll's trigger errors, with a Warning Event the first time a problem is seen.
+pub(crate) async fn trigger_readiness<K: Resource<DynamicType = ()>>(
+    scaling: &Scaling,
+    object: &K,
+    existing: &[Condition],
+    errors: &[String],
+    last_problem: &mut Option<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    if errors.is_empty() {
+        *last_problem = None;
+        return condition(
+            existing,
+            conditions::READY,
+            true,
+            "ScalerReady",
+            "triggers are being polled",
+            generation,
+            now,
+        );
+    }
+    let message = errors.join("; ");
+    report_event_once(scaling, object, "TriggerError", &message, last_problem).await;
+    condition(
+        existing,
+        conditions::READY,
+        false,
+        "TriggerError",
+        message,
+        generation,
+        now,
+    )
+}
+
+/// A Warning Event, unless it repeats the last problem reported for this object.
+pub(crate) async fn report_event_once<K: Resource<DynamicType = ()>>(
+    scaling: &Scaling,
+    object: &K,
+    reason: &str,
+    message: &str,
+    last_problem: &mut Option<String>,
+) {
+    if last_problem.as_deref() == Some(message) {
+        return;
+    }
+    *last_problem = Some(message.to_owned());
+    publish(
+        scaling,
+        object,
+        EventType::Warning,
+        reason,
+        message.to_owned(),
+    )
+    .await;
+}
+
+pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
+    scaling: &Scaling,
+    object: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Scaling".into(),
+        secondary: None,
+    };
+    if let Err(error) = scaling
+        .recorder
+        .publish(&event, &object.object_ref(&()))
+        .await
+    {
+        warn!(%error, "publishing an Event failed");
     }
 }

@@ -23,9 +23,9 @@ use tracing::{info, warn};
 
 use super::job_accounting::{beyond_history, count_finished, counts};
 use super::jobs::{JobPolicy, QueueReading, jobs_to_create};
-use super::scaled_object::{SetupError, publish};
+use super::scaled_object::SetupError;
 use super::scalers::Scaler;
-use super::{Scaling, triggers};
+use super::{Scaling, publish, trigger_readiness, triggers};
 use crate::apis::conditions::{self, condition};
 use crate::apis::scaled_job::{RolloutStrategy, ScaledJob, ScaledJobStatus};
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
@@ -350,40 +350,16 @@ async fn poll(
 
     let generation = object.metadata.generation;
     let existing = &previous.conditions;
-    let ready = if errors.is_empty() {
-        *last_problem = None;
-        condition(
-            existing,
-            conditions::READY,
-            true,
-            "ScalerReady",
-            "triggers are being polled",
-            generation,
-            now,
-        )
-    } else {
-        let message = errors.join("; ");
-        if last_problem.as_deref() != Some(message.as_str()) {
-            publish(
-                scaling,
-                object,
-                EventType::Warning,
-                "TriggerError",
-                message.clone(),
-            )
-            .await;
-            *last_problem = Some(message.clone());
-        }
-        condition(
-            existing,
-            conditions::READY,
-            false,
-            "TriggerError",
-            message,
-            generation,
-            now,
-        )
-    };
+    let ready = trigger_readiness(
+        scaling,
+        object,
+        existing,
+        &errors,
+        last_problem,
+        generation,
+        now,
+    )
+    .await;
     status.observed_generation = generation;
     status.conditions = vec![
         ready,

@@ -11,10 +11,10 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,7 @@ use super::replicas::{
 };
 use super::scalers::Scaler;
 use super::target::{ScaleTarget, TargetError};
-use super::{Scaling, triggers};
+use super::{Scaling, publish, report_event_once, trigger_readiness, triggers};
 use crate::apis::conditions::{self, condition};
 use crate::apis::scaled_object::{
     FORCE_ACTIVATION_ANNOTATION, HealthStatus, PAUSED_ANNOTATION, PAUSED_REPLICAS_ANNOTATION,
@@ -495,39 +495,16 @@ async fn poll(
     let previous = object.status.clone().unwrap_or_default();
     let generation = object.metadata.generation;
     let existing = &previous.conditions;
-    let ready = if trigger_errors.is_empty() {
-        condition(
-            existing,
-            conditions::READY,
-            true,
-            "ScalerReady",
-            "triggers are being polled",
-            generation,
-            now,
-        )
-    } else {
-        condition(
-            existing,
-            conditions::READY,
-            false,
-            "TriggerError",
-            trigger_errors.join("; "),
-            generation,
-            now,
-        )
-    };
-    if !trigger_errors.is_empty() {
-        report_event_once(
-            scaling,
-            object,
-            "TriggerError",
-            &trigger_errors.join("; "),
-            last_problem,
-        )
-        .await;
-    } else {
-        *last_problem = None;
-    }
+    let ready = trigger_readiness(
+        scaling,
+        object,
+        existing,
+        &trigger_errors,
+        last_problem,
+        generation,
+        now,
+    )
+    .await;
     let status = ScaledObjectStatus {
         observed_generation: generation,
         conditions: vec![
@@ -646,47 +623,6 @@ async fn report_problem(
     status.conditions.insert(0, ready);
     write_status(scaling, object, &previous, status).await;
     report_event_once(scaling, object, reason, message, last_problem).await;
-}
-
-async fn report_event_once(
-    scaling: &Scaling,
-    object: &ScaledObject,
-    reason: &str,
-    message: &str,
-    last_problem: &mut Option<String>,
-) {
-    if last_problem.as_deref() == Some(message) {
-        return;
-    }
-    *last_problem = Some(message.to_owned());
-    publish(
-        scaling,
-        object,
-        EventType::Warning,
-        reason,
-        message.to_owned(),
-    )
-    .await;
-}
-
-pub(super) async fn publish<K: Resource<DynamicType = ()>>(
-    scaling: &Scaling,
-    object: &K,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let recorder: &Recorder = &scaling.recorder;
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Scaling".into(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
-        warn!(%error, "publishing an Event failed");
-    }
 }
 
 #[cfg(test)]

@@ -375,25 +375,11 @@ async fn missing_secret_is_a_condition_and_an_event_and_never_scales_to_zero() {
     let node = test_node(&env.client, "kwok-auth").await;
     deployment(&env.client, &namespace.name, "worker", &node, 2).await;
     let queue = env.queue("so-auth").await;
-    let authentications: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        env.client.clone(),
-        &namespace.name,
-        &kube::api::ApiResource::erase::<windlass::apis::trigger_auth::TriggerAuthentication>(&()),
-    );
-    let authentication = json!({
-        "apiVersion": "windlass.dev/v1alpha1", "kind": "TriggerAuthentication", "metadata": {"name": "keys"},
-        "spec": {"secretTargetRef": [
-            {"parameter": "awsAccessKeyID", "name": "sqs-keys", "key": "id"},
-            {"parameter": "awsSecretAccessKey", "name": "sqs-keys", "key": "secret"}
-        ]}
-    });
-    authentications
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(authentication).unwrap(),
-        )
-        .await
-        .unwrap();
+    let keys = json!({"secretTargetRef": [
+        {"parameter": "awsAccessKeyID", "name": "sqs-keys", "key": "id"},
+        {"parameter": "awsSecretAccessKey", "name": "sqs-keys", "key": "secret"}
+    ]});
+    trigger_authentication(&env.client, &namespace.name, "keys", keys).await;
     let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), &namespace.name);
     let with_auth = json!({"spec": {"triggers": [{"type": "aws-sqs-queue", "name": "queue",
         "metadata": {"queueURL": queue}, "authenticationRef": {"name": "keys"}}]}});
