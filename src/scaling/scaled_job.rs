@@ -157,11 +157,7 @@ async fn job_loop(
             match setup(&scaling, &object).await {
                 Ok(built) => ready = Some(built),
                 Err(error) => {
-                    count_error(
-                        &scaling,
-                        &object,
-                        error.to_string().split(':').next().unwrap_or("setup"),
-                    );
+                    count_error(&scaling, &object, error.metric_label());
                     let message = error.to_string();
                     if last_problem.as_deref() != Some(message.as_str()) {
                         warn!(name = %object.name_any(), %message, "ScaledJob cannot poll");

@@ -88,7 +88,7 @@ impl SetupError {
         }
     }
 
-    fn metric_label(&self) -> &'static str {
+    pub fn metric_label(&self) -> &'static str {
         match self {
             SetupError::Target(e) => e.metric_label(),
             SetupError::Metadata { .. } => "metadata",
