@@ -43,6 +43,14 @@ pub struct RunArgs {
     #[arg(long, env = "WINDLASS_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
 
+    /// Address for the jobs API (`POST /jobs`, `GET /jobs/stats`).
+    #[arg(long, env = "WINDLASS_JOBS_ADDR", default_value = "0.0.0.0:8082")]
+    pub jobs_addr: SocketAddr,
+
+    /// Bearer token the jobs API requires; the API is not served without one.
+    #[arg(long, env = "WINDLASS_JOBS_TOKEN", hide_env_values = true)]
+    pub jobs_token: Option<String>,
+
     /// The namespace Windlass runs in; ClusterTriggerAuthentications read Secrets from it.
     #[arg(long, env = "WINDLASS_NAMESPACE", default_value = "windlass")]
     pub namespace: String,

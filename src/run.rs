@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::RunArgs;
+use crate::jobs;
 use crate::metrics::Metrics;
 use crate::scaling::queue_depths::QueueDepths;
 use crate::scaling::scalers::aws_sqs::SqsClients;
@@ -55,6 +56,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
         scaled_object_loops: Default::default(),
         scaled_job_loops: Default::default(),
     });
+    match args.jobs_token.filter(|token| !token.is_empty()) {
+        // Stops with the others on shutdown; nothing waits on it.
+        Some(token) => drop(
+            serve(
+                args.jobs_addr,
+                jobs::api::router(scaling.clone(), token),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => warn!(
+            "the jobs API is not served: set WINDLASS_JOBS_TOKEN (or --jobs-token) to enable it"
+        ),
+    }
     let scaled_objects = tokio::spawn(scaled_object::run(scaling.clone(), shutdown.clone()));
     let scaled_jobs = tokio::spawn(scaled_job::run(scaling, shutdown.clone()));
     readiness.set_ready(true);

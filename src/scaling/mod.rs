@@ -139,7 +139,7 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
     let event = Event {
         type_,
         reason: reason.to_owned(),
-        note: Some(note),
+        note: Some(event_note(note)),
         action: "Scaling".into(),
         secondary: None,
     };
@@ -149,5 +149,37 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
         .await
     {
         warn!(%error, "publishing an Event failed");
+    }
+}
+
+/// The Events API rejects notes over 1024 bytes; long error texts are cut at a character
+/// boundary and marked, so the Event still lands.
+fn event_note(mut note: String) -> String {
+    const LIMIT: usize = 1024;
+    if note.len() <= LIMIT {
+        return note;
+    }
+    let mut end = LIMIT - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push('…');
+    note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_notes_fit_the_events_api() {
+        assert_eq!(event_note("short".into()), "short");
+        let cut = event_note("é".repeat(800));
+        assert!(
+            cut.len() <= 1024 && cut.ends_with('…'),
+            "{} bytes",
+            cut.len()
+        );
     }
 }

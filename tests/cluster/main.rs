@@ -3,6 +3,7 @@
 //! Run them with `hack/test.sh`.
 
 mod controller;
+mod jobs_api;
 mod scaled_job;
 mod scaled_object;
 mod stack;

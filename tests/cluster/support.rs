@@ -278,7 +278,11 @@ pub struct Windlass {
     pub process: ChildProcess,
     pub health_port: u16,
     pub metrics_port: u16,
+    /// The jobs API, which requires `Authorization: Bearer` [`JOBS_TOKEN`].
+    pub jobs_port: u16,
 }
+
+pub const JOBS_TOKEN: &str = "windlass-test-token";
 
 impl Windlass {
     /// The value of one sample in /metrics, e.g. `windlass_sqs_get_queue_attributes_total{queue="…"}`.
@@ -295,11 +299,17 @@ pub fn start_windlass(namespace: &str) -> Windlass {
 
 /// `windlass run` handling `namespace`, itself running in `home` (where ClusterTriggerAuthentication Secrets live).
 pub fn start_windlass_in(namespace: &str, home: &str) -> Windlass {
-    let (health_port, metrics_port) = (free_port(), free_port());
+    let (health_port, metrics_port, jobs_port) = (free_port(), free_port(), free_port());
     let process = Command::new(env!("CARGO_BIN_EXE_windlass"))
         .args(["run", "--watch-namespace", namespace, "--namespace", home])
         .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args([
+            "--jobs-addr",
+            &format!("127.0.0.1:{jobs_port}"),
+            "--jobs-token",
+            JOBS_TOKEN,
+        ])
         .spawn()
         .expect("starting windlass run")
         .into();
@@ -307,5 +317,36 @@ pub fn start_windlass_in(namespace: &str, home: &str) -> Windlass {
         process,
         health_port,
         metrics_port,
+        jobs_port,
     }
+}
+
+/// A plain HTTP/1.0 request to loopback with optional bearer token and body: status and body.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .ok()?;
+    // The server may answer (413) and close before reading the whole body.
+    let _ = stream.write_all(body);
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
 }
