@@ -32,6 +32,11 @@ use crate::metrics::Metrics;
 use queue_depths::QueueDepths;
 use scalers::aws_sqs::SqsClients;
 
+/// The field manager of every status write: status has one writer.
+pub(crate) const STATUS_MANAGER: &str = "windlass";
+/// Credentials and queue URLs are resolved again this often, so rotated Secrets take effect.
+pub(crate) const SETUP_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// What the scaling controllers and their loops share.
 pub struct Scaling {
     pub client: kube::Client,

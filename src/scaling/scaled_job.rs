@@ -25,7 +25,10 @@ use super::job_accounting::{beyond_history, count_finished, counts};
 use super::jobs::{JobPolicy, QueueReading, jobs_to_create};
 use super::scaled_object::SetupError;
 use super::scalers::Scaler;
-use super::{Scaling, publish, trigger_readiness, triggers};
+use super::{
+    SETUP_LIFETIME, STATUS_MANAGER, Scaling, publish, report_event_once, trigger_readiness,
+    triggers,
+};
 use crate::apis::conditions::{self, condition};
 use crate::apis::scaled_job::{RolloutStrategy, ScaledJob, ScaledJobStatus};
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
@@ -34,8 +37,6 @@ use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
 pub const SCALED_JOB_LABEL: &str = "windlass.dev/scaled-job";
 /// The ScaledJob generation a Job was made from, for rollouts.
 pub const GENERATION_LABEL: &str = "windlass.dev/scaled-job-generation";
-const STATUS_MANAGER: &str = "windlass";
-const SETUP_LIFETIME: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -80,12 +81,10 @@ struct Setup {
 async fn setup(scaling: &Scaling, object: &ScaledJob) -> Result<Setup, SetupError> {
     let namespace = object.namespace().unwrap_or_default();
     let interval = Duration::from_secs(object.spec.polling_interval.max(1) as u64);
-    let pod_spec =
-        serde_json::to_value(&object.spec.job_target_ref.template.spec).unwrap_or_default();
-    let owner = format!("ScaledJob {:?} jobTargetRef", object.name_any());
-    let env = triggers::EnvSource::PodSpec {
-        spec: pod_spec,
-        owner: &owner,
+    let env = triggers::EnvSource {
+        pod_spec: serde_json::to_value(&object.spec.job_target_ref.template.spec)
+            .unwrap_or_default(),
+        owner: format!("ScaledJob {:?} jobTargetRef", object.name_any()),
     };
     let container = object.spec.env_source_container_name.as_deref();
     let mut built = Vec::new();
@@ -159,18 +158,15 @@ async fn job_loop(
                 Err(error) => {
                     count_error(&scaling, &object, error.metric_label());
                     let message = error.to_string();
-                    if last_problem.as_deref() != Some(message.as_str()) {
-                        warn!(name = %object.name_any(), %message, "ScaledJob cannot poll");
-                        publish(
-                            &scaling,
-                            object.as_ref(),
-                            EventType::Warning,
-                            "SetupError",
-                            message.clone(),
-                        )
-                        .await;
-                        last_problem = Some(message.clone());
-                    }
+                    warn!(name = %object.name_any(), %message, "ScaledJob cannot poll");
+                    report_event_once(
+                        &scaling,
+                        object.as_ref(),
+                        "SetupError",
+                        &message,
+                        &mut last_problem,
+                    )
+                    .await;
                     let previous = object.status.clone().unwrap_or_default();
                     let mut status = previous.clone();
                     status.observed_generation = object.metadata.generation;

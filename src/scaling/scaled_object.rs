@@ -26,7 +26,10 @@ use super::replicas::{
 };
 use super::scalers::Scaler;
 use super::target::{ScaleTarget, TargetError};
-use super::{Scaling, publish, report_event_once, trigger_readiness, triggers};
+use super::{
+    SETUP_LIFETIME, STATUS_MANAGER, Scaling, publish, report_event_once, trigger_readiness,
+    triggers,
+};
 use crate::apis::conditions::{self, condition};
 use crate::apis::scaled_object::{
     FORCE_ACTIVATION_ANNOTATION, HealthStatus, PAUSED_ANNOTATION, PAUSED_REPLICAS_ANNOTATION,
@@ -37,10 +40,6 @@ use crate::apis::triggers::{MetricType, TriggerMetadataError};
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
 
 const FINALIZER: &str = "windlass.dev/scaledobject";
-/// Status is the single writer's; every field in it belongs to this manager.
-const STATUS_MANAGER: &str = "windlass";
-/// Credentials and queue URLs are resolved again this often, so rotated Secrets take effect.
-const SETUP_LIFETIME: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -214,10 +213,13 @@ async fn setup(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupE
         behavior,
     };
     let interval = Duration::from_secs(spec.polling_interval.max(1) as u64);
+    let env = triggers::EnvSource {
+        pod_spec: target.pod_spec().await?,
+        owner: target.describe(),
+    };
+    let container = spec.scale_target_ref.env_source_container_name.as_deref();
     let mut built = Vec::new();
     for (index, trigger) in spec.triggers.iter().enumerate() {
-        let container = spec.scale_target_ref.env_source_container_name.as_deref();
-        let env = triggers::EnvSource::Target(&target);
         let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container, interval)
             .await
             .map_err(|e| e.at(index))?;

@@ -117,23 +117,9 @@ impl ScaleTarget {
             .unwrap_or_default())
     }
 
-    /// The literal value of `var` in the pod template's container `container` (the first one
-    /// if unset), as KEDA reads `...FromEnv` metadata.
-    pub async fn env_value(
-        &self,
-        container: Option<&str>,
-        var: &str,
-    ) -> Result<String, TargetError> {
-        let pod_spec = self.pod_spec().await?;
-        container_env(&pod_spec, container, var).ok_or_else(|| TargetError::EnvMissing {
-            var: var.to_owned(),
-            place: format!(
-                "container {:?} of {} {:?}",
-                container.unwrap_or("(first)"),
-                self.kind,
-                self.name
-            ),
-        })
+    /// The target as messages name it: `apps/v1.Deployment "worker"`.
+    pub fn describe(&self) -> String {
+        format!("{} {:?}", self.kind, self.name)
     }
 
     fn error(&self, what: &'static str, error: kube::Error) -> TargetError {

@@ -9,7 +9,7 @@ use super::queue_depths::QueueKey;
 use super::scaled_object::SetupError;
 use super::scalers::Scaler;
 use super::scalers::aws_sqs::AwsSqsScaler;
-use super::target::{ScaleTarget, TargetError, container_env};
+use super::target::{TargetError, container_env};
 use crate::apis::triggers::{
     AwsSqsQueueTrigger, QueueSource, Trigger, TriggerMetadataError, TriggerType,
 };
@@ -36,33 +36,24 @@ impl TriggerSetupError {
     }
 }
 
-/// Where `...FromEnv` metadata is read: a scale target's containers, or a Job template's.
-pub enum EnvSource<'a> {
-    Target(&'a ScaleTarget),
-    PodSpec {
-        spec: serde_json::Value,
-        owner: &'a str,
-    },
+/// The workload a trigger scales, as its pod spec: `...FromEnv` metadata and `env`
+/// authentication read its containers, identity reads its ServiceAccount. Read once per setup.
+pub struct EnvSource {
+    pub pod_spec: serde_json::Value,
+    /// Names the workload in messages, e.g. `apps/v1.Deployment "worker"`.
+    pub owner: String,
 }
 
-impl EnvSource<'_> {
-    async fn pod_spec(&self) -> Result<serde_json::Value, TargetError> {
-        match self {
-            EnvSource::Target(target) => target.pod_spec().await,
-            EnvSource::PodSpec { spec, .. } => Ok(spec.clone()),
-        }
-    }
-
-    async fn value(&self, container: Option<&str>, var: &str) -> Result<String, TargetError> {
-        match self {
-            EnvSource::Target(target) => target.env_value(container, var).await,
-            EnvSource::PodSpec { spec, owner } => {
-                container_env(spec, container, var).ok_or_else(|| TargetError::EnvMissing {
-                    var: var.to_owned(),
-                    place: format!("container {:?} of {owner}", container.unwrap_or("(first)")),
-                })
-            }
-        }
+impl EnvSource {
+    fn value(&self, container: Option<&str>, var: &str) -> Result<String, TargetError> {
+        container_env(&self.pod_spec, container, var).ok_or_else(|| TargetError::EnvMissing {
+            var: var.to_owned(),
+            place: format!(
+                "container {:?} of {}",
+                container.unwrap_or("(first)"),
+                self.owner
+            ),
+        })
     }
 }
 
@@ -70,7 +61,7 @@ pub async fn scaler(
     scaling: &Scaling,
     namespace: &str,
     trigger: &Trigger,
-    env: &EnvSource<'_>,
+    env: &EnvSource,
     container: Option<&str>,
     interval: Duration,
 ) -> Result<Box<dyn Scaler>, TriggerSetupError> {
@@ -79,15 +70,14 @@ pub async fn scaler(
             let sqs = AwsSqsQueueTrigger::from_metadata(&trigger.metadata)?;
             let queue_url = match &sqs.queue {
                 QueueSource::Url(url) => url.clone(),
-                QueueSource::FromEnv(var) => env.value(container, var).await?,
+                QueueSource::FromEnv(var) => env.value(container, var)?,
             };
-            let workload_pod_spec = env.pod_spec().await?;
             let auth = auth::load(
                 &scaling.client,
                 namespace,
                 &scaling.controller_namespace,
                 trigger.authentication_ref.as_ref(),
-                &workload_pod_spec,
+                &env.pod_spec,
             )
             .await?;
             let client = scaling

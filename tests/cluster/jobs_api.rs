@@ -42,6 +42,18 @@ fn post(port: u16, token: Option<&str>, body: &Value) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
+async fn wait_for_jobs_api(port: u16) {
+    wait_until(
+        "the jobs API to answer",
+        Duration::from_secs(30),
+        || async {
+            http_request(port, "GET", "/jobs/stats", Some(JOBS_TOKEN), b"")
+                .filter(|(status, _)| *status == 200)
+        },
+    )
+    .await;
+}
+
 async fn visible_messages(env: &TestEnv, queue: &str) -> u64 {
     let attributes = env
         .sqs()
@@ -77,15 +89,7 @@ async fn submissions_become_messages_and_jobs_and_bad_requests_enqueue_nothing()
         .unwrap();
     let windlass = start_windlass(ns);
     let port = windlass.jobs_port;
-    wait_until(
-        "the jobs API to answer",
-        Duration::from_secs(30),
-        || async {
-            http_request(port, "GET", "/jobs/stats", Some(JOBS_TOKEN), b"")
-                .filter(|(status, _)| *status == 200)
-        },
-    )
-    .await;
+    wait_for_jobs_api(port).await;
 
     let submission =
         json!({"scaledJob": "data-processor", "namespace": ns, "payload": {"report": "daily"}});
@@ -186,15 +190,7 @@ async fn stats_report_failed_jobs_with_two_retries_each() {
         .unwrap();
     let windlass = start_windlass(ns);
     let port = windlass.jobs_port;
-    wait_until(
-        "the jobs API to answer",
-        Duration::from_secs(30),
-        || async {
-            http_request(port, "GET", "/jobs/stats", Some(JOBS_TOKEN), b"")
-                .filter(|(status, _)| *status == 200)
-        },
-    )
-    .await;
+    wait_for_jobs_api(port).await;
     for _ in 0..2 {
         assert_eq!(
             post(
