@@ -23,11 +23,11 @@ if $own_stack; then
 fi
 
 step "cargo fmt --check"
-cargo fmt --check
+cargo fmt --all --check
 step "cargo clippy"
-cargo clippy --all-targets --all-features --locked -- -D warnings
-step "unit tests (types, CRD drift, examples, pure logic)"
-cargo test --locked
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+step "unit tests (types, CRD and OpenAPI drift, examples, pure logic)"
+cargo test --workspace --locked
 
 if $own_stack; then
   step "building and starting the local stack"
@@ -42,5 +42,7 @@ if $own_stack; then
 else
   step "using KUBECONFIG=$KUBECONFIG and AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL"
 fi
+step "the data-processor worker against SQS"
+cargo test --locked -p data-processor --features sqs-tests --test worker
 step "integration tests"
 cargo test --locked --features cluster-tests --test cluster -- --test-threads 4

@@ -26,6 +26,8 @@ pub enum Command {
     Run(RunArgs),
     /// Write the CustomResourceDefinitions generated from the Rust types.
     Crdgen(CrdgenArgs),
+    /// Print the jobs API's OpenAPI document (committed as docs/openapi.json).
+    Openapi,
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,10 @@ fn main() -> ExitCode {
                 }
             }),
         },
+        Command::Openapi => {
+            print!("{}", windlass::jobs::api::openapi_json());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,7 +71,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ),
     }
     let scaled_objects = tokio::spawn(scaled_object::run(scaling.clone(), shutdown.clone()));
-    let scaled_jobs = tokio::spawn(scaled_job::run(scaling, shutdown.clone()));
+    let scaled_jobs = tokio::spawn(scaled_job::run(scaling.clone(), shutdown.clone()));
+    let job_schedules = tokio::spawn(jobs::schedules::run(scaling, shutdown.clone()));
     readiness.set_ready(true);
     info!(health = %args.health_addr, metrics = %args.metrics_addr, "windlass is running");
 
@@ -88,9 +89,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // kube's controller holds shutdown until its first list succeeds, which never happens
     // while the CRDs are missing; in-flight work gets a bounded grace period instead.
     let controllers = async {
-        let (objects, jobs) = tokio::join!(scaled_objects, scaled_jobs);
+        let (objects, jobs, schedules) = tokio::join!(scaled_objects, scaled_jobs, job_schedules);
         objects.expect("the ScaledObject controller never panics");
         jobs.expect("the ScaledJob controller never panics");
+        schedules.expect("the JobSchedule controller never panics");
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, controllers)
         .await

@@ -59,7 +59,8 @@ pub struct JobScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_json")]
     pub payload: Option<serde_json::Value>,
-    /// Stop enqueueing; ticks while suspended are skipped, not made up.
+    /// Stop enqueueing. Ticks while suspended count as missed: on resume, the most recent one is
+    /// still enqueued if it is within `startingDeadlineSeconds`, as with a CronJob.
     #[serde(default)]
     pub suspend: bool,
     /// A tick missed (controller down) by more than this many seconds is skipped; only the most
@@ -88,6 +89,13 @@ pub struct JobScheduleStatus {
     /// The tick last enqueued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
+    /// A tick claimed for enqueueing whose send is not yet confirmed; after a restart it is
+    /// sent again with the same message id, never a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_schedule_time: Option<Time>,
+    /// The tick last skipped: late beyond the starting deadline, or while suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_missed_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
     /// The id of the message enqueued for the last tick.

@@ -2,19 +2,28 @@
 //! read outcome counts. Requests are checked here without I/O; `api` does the I/O.
 
 pub mod api;
+pub mod queue;
+pub mod schedule;
+pub mod schedules;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
+use crate::apis::job_schedule::{JobSchedule, JobScheduleSpec};
 use crate::apis::scaled_job::ScaledJob;
+use schedule::Schedule;
 
 /// A client error: the HTTP status, a message, and the request field it concerns.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct RequestError {
     #[serde(skip)]
     pub status: u16,
+    /// What was wrong.
     pub error: String,
+    /// The request field at fault, when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub field: Option<&'static str>,
 }
 
@@ -28,33 +37,24 @@ impl RequestError {
     }
 }
 
-/// `POST /jobs`, checked.
-#[derive(Clone, Debug, PartialEq)]
+/// `POST /jobs`: a job for a ScaledJob's queue.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Submission {
+    /// The ScaledJob whose queue takes the job.
+    #[schema(example = "data-processor")]
     pub scaled_job: String,
+    /// The ScaledJob's namespace.
+    #[schema(default = "default")]
     pub namespace: String,
+    /// Any JSON; the worker receives it as the message's `payload`.
+    #[schema(value_type = Object)]
     pub payload: Value,
 }
 
-const SUBMISSION_FIELDS: [&str; 3] = ["scaledJob", "namespace", "payload"];
-
 /// Parses a `POST /jobs` body; every error names the field at fault.
 pub fn parse_submission(body: &[u8]) -> Result<Submission, RequestError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| RequestError::bad_request("body", format!("not valid JSON: {e}")))?;
-    let Value::Object(mut fields) = value else {
-        return Err(RequestError::bad_request("body", "must be a JSON object"));
-    };
-    if let Some(unknown) = fields
-        .keys()
-        .find(|k| !SUBMISSION_FIELDS.contains(&k.as_str()))
-    {
-        return Err(RequestError {
-            status: 400,
-            error: format!("unknown field {unknown:?}"),
-            field: None,
-        });
-    }
+    let mut fields = json_object(body, &["scaledJob", "namespace", "payload"])?;
     let scaled_job = name(&mut fields, "scaledJob")?
         .ok_or_else(|| RequestError::bad_request("scaledJob", "is required"))?;
     let namespace = name(&mut fields, "namespace")?.unwrap_or_else(|| "default".to_owned());
@@ -63,6 +63,134 @@ pub fn parse_submission(body: &[u8]) -> Result<Submission, RequestError> {
         namespace,
         payload: fields.remove("payload").unwrap_or(Value::Null),
     })
+}
+
+/// `POST /jobs/schedule`: a job enqueued on a cron schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleRequest {
+    /// The JobSchedule's name; generated from the ScaledJob's when absent.
+    pub name: Option<String>,
+    #[schema(default = "default")]
+    pub namespace: String,
+    /// Five fields (minute hour day-of-month month day-of-week) or a macro such as `@hourly`.
+    #[schema(example = "*/5 * * * *")]
+    pub cron: String,
+    /// IANA time zone the cron expression is read in.
+    #[schema(default = "UTC", example = "Europe/Berlin")]
+    pub time_zone: String,
+    #[schema(example = "data-processor")]
+    pub scaled_job: String,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    #[schema(default = false)]
+    pub suspend: bool,
+    /// How late (seconds) a tick may still be enqueued; 60 when absent.
+    #[schema(minimum = 0)]
+    pub starting_deadline_seconds: Option<i64>,
+}
+
+/// Parses a `POST /jobs/schedule` body and checks the cron expression and time zone.
+pub fn parse_schedule_request(body: &[u8]) -> Result<ScheduleRequest, RequestError> {
+    let mut fields = json_object(
+        body,
+        &[
+            "name",
+            "namespace",
+            "cron",
+            "timeZone",
+            "scaledJob",
+            "payload",
+            "suspend",
+            "startingDeadlineSeconds",
+        ],
+    )?;
+    let scaled_job = name(&mut fields, "scaledJob")?
+        .ok_or_else(|| RequestError::bad_request("scaledJob", "is required"))?;
+    let cron = match fields.remove("cron") {
+        Some(Value::String(cron)) => cron,
+        None | Some(Value::Null) => return Err(RequestError::bad_request("cron", "is required")),
+        Some(_) => return Err(RequestError::bad_request("cron", "must be a string")),
+    };
+    let time_zone = match fields.remove("timeZone") {
+        Some(Value::String(zone)) => zone,
+        None | Some(Value::Null) => "UTC".to_owned(),
+        Some(_) => return Err(RequestError::bad_request("timeZone", "must be a string")),
+    };
+    Schedule::parse(&cron, &time_zone)
+        .map_err(|error| RequestError::bad_request(error.field, error.message))?;
+    let suspend = match fields.remove("suspend") {
+        Some(Value::Bool(suspend)) => suspend,
+        None | Some(Value::Null) => false,
+        Some(_) => {
+            return Err(RequestError::bad_request(
+                "suspend",
+                "must be true or false",
+            ));
+        }
+    };
+    let starting_deadline_seconds =
+        match fields.remove("startingDeadlineSeconds") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(value.as_i64().filter(|seconds| *seconds >= 0).ok_or_else(
+                || {
+                    RequestError::bad_request(
+                        "startingDeadlineSeconds",
+                        "must be a whole number of seconds, 0 or more",
+                    )
+                },
+            )?),
+        };
+    Ok(ScheduleRequest {
+        name: name(&mut fields, "name")?,
+        namespace: name(&mut fields, "namespace")?.unwrap_or_else(|| "default".to_owned()),
+        cron,
+        time_zone,
+        scaled_job,
+        payload: fields.remove("payload").unwrap_or(Value::Null),
+        suspend,
+        starting_deadline_seconds,
+    })
+}
+
+/// The JobSchedule a schedule request creates; unnamed requests get a generated name.
+pub fn job_schedule(request: &ScheduleRequest) -> JobSchedule {
+    let mut object = JobSchedule::new(
+        request.name.as_deref().unwrap_or_default(),
+        JobScheduleSpec {
+            schedule: request.cron.clone(),
+            time_zone: request.time_zone.clone(),
+            scaled_job: request.scaled_job.clone(),
+            payload: (!request.payload.is_null()).then(|| request.payload.clone()),
+            suspend: request.suspend,
+            starting_deadline_seconds: request.starting_deadline_seconds,
+        },
+    );
+    object.metadata.namespace = Some(request.namespace.clone());
+    if request.name.is_none() {
+        object.metadata.name = None;
+        // Room for the five random characters the API server appends.
+        let prefix: String = request.scaled_job.chars().take(240).collect();
+        object.metadata.generate_name = Some(format!("{prefix}-"));
+    }
+    object
+}
+
+/// A JSON object body holding only the `allowed` fields.
+fn json_object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, RequestError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| RequestError::bad_request("body", format!("not valid JSON: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(RequestError::bad_request("body", "must be a JSON object"));
+    };
+    if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(RequestError {
+            status: 400,
+            error: format!("unknown field {unknown:?}"),
+            field: None,
+        });
+    }
+    Ok(fields)
 }
 
 /// A Kubernetes object name (RFC 1123 label-like), if present.
@@ -93,20 +221,31 @@ fn name(
     }
 }
 
-/// The message a submission puts on the queue.
-pub fn message_body(id: &str, submission: &Submission, submitted_at: jiff::Timestamp) -> String {
-    serde_json::json!({"id": id, "payload": submission.payload, "submittedAt": submitted_at.to_string()}).to_string()
+/// The message a job puts on the queue. Scheduled jobs also name their JobSchedule and tick.
+pub fn message_body(
+    id: &str,
+    payload: &Value,
+    submitted_at: jiff::Timestamp,
+    scheduled: Option<(&str, jiff::Timestamp)>,
+) -> String {
+    let mut body =
+        serde_json::json!({"id": id, "payload": payload, "submittedAt": submitted_at.to_string()});
+    if let Some((schedule, tick)) = scheduled {
+        body["schedule"] = schedule.into();
+        body["scheduledTime"] = tick.to_string().into();
+    }
+    body.to_string()
 }
 
 /// Outcome counts of one ScaledJob, or of several added up.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Counts {
     pub succeeded: i64,
     pub failed: i64,
     pub retries: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaledJobCounts {
     pub namespace: String,
@@ -116,7 +255,7 @@ pub struct ScaledJobCounts {
 }
 
 /// `GET /jobs/stats`: the total and each ScaledJob's counts.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     #[serde(flatten)]
@@ -196,16 +335,76 @@ mod tests {
             namespace: "b".into(),
             payload: serde_json::json!({"x": 1}),
         };
-        let body: Value = serde_json::from_str(&message_body(
-            "id-1",
-            &submission,
-            jiff::Timestamp::from_second(0).unwrap(),
-        ))
-        .unwrap();
+        let epoch = jiff::Timestamp::from_second(0).unwrap();
+        let body: Value =
+            serde_json::from_str(&message_body("id-1", &submission.payload, epoch, None)).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"id": "id-1", "payload": {"x": 1}, "submittedAt": "1970-01-01T00:00:00Z"})
         );
+        let scheduled: Value = serde_json::from_str(&message_body(
+            "id-2",
+            &Value::Null,
+            epoch,
+            Some(("nightly", epoch)),
+        ))
+        .unwrap();
+        assert_eq!(scheduled["schedule"], "nightly");
+        assert_eq!(scheduled["scheduledTime"], "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn schedule_requests_are_checked_before_anything_is_created() {
+        let request = parse_schedule_request(
+            br#"{"cron": "*/5 * * * *", "timeZone": "Europe/Berlin", "scaledJob": "data-processor", "payload": {"rows": 1}}"#,
+        )
+        .unwrap();
+        let object = job_schedule(&request);
+        assert_eq!(
+            object.metadata.generate_name.as_deref(),
+            Some("data-processor-")
+        );
+        assert_eq!(object.metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(object.spec.schedule, "*/5 * * * *");
+        assert_eq!(object.spec.time_zone, "Europe/Berlin");
+        assert_eq!(object.spec.payload, Some(serde_json::json!({"rows": 1})));
+
+        let named =
+            parse_schedule_request(br#"{"name": "nightly", "cron": "@daily", "scaledJob": "a"}"#)
+                .unwrap();
+        assert_eq!(
+            job_schedule(&named).metadata.name.as_deref(),
+            Some("nightly")
+        );
+        assert_eq!(named.time_zone, "UTC");
+
+        let cases: [(&[u8], &str); 7] = [
+            (br#"{"cron": "61 * * * *", "scaledJob": "a"}"#, "cron"),
+            (br#"{"cron": "* * * *", "scaledJob": "a"}"#, "cron"),
+            (br#"{"scaledJob": "a"}"#, "cron"),
+            (
+                br#"{"cron": "* * * * *", "timeZone": "Nowhere/Land", "scaledJob": "a"}"#,
+                "timeZone",
+            ),
+            (br#"{"cron": "* * * * *"}"#, "scaledJob"),
+            (
+                br#"{"cron": "* * * * *", "scaledJob": "a", "suspend": "yes"}"#,
+                "suspend",
+            ),
+            (
+                br#"{"cron": "* * * * *", "scaledJob": "a", "startingDeadlineSeconds": -1}"#,
+                "startingDeadlineSeconds",
+            ),
+        ];
+        for (body, field) in cases {
+            let error = parse_schedule_request(body).unwrap_err();
+            assert_eq!(
+                (error.status, error.field),
+                (400, Some(field)),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

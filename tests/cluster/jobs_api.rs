@@ -8,7 +8,10 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
+use windlass::apis::job_schedule::JobSchedule;
 use windlass::apis::scaled_job::ScaledJob;
+
+use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::support::{
     JOBS_TOKEN, TestEnv, TestNamespace, delete_node, http_request, install_crds, start_windlass,
@@ -55,22 +58,30 @@ async fn wait_for_jobs_api(port: u16) {
 }
 
 async fn visible_messages(env: &TestEnv, queue: &str) -> u64 {
+    queue_attribute(env, queue, QueueAttributeName::ApproximateNumberOfMessages).await
+}
+
+/// Every message on the queue, whether or not a receiver holds it.
+async fn all_messages(env: &TestEnv, queue: &str) -> u64 {
+    visible_messages(env, queue).await
+        + queue_attribute(
+            env,
+            queue,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        )
+        .await
+}
+
+async fn queue_attribute(env: &TestEnv, queue: &str, name: QueueAttributeName) -> u64 {
     let attributes = env
         .sqs()
         .get_queue_attributes()
         .queue_url(queue)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(name.clone())
         .send()
         .await
         .unwrap();
-    attributes
-        .attributes()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    attributes.attributes().unwrap()[&name].parse().unwrap()
 }
 
 #[tokio::test]
@@ -223,4 +234,160 @@ async fn stats_report_failed_jobs_with_two_retries_each() {
     assert_eq!(stats["scaledJobs"][0]["failed"], stats["failed"]);
     namespace.delete().await;
     delete_node(&env.client, &node).await;
+}
+
+fn request(port: u16, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let (status, body) = http_request(
+        port,
+        method,
+        path,
+        Some(JOBS_TOKEN),
+        body.to_string().as_bytes(),
+    )
+    .expect("the jobs API answers");
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// The last enqueued tick and its message id, once the schedule has enqueued past `after`.
+async fn wait_for_tick(
+    schedules: &Api<JobSchedule>,
+    name: &str,
+    after: Option<jiff::Timestamp>,
+) -> (jiff::Timestamp, String) {
+    wait_until(
+        "the schedule to enqueue a tick",
+        Duration::from_secs(75),
+        || async {
+            let status = schedules.get(name).await.ok()?.status?;
+            let tick = status.last_schedule_time?.0;
+            (after.is_none_or(|after| tick > after)).then_some((tick, status.last_message_id?))
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_schedule_enqueues_once_per_tick_across_a_restart_and_bad_cron_creates_nothing() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "jobs-schedule").await;
+    let ns = namespace.name.as_str();
+    let queue = env.queue("jobs-schedule").await;
+    Api::<ScaledJob>::namespaced(env.client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &scaled_job("reports", &queue, "no-such-node", false),
+        )
+        .await
+        .unwrap();
+    let windlass = start_windlass(ns);
+    let port = windlass.jobs_port;
+    wait_for_jobs_api(port).await;
+    let schedules: Api<JobSchedule> = Api::namespaced(env.client.clone(), ns);
+
+    for (body, field) in [
+        (
+            json!({"cron": "61 * * * *", "scaledJob": "reports", "namespace": ns}),
+            "cron",
+        ),
+        (
+            json!({"cron": "every minute", "scaledJob": "reports", "namespace": ns}),
+            "cron",
+        ),
+        (
+            json!({"cron": "* * * * *", "timeZone": "Moon/Base", "scaledJob": "reports", "namespace": ns}),
+            "timeZone",
+        ),
+    ] {
+        let (status, error) = request(port, "POST", "/jobs/schedule", &body);
+        assert_eq!(
+            (status, error["field"].as_str()),
+            (400, Some(field)),
+            "{error}"
+        );
+    }
+    let (status, error) = request(
+        port,
+        "POST",
+        "/jobs/schedule",
+        &json!({"cron": "* * * * *", "scaledJob": "nope", "namespace": ns}),
+    );
+    assert_eq!(status, 404, "{error}");
+    assert!(
+        schedules
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "a rejected request created a JobSchedule"
+    );
+
+    let (status, created) = request(
+        port,
+        "POST",
+        "/jobs/schedule",
+        &json!({"name": "every-minute", "cron": "* * * * *", "timeZone": "Europe/Berlin",
+                "scaledJob": "reports", "namespace": ns, "payload": {"report": "minutely"}}),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["name"], "every-minute");
+    let (status, listed) = request(
+        port,
+        "GET",
+        &format!("/jobs/schedules?namespace={ns}"),
+        &Value::Null,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(listed["schedules"][0]["cron"], "* * * * *");
+    assert_eq!(listed["schedules"][0]["scaledJob"], "reports");
+
+    let (first_tick, first_id) = wait_for_tick(&schedules, "every-minute", None).await;
+    assert_eq!(first_tick.as_second() % 60, 0, "ticks fall on the minute");
+    let received = env
+        .sqs()
+        .receive_message()
+        .queue_url(&queue)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let bodies: Vec<Value> = received
+        .messages()
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(bodies[0]["id"], first_id.as_str());
+    assert_eq!(bodies[0]["schedule"], "every-minute");
+    assert_eq!(bodies[0]["scheduledTime"], first_tick.to_string());
+    assert_eq!(bodies[0]["payload"], json!({"report": "minutely"}));
+
+    // Killed and started again within the same minute: the tick is not sent again.
+    drop(windlass);
+    let windlass = start_windlass(ns);
+    wait_for_jobs_api(windlass.jobs_port).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        all_messages(&env, &queue).await,
+        1,
+        "a restart re-sent the tick"
+    );
+
+    let (second_tick, second_id) =
+        wait_for_tick(&schedules, "every-minute", Some(first_tick)).await;
+    assert_eq!(second_tick.duration_since(first_tick).as_secs(), 60);
+    assert_ne!(second_id, first_id);
+    assert_eq!(all_messages(&env, &queue).await, 2, "one message per tick");
+
+    let path = format!("/jobs/schedules/every-minute?namespace={ns}");
+    assert_eq!(
+        request(windlass.jobs_port, "DELETE", &path, &Value::Null).0,
+        204
+    );
+    assert_eq!(
+        request(windlass.jobs_port, "DELETE", &path, &Value::Null).0,
+        404
+    );
+    namespace.delete().await;
 }
