@@ -28,6 +28,23 @@ pub enum Command {
     Crdgen(CrdgenArgs),
     /// Print the jobs API's OpenAPI document (committed as docs/openapi.json).
     Openapi,
+    /// Print the NodeClaims Windlass would launch for pending pods, with instance types and
+    /// $/hour, from YAML files alone: no cluster, no AWS.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// YAML files with Pods, Deployments, Jobs, StatefulSets, ReplicaSets, DaemonSets and
+    /// NodePools; repeat the flag for several files.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "WINDLASS_SIMULATE_FILES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    Simulate(String),
+
     #[error("cannot render CRD {name} as YAML: {source}")]
     RenderCrd {
         name: String,
@@ -63,6 +73,8 @@ impl Error {
             Error::Bind { .. } => "bind",
             Error::Serve { .. } => "serve",
             Error::WriteFile { .. } => "write_file",
+            Error::ReadFile { .. } => "read_file",
+            Error::Simulate(_) => "simulate",
             Error::RenderCrd { .. } => "render_crd",
             Error::Runtime(_) => "runtime",
             Error::Signal(_) => "signal",

@@ -8,9 +8,11 @@ pub mod crdgen;
 pub mod error;
 pub mod jobs;
 pub mod metrics;
+pub mod provisioning;
 pub mod run;
 pub mod scaling;
 pub mod server;
+pub mod simulate;
 pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -27,6 +27,9 @@ fn main() -> ExitCode {
                 }
             }),
         },
+        Command::Simulate(args) => {
+            windlass::simulate::run(&args.files).map(|text| print!("{text}"))
+        }
         Command::Openapi => {
             print!("{}", windlass::jobs::api::openapi_json());
             Ok(())

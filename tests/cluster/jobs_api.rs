@@ -14,8 +14,8 @@ use windlass::apis::scaled_job::ScaledJob;
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::support::{
-    JOBS_TOKEN, TestEnv, TestNamespace, delete_node, http_request, install_crds, start_windlass,
-    test_node, wait_until,
+    JOBS_TOKEN, TestEnv, TestNamespace, Windlass, delete_node, http_request, install_crds,
+    start_windlass, test_node, wait_until,
 };
 
 fn scaled_job(name: &str, queue_url: &str, node_label: &str, fail: bool) -> ScaledJob {
@@ -43,6 +43,28 @@ fn post(port: u16, token: Option<&str>, body: &Value) -> (u16, Value) {
     let (status, body) = http_request(port, "POST", "/jobs", token, body.to_string().as_bytes())
         .expect("the jobs API answers");
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// A namespace with a ScaledJob on a fresh queue (its pods fit no node), and Windlass serving
+/// the jobs API for it.
+async fn serve_scaled_job(
+    env: &TestEnv,
+    prefix: &str,
+    name: &str,
+) -> (TestNamespace, String, Windlass) {
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, prefix).await;
+    let queue = env.queue(prefix).await;
+    Api::<ScaledJob>::namespaced(env.client.clone(), &namespace.name)
+        .create(
+            &PostParams::default(),
+            &scaled_job(name, &queue, "no-such-node", false),
+        )
+        .await
+        .unwrap();
+    let windlass = start_windlass(&namespace.name);
+    wait_for_jobs_api(windlass.jobs_port).await;
+    (namespace, queue, windlass)
 }
 
 async fn wait_for_jobs_api(port: u16) {
@@ -87,20 +109,9 @@ async fn queue_attribute(env: &TestEnv, queue: &str, name: QueueAttributeName) -
 #[tokio::test]
 async fn submissions_become_messages_and_jobs_and_bad_requests_enqueue_nothing() {
     let env = TestEnv::connect().await;
-    install_crds(&env.client).await;
-    let namespace = TestNamespace::create(&env.client, "jobs-api").await;
+    let (namespace, queue, windlass) = serve_scaled_job(&env, "jobs-api", "data-processor").await;
     let ns = namespace.name.as_str();
-    let queue = env.queue("jobs-api").await;
-    Api::<ScaledJob>::namespaced(env.client.clone(), ns)
-        .create(
-            &PostParams::default(),
-            &scaled_job("data-processor", &queue, "no-such-node", false),
-        )
-        .await
-        .unwrap();
-    let windlass = start_windlass(ns);
     let port = windlass.jobs_port;
-    wait_for_jobs_api(port).await;
 
     let submission =
         json!({"scaledJob": "data-processor", "namespace": ns, "payload": {"report": "daily"}});
@@ -269,20 +280,9 @@ async fn wait_for_tick(
 #[tokio::test]
 async fn a_schedule_enqueues_once_per_tick_across_a_restart_and_bad_cron_creates_nothing() {
     let env = TestEnv::connect().await;
-    install_crds(&env.client).await;
-    let namespace = TestNamespace::create(&env.client, "jobs-schedule").await;
+    let (namespace, queue, windlass) = serve_scaled_job(&env, "jobs-schedule", "reports").await;
     let ns = namespace.name.as_str();
-    let queue = env.queue("jobs-schedule").await;
-    Api::<ScaledJob>::namespaced(env.client.clone(), ns)
-        .create(
-            &PostParams::default(),
-            &scaled_job("reports", &queue, "no-such-node", false),
-        )
-        .await
-        .unwrap();
-    let windlass = start_windlass(ns);
     let port = windlass.jobs_port;
-    wait_for_jobs_api(port).await;
     let schedules: Api<JobSchedule> = Api::namespaced(env.client.clone(), ns);
 
     for (body, field) in [

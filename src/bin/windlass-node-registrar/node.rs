@@ -12,6 +12,7 @@ use windlass::apis::node_pool::{
     ZONE_LABEL,
 };
 use windlass::cloud::provider_id;
+pub use windlass::provisioning::instance_types::Shape;
 
 /// Nodes this registrar made carry this label, set to the cluster name, so it can find them again.
 pub const REGISTERED_FOR_LABEL: &str = "node-registrar.windlass.dev/cluster";
@@ -31,38 +32,6 @@ pub struct Instance {
     pub spot: bool,
     pub nodepool: Option<String>,
     pub nodeclaim: Option<String>,
-}
-
-/// An instance type's shape, from DescribeInstanceTypes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shape {
-    pub vcpus: i64,
-    pub memory_mib: i64,
-    pub max_pods: i64,
-}
-
-impl Shape {
-    /// EKS's max pods for the VPC CNI: one IP per pod on every ENI but the primary IP, plus two
-    /// host-network pods.
-    pub fn max_pods_for(enis: i64, ipv4_per_eni: i64) -> i64 {
-        enis * (ipv4_per_eni - 1) + 2
-    }
-
-    /// CPU left after kube-reserved: 6% of the first core, 1% of the second, 0.5% of the next
-    /// two, 0.25% of the rest (EKS bootstrap).
-    pub fn allocatable_millicpu(&self) -> i64 {
-        let cores = self.vcpus;
-        let reserved_tenths = 600 * cores.min(1)
-            + 100 * (cores - 1).clamp(0, 1)
-            + 50 * (cores - 2).clamp(0, 2)
-            + 25 * (cores - 4).max(0);
-        cores * 1000 - reserved_tenths / 10
-    }
-
-    /// Memory left after kube-reserved (255 MiB + 11 MiB per pod) and the 100 MiB hard eviction threshold.
-    pub fn allocatable_memory_mib(&self) -> i64 {
-        self.memory_mib - (255 + 11 * self.max_pods) - 100
-    }
 }
 
 pub fn node(instance: &Instance, shape: &Shape, claim: Option<&NodeClaim>, cluster: &str) -> Node {
@@ -173,20 +142,6 @@ mod tests {
                 max_pods: Shape::max_pods_for(3, 10),
             },
         )
-    }
-
-    #[test]
-    fn allocatable_follows_eks_kube_reserved() {
-        let (_, shape) = m5_large();
-        assert_eq!(shape.max_pods, 29);
-        assert_eq!(shape.allocatable_millicpu(), 2000 - 70);
-        assert_eq!(shape.allocatable_memory_mib(), 8192 - (255 + 11 * 29) - 100);
-        let big = Shape {
-            vcpus: 16,
-            memory_mib: 65536,
-            max_pods: 234,
-        };
-        assert_eq!(big.allocatable_millicpu(), 16000 - (60 + 10 + 10 + 30));
     }
 
     #[test]

@@ -1,0 +1,57 @@
+//! The scheduling simulation on Karpenter's benchmark workload (DESIGN §7): 400 instance types,
+//! pods in five families, seeded requests. Throughput is pods per second; the nodes each run
+//! opens are printed once per size.
+//!
+//! cargo bench --bench scheduling
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use windlass::provisioning::fake;
+use windlass::provisioning::scheduling::{NodePoolInput, Problem, solve};
+
+fn scheduling(c: &mut Criterion) {
+    let catalog = fake::catalog(400);
+    let pools = [NodePoolInput {
+        name: "default".into(),
+        instance_types: (0..catalog.len()).collect(),
+        ..NodePoolInput::default()
+    }];
+    let mut group = c.benchmark_group("scheduling");
+    group.sample_size(10);
+    for count in [1_000, 5_000, 10_000, 20_000] {
+        let pods = fake::benchmark_pods(count, 42);
+        let problem = Problem {
+            catalog: &catalog,
+            pools: &pools,
+            existing: &[],
+            bound: &[],
+            pods: &pods,
+        };
+        let plan = solve(&problem);
+        let cost: f64 = plan
+            .new_claims
+            .iter()
+            .map(|claim| {
+                catalog[claim.instance_types[0]]
+                    .min_price()
+                    .unwrap_or_default()
+            })
+            .sum();
+        println!(
+            "{count} pods: {} nodes, {} unplaced, cheapest-type cost ${cost:.2}/h",
+            plan.new_claims.len(),
+            plan.unplaced.len()
+        );
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(count),
+            &problem,
+            |b, problem| b.iter(|| black_box(solve(problem))),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scheduling);
+criterion_main!(benches);

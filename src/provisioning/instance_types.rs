@@ -1,0 +1,212 @@
+//! Instance types as the scheduler sees them: shape, what the kubelet leaves allocatable, the
+//! well-known labels, and offerings (zone × capacity type, with price and availability).
+
+use crate::apis::node_pool::{
+    ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL,
+    INSTANCE_MEMORY_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
+};
+
+use super::requirements::Requirements;
+use super::resources::Resources;
+
+pub const SPOT: &str = "spot";
+pub const ON_DEMAND: &str = "on-demand";
+
+/// An instance type's shape, from DescribeInstanceTypes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub vcpus: i64,
+    pub memory_mib: i64,
+    pub max_pods: i64,
+}
+
+impl Shape {
+    /// EKS's max pods for the VPC CNI: one IP per pod on every ENI but the primary IP, plus two
+    /// host-network pods.
+    pub fn max_pods_for(enis: i64, ipv4_per_eni: i64) -> i64 {
+        enis * (ipv4_per_eni - 1) + 2
+    }
+
+    /// CPU left after kube-reserved: 6% of the first core, 1% of the second, 0.5% of the next
+    /// two, 0.25% of the rest (EKS bootstrap).
+    pub fn allocatable_millicpu(&self) -> i64 {
+        let cores = self.vcpus;
+        let reserved_tenths = 600 * cores.min(1)
+            + 100 * (cores - 1).clamp(0, 1)
+            + 50 * (cores - 2).clamp(0, 2)
+            + 25 * (cores - 4).max(0);
+        cores * 1000 - reserved_tenths / 10
+    }
+
+    /// Memory left after kube-reserved (255 MiB + 11 MiB per pod) and the 100 MiB hard eviction
+    /// threshold.
+    pub fn allocatable_memory_mib(&self) -> i64 {
+        self.memory_mib - (255 + 11 * self.max_pods) - 100
+    }
+
+    pub fn capacity(&self) -> Resources {
+        Resources {
+            cpu: self.vcpus * 1000,
+            memory: self.memory_mib * MIB,
+            pods: self.max_pods,
+        }
+    }
+
+    pub fn allocatable(&self) -> Resources {
+        Resources {
+            cpu: self.allocatable_millicpu(),
+            memory: self.allocatable_memory_mib() * MIB,
+            pods: self.max_pods,
+        }
+    }
+}
+
+const MIB: i64 = 1024 * 1024;
+
+/// Where and how an instance type can be bought.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Offering {
+    pub zone: String,
+    pub capacity_type: String,
+    /// Dollars per hour.
+    pub price: f64,
+    pub available: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceType {
+    pub name: String,
+    /// `amd64` or `arm64`.
+    pub arch: String,
+    pub shape: Shape,
+    pub capacity: Resources,
+    pub allocatable: Resources,
+    pub offerings: Vec<Offering>,
+    /// The labels every node of this type carries, zone and capacity type aside.
+    pub labels: Vec<(&'static str, String)>,
+}
+
+impl InstanceType {
+    pub fn new(name: &str, arch: &str, shape: Shape, offerings: Vec<Offering>) -> Self {
+        let family = name.split('.').next().unwrap_or(name);
+        Self {
+            name: name.to_owned(),
+            arch: arch.to_owned(),
+            shape,
+            capacity: shape.capacity(),
+            allocatable: shape.allocatable(),
+            offerings,
+            labels: vec![
+                (INSTANCE_TYPE_LABEL, name.to_owned()),
+                (INSTANCE_FAMILY_LABEL, family.to_owned()),
+                (INSTANCE_CPU_LABEL, shape.vcpus.to_string()),
+                (INSTANCE_MEMORY_LABEL, shape.memory_mib.to_string()),
+                (ARCH_LABEL, arch.to_owned()),
+                (OS_LABEL, "linux".to_owned()),
+            ],
+        }
+    }
+
+    /// The cheapest available offering at all, for ordering types by price.
+    pub fn min_price(&self) -> Option<f64> {
+        self.cheapest_offering(&Requirements::default())
+            .map(|offering| offering.price)
+    }
+
+    /// Whether a node of this type can satisfy `requirements`: its labels are allowed and at
+    /// least one available offering is in an allowed zone and capacity type.
+    pub fn satisfies(&self, requirements: &Requirements) -> bool {
+        self.labels
+            .iter()
+            .all(|(key, value)| requirements.allows(key, value))
+            && self.cheapest_offering(requirements).is_some()
+    }
+
+    /// The cheapest available offering that `requirements` allow.
+    pub fn cheapest_offering(&self, requirements: &Requirements) -> Option<&Offering> {
+        self.offerings
+            .iter()
+            .filter(|o| {
+                o.available
+                    && requirements.allows(ZONE_LABEL, &o.zone)
+                    && requirements.allows(CAPACITY_TYPE_LABEL, &o.capacity_type)
+            })
+            .min_by(|a, b| a.price.total_cmp(&b.price))
+    }
+}
+
+/// Labels the scheduler knows every launched node will carry a value for.
+pub fn is_well_known(key: &str) -> bool {
+    [
+        INSTANCE_TYPE_LABEL,
+        INSTANCE_FAMILY_LABEL,
+        INSTANCE_CPU_LABEL,
+        INSTANCE_MEMORY_LABEL,
+        ARCH_LABEL,
+        OS_LABEL,
+        ZONE_LABEL,
+        CAPACITY_TYPE_LABEL,
+    ]
+    .contains(&key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provisioning::requirements::Requirement;
+
+    #[test]
+    fn allocatable_follows_eks_kube_reserved() {
+        let m5_large = Shape {
+            vcpus: 2,
+            memory_mib: 8192,
+            max_pods: Shape::max_pods_for(3, 10),
+        };
+        assert_eq!(m5_large.max_pods, 29);
+        assert_eq!(m5_large.allocatable_millicpu(), 2000 - 70);
+        assert_eq!(
+            m5_large.allocatable_memory_mib(),
+            8192 - (255 + 11 * 29) - 100
+        );
+        let big = Shape {
+            vcpus: 16,
+            memory_mib: 65536,
+            max_pods: 234,
+        };
+        assert_eq!(big.allocatable_millicpu(), 16000 - (60 + 10 + 10 + 30));
+    }
+
+    #[test]
+    fn offerings_follow_zone_and_capacity_type_requirements() {
+        let offering = |zone: &str, capacity_type: &str, price: f64| Offering {
+            zone: zone.into(),
+            capacity_type: capacity_type.into(),
+            price,
+            available: true,
+        };
+        let it = InstanceType::new(
+            "m5.large",
+            "amd64",
+            Shape {
+                vcpus: 2,
+                memory_mib: 8192,
+                max_pods: 29,
+            },
+            vec![offering("a", SPOT, 0.03), offering("b", ON_DEMAND, 0.096)],
+        );
+        assert_eq!(
+            it.cheapest_offering(&Requirements::default())
+                .unwrap()
+                .price,
+            0.03
+        );
+        let mut on_demand = Requirements::default();
+        on_demand.add(CAPACITY_TYPE_LABEL, Requirement::one_of([ON_DEMAND]));
+        assert_eq!(it.cheapest_offering(&on_demand).unwrap().zone, "b");
+        on_demand.add(ZONE_LABEL, Requirement::one_of(["a"]));
+        assert!(!it.satisfies(&on_demand));
+        let mut graviton = Requirements::default();
+        graviton.add(ARCH_LABEL, Requirement::one_of(["arm64"]));
+        assert!(!it.satisfies(&graviton));
+    }
+}

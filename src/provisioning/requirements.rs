@@ -1,0 +1,312 @@
+//! Node requirements as sets of allowed label values, with Karpenter's operators (In, NotIn,
+//! Exists, DoesNotExist, Gt, Lt). A requirement is the set of values a node's label may take,
+//! plus whether the label may be absent; intersecting two says what satisfies both.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::apis::node_pool::{NodeSelectorRequirementWithMinValues, RequirementOperator};
+
+/// The label values one key may take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    /// `values` lists what is excluded rather than what is allowed.
+    complement: bool,
+    values: BTreeSet<String>,
+    /// Integer bounds (exclusive), for Gt and Lt; a bounded key's values must be integers.
+    greater_than: Option<i64>,
+    less_than: Option<i64>,
+    /// Whether a node without the label satisfies it.
+    absent_allowed: bool,
+}
+
+impl Requirement {
+    /// Any value, or no label at all.
+    pub fn any() -> Self {
+        Self {
+            complement: true,
+            values: BTreeSet::new(),
+            greater_than: None,
+            less_than: None,
+            absent_allowed: true,
+        }
+    }
+
+    pub fn new(operator: RequirementOperator, values: &[String]) -> Self {
+        let set = || values.iter().cloned().collect::<BTreeSet<_>>();
+        let bound = || values.first().and_then(|v| v.parse::<i64>().ok());
+        let base = Self::any();
+        match operator {
+            RequirementOperator::In => Self {
+                complement: false,
+                values: set(),
+                absent_allowed: false,
+                ..base
+            },
+            RequirementOperator::NotIn => Self {
+                values: set(),
+                ..base
+            },
+            RequirementOperator::Exists => Self {
+                absent_allowed: false,
+                ..base
+            },
+            RequirementOperator::DoesNotExist => Self {
+                complement: false,
+                ..base
+            },
+            RequirementOperator::Gt => Self {
+                greater_than: bound(),
+                absent_allowed: false,
+                ..base
+            },
+            RequirementOperator::Lt => Self {
+                less_than: bound(),
+                absent_allowed: false,
+                ..base
+            },
+        }
+    }
+
+    pub fn one_of<I: IntoIterator<Item = S>, S: Into<String>>(values: I) -> Self {
+        Self {
+            complement: false,
+            values: values.into_iter().map(Into::into).collect(),
+            absent_allowed: false,
+            ..Self::any()
+        }
+    }
+
+    /// Whether a node whose label has this value satisfies the requirement.
+    pub fn allows(&self, value: &str) -> bool {
+        if self.greater_than.is_some() || self.less_than.is_some() {
+            let Ok(number) = value.parse::<i64>() else {
+                return false;
+            };
+            if self.greater_than.is_some_and(|bound| number <= bound)
+                || self.less_than.is_some_and(|bound| number >= bound)
+            {
+                return false;
+            }
+        }
+        self.complement != self.values.contains(value)
+    }
+
+    pub fn allows_absent(&self) -> bool {
+        self.absent_allowed
+    }
+
+    /// The values satisfying both.
+    pub fn intersect(&self, other: &Self) -> Self {
+        let greater_than = self.greater_than.max(other.greater_than);
+        let less_than = match (self.less_than, other.less_than) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let (complement, values) = match (self.complement, other.complement) {
+            (false, false) => (false, &self.values & &other.values),
+            (true, true) => (true, &self.values | &other.values),
+            (false, true) => (false, &self.values - &other.values),
+            (true, false) => (false, &other.values - &self.values),
+        };
+        let mut result = Self {
+            complement,
+            values,
+            greater_than,
+            less_than,
+            absent_allowed: self.absent_allowed && other.absent_allowed,
+        };
+        if !result.complement {
+            let kept: BTreeSet<String> = result
+                .values
+                .iter()
+                .filter(|value| result.allows(value))
+                .cloned()
+                .collect();
+            result.values = kept;
+        }
+        result
+    }
+
+    /// Whether no node can satisfy it (not even by lacking the label).
+    pub fn is_unsatisfiable(&self) -> bool {
+        if self.absent_allowed {
+            return false;
+        }
+        if !self.complement {
+            return self.values.is_empty();
+        }
+        match (self.greater_than, self.less_than) {
+            (Some(low), Some(high)) => high.saturating_sub(low) <= 1,
+            _ => false,
+        }
+    }
+
+    /// The allowed values when they are a finite list.
+    pub fn finite_values(&self) -> Option<&BTreeSet<String>> {
+        (!self.complement).then_some(&self.values)
+    }
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |values: &BTreeSet<String>| values.iter().cloned().collect::<Vec<_>>().join(",");
+        match (self.complement, self.values.is_empty()) {
+            (false, true) => write!(f, "DoesNotExist")?,
+            (false, false) => write!(f, "In [{}]", list(&self.values))?,
+            (true, true) if self.absent_allowed => write!(f, "Any")?,
+            (true, true) => write!(f, "Exists")?,
+            (true, false) => write!(f, "NotIn [{}]", list(&self.values))?,
+        }
+        if let Some(bound) = self.greater_than {
+            write!(f, " >{bound}")?;
+        }
+        if let Some(bound) = self.less_than {
+            write!(f, " <{bound}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Requirements on several keys; a key not listed allows anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requirements(BTreeMap<String, Requirement>);
+
+impl Requirements {
+    pub fn from_node_pool(requirements: &[NodeSelectorRequirementWithMinValues]) -> Self {
+        let mut result = Self::default();
+        for requirement in requirements {
+            result.add(
+                &requirement.key,
+                Requirement::new(requirement.operator, &requirement.values),
+            );
+        }
+        result
+    }
+
+    /// Narrows `key` to also satisfy `requirement`.
+    pub fn add(&mut self, key: &str, requirement: Requirement) {
+        let merged = match self.0.get(key) {
+            Some(existing) => existing.intersect(&requirement),
+            None => requirement,
+        };
+        self.0.insert(key.to_owned(), merged);
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Requirement> {
+        self.0.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Requirement)> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether a value for `key` is allowed (an unconstrained key allows everything).
+    pub fn allows(&self, key: &str, value: &str) -> bool {
+        self.0.get(key).is_none_or(|r| r.allows(value))
+    }
+
+    /// Both sets together, or the first key on which they cannot both hold.
+    pub fn intersect(&self, other: &Self) -> Result<Self, String> {
+        let mut merged = self.clone();
+        for (key, requirement) in &other.0 {
+            merged.add(key, requirement.clone());
+            if merged.0[key].is_unsatisfiable() {
+                let mine = self
+                    .0
+                    .get(key)
+                    .map_or("Any".to_owned(), ToString::to_string);
+                return Err(format!("{key} {requirement} conflicts with {key} {mine}"));
+            }
+        }
+        Ok(merged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RequirementOperator::*;
+
+    fn req(operator: RequirementOperator, values: &[&str]) -> Requirement {
+        Requirement::new(
+            operator,
+            &values.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn operators_allow_what_kubernetes_allows() {
+        let cases: [(Requirement, &[&str], &[&str], bool); 6] = [
+            (req(In, &["a", "b"]), &["a", "b"], &["c"], false),
+            (req(NotIn, &["a"]), &["b"], &["a"], true),
+            (req(Exists, &[]), &["a", "z"], &[], false),
+            (req(DoesNotExist, &[]), &[], &["a"], true),
+            (req(Gt, &["4"]), &["5", "64"], &["4", "1", "x"], false),
+            (req(Lt, &["8"]), &["7", "0"], &["8", "9", "x"], false),
+        ];
+        for (requirement, allowed, refused, absent) in cases {
+            for value in allowed {
+                assert!(requirement.allows(value), "{requirement} allows {value}");
+            }
+            for value in refused {
+                assert!(!requirement.allows(value), "{requirement} refuses {value}");
+            }
+            assert_eq!(requirement.allows_absent(), absent, "{requirement}");
+        }
+    }
+
+    #[test]
+    fn intersections_keep_only_common_values() {
+        let zone = req(In, &["a", "b"]).intersect(&req(NotIn, &["a"]));
+        assert_eq!(zone.finite_values().unwrap().len(), 1);
+        assert!(zone.allows("b"));
+        assert!(
+            req(In, &["a"])
+                .intersect(&req(In, &["b"]))
+                .is_unsatisfiable()
+        );
+        assert!(
+            req(Gt, &["4"])
+                .intersect(&req(Lt, &["5"]))
+                .is_unsatisfiable()
+        );
+        assert!(
+            !req(Gt, &["4"])
+                .intersect(&req(Lt, &["6"]))
+                .is_unsatisfiable()
+        );
+        assert!(
+            req(Exists, &[])
+                .intersect(&req(DoesNotExist, &[]))
+                .is_unsatisfiable()
+        );
+        assert!(
+            !req(NotIn, &["a"])
+                .intersect(&req(DoesNotExist, &[]))
+                .is_unsatisfiable()
+        );
+        let numbers = req(In, &["2", "8", "x"]).intersect(&req(Gt, &["4"]));
+        assert_eq!(
+            numbers.finite_values().unwrap().iter().collect::<Vec<_>>(),
+            ["8"]
+        );
+    }
+
+    #[test]
+    fn conflicting_requirement_sets_name_the_key() {
+        let mut pool = Requirements::default();
+        pool.add("kubernetes.io/arch", req(In, &["amd64"]));
+        let mut pod = Requirements::default();
+        pod.add("kubernetes.io/arch", req(In, &["arm64"]));
+        let error = pool.intersect(&pod).unwrap_err();
+        assert!(
+            error.starts_with("kubernetes.io/arch In [arm64]"),
+            "{error}"
+        );
+    }
+}
