@@ -16,5 +16,7 @@ kubectl patch scaledjob data-processor --type json \
   -p "[{\"op\": \"replace\", \"path\": \"/spec/triggers/0/metadata/queueURL\", \"value\": \"$(queue jobs)\"}]"
 kubectl set env deployment/order-processor QUEUE_URL="$(queue orders)"
 echo "jobs API: http://127.0.0.1:8082 (Authorization: Bearer $WINDLASS_JOBS_TOKEN)" >&2
-exec cargo run --locked --bin windlass -- run --metrics-addr 127.0.0.1:8080 --health-addr 127.0.0.1:8081 \
+# Built as part of the workspace, as hack/test.sh builds it, so the two share dependencies.
+cargo build --workspace --locked --bin windlass
+exec "$CARGO_TARGET_DIR/debug/windlass" run --metrics-addr 127.0.0.1:8080 --health-addr 127.0.0.1:8081 \
   --jobs-addr 127.0.0.1:8082

@@ -42,7 +42,9 @@ if $own_stack; then
 else
   step "using KUBECONFIG=$KUBECONFIG and AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL"
 fi
+# Every cargo call selects the whole workspace, so dependency features unify the same way each
+# time and the dependencies build once.
 step "the data-processor worker against SQS"
-cargo test --locked -p data-processor --features sqs-tests --test worker
+cargo test --workspace --locked --features data-processor/sqs-tests --test worker
 step "integration tests"
-cargo test --locked --features cluster-tests --test cluster -- --test-threads 4
+cargo test --workspace --locked --features windlass/cluster-tests --test cluster -- --test-threads 4

@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::RunArgs;
+use crate::cloud::aws::Aws;
 use crate::jobs;
 use crate::metrics::Metrics;
+use crate::provisioning::node_classes::{self, NodeClasses};
 use crate::scaling::queue_depths::QueueDepths;
 use crate::scaling::scalers::aws_sqs::SqsClients;
 use crate::scaling::{Scaling, scaled_job, scaled_object};
@@ -23,7 +25,7 @@ use crate::{Error, Result};
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn run(args: RunArgs) -> Result<()> {
-    let client = connect().await?;
+    let (client, kubernetes_minor) = connect().await?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
@@ -45,6 +47,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         controller: "windlass".into(),
         instance: std::env::var("HOSTNAME").ok(),
     };
+    let node_classes = Arc::new(NodeClasses {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        aws: Aws::new(&aws),
+        kubernetes_minor,
+    });
     let scaling = Arc::new(Scaling {
         client: client.clone(),
         metrics,
@@ -73,6 +81,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let scaled_objects = tokio::spawn(scaled_object::run(scaling.clone(), shutdown.clone()));
     let scaled_jobs = tokio::spawn(scaled_job::run(scaling.clone(), shutdown.clone()));
     let job_schedules = tokio::spawn(jobs::schedules::run(scaling, shutdown.clone()));
+    let ec2_node_classes = tokio::spawn(node_classes::run(node_classes, shutdown.clone()));
     readiness.set_ready(true);
     info!(health = %args.health_addr, metrics = %args.metrics_addr, "windlass is running");
 
@@ -89,8 +98,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // kube's controller holds shutdown until its first list succeeds, which never happens
     // while the CRDs are missing; in-flight work gets a bounded grace period instead.
     let controllers = async {
-        let (objects, jobs, schedules) = tokio::join!(scaled_objects, scaled_jobs, job_schedules);
+        let (objects, jobs, schedules, classes) =
+            tokio::join!(scaled_objects, scaled_jobs, job_schedules, ec2_node_classes);
         objects.expect("the ScaledObject controller never panics");
+        classes.expect("the EC2NodeClass controller never panics");
         jobs.expect("the ScaledJob controller never panics");
         schedules.expect("the JobSchedule controller never panics");
     };
@@ -103,8 +114,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Builds a client from KUBECONFIG or the in-cluster config and checks that the API server answers.
-async fn connect() -> Result<kube::Client> {
+/// Builds a client from KUBECONFIG or the in-cluster config and checks that the API server
+/// answers; returns the client and the server's Kubernetes minor version (`1.36`).
+async fn connect() -> Result<(kube::Client, String)> {
     let config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
     let url = config.cluster_url.to_string();
     let client = kube::Client::try_from(config).map_err(Error::KubeClient)?;
@@ -117,7 +129,14 @@ async fn connect() -> Result<kube::Client> {
                 source,
             })?;
     info!(%url, version = %version.git_version, "connected to the Kubernetes API server");
-    Ok(client)
+    let minor = format!(
+        "{}.{}",
+        version.major,
+        version
+            .minor
+            .trim_end_matches(|c: char| !c.is_ascii_digit())
+    );
+    Ok((client, minor))
 }
 
 type Served = tokio::task::JoinHandle<Result<()>>;

@@ -1,5 +1,8 @@
-//! The cloud side of node provisioning. For now: the tags that mark what Windlass launched,
-//! shared by the launcher, garbage collection and the test stack's node registrar.
+//! The cloud side of node provisioning: the AWS calls (`aws`), and the tags that mark what
+//! Windlass launched, shared by the launcher, garbage collection and the test stack's node
+//! registrar.
+
+pub mod aws;
 
 /// The cluster an instance (or launch template) belongs to.
 pub const CLUSTER_TAG: &str = "windlass.dev/cluster";

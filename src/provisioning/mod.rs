@@ -1,10 +1,12 @@
 //! The node side (Karpenter semantics): what pending pods need, which instance types can
-//! provide it, and the NodeClaims to launch. The modules here are pure; the controllers that
-//! act on their answers live beside them.
+//! provide it, and the NodeClaims to launch. The modules here are pure, but for the
+//! controllers (`node_classes`), which act on their answers.
 
 pub mod catalog;
 pub mod fake;
 pub mod instance_types;
+pub mod node_class;
+pub mod node_classes;
 pub mod pod;
 pub mod requirements;
 pub mod resources;

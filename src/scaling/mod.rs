@@ -159,7 +159,7 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
 
 /// The Events API rejects notes over 1024 bytes; long error texts are cut at a character
 /// boundary and marked, so the Event still lands.
-fn event_note(mut note: String) -> String {
+pub(crate) fn event_note(mut note: String) -> String {
     const LIMIT: usize = 1024;
     if note.len() <= LIMIT {
         return note;

@@ -4,6 +4,7 @@
 
 mod controller;
 mod jobs_api;
+mod node_classes;
 mod scaled_job;
 mod scaled_object;
 mod stack;

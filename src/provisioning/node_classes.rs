@@ -1,0 +1,241 @@
+//! The EC2NodeClass controller: resolves subnet, security group and AMI selector terms against
+//! EC2 and SSM, and writes what they resolved to, with conditions, into status. Resolution is
+//! repeated every five minutes (a minute while not Ready), so new subnets and AMIs are picked up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::node_class::{alias_parameters, newest_per_arch, resolved_ami};
+use crate::apis::conditions::{READY, condition};
+use crate::apis::ec2_node_class::{EC2NodeClass, EC2NodeClassStatus};
+use crate::cloud::aws::{Aws, CloudError};
+
+pub const SUBNETS_READY: &str = "SubnetsReady";
+pub const SECURITY_GROUPS_READY: &str = "SecurityGroupsReady";
+pub const AMIS_READY: &str = "AMIsReady";
+
+const FIELD_MANAGER: &str = "windlass";
+
+/// What the controller needs.
+pub struct NodeClasses {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub aws: Aws,
+    /// The cluster's Kubernetes minor version (`1.36`), which AMI aliases resolve against.
+    pub kubernetes_minor: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing EC2NodeClass status: {0}")]
+    WriteStatus(#[source] kube::Error),
+}
+
+/// Runs the controller until `shutdown`.
+pub async fn run(context: Arc<NodeClasses>, shutdown: CancellationToken) {
+    let api: Api<EC2NodeClass> = Api::all(context.client.clone());
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, context)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn error_policy(object: Arc<EC2NodeClass>, error: &Error, _: Arc<NodeClasses>) -> Action {
+    warn!(name = %object.name_any(), %error, "EC2NodeClass reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn reconcile(object: Arc<EC2NodeClass>, context: Arc<NodeClasses>) -> Result<Action, Error> {
+    if object.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let previous = object.status.clone().unwrap_or_default();
+    let status = resolve(&context, &object, &previous.conditions).await;
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
+    for problem in status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != READY && c.status == "False")
+    {
+        let before = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == problem.type_);
+        if before.is_none_or(|c| c.message != problem.message) {
+            publish_warning(
+                &context.recorder,
+                &object,
+                &problem.reason,
+                &problem.message,
+            )
+            .await;
+        }
+    }
+    if status != previous {
+        let api: Api<EC2NodeClass> = Api::all(context.client.clone());
+        let patch = json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "EC2NodeClass", "status": status});
+        api.patch_status(
+            &object.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::WriteStatus)?;
+    }
+    Ok(Action::requeue(Duration::from_secs(if ready {
+        300
+    } else {
+        60
+    })))
+}
+
+async fn publish_warning(recorder: &Recorder, object: &EC2NodeClass, reason: &str, note: &str) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.to_owned(),
+        note: Some(crate::scaling::event_note(note.to_owned())),
+        action: "Resolve".into(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
+        warn!(%error, "publishing an Event failed");
+    }
+}
+
+/// The status the selector terms resolve to now.
+async fn resolve(
+    context: &NodeClasses,
+    object: &EC2NodeClass,
+    existing: &[Condition],
+) -> EC2NodeClassStatus {
+    let spec = &object.spec;
+    let aws = &context.aws;
+    let generation = object.metadata.generation;
+    let now = Timestamp::now();
+    let mut conditions = Vec::new();
+    let mut judge = |type_: &str, found: Result<bool, String>, what: &str| -> bool {
+        let (ok, reason, message) = match found {
+            Ok(true) => (true, "Resolved", format!("{what} resolved")),
+            Ok(false) => (
+                false,
+                "NotFound",
+                format!("no {what} match the selector terms"),
+            ),
+            Err(error) => (false, "ResolveFailed", error),
+        };
+        conditions.push(condition(
+            existing, type_, ok, reason, message, generation, now,
+        ));
+        ok
+    };
+
+    let mut subnets = BTreeMap::new();
+    let subnet_result: Result<(), CloudError> = async {
+        for term in &spec.subnet_selector_terms {
+            for subnet in aws.subnets(term).await? {
+                subnets.insert(subnet.id.clone(), subnet);
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let mut subnets: Vec<_> = subnets.into_values().collect();
+    subnets.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.id.cmp(&b.id)));
+    let subnets_ok = judge(
+        SUBNETS_READY,
+        subnet_result
+            .map(|()| !subnets.is_empty())
+            .map_err(|e| e.to_string()),
+        "subnets",
+    );
+
+    let mut groups = BTreeMap::new();
+    let group_result: Result<(), CloudError> = async {
+        for term in &spec.security_group_selector_terms {
+            for group in aws.security_groups(term).await? {
+                groups.insert(group.id.clone(), group);
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let groups: Vec<_> = groups.into_values().collect();
+    let groups_ok = judge(
+        SECURITY_GROUPS_READY,
+        group_result
+            .map(|()| !groups.is_empty())
+            .map_err(|e| e.to_string()),
+        "security groups",
+    );
+
+    let mut images = Vec::new();
+    let image_result: Result<(), String> = async {
+        for term in &spec.ami_selector_terms {
+            match &term.alias {
+                Some(alias) => {
+                    for parameter in alias_parameters(alias, &context.kubernetes_minor)? {
+                        if let Some(id) = aws
+                            .parameter(&parameter.path)
+                            .await
+                            .map_err(|e| e.to_string())?
+                        {
+                            // The alias says the architecture; the parameter's date orders nothing.
+                            images.push((resolved_ami(&id, None, parameter.arch), String::new()));
+                        }
+                    }
+                }
+                None => images.extend(aws.images(term).await.map_err(|e| e.to_string())?),
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let amis = newest_per_arch(images);
+    let amis_ok = judge(AMIS_READY, image_result.map(|()| !amis.is_empty()), "AMIs");
+
+    let ready = subnets_ok && groups_ok && amis_ok;
+    let not_ready: Vec<&str> = conditions
+        .iter()
+        .filter(|c| c.status == "False")
+        .map(|c| c.type_.as_str())
+        .collect();
+    let message = if ready {
+        "subnets, security groups and AMIs resolved".to_owned()
+    } else {
+        format!("not resolved: {}", not_ready.join(", "))
+    };
+    conditions.push(condition(
+        existing,
+        READY,
+        ready,
+        if ready { "Resolved" } else { "NotResolved" },
+        message,
+        generation,
+        now,
+    ));
+    EC2NodeClassStatus {
+        observed_generation: generation,
+        conditions,
+        subnets,
+        security_groups: groups,
+        amis,
+        instance_profile: spec.instance_profile.clone(),
+    }
+}
