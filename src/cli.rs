@@ -70,6 +70,14 @@ pub struct RunArgs {
     #[arg(long, env = "WINDLASS_JOBS_TOKEN", hide_env_values = true)]
     pub jobs_token: Option<String>,
 
+    /// A batch of pending pods is planned once no new pod arrived for this long.
+    #[arg(long, env = "WINDLASS_BATCH_IDLE_DURATION", default_value = "1s", value_parser = duration)]
+    pub batch_idle_duration: std::time::Duration,
+
+    /// A batch of pending pods is planned at the latest this long after it opened.
+    #[arg(long, env = "WINDLASS_BATCH_MAX_DURATION", default_value = "10s", value_parser = duration)]
+    pub batch_max_duration: std::time::Duration,
+
     /// The namespace Windlass runs in; ClusterTriggerAuthentications read Secrets from it.
     #[arg(long, env = "WINDLASS_NAMESPACE", default_value = "windlass")]
     pub namespace: String,
@@ -80,6 +88,14 @@ pub struct CrdgenArgs {
     /// Directory to write one `<plural>.yaml` per kind into; all of them go to stdout if unset.
     #[arg(long, env = "WINDLASS_CRDGEN_OUT")]
     pub out: Option<PathBuf>,
+}
+
+/// A duration such as `1s`, `500ms` or `2m`.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let parsed: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 1s or 500ms: {e}"))?;
+    std::time::Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,6 +144,8 @@ mod tests {
             panic!("expected run")
         };
         assert_eq!(args.metrics_addr.port(), 8080);
+        assert_eq!(args.batch_idle_duration, std::time::Duration::from_secs(1));
+        assert_eq!(args.batch_max_duration, std::time::Duration::from_secs(10));
         assert_eq!(args.health_addr.port(), 8081);
         assert_eq!(cli.log_format, LogFormat::Text);
     }

@@ -15,6 +15,7 @@ use crate::cloud::aws::Aws;
 use crate::jobs;
 use crate::metrics::Metrics;
 use crate::provisioning::node_classes::{self, NodeClasses};
+use crate::provisioning::provisioner::{self, Provisioner};
 use crate::scaling::queue_depths::QueueDepths;
 use crate::scaling::scalers::aws_sqs::SqsClients;
 use crate::scaling::{Scaling, scaled_job, scaled_object};
@@ -47,6 +48,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
         controller: "windlass".into(),
         instance: std::env::var("HOSTNAME").ok(),
     };
+    let provisioner = Arc::new(Provisioner {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        aws: Aws::new(&aws),
+        watch_namespace: args.watch_namespace.clone(),
+        batch_idle: args.batch_idle_duration,
+        batch_max: args.batch_max_duration,
+    });
     let node_classes = Arc::new(NodeClasses {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -82,6 +91,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let scaled_jobs = tokio::spawn(scaled_job::run(scaling.clone(), shutdown.clone()));
     let job_schedules = tokio::spawn(jobs::schedules::run(scaling, shutdown.clone()));
     let ec2_node_classes = tokio::spawn(node_classes::run(node_classes, shutdown.clone()));
+    // Stops with the others on shutdown; it holds nothing that needs draining.
+    drop(tokio::spawn(provisioner::run(
+        provisioner,
+        shutdown.clone(),
+    )));
     readiness.set_ready(true);
     info!(health = %args.health_addr, metrics = %args.metrics_addr, "windlass is running");
 

@@ -1,14 +1,45 @@
 //! The EC2 and SSM calls node classes need, behind one type: describe subnets, security groups
 //! and images by selector term, and read SSM parameters. Answers are plain project types.
 
+use std::collections::{BTreeMap, HashMap};
+
 use aws_sdk_ec2::error::DisplayErrorContext;
-use aws_sdk_ec2::types::Filter;
+use aws_sdk_ec2::types::{Filter, InstanceTypeInfo, LocationType};
 
 use crate::apis::ec2_node_class::{
     AmiSelectorTerm, ResolvedAmi, ResolvedSecurityGroup, ResolvedSubnet, SecurityGroupSelectorTerm,
     SubnetSelectorTerm,
 };
+use crate::provisioning::instance_types::{InstanceType, ON_DEMAND, Offering, SPOT, Shape};
 use crate::provisioning::node_class::{kubernetes_arch, resolved_ami};
+
+/// An instance type's shape and Kubernetes architecture as DescribeInstanceTypes reports them;
+/// max pods follow the VPC CNI's ENI limits (110 when the network limits are not reported).
+pub fn shape_of(info: &InstanceTypeInfo) -> Option<(Shape, &'static str)> {
+    let arch = info
+        .processor_info()?
+        .supported_architectures()
+        .iter()
+        .find_map(|a| kubernetes_arch(a.as_str()))?;
+    let vcpus = i64::from(info.v_cpu_info()?.default_v_cpus()?);
+    let memory_mib = info.memory_info()?.size_in_mib()?;
+    let network = info.network_info();
+    let max_pods = match (
+        network.and_then(|n| n.maximum_network_interfaces()),
+        network.and_then(|n| n.ipv4_addresses_per_interface()),
+    ) {
+        (Some(enis), Some(ips)) => Shape::max_pods_for(i64::from(enis), i64::from(ips)),
+        _ => 110,
+    };
+    Some((
+        Shape {
+            vcpus,
+            memory_mib,
+            max_pods,
+        },
+        arch,
+    ))
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{call}: {message}")]
@@ -152,6 +183,62 @@ impl Aws {
                 Some((ami, image.creation_date().unwrap_or_default().to_owned()))
             })
             .collect())
+    }
+
+    /// The region's instance types with an on-demand price in `prices`, each offered on-demand
+    /// and spot (at the on-demand price, its ceiling) in every zone that offers it. Types
+    /// without a price are left out: the launch orders candidates by price.
+    pub async fn instance_catalog(
+        &self,
+        prices: &HashMap<String, f64>,
+    ) -> Result<Vec<InstanceType>, CloudError> {
+        let mut zones: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut offerings = self
+            .ec2
+            .describe_instance_type_offerings()
+            .location_type(LocationType::AvailabilityZone)
+            .into_paginator()
+            .send();
+        while let Some(page) = offerings.next().await {
+            let page = page.map_err(failed("DescribeInstanceTypeOfferings"))?;
+            for offering in page.instance_type_offerings() {
+                if let (Some(name), Some(zone)) = (offering.instance_type(), offering.location()) {
+                    zones
+                        .entry(name.as_str().to_owned())
+                        .or_default()
+                        .push(zone.to_owned());
+                }
+            }
+        }
+        let mut catalog = Vec::new();
+        let mut types = self.ec2.describe_instance_types().into_paginator().send();
+        while let Some(page) = types.next().await {
+            let page = page.map_err(failed("DescribeInstanceTypes"))?;
+            for info in page.instance_types() {
+                let Some(name) = info.instance_type().map(|t| t.as_str().to_owned()) else {
+                    continue;
+                };
+                let (Some(price), Some((shape, arch)), Some(zones)) =
+                    (prices.get(&name), shape_of(info), zones.get(&name))
+                else {
+                    continue;
+                };
+                let offerings = zones
+                    .iter()
+                    .flat_map(|zone| {
+                        [ON_DEMAND, SPOT].map(|capacity_type| Offering {
+                            zone: zone.clone(),
+                            capacity_type: capacity_type.to_owned(),
+                            price: *price,
+                            available: true,
+                        })
+                    })
+                    .collect();
+                catalog.push(InstanceType::new(&name, arch, shape, offerings));
+            }
+        }
+        catalog.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(catalog)
     }
 
     /// An SSM parameter's value; `None` if it does not exist.

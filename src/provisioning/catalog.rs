@@ -27,10 +27,23 @@ struct Row {
     on_demand_price: f64,
 }
 
+/// The bundled on-demand prices, by instance type.
+pub fn on_demand_prices() -> std::collections::HashMap<String, f64> {
+    bundle()
+        .instance_types
+        .into_iter()
+        .map(|row| (row.name, row.on_demand_price))
+        .collect()
+}
+
+fn bundle() -> Bundle {
+    serde_json::from_str(US_EAST_1).expect("the bundled catalog parses")
+}
+
 /// Every bundled type in each of the region's zones, on-demand at its list price and spot at
 /// the same price: without spot price history that is the most a spot node can cost.
 pub fn bundled() -> Vec<InstanceType> {
-    let bundle: Bundle = serde_json::from_str(US_EAST_1).expect("the bundled catalog parses");
+    let bundle = bundle();
     bundle
         .instance_types
         .into_iter()

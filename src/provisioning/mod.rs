@@ -1,13 +1,15 @@
 //! The node side (Karpenter semantics): what pending pods need, which instance types can
 //! provide it, and the NodeClaims to launch. The modules here are pure, but for the
-//! controllers (`node_classes`), which act on their answers.
+//! controllers (`node_classes`, `provisioner`), which act on their answers.
 
+pub mod batcher;
 pub mod catalog;
 pub mod fake;
 pub mod instance_types;
 pub mod node_class;
 pub mod node_classes;
 pub mod pod;
+pub mod provisioner;
 pub mod requirements;
 pub mod resources;
 pub mod scheduling;

@@ -142,6 +142,49 @@ impl Requirement {
         }
     }
 
+    /// The same set as node selector requirements: one, or two with Gt and Lt bounds.
+    pub fn to_node_selector(&self, key: &str) -> Vec<NodeSelectorRequirementWithMinValues> {
+        let requirement = |operator, values: Vec<String>| NodeSelectorRequirementWithMinValues {
+            key: key.to_owned(),
+            operator,
+            values,
+            min_values: None,
+        };
+        let mut out = Vec::new();
+        match (self.complement, self.values.is_empty(), self.absent_allowed) {
+            (false, true, _) => {
+                out.push(requirement(RequirementOperator::DoesNotExist, Vec::new()))
+            }
+            (false, false, _) => out.push(requirement(
+                RequirementOperator::In,
+                self.values.iter().cloned().collect(),
+            )),
+            (true, false, _) => out.push(requirement(
+                RequirementOperator::NotIn,
+                self.values.iter().cloned().collect(),
+            )),
+            (true, true, false) if self.greater_than.is_none() && self.less_than.is_none() => {
+                out.push(requirement(RequirementOperator::Exists, Vec::new()))
+            }
+            (true, true, _) => {}
+        }
+        if self.complement {
+            if let Some(bound) = self.greater_than {
+                out.push(requirement(
+                    RequirementOperator::Gt,
+                    vec![bound.to_string()],
+                ));
+            }
+            if let Some(bound) = self.less_than {
+                out.push(requirement(
+                    RequirementOperator::Lt,
+                    vec![bound.to_string()],
+                ));
+            }
+        }
+        out
+    }
+
     /// The allowed values when they are a finite list.
     pub fn finite_values(&self) -> Option<&BTreeSet<String>> {
         (!self.complement).then_some(&self.values)
@@ -203,6 +246,20 @@ impl Requirements {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The same without any requirement on `key`.
+    pub fn without(mut self, key: &str) -> Self {
+        self.0.remove(key);
+        self
+    }
+
+    /// As node selector requirements, for a NodeClaim's spec.
+    pub fn to_node_selector(&self) -> Vec<NodeSelectorRequirementWithMinValues> {
+        self.0
+            .iter()
+            .flat_map(|(key, requirement)| requirement.to_node_selector(key))
+            .collect()
     }
 
     /// Whether a value for `key` is allowed (an unconstrained key allows everything).
@@ -295,6 +352,25 @@ mod tests {
             numbers.finite_values().unwrap().iter().collect::<Vec<_>>(),
             ["8"]
         );
+    }
+
+    #[test]
+    fn requirements_round_trip_through_node_selectors() {
+        let originals = [
+            req(In, &["a", "b"]),
+            req(NotIn, &["a"]),
+            req(Exists, &[]),
+            req(DoesNotExist, &[]),
+            req(Gt, &["4"]),
+            req(Gt, &["4"]).intersect(&req(Lt, &["9"])),
+        ];
+        for original in originals {
+            let mut back = Requirements::default();
+            for selector in original.to_node_selector("k") {
+                back.add("k", Requirement::new(selector.operator, &selector.values));
+            }
+            assert_eq!(back.get("k"), Some(&original), "{original}");
+        }
     }
 
     #[test]

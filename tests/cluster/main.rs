@@ -5,6 +5,7 @@
 mod controller;
 mod jobs_api;
 mod node_classes;
+mod provisioning;
 mod scaled_job;
 mod scaled_object;
 mod stack;

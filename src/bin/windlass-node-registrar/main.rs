@@ -18,6 +18,7 @@ use windlass::apis::node_claim::NodeClaim;
 use windlass::cloud::{CLUSTER_TAG, NODECLAIM_TAG, NODEPOOL_TAG, instance_id};
 
 use node::{Instance, REGISTERED_FOR_LABEL, Shape};
+use windlass::cloud::aws::shape_of;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -214,27 +215,8 @@ impl Registrar {
             .instance_types()
             .first()
             .ok_or_else(|| format!("unknown instance type {instance_type}"))?;
-        let vcpus = info
-            .v_cpu_info()
-            .and_then(|v| v.default_v_cpus())
-            .unwrap_or(1) as i64;
-        let memory_mib = info
-            .memory_info()
-            .and_then(|m| m.size_in_mib())
-            .unwrap_or(1024);
-        let network = info.network_info();
-        let max_pods = match (
-            network.and_then(|n| n.maximum_network_interfaces()),
-            network.and_then(|n| n.ipv4_addresses_per_interface()),
-        ) {
-            (Some(enis), Some(ips)) => Shape::max_pods_for(enis as i64, ips as i64),
-            _ => 110,
-        };
-        let shape = Shape {
-            vcpus,
-            memory_mib,
-            max_pods,
-        };
+        let (shape, _) = shape_of(info)
+            .ok_or_else(|| format!("instance type {instance_type} has no usable shape"))?;
         self.shapes.insert(instance_type.to_owned(), shape);
         Ok(shape)
     }
