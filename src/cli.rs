@@ -70,6 +70,11 @@ pub struct RunArgs {
     #[arg(long, env = "WINDLASS_JOBS_TOKEN", hide_env_values = true)]
     pub jobs_token: Option<String>,
 
+    /// The cluster's name: tags the instances Windlass launches and labels its NodeClaims; an
+    /// install handles only NodeClaims labelled with its own name.
+    #[arg(long, env = "WINDLASS_CLUSTER_NAME", default_value = "windlass")]
+    pub cluster_name: String,
+
     /// A batch of pending pods is planned once no new pod arrived for this long.
     #[arg(long, env = "WINDLASS_BATCH_IDLE_DURATION", default_value = "1s", value_parser = duration)]
     pub batch_idle_duration: std::time::Duration,

@@ -14,6 +14,7 @@ use crate::cli::RunArgs;
 use crate::cloud::aws::Aws;
 use crate::jobs;
 use crate::metrics::Metrics;
+use crate::provisioning::node_claims::{self, NodeClaims};
 use crate::provisioning::node_classes::{self, NodeClasses};
 use crate::provisioning::provisioner::{self, Provisioner};
 use crate::scaling::queue_depths::QueueDepths;
@@ -53,8 +54,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
         recorder: Recorder::new(client.clone(), reporter.clone()),
         aws: Aws::new(&aws),
         watch_namespace: args.watch_namespace.clone(),
+        cluster: args.cluster_name.clone(),
         batch_idle: args.batch_idle_duration,
         batch_max: args.batch_max_duration,
+    });
+    let node_claims = Arc::new(NodeClaims {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        aws: Aws::new(&aws),
+        cluster: args.cluster_name.clone(),
     });
     let node_classes = Arc::new(NodeClasses {
         client: client.clone(),
@@ -91,6 +99,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let scaled_jobs = tokio::spawn(scaled_job::run(scaling.clone(), shutdown.clone()));
     let job_schedules = tokio::spawn(jobs::schedules::run(scaling, shutdown.clone()));
     let ec2_node_classes = tokio::spawn(node_classes::run(node_classes, shutdown.clone()));
+    let claims = tokio::spawn(node_claims::run(node_claims, shutdown.clone()));
     // Stops with the others on shutdown; it holds nothing that needs draining.
     drop(tokio::spawn(provisioner::run(
         provisioner,
@@ -112,8 +121,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // kube's controller holds shutdown until its first list succeeds, which never happens
     // while the CRDs are missing; in-flight work gets a bounded grace period instead.
     let controllers = async {
-        let (objects, jobs, schedules, classes) =
-            tokio::join!(scaled_objects, scaled_jobs, job_schedules, ec2_node_classes);
+        let (objects, jobs, schedules, classes, node_claims) = tokio::join!(
+            scaled_objects,
+            scaled_jobs,
+            job_schedules,
+            ec2_node_classes,
+            claims
+        );
+        node_claims.expect("the NodeClaim controller never panics");
         objects.expect("the ScaledObject controller never panics");
         classes.expect("the EC2NodeClass controller never panics");
         jobs.expect("the ScaledJob controller never panics");

@@ -4,13 +4,51 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_ec2::error::DisplayErrorContext;
-use aws_sdk_ec2::types::{Filter, InstanceTypeInfo, LocationType};
+use aws_sdk_ec2::types::{
+    DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest,
+    FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
+    FleetOnDemandAllocationStrategy, FleetType, InstanceType, InstanceTypeInfo, LocationType,
+    OnDemandOptionsRequest, RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy,
+    SpotOptionsRequest, Tag, TagSpecification, TargetCapacitySpecificationRequest,
+};
 
+use super::{CLUSTER_TAG, NODECLAIM_TAG};
 use crate::apis::ec2_node_class::{
     AmiSelectorTerm, ResolvedAmi, ResolvedSecurityGroup, ResolvedSubnet, SecurityGroupSelectorTerm,
     SubnetSelectorTerm,
 };
-use crate::provisioning::instance_types::{InstanceType, ON_DEMAND, Offering, SPOT, Shape};
+use crate::provisioning::instance_types::{self, ON_DEMAND, Offering, SPOT, Shape};
+use crate::provisioning::launch::{FleetRequest, TemplateConfig};
+
+/// The instance a CreateFleet call started.
+#[derive(Clone, Debug)]
+pub struct LaunchedInstance {
+    pub id: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub image_id: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FleetOutcome {
+    pub instance: Option<LaunchedInstance>,
+    /// EC2's per-override errors, as `code: message`.
+    pub errors: Vec<String>,
+}
+
+fn launched_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<LaunchedInstance> {
+    Some(LaunchedInstance {
+        id: instance.instance_id()?.to_owned(),
+        instance_type: instance.instance_type()?.as_str().to_owned(),
+        zone: instance.placement()?.availability_zone()?.to_owned(),
+        image_id: instance.image_id().map(str::to_owned),
+    })
+}
+
+/// Standard base64, which EC2 requires for user data.
+fn base64_encode(bytes: &[u8]) -> String {
+    aws_smithy_types::base64::encode(bytes)
+}
 use crate::provisioning::node_class::{kubernetes_arch, resolved_ami};
 
 /// An instance type's shape and Kubernetes architecture as DescribeInstanceTypes reports them;
@@ -191,7 +229,7 @@ impl Aws {
     pub async fn instance_catalog(
         &self,
         prices: &HashMap<String, f64>,
-    ) -> Result<Vec<InstanceType>, CloudError> {
+    ) -> Result<Vec<instance_types::InstanceType>, CloudError> {
         let mut zones: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut offerings = self
             .ec2
@@ -234,11 +272,243 @@ impl Aws {
                         })
                     })
                     .collect();
-                catalog.push(InstanceType::new(&name, arch, shape, offerings));
+                catalog.push(instance_types::InstanceType::new(
+                    &name, arch, shape, offerings,
+                ));
             }
         }
         catalog.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(catalog)
+    }
+
+    /// Shape and architecture of the named instance types.
+    pub async fn shapes(
+        &self,
+        names: &[String],
+    ) -> Result<BTreeMap<String, (Shape, &'static str)>, CloudError> {
+        let types: Vec<InstanceType> = names
+            .iter()
+            .map(|n| InstanceType::from(n.as_str()))
+            .collect();
+        let output = self
+            .ec2
+            .describe_instance_types()
+            .set_instance_types(Some(types))
+            .send()
+            .await
+            .map_err(failed("DescribeInstanceTypes"))?;
+        Ok(output
+            .instance_types()
+            .iter()
+            .filter_map(|info| Some((info.instance_type()?.as_str().to_owned(), shape_of(info)?)))
+            .collect())
+    }
+
+    /// Creates the launch template unless one of that name exists.
+    pub async fn ensure_launch_template(
+        &self,
+        config: &TemplateConfig,
+        security_groups: &[String],
+        user_data: Option<&str>,
+    ) -> Result<(), CloudError> {
+        let mut data = RequestLaunchTemplateData::builder()
+            .image_id(&config.image_id)
+            .set_security_group_ids(Some(security_groups.to_vec()));
+        if let Some(user_data) = user_data {
+            data = data.user_data(base64_encode(user_data.as_bytes()));
+        }
+        match self
+            .ec2
+            .create_launch_template()
+            .launch_template_name(&config.template_name)
+            .launch_template_data(data.build())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .and_then(|e| e.meta().code())
+                    .is_some_and(|code| code.contains("AlreadyExists")) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(failed("CreateLaunchTemplate")(error)),
+        }
+    }
+
+    /// One CreateFleet `instant` call for one instance; the instance, or the errors EC2 gave.
+    pub async fn create_fleet(&self, request: &FleetRequest) -> Result<FleetOutcome, CloudError> {
+        let configs = request
+            .configs
+            .iter()
+            .map(|config| {
+                FleetLaunchTemplateConfigRequest::builder()
+                    .launch_template_specification(
+                        FleetLaunchTemplateSpecificationRequest::builder()
+                            .launch_template_name(&config.template_name)
+                            .version("$Latest")
+                            .build(),
+                    )
+                    .set_overrides(Some(
+                        config
+                            .overrides
+                            .iter()
+                            .map(|(instance_type, subnet)| {
+                                FleetLaunchTemplateOverridesRequest::builder()
+                                    .instance_type(InstanceType::from(instance_type.as_str()))
+                                    .subnet_id(subnet)
+                                    .build()
+                            })
+                            .collect(),
+                    ))
+                    .build()
+            })
+            .collect();
+        let spot = request.capacity_type == SPOT;
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::Instance)
+            .set_tags(Some(
+                request
+                    .tags
+                    .iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .build();
+        let mut call = self
+            .ec2
+            .create_fleet()
+            .r#type(FleetType::Instant)
+            .client_token(&request.client_token)
+            .set_launch_template_configs(Some(configs))
+            .target_capacity_specification(
+                TargetCapacitySpecificationRequest::builder()
+                    .total_target_capacity(1)
+                    .default_target_capacity_type(if spot {
+                        DefaultTargetCapacityType::Spot
+                    } else {
+                        DefaultTargetCapacityType::OnDemand
+                    })
+                    .build(),
+            )
+            .tag_specifications(tags);
+        call = if spot {
+            call.spot_options(
+                SpotOptionsRequest::builder()
+                    .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
+                    .build(),
+            )
+        } else {
+            call.on_demand_options(
+                OnDemandOptionsRequest::builder()
+                    .allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice)
+                    .build(),
+            )
+        };
+        let output = call.send().await.map_err(failed("CreateFleet"))?;
+        let instance_id = output
+            .instances()
+            .iter()
+            .flat_map(|i| i.instance_ids())
+            .next()
+            .cloned();
+        let errors = output
+            .errors()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.error_code().unwrap_or("error"),
+                    e.error_message().unwrap_or_default()
+                )
+            })
+            .collect();
+        let Some(instance_id) = instance_id else {
+            return Ok(FleetOutcome {
+                instance: None,
+                errors,
+            });
+        };
+        let described = self
+            .ec2
+            .describe_instances()
+            .instance_ids(&instance_id)
+            .send()
+            .await
+            .map_err(failed("DescribeInstances"))?;
+        let instance = described
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+            .map(|i| LaunchedInstance {
+                id: instance_id.clone(),
+                instance_type: i
+                    .instance_type()
+                    .map(|t| t.as_str().to_owned())
+                    .unwrap_or_default(),
+                zone: i
+                    .placement()
+                    .and_then(|p| p.availability_zone())
+                    .unwrap_or_default()
+                    .to_owned(),
+                image_id: i.image_id().map(str::to_owned),
+            });
+        Ok(FleetOutcome { instance, errors })
+    }
+
+    /// The pending or running instance launched for a NodeClaim, if there is one: a launch
+    /// whose answer was lost (a crash, a timeout) is found here instead of launched again.
+    pub async fn instance_for_claim(
+        &self,
+        cluster: &str,
+        claim: &str,
+    ) -> Result<Option<LaunchedInstance>, CloudError> {
+        let filter = |name: &str, value: &str| Filter::builder().name(name).values(value).build();
+        let output = self
+            .ec2
+            .describe_instances()
+            .filters(filter(&format!("tag:{CLUSTER_TAG}"), cluster))
+            .filters(filter(&format!("tag:{NODECLAIM_TAG}"), claim))
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(failed("DescribeInstances"))?;
+        Ok(output
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(launched_instance))
+    }
+
+    /// Terminates an instance; one that is already gone is not an error.
+    pub async fn terminate(&self, instance_id: &str) -> Result<(), CloudError> {
+        match self
+            .ec2
+            .terminate_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .and_then(|e| e.meta().code())
+                    .is_some_and(|code| code == "InvalidInstanceID.NotFound") =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(failed("TerminateInstances")(error)),
+        }
     }
 
     /// An SSM parameter's value; `None` if it does not exist.

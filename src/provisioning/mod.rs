@@ -1,11 +1,13 @@
 //! The node side (Karpenter semantics): what pending pods need, which instance types can
 //! provide it, and the NodeClaims to launch. The modules here are pure, but for the
-//! controllers (`node_classes`, `provisioner`), which act on their answers.
+//! controllers (`node_classes`, `provisioner`, `node_claims`), which act on their answers.
 
 pub mod batcher;
 pub mod catalog;
 pub mod fake;
 pub mod instance_types;
+pub mod launch;
+pub mod node_claims;
 pub mod node_class;
 pub mod node_classes;
 pub mod pod;

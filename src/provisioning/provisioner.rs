@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use super::batcher::Batcher;
 use super::instance_types::InstanceType;
+use super::node_claims::CLUSTER_LABEL;
 use super::pod::PodShape;
 use super::requirements::Requirement;
 use super::resources::Resources;
@@ -44,6 +45,8 @@ pub struct Provisioner {
     pub aws: Aws,
     /// Only pods in this namespace are provisioned for; all when `None`.
     pub watch_namespace: Option<String>,
+    /// Labels the NodeClaims this install creates, for its NodeClaim controller.
+    pub cluster: String,
     pub batch_idle: Duration,
     pub batch_max: Duration,
 }
@@ -307,7 +310,10 @@ async fn provision(
     let api: Api<NodeClaim> = Api::all(provisioner.client.clone());
     for claim in &plan.new_claims {
         let node_pool = &node_pools[claim.pool];
-        let object = node_claim(node_pool, claim, catalog);
+        let mut object = node_claim(node_pool, claim, catalog);
+        object
+            .labels_mut()
+            .insert(CLUSTER_LABEL.to_owned(), provisioner.cluster.clone());
         match api.create(&PostParams::default(), &object).await {
             Ok(created) => {
                 info!(nodeclaim = %created.name_any(), nodepool = %node_pool.name_any(), pods = claim.pods.len(), "created NodeClaim");

@@ -1,23 +1,29 @@
-//! The provisioner against the real cluster and moto's EC2 catalog: pods the scheduler marks
-//! Unschedulable become NodeClaims sized for them, within the NodePool's limits, and the pod
-//! a limit leaves pending is reported on the NodePool.
+//! Provisioning against the real cluster and moto: pods the scheduler marks Unschedulable
+//! become a NodeClaim sized for them within the NodePool's limits (the pod a limit leaves
+//! pending is reported on the NodePool); the NodeClaim launches an instance through
+//! CreateFleet, its Node registers and the pods run there; deleting the NodeClaim terminates
+//! the instance and removes the Node.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use windlass::apis::ec2_node_class::EC2NodeClass;
 use windlass::apis::node_claim::NodeClaim;
 use windlass::apis::node_pool::NodePool;
 use windlass::provisioning::resources::Resources;
 
-use crate::support::{TestEnv, TestNamespace, install_crds, start_windlass, unique, wait_until};
+use windlass::cloud::instance_id;
+
+use crate::support::{
+    TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, unique, wait_until,
+};
 
 #[tokio::test]
-async fn unschedulable_pods_become_node_claims_within_the_node_pool_limits() {
+async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits() {
     let env = TestEnv::connect().await;
     install_crds(&env.client).await;
     let namespace = TestNamespace::create(&env.client, "provisioning").await;
@@ -59,7 +65,7 @@ async fn unschedulable_pods_become_node_claims_within_the_node_pool_limits() {
         )
         .await
         .unwrap();
-    let _windlass = start_windlass(ns);
+    let windlass = start_windlass(ns);
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     for index in 0..3 {
         let pod: Pod = serde_json::from_value(json!({
@@ -151,12 +157,170 @@ async fn unschedulable_pods_become_node_claims_within_the_node_pool_limits() {
             .any(|t| t.key == "windlass.dev/test")
     );
 
-    for claim in claims_now {
-        claims
-            .delete(&claim.metadata.name.unwrap(), &DeleteParams::default())
+    assert_eq!(
+        claim.labels().get("windlass.dev/cluster"),
+        Some(&windlass.cluster)
+    );
+
+    // The instance: launched by CreateFleet, registered by the kubelet stand-in, Ready.
+    let _registrar = start_registrar(&windlass.cluster, 1);
+    let claim_name = claim.name_any();
+    let initialized = wait_until(
+        "the NodeClaim to be Initialized",
+        Duration::from_secs(90),
+        || async {
+            let claim = claims.get(&claim_name).await.ok()?;
+            let status = claim.status.as_ref()?;
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Initialized" && c.status == "True")
+                .then_some(claim)
+        },
+    )
+    .await;
+    let status = initialized.status.clone().unwrap();
+    let instance = instance_id(status.provider_id.as_deref().unwrap())
+        .unwrap()
+        .to_owned();
+    let described = env
+        .ec2()
+        .describe_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .unwrap();
+    let ec2_instance = described.reservations()[0].instances()[0].clone();
+    let tag = |key: &str| {
+        ec2_instance
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        tag("windlass.dev/nodeclaim").as_deref(),
+        Some(claim_name.as_str())
+    );
+    assert_eq!(tag("windlass.dev/nodepool").as_deref(), Some(name.as_str()));
+    let launched_type = ec2_instance.instance_type().unwrap().as_str().to_owned();
+    assert!(
+        types.iter().any(|t| **t == launched_type),
+        "{launched_type} was not a candidate"
+    );
+    assert_eq!(
+        initialized.labels().get("node.kubernetes.io/instance-type"),
+        Some(&launched_type)
+    );
+    let ours = env
+        .ec2()
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:windlass.dev/cluster")
+                .values(&windlass.cluster)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let launched: usize = ours
+        .reservations()
+        .iter()
+        .map(|r| r.instances().len())
+        .sum();
+    assert_eq!(launched, 1, "one NodeClaim, one instance");
+    let node_name = status.node_name.clone().unwrap();
+    println!("pods → NodeClaim → {launched_type} ({instance}) → Node {node_name} Ready");
+
+    let running = wait_until(
+        "two pods Running on the new Node",
+        Duration::from_secs(60),
+        || async {
+            let list = pods.list(&ListParams::default()).await.ok()?;
+            let running: Vec<_> = list
+                .items
+                .into_iter()
+                .filter(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_name.as_str())
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                })
+                .collect();
+            (running.len() == 2).then_some(running)
+        },
+    )
+    .await;
+    assert_eq!(running.len(), 2);
+
+    // Deleting the NodeClaim terminates the instance and removes the Node. The pods go first,
+    // so the freed limit does not bring a NodeClaim for the pod still pending.
+    pods.delete_collection(
+        &DeleteParams::default().grace_period(0),
+        &ListParams::default(),
+    )
+    .await
+    .unwrap();
+    wait_until("the pods to be gone", Duration::from_secs(30), || async {
+        pods.list(&ListParams::default())
             .await
-            .unwrap();
-    }
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    claims
+        .delete(&claim_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until(
+        "the NodeClaim to be gone",
+        Duration::from_secs(60),
+        || async {
+            claims
+                .get_opt(&claim_name)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let described = env
+        .ec2()
+        .describe_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .unwrap();
+    let state = described.reservations()[0].instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .as_str()
+        .to_owned();
+    assert!(
+        ["shutting-down", "terminated"].contains(&state.as_str()),
+        "instance is {state}"
+    );
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    wait_until("the Node to be gone", Duration::from_secs(30), || async {
+        nodes
+            .get_opt(&node_name)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    let left = claims
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "a NodeClaim is left");
     pools.delete(&name, &DeleteParams::default()).await.unwrap();
     classes
         .delete(&name, &DeleteParams::default())

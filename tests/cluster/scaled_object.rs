@@ -562,16 +562,16 @@ async fn deleting_a_scaled_object_restores_the_original_replicas_when_asked() {
         Duration::from_secs(30),
     )
     .await;
-    assert_eq!(
-        objects
-            .get("worker")
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .original_replica_count,
-        Some(2)
-    );
+    // Status is written after the scale; wait for it rather than race it.
+    wait_until(
+        "status to remember the original 2 replicas",
+        Duration::from_secs(30),
+        || async {
+            let status = objects.get("worker").await.ok()?.status?;
+            (status.original_replica_count == Some(2)).then_some(())
+        },
+    )
+    .await;
     objects.delete("worker", &Default::default()).await.unwrap();
     wait_for_replicas(
         &env.client,

@@ -280,6 +280,9 @@ pub struct Windlass {
     pub metrics_port: u16,
     /// The jobs API, which requires `Authorization: Bearer` [`JOBS_TOKEN`].
     pub jobs_port: u16,
+    /// Its `--cluster-name`, unique to the test: it handles only NodeClaims labelled with it,
+    /// and tags its instances with it.
+    pub cluster: String,
 }
 
 pub const JOBS_TOKEN: &str = "windlass-test-token";
@@ -300,8 +303,10 @@ pub fn start_windlass(namespace: &str) -> Windlass {
 /// `windlass run` handling `namespace`, itself running in `home` (where ClusterTriggerAuthentication Secrets live).
 pub fn start_windlass_in(namespace: &str, home: &str) -> Windlass {
     let (health_port, metrics_port, jobs_port) = (free_port(), free_port(), free_port());
+    let cluster = unique("cluster");
     let process = Command::new(env!("CARGO_BIN_EXE_windlass"))
         .args(["run", "--watch-namespace", namespace, "--namespace", home])
+        .args(["--cluster-name", &cluster])
         .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .args([
@@ -318,6 +323,7 @@ pub fn start_windlass_in(namespace: &str, home: &str) -> Windlass {
         health_port,
         metrics_port,
         jobs_port,
+        cluster,
     }
 }
 

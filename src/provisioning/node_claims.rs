@@ -1,0 +1,494 @@
+//! The NodeClaim controller: launches an instance for each NodeClaim (one CreateFleet call
+//! whose ClientToken is the NodeClaim's UID, so a retry never launches twice), then follows it
+//! through Launched → Registered (a Node with its providerID) → Initialized (that Node Ready,
+//! startup taints gone). A NodeClaim not launched in 5 minutes, or not registered 15 minutes
+//! after launch, is deleted. Deleting a NodeClaim terminates its instance and removes its Node
+//! before the finalizer lets it go.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::launch::{LaunchInput, fleet_request};
+use super::requirements::Requirements;
+use crate::apis::conditions::{READY, condition};
+use crate::apis::ec2_node_class::EC2NodeClass;
+use crate::apis::node_claim::{
+    CONDITION_INITIALIZED, CONDITION_LAUNCHED, CONDITION_REGISTERED, NodeClaim, NodeClaimStatus,
+};
+use crate::apis::node_pool::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
+use crate::cloud::aws::{Aws, CloudError, FleetOutcome};
+use crate::cloud::{instance_id, provider_id};
+
+pub const FINALIZER: &str = "windlass.dev/termination";
+/// NodeClaims carry the install's cluster name; each install handles only its own.
+pub const CLUSTER_LABEL: &str = "windlass.dev/cluster";
+const FIELD_MANAGER: &str = "windlass";
+const LAUNCH_TIMEOUT: SignedDuration = SignedDuration::from_secs(300);
+const REGISTRATION_TIMEOUT: SignedDuration = SignedDuration::from_secs(900);
+
+pub struct NodeClaims {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub aws: Aws,
+    pub cluster: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// Runs the controller until `shutdown`.
+pub async fn run(context: Arc<NodeClaims>, shutdown: CancellationToken) {
+    let api: Api<NodeClaim> = Api::all(context.client.clone());
+    let config = watcher::Config::default().labels(&format!("{CLUSTER_LABEL}={}", context.cluster));
+    Controller::new(api, config)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, context)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn error_policy(object: Arc<NodeClaim>, error: &Error, _: Arc<NodeClaims>) -> Action {
+    warn!(name = %object.name_any(), %error, "NodeClaim reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(object: Arc<NodeClaim>, context: Arc<NodeClaims>) -> Result<Action, Error> {
+    let api: Api<NodeClaim> = Api::all(context.client.clone());
+    finalizer(&api, FINALIZER, object, |event| async {
+        match event {
+            Finalizer::Apply(claim) => apply(&context, &claim).await,
+            Finalizer::Cleanup(claim) => cleanup(&context, &claim).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+async fn apply(context: &NodeClaims, claim: &NodeClaim) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let previous = claim.status.clone().unwrap_or_default();
+    let mut status = previous.clone();
+    let age = claim
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(SignedDuration::ZERO, |t| now.duration_since(t.0));
+    let requeue = if status.provider_id.is_none() {
+        if age > LAUNCH_TIMEOUT {
+            return expire(context, claim, "not launched within 5 minutes").await;
+        }
+        launch(context, claim, &mut status, now).await?
+    } else if status.node_name.is_none() {
+        let launched = condition_time(&status, CONDITION_LAUNCHED).unwrap_or(now);
+        if now.duration_since(launched) > REGISTRATION_TIMEOUT {
+            return expire(
+                context,
+                claim,
+                "no Node registered within 15 minutes of launch",
+            )
+            .await;
+        }
+        register(context, claim, &mut status, now).await?
+    } else {
+        initialize(context, claim, &mut status, now).await?
+    };
+    if status != previous {
+        write_status(context, claim, &status).await?;
+    }
+    Ok(requeue)
+}
+
+fn condition_time(status: &NodeClaimStatus, type_: &str) -> Option<Timestamp> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+        .map(|c| c.last_transition_time.0)
+}
+
+fn set(
+    status: &mut NodeClaimStatus,
+    claim: &NodeClaim,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) {
+    let new = condition(
+        &status.conditions,
+        type_,
+        ok,
+        reason,
+        message,
+        claim.metadata.generation,
+        now,
+    );
+    status.conditions.retain(|c| c.type_ != type_);
+    status.conditions.push(new);
+    status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+async fn launch(
+    context: &NodeClaims,
+    claim: &NodeClaim,
+    status: &mut NodeClaimStatus,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let classes: Api<EC2NodeClass> = Api::all(context.client.clone());
+    let class_name = &claim.spec.node_class_ref.name;
+    let class = classes.get_opt(class_name).await.map_err(Error::Kube)?;
+    let Some((class, class_status)) =
+        class
+            .and_then(|c| c.status.clone().map(|s| (c, s)))
+            .filter(|(_, s)| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == READY && c.status == "True")
+            })
+    else {
+        set(
+            status,
+            claim,
+            CONDITION_LAUNCHED,
+            false,
+            "NodeClassNotReady",
+            format!("EC2NodeClass {class_name} is missing or not Ready"),
+            now,
+        );
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    };
+    let mut requirements = Requirements::default();
+    for requirement in &claim.spec.requirements {
+        requirements.add(
+            &requirement.key,
+            super::requirements::Requirement::new(requirement.operator, &requirement.values),
+        );
+    }
+    let candidates: Vec<String> = requirements
+        .get(INSTANCE_TYPE_LABEL)
+        .and_then(|r| r.finite_values())
+        .map(|v| v.iter().cloned().collect())
+        .unwrap_or_default();
+    let shapes = context.aws.shapes(&candidates).await?;
+    let architectures: BTreeMap<String, &'static str> = shapes
+        .iter()
+        .map(|(name, (_, arch))| (name.clone(), *arch))
+        .collect();
+    let uid = claim.metadata.uid.clone().unwrap_or_default();
+    let name = claim.name_any();
+    let request = match fleet_request(&LaunchInput {
+        cluster: &context.cluster,
+        node_class: class_name,
+        claim_name: &name,
+        claim_uid: &uid,
+        requirements: &requirements,
+        labels: claim.labels(),
+        status: &class_status,
+        class_tags: &class.spec.tags,
+        architectures: &architectures,
+    }) {
+        Ok(request) => request,
+        Err(reason) => {
+            set(
+                status,
+                claim,
+                CONDITION_LAUNCHED,
+                false,
+                "NoLaunchOption",
+                reason,
+                now,
+            );
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+    };
+    for config in &request.configs {
+        context
+            .aws
+            .ensure_launch_template(
+                config,
+                &request.security_groups,
+                class.spec.user_data.as_deref(),
+            )
+            .await?;
+    }
+    // The cache can lag our own status write, and a crash can come between CreateFleet and
+    // that write: an instance already launched for this NodeClaim is adopted, not launched again.
+    let fresh = Api::<NodeClaim>::all(context.client.clone())
+        .get(&name)
+        .await
+        .map_err(Error::Kube)?;
+    if fresh
+        .status
+        .as_ref()
+        .is_some_and(|s| s.provider_id.is_some())
+    {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let outcome = match context
+        .aws
+        .instance_for_claim(&context.cluster, &name)
+        .await?
+    {
+        Some(instance) => FleetOutcome {
+            instance: Some(instance),
+            errors: Vec::new(),
+        },
+        None => context.aws.create_fleet(&request).await?,
+    };
+    let Some(instance) = outcome.instance else {
+        let message = format!(
+            "CreateFleet launched nothing: {}",
+            outcome.errors.join("; ")
+        );
+        publish(context, claim, "LaunchFailed", &message).await;
+        set(
+            status,
+            claim,
+            CONDITION_LAUNCHED,
+            false,
+            "LaunchFailed",
+            message,
+            now,
+        );
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    };
+    info!(nodeclaim = %name, instance = %instance.id, instance_type = %instance.instance_type, zone = %instance.zone, "launched");
+    if let Some((shape, _)) = shapes.get(&instance.instance_type) {
+        let quantities = |r: super::resources::Resources| {
+            BTreeMap::from([
+                ("cpu".to_owned(), Quantity(format!("{}m", r.cpu))),
+                ("memory".to_owned(), Quantity(r.memory.to_string())),
+                ("pods".to_owned(), Quantity(r.pods.to_string())),
+            ])
+        };
+        status.capacity = quantities(shape.capacity());
+        status.allocatable = quantities(shape.allocatable());
+    }
+    status.provider_id = Some(provider_id(&instance.zone, &instance.id));
+    status.image_id = instance.image_id;
+    set(
+        status,
+        claim,
+        CONDITION_LAUNCHED,
+        true,
+        "Launched",
+        format!("instance {} ({})", instance.id, instance.instance_type),
+        now,
+    );
+    // The providerID is recorded before anything else, so no later pass launches again.
+    write_status(context, claim, status).await?;
+    let labels = json!({"metadata": {"labels": {
+        INSTANCE_TYPE_LABEL: instance.instance_type,
+        ZONE_LABEL: instance.zone,
+        CAPACITY_TYPE_LABEL: request.capacity_type,
+    }}});
+    Api::<NodeClaim>::all(context.client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&labels))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(Action::requeue(Duration::from_secs(2)))
+}
+
+async fn node_for(context: &NodeClaims, provider: &str) -> Result<Option<Node>, Error> {
+    let nodes: Api<Node> = Api::all(context.client.clone());
+    let list = nodes
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::Kube)?;
+    Ok(list
+        .items
+        .into_iter()
+        .find(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(provider)))
+}
+
+async fn register(
+    context: &NodeClaims,
+    claim: &NodeClaim,
+    status: &mut NodeClaimStatus,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let provider = status.provider_id.clone().unwrap_or_default();
+    let Some(node) = node_for(context, &provider).await? else {
+        set(
+            status,
+            claim,
+            CONDITION_REGISTERED,
+            false,
+            "AwaitingNode",
+            format!("no Node with providerID {provider} yet"),
+            now,
+        );
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    };
+    status.node_name = node.metadata.name.clone();
+    set(
+        status,
+        claim,
+        CONDITION_REGISTERED,
+        true,
+        "Registered",
+        format!("Node {}", node.name_any()),
+        now,
+    );
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+async fn initialize(
+    context: &NodeClaims,
+    claim: &NodeClaim,
+    status: &mut NodeClaimStatus,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let provider = status.provider_id.clone().unwrap_or_default();
+    let Some(node) = node_for(context, &provider).await? else {
+        set(
+            status,
+            claim,
+            READY,
+            false,
+            "NodeGone",
+            format!("the Node with providerID {provider} is gone"),
+            now,
+        );
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    };
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let node_taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    let startup_left = claim.spec.startup_taints.iter().any(|t| {
+        node_taints
+            .iter()
+            .any(|n| n.key == t.key && n.effect == t.effect)
+    });
+    let initialized = ready && !startup_left;
+    let message = match (ready, startup_left) {
+        (false, _) => "the Node is not Ready".to_owned(),
+        (true, true) => "startup taints are still on the Node".to_owned(),
+        (true, false) => format!("Node {} is Ready", node.name_any()),
+    };
+    set(
+        status,
+        claim,
+        CONDITION_INITIALIZED,
+        initialized,
+        if initialized {
+            "Initialized"
+        } else {
+            "NotInitialized"
+        },
+        message.clone(),
+        now,
+    );
+    set(
+        status,
+        claim,
+        READY,
+        initialized,
+        if initialized { "Ready" } else { "NotReady" },
+        message,
+        now,
+    );
+    Ok(if initialized {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(2))
+    })
+}
+
+/// Deletes a NodeClaim that missed a deadline; the finalizer terminates what it launched.
+async fn expire(context: &NodeClaims, claim: &NodeClaim, why: &str) -> Result<Action, Error> {
+    publish(
+        context,
+        claim,
+        "Expired",
+        &format!("deleting the NodeClaim: {why}"),
+    )
+    .await;
+    Api::<NodeClaim>::all(context.client.clone())
+        .delete(&claim.name_any(), &DeleteParams::default())
+        .await
+        .map_err(Error::Kube)?;
+    Ok(Action::await_change())
+}
+
+async fn cleanup(context: &NodeClaims, claim: &NodeClaim) -> Result<Action, Error> {
+    let status = claim.status.clone().unwrap_or_default();
+    if let Some(id) = status.provider_id.as_deref().and_then(instance_id) {
+        context.aws.terminate(id).await?;
+        info!(nodeclaim = %claim.name_any(), instance = %id, "terminated");
+    }
+    if let Some(node) = &status.node_name {
+        let nodes: Api<Node> = Api::all(context.client.clone());
+        match nodes.delete(node, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(error) => return Err(Error::Kube(error)),
+        }
+    }
+    Ok(Action::await_change())
+}
+
+async fn write_status(
+    context: &NodeClaims,
+    claim: &NodeClaim,
+    status: &NodeClaimStatus,
+) -> Result<(), Error> {
+    let patch =
+        json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim", "status": status});
+    Api::<NodeClaim>::all(context.client.clone())
+        .patch_status(
+            &claim.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(drop)
+        .map_err(Error::Kube)
+}
+
+async fn publish(context: &NodeClaims, claim: &NodeClaim, reason: &str, note: &str) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.to_owned(),
+        note: Some(crate::scaling::event_note(note.to_owned())),
+        action: "Launch".into(),
+        secondary: None,
+    };
+    if let Err(error) = context
+        .recorder
+        .publish(&event, &claim.object_ref(&()))
+        .await
+    {
+        warn!(%error, "publishing an Event failed");
+    }
+}
