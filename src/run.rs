@@ -16,6 +16,7 @@ use crate::jobs;
 use crate::metrics::Metrics;
 use crate::provisioning::node_claims::{self, NodeClaims};
 use crate::provisioning::node_classes::{self, NodeClasses};
+use crate::provisioning::node_pools;
 use crate::provisioning::provisioner::{self, Provisioner};
 use crate::scaling::queue_depths::QueueDepths;
 use crate::scaling::scalers::aws_sqs::SqsClients;
@@ -100,6 +101,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let job_schedules = tokio::spawn(jobs::schedules::run(scaling, shutdown.clone()));
     let ec2_node_classes = tokio::spawn(node_classes::run(node_classes, shutdown.clone()));
     let claims = tokio::spawn(node_claims::run(node_claims, shutdown.clone()));
+    // Status only; nothing to drain on shutdown.
+    drop(tokio::spawn(node_pools::run(
+        client.clone(),
+        shutdown.clone(),
+    )));
     // Stops with the others on shutdown; it holds nothing that needs draining.
     drop(tokio::spawn(provisioner::run(
         provisioner,

@@ -1,6 +1,6 @@
 //! The node side (Karpenter semantics): what pending pods need, which instance types can
 //! provide it, and the NodeClaims to launch. The modules here are pure, but for the
-//! controllers (`node_classes`, `provisioner`, `node_claims`), which act on their answers.
+//! controllers (`node_classes`, `node_pools`, `provisioner`, `node_claims`), which act on their answers.
 
 pub mod batcher;
 pub mod catalog;
@@ -10,6 +10,7 @@ pub mod launch;
 pub mod node_claims;
 pub mod node_class;
 pub mod node_classes;
+pub mod node_pools;
 pub mod pod;
 pub mod provisioner;
 pub mod requirements;

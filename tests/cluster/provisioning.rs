@@ -234,6 +234,29 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
     let node_name = status.node_name.clone().unwrap();
     println!("pods → NodeClaim → {launched_type} ({instance}) → Node {node_name} Ready");
 
+    let pool_status = wait_until(
+        "the NodePool to count its node",
+        Duration::from_secs(30),
+        || async {
+            let status = pools.get(&name).await.ok()?.status?;
+            (status.nodes == 1 && status.resources.get("cpu").is_some_and(|q| q.0 != "0"))
+                .then_some(status)
+        },
+    )
+    .await;
+    let counted = Resources::from_list(&pool_status.resources);
+    assert_eq!(
+        counted,
+        Resources::from_list(&status.capacity),
+        "the pool counts its NodeClaim's capacity"
+    );
+    assert!(
+        pool_status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+
     let running = wait_until(
         "two pods Running on the new Node",
         Duration::from_secs(60),

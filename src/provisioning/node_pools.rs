@@ -1,0 +1,183 @@
+//! The NodePool status controller: the capacity and count of each pool's launched NodeClaims,
+//! and whether its EC2NodeClass is Ready. Recomputed whenever one of its NodeClaims changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::resources::{Resources, format_memory};
+use crate::apis::conditions::{READY, condition};
+use crate::apis::ec2_node_class::EC2NodeClass;
+use crate::apis::node_claim::NodeClaim;
+use crate::apis::node_pool::{NODEPOOL_LABEL, NodePool, NodePoolStatus};
+
+pub const NODE_CLASS_READY: &str = "NodeClassReady";
+const FIELD_MANAGER: &str = "windlass";
+
+#[derive(Debug, thiserror::Error)]
+#[error("Kubernetes API: {0}")]
+pub struct Error(#[source] kube::Error);
+
+/// Runs the controller until `shutdown`.
+pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let claims: Api<NodeClaim> = Api::all(client.clone());
+    Controller::new(pools, watcher::Config::default())
+        .watches(claims, watcher::Config::default(), |claim| {
+            claim
+                .labels()
+                .get(NODEPOOL_LABEL)
+                .map(|pool| ObjectRef::new(pool))
+        })
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, Arc::new(client))
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn error_policy(object: Arc<NodePool>, error: &Error, _: Arc<kube::Client>) -> Action {
+    warn!(name = %object.name_any(), %error, "NodePool status failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// The capacity of launched NodeClaims, summed, and how many NodeClaims there are.
+pub fn usage(claims: &[NodeClaim]) -> (Resources, i64) {
+    let total = claims.iter().fold(Resources::default(), |sum, claim| {
+        sum + claim
+            .status
+            .as_ref()
+            .map(|s| Resources::from_list(&s.capacity))
+            .unwrap_or_default()
+    });
+    (total, claims.len() as i64)
+}
+
+async fn reconcile(pool: Arc<NodePool>, client: Arc<kube::Client>) -> Result<Action, Error> {
+    let name = pool.name_any();
+    let claims: Api<NodeClaim> = Api::all((*client).clone());
+    let list = claims
+        .list(&ListParams::default().labels(&format!("{NODEPOOL_LABEL}={name}")))
+        .await
+        .map_err(Error)?;
+    let (used, nodes) = usage(&list.items);
+    let class_name = &pool.spec.template.spec.node_class_ref.name;
+    let class = Api::<EC2NodeClass>::all((*client).clone())
+        .get_opt(class_name)
+        .await
+        .map_err(Error)?;
+    let class_ready = class
+        .as_ref()
+        .and_then(|c| c.status.as_ref())
+        .is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status == "True")
+        });
+    let previous = pool.status.clone().unwrap_or_default();
+    let generation = pool.metadata.generation;
+    let now = Timestamp::now();
+    let message = if class_ready {
+        format!("EC2NodeClass {class_name} is Ready")
+    } else {
+        format!("EC2NodeClass {class_name} is missing or not Ready")
+    };
+    let reason = if class_ready {
+        "NodeClassReady"
+    } else {
+        "NodeClassNotReady"
+    };
+    let status = NodePoolStatus {
+        observed_generation: generation,
+        conditions: vec![
+            condition(
+                &previous.conditions,
+                NODE_CLASS_READY,
+                class_ready,
+                reason,
+                message.clone(),
+                generation,
+                now,
+            ),
+            condition(
+                &previous.conditions,
+                READY,
+                class_ready,
+                reason,
+                message,
+                generation,
+                now,
+            ),
+        ],
+        resources: BTreeMap::from([
+            (
+                "cpu".to_owned(),
+                Quantity(super::resources::format_cpu(used.cpu)),
+            ),
+            ("memory".to_owned(), Quantity(format_memory(used.memory))),
+            ("pods".to_owned(), Quantity(used.pods.to_string())),
+        ]),
+        nodes,
+    };
+    if status != previous {
+        let patch =
+            json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "NodePool", "status": status});
+        Api::<NodePool>::all((*client).clone())
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(Error)?;
+    }
+    // The node class can turn Ready without a NodeClaim changing.
+    Ok(Action::requeue(Duration::from_secs(if class_ready {
+        300
+    } else {
+        15
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_sums_launched_capacity_and_counts_every_claim() {
+        let claim = |capacity: serde_json::Value| -> NodeClaim {
+            serde_json::from_value(json!({
+                "apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim", "metadata": {"name": "c"},
+                "spec": {"requirements": [{"key": "k", "operator": "Exists"}],
+                         "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "d"}},
+                "status": {"capacity": capacity}
+            }))
+            .unwrap()
+        };
+        let (used, nodes) = usage(&[
+            claim(json!({"cpu": "4", "memory": "8Gi", "pods": "58"})),
+            claim(json!({"cpu": "2", "memory": "4Gi", "pods": "29"})),
+            claim(json!({})),
+        ]);
+        assert_eq!(
+            used,
+            Resources {
+                cpu: 6000,
+                memory: 12 << 30,
+                pods: 87
+            }
+        );
+        assert_eq!(nodes, 3);
+    }
+}
