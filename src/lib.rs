@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cloud;
 pub mod crdgen;
 pub mod error;
+pub mod events;
 pub mod jobs;
 pub mod metrics;
 pub mod provisioning;

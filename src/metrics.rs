@@ -36,6 +36,11 @@ pub struct QueueLabels {
     pub queue: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub nodepool: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// The last value each trigger read.
@@ -48,6 +53,16 @@ pub struct Metrics {
     pub scaler_active: Family<ObjectLabels, Gauge>,
     /// GetQueueAttributes requests actually sent (shared readings are not counted twice).
     pub sqs_get_queue_attributes: Family<QueueLabels, Counter>,
+    /// NodeClaims the provisioner created.
+    pub nodeclaims_created: Family<PoolLabels, Counter>,
+    /// NodeClaims whose instance launched.
+    pub nodeclaims_launched: Family<PoolLabels, Counter>,
+    /// CreateFleet calls that launched nothing.
+    pub nodeclaims_launch_failures: Family<PoolLabels, Counter>,
+    /// Seconds one scheduling simulation of a batch took.
+    pub scheduling_duration: Histogram,
+    /// Pods marked Unschedulable at the last batch, nominated ones aside.
+    pub pending_pods: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -68,6 +83,11 @@ impl Default for Metrics {
             scaler_errors: Family::default(),
             scaler_active: Family::default(),
             sqs_get_queue_attributes: Family::default(),
+            nodeclaims_created: Family::default(),
+            nodeclaims_launched: Family::default(),
+            nodeclaims_launch_failures: Family::default(),
+            scheduling_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            pending_pods: Gauge::default(),
             registry,
         };
         let mut metrics = metrics;
@@ -96,6 +116,31 @@ impl Default for Metrics {
             "sqs_get_queue_attributes",
             "GetQueueAttributes requests sent",
             metrics.sqs_get_queue_attributes.clone(),
+        );
+        registry.register(
+            "nodeclaims_created",
+            "NodeClaims the provisioner created",
+            metrics.nodeclaims_created.clone(),
+        );
+        registry.register(
+            "nodeclaims_launched",
+            "NodeClaims whose instance launched",
+            metrics.nodeclaims_launched.clone(),
+        );
+        registry.register(
+            "nodeclaims_launch_failures",
+            "CreateFleet calls that launched nothing",
+            metrics.nodeclaims_launch_failures.clone(),
+        );
+        registry.register(
+            "scheduling_duration_seconds",
+            "Time to simulate scheduling one batch of pending pods",
+            metrics.scheduling_duration.clone(),
+        );
+        registry.register(
+            "pending_pods",
+            "Unschedulable pods at the last batch, nominated ones aside",
+            metrics.pending_pods.clone(),
         );
         metrics
     }

@@ -52,6 +52,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let provisioner = Arc::new(Provisioner {
         client: client.clone(),
+        metrics: metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
         aws: Aws::new(&aws),
         watch_namespace: args.watch_namespace.clone(),
@@ -61,6 +62,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     });
     let node_claims = Arc::new(NodeClaims {
         client: client.clone(),
+        metrics: metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
         aws: Aws::new(&aws),
         cluster: args.cluster_name.clone(),

@@ -15,10 +15,10 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -33,6 +33,7 @@ use crate::apis::node_claim::{
 use crate::apis::node_pool::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
 use crate::cloud::aws::{Aws, CloudError, FleetOutcome};
 use crate::cloud::{instance_id, provider_id};
+use crate::metrics::{Metrics, PoolLabels};
 
 pub const FINALIZER: &str = "windlass.dev/termination";
 /// NodeClaims carry the install's cluster name; each install handles only its own.
@@ -43,6 +44,7 @@ const REGISTRATION_TIMEOUT: SignedDuration = SignedDuration::from_secs(900);
 
 pub struct NodeClaims {
     pub client: kube::Client,
+    pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub aws: Aws,
     pub cluster: String,
@@ -264,6 +266,11 @@ async fn launch(
             outcome.errors.join("; ")
         );
         publish(context, claim, "LaunchFailed", &message).await;
+        context
+            .metrics
+            .nodeclaims_launch_failures
+            .get_or_create(&pool_labels(claim))
+            .inc();
         set(
             status,
             claim,
@@ -300,6 +307,11 @@ async fn launch(
     );
     // The providerID is recorded before anything else, so no later pass launches again.
     write_status(context, claim, status).await?;
+    context
+        .metrics
+        .nodeclaims_launched
+        .get_or_create(&pool_labels(claim))
+        .inc();
     let labels = json!({"metadata": {"labels": {
         INSTANCE_TYPE_LABEL: instance.instance_type,
         ZONE_LABEL: instance.zone,
@@ -310,6 +322,16 @@ async fn launch(
         .await
         .map_err(Error::Kube)?;
     Ok(Action::requeue(Duration::from_secs(2)))
+}
+
+fn pool_labels(claim: &NodeClaim) -> PoolLabels {
+    PoolLabels {
+        nodepool: claim
+            .labels()
+            .get(crate::apis::node_pool::NODEPOOL_LABEL)
+            .cloned()
+            .unwrap_or_default(),
+    }
 }
 
 async fn node_for(context: &NodeClaims, provider: &str) -> Result<Option<Node>, Error> {
@@ -477,18 +499,13 @@ async fn write_status(
 }
 
 async fn publish(context: &NodeClaims, claim: &NodeClaim, reason: &str, note: &str) {
-    let event = Event {
-        type_: EventType::Warning,
-        reason: reason.to_owned(),
-        note: Some(crate::scaling::event_note(note.to_owned())),
-        action: "Launch".into(),
-        secondary: None,
-    };
-    if let Err(error) = context
-        .recorder
-        .publish(&event, &claim.object_ref(&()))
-        .await
-    {
-        warn!(%error, "publishing an Event failed");
-    }
+    crate::events::publish(
+        &context.recorder,
+        claim,
+        EventType::Warning,
+        reason,
+        note.to_owned(),
+        "Launch",
+    )
+    .await;
 }

@@ -11,9 +11,9 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -79,11 +79,13 @@ async fn reconcile(object: Arc<EC2NodeClass>, context: Arc<NodeClasses>) -> Resu
             .iter()
             .find(|c| c.type_ == problem.type_);
         if before.is_none_or(|c| c.message != problem.message) {
-            publish_warning(
+            crate::events::publish(
                 &context.recorder,
-                &object,
+                object.as_ref(),
+                EventType::Warning,
                 &problem.reason,
-                &problem.message,
+                problem.message.clone(),
+                "Resolve",
             )
             .await;
         }
@@ -104,19 +106,6 @@ async fn reconcile(object: Arc<EC2NodeClass>, context: Arc<NodeClasses>) -> Resu
     } else {
         60
     })))
-}
-
-async fn publish_warning(recorder: &Recorder, object: &EC2NodeClass, reason: &str, note: &str) {
-    let event = Event {
-        type_: EventType::Warning,
-        reason: reason.to_owned(),
-        note: Some(crate::scaling::event_note(note.to_owned())),
-        action: "Resolve".into(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await {
-        warn!(%error, "publishing an Event failed");
-    }
 }
 
 /// The status the selector terms resolve to now.

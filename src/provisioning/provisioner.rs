@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ObjectMeta, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -33,6 +33,7 @@ use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::node_claim::{NodeClaim, NodeClaimSpec, ResourceRequirements};
 use crate::apis::node_pool::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, NodePool, ZONE_LABEL};
 use crate::cloud::aws::Aws;
+use crate::metrics::{Metrics, PoolLabels};
 
 /// How often the instance catalog is read again from EC2.
 const CATALOG_LIFETIME: Duration = Duration::from_secs(300);
@@ -41,6 +42,7 @@ const RETRY_UNPLACED: Duration = Duration::from_secs(10);
 
 pub struct Provisioner {
     pub client: kube::Client,
+    pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub aws: Aws,
     /// Only pods in this namespace are provisioned for; all when `None`.
@@ -296,6 +298,11 @@ async fn provision(
         bound: &[],
         pods: &shapes,
     });
+    provisioner
+        .metrics
+        .scheduling_duration
+        .observe(started.elapsed().as_secs_f64());
+    provisioner.metrics.pending_pods.set(shapes.len() as i64);
     info!(
         pods = shapes.len(),
         new_claims = plan.new_claims.len(),
@@ -320,6 +327,13 @@ async fn provision(
                 for pod in &claim.pods {
                     nominated.insert(uid(&shaped_pods[*pod]), created.name_any());
                 }
+                provisioner
+                    .metrics
+                    .nodeclaims_created
+                    .get_or_create(&PoolLabels {
+                        nodepool: node_pool.name_any(),
+                    })
+                    .inc();
             }
             Err(error) => {
                 warn!(%error, nodepool = %node_pool.name_any(), "creating a NodeClaim failed")
@@ -479,18 +493,13 @@ async fn publish<K: Resource<DynamicType = ()>>(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_: EventType::Warning,
-        reason: reason.to_owned(),
-        note: Some(crate::scaling::event_note(note)),
-        action: "Provisioning".into(),
-        secondary: None,
-    };
-    if let Err(error) = provisioner
-        .recorder
-        .publish(&event, &object.object_ref(&()))
-        .await
-    {
-        warn!(%error, "publishing an Event failed");
-    }
+    crate::events::publish(
+        &provisioner.recorder,
+        object,
+        EventType::Warning,
+        reason,
+        note,
+        "Provisioning",
+    )
+    .await;
 }

@@ -20,9 +20,8 @@ use jiff::SignedDuration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Resource};
-use tracing::warn;
 
 use crate::apis::conditions::{self, condition};
 
@@ -141,50 +140,5 @@ pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(event_note(note)),
-        action: "Scaling".into(),
-        secondary: None,
-    };
-    if let Err(error) = scaling
-        .recorder
-        .publish(&event, &object.object_ref(&()))
-        .await
-    {
-        warn!(%error, "publishing an Event failed");
-    }
-}
-
-/// The Events API rejects notes over 1024 bytes; long error texts are cut at a character
-/// boundary and marked, so the Event still lands.
-pub(crate) fn event_note(mut note: String) -> String {
-    const LIMIT: usize = 1024;
-    if note.len() <= LIMIT {
-        return note;
-    }
-    let mut end = LIMIT - '…'.len_utf8();
-    while !note.is_char_boundary(end) {
-        end -= 1;
-    }
-    note.truncate(end);
-    note.push('…');
-    note
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_notes_fit_the_events_api() {
-        assert_eq!(event_note("short".into()), "short");
-        let cut = event_note("é".repeat(800));
-        assert!(
-            cut.len() <= 1024 && cut.ends_with('…'),
-            "{} bytes",
-            cut.len()
-        );
-    }
+    crate::events::publish(&scaling.recorder, object, type_, reason, note, "Scaling").await;
 }

@@ -231,6 +231,15 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
         .map(|r| r.instances().len())
         .sum();
     assert_eq!(launched, 1, "one NodeClaim, one instance");
+    let pool_label = format!("{{nodepool=\"{name}\"}}");
+    assert_eq!(
+        windlass.metric(&format!("windlass_nodeclaims_created_total{pool_label}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        windlass.metric(&format!("windlass_nodeclaims_launched_total{pool_label}")),
+        Some(1.0)
+    );
     let node_name = status.node_name.clone().unwrap();
     println!("pods → NodeClaim → {launched_type} ({instance}) → Node {node_name} Ready");
 
