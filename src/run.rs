@@ -18,6 +18,7 @@ use crate::provisioning::node_claims::{self, NodeClaims};
 use crate::provisioning::node_classes::{self, NodeClasses};
 use crate::provisioning::node_pools;
 use crate::provisioning::provisioner::{self, Provisioner};
+use crate::provisioning::unavailable::UnavailableOfferings;
 use crate::scaling::queue_depths::QueueDepths;
 use crate::scaling::scalers::aws_sqs::SqsClients;
 use crate::scaling::{Scaling, scaled_job, scaled_object};
@@ -50,9 +51,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         controller: "windlass".into(),
         instance: std::env::var("HOSTNAME").ok(),
     };
+    let unavailable_offerings = Arc::new(std::sync::Mutex::new(UnavailableOfferings::default()));
     let provisioner = Arc::new(Provisioner {
         client: client.clone(),
         metrics: metrics.clone(),
+        unavailable: unavailable_offerings.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
         aws: Aws::new(&aws),
         watch_namespace: args.watch_namespace.clone(),
@@ -63,6 +66,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let node_claims = Arc::new(NodeClaims {
         client: client.clone(),
         metrics: metrics.clone(),
+        unavailable: unavailable_offerings.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
         aws: Aws::new(&aws),
         cluster: args.cluster_name.clone(),

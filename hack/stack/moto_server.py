@@ -1,14 +1,25 @@
-"""moto server for the local stack.
+"""moto server for the local stack: moto's own server with two changes.
 
-AWS publishes the EKS-optimized and Bottlerocket AMI ids as public SSM parameters under
-/aws/service/, and EC2NodeClass aliases (al2023@latest, ...) resolve through them. moto refuses
-writes anywhere under /aws/service/, so the stack's fixture could not seed them; this server
-lets writes through for exactly those two prefixes and is moto's own server otherwise.
+1. AWS publishes the EKS-optimized and Bottlerocket AMI ids as public SSM parameters under
+   /aws/service/, and EC2NodeClass aliases (al2023@latest, ...) resolve through them. moto
+   refuses writes anywhere under /aws/service/, so the stack's fixture could not seed them; this
+   server lets writes through for exactly those two prefixes.
+2. Fault injection for insufficient capacity, which moto never reports. While the SSM parameter
+   /windlass-test/insufficient-capacity holds `capacity-type:instance-type:zone` entries
+   (comma-separated, `*` matches anything), CreateFleet leaves out the overrides they match and
+   reports each as InsufficientInstanceCapacity, as EC2 does for an instant fleet.
 """
 
+import fnmatch
+import random
+
+from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
+from moto.ec2.responses.fleets import Fleets
 from moto.server import main
 from moto.ssm import models
+
+INSUFFICIENT_CAPACITY = "/windlass-test/insufficient-capacity"
 
 PUBLISHED_BY_AWS = ("/aws/service/eks/", "/aws/service/bottlerocket/")
 _moto_put_parameter = models.SimpleSystemManagerBackend.put_parameter
@@ -35,6 +46,57 @@ def put_parameter(self, name, description, value, parameter_type, *args, **kwarg
 
 
 models.SimpleSystemManagerBackend.put_parameter = put_parameter
+
+_moto_create_fleet = Fleets.create_fleet
+
+
+def exhausted_offerings(account, region):
+    parameter = models.ssm_backends[account][region].get_parameter(INSUFFICIENT_CAPACITY)
+    if parameter is None:
+        return []
+    return [entry.strip().split(":") for entry in parameter.value.split(",") if entry.count(":") == 2]
+
+
+def create_fleet(self):
+    exhausted = exhausted_offerings(self.current_account, self.region)
+    if not exhausted:
+        return _moto_create_fleet(self)
+    capacity = self._get_param("TargetCapacitySpecification", {})
+    capacity_type = capacity.get("DefaultTargetCapacityType", "on-demand")
+    configs = self._get_param("LaunchTemplateConfigs", [])
+    kept_configs, errors = [], []
+    for config in configs:
+        kept = []
+        for override in config.get("Overrides") or []:
+            zone = self.ec2_backend.get_subnet(override["SubnetId"]).availability_zone
+            offering = (capacity_type, override.get("InstanceType", ""), zone)
+            if any(all(fnmatch.fnmatch(value, pattern) for value, pattern in zip(offering, entry)) for entry in exhausted):
+                errors.append({
+                    "LaunchTemplateAndOverrides": {
+                        "LaunchTemplateSpecification": config["LaunchTemplateSpecification"],
+                        "Overrides": override,
+                    },
+                    "Lifecycle": capacity_type,
+                    "ErrorCode": "InsufficientInstanceCapacity",
+                    "ErrorMessage": f"There is no {capacity_type} capacity for {offering[1]} in {zone}",
+                })
+            else:
+                kept.append(override)
+        if kept:
+            kept_configs.append({**config, "Overrides": kept})
+    if not kept_configs:
+        fleet_id = "fleet-" + "".join(random.choice("0123456789abcdef") for _ in range(17))
+        return ActionResult({"FleetId": fleet_id, "Errors": errors, "Instances": []})
+    get_param = self._get_param
+    self._get_param = lambda name, if_none=None: kept_configs if name == "LaunchTemplateConfigs" else get_param(name, if_none)
+    try:
+        result = _moto_create_fleet(self)
+    finally:
+        self._get_param = get_param
+    return ActionResult({**result.result, "Errors": errors})
+
+
+Fleets.create_fleet = create_fleet
 
 if __name__ == "__main__":
     main()

@@ -29,11 +29,19 @@ pub struct LaunchedInstance {
     pub image_id: Option<String>,
 }
 
+/// One of EC2's per-override CreateFleet errors.
+#[derive(Clone, Debug)]
+pub struct FleetError {
+    pub code: String,
+    pub message: String,
+    pub instance_type: Option<String>,
+    pub subnet: Option<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct FleetOutcome {
     pub instance: Option<LaunchedInstance>,
-    /// EC2's per-override errors, as `code: message`.
-    pub errors: Vec<String>,
+    pub errors: Vec<FleetError>,
 }
 
 fn launched_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<LaunchedInstance> {
@@ -418,11 +426,17 @@ impl Aws {
             .errors()
             .iter()
             .map(|e| {
-                format!(
-                    "{}: {}",
-                    e.error_code().unwrap_or("error"),
-                    e.error_message().unwrap_or_default()
-                )
+                let overrides = e
+                    .launch_template_and_overrides()
+                    .and_then(|l| l.overrides());
+                FleetError {
+                    code: e.error_code().unwrap_or("error").to_owned(),
+                    message: e.error_message().unwrap_or_default().to_owned(),
+                    instance_type: overrides
+                        .and_then(|o| o.instance_type())
+                        .map(|t| t.as_str().to_owned()),
+                    subnet: overrides.and_then(|o| o.subnet_id()).map(str::to_owned),
+                }
             })
             .collect();
         let Some(instance_id) = instance_id else {

@@ -42,6 +42,8 @@ pub struct LaunchInput<'a> {
     pub class_tags: &'a BTreeMap<String, String>,
     /// Architecture of each candidate type, from DescribeInstanceTypes.
     pub architectures: &'a BTreeMap<String, &'static str>,
+    /// Whether (capacity type, instance type, zone) recently ran out of capacity.
+    pub unavailable: &'a dyn Fn(&str, &str, &str) -> bool,
 }
 
 /// The launch template of a node class for one architecture.
@@ -70,6 +72,34 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, String> {
     if subnets.is_empty() {
         return Err("no subnet of the EC2NodeClass is in an allowed zone".into());
     }
+    // Spot when allowed and some spot offering is available; otherwise on-demand.
+    let mut capacity_types = Vec::new();
+    if requirements.allows(CAPACITY_TYPE_LABEL, SPOT) {
+        capacity_types.push(SPOT);
+    }
+    if requirements.allows(CAPACITY_TYPE_LABEL, ON_DEMAND) {
+        capacity_types.push(ON_DEMAND);
+    }
+    for capacity_type in capacity_types {
+        let configs = configs_for(input, &types, &subnets, capacity_type);
+        if !configs.is_empty() {
+            return Ok(request(input, capacity_type, configs));
+        }
+    }
+    Err(
+        "no candidate offering is available: every one lacks an AMI for its architecture or \
+         recently ran out of capacity"
+            .into(),
+    )
+}
+
+/// One template config per architecture: each available (type, one subnet per zone) pair.
+fn configs_for(
+    input: &LaunchInput,
+    types: &[&String],
+    subnets: &BTreeMap<&str, &str>,
+    capacity_type: &str,
+) -> Vec<TemplateConfig> {
     let mut configs: BTreeMap<&str, TemplateConfig> = BTreeMap::new();
     for name in types {
         let Some(arch) = input.architectures.get(name.as_str()) else {
@@ -82,23 +112,29 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, String> {
         }) else {
             continue;
         };
-        let config = configs.entry(arch).or_insert_with(|| TemplateConfig {
-            template_name: template_name(input.cluster, input.node_class, arch),
-            image_id: image.id.clone(),
-            overrides: Vec::new(),
-        });
-        for subnet in subnets.values() {
-            config.overrides.push((name.clone(), (*subnet).to_owned()));
+        for (zone, subnet) in subnets {
+            if (input.unavailable)(capacity_type, name, zone) {
+                continue;
+            }
+            configs
+                .entry(arch)
+                .or_insert_with(|| TemplateConfig {
+                    template_name: template_name(input.cluster, input.node_class, arch),
+                    image_id: image.id.clone(),
+                    overrides: Vec::new(),
+                })
+                .overrides
+                .push(((*name).clone(), (*subnet).to_owned()));
         }
     }
-    if configs.is_empty() {
-        return Err("no candidate instance type has an AMI for its architecture".into());
-    }
-    let capacity_type = if requirements.allows(CAPACITY_TYPE_LABEL, SPOT) {
-        SPOT
-    } else {
-        ON_DEMAND
-    };
+    configs.into_values().collect()
+}
+
+fn request(
+    input: &LaunchInput,
+    capacity_type: &'static str,
+    configs: Vec<TemplateConfig>,
+) -> FleetRequest {
     let mut tags = input.class_tags.clone();
     tags.insert("Name".into(), input.claim_name.to_owned());
     tags.insert(CLUSTER_TAG.into(), input.cluster.to_owned());
@@ -110,10 +146,10 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, String> {
     if let Some(pool) = input.labels.get(NODEPOOL_LABEL) {
         tags.insert(NODEPOOL_TAG.into(), pool.clone());
     }
-    Ok(FleetRequest {
+    FleetRequest {
         client_token: input.claim_uid.to_owned(),
         capacity_type,
-        configs: configs.into_values().collect(),
+        configs,
         security_groups: input
             .status
             .security_groups
@@ -121,7 +157,7 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, String> {
             .map(|g| g.id.clone())
             .collect(),
         tags,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +214,7 @@ mod tests {
             status: &status(),
             class_tags: &BTreeMap::new(),
             architectures: &architectures,
+            unavailable: &|_, _, _| false,
         })
         .unwrap();
         assert_eq!(request.client_token, "uid-1");
@@ -214,6 +251,7 @@ mod tests {
             status: &status(),
             class_tags: &BTreeMap::new(),
             architectures: &architectures,
+            unavailable: &|_, _, _| false,
         };
         let request = fleet_request(&input).unwrap();
         assert_eq!(request.capacity_type, SPOT);

@@ -16,6 +16,7 @@ pub mod provisioner;
 pub mod requirements;
 pub mod resources;
 pub mod scheduling;
+pub mod unavailable;
 
 use k8s_openapi::api::core::v1::PodSpec;
 

@@ -6,7 +6,7 @@
 //! before the finalizer lets it go.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use super::launch::{LaunchInput, fleet_request};
 use super::requirements::Requirements;
+use super::unavailable::{UnavailableOfferings, is_insufficient_capacity};
 use crate::apis::conditions::{READY, condition};
 use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::node_claim::{
@@ -45,6 +46,8 @@ const REGISTRATION_TIMEOUT: SignedDuration = SignedDuration::from_secs(900);
 pub struct NodeClaims {
     pub client: kube::Client,
     pub metrics: Arc<Metrics>,
+    /// Offerings that recently ran out of capacity, shared with the provisioner.
+    pub unavailable: Arc<Mutex<UnavailableOfferings>>,
     pub recorder: Recorder,
     pub aws: Aws,
     pub cluster: String,
@@ -211,6 +214,18 @@ async fn launch(
         status: &class_status,
         class_tags: &class.spec.tags,
         architectures: &architectures,
+        unavailable: &|capacity_type, instance_type, zone| {
+            context
+                .unavailable
+                .lock()
+                .expect("the offerings lock is never poisoned")
+                .is_unavailable(
+                    capacity_type,
+                    instance_type,
+                    zone,
+                    std::time::Instant::now(),
+                )
+        },
     }) {
         Ok(request) => request,
         Err(reason) => {
@@ -261,9 +276,45 @@ async fn launch(
         None => context.aws.create_fleet(&request).await?,
     };
     let Some(instance) = outcome.instance else {
+        let zone_of = |subnet: &str| {
+            class_status
+                .subnets
+                .iter()
+                .find(|s| s.id == subnet)
+                .map(|s| s.zone.clone())
+        };
+        {
+            let mut unavailable = context
+                .unavailable
+                .lock()
+                .expect("the offerings lock is never poisoned");
+            for error in outcome
+                .errors
+                .iter()
+                .filter(|e| is_insufficient_capacity(&e.code))
+            {
+                if let (Some(instance_type), Some(zone)) = (
+                    &error.instance_type,
+                    error.subnet.as_deref().and_then(zone_of),
+                ) {
+                    unavailable.mark(
+                        request.capacity_type,
+                        instance_type,
+                        &zone,
+                        std::time::Instant::now(),
+                    );
+                }
+            }
+        }
+        let codes: Vec<String> = outcome
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.code, e.message))
+            .collect();
         let message = format!(
-            "CreateFleet launched nothing: {}",
-            outcome.errors.join("; ")
+            "CreateFleet launched nothing ({}): {}",
+            request.capacity_type,
+            codes.join("; ")
         );
         publish(context, claim, "LaunchFailed", &message).await;
         context

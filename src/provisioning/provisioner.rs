@@ -28,6 +28,7 @@ use super::pod::PodShape;
 use super::requirements::Requirement;
 use super::resources::Resources;
 use super::scheduling::{ExistingNode, LAUNCH_CANDIDATES, NewClaim, Problem, solve};
+use super::unavailable::UnavailableOfferings;
 use super::{catalog, pool_input, template_pods};
 use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::node_claim::{NodeClaim, NodeClaimSpec, ResourceRequirements};
@@ -43,6 +44,8 @@ const RETRY_UNPLACED: Duration = Duration::from_secs(10);
 pub struct Provisioner {
     pub client: kube::Client,
     pub metrics: Arc<Metrics>,
+    /// Offerings that recently ran out of capacity; planned claims leave them out.
+    pub unavailable: Arc<std::sync::Mutex<UnavailableOfferings>>,
     pub recorder: Recorder,
     pub aws: Aws,
     /// Only pods in this namespace are provisioned for; all when `None`.
@@ -175,8 +178,35 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
                 }
             },
         };
+        let types = with_availability(&types, &provisioner.unavailable);
         provision(&provisioner, &stores, &types, &pending, &mut nominated).await;
     }
+}
+
+/// The catalog with the offerings that recently ran out of capacity marked unavailable.
+fn with_availability(
+    catalog: &[InstanceType],
+    unavailable: &std::sync::Mutex<UnavailableOfferings>,
+) -> Vec<InstanceType> {
+    let unavailable = unavailable
+        .lock()
+        .expect("the offerings lock is never poisoned");
+    let now = Instant::now();
+    catalog
+        .iter()
+        .map(|it| {
+            let mut it = it.clone();
+            for offering in &mut it.offerings {
+                offering.available = !unavailable.is_unavailable(
+                    &offering.capacity_type,
+                    &it.name,
+                    &offering.zone,
+                    now,
+                );
+            }
+            it
+        })
+        .collect()
 }
 
 fn uid(pod: &Pod) -> String {

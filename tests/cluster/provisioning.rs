@@ -22,13 +22,14 @@ use crate::support::{
     TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, unique, wait_until,
 };
 
-#[tokio::test]
-async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits() {
-    let env = TestEnv::connect().await;
-    install_crds(&env.client).await;
-    let namespace = TestNamespace::create(&env.client, "provisioning").await;
-    let ns = namespace.name.as_str();
-    let name = unique("limited");
+/// An EC2NodeClass on the stack's subnets and security group, and a NodePool on it whose taint
+/// keeps other tests' pods away.
+async fn node_class_and_pool(
+    env: &TestEnv,
+    name: &str,
+    requirements: serde_json::Value,
+    limits: serde_json::Value,
+) -> (Api<EC2NodeClass>, Api<NodePool>) {
     let cluster =
         std::env::var("WINDLASS_CLUSTER_NAME").unwrap_or_else(|_| "windlass-local".into());
     let discovery = json!({"windlass.dev/discovery": cluster});
@@ -45,7 +46,6 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
         )
         .await
         .unwrap();
-    // The taint keeps other tests' pods off this pool.
     let pools: Api<NodePool> = Api::all(env.client.clone());
     pools
         .create(
@@ -55,30 +55,53 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
                 "spec": {
                     "template": {"spec": {
                         "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": name},
-                        "requirements": [{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}],
+                        "requirements": requirements,
                         "taints": [{"key": "windlass.dev/test", "value": name, "effect": "NoSchedule"}]
                     }},
-                    "limits": {"cpu": "4", "memory": "8Gi"}
+                    "limits": limits
                 }
             }))
             .unwrap(),
         )
         .await
         .unwrap();
-    let windlass = start_windlass(ns);
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    for index in 0..3 {
+    (classes, pools)
+}
+
+/// `count` pods of 1 vCPU / 3 GiB that only the test's NodePool can take.
+async fn pending_pods(env: &TestEnv, namespace: &str, pool: &str, count: usize) -> Api<Pod> {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), namespace);
+    for index in 0..count {
         let pod: Pod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("worker-{index}")},
             "spec": {
-                "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": name, "effect": "NoSchedule"}],
-                "nodeSelector": {"windlass.dev/nodepool": name},
+                "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": pool, "effect": "NoSchedule"}],
+                "nodeSelector": {"windlass.dev/nodepool": pool},
                 "containers": [{"name": "worker", "image": "worker", "resources": {"requests": {"cpu": "1", "memory": "3Gi"}}}]
             }
         }))
         .unwrap();
         pods.create(&PostParams::default(), &pod).await.unwrap();
     }
+    pods
+}
+
+#[tokio::test]
+async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "provisioning").await;
+    let ns = namespace.name.as_str();
+    let name = unique("limited");
+    let (classes, pools) = node_class_and_pool(
+        &env,
+        &name,
+        json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
+        json!({"cpu": "4", "memory": "8Gi"}),
+    )
+    .await;
+    let windlass = start_windlass(ns);
+    let pods = pending_pods(&env, ns, &name, 3).await;
 
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
     let selector = format!("windlass.dev/nodepool={name}");
@@ -353,6 +376,129 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
         .await
         .unwrap();
     assert!(left.items.is_empty(), "a NodeClaim is left");
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+    classes
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    namespace.delete().await;
+}
+
+/// The moto server's fault injection (hack/stack/moto_server.py): CreateFleet reports these
+/// offerings as out of capacity.
+const INSUFFICIENT_CAPACITY: &str = "/windlass-test/insufficient-capacity";
+
+#[tokio::test]
+async fn spot_out_of_capacity_falls_back_to_on_demand() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "capacity").await;
+    let ns = namespace.name.as_str();
+    let name = unique("spot");
+    let ssm = aws_sdk_ssm::Client::new(&env.aws);
+    ssm.put_parameter()
+        .name(INSUFFICIENT_CAPACITY)
+        .value("spot:*:*")
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    let (classes, pools) = node_class_and_pool(&env, &name, json!([]), json!({})).await;
+    let windlass = start_windlass(ns);
+    let pods = pending_pods(&env, ns, &name, 1).await;
+
+    let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    let selector = format!("windlass.dev/nodepool={name}");
+    let launched = wait_until(
+        "the NodeClaim to launch on-demand",
+        Duration::from_secs(60),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|c| c.labels().contains_key("windlass.dev/capacity-type"))
+        },
+    )
+    .await;
+    ssm.delete_parameter()
+        .name(INSUFFICIENT_CAPACITY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        launched
+            .labels()
+            .get("windlass.dev/capacity-type")
+            .map(String::as_str),
+        Some("on-demand"),
+        "spot was out of capacity everywhere"
+    );
+    let events: Api<Event> = Api::all(env.client.clone());
+    let claim_name = launched.name_any();
+    let failure = wait_until(
+        "a LaunchFailed Event for the spot attempt",
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find_map(|e| {
+                (e.regarding.as_ref()?.name.as_deref() == Some(claim_name.as_str())
+                    && e.reason.as_deref() == Some("LaunchFailed"))
+                .then(|| e.note.unwrap_or_default())
+            })
+        },
+    )
+    .await;
+    assert!(
+        failure.contains("(spot)") && failure.contains("InsufficientInstanceCapacity"),
+        "{failure}"
+    );
+    let pool_label = format!("{{nodepool=\"{name}\"}}");
+    assert!(
+        windlass.metric(&format!(
+            "windlass_nodeclaims_launch_failures_total{pool_label}"
+        )) >= Some(1.0)
+    );
+    assert_eq!(
+        windlass.metric(&format!("windlass_nodeclaims_launched_total{pool_label}")),
+        Some(1.0)
+    );
+
+    pods.delete_collection(
+        &DeleteParams::default().grace_period(0),
+        &ListParams::default(),
+    )
+    .await
+    .unwrap();
+    wait_until("the pods to be gone", Duration::from_secs(30), || async {
+        pods.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    claims
+        .delete(&claim_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until(
+        "the NodeClaim to be gone",
+        Duration::from_secs(60),
+        || async {
+            claims
+                .get_opt(&claim_name)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
     pools.delete(&name, &DeleteParams::default()).await.unwrap();
     classes
         .delete(&name, &DeleteParams::default())
