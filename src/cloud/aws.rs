@@ -232,8 +232,9 @@ impl Aws {
     }
 
     /// The region's instance types with an on-demand price in `prices`, each offered on-demand
-    /// and spot (at the on-demand price, its ceiling) in every zone that offers it. Types
-    /// without a price are left out: the launch orders candidates by price.
+    /// and spot in every zone that offers it. Spot is priced from the current spot price
+    /// history, or at the on-demand price (its ceiling) where there is none. Types without an
+    /// on-demand price are left out: planning orders candidates by price.
     pub async fn instance_catalog(
         &self,
         prices: &HashMap<String, f64>,
@@ -256,6 +257,7 @@ impl Aws {
                 }
             }
         }
+        let spot_prices = self.spot_prices().await?;
         let mut catalog = Vec::new();
         let mut types = self.ec2.describe_instance_types().into_paginator().send();
         while let Some(page) = types.next().await {
@@ -272,10 +274,14 @@ impl Aws {
                 let offerings = zones
                     .iter()
                     .flat_map(|zone| {
-                        [ON_DEMAND, SPOT].map(|capacity_type| Offering {
+                        let spot = spot_prices
+                            .get(&(name.clone(), zone.clone()))
+                            .copied()
+                            .unwrap_or(*price);
+                        [(ON_DEMAND, *price), (SPOT, spot)].map(|(capacity_type, price)| Offering {
                             zone: zone.clone(),
                             capacity_type: capacity_type.to_owned(),
-                            price: *price,
+                            price,
                             available: true,
                         })
                     })
@@ -287,6 +293,34 @@ impl Aws {
         }
         catalog.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(catalog)
+    }
+
+    /// The current Linux spot price of each (instance type, zone).
+    async fn spot_prices(&self) -> Result<HashMap<(String, String), f64>, CloudError> {
+        let mut prices = HashMap::new();
+        let mut pages = self
+            .ec2
+            .describe_spot_price_history()
+            .product_descriptions("Linux/UNIX")
+            .start_time(aws_smithy_types::DateTime::from(
+                std::time::SystemTime::now(),
+            ))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(failed("DescribeSpotPriceHistory"))?;
+            for entry in page.spot_price_history() {
+                let (Some(name), Some(zone), Some(price)) = (
+                    entry.instance_type(),
+                    entry.availability_zone(),
+                    entry.spot_price().and_then(|p| p.parse::<f64>().ok()),
+                ) else {
+                    continue;
+                };
+                prices.insert((name.as_str().to_owned(), zone.to_owned()), price);
+            }
+        }
+        Ok(prices)
     }
 
     /// Shape and architecture of the named instance types.

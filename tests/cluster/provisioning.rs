@@ -506,3 +506,142 @@ async fn spot_out_of_capacity_falls_back_to_on_demand() {
         .unwrap();
     namespace.delete().await;
 }
+
+#[tokio::test]
+async fn node_selectors_node_affinity_and_zone_spread_shape_the_node_claims() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "constraints").await;
+    let ns = namespace.name.as_str();
+    let name = unique("spread");
+    let (classes, pools) = node_class_and_pool(
+        &env,
+        &name,
+        json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
+        json!({}),
+    )
+    .await;
+    let windlass = start_windlass(ns);
+    let region = env.aws.region().unwrap().to_string();
+    let allowed = [format!("{region}b"), format!("{region}c")];
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    for index in 0..2 {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("web-{index}"), "labels": {"app": "web"}},
+            "spec": {
+                "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": name, "effect": "NoSchedule"}],
+                "nodeSelector": {"windlass.dev/nodepool": name, "kubernetes.io/arch": "arm64"},
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": allowed}]}
+                ]}}},
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}],
+                "containers": [{"name": "web", "image": "web", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]
+            }
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+
+    let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    let selector = format!("windlass.dev/nodepool={name}");
+    let launched = wait_until(
+        "two NodeClaims launched",
+        Duration::from_secs(60),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            let launched: Vec<NodeClaim> = list
+                .items
+                .into_iter()
+                .filter(|c| c.status.as_ref().is_some_and(|s| s.provider_id.is_some()))
+                .collect();
+            (launched.len() == 2).then_some(launched)
+        },
+    )
+    .await;
+    let mut zones: Vec<String> = Vec::new();
+    for claim in &launched {
+        let status = claim.status.as_ref().unwrap();
+        let instance = instance_id(status.provider_id.as_deref().unwrap())
+            .unwrap()
+            .to_owned();
+        let described = env
+            .ec2()
+            .describe_instances()
+            .instance_ids(&instance)
+            .send()
+            .await
+            .unwrap();
+        let ec2_instance = &described.reservations()[0].instances()[0];
+        let zone = ec2_instance
+            .placement()
+            .unwrap()
+            .availability_zone()
+            .unwrap()
+            .to_owned();
+        let instance_type = ec2_instance.instance_type().unwrap().as_str().to_owned();
+        let catalog = windlass::provisioning::catalog::bundled();
+        let arch = &catalog
+            .iter()
+            .find(|it| it.name == instance_type)
+            .unwrap()
+            .arch;
+        assert_eq!(arch, "arm64", "{instance_type} ignores the nodeSelector");
+        assert!(
+            allowed.contains(&zone),
+            "{zone} is outside the node affinity"
+        );
+        zones.push(zone);
+    }
+    zones.sort();
+    assert_eq!(
+        zones, allowed,
+        "the zone spread puts one pod in each allowed zone"
+    );
+    println!("zone spread + arm64 + affinity → {zones:?}");
+
+    pods.delete_collection(
+        &DeleteParams::default().grace_period(0),
+        &ListParams::default(),
+    )
+    .await
+    .unwrap();
+    wait_until("the pods to be gone", Duration::from_secs(30), || async {
+        pods.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    for claim in &launched {
+        claims
+            .delete(&claim.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    wait_until(
+        "the NodeClaims to be gone",
+        Duration::from_secs(60),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items.is_empty().then_some(())
+        },
+    )
+    .await;
+    drop(windlass);
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+    classes
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    namespace.delete().await;
+}
