@@ -31,7 +31,10 @@ use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::node_claim::{
     CONDITION_INITIALIZED, CONDITION_LAUNCHED, CONDITION_REGISTERED, NodeClaim, NodeClaimStatus,
 };
-use crate::apis::node_pool::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
+use crate::apis::node_pool::{
+    CAPACITY_TYPE_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL, INSTANCE_MEMORY_LABEL,
+    INSTANCE_TYPE_LABEL, ZONE_LABEL,
+};
 use crate::cloud::aws::{Aws, CloudError, FleetOutcome};
 use crate::cloud::{instance_id, provider_id};
 use crate::metrics::{Metrics, PoolLabels};
@@ -39,6 +42,8 @@ use crate::metrics::{Metrics, PoolLabels};
 pub const FINALIZER: &str = "windlass.dev/termination";
 /// NodeClaims carry the install's cluster name; each install handles only its own.
 pub const CLUSTER_LABEL: &str = "windlass.dev/cluster";
+/// Set on a Node once Windlass has synced its NodeClaim's labels and taints onto it.
+pub const REGISTERED_LABEL: &str = "windlass.dev/registered";
 const FIELD_MANAGER: &str = "windlass";
 const LAUNCH_TIMEOUT: SignedDuration = SignedDuration::from_secs(300);
 const REGISTRATION_TIMEOUT: SignedDuration = SignedDuration::from_secs(900);
@@ -363,11 +368,27 @@ async fn launch(
         .nodeclaims_launched
         .get_or_create(&pool_labels(claim))
         .inc();
-    let labels = json!({"metadata": {"labels": {
-        INSTANCE_TYPE_LABEL: instance.instance_type,
-        ZONE_LABEL: instance.zone,
-        CAPACITY_TYPE_LABEL: request.capacity_type,
-    }}});
+    let mut labels = BTreeMap::from([
+        (
+            INSTANCE_TYPE_LABEL.to_owned(),
+            instance.instance_type.clone(),
+        ),
+        (ZONE_LABEL.to_owned(), instance.zone.clone()),
+        (
+            CAPACITY_TYPE_LABEL.to_owned(),
+            request.capacity_type.to_owned(),
+        ),
+    ]);
+    if let Some((shape, _)) = shapes.get(&instance.instance_type) {
+        let family = instance.instance_type.split('.').next().unwrap_or_default();
+        labels.insert(INSTANCE_FAMILY_LABEL.to_owned(), family.to_owned());
+        labels.insert(INSTANCE_CPU_LABEL.to_owned(), shape.vcpus.to_string());
+        labels.insert(
+            INSTANCE_MEMORY_LABEL.to_owned(),
+            shape.memory_mib.to_string(),
+        );
+    }
+    let labels = json!({"metadata": {"labels": labels}});
     Api::<NodeClaim>::all(context.client.clone())
         .patch(&name, &PatchParams::default(), &Patch::Merge(&labels))
         .await
@@ -416,6 +437,7 @@ async fn register(
         );
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
+    sync_node(context, claim, &node).await?;
     status.node_name = node.metadata.name.clone();
     set(
         status,
@@ -427,6 +449,41 @@ async fn register(
         now,
     );
     Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// Gives the Node its NodeClaim's labels and taints (startup taints included), whatever the
+/// kubelet registered with, and marks it registered.
+async fn sync_node(context: &NodeClaims, claim: &NodeClaim, node: &Node) -> Result<(), Error> {
+    let mut labels: BTreeMap<String, String> = claim
+        .labels()
+        .iter()
+        .filter(|(key, _)| key.as_str() != CLUSTER_LABEL)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(REGISTERED_LABEL.to_owned(), "true".to_owned());
+    let mut taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    for wanted in claim.spec.taints.iter().chain(&claim.spec.startup_taints) {
+        if !taints
+            .iter()
+            .any(|t| t.key == wanted.key && t.effect == wanted.effect)
+        {
+            taints.push(wanted.clone());
+        }
+    }
+    let patch = json!({"metadata": {"labels": labels}, "spec": {"taints": taints}});
+    Api::<Node>::all(context.client.clone())
+        .patch(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(drop)
+        .map_err(Error::Kube)
 }
 
 async fn initialize(

@@ -27,7 +27,7 @@ use super::node_claims::CLUSTER_LABEL;
 use super::pod::PodShape;
 use super::requirements::Requirement;
 use super::resources::Resources;
-use super::scheduling::{ExistingNode, LAUNCH_CANDIDATES, NewClaim, Problem, solve};
+use super::scheduling::{BoundPod, ExistingNode, LAUNCH_CANDIDATES, NewClaim, Problem, solve};
 use super::unavailable::UnavailableOfferings;
 use super::{catalog, pool_input, template_pods};
 use crate::apis::ec2_node_class::EC2NodeClass;
@@ -320,12 +320,34 @@ async fn provision(
         .iter()
         .map(|c| in_flight_node(c, catalog))
         .collect();
+    // Pods already nominated to an in-flight NodeClaim count for topology there, so a spread
+    // or anti-affinity sees them before they are bound.
+    let slot_of: HashMap<String, usize> = in_flight
+        .iter()
+        .enumerate()
+        .map(|(index, claim)| (claim.name_any(), index))
+        .collect();
+    let bound: Vec<BoundPod> = stores
+        .pods
+        .state()
+        .iter()
+        .filter_map(|pod| {
+            let node = *slot_of.get(nominated.get(&uid(pod))?)?;
+            let shape = PodShape::from_pod(pod).ok()?;
+            Some(BoundPod {
+                node,
+                namespace: shape.namespace,
+                labels: shape.labels,
+                terms: shape.terms,
+            })
+        })
+        .collect();
     let started = Instant::now();
     let plan = solve(&Problem {
         catalog,
         pools: &pools,
         existing: &existing,
-        bound: &[],
+        bound: &bound,
         pods: &shapes,
     });
     provisioner

@@ -1221,6 +1221,51 @@ mod tests {
     }
 
     #[test]
+    fn pods_already_on_in_flight_capacity_count_for_topology() {
+        let catalog = small_catalog();
+        let node = ExistingNode {
+            name: "in-flight".into(),
+            labels: BTreeMap::from([(ZONE_LABEL.to_owned(), "test-zone-1".to_owned())]),
+            allocatable: Resources {
+                cpu: 3920,
+                memory: 14 * GIB,
+                pods: 58,
+            },
+            ..ExistingNode::default()
+        };
+        let web = with_term(
+            pod("web-1", 100, GIB),
+            TermKind::Spread(1),
+            TopologyKey::Zone,
+            "web",
+        );
+        let bound = [BoundPod {
+            node: 0,
+            namespace: "default".into(),
+            labels: web.labels.clone(),
+            terms: web.terms.clone(),
+        }];
+        let pools = [pool("default", &catalog)];
+        let plan = solve(&Problem {
+            catalog: &catalog,
+            pools: &pools,
+            existing: &[node],
+            bound: &bound,
+            pods: std::slice::from_ref(&web),
+        });
+        assert!(
+            plan.on_existing.is_empty(),
+            "the spread already has a pod in test-zone-1"
+        );
+        assert_eq!(plan.new_claims.len(), 1);
+        assert!(
+            !plan.new_claims[0]
+                .requirements
+                .allows(ZONE_LABEL, "test-zone-1")
+        );
+    }
+
+    #[test]
     fn the_benchmark_workload_places_every_pod() {
         let catalog = fake::catalog(400);
         let pods = fake::benchmark_pods(1000, 42);

@@ -264,6 +264,33 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
         Some(1.0)
     );
     let node_name = status.node_name.clone().unwrap();
+    let node = Api::<Node>::all(env.client.clone())
+        .get(&node_name)
+        .await
+        .unwrap();
+    let node_labels = node.labels();
+    assert_eq!(
+        node_labels
+            .get("windlass.dev/registered")
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        node_labels
+            .get("windlass.dev/instance-family")
+            .map(String::as_str),
+        launched_type.split('.').next()
+    );
+    assert_eq!(node_labels.get("windlass.dev/nodepool"), Some(&name));
+    let node_taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    assert!(
+        node_taints.iter().any(|t| t.key == "windlass.dev/test"),
+        "{node_taints:?}"
+    );
     println!("pods → NodeClaim → {launched_type} ({instance}) → Node {node_name} Ready");
 
     let pool_status = wait_until(
@@ -525,6 +552,8 @@ async fn node_selectors_node_affinity_and_zone_spread_shape_the_node_claims() {
     let region = env.aws.region().unwrap().to_string();
     let allowed = [format!("{region}b"), format!("{region}c")];
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    let selector = format!("windlass.dev/nodepool={name}");
     for index in 0..2 {
         let pod: Pod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -542,10 +571,22 @@ async fn node_selectors_node_affinity_and_zone_spread_shape_the_node_claims() {
         }))
         .unwrap();
         pods.create(&PostParams::default(), &pod).await.unwrap();
+        // The second pod comes in a later batch, while the first one's NodeClaim is in
+        // flight: the nominated first pod must count for the spread.
+        wait_until(
+            "a NodeClaim for the first pod",
+            Duration::from_secs(30),
+            || async {
+                let list = claims
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .ok()?;
+                (!list.items.is_empty()).then_some(())
+            },
+        )
+        .await;
     }
 
-    let claims: Api<NodeClaim> = Api::all(env.client.clone());
-    let selector = format!("windlass.dev/nodepool={name}");
     let launched = wait_until(
         "two NodeClaims launched",
         Duration::from_secs(60),
