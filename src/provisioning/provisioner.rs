@@ -38,6 +38,8 @@ use crate::metrics::{Metrics, PoolLabels};
 
 /// How often the instance catalog is read again from EC2.
 const CATALOG_LIFETIME: Duration = Duration::from_secs(300);
+/// How long a NodeClaim this process created is remembered while the watch has not yet shown it.
+const STORE_LAG: Duration = Duration::from_secs(30);
 /// Pods that fit nowhere are planned again this often while nothing else changes.
 const RETRY_UNPLACED: Duration = Duration::from_secs(10);
 
@@ -55,6 +57,9 @@ pub struct Provisioner {
     pub batch_idle: Duration,
     pub batch_max: Duration,
 }
+
+/// NodeClaims this process created, by name, with when; until the store shows them.
+type Created = HashMap<String, (Instant, Arc<NodeClaim>)>;
 
 /// The watched objects the provisioner reads.
 struct Stores {
@@ -124,6 +129,7 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
         Instant::now(),
     );
     let mut nominated: HashMap<String, String> = HashMap::new();
+    let mut created: Created = HashMap::new();
     let mut catalog: Option<(Instant, Arc<Vec<InstanceType>>)> = None;
     let mut last_plan: Option<(BTreeSet<String>, Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -138,7 +144,9 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
             .iter()
             .map(|c| c.name_any())
             .collect();
-        nominated.retain(|_, claim| claims.contains(claim));
+        // The store lags our own creates: a NodeClaim created moments ago still counts.
+        created.retain(|name, (at, _)| !claims.contains(name) && at.elapsed() < STORE_LAG);
+        nominated.retain(|_, claim| claims.contains(claim) || created.contains_key(claim));
         let pending: Vec<Arc<Pod>> = stores
             .pods
             .state()
@@ -179,7 +187,15 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
             },
         };
         let types = with_availability(&types, &provisioner.unavailable);
-        provision(&provisioner, &stores, &types, &pending, &mut nominated).await;
+        provision(
+            &provisioner,
+            &stores,
+            &types,
+            &pending,
+            &mut nominated,
+            &mut created,
+        )
+        .await;
     }
 }
 
@@ -236,6 +252,7 @@ async fn provision(
     catalog: &[InstanceType],
     pending: &[Arc<Pod>],
     nominated: &mut HashMap<String, String>,
+    created: &mut Created,
 ) {
     let mut shapes = Vec::new();
     let mut shaped_pods = Vec::new();
@@ -260,7 +277,8 @@ async fn provision(
                 .pop()
         })
         .collect();
-    let claims = stores.node_claims.state();
+    let mut claims = stores.node_claims.state();
+    claims.extend(created.values().map(|(_, claim)| claim.clone()));
     let node_pools: Vec<Arc<NodePool>> = stores
         .node_pools
         .state()
@@ -374,11 +392,12 @@ async fn provision(
             .labels_mut()
             .insert(CLUSTER_LABEL.to_owned(), provisioner.cluster.clone());
         match api.create(&PostParams::default(), &object).await {
-            Ok(created) => {
-                info!(nodeclaim = %created.name_any(), nodepool = %node_pool.name_any(), pods = claim.pods.len(), "created NodeClaim");
+            Ok(new) => {
+                info!(nodeclaim = %new.name_any(), nodepool = %node_pool.name_any(), pods = claim.pods.len(), "created NodeClaim");
                 for pod in &claim.pods {
-                    nominated.insert(uid(&shaped_pods[*pod]), created.name_any());
+                    nominated.insert(uid(&shaped_pods[*pod]), new.name_any());
                 }
+                created.insert(new.name_any(), (Instant::now(), Arc::new(new)));
                 provisioner
                     .metrics
                     .nodeclaims_created
