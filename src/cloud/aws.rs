@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_ec2::error::DisplayErrorContext;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ec2::types::{
     DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest,
     FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
@@ -370,8 +370,7 @@ impl Aws {
             Ok(_) => Ok(()),
             Err(error)
                 if error
-                    .as_service_error()
-                    .and_then(|e| e.meta().code())
+                    .code()
                     .is_some_and(|code| code.contains("AlreadyExists")) =>
             {
                 Ok(())
@@ -549,8 +548,7 @@ impl Aws {
             Ok(_) => Ok(()),
             Err(error)
                 if error
-                    .as_service_error()
-                    .and_then(|e| e.meta().code())
+                    .code()
                     .is_some_and(|code| code == "InvalidInstanceID.NotFound") =>
             {
                 Ok(())

@@ -68,6 +68,25 @@ async fn node_class_and_pool(
     (classes, pools)
 }
 
+/// Deletes every pod of the test, and waits until they are gone.
+async fn delete_pods(pods: &Api<Pod>) {
+    pods.delete_collection(
+        &DeleteParams::default().grace_period(0),
+        &ListParams::default(),
+    )
+    .await
+    .unwrap();
+    wait_until("the pods to be gone", Duration::from_secs(30), || async {
+        pods.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
 /// `count` pods of 1 vCPU / 3 GiB that only the test's NodePool can take.
 async fn pending_pods(env: &TestEnv, namespace: &str, pool: &str, count: usize) -> Api<Pod> {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), namespace);
@@ -337,21 +356,7 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
 
     // Deleting the NodeClaim terminates the instance and removes the Node. The pods go first,
     // so the freed limit does not bring a NodeClaim for the pod still pending.
-    pods.delete_collection(
-        &DeleteParams::default().grace_period(0),
-        &ListParams::default(),
-    )
-    .await
-    .unwrap();
-    wait_until("the pods to be gone", Duration::from_secs(30), || async {
-        pods.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    delete_pods(&pods).await;
     claims
         .delete(&claim_name, &DeleteParams::default())
         .await
@@ -494,21 +499,7 @@ async fn spot_out_of_capacity_falls_back_to_on_demand() {
         Some(1.0)
     );
 
-    pods.delete_collection(
-        &DeleteParams::default().grace_period(0),
-        &ListParams::default(),
-    )
-    .await
-    .unwrap();
-    wait_until("the pods to be gone", Duration::from_secs(30), || async {
-        pods.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    delete_pods(&pods).await;
     claims
         .delete(&claim_name, &DeleteParams::default())
         .await
@@ -645,21 +636,7 @@ async fn node_selectors_node_affinity_and_zone_spread_shape_the_node_claims() {
     );
     println!("zone spread + arm64 + affinity → {zones:?}");
 
-    pods.delete_collection(
-        &DeleteParams::default().grace_period(0),
-        &ListParams::default(),
-    )
-    .await
-    .unwrap();
-    wait_until("the pods to be gone", Duration::from_secs(30), || async {
-        pods.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    delete_pods(&pods).await;
     for claim in &launched {
         claims
             .delete(&claim.name_any(), &DeleteParams::default())
