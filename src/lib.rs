@@ -14,6 +14,7 @@ pub mod run;
 pub mod scaling;
 pub mod server;
 pub mod simulate;
+pub mod state;
 pub mod telemetry;
 
 pub use error::{Error, Result};

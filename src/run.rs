@@ -16,13 +16,14 @@ use crate::jobs;
 use crate::metrics::Metrics;
 use crate::provisioning::node_claims::{self, NodeClaims};
 use crate::provisioning::node_classes::{self, NodeClasses};
-use crate::provisioning::node_pools;
-use crate::provisioning::provisioner::{self, Provisioner};
+use crate::provisioning::node_pools::{self, NodePools};
+use crate::provisioning::provisioner::{self, LimitReports, Provisioner};
 use crate::provisioning::unavailable::UnavailableOfferings;
 use crate::scaling::queue_depths::QueueDepths;
 use crate::scaling::scalers::aws_sqs::SqsClients;
 use crate::scaling::{Scaling, scaled_job, scaled_object};
 use crate::server::{Readiness, health_router, metrics_router};
+use crate::state::ClusterState;
 use crate::{Error, Result};
 
 /// How long in-flight reconciles may take to finish after SIGTERM.
@@ -52,19 +53,27 @@ pub async fn run(args: RunArgs) -> Result<()> {
         instance: std::env::var("HOSTNAME").ok(),
     };
     let unavailable_offerings = Arc::new(std::sync::Mutex::new(UnavailableOfferings::default()));
+    let cluster_state = Arc::new(ClusterState::watch(
+        &client,
+        args.watch_namespace.as_deref(),
+        &shutdown,
+    ));
+    let (limit_reports, limit_reports_seen) = tokio::sync::watch::channel(LimitReports::new());
     let provisioner = Arc::new(Provisioner {
         client: client.clone(),
+        state: cluster_state.clone(),
         metrics: metrics.clone(),
         unavailable: unavailable_offerings.clone(),
+        limit_reports,
         recorder: Recorder::new(client.clone(), reporter.clone()),
         aws: Aws::new(&aws),
-        watch_namespace: args.watch_namespace.clone(),
         cluster: args.cluster_name.clone(),
         batch_idle: args.batch_idle_duration,
         batch_max: args.batch_max_duration,
     });
     let node_claims = Arc::new(NodeClaims {
         client: client.clone(),
+        state: cluster_state,
         metrics: metrics.clone(),
         unavailable: unavailable_offerings.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -109,7 +118,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let claims = tokio::spawn(node_claims::run(node_claims, shutdown.clone()));
     // Status only; nothing to drain on shutdown.
     drop(tokio::spawn(node_pools::run(
-        client.clone(),
+        Arc::new(NodePools {
+            client: client.clone(),
+            limit_reports: limit_reports_seen,
+        }),
         shutdown.clone(),
     )));
     // Stops with the others on shutdown; it holds nothing that needs draining.

@@ -5,9 +5,11 @@
    refuses writes anywhere under /aws/service/, so the stack's fixture could not seed them; this
    server lets writes through for exactly those two prefixes.
 2. Fault injection for insufficient capacity, which moto never reports. While the SSM parameter
-   /windlass-test/insufficient-capacity holds `capacity-type:instance-type:zone` entries
-   (comma-separated, `*` matches anything), CreateFleet leaves out the overrides they match and
-   reports each as InsufficientInstanceCapacity, as EC2 does for an instant fleet.
+   /windlass-test/insufficient-capacity/<cluster> holds `capacity-type:instance-type:zone`
+   entries (comma-separated, `*` matches anything), a CreateFleet that tags its instances with
+   windlass.dev/cluster=<cluster> leaves out the overrides they match and reports each as
+   InsufficientInstanceCapacity, as EC2 does for an instant fleet. One parameter per cluster
+   name keeps concurrent tests apart.
 """
 
 import fnmatch
@@ -50,15 +52,26 @@ models.SimpleSystemManagerBackend.put_parameter = put_parameter
 _moto_create_fleet = Fleets.create_fleet
 
 
-def exhausted_offerings(account, region):
-    parameter = models.ssm_backends[account][region].get_parameter(INSUFFICIENT_CAPACITY)
+def fleet_cluster(tag_specifications):
+    for spec in tag_specifications:
+        for tag in spec.get("Tags") or spec.get("Tag") or []:
+            if tag.get("Key") == "windlass.dev/cluster":
+                return tag.get("Value")
+    return None
+
+
+def exhausted_offerings(account, region, cluster):
+    if cluster is None:
+        return []
+    parameter = models.ssm_backends[account][region].get_parameter(f"{INSUFFICIENT_CAPACITY}/{cluster}")
     if parameter is None:
         return []
     return [entry.strip().split(":") for entry in parameter.value.split(",") if entry.count(":") == 2]
 
 
 def create_fleet(self):
-    exhausted = exhausted_offerings(self.current_account, self.region)
+    cluster = fleet_cluster(self._get_param("TagSpecifications", []))
+    exhausted = exhausted_offerings(self.current_account, self.region, cluster)
     if not exhausted:
         return _moto_create_fleet(self)
     capacity = self._get_param("TargetCapacitySpecification", {})

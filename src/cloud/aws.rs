@@ -7,9 +7,14 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ec2::types::{
     DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest,
     FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
-    FleetOnDemandAllocationStrategy, FleetType, InstanceType, InstanceTypeInfo, LocationType,
-    OnDemandOptionsRequest, RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy,
-    SpotOptionsRequest, Tag, TagSpecification, TargetCapacitySpecificationRequest,
+    FleetOnDemandAllocationStrategy, FleetType, InstanceType, InstanceTypeInfo,
+    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
+    LaunchTemplateInstanceMetadataProtocolIpv6, LaunchTemplateTagSpecificationRequest,
+    LaunchTemplatesMonitoringRequest, LocationType, OnDemandOptionsRequest,
+    RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy, SpotOptionsRequest, Tag,
+    TagSpecification, TargetCapacitySpecificationRequest, VolumeType,
 };
 
 use super::{CLUSTER_TAG, NODECLAIM_TAG};
@@ -347,23 +352,87 @@ impl Aws {
     }
 
     /// Creates the launch template unless one of that name exists.
-    pub async fn ensure_launch_template(
-        &self,
-        config: &TemplateConfig,
-        security_groups: &[String],
-        user_data: Option<&str>,
-    ) -> Result<(), CloudError> {
-        let mut data = RequestLaunchTemplateData::builder()
-            .image_id(&config.image_id)
-            .set_security_group_ids(Some(security_groups.to_vec()));
-        if let Some(user_data) = user_data {
-            data = data.user_data(base64_encode(user_data.as_bytes()));
-        }
+    /// Creates the launch template unless it exists; its name is a hash of its content, so an
+    /// existing one is always the same.
+    pub async fn ensure_launch_template(&self, config: &TemplateConfig) -> Result<(), CloudError> {
+        let template = &config.template;
+        let tags = |resource: ResourceType| {
+            TagSpecification::builder()
+                .resource_type(resource)
+                .set_tags(Some(ec2_tags(&template.tags)))
+                .build()
+        };
+        let volumes = template
+            .volumes
+            .iter()
+            .map(|volume| {
+                LaunchTemplateBlockDeviceMappingRequest::builder()
+                    .device_name(&volume.device_name)
+                    .ebs(
+                        LaunchTemplateEbsBlockDeviceRequest::builder()
+                            .set_volume_size(volume.size_gib)
+                            .set_volume_type(volume.volume_type.as_deref().map(VolumeType::from))
+                            .set_iops(volume.iops)
+                            .set_throughput(volume.throughput)
+                            .set_encrypted(volume.encrypted)
+                            .set_kms_key_id(volume.kms_key_id.clone())
+                            .set_snapshot_id(volume.snapshot_id.clone())
+                            .set_delete_on_termination(volume.delete_on_termination)
+                            .build(),
+                    )
+                    .build()
+            })
+            .collect();
+        let metadata = LaunchTemplateInstanceMetadataOptionsRequest::builder()
+            .http_endpoint(if template.http_endpoint {
+                LaunchTemplateInstanceMetadataEndpointState::Enabled
+            } else {
+                LaunchTemplateInstanceMetadataEndpointState::Disabled
+            })
+            .http_protocol_ipv6(if template.http_protocol_ipv6 {
+                LaunchTemplateInstanceMetadataProtocolIpv6::Enabled
+            } else {
+                LaunchTemplateInstanceMetadataProtocolIpv6::Disabled
+            })
+            .http_put_response_hop_limit(template.http_put_response_hop_limit)
+            .http_tokens(if template.http_tokens_required {
+                LaunchTemplateHttpTokensState::Required
+            } else {
+                LaunchTemplateHttpTokensState::Optional
+            })
+            .build();
+        let volume_tags = LaunchTemplateTagSpecificationRequest::builder()
+            .resource_type(ResourceType::Volume)
+            .set_tags(Some(ec2_tags(&template.tags)))
+            .build();
+        let data = RequestLaunchTemplateData::builder()
+            .image_id(&template.image_id)
+            .set_security_group_ids(Some(template.security_groups.clone()))
+            .set_user_data(
+                template
+                    .user_data
+                    .as_deref()
+                    .map(|data| base64_encode(data.as_bytes())),
+            )
+            .set_iam_instance_profile(template.instance_profile.as_ref().map(|name| {
+                LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                    .name(name)
+                    .build()
+            }))
+            .set_block_device_mappings(Some(volumes))
+            .metadata_options(metadata)
+            .monitoring(
+                LaunchTemplatesMonitoringRequest::builder()
+                    .enabled(template.detailed_monitoring)
+                    .build(),
+            )
+            .tag_specifications(volume_tags);
         match self
             .ec2
             .create_launch_template()
             .launch_template_name(&config.template_name)
             .launch_template_data(data.build())
+            .tag_specifications(tags(ResourceType::LaunchTemplate))
             .send()
             .await
         {
@@ -410,13 +479,7 @@ impl Aws {
         let spot = request.capacity_type == SPOT;
         let tags = TagSpecification::builder()
             .resource_type(ResourceType::Instance)
-            .set_tags(Some(
-                request
-                    .tags
-                    .iter()
-                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                    .collect(),
-            ))
+            .set_tags(Some(ec2_tags(&request.tags)))
             .build();
         let mut call = self
             .ec2
@@ -574,4 +637,10 @@ impl Aws {
             Err(error) => Err(failed("GetParameter")(error)),
         }
     }
+}
+
+fn ec2_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .map(|(key, value)| Tag::builder().key(key).value(value).build())
+        .collect()
 }

@@ -10,6 +10,8 @@ pub const CLUSTER_TAG: &str = "windlass.dev/cluster";
 pub const NODEPOOL_TAG: &str = "windlass.dev/nodepool";
 /// The NodeClaim an instance was launched for.
 pub const NODECLAIM_TAG: &str = "windlass.dev/nodeclaim";
+/// Names the EC2NodeClass on launch templates and the volumes they create.
+pub const NODECLASS_TAG: &str = "windlass.dev/ec2nodeclass";
 
 /// The providerID a kubelet on EC2 registers: `aws:///<zone>/<instance-id>`.
 pub fn provider_id(zone: &str, instance_id: &str) -> String {

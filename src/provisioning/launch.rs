@@ -1,32 +1,71 @@
 //! What one CreateFleet call for a NodeClaim asks for, without I/O: the launch template per
-//! architecture, overrides of every candidate type in one subnet per allowed zone, the capacity
-//! type, the ClientToken and the tags.
+//! architecture (image, security groups, user data, instance profile, block devices, metadata
+//! options, tags), overrides of every candidate type in one subnet per allowed zone, the
+//! capacity type, the ClientToken and the tags.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+
+use kube_quantity::ParsedQuantity;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::instance_types::{ON_DEMAND, SPOT};
 use super::requirements::Requirements;
-use crate::apis::ec2_node_class::EC2NodeClassStatus;
+use crate::apis::ec2_node_class::{
+    BlockDeviceMapping, EC2NodeClassSpec, EC2NodeClassStatus, HttpTokens, MetadataOptions, Toggle,
+};
 use crate::apis::node_pool::{
     CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL,
 };
-use crate::cloud::{CLUSTER_TAG, NODECLAIM_TAG, NODEPOOL_TAG};
+use crate::cloud::{CLUSTER_TAG, NODECLAIM_TAG, NODECLASS_TAG, NODEPOOL_TAG};
 
 /// One launch template and the (instance type, subnet) pairs launched with it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TemplateConfig {
     pub template_name: String,
-    pub image_id: String,
+    pub template: TemplateData,
     pub overrides: Vec<(String, String)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a launch template holds. Its name carries a hash of this, so a changed node class or
+/// image gets a new template instead of launching with the old one.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TemplateData {
+    pub image_id: String,
+    pub security_groups: Vec<String>,
+    pub user_data: Option<String>,
+    pub instance_profile: Option<String>,
+    pub volumes: Vec<Volume>,
+    pub http_endpoint: bool,
+    pub http_protocol_ipv6: bool,
+    pub http_put_response_hop_limit: i32,
+    pub http_tokens_required: bool,
+    pub detailed_monitoring: bool,
+    /// For the template itself and the volumes it creates.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An EBS volume of the template, its size in GiB as EC2 takes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    pub device_name: String,
+    pub size_gib: Option<i32>,
+    pub volume_type: Option<String>,
+    pub iops: Option<i32>,
+    pub throughput: Option<i32>,
+    pub encrypted: Option<bool>,
+    pub kms_key_id: Option<String>,
+    pub snapshot_id: Option<String>,
+    pub delete_on_termination: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct FleetRequest {
     /// The NodeClaim's UID: a retried CreateFleet with the same token launches nothing new.
     pub client_token: String,
     pub capacity_type: &'static str,
     pub configs: Vec<TemplateConfig>,
-    pub security_groups: Vec<String>,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -38,17 +77,106 @@ pub struct LaunchInput<'a> {
     pub claim_uid: &'a str,
     pub requirements: &'a Requirements,
     pub labels: &'a BTreeMap<String, String>,
+    pub spec: &'a EC2NodeClassSpec,
     pub status: &'a EC2NodeClassStatus,
-    pub class_tags: &'a BTreeMap<String, String>,
     /// Architecture of each candidate type, from DescribeInstanceTypes.
     pub architectures: &'a BTreeMap<String, &'static str>,
     /// Whether (capacity type, instance type, zone) recently ran out of capacity.
     pub unavailable: &'a dyn Fn(&str, &str, &str) -> bool,
 }
 
-/// The launch template of a node class for one architecture.
-pub fn template_name(cluster: &str, node_class: &str, arch: &str) -> String {
-    format!("windlass-{cluster}-{node_class}-{arch}")
+/// The launch template of a node class for one architecture and content.
+pub fn template_name(cluster: &str, node_class: &str, arch: &str, data: &TemplateData) -> String {
+    let json = serde_json::to_vec(data).expect("template data always serializes");
+    let digest = Sha256::digest(&json);
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("windlass-{cluster}-{node_class}-{arch}-{hash}")
+}
+
+/// The template for one image: the node class's settings, with Windlass' default root volume
+/// (20 GiB gp3, encrypted) when it names no block devices.
+pub fn template_data(input: &LaunchInput, image_id: &str) -> Result<TemplateData, String> {
+    let spec = input.spec;
+    let volumes = if spec.block_device_mappings.is_empty() {
+        vec![Volume {
+            device_name: "/dev/xvda".into(),
+            size_gib: Some(20),
+            volume_type: Some("gp3".into()),
+            encrypted: Some(true),
+            delete_on_termination: Some(true),
+            ..Volume::default()
+        }]
+    } else {
+        spec.block_device_mappings
+            .iter()
+            .enumerate()
+            .map(|(index, mapping)| volume(index, mapping))
+            .collect::<Result<_, _>>()?
+    };
+    let MetadataOptions {
+        http_endpoint,
+        http_protocol_ipv6,
+        http_put_response_hop_limit,
+        http_tokens,
+    } = spec.metadata_options.clone();
+    let mut tags = spec.tags.clone();
+    tags.insert(CLUSTER_TAG.into(), input.cluster.to_owned());
+    tags.insert(NODECLASS_TAG.into(), input.node_class.to_owned());
+    Ok(TemplateData {
+        image_id: image_id.to_owned(),
+        security_groups: input
+            .status
+            .security_groups
+            .iter()
+            .map(|g| g.id.clone())
+            .collect(),
+        user_data: spec.user_data.clone(),
+        instance_profile: input.status.instance_profile.clone(),
+        volumes,
+        http_endpoint: http_endpoint == Toggle::Enabled,
+        http_protocol_ipv6: http_protocol_ipv6 == Toggle::Enabled,
+        http_put_response_hop_limit,
+        http_tokens_required: http_tokens == HttpTokens::Required,
+        detailed_monitoring: spec.detailed_monitoring.unwrap_or(false),
+        tags,
+    })
+}
+
+fn volume(index: usize, mapping: &BlockDeviceMapping) -> Result<Volume, String> {
+    let ebs = &mapping.ebs;
+    let size_gib = match &ebs.volume_size {
+        None => None,
+        Some(quantity) => {
+            let bytes = ParsedQuantity::try_from(quantity)
+                .ok()
+                .and_then(|q| q.to_bytes_f64())
+                .filter(|bytes| *bytes > 0.0)
+                .ok_or_else(|| {
+                    format!(
+                        "blockDeviceMappings[{index}].ebs.volumeSize {:?} is not a size",
+                        quantity.0
+                    )
+                })?;
+            Some((bytes / f64::from(1 << 30)).ceil() as i32)
+        }
+    };
+    let volume_type = ebs.volume_type.map(|t| {
+        serde_json::to_value(t)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    });
+    Ok(Volume {
+        device_name: mapping.device_name.clone(),
+        size_gib,
+        volume_type,
+        iops: ebs.iops.map(|v| v as i32),
+        throughput: ebs.throughput.map(|v| v as i32),
+        encrypted: ebs.encrypted,
+        kms_key_id: ebs.kms_key_id.clone(),
+        snapshot_id: ebs.snapshot_id.clone(),
+        delete_on_termination: ebs.delete_on_termination,
+    })
 }
 
 pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, String> {
@@ -81,7 +209,7 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, String> {
         capacity_types.push(ON_DEMAND);
     }
     for capacity_type in capacity_types {
-        let configs = configs_for(input, &types, &subnets, capacity_type);
+        let configs = configs_for(input, &types, &subnets, capacity_type)?;
         if !configs.is_empty() {
             return Ok(request(input, capacity_type, configs));
         }
@@ -99,7 +227,7 @@ fn configs_for(
     types: &[&String],
     subnets: &BTreeMap<&str, &str>,
     capacity_type: &str,
-) -> Vec<TemplateConfig> {
+) -> Result<Vec<TemplateConfig>, String> {
     let mut configs: BTreeMap<&str, TemplateConfig> = BTreeMap::new();
     for name in types {
         let Some(arch) = input.architectures.get(name.as_str()) else {
@@ -116,18 +244,28 @@ fn configs_for(
             if (input.unavailable)(capacity_type, name, zone) {
                 continue;
             }
-            configs
-                .entry(arch)
-                .or_insert_with(|| TemplateConfig {
-                    template_name: template_name(input.cluster, input.node_class, arch),
-                    image_id: image.id.clone(),
-                    overrides: Vec::new(),
-                })
+            let config = match configs.entry(arch) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    let template = template_data(input, &image.id)?;
+                    entry.insert(TemplateConfig {
+                        template_name: template_name(
+                            input.cluster,
+                            input.node_class,
+                            arch,
+                            &template,
+                        ),
+                        template,
+                        overrides: Vec::new(),
+                    })
+                }
+            };
+            config
                 .overrides
                 .push(((*name).clone(), (*subnet).to_owned()));
         }
     }
-    configs.into_values().collect()
+    Ok(configs.into_values().collect())
 }
 
 fn request(
@@ -135,7 +273,7 @@ fn request(
     capacity_type: &'static str,
     configs: Vec<TemplateConfig>,
 ) -> FleetRequest {
-    let mut tags = input.class_tags.clone();
+    let mut tags = input.spec.tags.clone();
     tags.insert("Name".into(), input.claim_name.to_owned());
     tags.insert(CLUSTER_TAG.into(), input.cluster.to_owned());
     tags.insert(
@@ -150,12 +288,6 @@ fn request(
         client_token: input.claim_uid.to_owned(),
         capacity_type,
         configs,
-        security_groups: input
-            .status
-            .security_groups
-            .iter()
-            .map(|g| g.id.clone())
-            .collect(),
         tags,
     }
 }
@@ -163,9 +295,20 @@ fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
     use crate::apis::ec2_node_class::{ResolvedSecurityGroup, ResolvedSubnet};
     use crate::provisioning::node_class::resolved_ami;
     use crate::provisioning::requirements::Requirement;
+
+    fn spec() -> EC2NodeClassSpec {
+        serde_json::from_value(serde_json::json!({
+            "subnetSelectorTerms": [{"id": "subnet-a"}],
+            "securityGroupSelectorTerms": [{"id": "sg-1"}],
+            "amiSelectorTerms": [{"alias": "al2023@latest"}],
+        }))
+        .unwrap()
+    }
 
     fn status() -> EC2NodeClassStatus {
         let subnet = |id: &str, zone: &str| ResolvedSubnet {
@@ -211,8 +354,8 @@ mod tests {
             claim_uid: "uid-1",
             requirements: &requirements,
             labels: &labels,
+            spec: &spec(),
             status: &status(),
-            class_tags: &BTreeMap::new(),
             architectures: &architectures,
             unavailable: &|_, _, _| false,
         })
@@ -221,8 +364,15 @@ mod tests {
         assert_eq!(request.capacity_type, ON_DEMAND);
         assert_eq!(request.configs.len(), 2);
         let amd = &request.configs[0];
-        assert_eq!(amd.template_name, "windlass-prod-default-amd64");
-        assert_eq!(amd.image_id, "ami-x86");
+        assert!(
+            amd.template_name
+                .starts_with("windlass-prod-default-amd64-"),
+            "{}",
+            amd.template_name
+        );
+        assert_eq!(amd.template.image_id, "ami-x86");
+        assert_eq!(amd.template.security_groups, ["sg-1"]);
+        assert_ne!(amd.template_name, request.configs[1].template_name);
         assert_eq!(
             amd.overrides,
             [
@@ -248,8 +398,8 @@ mod tests {
             claim_uid: "u",
             requirements: &requirements,
             labels: &BTreeMap::new(),
+            spec: &spec(),
             status: &status(),
-            class_tags: &BTreeMap::new(),
             architectures: &architectures,
             unavailable: &|_, _, _| false,
         };
@@ -267,5 +417,120 @@ mod tests {
         })
         .unwrap_err();
         assert!(error.contains("allowed zone"), "{error}");
+    }
+
+    fn input<'a>(
+        spec: &'a EC2NodeClassSpec,
+        status: &'a EC2NodeClassStatus,
+        requirements: &'a Requirements,
+        architectures: &'a BTreeMap<String, &'static str>,
+    ) -> LaunchInput<'a> {
+        LaunchInput {
+            cluster: "prod",
+            node_class: "default",
+            claim_name: "c",
+            claim_uid: "u",
+            requirements,
+            labels: &EMPTY,
+            spec,
+            status,
+            architectures,
+            unavailable: &|_, _, _| false,
+        }
+    }
+
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+
+    #[test]
+    fn the_template_defaults_to_an_encrypted_gp3_root_and_imdsv2() {
+        let requirements = Requirements::default();
+        let (spec, status) = (spec(), status());
+        let data = template_data(
+            &input(&spec, &status, &requirements, &BTreeMap::new()),
+            "ami-1",
+        )
+        .unwrap();
+        assert_eq!(
+            data.volumes,
+            [Volume {
+                device_name: "/dev/xvda".into(),
+                size_gib: Some(20),
+                volume_type: Some("gp3".into()),
+                encrypted: Some(true),
+                delete_on_termination: Some(true),
+                ..Volume::default()
+            }]
+        );
+        assert!(data.http_endpoint && data.http_tokens_required && !data.http_protocol_ipv6);
+        assert_eq!(data.http_put_response_hop_limit, 1);
+        assert_eq!(data.tags[CLUSTER_TAG], "prod");
+        assert_eq!(data.tags[NODECLASS_TAG], "default");
+        assert_eq!(data.instance_profile, None);
+    }
+
+    #[test]
+    fn the_template_carries_the_node_class_settings_and_its_name_follows_them() {
+        let requirements = Requirements::default();
+        let mut spec: EC2NodeClassSpec = serde_json::from_value(serde_json::json!({
+            "subnetSelectorTerms": [{"id": "subnet-a"}],
+            "securityGroupSelectorTerms": [{"id": "sg-1"}],
+            "amiSelectorTerms": [{"id": "ami-1"}],
+            "userData": "echo hello",
+            "tags": {"team": "data"},
+            "detailedMonitoring": true,
+            "blockDeviceMappings": [{"deviceName": "/dev/xvdb", "rootVolume": true,
+                "ebs": {"volumeSize": "100G", "volumeType": "io2", "iops": 4000, "encrypted": true, "kmsKeyID": "key-1"}}],
+            "metadataOptions": {"httpTokens": "optional", "httpPutResponseHopLimit": 2, "httpProtocolIPv6": "enabled"}
+        }))
+        .unwrap();
+        let mut status = status();
+        status.instance_profile = Some("nodes".into());
+        let data = template_data(
+            &input(&spec, &status, &requirements, &BTreeMap::new()),
+            "ami-1",
+        )
+        .unwrap();
+        assert_eq!(data.user_data.as_deref(), Some("echo hello"));
+        assert_eq!(data.instance_profile.as_deref(), Some("nodes"));
+        assert!(data.detailed_monitoring);
+        assert_eq!(data.tags["team"], "data");
+        assert_eq!(
+            data.volumes,
+            [Volume {
+                device_name: "/dev/xvdb".into(),
+                size_gib: Some(94),
+                volume_type: Some("io2".into()),
+                iops: Some(4000),
+                encrypted: Some(true),
+                kms_key_id: Some("key-1".into()),
+                ..Volume::default()
+            }],
+            "100G is 93.1 GiB, rounded up"
+        );
+        assert!(!data.http_tokens_required && data.http_protocol_ipv6);
+        assert_eq!(data.http_put_response_hop_limit, 2);
+
+        let name = template_name("prod", "default", "amd64", &data);
+        assert_eq!(
+            name,
+            template_name("prod", "default", "amd64", &data.clone())
+        );
+        let mut other_image = data.clone();
+        other_image.image_id = "ami-2".into();
+        assert_ne!(
+            name,
+            template_name("prod", "default", "amd64", &other_image)
+        );
+
+        spec.block_device_mappings[0].ebs.volume_size = Some(Quantity("lots".into()));
+        let error = template_data(
+            &input(&spec, &status, &requirements, &BTreeMap::new()),
+            "ami-1",
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("blockDeviceMappings[0].ebs.volumeSize"),
+            "{error}"
+        );
     }
 }

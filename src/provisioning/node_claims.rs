@@ -2,8 +2,9 @@
 //! whose ClientToken is the NodeClaim's UID, so a retry never launches twice), then follows it
 //! through Launched → Registered (a Node with its providerID) → Initialized (that Node Ready,
 //! startup taints gone). A NodeClaim not launched in 5 minutes, or not registered 15 minutes
-//! after launch, is deleted. Deleting a NodeClaim terminates its instance and removes its Node
-//! before the finalizer lets it go.
+//! after launch, is deleted. The Node gets the same termination finalizer: deleting either the
+//! NodeClaim or its Node terminates the instance, then removes the Node, then lets the
+//! NodeClaim go.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -32,12 +33,13 @@ use crate::apis::node_claim::{
     CONDITION_INITIALIZED, CONDITION_LAUNCHED, CONDITION_REGISTERED, NodeClaim, NodeClaimStatus,
 };
 use crate::apis::node_pool::{
-    CAPACITY_TYPE_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL, INSTANCE_MEMORY_LABEL,
-    INSTANCE_TYPE_LABEL, ZONE_LABEL,
+    ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL,
+    INSTANCE_MEMORY_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
 };
 use crate::cloud::aws::{Aws, CloudError, FleetOutcome};
 use crate::cloud::{instance_id, provider_id};
 use crate::metrics::{Metrics, PoolLabels};
+use crate::state::ClusterState;
 
 pub const FINALIZER: &str = "windlass.dev/termination";
 /// NodeClaims carry the install's cluster name; each install handles only its own.
@@ -47,9 +49,13 @@ pub const REGISTERED_LABEL: &str = "windlass.dev/registered";
 const FIELD_MANAGER: &str = "windlass";
 const LAUNCH_TIMEOUT: SignedDuration = SignedDuration::from_secs(300);
 const REGISTRATION_TIMEOUT: SignedDuration = SignedDuration::from_secs(900);
+/// How often an initialized NodeClaim checks on its Node.
+const NODE_CHECK: Duration = Duration::from_secs(10);
 
 pub struct NodeClaims {
     pub client: kube::Client,
+    /// Nodes are read from here, not listed.
+    pub state: Arc<ClusterState>,
     pub metrics: Arc<Metrics>,
     /// Offerings that recently ran out of capacity, shared with the provisioner.
     pub unavailable: Arc<Mutex<UnavailableOfferings>>,
@@ -216,8 +222,8 @@ async fn launch(
         claim_uid: &uid,
         requirements: &requirements,
         labels: claim.labels(),
+        spec: &class.spec,
         status: &class_status,
-        class_tags: &class.spec.tags,
         architectures: &architectures,
         unavailable: &|capacity_type, instance_type, zone| {
             context
@@ -247,14 +253,7 @@ async fn launch(
         }
     };
     for config in &request.configs {
-        context
-            .aws
-            .ensure_launch_template(
-                config,
-                &request.security_groups,
-                class.spec.user_data.as_deref(),
-            )
-            .await?;
+        context.aws.ensure_launch_template(config).await?;
     }
     // The cache can lag our own status write, and a crash can come between CreateFleet and
     // that write: an instance already launched for this NodeClaim is adopted, not launched again.
@@ -280,37 +279,39 @@ async fn launch(
         },
         None => context.aws.create_fleet(&request).await?,
     };
-    let Some(instance) = outcome.instance else {
-        let zone_of = |subnet: &str| {
-            class_status
-                .subnets
-                .iter()
-                .find(|s| s.id == subnet)
-                .map(|s| s.zone.clone())
-        };
+    // Offerings EC2 reported out of capacity are left out for a while, whether or not
+    // another offering launched.
+    let zone_of = |subnet: &str| {
+        class_status
+            .subnets
+            .iter()
+            .find(|s| s.id == subnet)
+            .map(|s| s.zone.clone())
+    };
+    {
+        let mut unavailable = context
+            .unavailable
+            .lock()
+            .expect("the offerings lock is never poisoned");
+        for error in outcome
+            .errors
+            .iter()
+            .filter(|e| is_insufficient_capacity(&e.code))
         {
-            let mut unavailable = context
-                .unavailable
-                .lock()
-                .expect("the offerings lock is never poisoned");
-            for error in outcome
-                .errors
-                .iter()
-                .filter(|e| is_insufficient_capacity(&e.code))
-            {
-                if let (Some(instance_type), Some(zone)) = (
-                    &error.instance_type,
-                    error.subnet.as_deref().and_then(zone_of),
-                ) {
-                    unavailable.mark(
-                        request.capacity_type,
-                        instance_type,
-                        &zone,
-                        std::time::Instant::now(),
-                    );
-                }
+            if let (Some(instance_type), Some(zone)) = (
+                &error.instance_type,
+                error.subnet.as_deref().and_then(zone_of),
+            ) {
+                unavailable.mark(
+                    request.capacity_type,
+                    instance_type,
+                    &zone,
+                    std::time::Instant::now(),
+                );
             }
         }
+    }
+    let Some(instance) = outcome.instance else {
         let codes: Vec<String> = outcome
             .errors
             .iter()
@@ -378,8 +379,10 @@ async fn launch(
             CAPACITY_TYPE_LABEL.to_owned(),
             request.capacity_type.to_owned(),
         ),
+        (OS_LABEL.to_owned(), "linux".to_owned()),
     ]);
-    if let Some((shape, _)) = shapes.get(&instance.instance_type) {
+    if let Some((shape, arch)) = shapes.get(&instance.instance_type) {
+        labels.insert(ARCH_LABEL.to_owned(), (*arch).to_owned());
         let family = instance.instance_type.split('.').next().unwrap_or_default();
         labels.insert(INSTANCE_FAMILY_LABEL.to_owned(), family.to_owned());
         labels.insert(INSTANCE_CPU_LABEL.to_owned(), shape.vcpus.to_string());
@@ -406,16 +409,8 @@ fn pool_labels(claim: &NodeClaim) -> PoolLabels {
     }
 }
 
-async fn node_for(context: &NodeClaims, provider: &str) -> Result<Option<Node>, Error> {
-    let nodes: Api<Node> = Api::all(context.client.clone());
-    let list = nodes
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::Kube)?;
-    Ok(list
-        .items
-        .into_iter()
-        .find(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(provider)))
+fn node_for(context: &NodeClaims, provider: &str) -> Option<Arc<Node>> {
+    context.state.node_by_provider_id(provider)
 }
 
 async fn register(
@@ -425,7 +420,7 @@ async fn register(
     now: Timestamp,
 ) -> Result<Action, Error> {
     let provider = status.provider_id.clone().unwrap_or_default();
-    let Some(node) = node_for(context, &provider).await? else {
+    let Some(node) = node_for(context, &provider) else {
         set(
             status,
             claim,
@@ -437,6 +432,9 @@ async fn register(
         );
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
+    if node.metadata.deletion_timestamp.is_some() {
+        return node_deleted(context, claim, &node).await;
+    }
     sync_node(context, claim, &node).await?;
     status.node_name = node.metadata.name.clone();
     set(
@@ -452,7 +450,9 @@ async fn register(
 }
 
 /// Gives the Node its NodeClaim's labels and taints (startup taints included), whatever the
-/// kubelet registered with, and marks it registered.
+/// kubelet registered with, marks it registered, and puts the termination finalizer on it, so
+/// deleting the Node terminates its instance first. The patch carries the resourceVersion: a
+/// concurrent change to the taint or finalizer lists fails it instead of being overwritten.
 async fn sync_node(context: &NodeClaims, claim: &NodeClaim, node: &Node) -> Result<(), Error> {
     let mut labels: BTreeMap<String, String> = claim
         .labels()
@@ -474,7 +474,14 @@ async fn sync_node(context: &NodeClaims, claim: &NodeClaim, node: &Node) -> Resu
             taints.push(wanted.clone());
         }
     }
-    let patch = json!({"metadata": {"labels": labels}, "spec": {"taints": taints}});
+    let mut finalizers = node.finalizers().to_vec();
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let patch = json!({
+        "metadata": {"labels": labels, "finalizers": finalizers, "resourceVersion": node.resource_version()},
+        "spec": {"taints": taints}
+    });
     Api::<Node>::all(context.client.clone())
         .patch(
             &node.name_any(),
@@ -493,7 +500,7 @@ async fn initialize(
     now: Timestamp,
 ) -> Result<Action, Error> {
     let provider = status.provider_id.clone().unwrap_or_default();
-    let Some(node) = node_for(context, &provider).await? else {
+    let Some(node) = node_for(context, &provider) else {
         set(
             status,
             claim,
@@ -505,6 +512,9 @@ async fn initialize(
         );
         return Ok(Action::requeue(Duration::from_secs(10)));
     };
+    if node.metadata.deletion_timestamp.is_some() {
+        return node_deleted(context, claim, &node).await;
+    }
     let ready = node
         .status
         .as_ref()
@@ -548,8 +558,10 @@ async fn initialize(
         message,
         now,
     );
+    // Nodes are not watched here: an initialized claim looks at its Node (in memory) now and
+    // then, to see it deleted.
     Ok(if initialized {
-        Action::requeue(Duration::from_secs(300))
+        Action::requeue(NODE_CHECK)
     } else {
         Action::requeue(Duration::from_secs(2))
     })
@@ -571,21 +583,74 @@ async fn expire(context: &NodeClaims, claim: &NodeClaim, why: &str) -> Result<Ac
     Ok(Action::await_change())
 }
 
+/// Someone deleted the claim's Node: the NodeClaim goes too, and its finalizer terminates the
+/// instance before it lets the Node go.
+async fn node_deleted(
+    context: &NodeClaims,
+    claim: &NodeClaim,
+    node: &Node,
+) -> Result<Action, Error> {
+    crate::events::publish(
+        &context.recorder,
+        claim,
+        EventType::Normal,
+        "NodeDeleted",
+        format!(
+            "Node {} was deleted; deleting its NodeClaim",
+            node.name_any()
+        ),
+        "Terminate",
+    )
+    .await;
+    Api::<NodeClaim>::all(context.client.clone())
+        .delete(&claim.name_any(), &DeleteParams::default())
+        .await
+        .map_err(Error::Kube)?;
+    Ok(Action::await_change())
+}
+
+/// Terminates the instance, then deletes the Node and takes the finalizer off it.
 async fn cleanup(context: &NodeClaims, claim: &NodeClaim) -> Result<Action, Error> {
     let status = claim.status.clone().unwrap_or_default();
     if let Some(id) = status.provider_id.as_deref().and_then(instance_id) {
         context.aws.terminate(id).await?;
         info!(nodeclaim = %claim.name_any(), instance = %id, "terminated");
     }
-    if let Some(node) = &status.node_name {
-        let nodes: Api<Node> = Api::all(context.client.clone());
-        match nodes.delete(node, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(error) => return Err(Error::Kube(error)),
-        }
+    let node_name = status.node_name.clone().or_else(|| {
+        let provider = status.provider_id.as_deref()?;
+        node_for(context, provider).map(|n| n.name_any())
+    });
+    if let Some(node) = node_name {
+        release_node(context, &node).await?;
     }
     Ok(Action::await_change())
+}
+
+/// Takes the termination finalizer off the Node and deletes it.
+async fn release_node(context: &NodeClaims, name: &str) -> Result<(), Error> {
+    let nodes: Api<Node> = Api::all(context.client.clone());
+    let Some(node) = nodes.get_opt(name).await.map_err(Error::Kube)? else {
+        return Ok(());
+    };
+    let ignore_gone = |result: Result<(), kube::Error>| match result {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other.map_err(Error::Kube),
+    };
+    if node.finalizers().iter().any(|f| f == FINALIZER) {
+        let finalizers: Vec<&String> = node
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .collect();
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": node.resource_version()}});
+        ignore_gone(
+            nodes
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(drop),
+        )?;
+    }
+    ignore_gone(nodes.delete(name, &DeleteParams::default()).await.map(drop))
 }
 
 async fn write_status(

@@ -1,5 +1,6 @@
 //! The NodePool status controller: the capacity and count of each pool's launched NodeClaims,
-//! and whether its EC2NodeClass is Ready. Recomputed whenever one of its NodeClaims changes.
+//! whether its EC2NodeClass is Ready, and whether its limits hold pending pods back (as the
+//! provisioner last reported). Recomputed whenever one of its NodeClaims or that report changes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,15 +9,18 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::provisioner::LimitReports;
 use super::resources::{Resources, format_memory};
 use crate::apis::conditions::{READY, condition};
 use crate::apis::ec2_node_class::EC2NodeClass;
@@ -24,16 +28,27 @@ use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::{NODEPOOL_LABEL, NodePool, NodePoolStatus};
 
 pub const NODE_CLASS_READY: &str = "NodeClassReady";
+/// True while the pool's limits leave pods pending.
+pub const LIMIT_REACHED: &str = "LimitReached";
 const FIELD_MANAGER: &str = "windlass";
 
 #[derive(Debug, thiserror::Error)]
 #[error("Kubernetes API: {0}")]
 pub struct Error(#[source] kube::Error);
 
+pub struct NodePools {
+    pub client: kube::Client,
+    pub limit_reports: watch::Receiver<LimitReports>,
+}
+
 /// Runs the controller until `shutdown`.
-pub async fn run(client: kube::Client, shutdown: CancellationToken) {
-    let pools: Api<NodePool> = Api::all(client.clone());
-    let claims: Api<NodeClaim> = Api::all(client.clone());
+pub async fn run(context: Arc<NodePools>, shutdown: CancellationToken) {
+    let pools: Api<NodePool> = Api::all(context.client.clone());
+    let claims: Api<NodeClaim> = Api::all(context.client.clone());
+    let reported = futures::stream::unfold(context.limit_reports.clone(), |mut reports| async {
+        reports.changed().await.ok()?;
+        Some(((), reports))
+    });
     Controller::new(pools, watcher::Config::default())
         .watches(claims, watcher::Config::default(), |claim| {
             claim
@@ -41,13 +56,14 @@ pub async fn run(client: kube::Client, shutdown: CancellationToken) {
                 .get(NODEPOOL_LABEL)
                 .map(|pool| ObjectRef::new(pool))
         })
+        .reconcile_all_on(reported)
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, Arc::new(client))
+        .run(reconcile, error_policy, context)
         .for_each(|_| futures::future::ready(()))
         .await;
 }
 
-fn error_policy(object: Arc<NodePool>, error: &Error, _: Arc<kube::Client>) -> Action {
+fn error_policy(object: Arc<NodePool>, error: &Error, _: Arc<NodePools>) -> Action {
     warn!(name = %object.name_any(), %error, "NodePool status failed");
     Action::requeue(Duration::from_secs(10))
 }
@@ -64,16 +80,17 @@ pub fn usage(claims: &[NodeClaim]) -> (Resources, i64) {
     (total, claims.len() as i64)
 }
 
-async fn reconcile(pool: Arc<NodePool>, client: Arc<kube::Client>) -> Result<Action, Error> {
+async fn reconcile(pool: Arc<NodePool>, context: Arc<NodePools>) -> Result<Action, Error> {
+    let client = &context.client;
     let name = pool.name_any();
-    let claims: Api<NodeClaim> = Api::all((*client).clone());
+    let claims: Api<NodeClaim> = Api::all(client.clone());
     let list = claims
         .list(&ListParams::default().labels(&format!("{NODEPOOL_LABEL}={name}")))
         .await
         .map_err(Error)?;
     let (used, nodes) = usage(&list.items);
     let class_name = &pool.spec.template.spec.node_class_ref.name;
-    let class = Api::<EC2NodeClass>::all((*client).clone())
+    let class = Api::<EC2NodeClass>::all(client.clone())
         .get_opt(class_name)
         .await
         .map_err(Error)?;
@@ -110,6 +127,12 @@ async fn reconcile(pool: Arc<NodePool>, client: Arc<kube::Client>) -> Result<Act
                 generation,
                 now,
             ),
+            limit_condition(
+                &previous.conditions,
+                context.limit_reports.borrow().get(&name),
+                generation,
+                now,
+            ),
             condition(
                 &previous.conditions,
                 READY,
@@ -133,7 +156,7 @@ async fn reconcile(pool: Arc<NodePool>, client: Arc<kube::Client>) -> Result<Act
     if status != previous {
         let patch =
             json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "NodePool", "status": status});
-        Api::<NodePool>::all((*client).clone())
+        Api::<NodePool>::all(client.clone())
             .patch_status(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
@@ -148,6 +171,35 @@ async fn reconcile(pool: Arc<NodePool>, client: Arc<kube::Client>) -> Result<Act
     } else {
         15
     })))
+}
+
+/// `LimitReached`, from the provisioner's report for the pool.
+fn limit_condition(
+    previous: &[Condition],
+    report: Option<&String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    match report {
+        Some(report) => condition(
+            previous,
+            LIMIT_REACHED,
+            true,
+            "LimitReached",
+            report.clone(),
+            generation,
+            now,
+        ),
+        None => condition(
+            previous,
+            LIMIT_REACHED,
+            false,
+            "WithinLimits",
+            "no pending pod is held back by the limits",
+            generation,
+            now,
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -1,23 +1,21 @@
 //! The provisioner: pods the kube-scheduler marked Unschedulable are batched, the scheduling
 //! simulation plans them onto NodeClaims already in flight or onto new ones, and the new ones
 //! are created. Pods planned onto a NodeClaim are nominated to it and left out of later
-//! batches while it exists, so nothing is provisioned twice. Launching the NodeClaims is the
-//! NodeClaim controller's work.
+//! batches while it is in flight (and briefly after), so nothing is provisioned twice.
+//! Launching the NodeClaims is the NodeClaim controller's work.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::DaemonSet;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::events::{EventType, Recorder};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -30,99 +28,54 @@ use super::resources::Resources;
 use super::scheduling::{BoundPod, ExistingNode, LAUNCH_CANDIDATES, NewClaim, Problem, solve};
 use super::unavailable::UnavailableOfferings;
 use super::{catalog, pool_input, template_pods};
-use crate::apis::ec2_node_class::EC2NodeClass;
-use crate::apis::node_claim::{NodeClaim, NodeClaimSpec, ResourceRequirements};
+use crate::apis::node_claim::{
+    CONDITION_INITIALIZED, NodeClaim, NodeClaimSpec, ResourceRequirements,
+};
 use crate::apis::node_pool::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, NodePool, ZONE_LABEL};
 use crate::cloud::aws::Aws;
 use crate::metrics::{Metrics, PoolLabels};
+use crate::state::ClusterState;
 
 /// How often the instance catalog is read again from EC2.
 const CATALOG_LIFETIME: Duration = Duration::from_secs(300);
 /// How long a NodeClaim this process created is remembered while the watch has not yet shown it.
 const STORE_LAG: Duration = Duration::from_secs(30);
+/// How long a pod nominated to a NodeClaim waits, once it is initialized, for the
+/// kube-scheduler to bind it before it is planned again.
+const NOMINATION_GRACE: SignedDuration = SignedDuration::from_secs(30);
 /// Pods that fit nowhere are planned again this often while nothing else changes.
 const RETRY_UNPLACED: Duration = Duration::from_secs(10);
 
 pub struct Provisioner {
     pub client: kube::Client,
+    pub state: Arc<ClusterState>,
     pub metrics: Arc<Metrics>,
     /// Offerings that recently ran out of capacity; planned claims leave them out.
     pub unavailable: Arc<std::sync::Mutex<UnavailableOfferings>>,
+    /// Per NodePool, why its limits hold pods back; the NodePool controller shows it.
+    pub limit_reports: watch::Sender<LimitReports>,
     pub recorder: Recorder,
     pub aws: Aws,
-    /// Only pods in this namespace are provisioned for; all when `None`.
-    pub watch_namespace: Option<String>,
     /// Labels the NodeClaims this install creates, for its NodeClaim controller.
     pub cluster: String,
     pub batch_idle: Duration,
     pub batch_max: Duration,
 }
 
+/// NodePool name → "limit cpu=4 reached: 1 pod left pending", for pools whose limits held
+/// back pods of the last batch.
+pub type LimitReports = BTreeMap<String, String>;
+
 /// NodeClaims this process created, by name, with when; until the store shows them.
 type Created = HashMap<String, (Instant, Arc<NodeClaim>)>;
 
-/// The watched objects the provisioner reads.
-struct Stores {
-    pods: Store<Pod>,
-    node_claims: Store<NodeClaim>,
-    node_pools: Store<NodePool>,
-    node_classes: Store<EC2NodeClass>,
-    daemon_sets: Store<DaemonSet>,
-}
-
-fn watch<K>(api: Api<K>, config: watcher::Config, shutdown: &CancellationToken) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config))
-        .default_backoff()
-        .take_until(shutdown.clone().cancelled_owned())
-        .for_each(|_| futures::future::ready(()));
-    tokio::spawn(stream);
-    reader
-}
-
 /// Runs until `shutdown`.
 pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
-    let client = &provisioner.client;
-    let pods: Api<Pod> = match &provisioner.watch_namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
-    let stores = Stores {
-        pods: watch(
-            pods,
-            watcher::Config::default().fields("spec.nodeName="),
-            &shutdown,
-        ),
-        node_claims: watch(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            &shutdown,
-        ),
-        node_pools: watch(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            &shutdown,
-        ),
-        node_classes: watch(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            &shutdown,
-        ),
-        daemon_sets: watch(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            &shutdown,
-        ),
-    };
+    let state = &provisioner.state;
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        ready = state.wait_until_ready() => if ready.is_err() { return },
+    }
     let mut batcher = Batcher::new(
         provisioner.batch_idle,
         provisioner.batch_max,
@@ -138,21 +91,30 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let claims: BTreeSet<String> = stores
+        let claims: HashMap<String, Arc<NodeClaim>> = state
             .node_claims
             .state()
-            .iter()
-            .map(|c| c.name_any())
+            .into_iter()
+            .map(|c| (c.name_any(), c))
             .collect();
         // The store lags our own creates: a NodeClaim created moments ago still counts.
-        created.retain(|name, (at, _)| !claims.contains(name) && at.elapsed() < STORE_LAG);
-        nominated.retain(|_, claim| claims.contains(claim) || created.contains_key(claim));
-        let pending: Vec<Arc<Pod>> = stores
+        created.retain(|name, (at, _)| !claims.contains_key(name) && at.elapsed() < STORE_LAG);
+        let now = Timestamp::now();
+        nominated.retain(|_, claim| {
+            created.contains_key(claim)
+                || claims
+                    .get(claim)
+                    .is_some_and(|claim| nomination_holds(claim, now))
+        });
+        let pending: Vec<Arc<Pod>> = state
             .pods
             .state()
             .into_iter()
             .filter(|pod| is_unschedulable(pod) && !nominated.contains_key(&uid(pod)))
             .collect();
+        if pending.is_empty() {
+            report_limits(&provisioner.limit_reports, LimitReports::new());
+        }
         let pending_uids: BTreeSet<String> = pending.iter().map(|p| uid(p)).collect();
         if !batcher.observe(pending_uids.clone(), Instant::now()) {
             continue;
@@ -187,16 +149,36 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
             },
         };
         let types = with_availability(&types, &provisioner.unavailable);
-        provision(
-            &provisioner,
-            &stores,
-            &types,
-            &pending,
-            &mut nominated,
-            &mut created,
-        )
-        .await;
+        provision(&provisioner, &types, &pending, &mut nominated, &mut created).await;
     }
+}
+
+/// A pod nominated to a NodeClaim waits for it while it is in flight, and for a short while
+/// after it is initialized, for the kube-scheduler to bind it; then it is planned again.
+fn nomination_holds(claim: &NodeClaim, now: Timestamp) -> bool {
+    if claim.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    initialized_since(claim).is_none_or(|since| now.duration_since(since) < NOMINATION_GRACE)
+}
+
+/// When the NodeClaim became Initialized, if it is.
+fn initialized_since(claim: &NodeClaim) -> Option<Timestamp> {
+    claim
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_INITIALIZED && c.status == "True")
+        .map(|c| c.last_transition_time.0)
+}
+
+fn report_limits(reports: &watch::Sender<LimitReports>, new: LimitReports) {
+    reports.send_if_modified(|current| {
+        let changed = *current != new;
+        *current = new;
+        changed
+    });
 }
 
 /// The catalog with the offerings that recently ran out of capacity marked unavailable.
@@ -248,12 +230,12 @@ fn is_unschedulable(pod: &Pod) -> bool {
 
 async fn provision(
     provisioner: &Provisioner,
-    stores: &Stores,
     catalog: &[InstanceType],
     pending: &[Arc<Pod>],
     nominated: &mut HashMap<String, String>,
     created: &mut Created,
 ) {
+    let state = &provisioner.state;
     let mut shapes = Vec::new();
     let mut shaped_pods = Vec::new();
     for pod in pending {
@@ -265,7 +247,7 @@ async fn provision(
             Err(reason) => publish(provisioner, pod.as_ref(), "FailedProvisioning", reason).await,
         }
     }
-    let daemon_sets: Vec<PodShape> = stores
+    let daemon_sets: Vec<PodShape> = state
         .daemon_sets
         .state()
         .iter()
@@ -277,9 +259,9 @@ async fn provision(
                 .pop()
         })
         .collect();
-    let mut claims = stores.node_claims.state();
+    let mut claims = state.node_claims.state();
     claims.extend(created.values().map(|(_, claim)| claim.clone()));
-    let node_pools: Vec<Arc<NodePool>> = stores
+    let node_pools: Vec<Arc<NodePool>> = state
         .node_pools
         .state()
         .into_iter()
@@ -289,7 +271,7 @@ async fn provision(
     for node_pool in &node_pools {
         let mut input = pool_input(node_pool, catalog, &daemon_sets);
         let class_name = &node_pool.spec.template.spec.node_class_ref.name;
-        let class = stores
+        let class = state
             .node_classes
             .state()
             .into_iter()
@@ -326,32 +308,53 @@ async fn provision(
         }
         pools.push(input);
     }
+    // NodeClaims not yet initialized take planned pods; every other Node only counts for
+    // topology, since the kube-scheduler already found no room there.
     let in_flight: Vec<Arc<NodeClaim>> = claims
         .iter()
-        .filter(|c| {
-            c.status.as_ref().is_none_or(|s| s.node_name.is_none())
-                && c.metadata.deletion_timestamp.is_none()
-        })
+        .filter(|c| c.metadata.deletion_timestamp.is_none() && initialized_since(c).is_none())
         .cloned()
         .collect();
-    let existing: Vec<ExistingNode> = in_flight
+    let mut existing: Vec<ExistingNode> = in_flight
         .iter()
         .map(|c| in_flight_node(c, catalog))
         .collect();
-    // Pods already nominated to an in-flight NodeClaim count for topology there, so a spread
-    // or anti-affinity sees them before they are bound.
-    let slot_of: HashMap<String, usize> = in_flight
+    let mut slot_of_claim: HashMap<String, usize> = HashMap::new();
+    let mut slot_of_node: HashMap<String, usize> = HashMap::new();
+    for (index, claim) in in_flight.iter().enumerate() {
+        slot_of_claim.insert(claim.name_any(), index);
+        if let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.clone()) {
+            slot_of_node.insert(node, index);
+        }
+    }
+    for node in state.nodes.state() {
+        if slot_of_node.contains_key(&node.name_any()) {
+            continue;
+        }
+        slot_of_node.insert(node.name_any(), existing.len());
+        existing.push(ExistingNode {
+            name: node.name_any(),
+            labels: node.labels().clone(),
+            topology_only: true,
+            ..ExistingNode::default()
+        });
+    }
+    // Pods on Nodes, and pods nominated to an in-flight NodeClaim, count for topology there,
+    // so a spread or anti-affinity sees them before they are bound.
+    let pods_by_node = state.pods_by_node();
+    let on_nodes = pods_by_node
         .iter()
-        .enumerate()
-        .map(|(index, claim)| (claim.name_any(), index))
-        .collect();
-    let bound: Vec<BoundPod> = stores
-        .pods
-        .state()
-        .iter()
-        .filter_map(|pod| {
-            let node = *slot_of.get(nominated.get(&uid(pod))?)?;
-            let shape = PodShape::from_pod(pod).ok()?;
+        .filter_map(|(node, pods)| Some((*slot_of_node.get(node)?, pods)))
+        .flat_map(|(slot, pods)| pods.iter().map(move |pod| (slot, pod.clone())));
+    let nominated_pods = state.pods.state().into_iter().filter_map(|pod| {
+        let unbound = pod.spec.as_ref().is_some_and(|s| s.node_name.is_none());
+        let slot = *slot_of_claim.get(nominated.get(&uid(&pod))?)?;
+        unbound.then_some((slot, pod))
+    });
+    let bound: Vec<BoundPod> = on_nodes
+        .chain(nominated_pods)
+        .filter_map(|(node, pod)| {
+            let shape = PodShape::from_pod(&pod).ok()?;
             Some(BoundPod {
                 node,
                 namespace: shape.namespace,
@@ -432,13 +435,26 @@ async fn provision(
             }
         }
     }
+    let mut reports = LimitReports::new();
     for ((pool, limit), count) in limited {
         let note = format!(
             "limit {limit} reached: {count} pod{} left pending",
             if count == 1 { "" } else { "s" }
         );
-        publish(provisioner, node_pools[pool].as_ref(), "LimitReached", note).await;
+        publish(
+            provisioner,
+            node_pools[pool].as_ref(),
+            "LimitReached",
+            note.clone(),
+        )
+        .await;
+        let report = reports.entry(node_pools[pool].name_any()).or_default();
+        if !report.is_empty() {
+            report.push_str("; ");
+        }
+        report.push_str(&note);
     }
+    report_limits(&provisioner.limit_reports, reports);
 }
 
 /// What a NodeClaim counts against its pool's limits: its launched capacity, or until then
@@ -497,6 +513,7 @@ fn in_flight_node(claim: &NodeClaim, catalog: &[InstanceType]) -> ExistingNode {
         allocatable,
         requested: Resources::from_list(&claim.spec.resources.requests),
         host_ports: Vec::new(),
+        topology_only: false,
     }
 }
 

@@ -47,6 +47,9 @@ pub struct ExistingNode {
     pub allocatable: Resources,
     pub requested: Resources,
     pub host_ports: Vec<(String, i32)>,
+    /// Its pods count for topology, but nothing is planned onto it: a Node the kube-scheduler
+    /// already weighed, or one this install does not manage.
+    pub topology_only: bool,
 }
 
 /// A pod already on an existing node, counted for topology.
@@ -169,6 +172,7 @@ impl<'a> Solver<'a> {
             problem
                 .existing
                 .iter()
+                .filter(|n| !n.topology_only)
                 .filter_map(|n| n.labels.get(ZONE_LABEL).cloned()),
         );
 
@@ -375,6 +379,11 @@ impl<'a> Solver<'a> {
     fn try_slot(&self, pod: usize, slot_index: usize) -> Result<Placement, String> {
         let shape = &self.problem.pods[pod];
         let slot = &self.slots[slot_index];
+        if let SlotKind::Existing(node) = slot.kind
+            && self.problem.existing[node].topology_only
+        {
+            return Err("topology only".into());
+        }
         let requested = slot.requested + shape.requests;
         if !requested.fits(&slot.room) {
             return Err("no room".into());
@@ -1263,6 +1272,54 @@ mod tests {
                 .requirements
                 .allows(ZONE_LABEL, "test-zone-1")
         );
+    }
+
+    #[test]
+    fn running_nodes_count_for_topology_but_take_no_pods() {
+        let catalog = small_catalog();
+        let running = ExistingNode {
+            name: "running".into(),
+            labels: BTreeMap::from([(ZONE_LABEL.to_owned(), "test-zone-1".to_owned())]),
+            allocatable: Resources {
+                cpu: 3920,
+                memory: 14 * GIB,
+                pods: 58,
+            },
+            topology_only: true,
+            ..ExistingNode::default()
+        };
+        let web = |name: &str| {
+            with_term(
+                pod(name, 100, GIB),
+                TermKind::Spread(1),
+                TopologyKey::Zone,
+                "web",
+            )
+        };
+        let on_node = web("web-0");
+        let bound = [BoundPod {
+            node: 0,
+            namespace: "default".into(),
+            labels: on_node.labels.clone(),
+            terms: on_node.terms.clone(),
+        }];
+        let pools = [pool("default", &catalog)];
+        let pending = [web("web-1"), web("web-2")];
+        let plan = solve(&Problem {
+            catalog: &catalog,
+            pools: &pools,
+            existing: &[running],
+            bound: &bound,
+            pods: &pending,
+        });
+        assert!(plan.on_existing.is_empty(), "{:?}", plan.on_existing);
+        assert_eq!(plan.new_claims.len(), 2);
+        for claim in &plan.new_claims {
+            assert!(
+                !claim.requirements.allows(ZONE_LABEL, "test-zone-1"),
+                "test-zone-1 already has the running pod"
+            );
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ async fn node_class_and_pool(
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "apiVersion": "windlass.dev/v1alpha1", "kind": "EC2NodeClass", "metadata": {"name": name},
-                "spec": {"role": "WindlassNodeRole", "amiSelectorTerms": [{"alias": "al2023@latest"}],
+                "spec": {"role": "WindlassNodeRole", "amiSelectorTerms": [{"alias": "al2023@latest"}], "tags": {"team": "provisioning"},
                          "subnetSelectorTerms": [{"tags": discovery}], "securityGroupSelectorTerms": [{"tags": discovery}]}
             }))
             .unwrap(),
@@ -151,6 +151,22 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
     )
     .await;
     assert_eq!(note, "limit cpu=4 reached: 1 pod left pending");
+    let limit_reached = wait_until(
+        "the NodePool's LimitReached condition",
+        Duration::from_secs(30),
+        || async {
+            let status = pools.get(&name).await.ok()?.status?;
+            status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "LimitReached" && c.status == "True")
+        },
+    )
+    .await;
+    assert_eq!(
+        limit_reached.message,
+        "limit cpu=4 reached: 1 pod left pending"
+    );
     // A later batch must not plan the nominated pods again.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let claims_now = claims
@@ -310,7 +326,60 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
         node_taints.iter().any(|t| t.key == "windlass.dev/test"),
         "{node_taints:?}"
     );
+    assert!(
+        node.finalizers()
+            .iter()
+            .any(|f| f == "windlass.dev/termination"),
+        "the Node carries the termination finalizer"
+    );
     println!("pods → NodeClaim → {launched_type} ({instance}) → Node {node_name} Ready");
+
+    // The launch template: the node class's tags, the default encrypted gp3 root volume, IMDSv2.
+    let templates = env
+        .ec2()
+        .describe_launch_templates()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:windlass.dev/cluster")
+                .values(&windlass.cluster)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let template = &templates.launch_templates()[0];
+    let template_name = template.launch_template_name().unwrap();
+    assert!(
+        template_name.starts_with(&format!("windlass-{}-{name}-", windlass.cluster)),
+        "{template_name}"
+    );
+    let versions = env
+        .ec2()
+        .describe_launch_template_versions()
+        .launch_template_name(template_name)
+        .send()
+        .await
+        .unwrap();
+    let data = versions.launch_template_versions()[0]
+        .launch_template_data()
+        .unwrap();
+    assert_eq!(data.image_id(), ec2_instance.image_id());
+    let root = &data.block_device_mappings()[0];
+    assert_eq!(root.device_name(), Some("/dev/xvda"));
+    let ebs = root.ebs().unwrap();
+    assert_eq!((ebs.volume_size(), ebs.encrypted()), (Some(20), Some(true)));
+    assert_eq!(ebs.volume_type().map(|t| t.as_str()), Some("gp3"));
+    let metadata = data.metadata_options().unwrap();
+    assert_eq!(metadata.http_tokens().map(|t| t.as_str()), Some("required"));
+    let volume_tags = &data.tag_specifications()[0];
+    assert!(
+        volume_tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("team") && t.value() == Some("provisioning")),
+        "{volume_tags:?}"
+    );
+    assert_eq!(tag("team").as_deref(), Some("provisioning"));
 
     let pool_status = wait_until(
         "the NodePool to count its node",
@@ -357,6 +426,19 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
     // Deleting the NodeClaim terminates the instance and removes the Node. The pods go first,
     // so the freed limit does not bring a NodeClaim for the pod still pending.
     delete_pods(&pods).await;
+    wait_until(
+        "LimitReached to clear once no pod is held back",
+        Duration::from_secs(30),
+        || async {
+            let status = pools.get(&name).await.ok()?.status?;
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "LimitReached" && c.status == "False")
+                .then_some(())
+        },
+    )
+    .await;
     claims
         .delete(&claim_name, &DeleteParams::default())
         .await
@@ -416,9 +498,31 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
     namespace.delete().await;
 }
 
-/// The moto server's fault injection (hack/stack/moto_server.py): CreateFleet reports these
-/// offerings as out of capacity.
-const INSUFFICIENT_CAPACITY: &str = "/windlass-test/insufficient-capacity";
+/// The moto server's fault injection (hack/stack/moto_server.py): CreateFleet for `cluster`
+/// reports the offerings `value` matches (`capacity-type:type:zone`, `*` for any) as out of
+/// capacity until the returned parameter is deleted.
+async fn exhaust(env: &TestEnv, cluster: &str, value: &str) -> String {
+    let name = format!("/windlass-test/insufficient-capacity/{cluster}");
+    aws_sdk_ssm::Client::new(&env.aws)
+        .put_parameter()
+        .name(&name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    name
+}
+
+async fn restore(env: &TestEnv, parameter: &str) {
+    aws_sdk_ssm::Client::new(&env.aws)
+        .delete_parameter()
+        .name(parameter)
+        .send()
+        .await
+        .unwrap();
+}
 
 #[tokio::test]
 async fn spot_out_of_capacity_falls_back_to_on_demand() {
@@ -427,17 +531,9 @@ async fn spot_out_of_capacity_falls_back_to_on_demand() {
     let namespace = TestNamespace::create(&env.client, "capacity").await;
     let ns = namespace.name.as_str();
     let name = unique("spot");
-    let ssm = aws_sdk_ssm::Client::new(&env.aws);
-    ssm.put_parameter()
-        .name(INSUFFICIENT_CAPACITY)
-        .value("spot:*:*")
-        .r#type(aws_sdk_ssm::types::ParameterType::String)
-        .overwrite(true)
-        .send()
-        .await
-        .unwrap();
     let (classes, pools) = node_class_and_pool(&env, &name, json!([]), json!({})).await;
     let windlass = start_windlass(ns);
+    let exhausted = exhaust(&env, &windlass.cluster, "spot:*:*").await;
     let pods = pending_pods(&env, ns, &name, 1).await;
 
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
@@ -456,11 +552,7 @@ async fn spot_out_of_capacity_falls_back_to_on_demand() {
         },
     )
     .await;
-    ssm.delete_parameter()
-        .name(INSUFFICIENT_CAPACITY)
-        .send()
-        .await
-        .unwrap();
+    restore(&env, &exhausted).await;
     assert_eq!(
         launched
             .labels()
@@ -545,22 +637,31 @@ async fn node_selectors_node_affinity_and_zone_spread_shape_the_node_claims() {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
     let selector = format!("windlass.dev/nodepool={name}");
-    for index in 0..2 {
-        let pod: Pod = serde_json::from_value(json!({
+    // Zone spread across the two allowed zones, one web pod per node.
+    let web_pod = |index: usize| -> Pod {
+        serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": format!("web-{index}"), "labels": {"app": "web"}},
             "spec": {
                 "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": name, "effect": "NoSchedule"}],
                 "nodeSelector": {"windlass.dev/nodepool": name, "kubernetes.io/arch": "arm64"},
-                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": allowed}]}
-                ]}}},
+                "affinity": {
+                    "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": allowed}]}
+                    ]}},
+                    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "web"}}}
+                    ]}
+                },
                 "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                     "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}],
                 "containers": [{"name": "web", "image": "web", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]
             }
         }))
-        .unwrap();
+        .unwrap()
+    };
+    for index in 0..2 {
+        let pod = web_pod(index);
         pods.create(&PostParams::default(), &pod).await.unwrap();
         // The second pod comes in a later batch, while the first one's NodeClaim is in
         // flight: the nominated first pod must count for the spread.
@@ -636,6 +737,50 @@ async fn node_selectors_node_affinity_and_zone_spread_shape_the_node_claims() {
     );
     println!("zone spread + arm64 + affinity → {zones:?}");
 
+    // Pods Running on initialized Nodes count for the spread too: with web-0 and web-1 running
+    // and web-2 running in the first zone, web-3 must go to the second.
+    let _registrar = start_registrar(&windlass.cluster, 1);
+    let zone_of_running = |pod_name: String| {
+        let pods = pods.clone();
+        let nodes: Api<Node> = Api::all(env.client.clone());
+        async move {
+            wait_until(
+                &format!("{pod_name} Running"),
+                Duration::from_secs(90),
+                || async {
+                    let pod = pods.get(&pod_name).await.ok()?;
+                    let running = pod.status.as_ref()?.phase.as_deref() == Some("Running");
+                    let node = nodes
+                        .get(pod.spec.as_ref()?.node_name.as_deref()?)
+                        .await
+                        .ok()?;
+                    running.then(|| node.labels().get("topology.kubernetes.io/zone").cloned())?
+                },
+            )
+            .await
+        }
+    };
+    zone_of_running("web-0".into()).await;
+    zone_of_running("web-1".into()).await;
+    pods.create(&PostParams::default(), &web_pod(2))
+        .await
+        .unwrap();
+    let third_zone = zone_of_running("web-2".into()).await;
+    pods.create(&PostParams::default(), &web_pod(3))
+        .await
+        .unwrap();
+    let fourth_zone = zone_of_running("web-3".into()).await;
+    assert_ne!(
+        third_zone, fourth_zone,
+        "web-3 must balance the zones web-0..2 run in"
+    );
+    let launched: Vec<NodeClaim> = claims
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(launched.len(), 4, "one node per web pod");
+
     delete_pods(&pods).await;
     for claim in &launched {
         claims
@@ -655,6 +800,215 @@ async fn node_selectors_node_affinity_and_zone_spread_shape_the_node_claims() {
         },
     )
     .await;
+    drop(windlass);
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+    classes
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    namespace.delete().await;
+}
+
+/// The values of the NodeClaim's instance-type requirement.
+fn candidate_types(claim: &NodeClaim) -> Vec<String> {
+    claim
+        .spec
+        .requirements
+        .iter()
+        .filter(|r| r.key == "node.kubernetes.io/instance-type")
+        .flat_map(|r| r.values.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_cheapest_type_out_of_capacity_launches_the_next_and_is_left_out_after() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "next-type").await;
+    let ns = namespace.name.as_str();
+    let name = unique("nexttype");
+    let (classes, pools) = node_class_and_pool(
+        &env,
+        &name,
+        json!([
+            {"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]},
+            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.xlarge", "m5.2xlarge"]}
+        ]),
+        json!({}),
+    )
+    .await;
+    let windlass = start_windlass(ns);
+    let exhausted = exhaust(&env, &windlass.cluster, "on-demand:m5.xlarge:*").await;
+    let pods = pending_pods(&env, ns, &name, 1).await;
+    let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    let selector = format!("windlass.dev/nodepool={name}");
+    let first = wait_until(
+        "the first NodeClaim to launch",
+        Duration::from_secs(60),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|c| c.labels().contains_key("node.kubernetes.io/instance-type"))
+        },
+    )
+    .await;
+    assert_eq!(candidate_types(&first), ["m5.2xlarge", "m5.xlarge"]);
+    assert_eq!(
+        first
+            .labels()
+            .get("node.kubernetes.io/instance-type")
+            .map(String::as_str),
+        Some("m5.2xlarge"),
+        "m5.xlarge, the cheapest, was out of capacity"
+    );
+
+    // A pod too big for what is left on the first NodeClaim: its NodeClaim no longer offers
+    // m5.xlarge while that is marked out of capacity.
+    let big: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"},
+        "spec": {
+            "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": name, "effect": "NoSchedule"}],
+            "nodeSelector": {"windlass.dev/nodepool": name},
+            "containers": [{"name": "big", "image": "big", "resources": {"requests": {"cpu": "3500m", "memory": "3Gi"}}}]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &big).await.unwrap();
+    let second = wait_until("a second NodeClaim", Duration::from_secs(60), || async {
+        let list = claims
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?;
+        list.items
+            .into_iter()
+            .find(|c| c.name_any() != first.name_any())
+    })
+    .await;
+    restore(&env, &exhausted).await;
+    assert_eq!(candidate_types(&second), ["m5.2xlarge"]);
+
+    delete_pods(&pods).await;
+    for claim in [&first, &second] {
+        claims
+            .delete(&claim.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    wait_until(
+        "the NodeClaims to be gone",
+        Duration::from_secs(60),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items.is_empty().then_some(())
+        },
+    )
+    .await;
+    drop(windlass);
+    pools.delete(&name, &DeleteParams::default()).await.unwrap();
+    classes
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    namespace.delete().await;
+}
+
+#[tokio::test]
+async fn deleting_a_node_terminates_its_instance_and_removes_its_node_claim() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "node-delete").await;
+    let ns = namespace.name.as_str();
+    let name = unique("nodedelete");
+    let (classes, pools) = node_class_and_pool(
+        &env,
+        &name,
+        json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
+        json!({}),
+    )
+    .await;
+    let windlass = start_windlass(ns);
+    let _registrar = start_registrar(&windlass.cluster, 1);
+    let pods = pending_pods(&env, ns, &name, 1).await;
+    let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    let selector = format!("windlass.dev/nodepool={name}");
+    let claim = wait_until(
+        "the NodeClaim to be Initialized",
+        Duration::from_secs(90),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items.into_iter().find(|c| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Initialized" && c.status == "True")
+                })
+            })
+        },
+    )
+    .await;
+    let status = claim.status.clone().unwrap();
+    let node_name = status.node_name.clone().unwrap();
+    let instance = instance_id(status.provider_id.as_deref().unwrap())
+        .unwrap()
+        .to_owned();
+    delete_pods(&pods).await;
+
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    nodes
+        .delete(&node_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until(
+        "the NodeClaim to be gone",
+        Duration::from_secs(60),
+        || async {
+            claims
+                .get_opt(&claim.name_any())
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    wait_until("the Node to be gone", Duration::from_secs(30), || async {
+        nodes
+            .get_opt(&node_name)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let described = env
+        .ec2()
+        .describe_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .unwrap();
+    let state = described.reservations()[0].instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .as_str()
+        .to_owned();
+    assert!(
+        ["shutting-down", "terminated"].contains(&state.as_str()),
+        "instance is {state}"
+    );
+
     drop(windlass);
     pools.delete(&name, &DeleteParams::default()).await.unwrap();
     classes

@@ -53,7 +53,8 @@ struct Registrar {
     ec2: aws_sdk_ec2::Client,
     nodes: Api<Node>,
     claims: Api<NodeClaim>,
-    shapes: HashMap<String, Shape>,
+    /// Shape and Kubernetes architecture per instance type.
+    shapes: HashMap<String, (Shape, &'static str)>,
 }
 
 #[tokio::main]
@@ -123,12 +124,12 @@ impl Registrar {
             {
                 continue;
             }
-            let shape = self.shape(&instance.instance_type).await?;
+            let (shape, arch) = self.shape(&instance.instance_type).await?;
             let claim = match &instance.nodeclaim {
                 Some(name) => self.claims.get_opt(name).await.unwrap_or(None),
                 None => None,
             };
-            let node = node::node(&instance, &shape, claim.as_ref(), &self.cluster);
+            let node = node::node(&instance, &shape, arch, claim.as_ref(), &self.cluster);
             match self.nodes.create(&PostParams::default(), &node).await {
                 Ok(created) => {
                     info!(node = ?created.metadata.name, instance = %instance.id, "registered Node")
@@ -183,10 +184,6 @@ impl Registrar {
                         id: id.to_owned(),
                         instance_type: instance_type.as_str().to_owned(),
                         zone: zone.to_owned(),
-                        architecture: instance
-                            .architecture()
-                            .map_or("x86_64", |a| a.as_str())
-                            .to_owned(),
                         private_dns_name: instance.private_dns_name().map(str::to_owned),
                         spot: instance
                             .instance_lifecycle()
@@ -201,7 +198,9 @@ impl Registrar {
         Ok(instances)
     }
 
-    async fn shape(&mut self, instance_type: &str) -> Result<Shape, BoxError> {
+    /// The type's shape and architecture; a kubelet reports the architecture of the CPU it
+    /// runs on, which the instance type decides.
+    async fn shape(&mut self, instance_type: &str) -> Result<(Shape, &'static str), BoxError> {
         if let Some(shape) = self.shapes.get(instance_type) {
             return Ok(*shape);
         }
@@ -215,7 +214,7 @@ impl Registrar {
             .instance_types()
             .first()
             .ok_or_else(|| format!("unknown instance type {instance_type}"))?;
-        let (shape, _) = shape_of(info)
+        let shape = shape_of(info)
             .ok_or_else(|| format!("instance type {instance_type} has no usable shape"))?;
         self.shapes.insert(instance_type.to_owned(), shape);
         Ok(shape)

@@ -26,25 +26,25 @@ pub struct Instance {
     pub id: String,
     pub instance_type: String,
     pub zone: String,
-    /// As EC2 reports it: `x86_64` or `arm64`.
-    pub architecture: String,
     pub private_dns_name: Option<String>,
     pub spot: bool,
     pub nodepool: Option<String>,
     pub nodeclaim: Option<String>,
 }
 
-pub fn node(instance: &Instance, shape: &Shape, claim: Option<&NodeClaim>, cluster: &str) -> Node {
+/// `arch` is the instance type's, as Kubernetes names it (`amd64`, `arm64`).
+pub fn node(
+    instance: &Instance,
+    shape: &Shape,
+    arch: &str,
+    claim: Option<&NodeClaim>,
+    cluster: &str,
+) -> Node {
     let name = instance
         .private_dns_name
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| instance.id.clone());
-    let arch = if instance.architecture == "arm64" {
-        "arm64"
-    } else {
-        "amd64"
-    };
     let region = instance
         .zone
         .trim_end_matches(|c: char| c.is_ascii_lowercase());
@@ -128,7 +128,6 @@ mod tests {
             id: "i-0123".into(),
             instance_type: "m5.large".into(),
             zone: "us-east-1b".into(),
-            architecture: "x86_64".into(),
             private_dns_name: Some("ip-10-42-16-5.ec2.internal".into()),
             spot: false,
             nodepool: Some("default".into()),
@@ -147,7 +146,7 @@ mod tests {
     #[test]
     fn node_looks_like_a_kubelet_registration() {
         let (instance, shape) = m5_large();
-        let node = node(&instance, &shape, None, "local");
+        let node = node(&instance, &shape, "amd64", None, "local");
         assert_eq!(
             node.metadata.name.as_deref(),
             Some("ip-10-42-16-5.ec2.internal")
@@ -183,7 +182,7 @@ mod tests {
             }
         }))
         .unwrap();
-        let node = node(&instance, &shape, Some(&claim), "local");
+        let node = node(&instance, &shape, "amd64", Some(&claim), "local");
         assert_eq!(node.metadata.labels.unwrap()["team"], "data");
         let taints: Vec<Taint> = node.spec.unwrap().taints.unwrap();
         assert_eq!(
@@ -195,10 +194,9 @@ mod tests {
     #[test]
     fn graviton_and_spot_instances_are_labelled_as_such() {
         let (mut instance, shape) = m5_large();
-        instance.architecture = "arm64".into();
         instance.spot = true;
         instance.private_dns_name = None;
-        let node = node(&instance, &shape, None, "local");
+        let node = node(&instance, &shape, "arm64", None, "local");
         assert_eq!(node.metadata.name.as_deref(), Some("i-0123"));
         let labels = node.metadata.labels.unwrap();
         assert_eq!(labels[ARCH_LABEL], "arm64");
