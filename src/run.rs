@@ -85,6 +85,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         recorder: Recorder::new(client.clone(), reporter.clone()),
         aws: Aws::new(&aws),
         kubernetes_minor,
+        cluster: args.cluster_name.clone(),
     });
     let scaling = Arc::new(Scaling {
         client: client.clone(),

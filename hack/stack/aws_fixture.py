@@ -1,6 +1,7 @@
 """Creates the AWS side of the local stack in moto: a VPC with one subnet per zone in three
 zones and a security group, all tagged for discovery; AMIs behind the SSM parameters that
-EC2NodeClass aliases resolve; and the demo's SQS queues. Idempotent: what exists is reused.
+EC2NodeClass aliases resolve; the node IAM roles the examples and tests name; and the demo's
+SQS queues. Idempotent: what exists is reused.
 Prints what it made as JSON.
 
 usage: aws_fixture.py CLUSTER_NAME   (AWS_ENDPOINT_URL and AWS_REGION point at moto)
@@ -81,6 +82,22 @@ def ensure_ami_parameters(ec2, ssm):
     return parameters
 
 
+NODE_ROLES = ("WindlassNodeRole", "WindlassNodeRole-demo")
+EC2_TRUST = json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+})
+
+
+def ensure_node_roles(iam):
+    for role in NODE_ROLES:
+        try:
+            iam.get_role(RoleName=role)
+        except iam.exceptions.NoSuchEntityException:
+            iam.create_role(RoleName=role, AssumeRolePolicyDocument=EC2_TRUST)
+    return list(NODE_ROLES)
+
+
 def ensure_queues(sqs, cluster):
     queues = {}
     for purpose in ("jobs", "orders", "interruption"):
@@ -101,6 +118,7 @@ def main():
         "subnets": ensure_subnets(ec2, cluster, vpc, region),
         "securityGroupId": ensure_security_group(ec2, cluster, vpc),
         "amiParameters": ensure_ami_parameters(ec2, session.client("ssm")),
+        "nodeRoles": ensure_node_roles(session.client("iam")),
         "queues": ensure_queues(session.client("sqs"), cluster),
     }
     json.dump(fixture, sys.stdout, indent=2)

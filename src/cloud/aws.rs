@@ -110,6 +110,7 @@ fn failed<E: std::error::Error>(call: &'static str) -> impl FnOnce(E) -> CloudEr
 pub struct Aws {
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
+    iam: aws_sdk_iam::Client,
 }
 
 /// `tag:<key>` filters, one per tag; a `*` value means the key exists with any value.
@@ -133,7 +134,88 @@ impl Aws {
         Self {
             ec2: aws_sdk_ec2::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
         }
+    }
+
+    /// Makes instance profile `name` exist, tagged with `tags`, holding `role` and no other
+    /// role (a profile holds at most one). A role that does not exist is an error naming it.
+    pub async fn ensure_instance_profile(
+        &self,
+        name: &str,
+        role: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), CloudError> {
+        let profile = match self
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
+        {
+            Ok(output) => output.instance_profile,
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_no_such_entity_exception()) =>
+            {
+                let tags = tags
+                    .iter()
+                    .map(|(key, value)| {
+                        aws_sdk_iam::types::Tag::builder()
+                            .key(key)
+                            .value(value)
+                            .build()
+                            .expect("key and value are set")
+                    })
+                    .collect();
+                self.iam
+                    .create_instance_profile()
+                    .instance_profile_name(name)
+                    .set_tags(Some(tags))
+                    .send()
+                    .await
+                    .map_err(failed("CreateInstanceProfile"))?
+                    .instance_profile
+            }
+            Err(error) => return Err(failed("GetInstanceProfile")(error)),
+        };
+        let held: Vec<String> = profile
+            .map(|p| p.roles.into_iter().map(|r| r.role_name).collect())
+            .unwrap_or_default();
+        for other in held.iter().filter(|held| *held != role) {
+            self.iam
+                .remove_role_from_instance_profile()
+                .instance_profile_name(name)
+                .role_name(other)
+                .send()
+                .await
+                .map_err(failed("RemoveRoleFromInstanceProfile"))?;
+        }
+        if !held.iter().any(|held| held == role) {
+            match self
+                .iam
+                .add_role_to_instance_profile()
+                .instance_profile_name(name)
+                .role_name(role)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_no_such_entity_exception()) =>
+                {
+                    return Err(CloudError {
+                        call: "AddRoleToInstanceProfile",
+                        message: format!("IAM role {role} does not exist"),
+                    });
+                }
+                Err(error) => return Err(failed("AddRoleToInstanceProfile")(error)),
+            }
+        }
+        Ok(())
     }
 
     pub async fn subnets(

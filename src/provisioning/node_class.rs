@@ -1,6 +1,8 @@
 //! EC2NodeClass resolution rules, without I/O: which SSM parameters an AMI alias reads, the node
 //! requirements an image is valid for, and how resolved images are ordered.
 
+use sha2::{Digest, Sha256};
+
 use crate::apis::ec2_node_class::ResolvedAmi;
 use crate::apis::node_pool::{
     ARCH_LABEL, NodeSelectorRequirementWithMinValues, RequirementOperator,
@@ -131,6 +133,23 @@ pub fn newest_per_arch(mut images: Vec<(ResolvedAmi, String)>) -> Vec<ResolvedAm
     newest
 }
 
+/// The instance profile Windlass makes for a node class's role. IAM allows 128 characters;
+/// a longer name is shortened to a hash of the cluster and node class.
+pub fn instance_profile_name(cluster: &str, node_class: &str) -> String {
+    let name = format!("windlass_{cluster}_{node_class}");
+    if name.len() <= 128 {
+        return name;
+    }
+    let digest = Sha256::digest(format!("{cluster}/{node_class}").as_bytes());
+    let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("windlass_{hash}")
+}
+
+/// The role's name, from a name or an ARN (`arn:aws:iam::<account>:role/<path>/<name>`).
+pub fn role_name(role: &str) -> &str {
+    role.rsplit('/').next().unwrap_or(role)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +192,21 @@ mod tests {
         ]);
         let ids: Vec<_> = chosen.iter().map(|a| a.id.as_str()).collect();
         assert_eq!(ids, ["ami-new", "ami-arm"]);
+    }
+
+    #[test]
+    fn instance_profiles_are_named_for_cluster_and_class_within_iam_limits() {
+        assert_eq!(
+            instance_profile_name("prod", "default"),
+            "windlass_prod_default"
+        );
+        let long = instance_profile_name("prod", &"x".repeat(130));
+        assert!(long.len() <= 128 && long.starts_with("windlass_"), "{long}");
+        assert_ne!(long, instance_profile_name("prod", &"y".repeat(130)));
+        assert_eq!(role_name("NodeRole"), "NodeRole");
+        assert_eq!(
+            role_name("arn:aws:iam::123456789012:role/nodes/NodeRole"),
+            "NodeRole"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The EC2NodeClass controller: resolves subnet, security group and AMI selector terms against
-//! EC2 and SSM, and writes what they resolved to, with conditions, into status. Resolution is
-//! repeated every five minutes (a minute while not Ready), so new subnets and AMIs are picked up.
+//! EC2 and SSM, makes the instance profile for `role` in IAM, and writes what they resolved to,
+//! with conditions, into status. Resolution is repeated every five minutes (a minute while not
+//! Ready), so new subnets and AMIs are picked up.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,14 +19,18 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::node_class::{alias_parameters, newest_per_arch, resolved_ami};
+use super::node_class::{
+    alias_parameters, instance_profile_name, newest_per_arch, resolved_ami, role_name,
+};
 use crate::apis::conditions::{READY, condition};
 use crate::apis::ec2_node_class::{EC2NodeClass, EC2NodeClassStatus};
 use crate::cloud::aws::{Aws, CloudError};
+use crate::cloud::{CLUSTER_TAG, NODECLASS_TAG};
 
 pub const SUBNETS_READY: &str = "SubnetsReady";
 pub const SECURITY_GROUPS_READY: &str = "SecurityGroupsReady";
 pub const AMIS_READY: &str = "AMIsReady";
+pub const INSTANCE_PROFILE_READY: &str = "InstanceProfileReady";
 
 const FIELD_MANAGER: &str = "windlass";
 
@@ -36,6 +41,8 @@ pub struct NodeClasses {
     pub aws: Aws,
     /// The cluster's Kubernetes minor version (`1.36`), which AMI aliases resolve against.
     pub kubernetes_minor: String,
+    /// `--cluster-name`: names and tags the instance profiles made for roles.
+    pub cluster: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,14 +206,35 @@ async fn resolve(
     let amis = newest_per_arch(images);
     let amis_ok = judge(AMIS_READY, image_result.map(|()| !amis.is_empty()), "AMIs");
 
-    let ready = subnets_ok && groups_ok && amis_ok;
+    let profile_result: Result<Option<String>, String> = match (&spec.role, &spec.instance_profile)
+    {
+        (_, Some(profile)) => Ok(Some(profile.clone())),
+        (Some(role), None) => {
+            let name = instance_profile_name(&context.cluster, &object.name_any());
+            let mut tags = spec.tags.clone();
+            tags.insert(CLUSTER_TAG.into(), context.cluster.clone());
+            tags.insert(NODECLASS_TAG.into(), object.name_any());
+            aws.ensure_instance_profile(&name, role_name(role), &tags)
+                .await
+                .map(|()| Some(name))
+                .map_err(|e| e.to_string())
+        }
+        (None, None) => Ok(None),
+    };
+    let profile_ok = judge(
+        INSTANCE_PROFILE_READY,
+        profile_result.clone().map(|p| p.is_some()),
+        "instance profile",
+    );
+
+    let ready = subnets_ok && groups_ok && amis_ok && profile_ok;
     let not_ready: Vec<&str> = conditions
         .iter()
         .filter(|c| c.status == "False")
         .map(|c| c.type_.as_str())
         .collect();
     let message = if ready {
-        "subnets, security groups and AMIs resolved".to_owned()
+        "subnets, security groups, AMIs and instance profile resolved".to_owned()
     } else {
         format!("not resolved: {}", not_ready.join(", "))
     };
@@ -225,6 +253,6 @@ async fn resolve(
         subnets,
         security_groups: groups,
         amis,
-        instance_profile: spec.instance_profile.clone(),
+        instance_profile: profile_result.ok().flatten(),
     }
 }

@@ -1,5 +1,6 @@
 //! EC2NodeClasses against moto: selector terms resolve to subnets, security groups and AMIs
-//! (by tags, name and alias), and a term that matches nothing is a condition and an Event.
+//! (by tags, name and alias), a role gets an instance profile in IAM, and a term that matches
+//! nothing, or a role that does not exist, is a condition and an Event.
 
 use std::time::Duration;
 
@@ -96,7 +97,11 @@ async fn node_classes_resolve_their_selector_terms() {
     tags(&image).await.unwrap();
 
     let classes: Api<EC2NodeClass> = Api::all(env.client.clone());
-    let (good, bad) = (unique("resolves"), unique("missing-subnet"));
+    let (good, bad, no_role) = (
+        unique("resolves"),
+        unique("missing-subnet"),
+        unique("missing-role"),
+    );
     classes
         .create(
             &PostParams::default(),
@@ -124,7 +129,22 @@ async fn node_classes_resolve_their_selector_terms() {
         )
         .await
         .unwrap();
-    let _windlass = start_windlass(&namespace.name);
+    classes
+        .create(
+            &PostParams::default(),
+            &node_class(
+                &no_role,
+                json!({
+                    "role": "NoSuchRole",
+                    "subnetSelectorTerms": [{"tags": {"windlass.dev/test": tag}}],
+                    "securityGroupSelectorTerms": [{"id": group}],
+                    "amiSelectorTerms": [{"alias": "al2023@latest"}]
+                }),
+            ),
+        )
+        .await
+        .unwrap();
+    let windlass = start_windlass(&namespace.name);
 
     let resolved = wait_until(
         "the node class to be Ready",
@@ -154,6 +174,56 @@ async fn node_classes_resolve_their_selector_terms() {
     assert_eq!(status.amis.len(), 1);
     assert_eq!(status.amis[0].id, image);
     assert_eq!(status.amis[0].requirements[0].values, ["arm64"]);
+    // Every test runs its own install (its own --cluster-name) against the one API server, so
+    // any of them may have written the status last.
+    let profile = status.instance_profile.clone().unwrap();
+    assert!(
+        profile.starts_with("windlass_cluster-") && profile.ends_with(&format!("_{good}")),
+        "{profile}"
+    );
+    let iam = aws_sdk_iam::Client::new(&env.aws);
+    let made = iam
+        .get_instance_profile()
+        .instance_profile_name(&profile)
+        .send()
+        .await
+        .unwrap()
+        .instance_profile
+        .unwrap();
+    let roles: Vec<&str> = made.roles.iter().map(|r| r.role_name.as_str()).collect();
+    assert_eq!(roles, ["WindlassNodeRole"]);
+    assert!(
+        made.tags()
+            .iter()
+            .any(|t| t.key == "windlass.dev/ec2nodeclass" && t.value == good),
+        "{:?}",
+        made.tags()
+    );
+    let own = format!("windlass_{}_{good}", windlass.cluster);
+    iam.get_instance_profile()
+        .instance_profile_name(&own)
+        .send()
+        .await
+        .expect("this install made its own profile too");
+
+    let roleless = wait_until(
+        "the node class without a role to say why",
+        Duration::from_secs(30),
+        || async {
+            let class = classes.get(&no_role).await.ok()?;
+            (condition(&class, "Ready")?.status == "False").then_some(class)
+        },
+    )
+    .await;
+    let profile_ready = condition(&roleless, "InstanceProfileReady").unwrap();
+    assert_eq!(profile_ready.status, "False");
+    assert!(
+        profile_ready
+            .message
+            .contains("IAM role NoSuchRole does not exist"),
+        "{}",
+        profile_ready.message
+    );
 
     let unresolved = wait_until(
         "the other node class to say why",
@@ -204,7 +274,7 @@ async fn node_classes_resolve_their_selector_terms() {
     )
     .await;
 
-    for name in [&good, &bad] {
+    for name in [&good, &bad, &no_role] {
         classes
             .delete(name, &DeleteParams::default())
             .await

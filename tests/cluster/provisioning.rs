@@ -364,6 +364,23 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
         .launch_template_data()
         .unwrap();
     assert_eq!(data.image_id(), ec2_instance.image_id());
+    let profile = data
+        .iam_instance_profile()
+        .and_then(|p| p.name())
+        .expect("the template names the instance profile made for the role");
+    let roles: Vec<String> = aws_sdk_iam::Client::new(&env.aws)
+        .get_instance_profile()
+        .instance_profile_name(profile)
+        .send()
+        .await
+        .unwrap()
+        .instance_profile
+        .unwrap()
+        .roles
+        .into_iter()
+        .map(|r| r.role_name)
+        .collect();
+    assert_eq!(roles, ["WindlassNodeRole"], "{profile}");
     let root = &data.block_device_mappings()[0];
     assert_eq!(root.device_name(), Some("/dev/xvda"));
     let ebs = root.ebs().unwrap();
