@@ -569,18 +569,8 @@ async fn initialize(
 
 /// Deletes a NodeClaim that missed a deadline; the finalizer terminates what it launched.
 async fn expire(context: &NodeClaims, claim: &NodeClaim, why: &str) -> Result<Action, Error> {
-    publish(
-        context,
-        claim,
-        "Expired",
-        &format!("deleting the NodeClaim: {why}"),
-    )
-    .await;
-    Api::<NodeClaim>::all(context.client.clone())
-        .delete(&claim.name_any(), &DeleteParams::default())
-        .await
-        .map_err(Error::Kube)?;
-    Ok(Action::await_change())
+    let note = format!("deleting the NodeClaim: {why}");
+    delete_claim(context, claim, EventType::Warning, "Expired", note).await
 }
 
 /// Someone deleted the claim's Node: the NodeClaim goes too, and its finalizer terminates the
@@ -590,18 +580,21 @@ async fn node_deleted(
     claim: &NodeClaim,
     node: &Node,
 ) -> Result<Action, Error> {
-    crate::events::publish(
-        &context.recorder,
-        claim,
-        EventType::Normal,
-        "NodeDeleted",
-        format!(
-            "Node {} was deleted; deleting its NodeClaim",
-            node.name_any()
-        ),
-        "Terminate",
-    )
-    .await;
+    let note = format!(
+        "Node {} was deleted; deleting its NodeClaim",
+        node.name_any()
+    );
+    delete_claim(context, claim, EventType::Normal, "NodeDeleted", note).await
+}
+
+async fn delete_claim(
+    context: &NodeClaims,
+    claim: &NodeClaim,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) -> Result<Action, Error> {
+    crate::events::publish(&context.recorder, claim, type_, reason, note, "Terminate").await;
     Api::<NodeClaim>::all(context.client.clone())
         .delete(&claim.name_any(), &DeleteParams::default())
         .await

@@ -87,6 +87,50 @@ async fn delete_pods(pods: &Api<Pod>) {
     .await;
 }
 
+async fn assert_terminated(env: &TestEnv, instance: &str) {
+    let described = env
+        .ec2()
+        .describe_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .unwrap();
+    let state = described.reservations()[0].instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .as_str()
+        .to_owned();
+    assert!(
+        ["shutting-down", "terminated"].contains(&state.as_str()),
+        "instance {instance} is {state}"
+    );
+}
+
+async fn delete_pool_and_class(pools: &Api<NodePool>, classes: &Api<EC2NodeClass>, name: &str) {
+    pools.delete(name, &DeleteParams::default()).await.unwrap();
+    classes
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+async fn wait_claims_gone(claims: &Api<NodeClaim>, selector: &str) {
+    wait_until(
+        "the NodeClaims to be gone",
+        Duration::from_secs(60),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?;
+            list.items.is_empty().then_some(())
+        },
+    )
+    .await;
+}
+
 /// `count` pods of 1 vCPU / 3 GiB that only the test's NodePool can take.
 async fn pending_pods(env: &TestEnv, namespace: &str, pool: &str, count: usize) -> Api<Pod> {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), namespace);
@@ -473,24 +517,7 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
         },
     )
     .await;
-    let described = env
-        .ec2()
-        .describe_instances()
-        .instance_ids(&instance)
-        .send()
-        .await
-        .unwrap();
-    let state = described.reservations()[0].instances()[0]
-        .state()
-        .unwrap()
-        .name()
-        .unwrap()
-        .as_str()
-        .to_owned();
-    assert!(
-        ["shutting-down", "terminated"].contains(&state.as_str()),
-        "instance is {state}"
-    );
+    assert_terminated(&env, &instance).await;
     let nodes: Api<Node> = Api::all(env.client.clone());
     wait_until("the Node to be gone", Duration::from_secs(30), || async {
         nodes
@@ -507,11 +534,7 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
         .await
         .unwrap();
     assert!(left.items.is_empty(), "a NodeClaim is left");
-    pools.delete(&name, &DeleteParams::default()).await.unwrap();
-    classes
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
+    delete_pool_and_class(&pools, &classes, &name).await;
     namespace.delete().await;
 }
 
@@ -626,11 +649,7 @@ async fn spot_out_of_capacity_falls_back_to_on_demand() {
         },
     )
     .await;
-    pools.delete(&name, &DeleteParams::default()).await.unwrap();
-    classes
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
+    delete_pool_and_class(&pools, &classes, &name).await;
     namespace.delete().await;
 }
 
@@ -805,24 +824,9 @@ async fn node_selectors_node_affinity_and_zone_spread_shape_the_node_claims() {
             .await
             .unwrap();
     }
-    wait_until(
-        "the NodeClaims to be gone",
-        Duration::from_secs(60),
-        || async {
-            let list = claims
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .ok()?;
-            list.items.is_empty().then_some(())
-        },
-    )
-    .await;
+    wait_claims_gone(&claims, &selector).await;
     drop(windlass);
-    pools.delete(&name, &DeleteParams::default()).await.unwrap();
-    classes
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
+    delete_pool_and_class(&pools, &classes, &name).await;
     namespace.delete().await;
 }
 
@@ -915,24 +919,9 @@ async fn the_cheapest_type_out_of_capacity_launches_the_next_and_is_left_out_aft
             .await
             .unwrap();
     }
-    wait_until(
-        "the NodeClaims to be gone",
-        Duration::from_secs(60),
-        || async {
-            let list = claims
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .ok()?;
-            list.items.is_empty().then_some(())
-        },
-    )
-    .await;
+    wait_claims_gone(&claims, &selector).await;
     drop(windlass);
-    pools.delete(&name, &DeleteParams::default()).await.unwrap();
-    classes
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
+    delete_pool_and_class(&pools, &classes, &name).await;
     namespace.delete().await;
 }
 
@@ -1007,30 +996,9 @@ async fn deleting_a_node_terminates_its_instance_and_removes_its_node_claim() {
             .then_some(())
     })
     .await;
-    let described = env
-        .ec2()
-        .describe_instances()
-        .instance_ids(&instance)
-        .send()
-        .await
-        .unwrap();
-    let state = described.reservations()[0].instances()[0]
-        .state()
-        .unwrap()
-        .name()
-        .unwrap()
-        .as_str()
-        .to_owned();
-    assert!(
-        ["shutting-down", "terminated"].contains(&state.as_str()),
-        "instance is {state}"
-    );
+    assert_terminated(&env, &instance).await;
 
     drop(windlass);
-    pools.delete(&name, &DeleteParams::default()).await.unwrap();
-    classes
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
+    delete_pool_and_class(&pools, &classes, &name).await;
     namespace.delete().await;
 }
