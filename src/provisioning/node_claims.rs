@@ -106,26 +106,12 @@ async fn apply(context: &NodeClaims, claim: &NodeClaim) -> Result<Action, Error>
     let now = Timestamp::now();
     let previous = claim.status.clone().unwrap_or_default();
     let mut status = previous.clone();
-    let age = claim
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(SignedDuration::ZERO, |t| now.duration_since(t.0));
+    if let Some(why) = missed_deadline(claim, now) {
+        return expire(context, claim, why).await;
+    }
     let requeue = if status.provider_id.is_none() {
-        if age > LAUNCH_TIMEOUT {
-            return expire(context, claim, "not launched within 5 minutes").await;
-        }
         launch(context, claim, &mut status, now).await?
     } else if status.node_name.is_none() {
-        let launched = condition_time(&status, CONDITION_LAUNCHED).unwrap_or(now);
-        if now.duration_since(launched) > REGISTRATION_TIMEOUT {
-            return expire(
-                context,
-                claim,
-                "no Node registered within 15 minutes of launch",
-            )
-            .await;
-        }
         register(context, claim, &mut status, now).await?
     } else {
         initialize(context, claim, &mut status, now).await?
@@ -134,6 +120,22 @@ async fn apply(context: &NodeClaims, claim: &NodeClaim) -> Result<Action, Error>
         write_status(context, claim, &status).await?;
     }
     Ok(requeue)
+}
+
+/// Why the NodeClaim is past its launch or registration deadline, if it is.
+fn missed_deadline(claim: &NodeClaim, now: Timestamp) -> Option<&'static str> {
+    let status = claim.status.clone().unwrap_or_default();
+    if status.provider_id.is_none() {
+        let created = claim.metadata.creation_timestamp.as_ref()?.0;
+        return (now.duration_since(created) > LAUNCH_TIMEOUT)
+            .then_some("not launched within 5 minutes");
+    }
+    if status.node_name.is_none() {
+        let launched = condition_time(&status, CONDITION_LAUNCHED)?;
+        return (now.duration_since(launched) > REGISTRATION_TIMEOUT)
+            .then_some("no Node registered within 15 minutes of launch");
+    }
+    None
 }
 
 fn condition_time(status: &NodeClaimStatus, type_: &str) -> Option<Timestamp> {
@@ -674,4 +676,57 @@ async fn publish(context: &NodeClaims, claim: &NodeClaim, reason: &str, note: &s
         "Launch",
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(status: serde_json::Value) -> NodeClaim {
+        serde_json::from_value(json!({
+            "apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim",
+            "metadata": {"name": "c", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"requirements": [{"key": "k", "operator": "Exists"}],
+                     "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "d"}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    fn at(time: &str) -> Timestamp {
+        time.parse().unwrap()
+    }
+
+    #[test]
+    fn unlaunched_claims_expire_five_minutes_after_creation() {
+        let pending = claim(json!({}));
+        assert_eq!(missed_deadline(&pending, at("2026-01-01T00:05:00Z")), None);
+        assert_eq!(
+            missed_deadline(&pending, at("2026-01-01T00:05:01Z")),
+            Some("not launched within 5 minutes")
+        );
+    }
+
+    #[test]
+    fn unregistered_claims_expire_fifteen_minutes_after_launch() {
+        let launched = claim(json!({
+            "providerID": "aws:///z/i-1",
+            "conditions": [{"type": "Launched", "status": "True", "reason": "Launched", "message": "",
+                            "lastTransitionTime": "2026-01-01T00:04:00Z"}]
+        }));
+        assert_eq!(missed_deadline(&launched, at("2026-01-01T00:19:00Z")), None);
+        assert_eq!(
+            missed_deadline(&launched, at("2026-01-01T00:19:01Z")),
+            Some("no Node registered within 15 minutes of launch")
+        );
+        let registered = claim(json!({
+            "providerID": "aws:///z/i-1", "nodeName": "n",
+            "conditions": [{"type": "Launched", "status": "True", "reason": "Launched", "message": "",
+                            "lastTransitionTime": "2026-01-01T00:04:00Z"}]
+        }));
+        assert_eq!(
+            missed_deadline(&registered, at("2027-01-01T00:00:00Z")),
+            None
+        );
+    }
 }
