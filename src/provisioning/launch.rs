@@ -8,7 +8,6 @@ use std::collections::btree_map::Entry;
 
 use kube_quantity::ParsedQuantity;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::instance_types::{ON_DEMAND, SPOT};
 use super::requirements::Requirements;
@@ -88,8 +87,7 @@ pub struct LaunchInput<'a> {
 /// The launch template of a node class for one architecture and content.
 pub fn template_name(cluster: &str, node_class: &str, arch: &str, data: &TemplateData) -> String {
     let json = serde_json::to_vec(data).expect("template data always serializes");
-    let digest = Sha256::digest(&json);
-    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = super::short_hash(&json, 8);
     format!("windlass-{cluster}-{node_class}-{arch}-{hash}")
 }
 

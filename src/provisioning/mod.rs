@@ -19,6 +19,7 @@ pub mod scheduling;
 pub mod unavailable;
 
 use k8s_openapi::api::core::v1::PodSpec;
+use sha2::{Digest, Sha256};
 
 use crate::apis::node_pool::{NODEPOOL_LABEL, NodePool};
 use instance_types::InstanceType;
@@ -26,6 +27,14 @@ use pod::PodShape;
 use requirements::{Requirement, Requirements};
 use resources::Resources;
 use scheduling::NodePoolInput;
+
+/// The first `bytes` bytes of the SHA-256 of `data`, in hex: a stable short name part.
+pub fn short_hash(data: &[u8], bytes: usize) -> String {
+    Sha256::digest(data)[..bytes]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// A NodePool as the simulation sees it: requirements with the template's labels and the
 /// nodepool label, the taints pods must tolerate (startup taints are expected to go away),

@@ -109,12 +109,22 @@ async fn apply(context: &NodeClaims, claim: &NodeClaim) -> Result<Action, Error>
     if let Some(why) = missed_deadline(claim, now) {
         return expire(context, claim, why).await;
     }
+    let node = status
+        .provider_id
+        .as_deref()
+        .and_then(|provider| context.state.node_by_provider_id(provider));
+    if let Some(node) = node
+        .as_ref()
+        .filter(|n| n.metadata.deletion_timestamp.is_some())
+    {
+        return node_deleted(context, claim, node).await;
+    }
     let requeue = if status.provider_id.is_none() {
         launch(context, claim, &mut status, now).await?
     } else if status.node_name.is_none() {
-        register(context, claim, &mut status, now).await?
+        register(context, claim, &mut status, node.as_deref(), now).await?
     } else {
-        initialize(context, claim, &mut status, now).await?
+        initialize(claim, &mut status, node.as_deref(), now)
     };
     if status != previous {
         write_status(context, claim, &status).await?;
@@ -411,18 +421,16 @@ fn pool_labels(claim: &NodeClaim) -> PoolLabels {
     }
 }
 
-fn node_for(context: &NodeClaims, provider: &str) -> Option<Arc<Node>> {
-    context.state.node_by_provider_id(provider)
-}
-
+/// `node` is the Node with the claim's providerID, if there is one yet.
 async fn register(
     context: &NodeClaims,
     claim: &NodeClaim,
     status: &mut NodeClaimStatus,
+    node: Option<&Node>,
     now: Timestamp,
 ) -> Result<Action, Error> {
     let provider = status.provider_id.clone().unwrap_or_default();
-    let Some(node) = node_for(context, &provider) else {
+    let Some(node) = node else {
         set(
             status,
             claim,
@@ -434,10 +442,7 @@ async fn register(
         );
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
-    if node.metadata.deletion_timestamp.is_some() {
-        return node_deleted(context, claim, &node).await;
-    }
-    sync_node(context, claim, &node).await?;
+    sync_node(context, claim, node).await?;
     status.node_name = node.metadata.name.clone();
     set(
         status,
@@ -495,14 +500,14 @@ async fn sync_node(context: &NodeClaims, claim: &NodeClaim, node: &Node) -> Resu
         .map_err(Error::Kube)
 }
 
-async fn initialize(
-    context: &NodeClaims,
+fn initialize(
     claim: &NodeClaim,
     status: &mut NodeClaimStatus,
+    node: Option<&Node>,
     now: Timestamp,
-) -> Result<Action, Error> {
+) -> Action {
     let provider = status.provider_id.clone().unwrap_or_default();
-    let Some(node) = node_for(context, &provider) else {
+    let Some(node) = node else {
         set(
             status,
             claim,
@@ -512,11 +517,8 @@ async fn initialize(
             format!("the Node with providerID {provider} is gone"),
             now,
         );
-        return Ok(Action::requeue(Duration::from_secs(10)));
+        return Action::requeue(Duration::from_secs(10));
     };
-    if node.metadata.deletion_timestamp.is_some() {
-        return node_deleted(context, claim, &node).await;
-    }
     let ready = node
         .status
         .as_ref()
@@ -562,11 +564,11 @@ async fn initialize(
     );
     // Nodes are not watched here: an initialized claim looks at its Node (in memory) now and
     // then, to see it deleted.
-    Ok(if initialized {
+    if initialized {
         Action::requeue(NODE_CHECK)
     } else {
         Action::requeue(Duration::from_secs(2))
-    })
+    }
 }
 
 /// Deletes a NodeClaim that missed a deadline; the finalizer terminates what it launched.
@@ -613,7 +615,10 @@ async fn cleanup(context: &NodeClaims, claim: &NodeClaim) -> Result<Action, Erro
     }
     let node_name = status.node_name.clone().or_else(|| {
         let provider = status.provider_id.as_deref()?;
-        node_for(context, provider).map(|n| n.name_any())
+        context
+            .state
+            .node_by_provider_id(provider)
+            .map(|n| n.name_any())
     });
     if let Some(node) = node_name {
         release_node(context, &node).await?;

@@ -1,8 +1,6 @@
 //! EC2NodeClass resolution rules, without I/O: which SSM parameters an AMI alias reads, the node
 //! requirements an image is valid for, and how resolved images are ordered.
 
-use sha2::{Digest, Sha256};
-
 use crate::apis::ec2_node_class::ResolvedAmi;
 use crate::apis::node_pool::{
     ARCH_LABEL, NodeSelectorRequirementWithMinValues, RequirementOperator,
@@ -140,8 +138,7 @@ pub fn instance_profile_name(cluster: &str, node_class: &str) -> String {
     if name.len() <= 128 {
         return name;
     }
-    let digest = Sha256::digest(format!("{cluster}/{node_class}").as_bytes());
-    let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = super::short_hash(format!("{cluster}/{node_class}").as_bytes(), 16);
     format!("windlass_{hash}")
 }
 
