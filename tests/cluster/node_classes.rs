@@ -199,12 +199,20 @@ async fn node_classes_resolve_their_selector_terms() {
         "{:?}",
         made.tags()
     );
+    // Another install may have resolved the class first; this one gets to it within moments.
     let own = format!("windlass_{}_{good}", windlass.cluster);
-    iam.get_instance_profile()
-        .instance_profile_name(&own)
-        .send()
-        .await
-        .expect("this install made its own profile too");
+    wait_until(
+        "this install's own instance profile",
+        Duration::from_secs(30),
+        || async {
+            iam.get_instance_profile()
+                .instance_profile_name(&own)
+                .send()
+                .await
+                .ok()
+        },
+    )
+    .await;
 
     let roleless = wait_until(
         "the node class without a role to say why",
