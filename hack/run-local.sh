@@ -1,22 +1,49 @@
 #!/usr/bin/env bash
 # Runs Windlass on this machine against the local stack: starts the stack (building it the first
-# time), installs the CRDs and the examples (pointed at the stack's queues), then runs `windlass run` in the foreground with the jobs API on 127.0.0.1:8082.
-# Ctrl-C stops the controller; `hack/stack/stack.sh down` stops the stack.
+# time), installs the CRDs and the examples (pointed at the stack's queues, subnets and security
+# group), builds Windlass, then runs `windlass run` with the jobs API on 127.0.0.1:8082 and the
+# node registrar (the local stand-in for a kubelet joining) beside it, until Ctrl-C.
+# `hack/stack/stack.sh down` stops the stack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/windlass/target}
 export WINDLASS_JOBS_TOKEN=${WINDLASS_JOBS_TOKEN:-windlass-local}
+metrics_addr=${WINDLASS_METRICS_ADDR:-127.0.0.1:8080}
+health_addr=${WINDLASS_HEALTH_ADDR:-127.0.0.1:8081}
+jobs_addr=${WINDLASS_JOBS_ADDR:-127.0.0.1:8082}
+
+# Built first, as part of the workspace as hack/test.sh builds it, so nothing answers on the
+# printed addresses before Windlass does.
+cargo build --workspace --locked --bins
 eval "$(hack/stack/stack.sh up)"
 kubectl apply --server-side -f crds/
 kubectl wait --for condition=Established --timeout 60s -f crds/
 kubectl apply --server-side -f examples/
 queue() { python3 -c 'import json, os, sys; print(json.load(open(os.environ["WINDLASS_STACK_FIXTURE"]))["queues"][sys.argv[1]])' "$1"; }
-# The examples name AWS queues; locally they use the stack's.
+# The examples name AWS queues and a discovery tag; locally they use the stack's.
 kubectl patch scaledjob data-processor --type json \
   -p "[{\"op\": \"replace\", \"path\": \"/spec/triggers/0/metadata/queueURL\", \"value\": \"$(queue jobs)\"}]"
 kubectl set env deployment/order-processor QUEUE_URL="$(queue orders)"
-echo "jobs API: http://127.0.0.1:8082 (Authorization: Bearer $WINDLASS_JOBS_TOKEN)" >&2
-# Built as part of the workspace, as hack/test.sh builds it, so the two share dependencies.
-cargo build --workspace --locked --bin windlass
-exec "$CARGO_TARGET_DIR/debug/windlass" run --metrics-addr 127.0.0.1:8080 --health-addr 127.0.0.1:8081 \
-  --jobs-addr 127.0.0.1:8082
+discovery="{\"tags\": {\"windlass.dev/discovery\": \"$WINDLASS_CLUSTER_NAME\"}}"
+kubectl patch ec2nodeclass default --type merge \
+  -p "{\"spec\": {\"subnetSelectorTerms\": [$discovery], \"securityGroupSelectorTerms\": [$discovery]}}"
+# The ClusterTriggerAuthentication reads its Secret from the controller's namespace.
+kubectl create namespace windlass --dry-run=client -o yaml | kubectl apply --server-side -f -
+kubectl create secret generic sqs-credentials --namespace windlass \
+  --from-literal AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
+  --from-literal AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
+  --dry-run=client -o yaml | kubectl apply --server-side -f -
+
+children=()
+trap 'kill "${children[@]}" 2>/dev/null; wait' EXIT INT TERM
+"$CARGO_TARGET_DIR/debug/windlass-node-registrar" &
+children+=($!)
+"$CARGO_TARGET_DIR/debug/windlass" run --metrics-addr "$metrics_addr" --health-addr "$health_addr" \
+  --jobs-addr "$jobs_addr" &
+children+=($!)
+until curl -sf "http://$health_addr/readyz" >/dev/null; do
+  kill -0 "${children[1]}" 2>/dev/null || { echo "windlass exited" >&2; exit 1; }
+  sleep 0.5
+done
+echo "windlass is running: jobs API http://$jobs_addr (Authorization: Bearer $WINDLASS_JOBS_TOKEN), metrics http://$metrics_addr/metrics" >&2
+wait -n "${children[@]}"

@@ -48,3 +48,8 @@ step "the data-processor worker against SQS"
 cargo test --workspace --locked --features data-processor/sqs-tests --test worker
 step "integration tests"
 cargo test --workspace --locked --features windlass/cluster-tests --test cluster -- --test-threads 4
+if $own_stack; then
+  # hack/run-local.sh always runs on the local stack, never on the cluster KUBECONFIG names.
+  step "the local demo (hack/run-local.sh), alone"
+  cargo test --workspace --locked --features windlass/cluster-tests --test demo
+fi

@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::events::Recorder;
 use axum::Router;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -17,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::provisioning::node_claims::{self, NodeClaims};
 use crate::provisioning::node_classes::{self, NodeClasses};
 use crate::provisioning::node_pools::{self, NodePools};
-use crate::provisioning::provisioner::{self, LimitReports, Provisioner};
+use crate::provisioning::provisioner::{self, PoolReports, Provisioner};
 use crate::provisioning::unavailable::UnavailableOfferings;
 use crate::scaling::queue_depths::QueueDepths;
 use crate::scaling::scalers::aws_sqs::SqsClients;
@@ -58,13 +59,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args.watch_namespace.as_deref(),
         &shutdown,
     ));
-    let (limit_reports, limit_reports_seen) = tokio::sync::watch::channel(LimitReports::new());
+    let (pool_reports, pool_reports_seen) = tokio::sync::watch::channel(PoolReports::new());
     let provisioner = Arc::new(Provisioner {
         client: client.clone(),
         state: cluster_state.clone(),
         metrics: metrics.clone(),
         unavailable: unavailable_offerings.clone(),
-        limit_reports,
+        pool_reports,
         recorder: Recorder::new(client.clone(), reporter.clone()),
         aws: Aws::new(&aws),
         cluster: args.cluster_name.clone(),
@@ -98,20 +99,26 @@ pub async fn run(args: RunArgs) -> Result<()> {
         scaled_object_loops: Default::default(),
         scaled_job_loops: Default::default(),
     });
-    match args.jobs_token.filter(|token| !token.is_empty()) {
-        // Stops with the others on shutdown; nothing waits on it.
-        Some(token) => drop(
-            serve(
-                args.jobs_addr,
-                jobs::api::router(scaling.clone(), token),
-                shutdown.clone(),
-            )
-            .await?,
-        ),
-        None => warn!(
-            "the jobs API is not served: set WINDLASS_JOBS_TOKEN (or --jobs-token) to enable it"
-        ),
-    }
+    let jobs_api = match args.jobs_token.filter(|token| !token.is_empty()) {
+        Some(token) => {
+            // Stops with the others on shutdown; nothing waits on it.
+            drop(
+                serve(
+                    args.jobs_addr,
+                    jobs::api::router(scaling.clone(), token),
+                    shutdown.clone(),
+                )
+                .await?,
+            );
+            args.jobs_addr.to_string()
+        }
+        None => {
+            warn!(
+                "the jobs API is not served: set WINDLASS_JOBS_TOKEN (or --jobs-token) to enable it"
+            );
+            "off".to_owned()
+        }
+    };
     let scaled_objects = tokio::spawn(scaled_object::run(scaling.clone(), shutdown.clone()));
     let scaled_jobs = tokio::spawn(scaled_job::run(scaling.clone(), shutdown.clone()));
     let job_schedules = tokio::spawn(jobs::schedules::run(scaling, shutdown.clone()));
@@ -121,7 +128,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     drop(tokio::spawn(node_pools::run(
         Arc::new(NodePools {
             client: client.clone(),
-            limit_reports: limit_reports_seen,
+            pool_reports: pool_reports_seen,
         }),
         shutdown.clone(),
     )));
@@ -131,7 +138,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         shutdown.clone(),
     )));
     readiness.set_ready(true);
-    info!(health = %args.health_addr, metrics = %args.metrics_addr, "windlass is running");
+    info!(health = %args.health_addr, metrics = %args.metrics_addr, jobs = %jobs_api, "windlass is running");
 
     let signal = tokio::spawn(wait_for_shutdown_signal());
     tokio::select! {

@@ -142,8 +142,9 @@ pub fn report(inputs: &Inputs, catalog: &[InstanceType]) -> String {
     for (index, claim) in plan.new_claims.iter().enumerate() {
         let cheapest = &catalog[claim.instance_types[0]];
         let offering = cheapest.cheapest_offering(&claim.requirements);
-        let price = offering.map_or(0.0, |o| o.price);
-        total += price;
+        let price = offering.and_then(|o| o.price);
+        total += price.unwrap_or_default();
+        let price = price.map_or("price unknown".to_owned(), |p| format!("${p:.4}/hour"));
         let constraint = |key: &str| {
             claim
                 .requirements
@@ -161,7 +162,7 @@ pub fn report(inputs: &Inputs, catalog: &[InstanceType]) -> String {
         );
         let _ = writeln!(
             out,
-            "  cheapest: {} {} ${price:.4}/hour   zone: {}   capacity type: {}",
+            "  cheapest: {} {} {price}   zone: {}   capacity type: {}",
             cheapest.name,
             offering.map_or("", |o| o.capacity_type.as_str()),
             constraint(ZONE_LABEL),

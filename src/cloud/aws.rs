@@ -353,19 +353,19 @@ impl Aws {
                 let Some(name) = info.instance_type().map(|t| t.as_str().to_owned()) else {
                     continue;
                 };
-                let (Some(price), Some((shape, arch)), Some(zones)) =
-                    (prices.get(&name), shape_of(info), zones.get(&name))
-                else {
+                let (Some((shape, arch)), Some(zones)) = (shape_of(info), zones.get(&name)) else {
                     continue;
                 };
+                // A type missing from the price table stays usable, tried after the priced ones.
+                let price = prices.get(&name).copied();
                 let offerings = zones
                     .iter()
                     .flat_map(|zone| {
                         let spot = spot_prices
                             .get(&(name.clone(), zone.clone()))
                             .copied()
-                            .unwrap_or(*price);
-                        [(ON_DEMAND, *price), (SPOT, spot)].map(|(capacity_type, price)| Offering {
+                            .or(price);
+                        [(ON_DEMAND, price), (SPOT, spot)].map(|(capacity_type, price)| Offering {
                             zone: zone.clone(),
                             capacity_type: capacity_type.to_owned(),
                             price,

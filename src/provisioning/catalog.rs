@@ -60,7 +60,7 @@ pub fn bundled() -> Vec<InstanceType> {
                     [ON_DEMAND, SPOT].map(|capacity_type| Offering {
                         zone: zone.clone(),
                         capacity_type: capacity_type.to_owned(),
-                        price: row.on_demand_price,
+                        price: Some(row.on_demand_price),
                         available: true,
                     })
                 })

@@ -29,7 +29,7 @@ pub fn catalog(count: usize) -> Vec<InstanceType> {
                         |(capacity_type, price)| Offering {
                             zone: (*zone).to_owned(),
                             capacity_type: capacity_type.to_owned(),
-                            price,
+                            price: Some(price),
                             available: true,
                         },
                     )

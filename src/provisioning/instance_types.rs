@@ -68,8 +68,8 @@ const MIB: i64 = 1024 * 1024;
 pub struct Offering {
     pub zone: String,
     pub capacity_type: String,
-    /// Dollars per hour.
-    pub price: f64,
+    /// Dollars per hour; `None` where no price is known, so it is tried after every priced one.
+    pub price: Option<f64>,
     pub available: bool,
 }
 
@@ -107,10 +107,11 @@ impl InstanceType {
         }
     }
 
-    /// The cheapest available offering at all, for ordering types by price.
+    /// The price of the cheapest available offering, for ordering types by price; `None` when
+    /// no available offering has a known price.
     pub fn min_price(&self) -> Option<f64> {
         self.cheapest_offering(&Requirements::default())
-            .map(|offering| offering.price)
+            .and_then(|offering| offering.price)
     }
 
     /// Whether a node of this type can satisfy `requirements`: its labels are allowed and at
@@ -131,8 +132,13 @@ impl InstanceType {
                     && requirements.allows(ZONE_LABEL, &o.zone)
                     && requirements.allows(CAPACITY_TYPE_LABEL, &o.capacity_type)
             })
-            .min_by(|a, b| a.price.total_cmp(&b.price))
+            .min_by(|a, b| price_order(a).total_cmp(&price_order(b)))
     }
+}
+
+/// An offering's price for ordering: an unknown price after every known one.
+fn price_order(offering: &Offering) -> f64 {
+    offering.price.unwrap_or(f64::INFINITY)
 }
 
 /// Labels the scheduler knows every launched node will carry a value for.
@@ -181,7 +187,7 @@ mod tests {
         let offering = |zone: &str, capacity_type: &str, price: f64| Offering {
             zone: zone.into(),
             capacity_type: capacity_type.into(),
-            price,
+            price: Some(price),
             available: true,
         };
         let it = InstanceType::new(
@@ -198,7 +204,7 @@ mod tests {
             it.cheapest_offering(&Requirements::default())
                 .unwrap()
                 .price,
-            0.03
+            Some(0.03)
         );
         let mut on_demand = Requirements::default();
         on_demand.add(CAPACITY_TYPE_LABEL, Requirement::one_of([ON_DEMAND]));

@@ -10,15 +10,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::events::Recorder;
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -78,11 +79,47 @@ pub enum Error {
 pub async fn run(context: Arc<NodeClaims>, shutdown: CancellationToken) {
     let api: Api<NodeClaim> = Api::all(context.client.clone());
     let config = watcher::Config::default().labels(&format!("{CLUSTER_LABEL}={}", context.cluster));
-    Controller::new(api, config)
+    let adopting = adopt_unlabelled(context.clone(), shutdown.clone());
+    let controller = Controller::new(api, config)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, context)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .for_each(|_| futures::future::ready(()));
+    futures::join!(adopting, controller);
+}
+
+/// A NodeClaim applied by hand carries no cluster label: the first install to see it labels it
+/// as its own and launches it. The patch is guarded by the claim's resourceVersion, so when
+/// several installs share the API server exactly one of them wins.
+async fn adopt_unlabelled(context: Arc<NodeClaims>, shutdown: CancellationToken) {
+    let api: Api<NodeClaim> = Api::all(context.client.clone());
+    let config = watcher::Config::default().labels(&format!("!{CLUSTER_LABEL}"));
+    let mut unlabelled = std::pin::pin!(
+        watcher(api.clone(), config)
+            .default_backoff()
+            .applied_objects()
+            .take_until(shutdown.cancelled_owned())
+    );
+    while let Some(claim) = unlabelled.next().await {
+        let Ok(claim) = claim else { continue };
+        let patch = json!({"metadata": {
+            "resourceVersion": claim.resource_version(),
+            "labels": {CLUSTER_LABEL: context.cluster},
+        }});
+        match api
+            .patch(
+                &claim.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => info!(nodeclaim = %claim.name_any(), "adopted a NodeClaim made by hand"),
+            Err(kube::Error::Api(response)) if response.code == 409 || response.code == 404 => {}
+            Err(error) => {
+                warn!(nodeclaim = %claim.name_any(), %error, "adopting a NodeClaim failed")
+            }
+        }
+    }
 }
 
 fn error_policy(object: Arc<NodeClaim>, error: &Error, _: Arc<NodeClaims>) -> Action {

@@ -1,6 +1,7 @@
 //! The NodePool status controller: the capacity and count of each pool's launched NodeClaims,
-//! whether its EC2NodeClass is Ready, and whether its limits hold pending pods back (as the
-//! provisioner last reported). Recomputed whenever one of its NodeClaims or that report changes.
+//! whether its EC2NodeClass is Ready, whether its requirements admit any instance type, and
+//! whether its limits hold pending pods back (as the provisioner last reported). Recomputed
+//! whenever one of its NodeClaims or that report changes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::provisioner::LimitReports;
+use super::provisioner::{PoolReport, PoolReports};
 use super::resources::{Resources, format_memory};
 use crate::apis::conditions::{READY, condition};
 use crate::apis::ec2_node_class::EC2NodeClass;
@@ -30,6 +31,8 @@ use crate::apis::node_pool::{NODEPOOL_LABEL, NodePool, NodePoolStatus};
 pub const NODE_CLASS_READY: &str = "NodeClassReady";
 /// True while the pool's limits leave pods pending.
 pub const LIMIT_REACHED: &str = "LimitReached";
+/// True while the pool's requirements admit at least one instance type.
+pub const INSTANCE_TYPES_READY: &str = "InstanceTypesReady";
 const FIELD_MANAGER: &str = "windlass";
 
 #[derive(Debug, thiserror::Error)]
@@ -38,14 +41,14 @@ pub struct Error(#[source] kube::Error);
 
 pub struct NodePools {
     pub client: kube::Client,
-    pub limit_reports: watch::Receiver<LimitReports>,
+    pub pool_reports: watch::Receiver<PoolReports>,
 }
 
 /// Runs the controller until `shutdown`.
 pub async fn run(context: Arc<NodePools>, shutdown: CancellationToken) {
     let pools: Api<NodePool> = Api::all(context.client.clone());
     let claims: Api<NodeClaim> = Api::all(context.client.clone());
-    let reported = futures::stream::unfold(context.limit_reports.clone(), |mut reports| async {
+    let reported = futures::stream::unfold(context.pool_reports.clone(), |mut reports| async {
         reports.changed().await.ok()?;
         Some(((), reports))
     });
@@ -105,6 +108,12 @@ async fn reconcile(pool: Arc<NodePool>, context: Arc<NodePools>) -> Result<Actio
     let previous = pool.status.clone().unwrap_or_default();
     let generation = pool.metadata.generation;
     let now = Timestamp::now();
+    let report = context
+        .pool_reports
+        .borrow()
+        .get(&name)
+        .cloned()
+        .unwrap_or_default();
     let message = if class_ready {
         format!("EC2NodeClass {class_name} is Ready")
     } else {
@@ -127,21 +136,28 @@ async fn reconcile(pool: Arc<NodePool>, context: Arc<NodePools>) -> Result<Actio
                 generation,
                 now,
             ),
-            limit_condition(
-                &previous.conditions,
-                context.limit_reports.borrow().get(&name),
-                generation,
-                now,
-            ),
-            condition(
-                &previous.conditions,
-                READY,
-                class_ready,
-                reason,
-                message,
-                generation,
-                now,
-            ),
+            instance_types_condition(&previous.conditions, &report, generation, now),
+            limit_condition(&previous.conditions, &report, generation, now),
+            match &report.no_instance_types {
+                Some(problem) if class_ready => condition(
+                    &previous.conditions,
+                    READY,
+                    false,
+                    "NoInstanceTypes",
+                    format!("its requirements admit no instance type: {problem}"),
+                    generation,
+                    now,
+                ),
+                _ => condition(
+                    &previous.conditions,
+                    READY,
+                    class_ready,
+                    reason,
+                    message,
+                    generation,
+                    now,
+                ),
+            },
         ],
         resources: BTreeMap::from([
             (
@@ -173,14 +189,43 @@ async fn reconcile(pool: Arc<NodePool>, context: Arc<NodePools>) -> Result<Actio
     })))
 }
 
-/// `LimitReached`, from the provisioner's report for the pool.
-fn limit_condition(
+/// `InstanceTypesReady`, from the provisioner's report for the pool.
+fn instance_types_condition(
     previous: &[Condition],
-    report: Option<&String>,
+    report: &PoolReport,
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
-    match report {
+    match &report.no_instance_types {
+        Some(problem) => condition(
+            previous,
+            INSTANCE_TYPES_READY,
+            false,
+            "NoInstanceTypes",
+            format!("its requirements admit no instance type: {problem}"),
+            generation,
+            now,
+        ),
+        None => condition(
+            previous,
+            INSTANCE_TYPES_READY,
+            true,
+            "InstanceTypesAdmitted",
+            "its requirements admit instance types",
+            generation,
+            now,
+        ),
+    }
+}
+
+/// `LimitReached`, from the provisioner's report for the pool.
+fn limit_condition(
+    previous: &[Condition],
+    report: &PoolReport,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    match &report.limit {
         Some(report) => condition(
             previous,
             LIMIT_REACHED,

@@ -30,8 +30,12 @@ impl TopologyKey {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TermKind {
-    /// Topology spread with this maxSkew (whenUnsatisfiable: DoNotSchedule).
+    /// Topology spread with this maxSkew (whenUnsatisfiable: DoNotSchedule), counting pods only
+    /// on nodes the pod's node selector and affinity allow (`nodeAffinityPolicy: Honor`, the
+    /// default).
     Spread(i32),
+    /// The same with `nodeAffinityPolicy: Ignore`: pods on every node count.
+    SpreadOverAllNodes(i32),
     Affinity,
     AntiAffinity,
 }
@@ -156,8 +160,12 @@ impl PodShape {
             if spread.when_unsatisfiable != "DoNotSchedule" {
                 continue;
             }
+            let kind = match spread.node_affinity_policy.as_deref() {
+                Some("Ignore") => TermKind::SpreadOverAllNodes(spread.max_skew),
+                _ => TermKind::Spread(spread.max_skew),
+            };
             terms.push(Term {
-                kind: TermKind::Spread(spread.max_skew),
+                kind,
                 key: TopologyKey::parse(&spread.topology_key)?,
                 namespace: namespace.clone(),
                 selector: Selector::from(spread.label_selector.as_ref()),

@@ -1,19 +1,21 @@
 //! The provisioner: pods the kube-scheduler marked Unschedulable are batched, the scheduling
 //! simulation plans them onto NodeClaims already in flight or onto new ones, and the new ones
-//! are created. Pods planned onto a NodeClaim are nominated to it and left out of later
-//! batches while it is in flight (and briefly after), so nothing is provisioned twice.
-//! Launching the NodeClaims is the NodeClaim controller's work.
+//! are created. An in-flight NodeClaim's room is what it will allocate less the pods bound to
+//! it, so the pods it was made for find it again in every later batch, and after a restart:
+//! nothing is provisioned twice, and nothing depends on memory. Launching the NodeClaims is
+//! the NodeClaim controller's work.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::events::Recorder;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ObjectMeta, PostParams};
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -25,13 +27,19 @@ use super::node_claims::CLUSTER_LABEL;
 use super::pod::PodShape;
 use super::requirements::Requirement;
 use super::resources::Resources;
-use super::scheduling::{BoundPod, ExistingNode, LAUNCH_CANDIDATES, NewClaim, Problem, solve};
+use super::scheduling::{
+    BoundPod, ExistingNode, LAUNCH_CANDIDATES, NewClaim, NodePoolInput, Problem, Rejection,
+    no_instance_types, solve,
+};
 use super::unavailable::UnavailableOfferings;
 use super::{catalog, pool_input, template_pods};
+use crate::apis::conditions::READY;
 use crate::apis::node_claim::{
     CONDITION_INITIALIZED, NodeClaim, NodeClaimSpec, ResourceRequirements,
 };
-use crate::apis::node_pool::{INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, NodePool, ZONE_LABEL};
+use crate::apis::node_pool::{
+    ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, NodePool, ZONE_LABEL,
+};
 use crate::cloud::aws::Aws;
 use crate::metrics::{Metrics, PoolLabels};
 use crate::state::ClusterState;
@@ -40,9 +48,9 @@ use crate::state::ClusterState;
 const CATALOG_LIFETIME: Duration = Duration::from_secs(300);
 /// How long a NodeClaim this process created is remembered while the watch has not yet shown it.
 const STORE_LAG: Duration = Duration::from_secs(30);
-/// How long a pod nominated to a NodeClaim waits, once it is initialized, for the
-/// kube-scheduler to bind it before it is planned again.
-const NOMINATION_GRACE: SignedDuration = SignedDuration::from_secs(30);
+/// How long after it is initialized a NodeClaim still takes planned pods: the kube-scheduler
+/// needs a moment to bind the pods it was made for.
+const BIND_GRACE: SignedDuration = SignedDuration::from_secs(30);
 /// Pods that fit nowhere are planned again this often while nothing else changes.
 const RETRY_UNPLACED: Duration = Duration::from_secs(10);
 
@@ -52,8 +60,8 @@ pub struct Provisioner {
     pub metrics: Arc<Metrics>,
     /// Offerings that recently ran out of capacity; planned claims leave them out.
     pub unavailable: Arc<std::sync::Mutex<UnavailableOfferings>>,
-    /// Per NodePool, why its limits hold pods back; the NodePool controller shows it.
-    pub limit_reports: watch::Sender<LimitReports>,
+    /// What the last batch found about each NodePool; the NodePool controller shows it.
+    pub pool_reports: watch::Sender<PoolReports>,
     pub recorder: Recorder,
     pub aws: Aws,
     /// Labels the NodeClaims this install creates, for its NodeClaim controller.
@@ -62,12 +70,54 @@ pub struct Provisioner {
     pub batch_max: Duration,
 }
 
-/// NodePool name → "limit cpu=4 reached: 1 pod left pending", for pools whose limits held
-/// back pods of the last batch.
-pub type LimitReports = BTreeMap<String, String>;
+/// What the provisioner found about one NodePool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolReport {
+    /// "limit cpu=4 reached: 1 pod left pending", while its limits hold pods back.
+    pub limit: Option<String>,
+    /// Why its requirements admit no instance type, while they admit none.
+    pub no_instance_types: Option<String>,
+}
+
+/// NodePool name → its report.
+pub type PoolReports = BTreeMap<String, PoolReport>;
 
 /// NodeClaims this process created, by name, with when; until the store shows them.
 type Created = HashMap<String, (Instant, Arc<NodeClaim>)>;
+
+/// The instance catalog, read from EC2 at most every `CATALOG_LIFETIME`, and after a failed
+/// read not again for `RETRY_UNPLACED`.
+#[derive(Default)]
+struct Catalog {
+    read: Option<(Instant, Arc<Vec<InstanceType>>)>,
+    failed: Option<Instant>,
+}
+
+impl Catalog {
+    async fn get(&mut self, aws: &Aws) -> Option<Arc<Vec<InstanceType>>> {
+        if let Some((read, types)) = &self.read
+            && read.elapsed() < CATALOG_LIFETIME
+        {
+            return Some(types.clone());
+        }
+        if self.failed.is_some_and(|at| at.elapsed() < RETRY_UNPLACED) {
+            return None;
+        }
+        match aws.instance_catalog(&catalog::on_demand_prices()).await {
+            Ok(types) => {
+                let types = Arc::new(types);
+                self.read = Some((Instant::now(), types.clone()));
+                self.failed = None;
+                Some(types)
+            }
+            Err(error) => {
+                warn!(%error, "reading the instance catalog failed; retrying in 10 s");
+                self.failed = Some(Instant::now());
+                None
+            }
+        }
+    }
+}
 
 /// Runs until `shutdown`.
 pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
@@ -81,10 +131,10 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
         provisioner.batch_max,
         Instant::now(),
     );
-    let mut nominated: HashMap<String, String> = HashMap::new();
     let mut created: Created = HashMap::new();
-    let mut catalog: Option<(Instant, Arc<Vec<InstanceType>>)> = None;
+    let mut catalog = Catalog::default();
     let mut last_plan: Option<(BTreeSet<String>, Instant)> = None;
+    let mut checked_pools: Option<(PoolVersions, Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
@@ -99,21 +149,33 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
             .collect();
         // The store lags our own creates: a NodeClaim created moments ago still counts.
         created.retain(|name, (at, _)| !claims.contains_key(name) && at.elapsed() < STORE_LAG);
-        let now = Timestamp::now();
-        nominated.retain(|_, claim| {
-            created.contains_key(claim)
-                || claims
-                    .get(claim)
-                    .is_some_and(|claim| nomination_holds(claim, now))
-        });
+        let versions = pool_versions(state);
+        let pools_changed = checked_pools
+            .as_ref()
+            .is_none_or(|(seen, at)| *seen != versions || at.elapsed() >= CATALOG_LIFETIME);
+        if pools_changed
+            && !versions.is_empty()
+            && let Some(types) = catalog.get(&provisioner.aws).await
+        {
+            check_pools(
+                &provisioner,
+                &with_availability(&types, &provisioner.unavailable),
+            )
+            .await;
+            checked_pools = Some((versions, Instant::now()));
+        }
+        // Every unschedulable pod is planned, also one a NodeClaim in flight was made for:
+        // that claim's capacity is free for it until a pod is bound there, so a restart (which
+        // forgets what was planned) finds the room again instead of launching twice.
         let pending: Vec<Arc<Pod>> = state
             .pods
             .state()
             .into_iter()
-            .filter(|pod| is_unschedulable(pod) && !nominated.contains_key(&uid(pod)))
+            .filter(|pod| is_unschedulable(pod))
             .collect();
         if pending.is_empty() {
-            report_limits(&provisioner.limit_reports, LimitReports::new());
+            provisioner.metrics.pending_pods.set(0);
+            update_reports(&provisioner.pool_reports, |report| report.limit = None);
         }
         let pending_uids: BTreeSet<String> = pending.iter().map(|p| uid(p)).collect();
         if !batcher.observe(pending_uids.clone(), Instant::now()) {
@@ -127,39 +189,93 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
             continue;
         }
         last_plan = Some((pending_uids, Instant::now()));
-        let fresh = catalog
-            .as_ref()
-            .filter(|(read, _)| read.elapsed() < CATALOG_LIFETIME);
-        let types = match fresh {
-            Some((_, types)) => types.clone(),
-            None => match provisioner
-                .aws
-                .instance_catalog(&catalog::on_demand_prices())
-                .await
-            {
-                Ok(types) => {
-                    let types = Arc::new(types);
-                    catalog = Some((Instant::now(), types.clone()));
-                    types
-                }
-                Err(error) => {
-                    warn!(%error, "reading the instance catalog failed; retrying with the next batch");
-                    continue;
-                }
-            },
+        let Some(types) = catalog.get(&provisioner.aws).await else {
+            continue;
         };
         let types = with_availability(&types, &provisioner.unavailable);
-        provision(&provisioner, &types, &pending, &mut nominated, &mut created).await;
+        provision(&provisioner, &types, &pending, &mut created).await;
     }
 }
 
-/// A pod nominated to a NodeClaim waits for it while it is in flight, and for a short while
-/// after it is initialized, for the kube-scheduler to bind it; then it is planned again.
-fn nomination_holds(claim: &NodeClaim, now: Timestamp) -> bool {
+/// Each NodePool's and EC2NodeClass's resourceVersion: what a pool's instance types depend on.
+type PoolVersions = BTreeSet<(String, String)>;
+
+fn pool_versions(state: &ClusterState) -> PoolVersions {
+    let version = |meta: &ObjectMeta| {
+        (
+            meta.name.clone().unwrap_or_default(),
+            meta.resource_version.clone().unwrap_or_default(),
+        )
+    };
+    let pools = state.node_pools.state();
+    let classes = state.node_classes.state();
+    if pools.is_empty() {
+        return PoolVersions::new();
+    }
+    pools
+        .iter()
+        .map(|p| version(&p.metadata))
+        .chain(classes.iter().map(|c| version(&c.metadata)))
+        .collect()
+}
+
+/// Whether each NodePool's requirements admit any instance type; a pool that admits none
+/// gets a Warning Event and its report says why, whether or not pods are pending.
+async fn check_pools(provisioner: &Provisioner, catalog: &[InstanceType]) {
+    let (node_pools, pools) = pool_inputs(&provisioner.state, catalog);
+    let mut found = BTreeMap::new();
+    for (node_pool, pool) in node_pools.iter().zip(&pools) {
+        let problem = if pool.not_ready.is_some() {
+            None
+        } else {
+            no_instance_types(pool, catalog)
+        };
+        found.insert(node_pool.name_any(), problem);
+    }
+    let previous = provisioner.pool_reports.borrow().clone();
+    for node_pool in &node_pools {
+        let name = node_pool.name_any();
+        let problem = found.get(&name).cloned().flatten();
+        let before = previous
+            .get(&name)
+            .and_then(|r| r.no_instance_types.clone());
+        if let Some(problem) = &problem
+            && before.as_ref() != Some(problem)
+        {
+            publish(
+                provisioner,
+                node_pool.as_ref(),
+                "NoInstanceTypes",
+                format!("its requirements admit no instance type: {problem}"),
+            )
+            .await;
+        }
+    }
+    provisioner.pool_reports.send_if_modified(|reports| {
+        let before = reports.clone();
+        reports.retain(|name, _| found.contains_key(name));
+        for (name, problem) in found {
+            reports.entry(name).or_default().no_instance_types = problem;
+        }
+        *reports != before
+    });
+}
+
+/// Changes every pool's report with `change`, telling the NodePool controller if it changed.
+fn update_reports(reports: &watch::Sender<PoolReports>, change: impl Fn(&mut PoolReport)) {
+    reports.send_if_modified(|reports| {
+        let before = reports.clone();
+        reports.values_mut().for_each(&change);
+        *reports != before
+    });
+}
+
+/// Whether the simulation may plan pods onto the NodeClaim: in flight, or just initialized.
+fn takes_pods(claim: &NodeClaim, now: Timestamp) -> bool {
     if claim.metadata.deletion_timestamp.is_some() {
         return false;
     }
-    initialized_since(claim).is_none_or(|since| now.duration_since(since) < NOMINATION_GRACE)
+    initialized_since(claim).is_none_or(|since| now.duration_since(since) < BIND_GRACE)
 }
 
 /// When the NodeClaim became Initialized, if it is.
@@ -171,14 +287,6 @@ fn initialized_since(claim: &NodeClaim) -> Option<Timestamp> {
         .iter()
         .find(|c| c.type_ == CONDITION_INITIALIZED && c.status == "True")
         .map(|c| c.last_transition_time.0)
-}
-
-fn report_limits(reports: &watch::Sender<LimitReports>, new: LimitReports) {
-    reports.send_if_modified(|current| {
-        let changed = *current != new;
-        *current = new;
-        changed
-    });
 }
 
 /// The catalog with the offerings that recently ran out of capacity marked unavailable.
@@ -228,11 +336,78 @@ fn is_unschedulable(pod: &Pod) -> bool {
             })
 }
 
+fn is_daemon_pod(pod: &Pod) -> bool {
+    pod.owner_references().iter().any(|o| o.kind == "DaemonSet")
+}
+
+/// The NodePools being provisioned for, and each as the simulation sees it: narrowed to its
+/// EC2NodeClass's zones and architectures, or not ready with the class's message.
+fn pool_inputs(
+    state: &ClusterState,
+    catalog: &[InstanceType],
+) -> (Vec<Arc<NodePool>>, Vec<NodePoolInput>) {
+    let daemon_sets: Vec<PodShape> = state
+        .daemon_sets
+        .state()
+        .iter()
+        .filter_map(|d| {
+            let template = d.spec.as_ref()?.template.clone();
+            let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+            template_pods("daemon", &d.namespace()?, labels, &template.spec?, 1)
+                .ok()?
+                .pop()
+        })
+        .collect();
+    let node_pools: Vec<Arc<NodePool>> = state
+        .node_pools
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let classes = state.node_classes.state();
+    let pools =
+        node_pools
+            .iter()
+            .map(|node_pool| {
+                let mut input = pool_input(node_pool, catalog, &daemon_sets);
+                let class_name = &node_pool.spec.template.spec.node_class_ref.name;
+                let class = classes.iter().find(|c| &c.name_any() == class_name);
+                let status = class.and_then(|c| c.status.as_ref());
+                let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+                match (status, ready) {
+                    (Some(status), Some(ready)) if ready.status == "True" => {
+                        input.requirements.add(
+                            ZONE_LABEL,
+                            Requirement::one_of(status.subnets.iter().map(|s| s.zone.clone())),
+                        );
+                        input.requirements.add(
+                            ARCH_LABEL,
+                            Requirement::one_of(status.amis.iter().flat_map(|a| {
+                                a.requirements.iter().flat_map(|r| r.values.clone())
+                            })),
+                        );
+                    }
+                    (_, ready) => {
+                        let why = match (class, ready) {
+                            (None, _) => "does not exist".to_owned(),
+                            (Some(_), Some(ready)) if !ready.message.is_empty() => {
+                                format!("is not ready: {}", ready.message)
+                            }
+                            (Some(_), _) => "is not ready yet".to_owned(),
+                        };
+                        input.not_ready = Some(format!("EC2NodeClass {class_name} {why}"));
+                    }
+                }
+                input
+            })
+            .collect();
+    (node_pools, pools)
+}
+
 async fn provision(
     provisioner: &Provisioner,
     catalog: &[InstanceType],
     pending: &[Arc<Pod>],
-    nominated: &mut HashMap<String, String>,
     created: &mut Created,
 ) {
     let state = &provisioner.state;
@@ -247,58 +422,10 @@ async fn provision(
             Err(reason) => publish(provisioner, pod.as_ref(), "FailedProvisioning", reason).await,
         }
     }
-    let daemon_sets: Vec<PodShape> = state
-        .daemon_sets
-        .state()
-        .iter()
-        .filter_map(|d| {
-            let template = d.spec.as_ref()?.template.clone();
-            let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
-            template_pods("daemon", &d.namespace()?, labels, &template.spec?, 1)
-                .ok()?
-                .pop()
-        })
-        .collect();
     let mut claims = state.node_claims.state();
     claims.extend(created.values().map(|(_, claim)| claim.clone()));
-    let node_pools: Vec<Arc<NodePool>> = state
-        .node_pools
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect();
-    let mut pools = Vec::new();
-    for node_pool in &node_pools {
-        let mut input = pool_input(node_pool, catalog, &daemon_sets);
-        let class_name = &node_pool.spec.template.spec.node_class_ref.name;
-        let class = state
-            .node_classes
-            .state()
-            .into_iter()
-            .find(|c| &c.name_any() == class_name);
-        let Some(status) = class.and_then(|c| c.status.clone()).filter(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        }) else {
-            // A pool whose node class is not resolved cannot launch anything.
-            input.instance_types.clear();
-            pools.push(input);
-            continue;
-        };
-        input.requirements.add(
-            ZONE_LABEL,
-            Requirement::one_of(status.subnets.iter().map(|s| s.zone.clone())),
-        );
-        input.requirements.add(
-            crate::apis::node_pool::ARCH_LABEL,
-            Requirement::one_of(
-                status
-                    .amis
-                    .iter()
-                    .flat_map(|a| a.requirements.iter().flat_map(|r| r.values.clone())),
-            ),
-        );
+    let (node_pools, mut pools) = pool_inputs(state, catalog);
+    for input in &mut pools {
         for claim in claims
             .iter()
             .filter(|c| c.labels().get(NODEPOOL_LABEL) == Some(&input.name))
@@ -306,23 +433,37 @@ async fn provision(
             input.in_use += claim_capacity(claim, catalog);
             input.nodes_in_use += 1;
         }
-        pools.push(input);
     }
-    // NodeClaims not yet initialized take planned pods; every other Node only counts for
-    // topology, since the kube-scheduler already found no room there.
+    // NodeClaims in flight (and just initialized) take planned pods; every other Node only
+    // counts for topology, since the kube-scheduler already found no room there.
+    let now = Timestamp::now();
     let in_flight: Vec<Arc<NodeClaim>> = claims
         .iter()
-        .filter(|c| c.metadata.deletion_timestamp.is_none() && initialized_since(c).is_none())
+        .filter(|c| takes_pods(c, now))
         .cloned()
         .collect();
-    let mut existing: Vec<ExistingNode> = in_flight
-        .iter()
-        .map(|c| in_flight_node(c, catalog))
-        .collect();
-    let mut slot_of_claim: HashMap<String, usize> = HashMap::new();
+    let pods_by_node = state.pods_by_node();
+    let existing_claims = in_flight.iter().map(|claim| {
+        let on_node = claim
+            .status
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .and_then(|node| pods_by_node.get(node));
+        let overhead = pools
+            .iter()
+            .find(|p| claim.labels().get(NODEPOOL_LABEL) == Some(&p.name))
+            .map(|p| p.daemon_overhead)
+            .unwrap_or_default();
+        in_flight_node(
+            claim,
+            catalog,
+            overhead,
+            on_node.map_or(&[][..], Vec::as_slice),
+        )
+    });
+    let mut existing: Vec<ExistingNode> = existing_claims.collect();
     let mut slot_of_node: HashMap<String, usize> = HashMap::new();
     for (index, claim) in in_flight.iter().enumerate() {
-        slot_of_claim.insert(claim.name_any(), index);
         if let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.clone()) {
             slot_of_node.insert(node, index);
         }
@@ -339,22 +480,13 @@ async fn provision(
             ..ExistingNode::default()
         });
     }
-    // Pods on Nodes, and pods nominated to an in-flight NodeClaim, count for topology there,
-    // so a spread or anti-affinity sees them before they are bound.
-    let pods_by_node = state.pods_by_node();
-    let on_nodes = pods_by_node
+    // Pods on Nodes count for topology there, so a spread or anti-affinity sees them.
+    let bound: Vec<BoundPod> = pods_by_node
         .iter()
         .filter_map(|(node, pods)| Some((*slot_of_node.get(node)?, pods)))
-        .flat_map(|(slot, pods)| pods.iter().map(move |pod| (slot, pod.clone())));
-    let nominated_pods = state.pods.state().into_iter().filter_map(|pod| {
-        let unbound = pod.spec.as_ref().is_some_and(|s| s.node_name.is_none());
-        let slot = *slot_of_claim.get(nominated.get(&uid(&pod))?)?;
-        unbound.then_some((slot, pod))
-    });
-    let bound: Vec<BoundPod> = on_nodes
-        .chain(nominated_pods)
+        .flat_map(|(slot, pods)| pods.iter().map(move |pod| (slot, pod)))
         .filter_map(|(node, pod)| {
-            let shape = PodShape::from_pod(&pod).ok()?;
+            let shape = PodShape::from_pod(pod).ok()?;
             Some(BoundPod {
                 node,
                 namespace: shape.namespace,
@@ -384,9 +516,6 @@ async fn provision(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "planned a batch"
     );
-    for (pod, node) in &plan.on_existing {
-        nominated.insert(uid(&shaped_pods[*pod]), in_flight[*node].name_any());
-    }
     let api: Api<NodeClaim> = Api::all(provisioner.client.clone());
     for claim in &plan.new_claims {
         let node_pool = &node_pools[claim.pool];
@@ -397,8 +526,30 @@ async fn provision(
         match api.create(&PostParams::default(), &object).await {
             Ok(new) => {
                 info!(nodeclaim = %new.name_any(), nodepool = %node_pool.name_any(), pods = claim.pods.len(), "created NodeClaim");
-                for pod in &claim.pods {
-                    nominated.insert(uid(&shaped_pods[*pod]), new.name_any());
+                let unpriced: Vec<&str> = claim
+                    .instance_types
+                    .iter()
+                    .take(LAUNCH_CANDIDATES)
+                    .map(|&i| &catalog[i])
+                    .filter(|it| {
+                        it.cheapest_offering(&claim.requirements)
+                            .is_none_or(|offering| offering.price.is_none())
+                    })
+                    .map(|it| it.name.as_str())
+                    .collect();
+                if !unpriced.is_empty() {
+                    crate::events::publish(
+                        &provisioner.recorder,
+                        &new,
+                        EventType::Normal,
+                        "UnknownPrice",
+                        format!(
+                            "no price is known for {}: offered after every priced candidate",
+                            unpriced.join(", ")
+                        ),
+                        "Provisioning",
+                    )
+                    .await;
                 }
                 created.insert(new.name_any(), (Instant::now(), Arc::new(new)));
                 provisioner
@@ -414,47 +565,52 @@ async fn provision(
             }
         }
     }
-    let mut limited: BTreeMap<(usize, String), usize> = BTreeMap::new();
-    for (pod, reason) in &plan.unplaced {
+    let mut limited: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (pod, unplaced) in &plan.unplaced {
         publish(
             provisioner,
             shaped_pods[*pod].as_ref(),
             "FailedProvisioning",
-            reason.clone(),
+            unplaced.to_string(),
         )
         .await;
-        for (index, pool) in pools.iter().enumerate() {
-            let prefix = format!("nodepool {}: limit ", pool.name);
-            if let Some(rest) = reason
-                .split("; ")
-                .find_map(|part| part.strip_prefix(&prefix))
-            {
-                *limited
-                    .entry((index, rest.trim_end_matches(" reached").to_owned()))
-                    .or_default() += 1;
+        for (pool, rejection) in &unplaced.0 {
+            if let Rejection::Limit(limit) = rejection {
+                *limited.entry((pool.clone(), limit.clone())).or_default() += 1;
             }
         }
     }
-    let mut reports = LimitReports::new();
+    let mut limits: BTreeMap<String, String> = BTreeMap::new();
     for ((pool, limit), count) in limited {
         let note = format!(
             "limit {limit} reached: {count} pod{} left pending",
             if count == 1 { "" } else { "s" }
         );
-        publish(
-            provisioner,
-            node_pools[pool].as_ref(),
-            "LimitReached",
-            note.clone(),
-        )
-        .await;
-        let report = reports.entry(node_pools[pool].name_any()).or_default();
+        if let Some(node_pool) = node_pools.iter().find(|p| p.name_any() == pool) {
+            publish(
+                provisioner,
+                node_pool.as_ref(),
+                "LimitReached",
+                note.clone(),
+            )
+            .await;
+        }
+        let report = limits.entry(pool).or_default();
         if !report.is_empty() {
             report.push_str("; ");
         }
         report.push_str(&note);
     }
-    report_limits(&provisioner.limit_reports, reports);
+    provisioner.pool_reports.send_if_modified(|reports| {
+        let before = reports.clone();
+        for (name, report) in reports.iter_mut() {
+            report.limit = limits.remove(name);
+        }
+        for (name, limit) in limits {
+            reports.entry(name).or_default().limit = Some(limit);
+        }
+        *reports != before
+    });
 }
 
 /// What a NodeClaim counts against its pool's limits: its launched capacity, or until then
@@ -487,17 +643,37 @@ fn candidates<'a>(
         .filter(move |it| names.contains(it.name.as_str()))
 }
 
-/// An in-flight NodeClaim as capacity for the simulation: what its smallest candidate type
-/// would allocate, less what it was created for.
-fn in_flight_node(claim: &NodeClaim, catalog: &[InstanceType]) -> ExistingNode {
-    let allocatable = candidates(claim, catalog)
-        .map(|it| it.allocatable)
-        .reduce(|a, b| Resources {
-            cpu: a.cpu.min(b.cpu),
-            memory: a.memory.min(b.memory),
-            pods: a.pods.min(b.pods),
-        })
-        .unwrap_or_default();
+/// An in-flight NodeClaim as capacity for the simulation: what its launched type allocates,
+/// or until it launched what its smallest candidate would, less its pool's DaemonSets and the
+/// pods already bound to its Node. The pods it was made for are not taken out: while they
+/// wait, they are planned onto it again.
+fn in_flight_node(
+    claim: &NodeClaim,
+    catalog: &[InstanceType],
+    daemon_overhead: Resources,
+    bound: &[Arc<Pod>],
+) -> ExistingNode {
+    let launched = claim
+        .status
+        .as_ref()
+        .map(|s| &s.allocatable)
+        .filter(|a| !a.is_empty());
+    let allocatable = match launched {
+        Some(allocatable) => Resources::from_list(allocatable),
+        None => candidates(claim, catalog)
+            .map(|it| it.allocatable)
+            .reduce(|a, b| Resources {
+                cpu: a.cpu.min(b.cpu),
+                memory: a.memory.min(b.memory),
+                pods: a.pods.min(b.pods),
+            })
+            .unwrap_or_default(),
+    };
+    let requested = bound
+        .iter()
+        .filter(|pod| !is_daemon_pod(pod))
+        .filter_map(|pod| pod.spec.as_ref())
+        .fold(daemon_overhead, |sum, spec| sum + Resources::of_pod(spec));
     let mut labels: BTreeMap<String, String> = claim.labels().clone();
     for requirement in &claim.spec.requirements {
         if let [value] = requirement.values.as_slice()
@@ -511,7 +687,7 @@ fn in_flight_node(claim: &NodeClaim, catalog: &[InstanceType]) -> ExistingNode {
         labels,
         taints: claim.spec.taints.clone(),
         allocatable,
-        requested: Resources::from_list(&claim.spec.resources.requests),
+        requested,
         host_ports: Vec::new(),
         topology_only: false,
     }

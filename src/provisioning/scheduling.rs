@@ -36,6 +36,8 @@ pub struct NodePoolInput {
     pub daemon_overhead: Resources,
     /// Indices into the catalog this pool may launch.
     pub instance_types: Vec<usize>,
+    /// Why the pool can launch nothing at all (its EC2NodeClass is not ready), if so.
+    pub not_ready: Option<String>,
 }
 
 /// A node that exists or is being launched, with what is already requested on it.
@@ -87,11 +89,111 @@ pub struct Plan {
     /// (pod, existing node) pairs.
     pub on_existing: Vec<(usize, usize)>,
     /// Pods that fit nowhere, with the reason.
-    pub unplaced: Vec<(usize, String)>,
+    pub unplaced: Vec<(usize, Unplaced)>,
+}
+
+/// Why one NodePool cannot take a pod.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The pool can launch nothing: its EC2NodeClass is not ready.
+    #[error("{0}")]
+    NotReady(String),
+    /// The pool's own requirements admit no instance type, whatever the pod.
+    #[error("its requirements admit no instance type: {0}")]
+    NoInstanceTypes(String),
+    #[error("{0}")]
+    Untolerated(String),
+    /// The pod's node selector or affinity conflicts with the pool's requirements.
+    #[error("{0}")]
+    Requirements(String),
+    #[error("{0}")]
+    Topology(String),
+    /// None of the pool's instance types satisfies the pod's requirements.
+    #[error("no instance type of this NodePool satisfies {requirements}")]
+    NoMatchingType { requirements: String },
+    /// The pod (with the pool's DaemonSets) needs more than the largest type it could use.
+    #[error(
+        "the pod needs cpu={}, memory={} with DaemonSets; the largest instance type it could use allocates cpu={}, memory={}",
+        format_cpu(.needed.cpu), format_memory(.needed.memory), format_cpu(.largest.cpu), format_memory(.largest.memory)
+    )]
+    TooLarge {
+        needed: Resources,
+        largest: Resources,
+    },
+    /// A limit of the pool, e.g. `cpu=4`.
+    #[error("limit {0} reached")]
+    Limit(String),
+}
+
+/// Why a pod fits nowhere: each NodePool's rejection, in the order they were tried.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unplaced(pub Vec<(String, Rejection)>);
+
+impl std::fmt::Display for Unplaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return write!(f, "no NodePool");
+        }
+        for (index, (pool, rejection)) in self.0.iter().enumerate() {
+            if index > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "nodepool {pool}: {rejection}")?;
+        }
+        Ok(())
+    }
 }
 
 pub fn solve(problem: &Problem) -> Plan {
     Solver::new(problem).run()
+}
+
+/// Why `pool`'s own requirements admit no instance type of `catalog`, if they admit none.
+pub fn no_instance_types(pool: &NodePoolInput, catalog: &[InstanceType]) -> Option<String> {
+    let admits_one = pool
+        .instance_types
+        .iter()
+        .any(|&i| catalog[i].satisfies(&pool.requirements));
+    (!admits_one).then(|| explain_no_instance_types(pool, catalog))
+}
+
+/// Why `pool`'s own requirements admit no instance type of `catalog`: the requirement that
+/// admits none alone, else the first two that admit none together, else all of them.
+pub fn explain_no_instance_types(pool: &NodePoolInput, catalog: &[InstanceType]) -> String {
+    let offered: Vec<&InstanceType> = pool.instance_types.iter().map(|&i| &catalog[i]).collect();
+    let single = |key: &str, requirement: &Requirement| {
+        let mut only = Requirements::default();
+        only.add(key, requirement.clone());
+        only
+    };
+    let admits = |requirements: &Requirements| offered.iter().any(|it| it.satisfies(requirements));
+    if !admits(&Requirements::default()) {
+        return "no instance type is offered with capacity available".into();
+    }
+    let keys: Vec<(&String, &Requirement)> = pool.requirements.iter().collect();
+    for (key, requirement) in &keys {
+        if !admits(&single(key, requirement)) {
+            return format!(
+                "{key} {requirement} admits none of the {} instance types offered",
+                offered.len()
+            );
+        }
+    }
+    for (index, (first, first_requirement)) in keys.iter().enumerate() {
+        for (second, second_requirement) in &keys[index + 1..] {
+            let mut both = single(first, first_requirement);
+            both.add(second, (*second_requirement).clone());
+            if !admits(&both) {
+                return format!(
+                    "{first} {first_requirement} and {second} {second_requirement} admit no instance type together"
+                );
+            }
+        }
+    }
+    format!(
+        "together {} admit no instance type",
+        describe(&pool.requirements)
+    )
 }
 
 /// Pod-counting state of one distinct term.
@@ -148,7 +250,12 @@ struct Solver<'a> {
     claims: Vec<Claim>,
     pool_reserved: Vec<Resources>,
     pool_claims: Vec<i64>,
+    /// Per pool, the rejection every pod gets when its requirements admit no instance type.
+    pool_rejections: Vec<Option<Rejection>>,
     existing_requirements: Vec<Requirements>,
+    /// For the pod being placed, per zone-spread group that honours node affinity: its
+    /// matching pods per zone, on the nodes the pod's node selector and affinity allow.
+    allowed_zone_counts: HashMap<usize, HashMap<String, i64>>,
 }
 
 impl<'a> Solver<'a> {
@@ -176,7 +283,7 @@ impl<'a> Solver<'a> {
                 .filter_map(|n| n.labels.get(ZONE_LABEL).cloned()),
         );
 
-        let pool_types = problem
+        let pool_types: Vec<Vec<usize>> = problem
             .pools
             .iter()
             .map(|pool| {
@@ -186,6 +293,15 @@ impl<'a> Solver<'a> {
                     .copied()
                     .filter(|i| allowed.contains(i) && catalog[*i].satisfies(&pool.requirements))
                     .collect()
+            })
+            .collect();
+        let pool_rejections = problem
+            .pools
+            .iter()
+            .zip(&pool_types)
+            .map(|(pool, types)| {
+                (types.is_empty() && pool.not_ready.is_none())
+                    .then(|| Rejection::NoInstanceTypes(explain_no_instance_types(pool, catalog)))
             })
             .collect();
         let mut solver = Self {
@@ -200,7 +316,9 @@ impl<'a> Solver<'a> {
             claims: Vec::new(),
             pool_reserved: vec![Resources::default(); problem.pools.len()],
             pool_claims: vec![0; problem.pools.len()],
+            pool_rejections,
             existing_requirements: Vec::new(),
+            allowed_zone_counts: HashMap::new(),
         };
         solver.index_terms();
         for (index, node) in problem.existing.iter().enumerate() {
@@ -284,6 +402,63 @@ impl<'a> Solver<'a> {
         }
     }
 
+    /// Fills `allowed_zone_counts` for the pod's zone spreads that honour node affinity (the
+    /// kube-scheduler's default `nodeAffinityPolicy: Honor`): pods on nodes the pod could not
+    /// go to do not count.
+    fn count_allowed_nodes(&mut self, pod: usize) {
+        self.allowed_zone_counts.clear();
+        let shape = &self.problem.pods[pod];
+        if shape.requirements.iter().all(Requirements::is_empty) {
+            return;
+        }
+        let honoring: Vec<usize> = self.owned[pod]
+            .iter()
+            .copied()
+            .filter(|&g| {
+                let term = &self.groups[g].term;
+                matches!(term.kind, TermKind::Spread(_)) && term.key == TopologyKey::Zone
+            })
+            .collect();
+        if honoring.is_empty() {
+            return;
+        }
+        let allowed: Vec<(usize, &String)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| Some((index, slot.zone.as_ref()?)))
+            .filter(|&(index, _)| self.node_affinity_allows(shape, index))
+            .collect();
+        for g in honoring {
+            let mut counts: HashMap<String, i64> = HashMap::new();
+            for &(slot, zone) in &allowed {
+                let matching = self.groups[g].slot_counts[slot];
+                if matching > 0 {
+                    *counts.entry(zone.clone()).or_default() += matching;
+                }
+            }
+            self.allowed_zone_counts.insert(g, counts);
+        }
+    }
+
+    /// Whether the node of a slot can satisfy the pod's node selector and required affinity.
+    fn node_affinity_allows(&self, shape: &PodShape, slot: usize) -> bool {
+        match self.slots[slot].kind {
+            SlotKind::Existing(node) => labels_allow(shape, &self.problem.existing[node].labels),
+            SlotKind::Claim(claim) => {
+                let requirements = &self.claims[claim].requirements;
+                shape.requirements.iter().any(|alternative| {
+                    alternative
+                        .iter()
+                        .all(|(key, requirement)| match requirements.get(key) {
+                            Some(claimed) => !claimed.intersect(requirement).is_unsatisfiable(),
+                            None => is_well_known(key) || requirement.allows_absent(),
+                        })
+                })
+            }
+        }
+    }
+
     fn add_slot(&mut self, slot: Slot) -> usize {
         for group in &mut self.groups {
             group.slot_counts.push(0);
@@ -305,7 +480,7 @@ impl<'a> Solver<'a> {
                 .then(a.cmp(&b))
         });
         let mut plan = Plan::default();
-        let mut failed: Vec<(usize, String)> = Vec::new();
+        let mut failed: Vec<(usize, Unplaced)> = Vec::new();
         let mut pending = order;
         // Pods with pod affinity may need pods placed after them; retry while that helps.
         loop {
@@ -349,7 +524,8 @@ impl<'a> Solver<'a> {
             .any(|&g| self.groups[g].term.kind == TermKind::Affinity)
     }
 
-    fn place(&mut self, pod: usize, plan: &mut Plan) -> Result<(), String> {
+    fn place(&mut self, pod: usize, plan: &mut Plan) -> Result<(), Unplaced> {
+        self.count_allowed_nodes(pod);
         for slot in 0..self.slots.len() {
             if let Ok(placement) = self.try_slot(pod, slot) {
                 self.commit(pod, slot, placement);
@@ -364,16 +540,10 @@ impl<'a> Solver<'a> {
             let pool = self.pool_order[index];
             match self.new_claim(pod, pool) {
                 Ok(()) => return Ok(()),
-                Err(reason) => reasons.push(format!(
-                    "nodepool {}: {reason}",
-                    self.problem.pools[pool].name
-                )),
+                Err(rejection) => reasons.push((self.problem.pools[pool].name.clone(), rejection)),
             }
         }
-        if reasons.is_empty() {
-            reasons.push("no NodePool".to_owned());
-        }
-        Err(reasons.join("; "))
+        Err(Unplaced(reasons))
     }
 
     fn try_slot(&self, pod: usize, slot_index: usize) -> Result<Placement, String> {
@@ -399,16 +569,7 @@ impl<'a> Solver<'a> {
             SlotKind::Existing(node) => {
                 let existing = &self.problem.existing[node];
                 shape.tolerates(&existing.taints)?;
-                let labels = &existing.labels;
-                let fits_labels = shape.requirements.iter().any(|alternative| {
-                    alternative
-                        .iter()
-                        .all(|(key, requirement)| match labels.get(key) {
-                            Some(value) => requirement.allows(value),
-                            None => requirement.allows_absent(),
-                        })
-                });
-                if !fits_labels {
+                if !labels_allow(shape, &existing.labels) {
                     return Err("node labels do not match".into());
                 }
                 let zone = self.topology(pod, slot_index, &self.existing_requirements[node])?;
@@ -563,17 +724,29 @@ impl<'a> Solver<'a> {
                 .clone()
         };
         let slot_count = |counts: &Vec<i64>| counts.get(slot).copied().unwrap_or(0);
-        let mut spread_preference: Option<usize> = None;
+        let mut spread_preference: Option<&HashMap<String, i64>> = None;
         for &g in &self.owned[pod] {
             let group = &self.groups[g];
             let self_match = group.term.selector.matches(&shape.labels);
+            // As the kube-scheduler: the pod counts towards its own spread only if it matches.
+            let own = i64::from(self_match);
             match (group.term.kind, group.term.key) {
-                (TermKind::Spread(skew), TopologyKey::Hostname) => {
-                    if slot_count(&group.slot_counts) + 1 > i64::from(skew) {
+                (
+                    TermKind::Spread(skew) | TermKind::SpreadOverAllNodes(skew),
+                    TopologyKey::Hostname,
+                ) => {
+                    if slot_count(&group.slot_counts) + own > i64::from(skew) {
                         return Err("hostname spread".into());
                     }
                 }
-                (TermKind::Spread(skew), TopologyKey::Zone) => {
+                (
+                    TermKind::Spread(skew) | TermKind::SpreadOverAllNodes(skew),
+                    TopologyKey::Zone,
+                ) => {
+                    let counts = self
+                        .allowed_zone_counts
+                        .get(&g)
+                        .unwrap_or(&group.zone_counts);
                     let eligible: Vec<&String> = self
                         .zones
                         .iter()
@@ -581,18 +754,17 @@ impl<'a> Solver<'a> {
                         .collect();
                     let min = eligible
                         .iter()
-                        .map(|z| group.zone_counts.get(*z).copied().unwrap_or(0))
+                        .map(|z| counts.get(*z).copied().unwrap_or(0))
                         .min()
                         .unwrap_or(0);
                     let allowed: BTreeSet<String> = zone_options(&mut options)
                         .into_iter()
                         .filter(|z| {
-                            group.zone_counts.get(z).copied().unwrap_or(0) + 1 - min
-                                <= i64::from(skew)
+                            counts.get(z).copied().unwrap_or(0) + own - min <= i64::from(skew)
                         })
                         .collect();
                     options = Some(allowed);
-                    spread_preference = Some(g);
+                    spread_preference = Some(counts);
                 }
                 (TermKind::Affinity, TopologyKey::Hostname) => {
                     if slot_count(&group.slot_counts) == 0 && !(group.total == 0 && self_match) {
@@ -655,9 +827,9 @@ impl<'a> Solver<'a> {
         }
         // Fill the emptiest zone of a spread first, as the kube-scheduler would.
         let zone = match spread_preference {
-            Some(g) => options
+            Some(counts) => options
                 .iter()
-                .min_by_key(|z| self.groups[g].zone_counts.get(*z).copied().unwrap_or(0))
+                .min_by_key(|z| counts.get(*z).copied().unwrap_or(0))
                 .cloned(),
             None => options.into_iter().next(),
         };
@@ -680,17 +852,28 @@ impl<'a> Solver<'a> {
         })
     }
 
-    fn new_claim(&mut self, pod: usize, pool_index: usize) -> Result<(), String> {
+    fn new_claim(&mut self, pod: usize, pool_index: usize) -> Result<(), Rejection> {
         let shape = &self.problem.pods[pod];
         let pool = &self.problem.pools[pool_index];
-        shape.tolerates(&pool.taints)?;
+        shape
+            .tolerates(&pool.taints)
+            .map_err(Rejection::Untolerated)?;
+        let alternatives = self
+            .alternatives(&pool.requirements, shape)
+            .map_err(Rejection::Requirements)?;
+        if let Some(reason) = &pool.not_ready {
+            return Err(Rejection::NotReady(reason.clone()));
+        }
+        if let Some(rejection) = &self.pool_rejections[pool_index] {
+            return Err(rejection.clone());
+        }
         if let Some(nodes) = pool.limits.nodes
             && pool.nodes_in_use + self.pool_claims[pool_index] + 1 > nodes
         {
-            return Err(format!("limit nodes={nodes} reached"));
+            return Err(Rejection::Limit(format!("nodes={nodes}")));
         }
         let mut first_error = None;
-        for requirements in self.alternatives(&pool.requirements, shape)? {
+        for requirements in alternatives {
             match self.claim_for(pod, pool_index, requirements) {
                 Ok((requirements, candidates, zone)) => {
                     self.open_claim(pod, pool_index, requirements, candidates, zone);
@@ -701,7 +884,8 @@ impl<'a> Solver<'a> {
                 }
             }
         }
-        Err(first_error.unwrap_or_default())
+        Err(first_error
+            .unwrap_or_else(|| Rejection::Requirements("no node affinity term matches".into())))
     }
 
     /// A new claim of `pool` for the pod under one requirement alternative: its requirements,
@@ -711,10 +895,12 @@ impl<'a> Solver<'a> {
         pod: usize,
         pool_index: usize,
         mut requirements: Requirements,
-    ) -> Result<(Requirements, Vec<usize>, Option<String>), String> {
+    ) -> Result<(Requirements, Vec<usize>, Option<String>), Rejection> {
         let shape = &self.problem.pods[pod];
         let pool = &self.problem.pools[pool_index];
-        let zone = self.topology(pod, usize::MAX, &requirements)?;
+        let zone = self
+            .topology(pod, usize::MAX, &requirements)
+            .map_err(Rejection::Topology)?;
         if let Some(zone) = &zone {
             requirements.add(ZONE_LABEL, Requirement::one_of([zone.clone()]));
         }
@@ -722,34 +908,46 @@ impl<'a> Solver<'a> {
         let narrowed = requirements != pool.requirements;
         let catalog = self.problem.catalog;
         let needed = shape.requests + pool.daemon_overhead;
-        let fitting: Vec<usize> = self.pool_types[pool_index]
+        let matching: Vec<usize> = self.pool_types[pool_index]
             .iter()
             .copied()
-            .filter(|&i| {
-                needed.fits(&catalog[i].allocatable)
-                    && (!narrowed || catalog[i].satisfies(&requirements))
-            })
+            .filter(|&i| !narrowed || catalog[i].satisfies(&requirements))
+            .collect();
+        if matching.is_empty() {
+            return Err(Rejection::NoMatchingType {
+                requirements: describe(&requirements),
+            });
+        }
+        let fitting: Vec<usize> = matching
+            .iter()
+            .copied()
+            .filter(|&i| needed.fits(&catalog[i].allocatable))
             .collect();
         if fitting.is_empty() {
-            return Err(format!(
-                "no instance type fits cpu={}, memory={} with the requirements {}",
-                format_cpu(needed.cpu),
-                format_memory(needed.memory),
-                describe(&requirements)
-            ));
+            let largest = matching.iter().fold(Resources::default(), |max, &i| {
+                max.max(&catalog[i].allocatable)
+            });
+            return Err(Rejection::TooLarge { needed, largest });
         }
         let ceiling = self.limit_ceiling(pool_index, Resources::default());
         let candidates: Vec<usize> = fitting
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|&i| ceiling.is_none_or(|c| catalog[i].capacity.fits(&c)))
             .collect();
         if candidates.is_empty() {
-            let used = pool.in_use + self.pool_reserved[pool_index] + shape.requests;
+            let reserved = pool.in_use + self.pool_reserved[pool_index];
+            let nodes = pool.nodes_in_use + self.pool_claims[pool_index] + 1;
+            // The pod alone may stay within the limits while the cheapest node for it does not.
             let which = pool
                 .limits
-                .exceeded(&used, pool.nodes_in_use + self.pool_claims[pool_index] + 1)
+                .exceeded(&(reserved + shape.requests), nodes)
+                .or_else(|| {
+                    pool.limits
+                        .exceeded(&(reserved + catalog[fitting[0]].capacity), nodes)
+                })
                 .unwrap_or_else(|| "cpu/memory".into());
-            return Err(format!("limit {which} reached"));
+            return Err(Rejection::Limit(which));
         }
         Ok((requirements, candidates, zone))
     }
@@ -810,6 +1008,17 @@ impl<'a> Solver<'a> {
                     .requirements
                     .add(ZONE_LABEL, Requirement::one_of([zone.clone()]));
             }
+            // A zone narrowed to one by the pods' node selectors is as fixed as a chosen one.
+            if slot.zone.is_none()
+                && let Some([zone]) = claim
+                    .requirements
+                    .get(ZONE_LABEL)
+                    .and_then(Requirement::finite_values)
+                    .map(|zones| zones.iter().collect::<Vec<_>>())
+                    .as_deref()
+            {
+                slot.zone = Some((*zone).clone());
+            }
             if let Some(candidates) = placement.candidates {
                 slot.room = candidates.iter().fold(Resources::default(), |max, &i| {
                     max.max(&catalog[i].allocatable)
@@ -852,6 +1061,18 @@ impl<'a> Solver<'a> {
     }
 }
 
+/// Whether a node with these labels satisfies one of the pod's node-affinity alternatives.
+fn labels_allow(shape: &PodShape, labels: &BTreeMap<String, String>) -> bool {
+    shape.requirements.iter().any(|alternative| {
+        alternative
+            .iter()
+            .all(|(key, requirement)| match labels.get(key) {
+                Some(value) => requirement.allows(value),
+                None => requirement.allows_absent(),
+            })
+    })
+}
+
 fn count(
     zones: &mut HashMap<String, i64>,
     slots: &mut [i64],
@@ -884,7 +1105,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::apis::node_pool::{ARCH_LABEL, RequirementOperator};
+    use crate::apis::node_pool::{
+        ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, RequirementOperator,
+    };
     use crate::provisioning::fake;
     use crate::provisioning::instance_types::{ON_DEMAND, Offering, Shape};
     use crate::provisioning::pod::Selector;
@@ -899,7 +1122,7 @@ mod tests {
                 .map(|zone| Offering {
                     zone: (*zone).into(),
                     capacity_type: ON_DEMAND.into(),
-                    price,
+                    price: Some(price),
                     available: true,
                 })
                 .collect()
@@ -1073,7 +1296,9 @@ mod tests {
         assert_eq!(plan.unplaced.len(), 2);
         for (_, reason) in &plan.unplaced {
             assert!(
-                reason.contains("taint nvidia.com/gpu=true:NoSchedule is not tolerated"),
+                reason
+                    .to_string()
+                    .contains("taint nvidia.com/gpu=true:NoSchedule is not tolerated"),
                 "{reason}"
             );
         }
@@ -1087,6 +1312,7 @@ mod tests {
         assert!(
             plan.unplaced[0]
                 .1
+                .to_string()
                 .contains("team In [a] conflicts with team In [b]"),
             "{:?}",
             plan.unplaced
@@ -1111,9 +1337,27 @@ mod tests {
         assert_eq!(plan.new_claims.len(), 1);
         assert_eq!(plan.unplaced.len(), 2);
         assert!(
-            plan.unplaced[0].1.contains("limit memory=8Gi reached"),
+            plan.unplaced[0]
+                .1
+                .to_string()
+                .contains("limit memory=8Gi reached"),
             "{:?}",
             plan.unplaced
+        );
+    }
+
+    #[test]
+    fn a_limit_smaller_than_the_cheapest_node_is_named() {
+        let catalog = small_catalog();
+        let mut limited = pool("default", &catalog);
+        limited.limits = Limits {
+            cpu: Some(1000),
+            ..Limits::default()
+        };
+        let plan = solve_for(&catalog, &[limited], &[], &[pod("p", 500, GIB)]);
+        assert_eq!(
+            plan.unplaced[0].1.to_string(),
+            "nodepool default: limit cpu=1 reached"
         );
     }
 
@@ -1322,6 +1566,221 @@ mod tests {
         }
     }
 
+    fn zone_of(claim: &NewClaim) -> String {
+        let zones = claim.requirements.get(ZONE_LABEL).unwrap().finite_values();
+        let zones: Vec<&String> = zones.unwrap().iter().collect();
+        assert_eq!(zones.len(), 1, "{zones:?}");
+        zones[0].clone()
+    }
+
+    #[test]
+    fn a_pool_whose_requirements_admit_no_type_names_the_conflict() {
+        let catalog = small_catalog();
+        let mut conflicting = pool("graviton", &catalog);
+        conflicting
+            .requirements
+            .add(ARCH_LABEL, Requirement::one_of(["amd64"]));
+        conflicting
+            .requirements
+            .add(INSTANCE_TYPE_LABEL, Requirement::one_of(["m6g.xlarge"]));
+        let plan = solve_for(&catalog, &[conflicting], &[], &[pod("p", 100, GIB)]);
+        let Unplaced(reasons) = &plan.unplaced[0].1;
+        assert_eq!(
+            reasons[0].1,
+            Rejection::NoInstanceTypes(
+                "kubernetes.io/arch In [amd64] and node.kubernetes.io/instance-type In [m6g.xlarge] admit no instance type together".into()
+            )
+        );
+        let mut unknown = pool("unknown", &catalog);
+        unknown
+            .requirements
+            .add(INSTANCE_TYPE_LABEL, Requirement::one_of(["t4g.nano"]));
+        assert_eq!(
+            explain_no_instance_types(&unknown, &catalog),
+            "node.kubernetes.io/instance-type In [t4g.nano] admits none of the 3 instance types offered"
+        );
+    }
+
+    #[test]
+    fn a_pod_larger_than_every_type_and_one_matching_no_type_get_their_own_reasons() {
+        let catalog = small_catalog();
+        let pools = [pool("default", &catalog)];
+        let mut arm_large = pod("arm-large", 100, GIB);
+        arm_large.requirements[0].add(ARCH_LABEL, Requirement::one_of(["arm64"]));
+        arm_large.requirements[0].add(INSTANCE_TYPE_LABEL, Requirement::one_of(["m5.large"]));
+        let plan = solve_for(
+            &catalog,
+            &pools,
+            &[],
+            &[pod("huge", 64_000, GIB), arm_large],
+        );
+        let reason = |index: usize| {
+            let (_, Unplaced(reasons)) = plan.unplaced.iter().find(|(p, _)| *p == index).unwrap();
+            reasons[0].1.clone()
+        };
+        assert!(
+            matches!(reason(0), Rejection::TooLarge { needed, largest } if needed.cpu == 64_000 && largest.cpu == 3920),
+            "{:?}",
+            reason(0)
+        );
+        assert!(
+            reason(0)
+                .to_string()
+                .starts_with("the pod needs cpu=64, memory=1Gi"),
+            "{}",
+            reason(0)
+        );
+        assert!(
+            matches!(reason(1), Rejection::NoMatchingType { .. }),
+            "{:?}",
+            reason(1)
+        );
+    }
+
+    #[test]
+    fn a_pool_whose_node_class_is_not_ready_says_so() {
+        let catalog = small_catalog();
+        let mut waiting = pool("default", &catalog);
+        waiting.not_ready = Some("EC2NodeClass default is not ready: no subnet matches".into());
+        let plan = solve_for(&catalog, &[waiting], &[], &[pod("p", 100, GIB)]);
+        assert_eq!(
+            plan.unplaced[0].1.to_string(),
+            "nodepool default: EC2NodeClass default is not ready: no subnet matches"
+        );
+    }
+
+    #[test]
+    fn a_pod_outside_its_own_spread_selector_does_not_count_itself() {
+        let catalog = small_catalog();
+        let node = |name: &str, zone: &str, topology_only: bool| ExistingNode {
+            name: name.into(),
+            labels: BTreeMap::from([(ZONE_LABEL.to_owned(), zone.to_owned())]),
+            allocatable: Resources {
+                cpu: 3920,
+                memory: 14 * GIB,
+                pods: 58,
+            },
+            topology_only,
+            ..ExistingNode::default()
+        };
+        let existing = [
+            node("running", "test-zone-1", true),
+            node("in-flight", "test-zone-1", false),
+        ];
+        let web = with_term(
+            pod("web-0", 100, GIB),
+            TermKind::Spread(1),
+            TopologyKey::Zone,
+            "web",
+        );
+        let bound = [BoundPod {
+            node: 0,
+            namespace: "default".into(),
+            labels: web.labels.clone(),
+            terms: Vec::new(),
+        }];
+        // Sidecars spread by the web pods' selector but are not web pods themselves.
+        let sidecar = |name: &str| {
+            let mut sidecar = web.clone();
+            sidecar.name = format!("default/{name}");
+            sidecar.labels = BTreeMap::from([("app".to_owned(), "sidecar".to_owned())]);
+            sidecar
+        };
+        let pools = [pool("default", &catalog)];
+        let pending = [sidecar("sidecar-0"), sidecar("sidecar-1")];
+        let plan = solve(&Problem {
+            catalog: &catalog,
+            pools: &pools,
+            existing: &existing,
+            bound: &bound,
+            pods: &pending,
+        });
+        assert!(plan.new_claims.is_empty(), "{:?}", plan.new_claims);
+        assert_eq!(plan.on_existing, [(0, 1), (1, 1)]);
+    }
+
+    #[test]
+    fn a_zone_from_a_node_selector_counts_for_the_spread() {
+        let catalog = small_catalog();
+        let mut pinned = pod("pinned", 1000, GIB);
+        pinned.labels = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+        pinned.requirements[0].add(ZONE_LABEL, Requirement::one_of(["test-zone-1"]));
+        let spread = with_term(
+            pod("spread", 100, GIB),
+            TermKind::Spread(1),
+            TopologyKey::Zone,
+            "web",
+        );
+        let pools = [pool("default", &catalog)];
+        let plan = solve_for(&catalog, &pools, &[], &[pinned, spread]);
+        assert_eq!(plan.new_claims.len(), 2, "{:?}", plan.new_claims);
+        let spread_claim = plan.new_claims.iter().find(|c| c.pods == [1]).unwrap();
+        assert_ne!(
+            zone_of(spread_claim),
+            "test-zone-1",
+            "the pinned web pod already stands in test-zone-1"
+        );
+    }
+
+    #[test]
+    fn spread_counts_only_nodes_the_pod_may_use_unless_told_to_ignore_affinity() {
+        let catalog = small_catalog();
+        let other_pool = |name: &str| ExistingNode {
+            name: name.into(),
+            labels: BTreeMap::from([
+                (ZONE_LABEL.to_owned(), "test-zone-1".to_owned()),
+                (NODEPOOL_LABEL.to_owned(), "other".to_owned()),
+            ]),
+            topology_only: true,
+            ..ExistingNode::default()
+        };
+        let existing = [other_pool("other-0"), other_pool("other-1")];
+        let web = |name: &str, kind: TermKind| {
+            let mut web = with_term(pod(name, 100, GIB), kind, TopologyKey::Zone, "web");
+            web.terms.push(Term {
+                kind: TermKind::AntiAffinity,
+                key: TopologyKey::Hostname,
+                namespace: "default".into(),
+                selector: Selector::with_labels(web.labels.clone()),
+            });
+            web.requirements[0].add(NODEPOOL_LABEL, Requirement::one_of(["mine"]));
+            web
+        };
+        let bound: Vec<BoundPod> = (0..2)
+            .map(|node| BoundPod {
+                node,
+                namespace: "default".into(),
+                labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
+                terms: Vec::new(),
+            })
+            .collect();
+        let mut mine = pool("mine", &catalog);
+        mine.requirements
+            .add(NODEPOOL_LABEL, Requirement::one_of(["mine"]));
+        let zones = |kind: TermKind| {
+            let pending: Vec<PodShape> = (0..3).map(|i| web(&format!("web-{i}"), kind)).collect();
+            let plan = solve(&Problem {
+                catalog: &catalog,
+                pools: std::slice::from_ref(&mine),
+                existing: &existing,
+                bound: &bound,
+                pods: &pending,
+            });
+            let mut zones: Vec<String> = plan.new_claims.iter().map(zone_of).collect();
+            zones.sort();
+            zones
+        };
+        assert_eq!(
+            zones(TermKind::Spread(1)),
+            ["test-zone-1", "test-zone-2", "test-zone-3"],
+            "the other pool's pods are on nodes these pods cannot use"
+        );
+        assert!(
+            !zones(TermKind::SpreadOverAllNodes(1)).contains(&"test-zone-1".to_owned()),
+            "nodeAffinityPolicy: Ignore counts them"
+        );
+    }
+
     #[test]
     fn the_benchmark_workload_places_every_pod() {
         let catalog = fake::catalog(400);
@@ -1456,7 +1915,7 @@ mod tests {
             }
             for (pod, reason) in &plan.unplaced {
                 seen[*pod] += 1;
-                prop_assert!(!reason.is_empty());
+                prop_assert!(!reason.to_string().is_empty());
             }
             prop_assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
         }

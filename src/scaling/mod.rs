@@ -16,11 +16,12 @@ pub mod workload_identity;
 
 use std::sync::Arc;
 
+use crate::events::Recorder;
 use jiff::SignedDuration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource};
 
 use crate::apis::conditions::{self, condition};

@@ -4,6 +4,7 @@
 //! CreateFleet, its Node registers and the pods run there; deleting the NodeClaim terminates
 //! the instance and removes the Node.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -19,7 +20,8 @@ use windlass::provisioning::resources::Resources;
 use windlass::cloud::instance_id;
 
 use crate::support::{
-    TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, unique, wait_until,
+    TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, start_windlass_as,
+    unique, wait_until,
 };
 
 /// An EC2NodeClass on the stack's subnets and security group, and a NodePool on it whose taint
@@ -66,6 +68,14 @@ async fn node_class_and_pool(
         .await
         .unwrap();
     (classes, pools)
+}
+
+/// The instance types the controller plans with: moto's, priced from the bundled table.
+async fn ec2_catalog(env: &TestEnv) -> Vec<windlass::provisioning::instance_types::InstanceType> {
+    windlass::cloud::aws::Aws::new(&env.aws)
+        .instance_catalog(&windlass::provisioning::catalog::on_demand_prices())
+        .await
+        .unwrap()
 }
 
 /// Deletes every pod of the test, and waits until they are gone.
@@ -136,7 +146,8 @@ async fn pending_pods(env: &TestEnv, namespace: &str, pool: &str, count: usize) 
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), namespace);
     for index in 0..count {
         let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("worker-{index}")},
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("worker-{index}"), "labels": {"app": "worker"}},
             "spec": {
                 "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": pool, "effect": "NoSchedule"}],
                 "nodeSelector": {"windlass.dev/nodepool": pool},
@@ -239,7 +250,7 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
         .flat_map(|r| r.values.iter())
         .collect();
     assert!(!types.is_empty());
-    let catalog = windlass::provisioning::catalog::bundled();
+    let catalog = ec2_catalog(&env).await;
     for name in &types {
         let it = catalog.iter().find(|it| &&it.name == name).unwrap();
         assert!(
@@ -753,7 +764,7 @@ async fn node_selectors_node_affinity_and_zone_spread_shape_the_node_claims() {
             .unwrap()
             .to_owned();
         let instance_type = ec2_instance.instance_type().unwrap().as_str().to_owned();
-        let catalog = windlass::provisioning::catalog::bundled();
+        let catalog = ec2_catalog(&env).await;
         let arch = &catalog
             .iter()
             .find(|it| it.name == instance_type)
@@ -887,13 +898,16 @@ async fn the_cheapest_type_out_of_capacity_launches_the_next_and_is_left_out_aft
         "m5.xlarge, the cheapest, was out of capacity"
     );
 
-    // A pod too big for what is left on the first NodeClaim: its NodeClaim no longer offers
+    // A pod that may not share a node with the worker: the second NodeClaim no longer offers
     // m5.xlarge while that is marked out of capacity.
     let big: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"},
         "spec": {
             "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": name, "effect": "NoSchedule"}],
             "nodeSelector": {"windlass.dev/nodepool": name},
+            "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "worker"}}}
+            ]}},
             "containers": [{"name": "big", "image": "big", "resources": {"requests": {"cpu": "3500m", "memory": "3Gi"}}}]
         }
     }))
@@ -1000,5 +1014,406 @@ async fn deleting_a_node_terminates_its_instance_and_removes_its_node_claim() {
 
     drop(windlass);
     delete_pool_and_class(&pools, &classes, &name).await;
+    namespace.delete().await;
+}
+
+/// The instances tagged for `cluster` that are pending or running.
+async fn live_instances(env: &TestEnv, cluster: &str) -> Vec<String> {
+    let described = env
+        .ec2()
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:windlass.dev/cluster")
+                .values(cluster)
+                .build(),
+        )
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect()
+}
+
+/// How many batches the controller has planned since it started.
+fn batches_planned(windlass: &crate::support::Windlass) -> f64 {
+    windlass
+        .metric("windlass_scheduling_duration_seconds_count")
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_restart_mid_launch_never_launches_for_pods_that_have_capacity_coming() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "restart").await;
+    let ns = namespace.name.as_str();
+    let name = unique("restart");
+    let (classes, pools) = node_class_and_pool(
+        &env,
+        &name,
+        json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
+        json!({}),
+    )
+    .await;
+    let windlass = start_windlass(ns);
+    let cluster = windlass.cluster.clone();
+    // Two pods that may not share a node: two NodeClaims. Each pod is more than half of the
+    // smallest candidate type, so a claim that still counted its pod as taken had no room for it.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    for index in 0..2 {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("apart-{index}"), "labels": {"app": "apart"}},
+            "spec": {
+                "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": name, "effect": "NoSchedule"}],
+                "nodeSelector": {"windlass.dev/nodepool": name},
+                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "apart"}}}
+                ]}},
+                "containers": [{"name": "apart", "image": "apart", "resources": {"requests": {"cpu": "1", "memory": "3Gi"}}}]
+            }
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    let selector = format!("windlass.dev/nodepool={name}");
+    let list_claims = || async {
+        claims
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+    };
+    wait_until(
+        "two NodeClaims launched",
+        Duration::from_secs(60),
+        || async {
+            let launched = list_claims()
+                .await
+                .into_iter()
+                .filter(|c| c.status.as_ref().is_some_and(|s| s.provider_id.is_some()))
+                .count();
+            (launched == 2).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(live_instances(&env, &cluster).await.len(), 2);
+
+    // Killed before any Node exists, then started again with the same arguments.
+    drop(windlass);
+    let mut windlass = start_windlass_as(ns, "windlass", &cluster);
+    wait_until(
+        "the restarted controller to plan",
+        Duration::from_secs(30),
+        || std::future::ready((batches_planned(&windlass) >= 1.0).then_some(())),
+    )
+    .await;
+    assert_eq!(
+        list_claims().await.len(),
+        2,
+        "after SIGKILL: the pods have capacity coming"
+    );
+    assert_eq!(live_instances(&env, &cluster).await.len(), 2);
+    // A measurement window, not a wait for an outcome: the retry 10 s later launches nothing.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(list_claims().await.len(), 2, "after the retry interval");
+    assert_eq!(live_instances(&env, &cluster).await.len(), 2);
+
+    // A graceful restart: the same.
+    windlass.process.terminate().await;
+    let windlass = start_windlass_as(ns, "windlass", &cluster);
+    wait_until(
+        "the restarted controller to plan",
+        Duration::from_secs(30),
+        || std::future::ready((batches_planned(&windlass) >= 1.0).then_some(())),
+    )
+    .await;
+    assert_eq!(
+        list_claims().await.len(),
+        2,
+        "after SIGTERM: the pods have capacity coming"
+    );
+    assert_eq!(live_instances(&env, &cluster).await.len(), 2);
+
+    // The capacity that was coming is where the pods run.
+    let _registrar = start_registrar(&cluster, 1);
+    let nodes = wait_until("both pods Running", Duration::from_secs(90), || async {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        let nodes: BTreeSet<String> = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
+        (nodes.len() == 2).then_some(nodes)
+    })
+    .await;
+    println!("two pods, two NodeClaims across two restarts, on {nodes:?}");
+    wait_until(
+        "windlass_pending_pods to drop to 0",
+        Duration::from_secs(15),
+        || {
+            std::future::ready(
+                (windlass.metric("windlass_pending_pods") == Some(0.0)).then_some(()),
+            )
+        },
+    )
+    .await;
+    assert_eq!(live_instances(&env, &cluster).await.len(), 2);
+
+    delete_pods(&pods).await;
+    for claim in list_claims().await {
+        claims
+            .delete(&claim.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    wait_claims_gone(&claims, &selector).await;
+    drop(windlass);
+    delete_pool_and_class(&pools, &classes, &name).await;
+    namespace.delete().await;
+}
+
+/// The notes of the Events with `reason` about the object named `name` in `namespace` (`None`
+/// for a cluster-scoped object), oldest first.
+async fn event_notes(
+    env: &TestEnv,
+    namespace: Option<&str>,
+    name: &str,
+    reason: &str,
+) -> Vec<String> {
+    let events: Api<Event> = Api::all(env.client.clone());
+    let mut matching: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            let regarding = e.regarding.as_ref();
+            regarding.and_then(|r| r.name.as_deref()) == Some(name)
+                && regarding.and_then(|r| r.namespace.as_deref()) == namespace
+                && e.reason.as_deref() == Some(reason)
+        })
+        .collect();
+    matching.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    matching.into_iter().filter_map(|e| e.note).collect()
+}
+
+/// One pod of 1 vCPU / 1 GiB that only `pool` can take.
+async fn pod_for_pool(pods: &Api<Pod>, pod_name: &str, pool: &str) {
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod_name},
+        "spec": {
+            "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": pool, "effect": "NoSchedule"}],
+            "nodeSelector": {"windlass.dev/nodepool": pool},
+            "containers": [{"name": "worker", "image": "worker", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+}
+
+#[tokio::test]
+async fn pools_that_cannot_launch_say_why_and_an_unpriced_type_still_launches() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "why").await;
+    let ns = namespace.name.as_str();
+    let name = unique("graviton");
+    // t4g.medium is arm64 and has no bundled on-demand price.
+    let (classes, pools) = node_class_and_pool(
+        &env,
+        &name,
+        json!([
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["t4g.medium"]},
+            {"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}
+        ]),
+        json!({}),
+    )
+    .await;
+    // A second pool whose node class finds no subnet.
+    let unready = unique("unready");
+    let (_, _) = node_class_and_pool(&env, &unready, json!([]), json!({})).await;
+    classes
+        .patch(
+            &unready,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"subnetSelectorTerms": [{"tags": {"windlass.dev/discovery": "nowhere"}}]}})),
+        )
+        .await
+        .unwrap();
+    let windlass = start_windlass(ns);
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    pod_for_pool(&pods, "graviton", &name).await;
+    pod_for_pool(&pods, "unready", &unready).await;
+
+    let conflict = "kubernetes.io/arch In [amd64] and node.kubernetes.io/instance-type In [t4g.medium] admit no instance type together";
+    let condition = wait_until(
+        "the NodePool to say its requirements admit no instance type",
+        Duration::from_secs(60),
+        || async {
+            let status = pools.get(&name).await.ok()?.status?;
+            status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "InstanceTypesReady" && c.status == "False")
+        },
+    )
+    .await;
+    assert!(
+        condition.message.ends_with(conflict),
+        "{}",
+        condition.message
+    );
+    let pool_events = event_notes(&env, None, &name, "NoInstanceTypes").await;
+    assert!(
+        pool_events.iter().any(|n| n.ends_with(conflict)),
+        "{pool_events:?}"
+    );
+    let first = wait_until(
+        "the pod's FailedProvisioning Event",
+        Duration::from_secs(30),
+        || async {
+            event_notes(&env, Some(ns), "graviton", "FailedProvisioning")
+                .await
+                .into_iter()
+                .next()
+        },
+    )
+    .await;
+    assert!(
+        first.contains(&format!(
+            "nodepool {name}: its requirements admit no instance type: {conflict}"
+        )),
+        "{first}"
+    );
+    let not_ready = wait_until(
+        "the other pod's FailedProvisioning Event",
+        Duration::from_secs(30),
+        || async {
+            event_notes(&env, Some(ns), "unready", "FailedProvisioning")
+                .await
+                .into_iter()
+                .next()
+        },
+    )
+    .await;
+    assert!(
+        not_ready.contains(&format!(
+            "nodepool {unready}: EC2NodeClass {unready} is not ready"
+        )),
+        "{not_ready}"
+    );
+
+    // Fixed, but held by a limit: the pod's Event says the new reason, as a new Event.
+    pools
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {
+                "template": {"spec": {"requirements": [
+                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]},
+                    {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["t4g.medium"]},
+                    {"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}
+                ]}},
+                "limits": {"cpu": "1"}
+            }})),
+        )
+        .await
+        .unwrap();
+    wait_until(
+        "the NodePool's instance types to be admitted",
+        Duration::from_secs(30),
+        || async {
+            let status = pools.get(&name).await.ok()?.status?;
+            status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "InstanceTypesReady" && c.status == "True")
+        },
+    )
+    .await;
+    let notes = wait_until(
+        "a FailedProvisioning Event naming the limit",
+        Duration::from_secs(30),
+        || async {
+            let notes = event_notes(&env, Some(ns), "graviton", "FailedProvisioning").await;
+            notes
+                .iter()
+                .any(|n| n.contains(&format!("nodepool {name}: limit cpu=1 reached")))
+                .then_some(notes)
+        },
+    )
+    .await;
+    assert!(notes.len() >= 2, "{notes:?}");
+    assert!(notes[0].contains("admit no instance type"), "{notes:?}");
+
+    // Without the limit the unpriced type launches, and its NodeClaim says it had no price.
+    pools
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"limits": null}})),
+        )
+        .await
+        .unwrap();
+    let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    let selector = format!("windlass.dev/nodepool={name}");
+    let claim = wait_until(
+        "a NodeClaim for t4g.medium",
+        Duration::from_secs(60),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items.into_iter().next()
+        },
+    )
+    .await;
+    assert_eq!(candidate_types(&claim), ["t4g.medium"]);
+    let unknown = wait_until(
+        "the UnknownPrice Event",
+        Duration::from_secs(30),
+        || async {
+            event_notes(&env, None, &claim.name_any(), "UnknownPrice")
+                .await
+                .into_iter()
+                .next()
+        },
+    )
+    .await;
+    assert!(unknown.contains("t4g.medium"), "{unknown}");
+    wait_until(
+        "the t4g.medium instance",
+        Duration::from_secs(60),
+        || async { (live_instances(&env, &windlass.cluster).await.len() == 1).then_some(()) },
+    )
+    .await;
+
+    delete_pods(&pods).await;
+    claims
+        .delete(&claim.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_claims_gone(&claims, &selector).await;
+    drop(windlass);
+    delete_pool_and_class(&pools, &classes, &name).await;
+    delete_pool_and_class(&pools, &classes, &unready).await;
     namespace.delete().await;
 }

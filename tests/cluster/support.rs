@@ -210,7 +210,7 @@ pub async fn delete_node(client: &Client, name: &str) {
         .await;
 }
 
-/// A child process that is killed when the test ends, pass or fail.
+/// A child process that is killed (SIGKILL) when the test ends, pass or fail.
 pub struct ChildProcess(Child);
 
 impl From<Child> for ChildProcess {
@@ -222,6 +222,23 @@ impl From<Child> for ChildProcess {
 impl ChildProcess {
     pub fn pid(&self) -> u32 {
         self.0.id()
+    }
+
+    /// Sends SIGTERM and waits until the process has exited.
+    pub async fn terminate(&mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill -TERM");
+        wait_until(
+            "the process to exit after SIGTERM",
+            Duration::from_secs(30),
+            || {
+                let exited = self.try_wait().is_some();
+                async move { exited.then_some(()) }
+            },
+        )
+        .await;
     }
 
     /// The exit status, if the process has exited.
@@ -302,8 +319,13 @@ pub fn start_windlass(namespace: &str) -> Windlass {
 
 /// `windlass run` handling `namespace`, itself running in `home` (where ClusterTriggerAuthentication Secrets live).
 pub fn start_windlass_in(namespace: &str, home: &str) -> Windlass {
+    start_windlass_as(namespace, home, &unique("cluster"))
+}
+
+/// `windlass run` as the install `cluster`: a restart of an earlier one when it has its name.
+pub fn start_windlass_as(namespace: &str, home: &str, cluster: &str) -> Windlass {
     let (health_port, metrics_port, jobs_port) = (free_port(), free_port(), free_port());
-    let cluster = unique("cluster");
+    let cluster = cluster.to_owned();
     let process = Command::new(env!("CARGO_BIN_EXE_windlass"))
         .args(["run", "--watch-namespace", namespace, "--namespace", home])
         .args(["--cluster-name", &cluster])
