@@ -12,13 +12,16 @@ metrics_addr=${WINDLASS_METRICS_ADDR:-127.0.0.1:8080}
 health_addr=${WINDLASS_HEALTH_ADDR:-127.0.0.1:8081}
 jobs_addr=${WINDLASS_JOBS_ADDR:-127.0.0.1:8082}
 
-# Built first, as part of the workspace as hack/test.sh builds it, so nothing answers on the
-# printed addresses before Windlass does.
-cargo build --workspace --locked --bins
+# Built first, so nothing answers on the printed addresses before Windlass does; built as
+# hack/test.sh's unit tests build it (dev-dependencies change shared crates' features), so
+# either reuses the other's build.
+cargo test --workspace --locked --no-run
 eval "$(hack/stack/stack.sh up)"
-kubectl apply --server-side -f crds/
+# This script installs them: it takes over fields another applier (an older checkout, a test)
+# set.
+kubectl apply --server-side --force-conflicts -f crds/
 kubectl wait --for condition=Established --timeout 60s -f crds/
-kubectl apply --server-side -f examples/
+kubectl apply --server-side --force-conflicts -f examples/
 queue() { python3 -c 'import json, os, sys; print(json.load(open(os.environ["WINDLASS_STACK_FIXTURE"]))["queues"][sys.argv[1]])' "$1"; }
 # The examples name AWS queues and a discovery tag; locally they use the stack's.
 kubectl patch scaledjob data-processor --type json \

@@ -5,6 +5,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -13,13 +14,21 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 /// `hack/run-local.sh` in its own process group, stopped (with its children) when dropped.
-struct RunLocal(Child);
+struct RunLocal(Mutex<Child>);
+
+impl RunLocal {
+    fn exited(&self) -> bool {
+        let mut child = self.0.lock().unwrap();
+        child.try_wait().ok().flatten().is_some()
+    }
+}
 
 impl Drop for RunLocal {
     fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
+        let child = self.0.get_mut().unwrap();
+        let group = format!("-{}", child.id());
         let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let _ = self.0.wait();
+        let _ = child.wait();
     }
 }
 
@@ -124,7 +133,7 @@ async fn run_local_leaves_every_example_ready_and_a_submitted_job_runs_on_a_laun
     let (metrics, health, jobs) = (free_port(), free_port(), free_port());
     let token = "windlass-demo-test";
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/run-local.sh");
-    let _run = RunLocal(
+    let run = RunLocal(Mutex::new(
         Command::new(script)
             .env("WINDLASS_METRICS_ADDR", format!("127.0.0.1:{metrics}"))
             .env("WINDLASS_HEALTH_ADDR", format!("127.0.0.1:{health}"))
@@ -133,13 +142,14 @@ async fn run_local_leaves_every_example_ready_and_a_submitted_job_runs_on_a_laun
             .process_group(0)
             .spawn()
             .expect("starting hack/run-local.sh"),
-    );
+    ));
 
     // Building Windlass without the test features comes first: allow for it.
     for (kind, namespace, name, ready) in EXAMPLES {
         let objects = api(&client, kind, namespace);
         let what = format!("{kind} {name} to be {ready}");
         wait_until(&what, Duration::from_secs(600), || async {
+            assert!(!run.exited(), "hack/run-local.sh exited");
             let object = objects.get_opt(name).await.ok()??;
             let (status, _) = condition(&object, ready)?;
             (status == "True").then_some(())

@@ -96,6 +96,7 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
     let namespace = TestNamespace::create(&env.client, "api").await;
 
     let mut applied = 0;
+    let mut applied_claims = Vec::new();
     for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")).unwrap()
     {
         let path = entry.unwrap().path();
@@ -104,9 +105,16 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
         }
         for doc in serde_yaml::Deserializer::from_str(&std::fs::read_to_string(&path).unwrap()) {
             let object: Value = serde::Deserialize::deserialize(doc).unwrap();
-            create(&env.client, object, &namespace.name)
+            let created = create(&env.client, unadoptable(object), &namespace.name)
                 .await
                 .unwrap_or_else(|e| panic!("{} did not apply: {e}", path.display()));
+            if created
+                .types
+                .as_ref()
+                .is_some_and(|t| t.kind == "NodeClaim")
+            {
+                applied_claims.push(created.metadata.name.clone().unwrap());
+            }
             applied += 1;
         }
     }
@@ -265,7 +273,7 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
 
     let claim = create(
         &env.client,
-        example("nodeclaim.yaml", "NodeClaim"),
+        unadoptable(example("nodeclaim.yaml", "NodeClaim")),
         &namespace.name,
     )
     .await
@@ -284,11 +292,19 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
         )
         .await;
     assert_rejected(update, &["NodeClaim spec is immutable"]);
-    claims
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
+    for name in applied_claims.iter().chain([&name]) {
+        claims.delete(name, &DeleteParams::default()).await.unwrap();
+    }
     namespace.delete().await;
+}
+
+/// A NodeClaim labelled for an install that never runs, so no install of a concurrent test
+/// adopts and launches it; other objects unchanged.
+fn unadoptable(mut object: Value) -> Value {
+    if object["kind"] == "NodeClaim" {
+        object["metadata"]["labels"]["windlass.dev/cluster"] = json!("nobody");
+    }
+    object
 }
 
 fn pod_running_on(pod: &Pod, node: &str) -> bool {
