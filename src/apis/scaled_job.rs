@@ -50,7 +50,8 @@ use super::triggers::Trigger;
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.minReplicaCount <= self.maxReplicaCount").message("minReplicaCount must not exceed maxReplicaCount").field_path(".minReplicaCount"))]
+// A negative maxReplicaCount is reported by its own minimum alone.
+#[x_kube(validation = Rule::new("self.maxReplicaCount < 0 || self.minReplicaCount <= self.maxReplicaCount").message("minReplicaCount must not exceed maxReplicaCount").field_path(".minReplicaCount"))]
 pub struct ScaledJobSpec {
     /// The Job to create for each unit of work (a batch/v1 JobSpec).
     #[schemars(schema_with = "without_descriptions::<JobSpec>")]

@@ -73,19 +73,24 @@ async fn create(
     .await
 }
 
-fn assert_rejected(result: Result<DynamicObject, kube::Error>, expected: &[&str]) {
+/// The API server's message for an object it refused as invalid.
+fn rejection(result: Result<DynamicObject, kube::Error>) -> String {
     match result {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 422, "expected 422 Invalid, got {status:?}");
-            for text in expected {
-                assert!(
-                    status.message.contains(text),
-                    "rejection lacks {text:?}: {}",
-                    status.message
-                );
-            }
+            status.message
         }
         other => panic!("expected the API server to reject the object, got {other:?}"),
+    }
+}
+
+fn assert_rejected(result: Result<DynamicObject, kube::Error>, expected: &[&str]) {
+    let message = rejection(result);
+    for text in expected {
+        assert!(
+            message.contains(text),
+            "rejection lacks {text:?}: {message}"
+        );
     }
 }
 
@@ -288,6 +293,28 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
+    namespace.delete().await;
+}
+
+#[tokio::test]
+async fn a_negative_max_replica_count_is_reported_without_blaming_min_replica_count() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "api-max").await;
+    for (file, kind) in [
+        ("scaledobject-sqs.yaml", "ScaledObject"),
+        ("scaledjob-data-processor.yaml", "ScaledJob"),
+    ] {
+        let mut object = example(file, kind);
+        let spec = object["spec"].as_object_mut().unwrap();
+        spec.remove("minReplicaCount");
+        spec.insert("maxReplicaCount".into(), json!(-1));
+        let message = rejection(create(&env.client, object, &namespace.name).await);
+        assert!(
+            message.contains("spec.maxReplicaCount") && !message.contains("minReplicaCount"),
+            "{kind}: {message}"
+        );
+    }
     namespace.delete().await;
 }
 
