@@ -116,11 +116,11 @@ fn policy(object: &ScaledJob) -> JobPolicy {
             .custom_scaling_queue_length_deduction
             .unwrap_or(0)
             .into(),
+        // The schema admits only decimals; anything else counts as not given, as in KEDA.
         running_job_percentage: strategy
             .custom_scaling_running_job_percentage
             .as_deref()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0.0),
+            .and_then(|p| p.parse().ok()),
         calculation: strategy.multiple_scalers_calculation,
     }
 }
@@ -476,6 +476,7 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scaling::jobs::JobCounts;
 
     #[test]
     fn jobs_are_labelled_owned_and_named_after_their_scaled_job() {
@@ -499,6 +500,50 @@ mod tests {
         assert_eq!(
             spec.template.metadata.unwrap().labels.unwrap()[SCALED_JOB_LABEL],
             "data-processor"
+        );
+    }
+
+    fn with_strategy(scaling_strategy: serde_json::Value) -> ScaledJob {
+        serde_json::from_value(json!({
+            "apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledJob",
+            "metadata": {"name": "worker", "namespace": "jobs"},
+            "spec": {"jobTargetRef": {"template": {}}, "maxReplicaCount": 10,
+                     "scalingStrategy": scaling_strategy,
+                     "triggers": [{"type": "aws-sqs-queue", "metadata": {"queueURL": "u"}}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn custom_without_a_running_job_percentage_is_the_default_strategy() {
+        // KEDA (pkg/scaling/executor/scale_jobs.go) falls back to `default` when
+        // customScalingRunningJobPercentage is missing: running Jobs are all still busy.
+        let eight_messages = [QueueReading {
+            queue_length: 8.0,
+            target: 1.0,
+        }];
+        let four_running = JobCounts {
+            running: 4,
+            pending: 0,
+        };
+        for strategy in [
+            json!({"strategy": "custom"}),
+            json!({"strategy": "custom", "customScalingQueueLengthDeduction": 1}),
+        ] {
+            let object = with_strategy(strategy.clone());
+            assert_eq!(
+                jobs_to_create(&policy(&object), &eight_messages, four_running),
+                4,
+                "{strategy}"
+            );
+        }
+        let percentage_only = with_strategy(
+            json!({"strategy": "custom", "customScalingRunningJobPercentage": "0.5"}),
+        );
+        assert_eq!(
+            jobs_to_create(&policy(&percentage_only), &eight_messages, four_running),
+            6,
+            "no deduction given: 8 - 0 - trunc(4 * 0.5)"
         );
     }
 }
