@@ -80,7 +80,6 @@ struct Setup {
 
 async fn setup(scaling: &Scaling, object: &ScaledJob) -> Result<Setup, SetupError> {
     let namespace = object.namespace().unwrap_or_default();
-    let interval = Duration::from_secs(object.spec.polling_interval.max(1) as u64);
     let env = triggers::EnvSource {
         pod_spec: serde_json::to_value(&object.spec.job_target_ref.template.spec)
             .unwrap_or_default(),
@@ -89,7 +88,7 @@ async fn setup(scaling: &Scaling, object: &ScaledJob) -> Result<Setup, SetupErro
     let container = object.spec.env_source_container_name.as_deref();
     let mut built = Vec::new();
     for (index, trigger) in object.spec.triggers.iter().enumerate() {
-        let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container, interval)
+        let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container)
             .await
             .map_err(|e| e.at(index))?;
         built.push((
@@ -135,12 +134,11 @@ async fn job_loop(
     let mut ready: Option<Setup> = None;
     let mut last_problem: Option<String> = None;
     let mut rolled_out = false;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clock = scaling.queue_depths.poll_clock(interval);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = clock.tick() => {}
         }
         let object = latest.borrow().clone();
         if !rolled_out {
