@@ -1,6 +1,7 @@
 //! ScaledObjects against the real cluster and SQS: scale from zero on messages and back after
 //! the cooldown, share one GetQueueAttributes per interval yet read afresh on every poll,
-//! pause, fall back, and report bad authentication without touching the replicas.
+//! pause, fall back, report a missing queue and bad authentication without touching the
+//! replicas.
 
 use std::time::{Duration, Instant};
 
@@ -410,6 +411,43 @@ async fn fallback_replicas_apply_when_the_queue_endpoint_fails() {
     let (_, reason, message) = wait_for_condition(&objects, "worker", "Ready", "False").await;
     assert_eq!(reason, "TriggerError");
     assert!(message.contains("127.0.0.1:1"), "{message}");
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+#[tokio::test]
+async fn a_queue_that_does_not_exist_is_one_short_sentence_in_ready() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-noqueue").await;
+    let node = test_node(&env.client, "kwok-noqueue").await;
+    deployment(&env.client, &namespace.name, "worker", &node, 0).await;
+    let missing = format!("{}-never-created", env.queue("so-noqueue").await);
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), &namespace.name);
+    objects
+        .create(
+            &PostParams::default(),
+            &scaled_object("worker", "worker", &missing, json!({})),
+        )
+        .await
+        .unwrap();
+    let _windlass = start_windlass(&namespace.name);
+
+    let (_, reason, message) = wait_for_condition(&objects, "worker", "Ready", "False").await;
+    println!("{message}");
+    assert_eq!(reason, "TriggerError");
+    assert!(
+        message.starts_with(&format!("queue: reading queue {missing}: ")),
+        "{message}"
+    );
+    assert!(
+        message.contains("QueueDoesNotExist") || message.contains("NonExistentQueue"),
+        "names the error code: {message}"
+    );
+    assert!(
+        message.len() < 300 && !message.contains("Error {"),
+        "{} characters: {message}",
+        message.len()
+    );
     clean_up(&env, namespace, &objects, &node).await;
 }
 

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -17,6 +16,7 @@ use super::{Reading, Scaler, ScalerError};
 use crate::apis::triggers::AwsSqsQueueTrigger;
 use crate::scaling::auth::ResolvedAuth;
 use crate::scaling::queue_depths::{QueueAttributes, QueueDepths, QueueKey};
+use crate::scaling::sdk_errors;
 
 /// The messages that count toward scaling.
 pub fn messages(attributes: QueueAttributes, trigger: &AwsSqsQueueTrigger) -> u64 {
@@ -98,7 +98,7 @@ async fn get_queue_attributes(
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
         .send()
         .await
-        .map_err(|error| DisplayErrorContext(error).to_string())?;
+        .map_err(|error| sdk_errors::describe(&error))?;
     let attributes = output
         .attributes()
         .ok_or("GetQueueAttributes returned no attributes")?;
