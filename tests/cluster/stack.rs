@@ -318,6 +318,47 @@ async fn a_negative_max_replica_count_is_reported_without_blaming_min_replica_co
     namespace.delete().await;
 }
 
+#[tokio::test]
+async fn job_schedule_cron_fields_are_range_checked_by_the_api_server() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "api-cron").await;
+    let with_schedule = |schedule: &str| {
+        let mut object = example("jobschedule.yaml", "JobSchedule");
+        object["metadata"]["name"] = json!(unique("cron"));
+        object["spec"]["schedule"] = json!(schedule);
+        object
+    };
+    for (schedule, expected) in [
+        ("61 * * * *", "minute must be *, or 0-59"),
+        ("0 0 32 * *", "day-of-month must be *, or 1-31"),
+        ("0 24 * * *", "hour must be *, or 0-23"),
+        ("0 0 * 13 *", "month must be *, or 1-12"),
+        ("0 0 * * 8", "day-of-week must be *, or 0-7"),
+        ("30-10 * * * *", "a range must run from low to high"),
+        ("0 0 * *", "must be five fields"),
+        ("@midnight", "one of @yearly"),
+    ] {
+        let message =
+            rejection(create(&env.client, with_schedule(schedule), &namespace.name).await);
+        assert!(
+            message.contains("spec.schedule") && message.contains(expected),
+            "{schedule:?}: {message}"
+        );
+    }
+    for schedule in [
+        "*/5 9-17 * JAN-MAR MON-FRI",
+        "0 0 L * ?",
+        "30 4 1,15W * 5#2",
+        "@hourly",
+    ] {
+        create(&env.client, with_schedule(schedule), &namespace.name)
+            .await
+            .unwrap_or_else(|e| panic!("{schedule:?} was refused: {e}"));
+    }
+    namespace.delete().await;
+}
+
 fn pod_running_on(pod: &Pod, node: &str) -> bool {
     pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
         && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
