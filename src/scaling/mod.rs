@@ -12,6 +12,7 @@ pub mod scaled_object;
 pub mod scalers;
 pub mod sdk_errors;
 pub mod target;
+pub mod trigger_auths;
 pub mod triggers;
 pub mod workload_identity;
 

@@ -1,7 +1,7 @@
 //! ScaledObjects against the real cluster and SQS: scale from zero on messages and back after
 //! the cooldown, share one GetQueueAttributes per interval yet read afresh on every poll,
 //! pause, fall back, report a missing queue and bad authentication without touching the
-//! replicas.
+//! replicas; and TriggerAuthentications' own Ready.
 
 use std::time::{Duration, Instant};
 
@@ -523,6 +523,114 @@ async fn trigger_authentication(client: &Client, namespace: &str, name: &str, sp
     )
     .await
     .unwrap();
+}
+
+/// The Ready condition of a TriggerAuthentication, once it says `status`.
+async fn trigger_authentication_ready(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &str,
+) -> (String, String) {
+    let api: Api<TriggerAuthentication> = Api::namespaced(client.clone(), namespace);
+    wait_until(
+        &format!("TriggerAuthentication {name} Ready={status}"),
+        Duration::from_secs(30),
+        || async {
+            let object = api.get(name).await.ok()?;
+            let status_block = object.status?;
+            status_block
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.status == status)
+                .map(|c| (c.reason, c.message))
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn trigger_authentications_are_ready_only_when_their_secrets_and_keys_exist() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "ta-ready").await;
+    let ns = &namespace.name;
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "sqs-keys"},
+        "stringData": {"id": "testing", "secret": "testing"}}))
+    .unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let keys = |secret: &str, key: &str| {
+        json!({"secretTargetRef": [
+            {"parameter": "awsAccessKeyID", "name": secret, "key": "id"},
+            {"parameter": "awsSecretAccessKey", "name": secret, "key": key}
+        ]})
+    };
+    trigger_authentication(&env.client, ns, "found", keys("sqs-keys", "secret")).await;
+    trigger_authentication(&env.client, ns, "no-secret", keys("gone", "secret")).await;
+    trigger_authentication(&env.client, ns, "no-key", keys("sqs-keys", "token")).await;
+    let _windlass = start_windlass(ns);
+
+    let (reason, _) = trigger_authentication_ready(&env.client, ns, "found", "True").await;
+    assert_eq!(reason, "Checked");
+    let (reason, message) =
+        trigger_authentication_ready(&env.client, ns, "no-secret", "False").await;
+    assert_eq!(reason, "AuthenticationError");
+    assert_eq!(message, format!("Secret {ns}/gone not found"));
+    let (_, message) = trigger_authentication_ready(&env.client, ns, "no-key", "False").await;
+    assert_eq!(
+        message,
+        "Secret \"sqs-keys\" has no key \"token\" (parameter awsSecretAccessKey)"
+    );
+    let object = Api::<TriggerAuthentication>::namespaced(env.client.clone(), ns)
+        .get("found")
+        .await
+        .unwrap();
+    assert_eq!(
+        object.status.unwrap().observed_generation,
+        object.metadata.generation
+    );
+    let events: Api<Event> = Api::namespaced(env.client.clone(), ns);
+    let missing = format!("Secret {ns}/gone not found");
+    wait_until(
+        "a Warning Event naming the missing Secret",
+        Duration::from_secs(15),
+        || async {
+            let list = events
+                .list(&ListParams::default().fields("involvedObject.name=no-secret"))
+                .await
+                .ok()?;
+            list.items.into_iter().find(|e| {
+                e.type_.as_deref() == Some("Warning") && e.message.as_deref() == Some(&missing)
+            })
+        },
+    )
+    .await;
+
+    // Secrets are not watched: the next check, within a minute, sees the new one.
+    let late: Secret = serde_json::from_value(json!({"metadata": {"name": "gone"},
+        "stringData": {"id": "testing", "secret": "testing"}}))
+    .unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), ns)
+        .create(&PostParams::default(), &late)
+        .await
+        .unwrap();
+    let api: Api<TriggerAuthentication> = Api::namespaced(env.client.clone(), ns);
+    wait_until(
+        "no-secret to turn Ready once its Secret exists",
+        Duration::from_secs(75),
+        || async {
+            let status = api.get("no-secret").await.ok()?.status?;
+            status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.status == "True")
+        },
+    )
+    .await;
+    namespace.delete().await;
 }
 
 /// Every authentication mode reads the queue: the workload's IRSA role (TokenRequest, then STS
