@@ -62,11 +62,10 @@ async fn reconcile(
     scaling: Arc<Scaling>,
 ) -> Result<Action, Error> {
     let namespace = object.namespace().ok_or(Error::NoNamespace)?;
-    let checked = match auth::read_secrets(&scaling.client, &object.spec, &namespace).await {
-        Ok((values, existing)) => auth::check(&object.spec, &values, &existing, &namespace),
-        Err(error @ AuthError::Read { .. }) => return Err(Error::Read(error)),
-        Err(error) => Err(error),
-    };
+    let (values, existing) = auth::read_secrets(&scaling.client, &object.spec, &namespace)
+        .await
+        .map_err(Error::Read)?;
+    let checked = auth::check(&object.spec, &values, &existing, &namespace);
     let previous = object.status.clone().unwrap_or_default();
     let generation = object.metadata.generation;
     let ready = match &checked {
