@@ -22,7 +22,7 @@ use crate::provisioning::provisioner::{self, PoolReports, Provisioner};
 use crate::provisioning::unavailable::UnavailableOfferings;
 use crate::scaling::queue_depths::QueueDepths;
 use crate::scaling::scalers::aws_sqs::SqsClients;
-use crate::scaling::{Scaling, scaled_job, scaled_object};
+use crate::scaling::{Scaling, scaled_job, scaled_object, trigger_auths};
 use crate::server::{Readiness, health_router, metrics_router};
 use crate::state::ClusterState;
 use crate::{Error, Result};
@@ -121,6 +121,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let scaled_objects = tokio::spawn(scaled_object::run(scaling.clone(), shutdown.clone()));
     let scaled_jobs = tokio::spawn(scaled_job::run(scaling.clone(), shutdown.clone()));
+    // Status only; nothing to drain on shutdown.
+    drop(tokio::spawn(trigger_auths::run(
+        scaling.clone(),
+        shutdown.clone(),
+    )));
     let job_schedules = tokio::spawn(jobs::schedules::run(scaling, shutdown.clone()));
     let ec2_node_classes = tokio::spawn(node_classes::run(node_classes, shutdown.clone()));
     let claims = tokio::spawn(node_claims::run(node_claims, shutdown.clone()));

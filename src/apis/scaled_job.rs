@@ -50,7 +50,8 @@ use super::triggers::Trigger;
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.minReplicaCount <= self.maxReplicaCount").message("minReplicaCount must not exceed maxReplicaCount").field_path(".minReplicaCount"))]
+// A negative maxReplicaCount is reported by its own minimum alone.
+#[x_kube(validation = Rule::new("self.maxReplicaCount < 0 || self.minReplicaCount <= self.maxReplicaCount").message("minReplicaCount must not exceed maxReplicaCount").field_path(".minReplicaCount"))]
 pub struct ScaledJobSpec {
     /// The Job to create for each unit of work (a batch/v1 JobSpec).
     #[schemars(schema_with = "without_descriptions::<JobSpec>")]
@@ -133,10 +134,11 @@ pub enum PropagationPolicy {
 pub struct ScalingStrategy {
     #[serde(default)]
     pub strategy: JobScalingStrategy,
-    /// `custom`: subtracted from the number of Jobs to create.
+    /// `custom`: subtracted from the number of Jobs to create; 0 if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_scaling_queue_length_deduction: Option<i32>,
     /// `custom`: the share of running Jobs (a decimal such as "0.5") counted as still busy.
+    /// Without it, `custom` works as `default` (as in KEDA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(0(\.[0-9]+)?|1(\.0+)?)$"))]
     pub custom_scaling_running_job_percentage: Option<String>,

@@ -78,7 +78,8 @@ pub const FORCE_ACTIVATION_ANNOTATION: &str = "autoscaling.windlass.dev/force-ac
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.minReplicaCount <= self.maxReplicaCount").message("minReplicaCount must not exceed maxReplicaCount").field_path(".minReplicaCount"))]
+// A maxReplicaCount below its own minimum is reported by that rule alone.
+#[x_kube(validation = Rule::new("self.maxReplicaCount < 1 || self.minReplicaCount <= self.maxReplicaCount").message("minReplicaCount must not exceed maxReplicaCount").field_path(".minReplicaCount"))]
 #[x_kube(validation = Rule::new("!has(self.idleReplicaCount) || self.idleReplicaCount < self.minReplicaCount").message("idleReplicaCount must be less than minReplicaCount").field_path(".idleReplicaCount"))]
 #[x_kube(validation = Rule::new("!has(self.fallback) || self.triggers.all(t, !has(t.metricType) || t.metricType == 'AverageValue')").message("fallback requires every trigger to use metricType AverageValue").field_path(".fallback"))]
 pub struct ScaledObjectSpec {

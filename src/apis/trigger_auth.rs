@@ -63,11 +63,6 @@ pub struct TriggerAuthenticationSpec {
         json_path = ".spec.podIdentity.provider"
     ),
     printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

@@ -162,7 +162,7 @@ async fn read_body(body: Body) -> Result<axum::body::Bytes, RequestError> {
         .map_err(|_| RequestError {
             status: 413,
             error: format!("larger than {MAX_BODY_BYTES} bytes"),
-            field: Some("body"),
+            field: Some("body".into()),
         })
 }
 
@@ -185,8 +185,8 @@ async fn submit(State(api): State<Arc<JobsApi>>, body: Body) -> Result<Response,
 impl From<EnqueueError> for RequestError {
     fn from(error: EnqueueError) -> Self {
         let (status, field) = match &error {
-            EnqueueError::NotFound { .. } => (404, Some("scaledJob")),
-            EnqueueError::Unusable { .. } => (409, Some("scaledJob")),
+            EnqueueError::NotFound { .. } => (404, Some("scaledJob".into())),
+            EnqueueError::Unusable { .. } => (409, Some("scaledJob".into())),
             EnqueueError::Read { .. } | EnqueueError::Send { .. } => (502, None),
         };
         RequestError {
@@ -297,7 +297,7 @@ async fn create_schedule(
                     request.namespace,
                     request.name.clone().unwrap_or_default()
                 ),
-                field: Some("name"),
+                field: Some("name".into()),
             },
             error => kube_failure("creating the JobSchedule", error),
         })?;
@@ -374,7 +374,7 @@ async fn delete_schedule(
         Err(kube::Error::Api(status)) if status.code == 404 => Err(RequestError {
             status: 404,
             error: format!("JobSchedule {namespace}/{name} not found"),
-            field: Some("name"),
+            field: Some("name".into()),
         }),
         Err(error) => Err(kube_failure("deleting the JobSchedule", error)),
     }
@@ -394,7 +394,7 @@ fn schedules_api(
         return Err(RequestError {
             status: 404,
             error: format!("namespace {namespace:?} is not watched by this controller"),
-            field: Some("namespace"),
+            field: Some("namespace".into()),
         });
     }
     Ok(Api::namespaced(scaling.client.clone(), &namespace))
@@ -402,7 +402,77 @@ fn schedules_api(
 
 #[cfg(test)]
 mod tests {
+    use crate::events::Recorder;
+    use axum::http::{Request as HttpRequest, Response as HttpResponse};
+    use http_body_util::BodyExt;
+    use kube::runtime::events::Reporter;
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::metrics::Metrics;
+    use crate::scaling::queue_depths::QueueDepths;
+    use crate::scaling::scalers::aws_sqs::SqsClients;
+
+    /// The API over a Kubernetes client that fails every call: enough for requests that must be
+    /// refused before any I/O.
+    fn offline_router() -> Router {
+        let no_api_server = tower::service_fn(|_: HttpRequest<kube::client::Body>| async {
+            Err::<HttpResponse<Body>, _>(std::io::Error::other("no API server in unit tests"))
+        });
+        let client = kube::Client::new(no_api_server, "default");
+        let scaling = Scaling {
+            client: client.clone(),
+            metrics: Arc::new(Metrics::default()),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "windlass-test".into(),
+                    instance: None,
+                },
+            ),
+            watch_namespace: None,
+            controller_namespace: "windlass".into(),
+            sqs: SqsClients::new(aws_config::SdkConfig::builder().build(), client),
+            queue_depths: QueueDepths::default(),
+            scaled_object_loops: Default::default(),
+            scaled_job_loops: Default::default(),
+        };
+        router(Arc::new(scaling), "t0ken".into())
+    }
+
+    async fn post(path: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        let response = offline_router()
+            .oneshot(
+                HttpRequest::post(path)
+                    .header(header::AUTHORIZATION, "Bearer t0ken")
+                    .body(Body::from(body.to_owned()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_unknown_field_is_a_400_naming_it_in_field() {
+        for (path, body) in [
+            ("/jobs", r#"{"scaledJob": "a", "priority": 1}"#),
+            (
+                "/jobs/schedule",
+                r#"{"cron": "* * * * *", "scaledJob": "a", "priority": 1}"#,
+            ),
+        ] {
+            let (status, error) = post(path, body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+            assert_eq!(
+                error,
+                serde_json::json!({"error": "unknown field \"priority\"", "field": "priority"}),
+                "{path}"
+            );
+        }
+    }
 
     #[test]
     fn committed_openapi_document_matches_the_code() {

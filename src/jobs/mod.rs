@@ -6,6 +6,8 @@ pub mod queue;
 pub mod schedule;
 pub mod schedules;
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -24,7 +26,7 @@ pub struct RequestError {
     /// The request field at fault, when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub field: Option<&'static str>,
+    pub field: Option<Cow<'static, str>>,
 }
 
 impl RequestError {
@@ -32,7 +34,7 @@ impl RequestError {
         Self {
             status: 400,
             error: error.into(),
-            field: Some(field),
+            field: Some(field.into()),
         }
     }
 }
@@ -187,7 +189,7 @@ fn json_object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, Requ
         return Err(RequestError {
             status: 400,
             error: format!("unknown field {unknown:?}"),
-            field: None,
+            field: Some(unknown.clone().into()),
         });
     }
     Ok(fields)
@@ -318,7 +320,7 @@ mod tests {
         for (body, field) in cases {
             let error = parse_submission(body).unwrap_err();
             assert_eq!(
-                (error.status, error.field),
+                (error.status, error.field.as_deref()),
                 (400, field),
                 "{}",
                 String::from_utf8_lossy(body)
@@ -326,6 +328,7 @@ mod tests {
         }
         let unknown = parse_submission(br#"{"scaledJob": "a", "priority": 1}"#).unwrap_err();
         assert_eq!(unknown.error, "unknown field \"priority\"");
+        assert_eq!(unknown.field.as_deref(), Some("priority"));
     }
 
     #[test]
@@ -399,7 +402,7 @@ mod tests {
         for (body, field) in cases {
             let error = parse_schedule_request(body).unwrap_err();
             assert_eq!(
-                (error.status, error.field),
+                (error.status, error.field.as_deref()),
                 (400, Some(field)),
                 "{}",
                 String::from_utf8_lossy(body)

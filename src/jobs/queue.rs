@@ -1,13 +1,12 @@
 //! Sending a job message to a ScaledJob's queue: the queue of its first SQS trigger, reached
 //! with that trigger's authentication. Used by `POST /jobs` and by the JobSchedule controller.
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use kube::Api;
 
 use crate::apis::scaled_job::ScaledJob;
 use crate::apis::triggers::{AwsSqsQueueTrigger, QueueSource};
 use crate::scaling::target::container_env;
-use crate::scaling::{Scaling, auth};
+use crate::scaling::{Scaling, auth, sdk_errors};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
@@ -121,7 +120,7 @@ pub async fn send(
     }
     request.send().await.map_err(|e| EnqueueError::Send {
         queue_url: queue_url.clone(),
-        reason: DisplayErrorContext(e).to_string(),
+        reason: sdk_errors::describe(&e),
     })?;
     Ok(())
 }

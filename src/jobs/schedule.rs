@@ -280,4 +280,112 @@ mod tests {
             prop_assert!(enqueued.windows(2).all(|pair| pair[0] < pair[1]));
         }
     }
+
+    /// What the CRD's CEL rules on `spec.schedule` decide, evaluated with the same regexes.
+    fn schema_accepts(schedule: &str) -> bool {
+        use crate::apis::job_schedule::cron;
+        use regex::Regex;
+        let matches = |pattern: &str, text: &str| Regex::new(pattern).unwrap().is_match(text);
+        if matches(cron::MACRO_START, schedule) {
+            return matches(cron::MACRO, schedule);
+        }
+        let fields: Vec<&str> = Regex::new(cron::FIELD)
+            .unwrap()
+            .find_iter(schedule)
+            .map(|m| m.as_str())
+            .collect();
+        let ascending = Regex::new(cron::NUMERIC_RANGE)
+            .unwrap()
+            .find_iter(schedule)
+            .all(|range| {
+                let (low, high) = range.as_str().split_once('-').unwrap();
+                low.parse::<u64>().unwrap() <= high.parse::<u64>().unwrap()
+            });
+        fields.len() == 5
+            && fields
+                .iter()
+                .enumerate()
+                .all(|(index, field)| matches(&cron::field_syntax(index), field))
+            && ascending
+    }
+
+    #[test]
+    fn the_schema_accepts_exactly_what_croner_accepts() {
+        for schedule in [
+            "* * * * *",
+            "*/5 9-17 * JAN-MAR MON-FRI",
+            "0 0 L * *",
+            "0 12 15W * ?",
+            "0 0 ? * 5#2",
+            "30 4 1,15 * 5L",
+            "0 0 * * SAT-SUN",
+            "0 0 * * +1-5",
+            "0-30/10 0/6 1-31/2 jan-dec/3 sun-sat",
+            "@hourly",
+            " @Daily ",
+            "@annually",
+            "61 * * * *",
+            "0 24 * * *",
+            "0 0 32 * *",
+            "0 0 0 * *",
+            "0 0 * 13 *",
+            "0 0 * * 8",
+            "30-10 * * * *",
+            "*/0 * * * *",
+            "* * * *",
+            "* * * * * *",
+            "@midnight",
+            "@every 5m",
+            "0 0 5L * *",
+            "0 0 * * 1#6",
+            "0 0 * * 1W",
+            "0 0 L * L",
+            "*,5 * * * *",
+            "? * * * *",
+            "",
+        ] {
+            assert_eq!(
+                schema_accepts(schedule),
+                Schedule::parse(schedule, "UTC").is_ok(),
+                "{schedule:?}"
+            );
+        }
+    }
+
+    /// One item of a cron field built from numbers and the special characters, in any field.
+    fn cron_item() -> impl Strategy<Value = String> {
+        let number = 0u32..66;
+        let step = 0u32..70;
+        prop_oneof![
+            Just("*".to_owned()),
+            Just("?".to_owned()),
+            Just("L".to_owned()),
+            number.clone().prop_map(|n| n.to_string()),
+            (number.clone(), number.clone()).prop_map(|(a, b)| format!("{a}-{b}")),
+            (number.clone(), step.clone()).prop_map(|(a, s)| format!("{a}/{s}")),
+            step.clone().prop_map(|s| format!("*/{s}")),
+            (number.clone(), number.clone(), step).prop_map(|(a, b, s)| format!("{a}-{b}/{s}")),
+            number.clone().prop_map(|n| format!("{n}W")),
+            number.clone().prop_map(|n| format!("{n}L")),
+            (number.clone(), 0u32..7).prop_map(|(n, k)| format!("{n}#{k}")),
+            (number.clone(), number, 0u32..7).prop_map(|(a, b, k)| format!("{a}-{b}#{k}")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn generated_schedules_get_the_same_verdict_from_the_schema_and_croner(
+            fields in proptest::collection::vec(
+                proptest::collection::vec(cron_item(), 1..3).prop_map(|items| items.join(",")),
+                5,
+            )
+        ) {
+            let schedule = fields.join(" ");
+            prop_assert_eq!(
+                schema_accepts(&schedule),
+                Schedule::parse(&schedule, "UTC").is_ok(),
+                "{:?}", schedule
+            );
+        }
+    }
 }

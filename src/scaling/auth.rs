@@ -277,28 +277,7 @@ pub async fn load(
         kind,
         name: reference.name.clone(),
     })?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), secret_namespace);
-    let mut values = SecretValues::new();
-    let mut existing = Vec::new();
-    for name in spec.secret_target_ref.iter().map(|r| r.name.clone()) {
-        if existing.contains(&name) {
-            continue;
-        }
-        let Some(secret) = secrets
-            .get_opt(&name)
-            .await
-            .map_err(read_error(format!("Secret {secret_namespace}/{name}")))?
-        else {
-            continue;
-        };
-        for (key, value) in secret.data.unwrap_or_default() {
-            values.insert(
-                (name.clone(), key),
-                String::from_utf8_lossy(&value.0).into_owned(),
-            );
-        }
-        existing.push(name);
-    }
+    let (values, existing) = read_secrets(client, &spec, secret_namespace).await?;
     let workload_service_account = service_account(workload_pod_spec);
     let wants_role = spec
         .pod_identity
@@ -333,6 +312,96 @@ pub async fn load(
     )
 }
 
+/// Reads the Secrets a spec names from `namespace`: their values, and the names of those that
+/// exist.
+pub async fn read_secrets(
+    client: &Client,
+    spec: &TriggerAuthenticationSpec,
+    namespace: &str,
+) -> Result<(SecretValues, Vec<String>), AuthError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut values = SecretValues::new();
+    let mut existing = Vec::new();
+    for name in spec.secret_target_ref.iter().map(|r| r.name.clone()) {
+        if existing.contains(&name) {
+            continue;
+        }
+        let Some(secret) = secrets.get_opt(&name).await.map_err(|e| AuthError::Read {
+            what: format!("Secret {namespace}/{name}"),
+            message: e.to_string(),
+        })?
+        else {
+            continue;
+        };
+        for (key, value) in secret.data.unwrap_or_default() {
+            values.insert(
+                (name.clone(), key),
+                String::from_utf8_lossy(&value.0).into_owned(),
+            );
+        }
+        existing.push(name);
+    }
+    Ok((values, existing))
+}
+
+/// What can be told about a spec on its own, before a workload uses it and without calling
+/// AWS: the Secrets and keys it names exist, access keys come in pairs, and its pod identity is
+/// one Windlass supports. `env` parameters are checked when a workload uses them.
+pub fn check(
+    spec: &TriggerAuthenticationSpec,
+    secrets: &SecretValues,
+    existing_secrets: &[String],
+    secret_namespace: &str,
+) -> Result<(), AuthError> {
+    let mut given: Vec<&'static str> =
+        secret_parameters(spec, secrets, existing_secrets, secret_namespace)?
+            .into_keys()
+            .collect();
+    given.extend(spec.env.iter().map(|r| parameter_name(r.parameter)));
+    let has = |parameter| given.contains(&parameter);
+    if has("awsAccessKeyID") != has("awsSecretAccessKey") {
+        return Err(AuthError::Incomplete(HALF_A_KEY_PAIR));
+    }
+    match spec
+        .pod_identity
+        .as_ref()
+        .filter(|p| p.identity_owner == IdentityOwner::Workload)
+    {
+        Some(pod_identity) => supports_workload_identity(pod_identity, has("awsAccessKeyID")),
+        None => Ok(()),
+    }
+}
+
+const HALF_A_KEY_PAIR: &str = "awsAccessKeyID and awsSecretAccessKey must be given together";
+
+/// The parameters a spec's `secretTargetRef` gives, read from the Secrets.
+fn secret_parameters(
+    spec: &TriggerAuthenticationSpec,
+    secrets: &SecretValues,
+    existing_secrets: &[String],
+    secret_namespace: &str,
+) -> Result<BTreeMap<&'static str, String>, AuthError> {
+    let mut parameters = BTreeMap::new();
+    for reference in &spec.secret_target_ref {
+        let parameter = parameter_name(reference.parameter);
+        if !existing_secrets.contains(&reference.name) {
+            return Err(AuthError::SecretNotFound {
+                namespace: secret_namespace.to_owned(),
+                name: reference.name.clone(),
+            });
+        }
+        let value = secrets
+            .get(&(reference.name.clone(), reference.key.clone()))
+            .ok_or_else(|| AuthError::SecretKeyMissing {
+                name: reference.name.clone(),
+                key: reference.key.clone(),
+                parameter,
+            })?;
+        parameters.insert(parameter, value.clone());
+    }
+    Ok(parameters)
+}
+
 /// Resolves a spec over the Secret values read for it. `secret_namespace` is only for messages.
 pub fn resolve(
     spec: &TriggerAuthenticationSpec,
@@ -357,23 +426,12 @@ pub fn resolve(
         })?;
         parameters.insert(parameter, value);
     }
-    for reference in &spec.secret_target_ref {
-        let parameter = parameter_name(reference.parameter);
-        if !existing_secrets.contains(&reference.name) {
-            return Err(AuthError::SecretNotFound {
-                namespace: secret_namespace.to_owned(),
-                name: reference.name.clone(),
-            });
-        }
-        let value = secrets
-            .get(&(reference.name.clone(), reference.key.clone()))
-            .ok_or_else(|| AuthError::SecretKeyMissing {
-                name: reference.name.clone(),
-                key: reference.key.clone(),
-                parameter,
-            })?;
-        parameters.insert(parameter, value.clone());
-    }
+    parameters.extend(secret_parameters(
+        spec,
+        secrets,
+        existing_secrets,
+        secret_namespace,
+    )?);
     let identity = match (
         parameters.remove("awsAccessKeyID"),
         parameters.remove("awsSecretAccessKey"),
@@ -384,11 +442,7 @@ pub fn resolve(
             session_token: parameters.remove("awsSessionToken"),
         },
         (None, None) => AwsIdentity::Controller,
-        _ => {
-            return Err(AuthError::Incomplete(
-                "awsAccessKeyID and awsSecretAccessKey must be given together",
-            ));
-        }
+        _ => return Err(AuthError::Incomplete(HALF_A_KEY_PAIR)),
     };
     let secret_role = parameters.remove("awsRoleArn").map(|role_arn| AssumeRole {
         role_arn,
@@ -414,25 +468,13 @@ fn workload_identity(
     keys: AwsIdentity,
     workload: Option<&Workload>,
 ) -> Result<ResolvedAuth, AuthError> {
-    match pod_identity.provider {
-        PodIdentityProvider::None => {
-            return Ok(ResolvedAuth {
-                identity: keys,
-                assume_role: None,
-            });
-        }
-        PodIdentityProvider::AwsEksPodIdentity => {
-            return Err(AuthError::Unsupported(
-                "identityOwner workload with provider aws-eks-pod-identity",
-            ));
-        }
-        PodIdentityProvider::Aws => {}
+    if pod_identity.provider == PodIdentityProvider::None {
+        return Ok(ResolvedAuth {
+            identity: keys,
+            assume_role: None,
+        });
     }
-    if keys != AwsIdentity::Controller {
-        return Err(AuthError::Incomplete(
-            "identityOwner workload cannot be combined with access keys",
-        ));
-    }
+    supports_workload_identity(pod_identity, keys != AwsIdentity::Controller)?;
     let workload = workload.ok_or(AuthError::Incomplete(
         "identityOwner workload needs the workload's ServiceAccount",
     ))?;
@@ -452,6 +494,24 @@ fn workload_identity(
         identity,
         assume_role: None,
     })
+}
+
+/// Whether `identityOwner: workload` can be used with this provider, given whether access keys
+/// are also given.
+fn supports_workload_identity(
+    pod_identity: &PodIdentity,
+    with_keys: bool,
+) -> Result<(), AuthError> {
+    match pod_identity.provider {
+        PodIdentityProvider::None => Ok(()),
+        PodIdentityProvider::AwsEksPodIdentity => Err(AuthError::Unsupported(
+            "identityOwner workload with provider aws-eks-pod-identity",
+        )),
+        PodIdentityProvider::Aws if with_keys => Err(AuthError::Incomplete(
+            "identityOwner workload cannot be combined with access keys",
+        )),
+        PodIdentityProvider::Aws => Ok(()),
+    }
 }
 
 /// `identityOwner: keda`: a role assumed on top of the controller's identity, if any.
@@ -709,6 +769,66 @@ mod tests {
         assert_eq!(
             error,
             AuthError::Unsupported("identityOwner workload with provider aws-eks-pod-identity")
+        );
+    }
+
+    #[test]
+    fn a_spec_is_checked_on_its_own_without_a_workload() {
+        let found = values(&[("id", "AKIA1"), ("secret", "s3cr3t")]);
+        let creds = ["creds".to_owned()];
+        assert_eq!(check(&keys_spec(), &found, &creds, "ns"), Ok(()));
+        assert_eq!(
+            check(&keys_spec(), &SecretValues::new(), &[], "team-a"),
+            Err(AuthError::SecretNotFound {
+                namespace: "team-a".into(),
+                name: "creds".into()
+            })
+        );
+        assert!(matches!(
+            check(&keys_spec(), &values(&[("id", "AKIA1")]), &creds, "ns"),
+            Err(AuthError::SecretKeyMissing { .. })
+        ));
+        let half = TriggerAuthenticationSpec {
+            secret_target_ref: vec![secret_ref(AwsAuthParameter::AccessKeyId, "id")],
+            ..Default::default()
+        };
+        assert!(matches!(
+            check(&half, &found, &creds, "ns"),
+            Err(AuthError::Incomplete(_))
+        ));
+        let from_env = TriggerAuthenticationSpec {
+            env: vec![crate::apis::trigger_auth::EnvTargetRef {
+                parameter: AwsAuthParameter::SecretAccessKey,
+                name: "AWS_SECRET".into(),
+                container_name: None,
+            }],
+            ..half
+        };
+        assert_eq!(
+            check(&from_env, &found, &creds, "ns"),
+            Ok(()),
+            "one half from a Secret, the other from the workload's environment"
+        );
+        assert_eq!(
+            check(
+                &workload_spec(PodIdentityProvider::AwsEksPodIdentity),
+                &SecretValues::new(),
+                &[],
+                "ns"
+            ),
+            Err(AuthError::Unsupported(
+                "identityOwner workload with provider aws-eks-pod-identity"
+            ))
+        );
+        assert_eq!(
+            check(
+                &workload_spec(PodIdentityProvider::Aws),
+                &SecretValues::new(),
+                &[],
+                "ns"
+            ),
+            Ok(()),
+            "the workload's role is read when a workload uses it"
         );
     }
 }

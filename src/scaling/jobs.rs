@@ -16,9 +16,11 @@ pub struct JobPolicy {
     pub min: i64,
     pub max: i64,
     pub strategy: JobScalingStrategy,
+    /// `custom`: subtracted from the Jobs to create; 0 when not given.
     pub queue_length_deduction: i64,
-    /// The share of running Jobs `custom` counts as still busy (0.0 to 1.0).
-    pub running_job_percentage: f64,
+    /// `custom`: the share of running Jobs counted as still busy (0.0 to 1.0). Without it,
+    /// `custom` is `default`, as in KEDA, which then ignores the deduction too.
+    pub running_job_percentage: Option<f64>,
     pub calculation: MultipleScalersCalculation,
 }
 
@@ -46,10 +48,13 @@ pub fn jobs_to_create(policy: &JobPolicy, readings: &[QueueReading], counts: Job
     let busy = running - policy.min;
     let count = match policy.strategy {
         JobScalingStrategy::Default => wanted - busy,
-        JobScalingStrategy::Custom => {
-            let still_busy = (busy as f64 * policy.running_job_percentage).trunc() as i64;
-            (wanted - policy.queue_length_deduction - still_busy).min(m)
-        }
+        JobScalingStrategy::Custom => match policy.running_job_percentage {
+            Some(percentage) => {
+                let still_busy = (busy as f64 * percentage).trunc() as i64;
+                (wanted - policy.queue_length_deduction - still_busy).min(m)
+            }
+            None => wanted - busy,
+        },
         JobScalingStrategy::Accurate => {
             if wanted + busy - pending > m {
                 m - busy
@@ -97,7 +102,7 @@ mod tests {
             max: 3,
             strategy,
             queue_length_deduction: 0,
-            running_job_percentage: 0.0,
+            running_job_percentage: None,
             calculation: MultipleScalersCalculation::Max,
         }
     }
@@ -175,11 +180,34 @@ mod tests {
         let sj = JobPolicy {
             max: 10,
             queue_length_deduction: 1,
-            running_job_percentage: 0.5,
+            running_job_percentage: Some(0.5),
             ..policy(JobScalingStrategy::Custom)
         };
         // S = 8, minus 1, minus trunc(4 * 0.5) = 2 → 5.
         assert_eq!(jobs_to_create(&sj, &[queue(8.0, 1.0)], running(4)), 5);
+    }
+
+    #[test]
+    fn custom_without_a_percentage_subtracts_running_jobs_as_default_does() {
+        let default = JobPolicy {
+            max: 10,
+            ..policy(JobScalingStrategy::Default)
+        };
+        for deduction in [0, 1] {
+            let custom = JobPolicy {
+                max: 10,
+                queue_length_deduction: deduction,
+                running_job_percentage: None,
+                ..policy(JobScalingStrategy::Custom)
+            };
+            for running_jobs in [0, 4, 8] {
+                assert_eq!(
+                    jobs_to_create(&custom, &[queue(8.0, 1.0)], running(running_jobs)),
+                    jobs_to_create(&default, &[queue(8.0, 1.0)], running(running_jobs)),
+                    "deduction {deduction}, {running_jobs} running"
+                );
+            }
+        }
     }
 
     #[test]
@@ -344,7 +372,7 @@ mod tests {
             strategy in strategy(), min in 0i64..5, span in 0i64..50,
             messages in 0.0..500.0f64, target in 1.0..10.0f64,
             running_jobs in 0i64..60, pending_share in 0.0..1.0f64,
-            deduction in 0i64..5, percentage in 0.0..1.0f64,
+            deduction in 0i64..5, percentage in proptest::option::of(0.0..1.0f64),
         ) {
             let sj = JobPolicy { min, max: min + span, strategy, queue_length_deduction: deduction, running_job_percentage: percentage, calculation: MultipleScalersCalculation::Max };
             let pending = (running_jobs as f64 * pending_share) as i64;

@@ -10,7 +10,9 @@ pub mod replicas;
 pub mod scaled_job;
 pub mod scaled_object;
 pub mod scalers;
+pub mod sdk_errors;
 pub mod target;
+pub mod trigger_auths;
 pub mod triggers;
 pub mod workload_identity;
 

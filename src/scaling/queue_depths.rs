@@ -1,6 +1,9 @@
-//! Queue readings shared by every object that polls the same queue with the same credentials:
-//! at most one GetQueueAttributes per queue per polling interval, and concurrent polls of a
-//! queue wait on one request instead of each sending their own.
+//! Queue readings shared by every object that polls the same queue with the same credentials.
+//! Polls are put on one clock per polling interval ([`PollClock`]), so objects polling a queue
+//! at the same interval poll at the same moment however far apart they started; a poll then
+//! joins a request in flight or takes a reading answered within [`SAME_MOMENT`], and otherwise
+//! sends its own. One GetQueueAttributes per queue per interval, and no poll ever acts on a
+//! reading from an earlier interval.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,6 +13,11 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::time::Instant;
+
+/// How recently a reading must have been answered for a poll to take it instead of asking
+/// again: polls on one tick reach their trigger reads within a few API calls of each other,
+/// while an object's own polls are at least one interval (a second or more) apart.
+pub const SAME_MOMENT: Duration = Duration::from_millis(250);
 
 /// Which queue, as whom: readings are shared only between identical keys.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -29,22 +37,37 @@ pub struct QueueAttributes {
     pub delayed: u64,
 }
 
-type SharedReading = Shared<BoxFuture<'static, Result<QueueAttributes, String>>>;
+/// A request's outcome with the instant it was answered.
+type SharedReading = Shared<BoxFuture<'static, (Result<QueueAttributes, String>, Instant)>>;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct QueueDepths {
-    readings: Arc<Mutex<HashMap<QueueKey, (Instant, SharedReading)>>>,
+    readings: Arc<Mutex<HashMap<QueueKey, SharedReading>>>,
+    /// Every [`PollClock`] ticks on multiples of its interval from here.
+    epoch: Instant,
+}
+
+impl Default for QueueDepths {
+    fn default() -> Self {
+        Self {
+            readings: Arc::default(),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+/// Whether a poll at `now` may take this reading instead of sending its own request.
+fn current(reading: &SharedReading, now: Instant) -> bool {
+    match reading.peek() {
+        None => true,
+        Some((_, answered)) => now.duration_since(*answered) < SAME_MOMENT,
+    }
 }
 
 impl QueueDepths {
-    /// The queue's attributes, fetched with `fetch` unless a reading no older than `max_age`
-    /// (the caller's polling interval) exists or is in flight.
-    pub async fn get<F, Fut>(
-        &self,
-        key: QueueKey,
-        max_age: Duration,
-        fetch: F,
-    ) -> Result<QueueAttributes, String>
+    /// The queue's attributes: the request in flight for `key`, a reading answered within
+    /// [`SAME_MOMENT`], or else a new request made with `fetch`.
+    pub async fn get<F, Fut>(&self, key: QueueKey, fetch: F) -> Result<QueueAttributes, String>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<QueueAttributes, String>> + Send + 'static,
@@ -52,17 +75,57 @@ impl QueueDepths {
         let reading = {
             let mut readings = self.readings.lock().expect("queue readings lock");
             let now = Instant::now();
-            readings.retain(|_, (at, _)| now.duration_since(*at) < Duration::from_secs(3600));
+            readings.retain(|_, reading| current(reading, now));
             match readings.get(&key) {
-                Some((at, reading)) if now.duration_since(*at) < max_age => reading.clone(),
-                _ => {
-                    let reading = fetch().boxed().shared();
-                    readings.insert(key, (now, reading.clone()));
+                Some(reading) => reading.clone(),
+                None => {
+                    let request = fetch();
+                    let reading = async move { (request.await, Instant::now()) }
+                        .boxed()
+                        .shared();
+                    readings.insert(key, reading.clone());
                     reading
                 }
             }
         };
-        reading.await
+        reading.await.0
+    }
+
+    /// The clock an object polling every `interval` ticks on.
+    pub fn poll_clock(&self, interval: Duration) -> PollClock {
+        PollClock {
+            epoch: self.epoch,
+            interval,
+            last: None,
+        }
+    }
+}
+
+/// When an object polls: at once when its loop starts, then on the multiples of its interval
+/// shared by every object with that interval, at least one interval after its previous poll (a
+/// poll that overran a tick waits for the next one rather than following at once).
+pub struct PollClock {
+    epoch: Instant,
+    interval: Duration,
+    last: Option<Instant>,
+}
+
+impl PollClock {
+    pub async fn tick(&mut self) {
+        let now = Instant::now();
+        let due = match self.last {
+            None => now,
+            Some(last) => self.tick_at_or_after((last + self.interval).max(now)),
+        };
+        tokio::time::sleep_until(due).await;
+        self.last = Some(due);
+    }
+
+    fn tick_at_or_after(&self, at: Instant) -> Instant {
+        let interval = self.interval.as_nanos().max(1);
+        let ticks = at.duration_since(self.epoch).as_nanos().div_ceil(interval);
+        let offset = u64::try_from(ticks * interval).unwrap_or(u64::MAX);
+        self.epoch + Duration::from_nanos(offset)
     }
 }
 
@@ -81,16 +144,18 @@ mod tests {
         }
     }
 
-    async fn read(
+    /// A read whose request takes `latency` and is counted in `calls`.
+    async fn read_taking(
         depths: &QueueDepths,
         key: QueueKey,
         calls: &Arc<AtomicU32>,
+        latency: Duration,
     ) -> Result<QueueAttributes, String> {
         let calls = calls.clone();
         depths
-            .get(key, Duration::from_secs(30), move || async move {
+            .get(key, move || async move {
                 calls.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(latency).await;
                 Ok(QueueAttributes {
                     visible: 7,
                     in_flight: 1,
@@ -100,8 +165,16 @@ mod tests {
             .await
     }
 
+    async fn read(
+        depths: &QueueDepths,
+        key: QueueKey,
+        calls: &Arc<AtomicU32>,
+    ) -> Result<QueueAttributes, String> {
+        read_taking(depths, key, calls, Duration::from_millis(10)).await
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn one_call_per_queue_per_interval_however_many_pollers() {
+    async fn concurrent_polls_of_a_queue_share_one_request() {
         let depths = QueueDepths::default();
         let calls = Arc::new(AtomicU32::new(0));
         let (a, b) = tokio::join!(
@@ -110,25 +183,41 @@ mod tests {
         );
         assert_eq!(a.unwrap().visible, 7);
         assert_eq!(b.unwrap().visible, 7);
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            1,
-            "concurrent polls share one request"
-        );
-        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_millis(100)).await;
         read(&depths, key("q", "role-a"), &calls).await.unwrap();
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,
-            "a reading younger than the interval is reused"
+            "a poll on the same tick, a few API calls later, takes the same reading"
         );
-        tokio::time::advance(Duration::from_secs(1)).await;
-        read(&depths, key("q", "role-a"), &calls).await.unwrap();
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            2,
-            "the next interval reads again"
-        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_during_a_slow_request_waits_for_that_request() {
+        let depths = QueueDepths::default();
+        let calls = Arc::new(AtomicU32::new(0));
+        let slow = read_taking(&depths, key("q", "role-a"), &calls, Duration::from_secs(2));
+        let late = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            read(&depths, key("q", "role-a"), &calls).await
+        };
+        let (slow, late) = tokio::join!(slow, late);
+        assert_eq!(slow.unwrap(), late.unwrap());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_one_interval_apart_each_send_their_own_request() {
+        // A timer fires a few ms early and the reading is timed after the poll's first API
+        // call: the next poll comes a little less than one interval after the last reading.
+        let depths = QueueDepths::default();
+        let calls = Arc::new(AtomicU32::new(0));
+        for poll in 1..=5 {
+            read(&depths, key("q", "role-a"), &calls).await.unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), poll, "poll {poll}");
+            tokio::time::advance(Duration::from_secs(1) - Duration::from_millis(15)).await;
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -139,5 +228,42 @@ mod tests {
         read(&depths, key("q", "role-b"), &calls).await.unwrap();
         read(&depths, key("other", "role-a"), &calls).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn objects_started_apart_poll_on_the_same_ticks() {
+        let depths = QueueDepths::default();
+        let start = Instant::now();
+        let interval = Duration::from_secs(2);
+        tokio::time::advance(Duration::from_millis(300)).await;
+        let mut first = depths.poll_clock(interval);
+        first.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(300), "polls at once");
+        tokio::time::advance(Duration::from_millis(1150)).await;
+        let mut second = depths.poll_clock(interval);
+        second.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(1450));
+        first.tick().await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(4),
+            "a whole interval later"
+        );
+        second.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(4), "the same tick");
+        first.tick().await;
+        second.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_that_overran_its_tick_waits_for_the_next_one() {
+        let depths = QueueDepths::default();
+        let start = Instant::now();
+        let mut clock = depths.poll_clock(Duration::from_secs(1));
+        clock.tick().await;
+        tokio::time::advance(Duration::from_millis(1200)).await;
+        clock.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
     }
 }

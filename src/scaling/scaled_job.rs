@@ -80,7 +80,6 @@ struct Setup {
 
 async fn setup(scaling: &Scaling, object: &ScaledJob) -> Result<Setup, SetupError> {
     let namespace = object.namespace().unwrap_or_default();
-    let interval = Duration::from_secs(object.spec.polling_interval.max(1) as u64);
     let env = triggers::EnvSource {
         pod_spec: serde_json::to_value(&object.spec.job_target_ref.template.spec)
             .unwrap_or_default(),
@@ -89,7 +88,7 @@ async fn setup(scaling: &Scaling, object: &ScaledJob) -> Result<Setup, SetupErro
     let container = object.spec.env_source_container_name.as_deref();
     let mut built = Vec::new();
     for (index, trigger) in object.spec.triggers.iter().enumerate() {
-        let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container, interval)
+        let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container)
             .await
             .map_err(|e| e.at(index))?;
         built.push((
@@ -116,11 +115,11 @@ fn policy(object: &ScaledJob) -> JobPolicy {
             .custom_scaling_queue_length_deduction
             .unwrap_or(0)
             .into(),
+        // The schema admits only decimals; anything else counts as not given, as in KEDA.
         running_job_percentage: strategy
             .custom_scaling_running_job_percentage
             .as_deref()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0.0),
+            .and_then(|p| p.parse().ok()),
         calculation: strategy.multiple_scalers_calculation,
     }
 }
@@ -135,12 +134,11 @@ async fn job_loop(
     let mut ready: Option<Setup> = None;
     let mut last_problem: Option<String> = None;
     let mut rolled_out = false;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clock = scaling.queue_depths.poll_clock(interval);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = clock.tick() => {}
         }
         let object = latest.borrow().clone();
         if !rolled_out {
@@ -476,6 +474,7 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scaling::jobs::JobCounts;
 
     #[test]
     fn jobs_are_labelled_owned_and_named_after_their_scaled_job() {
@@ -499,6 +498,50 @@ mod tests {
         assert_eq!(
             spec.template.metadata.unwrap().labels.unwrap()[SCALED_JOB_LABEL],
             "data-processor"
+        );
+    }
+
+    fn with_strategy(scaling_strategy: serde_json::Value) -> ScaledJob {
+        serde_json::from_value(json!({
+            "apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledJob",
+            "metadata": {"name": "worker", "namespace": "jobs"},
+            "spec": {"jobTargetRef": {"template": {}}, "maxReplicaCount": 10,
+                     "scalingStrategy": scaling_strategy,
+                     "triggers": [{"type": "aws-sqs-queue", "metadata": {"queueURL": "u"}}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn custom_without_a_running_job_percentage_is_the_default_strategy() {
+        // KEDA (pkg/scaling/executor/scale_jobs.go) falls back to `default` when
+        // customScalingRunningJobPercentage is missing: running Jobs are all still busy.
+        let eight_messages = [QueueReading {
+            queue_length: 8.0,
+            target: 1.0,
+        }];
+        let four_running = JobCounts {
+            running: 4,
+            pending: 0,
+        };
+        for strategy in [
+            json!({"strategy": "custom"}),
+            json!({"strategy": "custom", "customScalingQueueLengthDeduction": 1}),
+        ] {
+            let object = with_strategy(strategy.clone());
+            assert_eq!(
+                jobs_to_create(&policy(&object), &eight_messages, four_running),
+                4,
+                "{strategy}"
+            );
+        }
+        let percentage_only = with_strategy(
+            json!({"strategy": "custom", "customScalingRunningJobPercentage": "0.5"}),
+        );
+        assert_eq!(
+            jobs_to_create(&policy(&percentage_only), &eight_messages, four_running),
+            6,
+            "no deduction given: 8 - 0 - trunc(4 * 0.5)"
         );
     }
 }

@@ -212,7 +212,6 @@ async fn setup(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupE
         fallback: spec.fallback.clone(),
         behavior,
     };
-    let interval = Duration::from_secs(spec.polling_interval.max(1) as u64);
     let env = triggers::EnvSource {
         pod_spec: target.pod_spec().await?,
         owner: target.describe(),
@@ -220,7 +219,7 @@ async fn setup(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupE
     let container = spec.scale_target_ref.env_source_container_name.as_deref();
     let mut built = Vec::new();
     for (index, trigger) in spec.triggers.iter().enumerate() {
-        let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container, interval)
+        let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container)
             .await
             .map_err(|e| e.at(index))?;
         let name = trigger
@@ -254,12 +253,11 @@ async fn scale_loop(
     let mut failures = vec![0u32; first.spec.triggers.len()];
     let mut ready: Option<Setup> = None;
     let mut last_problem: Option<String> = None;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clock = scaling.queue_depths.poll_clock(interval);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = clock.tick() => {}
         }
         let object = latest.borrow().clone();
         let labels = ObjectLabels {

@@ -1,8 +1,6 @@
 //! Builds the scaler for a trigger, KEDA's factory keyed on the trigger type: parses the
 //! metadata, resolves the queue URL and the credentials, and shares clients and readings.
 
-use std::time::Duration;
-
 use super::Scaling;
 use super::auth::{self, AuthError};
 use super::queue_depths::QueueKey;
@@ -63,7 +61,6 @@ pub async fn scaler(
     trigger: &Trigger,
     env: &EnvSource,
     container: Option<&str>,
-    interval: Duration,
 ) -> Result<Box<dyn Scaler>, TriggerSetupError> {
     match trigger.r#type {
         TriggerType::AwsSqsQueue => {
@@ -106,7 +103,6 @@ pub async fn scaler(
                 key,
                 client,
                 scaling.queue_depths.clone(),
-                interval,
                 requests,
             )))
         }

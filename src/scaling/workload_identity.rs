@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::future;
 use aws_sdk_sqs::config::{Credentials, ProvideCredentials};
-use aws_sdk_sts::error::DisplayErrorContext;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
@@ -73,7 +72,7 @@ impl WorkloadWebIdentity {
                 CredentialsError::provider_error(format!(
                     "assuming {}: {}",
                     self.role_arn,
-                    DisplayErrorContext(e)
+                    super::sdk_errors::describe(&e)
                 ))
             })?;
         let credentials = assumed

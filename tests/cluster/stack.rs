@@ -73,19 +73,24 @@ async fn create(
     .await
 }
 
-fn assert_rejected(result: Result<DynamicObject, kube::Error>, expected: &[&str]) {
+/// The API server's message for an object it refused as invalid.
+fn rejection(result: Result<DynamicObject, kube::Error>) -> String {
     match result {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 422, "expected 422 Invalid, got {status:?}");
-            for text in expected {
-                assert!(
-                    status.message.contains(text),
-                    "rejection lacks {text:?}: {}",
-                    status.message
-                );
-            }
+            status.message
         }
         other => panic!("expected the API server to reject the object, got {other:?}"),
+    }
+}
+
+fn assert_rejected(result: Result<DynamicObject, kube::Error>, expected: &[&str]) {
+    let message = rejection(result);
+    for text in expected {
+        assert!(
+            message.contains(text),
+            "rejection lacks {text:?}: {message}"
+        );
     }
 }
 
@@ -305,6 +310,69 @@ fn unadoptable(mut object: Value) -> Value {
         object["metadata"]["labels"]["windlass.dev/cluster"] = json!("nobody");
     }
     object
+}
+
+#[tokio::test]
+async fn a_negative_max_replica_count_is_reported_without_blaming_min_replica_count() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "api-max").await;
+    for (file, kind) in [
+        ("scaledobject-sqs.yaml", "ScaledObject"),
+        ("scaledjob-data-processor.yaml", "ScaledJob"),
+    ] {
+        let mut object = example(file, kind);
+        let spec = object["spec"].as_object_mut().unwrap();
+        spec.remove("minReplicaCount");
+        spec.insert("maxReplicaCount".into(), json!(-1));
+        let message = rejection(create(&env.client, object, &namespace.name).await);
+        assert!(
+            message.contains("spec.maxReplicaCount") && !message.contains("minReplicaCount"),
+            "{kind}: {message}"
+        );
+    }
+    namespace.delete().await;
+}
+
+#[tokio::test]
+async fn job_schedule_cron_fields_are_range_checked_by_the_api_server() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "api-cron").await;
+    let with_schedule = |schedule: &str| {
+        let mut object = example("jobschedule.yaml", "JobSchedule");
+        object["metadata"]["name"] = json!(unique("cron"));
+        object["spec"]["schedule"] = json!(schedule);
+        object
+    };
+    for (schedule, expected) in [
+        ("61 * * * *", "minute must be *, or 0-59"),
+        ("0 0 32 * *", "day-of-month must be *, or 1-31"),
+        ("0 24 * * *", "hour must be *, or 0-23"),
+        ("0 0 * 13 *", "month must be *, or 1-12"),
+        ("0 0 * * 8", "day-of-week must be *, or 0-7"),
+        ("30-10 * * * *", "a range must run from low to high"),
+        ("0 0 * *", "must be five fields"),
+        ("@midnight", "one of @yearly"),
+    ] {
+        let message =
+            rejection(create(&env.client, with_schedule(schedule), &namespace.name).await);
+        assert!(
+            message.contains("spec.schedule") && message.contains(expected),
+            "{schedule:?}: {message}"
+        );
+    }
+    for schedule in [
+        "*/5 9-17 * JAN-MAR MON-FRI",
+        "0 0 L * ?",
+        "30 4 1,15W * 5#2",
+        "@hourly",
+    ] {
+        create(&env.client, with_schedule(schedule), &namespace.name)
+            .await
+            .unwrap_or_else(|e| panic!("{schedule:?} was refused: {e}"));
+    }
+    namespace.delete().await;
 }
 
 fn pod_running_on(pod: &Pod, node: &str) -> bool {

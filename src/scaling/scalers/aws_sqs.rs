@@ -1,12 +1,11 @@
 //! The `aws-sqs-queue` scaler: queue depth from GetQueueAttributes, counted as KEDA counts it
-//! (visible, plus in flight and delayed when asked), through the shared per-interval readings.
+//! (visible, plus in flight and delayed when asked), through the readings shared between polls
+//! of the same moment.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -17,6 +16,7 @@ use super::{Reading, Scaler, ScalerError};
 use crate::apis::triggers::AwsSqsQueueTrigger;
 use crate::scaling::auth::ResolvedAuth;
 use crate::scaling::queue_depths::{QueueAttributes, QueueDepths, QueueKey};
+use crate::scaling::sdk_errors;
 
 /// The messages that count toward scaling.
 pub fn messages(attributes: QueueAttributes, trigger: &AwsSqsQueueTrigger) -> u64 {
@@ -38,7 +38,6 @@ pub struct AwsSqsScaler {
     key: QueueKey,
     client: aws_sdk_sqs::Client,
     depths: QueueDepths,
-    interval: Duration,
     requests: Counter,
 }
 
@@ -48,7 +47,6 @@ impl AwsSqsScaler {
         key: QueueKey,
         client: aws_sdk_sqs::Client,
         depths: QueueDepths,
-        interval: Duration,
         requests: Counter,
     ) -> Self {
         Self {
@@ -56,7 +54,6 @@ impl AwsSqsScaler {
             key,
             client,
             depths,
-            interval,
             requests,
         }
     }
@@ -70,7 +67,7 @@ impl Scaler for AwsSqsScaler {
             let requests = self.requests.clone();
             let attributes = self
                 .depths
-                .get(self.key.clone(), self.interval, move || async move {
+                .get(self.key.clone(), move || async move {
                     requests.inc();
                     get_queue_attributes(&client, &queue_url).await
                 })
@@ -101,7 +98,7 @@ async fn get_queue_attributes(
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
         .send()
         .await
-        .map_err(|error| DisplayErrorContext(error).to_string())?;
+        .map_err(|error| sdk_errors::describe(&error))?;
     let attributes = output
         .attributes()
         .ok_or("GetQueueAttributes returned no attributes")?;
