@@ -87,12 +87,6 @@ const EXAMPLES: [(&str, Option<&str>, &str, &str); 7] = [
         "sqs-reader",
         "Ready",
     ),
-    (
-        "ClusterTriggerAuthentication",
-        None,
-        "sqs-static-keys",
-        "Ready",
-    ),
     ("JobSchedule", Some("default"), "nightly-report", "Ready"),
 ];
 
