@@ -7,8 +7,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use windlass::provisioning::fake;
-use windlass::provisioning::scheduling::{NodePoolInput, Problem, solve};
+use windlass::scheduling::fake;
+use windlass::scheduling::{NodePoolInput, Problem, solve};
 
 fn scheduling(c: &mut Criterion) {
     let catalog = fake::catalog(400);

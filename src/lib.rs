@@ -2,19 +2,20 @@
 //! (Karpenter semantics) in one Kubernetes controller.
 
 pub mod apis;
+pub mod aws;
 pub mod cli;
-pub mod cloud;
 pub mod crdgen;
 pub mod error;
 pub mod events;
 pub mod jobs;
 pub mod metrics;
+pub mod nodeclaim;
+pub mod nodepool;
+pub mod operator;
 pub mod provisioning;
-pub mod run;
 pub mod scaling;
-pub mod server;
+pub mod scheduling;
 pub mod simulate;
 pub mod state;
-pub mod telemetry;
 
 pub use error::{Error, Result};

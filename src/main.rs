@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use windlass::cli::{Cli, Command};
-use windlass::{crdgen, run, telemetry};
+use windlass::crdgen;
+use windlass::operator::{run, telemetry};
 
 fn main() -> ExitCode {
     // kube and the AWS SDK share one rustls provider; it must be chosen before any TLS is set up.

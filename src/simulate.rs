@@ -12,11 +12,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::apis::node_pool::{CAPACITY_TYPE_LABEL, NodePool, ZONE_LABEL};
-use crate::provisioning::instance_types::InstanceType;
-use crate::provisioning::pod::PodShape;
-use crate::provisioning::resources::{format_cpu, format_memory};
-use crate::provisioning::scheduling::{LAUNCH_CANDIDATES, Plan, Problem, solve};
-use crate::provisioning::{catalog, pool_input, template_pods};
+use crate::scheduling::instance_types::InstanceType;
+use crate::scheduling::pod::PodShape;
+use crate::scheduling::resources::{format_cpu, format_memory};
+use crate::scheduling::{LAUNCH_CANDIDATES, Plan, Problem, solve};
+use crate::scheduling::{catalog, pool_input, template_pods};
 use crate::{Error, Result};
 
 /// What the files hold, read and checked.

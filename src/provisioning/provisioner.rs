@@ -22,17 +22,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::batcher::Batcher;
-use super::instance_types::InstanceType;
-use super::node_claims::CLUSTER_LABEL;
-use super::pod::PodShape;
-use super::requirements::Requirement;
-use super::resources::Resources;
-use super::scheduling::{
-    BoundPod, ExistingNode, LAUNCH_CANDIDATES, NewClaim, NodePoolInput, Problem, Rejection,
-    no_instance_types, solve,
-};
-use super::unavailable::UnavailableOfferings;
-use super::{catalog, pool_input, template_pods};
 use crate::apis::conditions::READY;
 use crate::apis::node_claim::{
     CONDITION_INITIALIZED, NodeClaim, NodeClaimSpec, ResourceRequirements,
@@ -40,8 +29,19 @@ use crate::apis::node_claim::{
 use crate::apis::node_pool::{
     ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, NodePool, ZONE_LABEL,
 };
-use crate::cloud::aws::Aws;
+use crate::aws::Aws;
+use crate::aws::capacity::UnavailableOfferings;
 use crate::metrics::{Metrics, PoolLabels};
+use crate::nodeclaim::controller::CLUSTER_LABEL;
+use crate::scheduling::instance_types::InstanceType;
+use crate::scheduling::pod::PodShape;
+use crate::scheduling::requirements::Requirement;
+use crate::scheduling::resources::Resources;
+use crate::scheduling::{
+    BoundPod, ExistingNode, LAUNCH_CANDIDATES, NewClaim, NodePoolInput, Problem, Rejection,
+    no_instance_types, solve,
+};
+use crate::scheduling::{catalog, pool_input, template_pods};
 use crate::state::ClusterState;
 
 /// How often the instance catalog is read again from EC2.

@@ -15,9 +15,9 @@ use serde_json::json;
 use windlass::apis::ec2_node_class::EC2NodeClass;
 use windlass::apis::node_claim::NodeClaim;
 use windlass::apis::node_pool::NodePool;
-use windlass::provisioning::resources::Resources;
+use windlass::scheduling::resources::Resources;
 
-use windlass::cloud::instance_id;
+use windlass::aws::instance_id;
 
 use crate::support::{
     TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, start_windlass_as,
@@ -71,9 +71,9 @@ async fn node_class_and_pool(
 }
 
 /// The instance types the controller plans with: moto's, priced from the bundled table.
-async fn ec2_catalog(env: &TestEnv) -> Vec<windlass::provisioning::instance_types::InstanceType> {
-    windlass::cloud::aws::Aws::new(&env.aws)
-        .instance_catalog(&windlass::provisioning::catalog::on_demand_prices())
+async fn ec2_catalog(env: &TestEnv) -> Vec<windlass::scheduling::instance_types::InstanceType> {
+    windlass::aws::Aws::new(&env.aws)
+        .instance_catalog(&windlass::scheduling::catalog::on_demand_prices())
         .await
         .unwrap()
 }

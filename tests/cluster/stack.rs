@@ -19,7 +19,7 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use windlass::cloud::{CLUSTER_TAG, NODEPOOL_TAG, provider_id};
+use windlass::aws::{CLUSTER_TAG, NODEPOOL_TAG, provider_id};
 
 use crate::support::{
     FIELD_MANAGER, TestEnv, TestNamespace, delete_node, install_crds, start_registrar, test_node,

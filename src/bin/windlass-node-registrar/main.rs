@@ -15,10 +15,10 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
 use windlass::apis::node_claim::NodeClaim;
-use windlass::cloud::{CLUSTER_TAG, NODECLAIM_TAG, NODEPOOL_TAG, instance_id};
+use windlass::aws::{CLUSTER_TAG, NODECLAIM_TAG, NODEPOOL_TAG, instance_id};
 
 use node::{Instance, REGISTERED_FOR_LABEL, Shape};
-use windlass::cloud::aws::shape_of;
+use windlass::aws::shape_of;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -11,8 +11,8 @@ use windlass::apis::node_pool::{
     ARCH_LABEL, CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, OS_LABEL,
     ZONE_LABEL,
 };
-use windlass::cloud::provider_id;
-pub use windlass::provisioning::instance_types::Shape;
+use windlass::aws::provider_id;
+pub use windlass::scheduling::instance_types::Shape;
 
 /// Nodes this registrar made carry this label, set to the cluster name, so it can find them again.
 pub const REGISTERED_FOR_LABEL: &str = "node-registrar.windlass.dev/cluster";

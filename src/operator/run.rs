@@ -11,19 +11,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::server::{Readiness, health_router, metrics_router};
+use crate::aws::Aws;
+use crate::aws::capacity::UnavailableOfferings;
+use crate::aws::nodeclass::controller::{self as node_classes, NodeClasses};
 use crate::cli::RunArgs;
-use crate::cloud::aws::Aws;
 use crate::jobs;
 use crate::metrics::Metrics;
-use crate::provisioning::node_claims::{self, NodeClaims};
-use crate::provisioning::node_classes::{self, NodeClasses};
-use crate::provisioning::node_pools::{self, NodePools};
+use crate::nodeclaim::{self as node_claims, NodeClaims};
+use crate::nodepool::{self as node_pools, NodePools};
 use crate::provisioning::provisioner::{self, PoolReports, Provisioner};
-use crate::provisioning::unavailable::UnavailableOfferings;
 use crate::scaling::queue_depths::QueueDepths;
 use crate::scaling::scalers::aws_sqs::SqsClients;
 use crate::scaling::{Scaling, scaled_job, scaled_object, trigger_auths};
-use crate::server::{Readiness, health_router, metrics_router};
 use crate::state::ClusterState;
 use crate::{Error, Result};
 

@@ -159,7 +159,7 @@ pub fn is_well_known(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provisioning::requirements::Requirement;
+    use crate::scheduling::requirements::Requirement;
 
     #[test]
     fn allocatable_follows_eks_kube_reserved() {

@@ -22,8 +22,8 @@ use crate::apis::ec2_node_class::{
     AmiSelectorTerm, ResolvedAmi, ResolvedSecurityGroup, ResolvedSubnet, SecurityGroupSelectorTerm,
     SubnetSelectorTerm,
 };
-use crate::provisioning::instance_types::{self, ON_DEMAND, Offering, SPOT, Shape};
-use crate::provisioning::launch::{FleetRequest, TemplateConfig};
+use crate::aws::launch::{FleetRequest, TemplateConfig};
+use crate::scheduling::instance_types::{self, ON_DEMAND, Offering, SPOT, Shape};
 
 /// The instance a CreateFleet call started.
 #[derive(Clone, Debug)]
@@ -62,7 +62,7 @@ fn launched_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<Launched
 fn base64_encode(bytes: &[u8]) -> String {
     aws_smithy_types::base64::encode(bytes)
 }
-use crate::provisioning::node_class::{kubernetes_arch, resolved_ami};
+use crate::aws::nodeclass::rules::{kubernetes_arch, resolved_ami};
 
 /// An instance type's shape and Kubernetes architecture as DescribeInstanceTypes reports them;
 /// max pods follow the VPC CNI's ENI limits (110 when the network limits are not reported).

@@ -138,7 +138,7 @@ pub fn instance_profile_name(cluster: &str, node_class: &str) -> String {
     if name.len() <= 128 {
         return name;
     }
-    let hash = super::short_hash(format!("{cluster}/{node_class}").as_bytes(), 16);
+    let hash = crate::aws::short_hash(format!("{cluster}/{node_class}").as_bytes(), 16);
     format!("windlass_{hash}")
 }
 

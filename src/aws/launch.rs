@@ -9,15 +9,15 @@ use std::collections::btree_map::Entry;
 use kube_quantity::ParsedQuantity;
 use serde::Serialize;
 
-use super::instance_types::{ON_DEMAND, SPOT};
-use super::requirements::Requirements;
 use crate::apis::ec2_node_class::{
     BlockDeviceMapping, EC2NodeClassSpec, EC2NodeClassStatus, HttpTokens, MetadataOptions, Toggle,
 };
 use crate::apis::node_pool::{
     CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL,
 };
-use crate::cloud::{CLUSTER_TAG, NODECLAIM_TAG, NODECLASS_TAG, NODEPOOL_TAG};
+use crate::aws::{CLUSTER_TAG, NODECLAIM_TAG, NODECLASS_TAG, NODEPOOL_TAG};
+use crate::scheduling::instance_types::{ON_DEMAND, SPOT};
+use crate::scheduling::requirements::Requirements;
 
 /// One launch template and the (instance type, subnet) pairs launched with it.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,7 +87,7 @@ pub struct LaunchInput<'a> {
 /// The launch template of a node class for one architecture and content.
 pub fn template_name(cluster: &str, node_class: &str, arch: &str, data: &TemplateData) -> String {
     let json = serde_json::to_vec(data).expect("template data always serializes");
-    let hash = super::short_hash(&json, 8);
+    let hash = crate::aws::short_hash(&json, 8);
     format!("windlass-{cluster}-{node_class}-{arch}-{hash}")
 }
 
@@ -296,8 +296,8 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     use crate::apis::ec2_node_class::{ResolvedSecurityGroup, ResolvedSubnet};
-    use crate::provisioning::node_class::resolved_ami;
-    use crate::provisioning::requirements::Requirement;
+    use crate::aws::nodeclass::rules::resolved_ami;
+    use crate::scheduling::requirements::Requirement;
 
     fn spec() -> EC2NodeClassSpec {
         serde_json::from_value(serde_json::json!({

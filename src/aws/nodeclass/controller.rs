@@ -20,13 +20,13 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::node_class::{
+use super::rules::{
     alias_parameters, instance_profile_name, newest_per_arch, resolved_ami, role_name,
 };
 use crate::apis::conditions::{READY, condition};
 use crate::apis::ec2_node_class::{EC2NodeClass, EC2NodeClassStatus};
-use crate::cloud::aws::{Aws, CloudError};
-use crate::cloud::{CLUSTER_TAG, NODECLASS_TAG};
+use crate::aws::{Aws, CloudError};
+use crate::aws::{CLUSTER_TAG, NODECLASS_TAG};
 
 pub const SUBNETS_READY: &str = "SubnetsReady";
 pub const SECURITY_GROUPS_READY: &str = "SecurityGroupsReady";

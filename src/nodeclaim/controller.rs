@@ -25,9 +25,6 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::launch::{LaunchInput, fleet_request};
-use super::requirements::Requirements;
-use super::unavailable::{UnavailableOfferings, is_insufficient_capacity};
 use crate::apis::conditions::{READY, condition};
 use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::node_claim::{
@@ -37,9 +34,12 @@ use crate::apis::node_pool::{
     ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL,
     INSTANCE_MEMORY_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
 };
-use crate::cloud::aws::{Aws, CloudError, FleetOutcome};
-use crate::cloud::{instance_id, provider_id};
+use crate::aws::capacity::{UnavailableOfferings, is_insufficient_capacity};
+use crate::aws::launch::{LaunchInput, fleet_request};
+use crate::aws::{Aws, CloudError, FleetOutcome};
+use crate::aws::{instance_id, provider_id};
 use crate::metrics::{Metrics, PoolLabels};
+use crate::scheduling::requirements::Requirements;
 use crate::state::ClusterState;
 
 pub const FINALIZER: &str = "windlass.dev/termination";
@@ -249,7 +249,10 @@ async fn launch(
     for requirement in &claim.spec.requirements {
         requirements.add(
             &requirement.key,
-            super::requirements::Requirement::new(requirement.operator, &requirement.values),
+            crate::scheduling::requirements::Requirement::new(
+                requirement.operator,
+                &requirement.values,
+            ),
         );
     }
     let candidates: Vec<String> = requirements
@@ -390,7 +393,7 @@ async fn launch(
     };
     info!(nodeclaim = %name, instance = %instance.id, instance_type = %instance.instance_type, zone = %instance.zone, "launched");
     if let Some((shape, _)) = shapes.get(&instance.instance_type) {
-        let quantities = |r: super::resources::Resources| {
+        let quantities = |r: crate::scheduling::resources::Resources| {
             BTreeMap::from([
                 ("cpu".to_owned(), Quantity(format!("{}m", r.cpu))),
                 ("memory".to_owned(), Quantity(r.memory.to_string())),

@@ -1108,9 +1108,9 @@ mod tests {
     use crate::apis::node_pool::{
         ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, RequirementOperator,
     };
-    use crate::provisioning::fake;
-    use crate::provisioning::instance_types::{ON_DEMAND, Offering, Shape};
-    use crate::provisioning::pod::Selector;
+    use crate::scheduling::fake;
+    use crate::scheduling::instance_types::{ON_DEMAND, Offering, Shape};
+    use crate::scheduling::pod::Selector;
 
     const GIB: i64 = 1 << 30;
 

@@ -21,12 +21,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::provisioner::{PoolReport, PoolReports};
-use super::resources::{Resources, format_memory};
 use crate::apis::conditions::{READY, condition};
 use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::{NODEPOOL_LABEL, NodePool, NodePoolStatus};
+use crate::provisioning::provisioner::{PoolReport, PoolReports};
+use crate::scheduling::resources::{Resources, format_memory};
 
 pub const NODE_CLASS_READY: &str = "NodeClassReady";
 /// True while the pool's limits leave pods pending.
@@ -162,7 +162,7 @@ async fn reconcile(pool: Arc<NodePool>, context: Arc<NodePools>) -> Result<Actio
         resources: BTreeMap::from([
             (
                 "cpu".to_owned(),
-                Quantity(super::resources::format_cpu(used.cpu)),
+                Quantity(crate::scheduling::resources::format_cpu(used.cpu)),
             ),
             ("memory".to_owned(), Quantity(format_memory(used.memory))),
             ("pods".to_owned(), Quantity(used.pods.to_string())),

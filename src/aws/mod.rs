@@ -1,8 +1,24 @@
-//! The cloud side of node provisioning: the AWS calls (`aws`), and the tags that mark what
-//! Windlass launched, shared by the launcher, garbage collection and the test stack's node
-//! registrar.
+//! The only folder that knows AWS: the SDK calls (`client`), launch templates and fleet
+//! requests (`launch`), offerings that ran out of capacity (`capacity`), and the EC2NodeClass
+//! controller (`nodeclass`); plus the tags that mark what Windlass launched, shared with the
+//! test stack's node registrar.
 
-pub mod aws;
+pub mod capacity;
+pub mod client;
+pub mod launch;
+pub mod nodeclass;
+
+pub use client::{Aws, CloudError, FleetOutcome, shape_of};
+
+use sha2::{Digest, Sha256};
+
+/// The first `bytes` bytes of the SHA-256 of `data`, in hex: a stable short name part.
+pub fn short_hash(data: &[u8], bytes: usize) -> String {
+    Sha256::digest(data)[..bytes]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// The cluster an instance (or launch template) belongs to.
 pub const CLUSTER_TAG: &str = "windlass.dev/cluster";

@@ -1,0 +1,6 @@
+//! The NodeClaim lifecycle: launch through CreateFleet, registration, initialization,
+//! liveness, and termination on delete.
+
+pub mod controller;
+
+pub use controller::{CLUSTER_LABEL, FINALIZER, NodeClaims, REGISTERED_LABEL, run};

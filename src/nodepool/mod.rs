@@ -1,0 +1,5 @@
+//! NodePool status: capacity in use, node count and conditions.
+
+pub mod status;
+
+pub use status::{NodePools, run};
