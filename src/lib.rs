@@ -17,5 +17,6 @@ pub mod scaling;
 pub mod scheduling;
 pub mod simulate;
 pub mod state;
+pub mod status;
 
 pub use error::{Error, Result};

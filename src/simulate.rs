@@ -11,7 +11,8 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::apis::node_pool::{CAPACITY_TYPE_LABEL, NodePool, ZONE_LABEL};
+use crate::apis::labels::{CAPACITY_TYPE_LABEL, ZONE_LABEL};
+use crate::apis::node_pool::NodePool;
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::pod::PodShape;
 use crate::scheduling::resources::{format_cpu, format_memory};

@@ -10,6 +10,7 @@
 pub mod conditions;
 pub mod ec2_node_class;
 pub mod job_schedule;
+pub mod labels;
 pub mod node_claim;
 pub mod node_pool;
 pub mod scaled_job;

@@ -12,21 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::Condition;
 use super::schema::bounded_string_list;
 
-/// Label naming the NodePool a node belongs to (Karpenter's `karpenter.sh/nodepool`).
-pub const NODEPOOL_LABEL: &str = "windlass.dev/nodepool";
-/// Label for `spot` / `on-demand` (Karpenter's `karpenter.sh/capacity-type`).
-pub const CAPACITY_TYPE_LABEL: &str = "windlass.dev/capacity-type";
-pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
-pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
-pub const ARCH_LABEL: &str = "kubernetes.io/arch";
-pub const OS_LABEL: &str = "kubernetes.io/os";
-pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
-pub const INSTANCE_FAMILY_LABEL: &str = "windlass.dev/instance-family";
-pub const INSTANCE_CPU_LABEL: &str = "windlass.dev/instance-cpu";
-pub const INSTANCE_MEMORY_LABEL: &str = "windlass.dev/instance-memory";
-/// Pods with this annotation set to `"true"` block voluntary disruption of their node.
-pub const DO_NOT_DISRUPT_ANNOTATION: &str = "windlass.dev/do-not-disrupt";
-
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "windlass.dev",

@@ -13,19 +13,6 @@ use super::Condition;
 use super::schema::without_descriptions;
 use super::triggers::{MetricType, Trigger};
 
-/// Annotation prefix for the pause and activation switches (KEDA's `autoscaling.keda.sh/`).
-pub const ANNOTATION_PREFIX: &str = "autoscaling.windlass.dev/";
-/// `"true"` stops scaling and leaves the replicas where they are.
-pub const PAUSED_ANNOTATION: &str = "autoscaling.windlass.dev/paused";
-/// A replica count to hold while paused.
-pub const PAUSED_REPLICAS_ANNOTATION: &str = "autoscaling.windlass.dev/paused-replicas";
-/// `"true"` allows scaling out only.
-pub const PAUSED_SCALE_IN_ANNOTATION: &str = "autoscaling.windlass.dev/paused-scale-in";
-/// `"true"` allows scaling in only.
-pub const PAUSED_SCALE_OUT_ANNOTATION: &str = "autoscaling.windlass.dev/paused-scale-out";
-/// `"true"` treats the object as active whatever the triggers say.
-pub const FORCE_ACTIVATION_ANNOTATION: &str = "autoscaling.windlass.dev/force-activation";
-
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "windlass.dev",

@@ -17,11 +17,11 @@ use aws_sdk_ec2::types::{
     TagSpecification, TargetCapacitySpecificationRequest, VolumeType,
 };
 
-use super::{CLUSTER_TAG, NODECLAIM_TAG};
 use crate::apis::ec2_node_class::{
     AmiSelectorTerm, ResolvedAmi, ResolvedSecurityGroup, ResolvedSubnet, SecurityGroupSelectorTerm,
     SubnetSelectorTerm,
 };
+use crate::apis::labels::{CLUSTER_LABEL, NODECLAIM_TAG};
 use crate::aws::launch::{FleetRequest, TemplateConfig};
 use crate::scheduling::instance_types::{self, ON_DEMAND, Offering, SPOT, Shape};
 
@@ -662,7 +662,7 @@ impl Aws {
         let output = self
             .ec2
             .describe_instances()
-            .filters(filter(&format!("tag:{CLUSTER_TAG}"), cluster))
+            .filters(filter(&format!("tag:{CLUSTER_LABEL}"), cluster))
             .filters(filter(&format!("tag:{NODECLAIM_TAG}"), claim))
             .filters(
                 Filter::builder()

@@ -12,10 +12,10 @@ use serde::Serialize;
 use crate::apis::ec2_node_class::{
     BlockDeviceMapping, EC2NodeClassSpec, EC2NodeClassStatus, HttpTokens, MetadataOptions, Toggle,
 };
-use crate::apis::node_pool::{
-    CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL,
+use crate::apis::labels::{
+    CAPACITY_TYPE_LABEL, CLUSTER_LABEL, INSTANCE_TYPE_LABEL, NODECLAIM_TAG, NODECLASS_TAG,
+    NODEPOOL_LABEL, ZONE_LABEL,
 };
-use crate::aws::{CLUSTER_TAG, NODECLAIM_TAG, NODECLASS_TAG, NODEPOOL_TAG};
 use crate::scheduling::instance_types::{ON_DEMAND, SPOT};
 use crate::scheduling::requirements::Requirements;
 
@@ -118,7 +118,7 @@ pub fn template_data(input: &LaunchInput, image_id: &str) -> Result<TemplateData
         http_tokens,
     } = spec.metadata_options.clone();
     let mut tags = spec.tags.clone();
-    tags.insert(CLUSTER_TAG.into(), input.cluster.to_owned());
+    tags.insert(CLUSTER_LABEL.into(), input.cluster.to_owned());
     tags.insert(NODECLASS_TAG.into(), input.node_class.to_owned());
     Ok(TemplateData {
         image_id: image_id.to_owned(),
@@ -273,14 +273,14 @@ fn request(
 ) -> FleetRequest {
     let mut tags = input.spec.tags.clone();
     tags.insert("Name".into(), input.claim_name.to_owned());
-    tags.insert(CLUSTER_TAG.into(), input.cluster.to_owned());
+    tags.insert(CLUSTER_LABEL.into(), input.cluster.to_owned());
     tags.insert(
         format!("kubernetes.io/cluster/{}", input.cluster),
         "owned".into(),
     );
     tags.insert(NODECLAIM_TAG.into(), input.claim_name.to_owned());
     if let Some(pool) = input.labels.get(NODEPOOL_LABEL) {
-        tags.insert(NODEPOOL_TAG.into(), pool.clone());
+        tags.insert(NODEPOOL_LABEL.into(), pool.clone());
     }
     FleetRequest {
         client_token: input.claim_uid.to_owned(),
@@ -378,8 +378,8 @@ mod tests {
                 ("m5.large".to_owned(), "subnet-b".to_owned())
             ]
         );
-        assert_eq!(request.tags[CLUSTER_TAG], "prod");
-        assert_eq!(request.tags[NODEPOOL_TAG], "default");
+        assert_eq!(request.tags[CLUSTER_LABEL], "prod");
+        assert_eq!(request.tags[NODEPOOL_LABEL], "default");
         assert_eq!(request.tags[NODECLAIM_TAG], "default-abcde");
     }
 
@@ -461,7 +461,7 @@ mod tests {
         );
         assert!(data.http_endpoint && data.http_tokens_required && !data.http_protocol_ipv6);
         assert_eq!(data.http_put_response_hop_limit, 1);
-        assert_eq!(data.tags[CLUSTER_TAG], "prod");
+        assert_eq!(data.tags[CLUSTER_LABEL], "prod");
         assert_eq!(data.tags[NODECLASS_TAG], "default");
         assert_eq!(data.instance_profile, None);
     }

@@ -20,15 +20,6 @@ pub fn short_hash(data: &[u8], bytes: usize) -> String {
         .collect()
 }
 
-/// The cluster an instance (or launch template) belongs to.
-pub const CLUSTER_TAG: &str = "windlass.dev/cluster";
-/// The NodePool an instance was launched for.
-pub const NODEPOOL_TAG: &str = "windlass.dev/nodepool";
-/// The NodeClaim an instance was launched for.
-pub const NODECLAIM_TAG: &str = "windlass.dev/nodeclaim";
-/// Names the EC2NodeClass on launch templates and the volumes they create.
-pub const NODECLASS_TAG: &str = "windlass.dev/ec2nodeclass";
-
 /// The providerID a kubelet on EC2 registers: `aws:///<zone>/<instance-id>`.
 pub fn provider_id(zone: &str, instance_id: &str) -> String {
     format!("aws:///{zone}/{instance_id}")

@@ -12,12 +12,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -25,7 +23,8 @@ use super::queue::{self, EnqueueError};
 use super::schedule::{Due, Schedule, due, starting_deadline};
 use crate::apis::conditions::{self, condition};
 use crate::apis::job_schedule::{JobSchedule, JobScheduleStatus};
-use crate::scaling::{STATUS_MANAGER, Scaling, publish};
+use crate::scaling::{Scaling, publish};
+use crate::status::apply_status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -190,7 +189,9 @@ async fn enqueue_due_tick(
                 pending_schedule_time: Some(Time(tick)),
                 ..status.clone()
             };
-            let written = apply_status(api, object, &claimed, version.as_deref())
+            // Only if the object is still at that version: a status computed from an older copy must
+            // never overwrite a newer `lastScheduleTime`.
+            let written = apply_status(api, &object.name_any(), &claimed, version.as_deref())
                 .await
                 .map_err(Error::Api)?;
             *version = written.resource_version();
@@ -279,31 +280,10 @@ async fn write_status(
     if status == previous {
         return Ok(());
     }
-    apply_status(api, object, status, version)
+    apply_status(api, &object.name_any(), status, version)
         .await
         .map(drop)
         .map_err(Error::Api)
-}
-
-/// Writes the whole status, only if the object is still at `resource_version`: a status
-/// computed from an older copy must never overwrite a newer `lastScheduleTime`.
-async fn apply_status(
-    api: &Api<JobSchedule>,
-    object: &JobSchedule,
-    status: &JobScheduleStatus,
-    resource_version: Option<&str>,
-) -> Result<JobSchedule, kube::Error> {
-    let mut patch =
-        json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "JobSchedule", "status": status});
-    if let Some(version) = resource_version {
-        patch["metadata"] = json!({"resourceVersion": version});
-    }
-    api.patch_status(
-        &object.name_any(),
-        &PatchParams::apply(STATUS_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
 }
 
 #[cfg(test)]

@@ -27,12 +27,13 @@ use tracing::{info, warn};
 
 use crate::apis::conditions::{READY, condition};
 use crate::apis::ec2_node_class::EC2NodeClass;
-use crate::apis::node_claim::{
-    CONDITION_INITIALIZED, CONDITION_LAUNCHED, CONDITION_REGISTERED, NodeClaim, NodeClaimStatus,
-};
-use crate::apis::node_pool::{
+use crate::apis::labels::{
     ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL,
     INSTANCE_MEMORY_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
+};
+use crate::apis::labels::{CLUSTER_LABEL, NODEPOOL_LABEL, REGISTERED_LABEL, TERMINATION_FINALIZER};
+use crate::apis::node_claim::{
+    CONDITION_INITIALIZED, CONDITION_LAUNCHED, CONDITION_REGISTERED, NodeClaim, NodeClaimStatus,
 };
 use crate::aws::capacity::{UnavailableOfferings, is_insufficient_capacity};
 use crate::aws::launch::{LaunchInput, fleet_request};
@@ -41,13 +42,9 @@ use crate::aws::{instance_id, provider_id};
 use crate::metrics::{Metrics, PoolLabels};
 use crate::scheduling::requirements::Requirements;
 use crate::state::ClusterState;
+use crate::status::apply_status;
+use crate::status::is_true;
 
-pub const FINALIZER: &str = "windlass.dev/termination";
-/// NodeClaims carry the install's cluster name; each install handles only its own.
-pub const CLUSTER_LABEL: &str = "windlass.dev/cluster";
-/// Set on a Node once Windlass has synced its NodeClaim's labels and taints onto it.
-pub const REGISTERED_LABEL: &str = "windlass.dev/registered";
-const FIELD_MANAGER: &str = "windlass";
 const LAUNCH_TIMEOUT: SignedDuration = SignedDuration::from_secs(300);
 const REGISTRATION_TIMEOUT: SignedDuration = SignedDuration::from_secs(900);
 /// How often an initialized NodeClaim checks on its Node.
@@ -129,7 +126,7 @@ fn error_policy(object: Arc<NodeClaim>, error: &Error, _: Arc<NodeClaims>) -> Ac
 
 async fn reconcile(object: Arc<NodeClaim>, context: Arc<NodeClaims>) -> Result<Action, Error> {
     let api: Api<NodeClaim> = Api::all(context.client.clone());
-    finalizer(&api, FINALIZER, object, |event| async {
+    finalizer(&api, TERMINATION_FINALIZER, object, |event| async {
         match event {
             Finalizer::Apply(claim) => apply(&context, &claim).await,
             Finalizer::Cleanup(claim) => cleanup(&context, &claim).await,
@@ -225,14 +222,9 @@ async fn launch(
     let classes: Api<EC2NodeClass> = Api::all(context.client.clone());
     let class_name = &claim.spec.node_class_ref.name;
     let class = classes.get_opt(class_name).await.map_err(Error::Kube)?;
-    let Some((class, class_status)) =
-        class
-            .and_then(|c| c.status.clone().map(|s| (c, s)))
-            .filter(|(_, s)| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == READY && c.status == "True")
-            })
+    let Some((class, class_status)) = class
+        .and_then(|c| c.status.clone().map(|s| (c, s)))
+        .filter(|(_, s)| is_true(&s.conditions, READY))
     else {
         set(
             status,
@@ -455,7 +447,7 @@ fn pool_labels(claim: &NodeClaim) -> PoolLabels {
     PoolLabels {
         nodepool: claim
             .labels()
-            .get(crate::apis::node_pool::NODEPOOL_LABEL)
+            .get(NODEPOOL_LABEL)
             .cloned()
             .unwrap_or_default(),
     }
@@ -522,8 +514,8 @@ async fn sync_node(context: &NodeClaims, claim: &NodeClaim, node: &Node) -> Resu
         }
     }
     let mut finalizers = node.finalizers().to_vec();
-    if !finalizers.iter().any(|f| f == FINALIZER) {
-        finalizers.push(FINALIZER.to_owned());
+    if !finalizers.iter().any(|f| f == TERMINATION_FINALIZER) {
+        finalizers.push(TERMINATION_FINALIZER.to_owned());
     }
     let patch = json!({
         "metadata": {"labels": labels, "finalizers": finalizers, "resourceVersion": node.resource_version()},
@@ -676,11 +668,11 @@ async fn release_node(context: &NodeClaims, name: &str) -> Result<(), Error> {
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         other => other.map_err(Error::Kube),
     };
-    if node.finalizers().iter().any(|f| f == FINALIZER) {
+    if node.finalizers().iter().any(|f| f == TERMINATION_FINALIZER) {
         let finalizers: Vec<&String> = node
             .finalizers()
             .iter()
-            .filter(|f| *f != FINALIZER)
+            .filter(|f| *f != TERMINATION_FINALIZER)
             .collect();
         let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": node.resource_version()}});
         ignore_gone(
@@ -698,17 +690,15 @@ async fn write_status(
     claim: &NodeClaim,
     status: &NodeClaimStatus,
 ) -> Result<(), Error> {
-    let patch =
-        json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim", "status": status});
-    Api::<NodeClaim>::all(context.client.clone())
-        .patch_status(
-            &claim.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map(drop)
-        .map_err(Error::Kube)
+    apply_status(
+        &Api::<NodeClaim>::all(context.client.clone()),
+        &claim.name_any(),
+        status,
+        None,
+    )
+    .await
+    .map(drop)
+    .map_err(Error::Kube)
 }
 
 async fn publish(context: &NodeClaims, claim: &NodeClaim, reason: &str, note: &str) {

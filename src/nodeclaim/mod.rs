@@ -3,4 +3,4 @@
 
 pub mod controller;
 
-pub use controller::{CLUSTER_LABEL, FINALIZER, NodeClaims, REGISTERED_LABEL, run};
+pub use controller::{NodeClaims, run};

@@ -11,29 +11,30 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::apis::conditions::{READY, condition};
 use crate::apis::ec2_node_class::EC2NodeClass;
+use crate::apis::labels::NODEPOOL_LABEL;
 use crate::apis::node_claim::NodeClaim;
-use crate::apis::node_pool::{NODEPOOL_LABEL, NodePool, NodePoolStatus};
+use crate::apis::node_pool::{NodePool, NodePoolStatus};
 use crate::provisioning::provisioner::{PoolReport, PoolReports};
 use crate::scheduling::resources::{Resources, format_memory};
+use crate::status::apply_status;
+use crate::status::is_true;
 
 pub const NODE_CLASS_READY: &str = "NodeClassReady";
 /// True while the pool's limits leave pods pending.
 pub const LIMIT_REACHED: &str = "LimitReached";
 /// True while the pool's requirements admit at least one instance type.
 pub const INSTANCE_TYPES_READY: &str = "InstanceTypesReady";
-const FIELD_MANAGER: &str = "windlass";
 
 #[derive(Debug, thiserror::Error)]
 #[error("Kubernetes API: {0}")]
@@ -100,11 +101,7 @@ async fn reconcile(pool: Arc<NodePool>, context: Arc<NodePools>) -> Result<Actio
     let class_ready = class
         .as_ref()
         .and_then(|c| c.status.as_ref())
-        .is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == READY && c.status == "True")
-        });
+        .is_some_and(|s| is_true(&s.conditions, READY));
     let previous = pool.status.clone().unwrap_or_default();
     let generation = pool.metadata.generation;
     let now = Timestamp::now();
@@ -170,14 +167,7 @@ async fn reconcile(pool: Arc<NodePool>, context: Arc<NodePools>) -> Result<Actio
         nodes,
     };
     if status != previous {
-        let patch =
-            json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "NodePool", "status": status});
-        Api::<NodePool>::all(client.clone())
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+        apply_status(&Api::<NodePool>::all(client.clone()), &name, &status, None)
             .await
             .map_err(Error)?;
     }
@@ -250,6 +240,7 @@ fn limit_condition(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn usage_sums_launched_capacity_and_counts_every_claim() {

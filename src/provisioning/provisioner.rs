@@ -23,16 +23,15 @@ use tracing::{info, warn};
 
 use super::batcher::Batcher;
 use crate::apis::conditions::READY;
+use crate::apis::labels::CLUSTER_LABEL;
+use crate::apis::labels::{ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
 use crate::apis::node_claim::{
     CONDITION_INITIALIZED, NodeClaim, NodeClaimSpec, ResourceRequirements,
 };
-use crate::apis::node_pool::{
-    ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, NodePool, ZONE_LABEL,
-};
+use crate::apis::node_pool::NodePool;
 use crate::aws::Aws;
 use crate::aws::capacity::UnavailableOfferings;
 use crate::metrics::{Metrics, PoolLabels};
-use crate::nodeclaim::controller::CLUSTER_LABEL;
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::pod::PodShape;
 use crate::scheduling::requirements::Requirement;

@@ -34,8 +34,6 @@ use crate::metrics::Metrics;
 use queue_depths::QueueDepths;
 use scalers::aws_sqs::SqsClients;
 
-/// The field manager of every status write: status has one writer.
-pub(crate) const STATUS_MANAGER: &str = "windlass";
 /// Credentials and queue URLs are resolved again this often, so rotated Secrets take effect.
 pub(crate) const SETUP_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
 

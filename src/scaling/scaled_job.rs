@@ -11,12 +11,11 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -25,18 +24,12 @@ use super::job_accounting::{beyond_history, count_finished, counts};
 use super::jobs::{JobPolicy, QueueReading, jobs_to_create};
 use super::scaled_object::SetupError;
 use super::scalers::Scaler;
-use super::{
-    SETUP_LIFETIME, STATUS_MANAGER, Scaling, publish, report_event_once, trigger_readiness,
-    triggers,
-};
+use super::{SETUP_LIFETIME, Scaling, publish, report_event_once, trigger_readiness, triggers};
 use crate::apis::conditions::{self, condition};
+use crate::apis::labels::{SCALED_JOB_GENERATION_LABEL, SCALED_JOB_LABEL};
 use crate::apis::scaled_job::{RolloutStrategy, ScaledJob, ScaledJobStatus};
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
-
-/// Labels every Job (and its pods) with the ScaledJob that made it.
-pub const SCALED_JOB_LABEL: &str = "windlass.dev/scaled-job";
-/// The ScaledJob generation a Job was made from, for rollouts.
-pub const GENERATION_LABEL: &str = "windlass.dev/scaled-job-generation";
+use crate::status::apply_status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -225,7 +218,7 @@ async fn roll_out(scaling: &Scaling, object: &ScaledJob) -> bool {
     for job in jobs {
         let old = job
             .labels()
-            .get(GENERATION_LABEL)
+            .get(SCALED_JOB_GENERATION_LABEL)
             .is_some_and(|g| *g != generation);
         if old
             && super::job_accounting::outcome(&job).is_none()
@@ -395,7 +388,7 @@ pub fn job_for(object: &ScaledJob) -> Job {
     let labels = BTreeMap::from([
         (SCALED_JOB_LABEL.to_owned(), name.clone()),
         (
-            GENERATION_LABEL.to_owned(),
+            SCALED_JOB_GENERATION_LABEL.to_owned(),
             object.metadata.generation.unwrap_or_default().to_string(),
         ),
     ]);
@@ -453,16 +446,7 @@ async fn write_status(
         scaling.client.clone(),
         &object.namespace().unwrap_or_default(),
     );
-    let patch =
-        json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledJob", "status": status});
-    match api
-        .patch_status(
-            &object.name_any(),
-            &PatchParams::apply(STATUS_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-    {
+    match apply_status(&api, &object.name_any(), &status, None).await {
         Ok(_) => true,
         Err(error) => {
             warn!(name = %object.name_any(), %error, "writing ScaledJob status failed");
@@ -475,6 +459,7 @@ async fn write_status(
 mod tests {
     use super::*;
     use crate::scaling::jobs::JobCounts;
+    use serde_json::json;
 
     #[test]
     fn jobs_are_labelled_owned_and_named_after_their_scaled_job() {
@@ -490,7 +475,10 @@ mod tests {
             job.metadata.generate_name.as_deref(),
             Some("data-processor-")
         );
-        assert_eq!(job.metadata.labels.as_ref().unwrap()[GENERATION_LABEL], "3");
+        assert_eq!(
+            job.metadata.labels.as_ref().unwrap()[SCALED_JOB_GENERATION_LABEL],
+            "3"
+        );
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!((owner.uid.as_str(), owner.controller), ("u-1", Some(true)));
         let spec = job.spec.unwrap();

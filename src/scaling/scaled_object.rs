@@ -9,13 +9,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -26,20 +24,17 @@ use super::replicas::{
 };
 use super::scalers::Scaler;
 use super::target::{ScaleTarget, TargetError};
-use super::{
-    SETUP_LIFETIME, STATUS_MANAGER, Scaling, publish, report_event_once, trigger_readiness,
-    triggers,
-};
+use super::{SETUP_LIFETIME, Scaling, publish, report_event_once, trigger_readiness, triggers};
 use crate::apis::conditions::{self, condition};
-use crate::apis::scaled_object::{
-    FORCE_ACTIVATION_ANNOTATION, HealthStatus, PAUSED_ANNOTATION, PAUSED_REPLICAS_ANNOTATION,
-    PAUSED_SCALE_IN_ANNOTATION, PAUSED_SCALE_OUT_ANNOTATION, ScaledObject, ScaledObjectStatus,
-    TriggerHealth,
+use crate::apis::labels::SCALED_OBJECT_FINALIZER;
+use crate::apis::labels::{
+    FORCE_ACTIVATION_ANNOTATION, PAUSED_ANNOTATION, PAUSED_REPLICAS_ANNOTATION,
+    PAUSED_SCALE_IN_ANNOTATION, PAUSED_SCALE_OUT_ANNOTATION,
 };
+use crate::apis::scaled_object::{HealthStatus, ScaledObject, ScaledObjectStatus, TriggerHealth};
 use crate::apis::triggers::{MetricType, TriggerMetadataError};
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
-
-const FINALIZER: &str = "windlass.dev/scaledobject";
+use crate::status::apply_status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -113,7 +108,7 @@ pub async fn run(scaling: Arc<Scaling>, shutdown: CancellationToken) {
 async fn reconcile(object: Arc<ScaledObject>, scaling: Arc<Scaling>) -> Result<Action, Error> {
     let namespace = object.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<ScaledObject> = Api::namespaced(scaling.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, object, |event| async {
+    finalizer(&api, SCALED_OBJECT_FINALIZER, object, |event| async {
         match event {
             Finalizer::Apply(object) => {
                 let for_loop = scaling.clone();
@@ -583,16 +578,7 @@ async fn write_status(
         scaling.client.clone(),
         &object.namespace().unwrap_or_default(),
     );
-    let patch =
-        json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledObject", "status": status});
-    if let Err(error) = api
-        .patch_status(
-            &object.name_any(),
-            &PatchParams::apply(STATUS_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-    {
+    if let Err(error) = apply_status(&api, &object.name_any(), &status, None).await {
         warn!(name = %object.name_any(), %error, "writing ScaledObject status failed");
     }
 }

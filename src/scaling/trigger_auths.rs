@@ -13,19 +13,18 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::auth::{self, AuthError};
-use super::{STATUS_MANAGER, Scaling, publish};
+use super::{Scaling, publish};
 use crate::apis::conditions::{self, condition};
 use crate::apis::trigger_auth::{TriggerAuthentication, TriggerAuthenticationStatus};
+use crate::status::apply_status;
 
 /// How often an unchanged object's Secrets are read again.
 const RECHECK: Duration = Duration::from_secs(60);
@@ -112,15 +111,8 @@ async fn reconcile(
         }
     }
     let api: Api<TriggerAuthentication> = Api::namespaced(scaling.client.clone(), &namespace);
-    let patch = json!({
-        "apiVersion": "windlass.dev/v1alpha1", "kind": "TriggerAuthentication", "status": status
-    });
-    api.patch_status(
-        &object.name_any(),
-        &PatchParams::apply(STATUS_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Status)?;
+    apply_status(&api, &object.name_any(), &status, None)
+        .await
+        .map_err(Error::Status)?;
     Ok(Action::requeue(RECHECK))
 }

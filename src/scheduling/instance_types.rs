@@ -1,7 +1,7 @@
 //! Instance types as the scheduler sees them: shape, what the kubelet leaves allocatable, the
 //! well-known labels, and offerings (zone × capacity type, with price and availability).
 
-use crate::apis::node_pool::{
+use crate::apis::labels::{
     ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL,
     INSTANCE_MEMORY_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
 };

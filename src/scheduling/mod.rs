@@ -18,7 +18,8 @@ pub use solver::{
 
 use k8s_openapi::api::core::v1::PodSpec;
 
-use crate::apis::node_pool::{NODEPOOL_LABEL, NodePool};
+use crate::apis::labels::NODEPOOL_LABEL;
+use crate::apis::node_pool::NodePool;
 use instance_types::InstanceType;
 use pod::PodShape;
 use requirements::{Requirement, Requirements};

@@ -9,7 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::requirements::{Requirement, Requirements};
 use super::resources::Resources;
-use crate::apis::node_pool::{HOSTNAME_LABEL, RequirementOperator, ZONE_LABEL};
+use crate::apis::labels::{HOSTNAME_LABEL, ZONE_LABEL};
+use crate::apis::node_pool::RequirementOperator;
 
 /// The topology domains the simulation understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -15,7 +15,7 @@ use super::instance_types::{InstanceType, is_well_known};
 use super::pod::{PodShape, Term, TermKind, TopologyKey};
 use super::requirements::{Requirement, Requirements};
 use super::resources::{Limits, Resources, format_cpu, format_memory};
-use crate::apis::node_pool::ZONE_LABEL;
+use crate::apis::labels::ZONE_LABEL;
 
 /// How many instance types a launch offers CreateFleet.
 pub const LAUNCH_CANDIDATES: usize = 60;
@@ -1105,9 +1105,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::apis::node_pool::{
-        ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, RequirementOperator,
-    };
+    use crate::apis::labels::{ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL};
+    use crate::apis::node_pool::RequirementOperator;
     use crate::scheduling::fake;
     use crate::scheduling::instance_types::{ON_DEMAND, Offering, Shape};
     use crate::scheduling::pod::Selector;

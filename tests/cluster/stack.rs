@@ -19,7 +19,8 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use windlass::aws::{CLUSTER_TAG, NODEPOOL_TAG, provider_id};
+use windlass::apis::labels::{CLUSTER_LABEL, NODEPOOL_LABEL};
+use windlass::aws::provider_id;
 
 use crate::support::{
     FIELD_MANAGER, TestEnv, TestNamespace, delete_node, install_crds, start_registrar, test_node,
@@ -612,8 +613,8 @@ async fn unfitting_pod_stays_unschedulable_until_a_create_fleet_instance_registe
         .tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::Instance)
-                .tags(tag(CLUSTER_TAG, &cluster))
-                .tags(tag(NODEPOOL_TAG, &pool))
+                .tags(tag(CLUSTER_LABEL, &cluster))
+                .tags(tag(NODEPOOL_LABEL, &pool))
                 .build(),
         )
         .send()

@@ -11,12 +11,10 @@ use crate::events::Recorder;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -25,15 +23,15 @@ use super::rules::{
 };
 use crate::apis::conditions::{READY, condition};
 use crate::apis::ec2_node_class::{EC2NodeClass, EC2NodeClassStatus};
+use crate::apis::labels::{CLUSTER_LABEL, NODECLASS_TAG};
 use crate::aws::{Aws, CloudError};
-use crate::aws::{CLUSTER_TAG, NODECLASS_TAG};
+use crate::status::apply_status;
+use crate::status::is_true;
 
 pub const SUBNETS_READY: &str = "SubnetsReady";
 pub const SECURITY_GROUPS_READY: &str = "SecurityGroupsReady";
 pub const AMIS_READY: &str = "AMIsReady";
 pub const INSTANCE_PROFILE_READY: &str = "InstanceProfileReady";
-
-const FIELD_MANAGER: &str = "windlass";
 
 /// What the controller needs.
 pub struct NodeClasses {
@@ -73,10 +71,7 @@ async fn reconcile(object: Arc<EC2NodeClass>, context: Arc<NodeClasses>) -> Resu
     }
     let previous = object.status.clone().unwrap_or_default();
     let status = resolve(&context, &object, &previous.conditions).await;
-    let ready = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == READY && c.status == "True");
+    let ready = is_true(&status.conditions, READY);
     for problem in status
         .conditions
         .iter()
@@ -100,14 +95,9 @@ async fn reconcile(object: Arc<EC2NodeClass>, context: Arc<NodeClasses>) -> Resu
     }
     if status != previous {
         let api: Api<EC2NodeClass> = Api::all(context.client.clone());
-        let patch = json!({"apiVersion": "windlass.dev/v1alpha1", "kind": "EC2NodeClass", "status": status});
-        api.patch_status(
-            &object.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::WriteStatus)?;
+        apply_status(&api, &object.name_any(), &status, None)
+            .await
+            .map_err(Error::WriteStatus)?;
     }
     Ok(Action::requeue(Duration::from_secs(if ready {
         300
@@ -213,7 +203,7 @@ async fn resolve(
         (Some(role), None) => {
             let name = instance_profile_name(&context.cluster, &object.name_any());
             let mut tags = spec.tags.clone();
-            tags.insert(CLUSTER_TAG.into(), context.cluster.clone());
+            tags.insert(CLUSTER_LABEL.into(), context.cluster.clone());
             tags.insert(NODECLASS_TAG.into(), object.name_any());
             aws.ensure_instance_profile(&name, role_name(role), &tags)
                 .await

@@ -2,9 +2,8 @@
 //! requirements an image is valid for, and how resolved images are ordered.
 
 use crate::apis::ec2_node_class::ResolvedAmi;
-use crate::apis::node_pool::{
-    ARCH_LABEL, NodeSelectorRequirementWithMinValues, RequirementOperator,
-};
+use crate::apis::labels::ARCH_LABEL;
+use crate::apis::node_pool::{NodeSelectorRequirementWithMinValues, RequirementOperator};
 
 /// One SSM parameter an alias reads, and the architecture of the image it names.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,8 +14,9 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
+use windlass::apis::labels::{CLUSTER_LABEL, NODECLAIM_TAG, NODEPOOL_LABEL};
 use windlass::apis::node_claim::NodeClaim;
-use windlass::aws::{CLUSTER_TAG, NODECLAIM_TAG, NODEPOOL_TAG, instance_id};
+use windlass::aws::instance_id;
 
 use node::{Instance, REGISTERED_FOR_LABEL, Shape};
 use windlass::aws::shape_of;
@@ -148,7 +149,7 @@ impl Registrar {
             .describe_instances()
             .filters(
                 Filter::builder()
-                    .name(format!("tag:{CLUSTER_TAG}"))
+                    .name(format!("tag:{CLUSTER_LABEL}"))
                     .values(&self.cluster)
                     .build(),
             )
@@ -188,7 +189,7 @@ impl Registrar {
                         spot: instance
                             .instance_lifecycle()
                             .is_some_and(|l| l.as_str() == "spot"),
-                        nodepool: tag(NODEPOOL_TAG),
+                        nodepool: tag(NODEPOOL_LABEL),
                         nodeclaim: tag(NODECLAIM_TAG),
                     },
                     launched_at,

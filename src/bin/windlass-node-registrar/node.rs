@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
-use windlass::apis::node_claim::NodeClaim;
-use windlass::apis::node_pool::{
+use windlass::apis::labels::{
     ARCH_LABEL, CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, OS_LABEL,
     ZONE_LABEL,
 };
+use windlass::apis::node_claim::NodeClaim;
 use windlass::aws::provider_id;
 pub use windlass::scheduling::instance_types::Shape;
 
