@@ -4,7 +4,7 @@
 pub mod api;
 pub mod queue;
 pub mod schedule;
-pub mod schedules;
+pub mod schedule_controller;
 
 use std::borrow::Cow;
 

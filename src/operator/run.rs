@@ -126,7 +126,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         scaling.clone(),
         shutdown.clone(),
     )));
-    let job_schedules = tokio::spawn(jobs::schedules::run(scaling, shutdown.clone()));
+    let job_schedules = tokio::spawn(jobs::schedule_controller::run(scaling, shutdown.clone()));
     let ec2_node_classes = tokio::spawn(node_classes::run(node_classes, shutdown.clone()));
     let claims = tokio::spawn(node_claims::run(node_claims, shutdown.clone()));
     // Status only; nothing to drain on shutdown.

@@ -2,11 +2,8 @@
 //! readings into replicas and Jobs, and one loop per object acts on the result.
 
 pub mod auth;
-pub mod job_accounting;
-pub mod jobs;
 pub mod loops;
 pub mod queue_depths;
-pub mod replicas;
 pub mod scaled_job;
 pub mod scaled_object;
 pub mod scalers;

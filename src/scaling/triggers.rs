@@ -4,7 +4,7 @@
 use super::Scaling;
 use super::auth::{self, AuthError};
 use super::queue_depths::QueueKey;
-use super::scaled_object::SetupError;
+use super::scaled_object::replicas::BehaviorError;
 use super::scalers::Scaler;
 use super::scalers::aws_sqs::AwsSqsScaler;
 use super::target::{TargetError, container_env};
@@ -12,6 +12,42 @@ use crate::apis::triggers::{
     AwsSqsQueueTrigger, QueueSource, Trigger, TriggerMetadataError, TriggerType,
 };
 use crate::metrics::QueueLabels;
+
+/// Why an object's loop could not start polling; shown as Ready=False and an Event.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("triggers[{index}]: {source}")]
+    Metadata {
+        index: usize,
+        source: TriggerMetadataError,
+    },
+    #[error("triggers[{index}].authenticationRef: {source}")]
+    Auth { index: usize, source: AuthError },
+    #[error(transparent)]
+    Behavior(#[from] BehaviorError),
+}
+
+impl SetupError {
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            SetupError::Target(_) => "ScaleTargetError",
+            SetupError::Metadata { .. } => "TriggerMetadataError",
+            SetupError::Auth { .. } => "AuthenticationError",
+            SetupError::Behavior(_) => "BehaviorError",
+        }
+    }
+
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            SetupError::Target(e) => e.metric_label(),
+            SetupError::Metadata { .. } => "metadata",
+            SetupError::Auth { source, .. } => source.metric_label(),
+            SetupError::Behavior(_) => "behavior",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TriggerSetupError {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
-use super::jobs::JobCounts;
+use super::strategy::JobCounts;
 use crate::apis::scaled_job::ScaledJobStatus;
 
 /// How a Job ended, if it has.

@@ -18,13 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::auth::AuthError;
-use super::replicas::{
-    Behavior, BehaviorError, Decision, ReplicaPolicy, ScalerState, TriggerReport, decide,
-};
-use super::scalers::Scaler;
-use super::target::{ScaleTarget, TargetError};
-use super::{SETUP_LIFETIME, Scaling, publish, report_event_once, trigger_readiness, triggers};
+use super::replicas::{Behavior, Decision, ReplicaPolicy, ScalerState, TriggerReport, decide};
 use crate::apis::conditions::{self, condition};
 use crate::apis::labels::SCALED_OBJECT_FINALIZER;
 use crate::apis::labels::{
@@ -32,8 +26,14 @@ use crate::apis::labels::{
     PAUSED_SCALE_IN_ANNOTATION, PAUSED_SCALE_OUT_ANNOTATION,
 };
 use crate::apis::scaled_object::{HealthStatus, ScaledObject, ScaledObjectStatus, TriggerHealth};
-use crate::apis::triggers::{MetricType, TriggerMetadataError};
+use crate::apis::triggers::MetricType;
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
+use crate::scaling::scalers::Scaler;
+use crate::scaling::target::{ScaleTarget, TargetError};
+use crate::scaling::triggers::SetupError;
+use crate::scaling::{
+    SETUP_LIFETIME, Scaling, publish, report_event_once, trigger_readiness, triggers,
+};
 use crate::status::apply_status;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,42 +52,6 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::Target(e) => e.metric_label(),
             Error::NoNamespace => "no_namespace",
-        }
-    }
-}
-
-/// Why an object's loop could not start polling; shown as Ready=False and an Event.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error(transparent)]
-    Target(#[from] TargetError),
-    #[error("triggers[{index}]: {source}")]
-    Metadata {
-        index: usize,
-        source: TriggerMetadataError,
-    },
-    #[error("triggers[{index}].authenticationRef: {source}")]
-    Auth { index: usize, source: AuthError },
-    #[error(transparent)]
-    Behavior(#[from] BehaviorError),
-}
-
-impl SetupError {
-    fn reason(&self) -> &'static str {
-        match self {
-            SetupError::Target(_) => "ScaleTargetError",
-            SetupError::Metadata { .. } => "TriggerMetadataError",
-            SetupError::Auth { .. } => "AuthenticationError",
-            SetupError::Behavior(_) => "BehaviorError",
-        }
-    }
-
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            SetupError::Target(e) => e.metric_label(),
-            SetupError::Metadata { .. } => "metadata",
-            SetupError::Auth { source, .. } => source.metric_label(),
-            SetupError::Behavior(_) => "behavior",
         }
     }
 }
@@ -563,7 +527,7 @@ async fn write_status(
     previous: &ScaledObjectStatus,
     status: ScaledObjectStatus,
 ) {
-    let stale_activity = super::activity_is_stale(
+    let stale_activity = crate::scaling::activity_is_stale(
         previous.last_active_time.as_ref(),
         status.last_active_time.as_ref(),
     );

@@ -20,15 +20,17 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::job_accounting::{beyond_history, count_finished, counts};
-use super::jobs::{JobPolicy, QueueReading, jobs_to_create};
-use super::scaled_object::SetupError;
-use super::scalers::Scaler;
-use super::{SETUP_LIFETIME, Scaling, publish, report_event_once, trigger_readiness, triggers};
+use super::accounting::{beyond_history, count_finished, counts};
+use super::strategy::{JobPolicy, QueueReading, jobs_to_create};
 use crate::apis::conditions::{self, condition};
 use crate::apis::labels::{SCALED_JOB_GENERATION_LABEL, SCALED_JOB_LABEL};
 use crate::apis::scaled_job::{RolloutStrategy, ScaledJob, ScaledJobStatus};
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
+use crate::scaling::scalers::Scaler;
+use crate::scaling::triggers::SetupError;
+use crate::scaling::{
+    SETUP_LIFETIME, Scaling, publish, report_event_once, trigger_readiness, triggers,
+};
 use crate::status::apply_status;
 
 #[derive(Debug, thiserror::Error)]
@@ -221,7 +223,7 @@ async fn roll_out(scaling: &Scaling, object: &ScaledJob) -> bool {
             .get(SCALED_JOB_GENERATION_LABEL)
             .is_some_and(|g| *g != generation);
         if old
-            && super::job_accounting::outcome(&job).is_none()
+            && super::accounting::outcome(&job).is_none()
             && api.delete(&job.name_any(), &propagation).await.is_err()
         {
             return false;
@@ -431,7 +433,7 @@ async fn write_status(
     previous: &ScaledJobStatus,
     status: &ScaledJobStatus,
 ) -> bool {
-    let stale_activity = super::activity_is_stale(
+    let stale_activity = crate::scaling::activity_is_stale(
         previous.last_active_time.as_ref(),
         status.last_active_time.as_ref(),
     );
@@ -458,7 +460,7 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scaling::jobs::JobCounts;
+    use crate::scaling::scaled_job::strategy::JobCounts;
     use serde_json::json;
 
     #[test]

@@ -1,0 +1,9 @@
+//! ScaledJobs: KEDA's strategies for how many Jobs to create (`strategy`, pure), counting
+//! finished Jobs into the status counters (`accounting`, pure), and the controller with its
+//! polling loop (`controller`).
+
+pub mod accounting;
+pub mod controller;
+pub mod strategy;
+
+pub use controller::run;
