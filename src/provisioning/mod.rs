@@ -1,6 +1,9 @@
 //! Provisioning (Karpenter's provisioner): pods the kube-scheduler marked Unschedulable are
-//! batched (`batcher`) and planned by the scheduling simulation, and the NodeClaims the plan
-//! needs are created (`provisioner`). Launching them is `nodeclaim`'s work.
+//! batched (`batcher`), the problem is built from the cluster (`problem`, pure), the scheduling
+//! simulation plans it, and the NodeClaims the plan needs are built (`claims`, pure) and
+//! created (`provisioner`). Launching them is `nodeclaim`'s work.
 
 pub mod batcher;
+pub mod claims;
+pub mod problem;
 pub mod provisioner;

@@ -10,10 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::events::Recorder;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -22,34 +20,24 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::batcher::Batcher;
-use crate::apis::conditions::READY;
-use crate::apis::labels::CLUSTER_LABEL;
-use crate::apis::labels::{ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
-use crate::apis::node_claim::{
-    CONDITION_INITIALIZED, NodeClaim, NodeClaimSpec, ResourceRequirements,
-};
+use super::claims::{limit_notes, node_claim, unpriced_candidates};
+use super::problem::{claim_capacity, in_flight_node, is_unschedulable, pool_inputs, takes_pods};
+use crate::apis::labels::NODEPOOL_LABEL;
+use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::aws::Aws;
 use crate::aws::capacity::UnavailableOfferings;
 use crate::metrics::{Metrics, PoolLabels};
+use crate::scheduling::catalog;
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::pod::PodShape;
-use crate::scheduling::requirements::Requirement;
-use crate::scheduling::resources::Resources;
-use crate::scheduling::{
-    BoundPod, ExistingNode, LAUNCH_CANDIDATES, NewClaim, NodePoolInput, Problem, Rejection,
-    no_instance_types, solve,
-};
-use crate::scheduling::{catalog, pool_input, template_pods};
+use crate::scheduling::{BoundPod, ExistingNode, NodePoolInput, Problem, no_instance_types, solve};
 use crate::state::ClusterState;
 
 /// How often the instance catalog is read again from EC2.
 const CATALOG_LIFETIME: Duration = Duration::from_secs(300);
 /// How long a NodeClaim this process created is remembered while the watch has not yet shown it.
 const STORE_LAG: Duration = Duration::from_secs(30);
-/// How long after it is initialized a NodeClaim still takes planned pods: the kube-scheduler
-/// needs a moment to bind the pods it was made for.
-const BIND_GRACE: SignedDuration = SignedDuration::from_secs(30);
 /// Pods that fit nowhere are planned again this often while nothing else changes.
 const RETRY_UNPLACED: Duration = Duration::from_secs(10);
 
@@ -221,7 +209,7 @@ fn pool_versions(state: &ClusterState) -> PoolVersions {
 /// Whether each NodePool's requirements admit any instance type; a pool that admits none
 /// gets a Warning Event and its report says why, whether or not pods are pending.
 async fn check_pools(provisioner: &Provisioner, catalog: &[InstanceType]) {
-    let (node_pools, pools) = pool_inputs(&provisioner.state, catalog);
+    let (node_pools, pools) = pools_of(&provisioner.state, catalog);
     let mut found = BTreeMap::new();
     for (node_pool, pool) in node_pools.iter().zip(&pools) {
         let problem = if pool.not_ready.is_some() {
@@ -260,6 +248,19 @@ async fn check_pools(provisioner: &Provisioner, catalog: &[InstanceType]) {
     });
 }
 
+/// Every NodePool, and each as the simulation sees it.
+fn pools_of(
+    state: &ClusterState,
+    catalog: &[InstanceType],
+) -> (Vec<Arc<NodePool>>, Vec<NodePoolInput>) {
+    pool_inputs(
+        state.node_pools.state(),
+        &state.node_classes.state(),
+        &state.daemon_sets.state(),
+        catalog,
+    )
+}
+
 /// Changes every pool's report with `change`, telling the NodePool controller if it changed.
 fn update_reports(reports: &watch::Sender<PoolReports>, change: impl Fn(&mut PoolReport)) {
     reports.send_if_modified(|reports| {
@@ -267,25 +268,6 @@ fn update_reports(reports: &watch::Sender<PoolReports>, change: impl Fn(&mut Poo
         reports.values_mut().for_each(&change);
         *reports != before
     });
-}
-
-/// Whether the simulation may plan pods onto the NodeClaim: in flight, or just initialized.
-fn takes_pods(claim: &NodeClaim, now: Timestamp) -> bool {
-    if claim.metadata.deletion_timestamp.is_some() {
-        return false;
-    }
-    initialized_since(claim).is_none_or(|since| now.duration_since(since) < BIND_GRACE)
-}
-
-/// When the NodeClaim became Initialized, if it is.
-fn initialized_since(claim: &NodeClaim) -> Option<Timestamp> {
-    claim
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == CONDITION_INITIALIZED && c.status == "True")
-        .map(|c| c.last_transition_time.0)
 }
 
 /// The catalog with the offerings that recently ran out of capacity marked unavailable.
@@ -318,91 +300,6 @@ fn uid(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
 
-/// Unbound, not terminating, and marked Unschedulable by the kube-scheduler.
-fn is_unschedulable(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod.spec.as_ref().is_some_and(|s| s.node_name.is_none())
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|conditions| {
-                conditions.iter().any(|c| {
-                    c.type_ == "PodScheduled"
-                        && c.status == "False"
-                        && c.reason.as_deref() == Some("Unschedulable")
-                })
-            })
-}
-
-fn is_daemon_pod(pod: &Pod) -> bool {
-    pod.owner_references().iter().any(|o| o.kind == "DaemonSet")
-}
-
-/// The NodePools being provisioned for, and each as the simulation sees it: narrowed to its
-/// EC2NodeClass's zones and architectures, or not ready with the class's message.
-fn pool_inputs(
-    state: &ClusterState,
-    catalog: &[InstanceType],
-) -> (Vec<Arc<NodePool>>, Vec<NodePoolInput>) {
-    let daemon_sets: Vec<PodShape> = state
-        .daemon_sets
-        .state()
-        .iter()
-        .filter_map(|d| {
-            let template = d.spec.as_ref()?.template.clone();
-            let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
-            template_pods("daemon", &d.namespace()?, labels, &template.spec?, 1)
-                .ok()?
-                .pop()
-        })
-        .collect();
-    let node_pools: Vec<Arc<NodePool>> = state
-        .node_pools
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect();
-    let classes = state.node_classes.state();
-    let pools =
-        node_pools
-            .iter()
-            .map(|node_pool| {
-                let mut input = pool_input(node_pool, catalog, &daemon_sets);
-                let class_name = &node_pool.spec.template.spec.node_class_ref.name;
-                let class = classes.iter().find(|c| &c.name_any() == class_name);
-                let status = class.and_then(|c| c.status.as_ref());
-                let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
-                match (status, ready) {
-                    (Some(status), Some(ready)) if ready.status == "True" => {
-                        input.requirements.add(
-                            ZONE_LABEL,
-                            Requirement::one_of(status.subnets.iter().map(|s| s.zone.clone())),
-                        );
-                        input.requirements.add(
-                            ARCH_LABEL,
-                            Requirement::one_of(status.amis.iter().flat_map(|a| {
-                                a.requirements.iter().flat_map(|r| r.values.clone())
-                            })),
-                        );
-                    }
-                    (_, ready) => {
-                        let why = match (class, ready) {
-                            (None, _) => "does not exist".to_owned(),
-                            (Some(_), Some(ready)) if !ready.message.is_empty() => {
-                                format!("is not ready: {}", ready.message)
-                            }
-                            (Some(_), _) => "is not ready yet".to_owned(),
-                        };
-                        input.not_ready = Some(format!("EC2NodeClass {class_name} {why}"));
-                    }
-                }
-                input
-            })
-            .collect();
-    (node_pools, pools)
-}
-
 async fn provision(
     provisioner: &Provisioner,
     catalog: &[InstanceType],
@@ -423,7 +320,7 @@ async fn provision(
     }
     let mut claims = state.node_claims.state();
     claims.extend(created.values().map(|(_, claim)| claim.clone()));
-    let (node_pools, mut pools) = pool_inputs(state, catalog);
+    let (node_pools, mut pools) = pools_of(state, catalog);
     for input in &mut pools {
         for claim in claims
             .iter()
@@ -518,24 +415,11 @@ async fn provision(
     let api: Api<NodeClaim> = Api::all(provisioner.client.clone());
     for claim in &plan.new_claims {
         let node_pool = &node_pools[claim.pool];
-        let mut object = node_claim(node_pool, claim, catalog);
-        object
-            .labels_mut()
-            .insert(CLUSTER_LABEL.to_owned(), provisioner.cluster.clone());
+        let object = node_claim(node_pool, claim, catalog, &provisioner.cluster);
         match api.create(&PostParams::default(), &object).await {
             Ok(new) => {
                 info!(nodeclaim = %new.name_any(), nodepool = %node_pool.name_any(), pods = claim.pods.len(), "created NodeClaim");
-                let unpriced: Vec<&str> = claim
-                    .instance_types
-                    .iter()
-                    .take(LAUNCH_CANDIDATES)
-                    .map(|&i| &catalog[i])
-                    .filter(|it| {
-                        it.cheapest_offering(&claim.requirements)
-                            .is_none_or(|offering| offering.price.is_none())
-                    })
-                    .map(|it| it.name.as_str())
-                    .collect();
+                let unpriced = unpriced_candidates(claim, catalog);
                 if !unpriced.is_empty() {
                     crate::events::publish(
                         &provisioner.recorder,
@@ -564,7 +448,6 @@ async fn provision(
             }
         }
     }
-    let mut limited: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (pod, unplaced) in &plan.unplaced {
         publish(
             provisioner,
@@ -573,32 +456,21 @@ async fn provision(
             unplaced.to_string(),
         )
         .await;
-        for (pool, rejection) in &unplaced.0 {
-            if let Rejection::Limit(limit) = rejection {
-                *limited.entry((pool.clone(), limit.clone())).or_default() += 1;
-            }
-        }
     }
     let mut limits: BTreeMap<String, String> = BTreeMap::new();
-    for ((pool, limit), count) in limited {
-        let note = format!(
-            "limit {limit} reached: {count} pod{} left pending",
-            if count == 1 { "" } else { "s" }
-        );
+    for (pool, notes) in limit_notes(plan.unplaced.iter().map(|(_, u)| u)) {
         if let Some(node_pool) = node_pools.iter().find(|p| p.name_any() == pool) {
-            publish(
-                provisioner,
-                node_pool.as_ref(),
-                "LimitReached",
-                note.clone(),
-            )
-            .await;
+            for note in &notes {
+                publish(
+                    provisioner,
+                    node_pool.as_ref(),
+                    "LimitReached",
+                    note.clone(),
+                )
+                .await;
+            }
         }
-        let report = limits.entry(pool).or_default();
-        if !report.is_empty() {
-            report.push_str("; ");
-        }
-        report.push_str(&note);
+        limits.insert(pool, notes.join("; "));
     }
     provisioner.pool_reports.send_if_modified(|reports| {
         let before = reports.clone();
@@ -610,144 +482,6 @@ async fn provision(
         }
         *reports != before
     });
-}
-
-/// What a NodeClaim counts against its pool's limits: its launched capacity, or until then
-/// the largest its candidate types could bring.
-fn claim_capacity(claim: &NodeClaim, catalog: &[InstanceType]) -> Resources {
-    if let Some(capacity) = claim
-        .status
-        .as_ref()
-        .map(|s| &s.capacity)
-        .filter(|c| !c.is_empty())
-    {
-        return Resources::from_list(capacity);
-    }
-    candidates(claim, catalog).fold(Resources::default(), |max, it| max.max(&it.capacity))
-}
-
-fn candidates<'a>(
-    claim: &'a NodeClaim,
-    catalog: &'a [InstanceType],
-) -> impl Iterator<Item = &'a InstanceType> {
-    let names: BTreeSet<&str> = claim
-        .spec
-        .requirements
-        .iter()
-        .filter(|r| r.key == INSTANCE_TYPE_LABEL)
-        .flat_map(|r| r.values.iter().map(String::as_str))
-        .collect();
-    catalog
-        .iter()
-        .filter(move |it| names.contains(it.name.as_str()))
-}
-
-/// An in-flight NodeClaim as capacity for the simulation: what its launched type allocates,
-/// or until it launched what its smallest candidate would, less its pool's DaemonSets and the
-/// pods already bound to its Node. The pods it was made for are not taken out: while they
-/// wait, they are planned onto it again.
-fn in_flight_node(
-    claim: &NodeClaim,
-    catalog: &[InstanceType],
-    daemon_overhead: Resources,
-    bound: &[Arc<Pod>],
-) -> ExistingNode {
-    let launched = claim
-        .status
-        .as_ref()
-        .map(|s| &s.allocatable)
-        .filter(|a| !a.is_empty());
-    let allocatable = match launched {
-        Some(allocatable) => Resources::from_list(allocatable),
-        None => candidates(claim, catalog)
-            .map(|it| it.allocatable)
-            .reduce(|a, b| Resources {
-                cpu: a.cpu.min(b.cpu),
-                memory: a.memory.min(b.memory),
-                pods: a.pods.min(b.pods),
-            })
-            .unwrap_or_default(),
-    };
-    let requested = bound
-        .iter()
-        .filter(|pod| !is_daemon_pod(pod))
-        .filter_map(|pod| pod.spec.as_ref())
-        .fold(daemon_overhead, |sum, spec| sum + Resources::of_pod(spec));
-    let mut labels: BTreeMap<String, String> = claim.labels().clone();
-    for requirement in &claim.spec.requirements {
-        if let [value] = requirement.values.as_slice()
-            && requirement.operator == crate::apis::node_pool::RequirementOperator::In
-        {
-            labels.insert(requirement.key.clone(), value.clone());
-        }
-    }
-    ExistingNode {
-        name: claim.name_any(),
-        labels,
-        taints: claim.spec.taints.clone(),
-        allocatable,
-        requested,
-        host_ports: Vec::new(),
-        topology_only: false,
-    }
-}
-
-/// The NodeClaim for a planned claim: the pool's template, the plan's requirements with the
-/// instance types narrowed to the cheapest candidates, and the pods' requests.
-fn node_claim(node_pool: &NodePool, claim: &NewClaim, catalog: &[InstanceType]) -> NodeClaim {
-    let template = &node_pool.spec.template;
-    let pool_name = node_pool.name_any();
-    // The nodepool is a label on the NodeClaim, not a requirement it may carry.
-    let mut requirements = claim.requirements.clone().without(NODEPOOL_LABEL);
-    requirements.add(
-        INSTANCE_TYPE_LABEL,
-        Requirement::one_of(
-            claim
-                .instance_types
-                .iter()
-                .take(LAUNCH_CANDIDATES)
-                .map(|&i| catalog[i].name.clone()),
-        ),
-    );
-    let mut labels = template.metadata.labels.clone();
-    labels.insert(NODEPOOL_LABEL.to_owned(), pool_name.clone());
-    let requests = BTreeMap::from([
-        (
-            "cpu".to_owned(),
-            Quantity(format!("{}m", claim.requests.cpu)),
-        ),
-        (
-            "memory".to_owned(),
-            Quantity(claim.requests.memory.to_string()),
-        ),
-        ("pods".to_owned(), Quantity(claim.requests.pods.to_string())),
-    ]);
-    NodeClaim {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{pool_name}-")),
-            labels: Some(labels),
-            annotations: Some(template.metadata.annotations.clone()).filter(|a| !a.is_empty()),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "windlass.dev/v1alpha1".into(),
-                kind: "NodePool".into(),
-                name: pool_name,
-                uid: node_pool.metadata.uid.clone().unwrap_or_default(),
-                block_owner_deletion: Some(true),
-                controller: None,
-            }]),
-            ..ObjectMeta::default()
-        },
-        spec: NodeClaimSpec {
-            requirements: requirements.to_node_selector(),
-            resources: ResourceRequirements { requests },
-            node_class_ref: template.spec.node_class_ref.clone(),
-            taints: template.spec.taints.clone(),
-            startup_taints: template.spec.startup_taints.clone(),
-            expire_after: template.spec.expire_after.clone(),
-            termination_grace_period: template.spec.termination_grace_period.clone(),
-        },
-        status: None,
-    }
 }
 
 async fn publish<K: Resource<DynamicType = ()>>(
