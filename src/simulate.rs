@@ -68,7 +68,9 @@ pub fn read(text: &str, inputs: &mut Inputs) -> std::result::Result<(), String> 
             "Pod" => {
                 let pod: Pod = parse(value).map_err(context)?;
                 if pod.spec.as_ref().is_none_or(|s| s.node_name.is_none()) {
-                    inputs.pods.push(PodShape::from_pod(&pod).map_err(context)?);
+                    inputs
+                        .pods
+                        .push(PodShape::from_pod(&pod).map_err(|e| context(e.to_string()))?);
                 }
             }
             "Deployment" | "ReplicaSet" | "StatefulSet" | "Job" => {
@@ -101,7 +103,8 @@ pub fn read(text: &str, inputs: &mut Inputs) -> std::result::Result<(), String> 
                 let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
                 let spec = template.spec.unwrap_or_default();
                 inputs.pods.extend(
-                    template_pods(&name, &namespace, labels, &spec, replicas).map_err(context)?,
+                    template_pods(&name, &namespace, labels, &spec, replicas)
+                        .map_err(|e| context(e.to_string()))?,
                 );
             }
             "DaemonSet" => {
@@ -110,7 +113,8 @@ pub fn read(text: &str, inputs: &mut Inputs) -> std::result::Result<(), String> 
                 let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
                 let spec = template.spec.unwrap_or_default();
                 inputs.daemon_sets.extend(
-                    template_pods("daemon", &namespace, labels, &spec, 1).map_err(context)?,
+                    template_pods("daemon", &namespace, labels, &spec, 1)
+                        .map_err(|e| context(e.to_string()))?,
                 );
             }
             "NodePool" => inputs.node_pools.push(parse(value).map_err(context)?),

@@ -91,9 +91,24 @@ pub fn template_name(cluster: &str, node_class: &str, arch: &str, data: &Templat
     format!("windlass-{cluster}-{node_class}-{arch}-{hash}")
 }
 
+/// Why a NodeClaim cannot be launched as it stands; shown on its Launched condition.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LaunchError {
+    #[error("the NodeClaim names no instance type")]
+    NoInstanceType,
+    #[error("no subnet of the EC2NodeClass is in an allowed zone")]
+    NoSubnetInZone,
+    #[error(
+        "no candidate offering is available: every one lacks an AMI for its architecture or recently ran out of capacity"
+    )]
+    NoOffering,
+    #[error("blockDeviceMappings[{index}].ebs.volumeSize {size:?} is not a size")]
+    VolumeSize { index: usize, size: String },
+}
+
 /// The template for one image: the node class's settings, with Windlass' default root volume
 /// (20 GiB gp3, encrypted) when it names no block devices.
-pub fn template_data(input: &LaunchInput, image_id: &str) -> Result<TemplateData, String> {
+pub fn template_data(input: &LaunchInput, image_id: &str) -> Result<TemplateData, LaunchError> {
     let spec = input.spec;
     let volumes = if spec.block_device_mappings.is_empty() {
         vec![Volume {
@@ -140,7 +155,7 @@ pub fn template_data(input: &LaunchInput, image_id: &str) -> Result<TemplateData
     })
 }
 
-fn volume(index: usize, mapping: &BlockDeviceMapping) -> Result<Volume, String> {
+fn volume(index: usize, mapping: &BlockDeviceMapping) -> Result<Volume, LaunchError> {
     let ebs = &mapping.ebs;
     let size_gib = match &ebs.volume_size {
         None => None,
@@ -149,11 +164,9 @@ fn volume(index: usize, mapping: &BlockDeviceMapping) -> Result<Volume, String> 
                 .ok()
                 .and_then(|q| q.to_bytes_f64())
                 .filter(|bytes| *bytes > 0.0)
-                .ok_or_else(|| {
-                    format!(
-                        "blockDeviceMappings[{index}].ebs.volumeSize {:?} is not a size",
-                        quantity.0
-                    )
+                .ok_or_else(|| LaunchError::VolumeSize {
+                    index,
+                    size: quantity.0.clone(),
                 })?;
             Some((bytes / f64::from(1 << 30)).ceil() as i32)
         }
@@ -177,7 +190,7 @@ fn volume(index: usize, mapping: &BlockDeviceMapping) -> Result<Volume, String> 
     })
 }
 
-pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, String> {
+pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, LaunchError> {
     let requirements = input.requirements;
     let types: Vec<&String> = requirements
         .get(INSTANCE_TYPE_LABEL)
@@ -185,7 +198,7 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, String> {
         .map(|values| values.iter().collect())
         .unwrap_or_default();
     if types.is_empty() {
-        return Err("the NodeClaim names no instance type".into());
+        return Err(LaunchError::NoInstanceType);
     }
     let mut subnets: BTreeMap<&str, &str> = BTreeMap::new();
     for subnet in &input.status.subnets {
@@ -196,7 +209,7 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, String> {
         }
     }
     if subnets.is_empty() {
-        return Err("no subnet of the EC2NodeClass is in an allowed zone".into());
+        return Err(LaunchError::NoSubnetInZone);
     }
     // Spot when allowed and some spot offering is available; otherwise on-demand.
     let mut capacity_types = Vec::new();
@@ -212,11 +225,7 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, String> {
             return Ok(request(input, capacity_type, configs));
         }
     }
-    Err(
-        "no candidate offering is available: every one lacks an AMI for its architecture or \
-         recently ran out of capacity"
-            .into(),
-    )
+    Err(LaunchError::NoOffering)
 }
 
 /// One template config per architecture: each available (type, one subnet per zone) pair.
@@ -225,7 +234,7 @@ fn configs_for(
     types: &[&String],
     subnets: &BTreeMap<&str, &str>,
     capacity_type: &str,
-) -> Result<Vec<TemplateConfig>, String> {
+) -> Result<Vec<TemplateConfig>, LaunchError> {
     let mut configs: BTreeMap<&str, TemplateConfig> = BTreeMap::new();
     for name in types {
         let Some(arch) = input.architectures.get(name.as_str()) else {
@@ -414,7 +423,7 @@ mod tests {
             ..input
         })
         .unwrap_err();
-        assert!(error.contains("allowed zone"), "{error}");
+        assert_eq!(error, LaunchError::NoSubnetInZone);
     }
 
     fn input<'a>(
@@ -526,9 +535,9 @@ mod tests {
             "ami-1",
         )
         .unwrap_err();
-        assert!(
-            error.contains("blockDeviceMappings[0].ebs.volumeSize"),
-            "{error}"
+        assert_eq!(
+            error.to_string(),
+            "blockDeviceMappings[0].ebs.volumeSize \"lots\" is not a size"
         );
     }
 }

@@ -290,7 +290,7 @@ async fn launch(
                 CONDITION_LAUNCHED,
                 false,
                 "NoLaunchOption",
-                reason,
+                reason.to_string(),
                 now,
             );
             return Ok(Action::requeue(Duration::from_secs(10)));

@@ -127,6 +127,7 @@ mod tests {
     use super::*;
     use crate::scheduling::catalog;
     use crate::scheduling::instance_types::{ON_DEMAND, Offering, Shape};
+    use crate::scheduling::pod::Untolerated;
     use crate::scheduling::requirements::Requirements;
     use crate::scheduling::resources::Resources;
 
@@ -208,7 +209,14 @@ mod tests {
         let unplaced = [
             Unplaced(vec![
                 limit("a", "cpu=4"),
-                ("b".into(), Rejection::Untolerated("t".into())),
+                (
+                    "b".into(),
+                    Rejection::Untolerated(Untolerated {
+                        key: "k".into(),
+                        value: "v".into(),
+                        effect: "NoSchedule".into(),
+                    }),
+                ),
             ]),
             Unplaced(vec![limit("a", "cpu=4")]),
             Unplaced(vec![limit("a", "nodes=2"), limit("b", "memory=8Gi")]),

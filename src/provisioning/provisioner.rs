@@ -315,7 +315,15 @@ async fn provision(
                 shapes.push(shape);
                 shaped_pods.push(pod.clone());
             }
-            Err(reason) => publish(provisioner, pod.as_ref(), "FailedProvisioning", reason).await,
+            Err(reason) => {
+                publish(
+                    provisioner,
+                    pod.as_ref(),
+                    "FailedProvisioning",
+                    reason.to_string(),
+                )
+                .await
+            }
         }
     }
     let mut claims = state.node_claims.state();

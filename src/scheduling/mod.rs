@@ -12,8 +12,8 @@ pub mod resources;
 mod solver;
 
 pub use solver::{
-    BoundPod, ExistingNode, LAUNCH_CANDIDATES, NewClaim, NodePoolInput, Plan, Problem, Rejection,
-    Unplaced, no_instance_types, solve,
+    BoundPod, ExistingNode, LAUNCH_CANDIDATES, Mismatch, NewClaim, NodePoolInput, Plan, Problem,
+    Rejection, Unplaced, no_instance_types, solve,
 };
 
 use k8s_openapi::api::core::v1::PodSpec;
@@ -73,7 +73,7 @@ pub fn template_pods(
     labels: Option<&std::collections::BTreeMap<String, String>>,
     spec: &PodSpec,
     replicas: i32,
-) -> Result<Vec<PodShape>, String> {
+) -> Result<Vec<PodShape>, pod::PodShapeError> {
     let mut pod = k8s_openapi::api::core::v1::Pod::default();
     pod.metadata.namespace = Some(namespace.to_owned());
     pod.metadata.labels = labels.cloned();

@@ -12,6 +12,25 @@ use super::resources::Resources;
 use crate::apis::labels::{HOSTNAME_LABEL, ZONE_LABEL};
 use crate::apis::node_pool::RequirementOperator;
 
+/// A constraint of a pod's spec that the simulation cannot honour, so it plans nothing for it
+/// rather than plan it wrongly.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PodShapeError {
+    #[error("topology key {0:?} is not supported")]
+    TopologyKey(String),
+    #[error("node affinity operator {0:?} is not known")]
+    Operator(String),
+}
+
+/// A taint of the node or NodePool that the pod does not tolerate.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("taint {key}={value}:{effect} is not tolerated")]
+pub struct Untolerated {
+    pub key: String,
+    pub value: String,
+    pub effect: String,
+}
+
 /// The topology domains the simulation understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TopologyKey {
@@ -20,11 +39,11 @@ pub enum TopologyKey {
 }
 
 impl TopologyKey {
-    fn parse(key: &str) -> Result<Self, String> {
+    fn parse(key: &str) -> Result<Self, PodShapeError> {
         match key {
             ZONE_LABEL => Ok(Self::Zone),
             HOSTNAME_LABEL => Ok(Self::Hostname),
-            other => Err(format!("topology key {other:?} is not supported")),
+            other => Err(PodShapeError::TopologyKey(other.to_owned())),
         }
     }
 }
@@ -119,7 +138,7 @@ pub struct PodShape {
 
 impl PodShape {
     /// Reads a pod; a constraint the simulation cannot honour is an error naming it.
-    pub fn from_pod(pod: &Pod) -> Result<Self, String> {
+    pub fn from_pod(pod: &Pod) -> Result<Self, PodShapeError> {
         let namespace = pod
             .metadata
             .namespace
@@ -213,24 +232,27 @@ impl PodShape {
     }
 
     /// Whether the pod tolerates every NoSchedule and NoExecute taint.
-    pub fn tolerates(&self, taints: &[Taint]) -> Result<(), String> {
+    pub fn tolerates(&self, taints: &[Taint]) -> Result<(), Untolerated> {
         match taints
             .iter()
             .filter(|t| t.effect != "PreferNoSchedule")
             .find(|taint| !self.tolerations.iter().any(|t| tolerates(t, taint)))
         {
-            Some(taint) => Err(format!(
-                "taint {}={}:{} is not tolerated",
-                taint.key,
-                taint.value.clone().unwrap_or_default(),
-                taint.effect
-            )),
+            Some(taint) => Err(Untolerated {
+                key: taint.key.clone(),
+                value: taint.value.clone().unwrap_or_default(),
+                effect: taint.effect.clone(),
+            }),
             None => Ok(()),
         }
     }
 }
 
-fn affinity_term(term: PodAffinityTerm, kind: TermKind, namespace: &str) -> Result<Term, String> {
+fn affinity_term(
+    term: PodAffinityTerm,
+    kind: TermKind,
+    namespace: &str,
+) -> Result<Term, PodShapeError> {
     Ok(Term {
         kind,
         key: TopologyKey::parse(&term.topology_key)?,
@@ -242,7 +264,7 @@ fn affinity_term(term: PodAffinityTerm, kind: TermKind, namespace: &str) -> Resu
     })
 }
 
-fn parse_operator(operator: &str) -> Result<RequirementOperator, String> {
+fn parse_operator(operator: &str) -> Result<RequirementOperator, PodShapeError> {
     Ok(match operator {
         "In" => RequirementOperator::In,
         "NotIn" => RequirementOperator::NotIn,
@@ -250,7 +272,7 @@ fn parse_operator(operator: &str) -> Result<RequirementOperator, String> {
         "DoesNotExist" => RequirementOperator::DoesNotExist,
         "Gt" => RequirementOperator::Gt,
         "Lt" => RequirementOperator::Lt,
-        other => return Err(format!("node affinity operator {other:?} is not known")),
+        other => return Err(PodShapeError::Operator(other.to_owned())),
     })
 }
 
@@ -278,7 +300,7 @@ fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
 mod tests {
     use super::*;
 
-    fn shape(json: serde_json::Value) -> Result<PodShape, String> {
+    fn shape(json: serde_json::Value) -> Result<PodShape, PodShapeError> {
         PodShape::from_pod(&serde_json::from_value(json).unwrap())
     }
 
@@ -323,7 +345,8 @@ mod tests {
                 {"maxSkew": 1, "topologyKey": "rack", "whenUnsatisfiable": "DoNotSchedule"}]}
         }))
         .unwrap_err();
-        assert!(error.contains("\"rack\""), "{error}");
+        assert_eq!(error, PodShapeError::TopologyKey("rack".into()));
+        assert_eq!(error.to_string(), "topology key \"rack\" is not supported");
     }
 
     #[test]
@@ -354,6 +377,9 @@ mod tests {
         let refused = pod
             .tolerates(&[taint("gpu", "false", "NoSchedule")])
             .unwrap_err();
-        assert_eq!(refused, "taint gpu=false:NoSchedule is not tolerated");
+        assert_eq!(
+            refused.to_string(),
+            "taint gpu=false:NoSchedule is not tolerated"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use k8s_openapi::api::core::v1::Taint;
 
 use super::instance_types::{InstanceType, is_well_known};
-use super::pod::{PodShape, Term, TermKind, TopologyKey};
+use super::pod::{PodShape, Term, TermKind, TopologyKey, Untolerated};
 use super::requirements::{Requirement, Requirements};
 use super::resources::{Limits, Resources, format_cpu, format_memory};
 use crate::apis::labels::ZONE_LABEL;
@@ -101,13 +101,13 @@ pub enum Rejection {
     /// The pool's own requirements admit no instance type, whatever the pod.
     #[error("its requirements admit no instance type: {0}")]
     NoInstanceTypes(String),
-    #[error("{0}")]
-    Untolerated(String),
+    #[error(transparent)]
+    Untolerated(#[from] Untolerated),
     /// The pod's node selector or affinity conflicts with the pool's requirements.
-    #[error("{0}")]
-    Requirements(String),
-    #[error("{0}")]
-    Topology(String),
+    #[error(transparent)]
+    Requirements(#[from] Mismatch),
+    #[error(transparent)]
+    Topology(#[from] TopologyViolation),
     /// None of the pool's instance types satisfies the pod's requirements.
     #[error("no instance type of this NodePool satisfies {requirements}")]
     NoMatchingType { requirements: String },
@@ -123,6 +123,37 @@ pub enum Rejection {
     /// A limit of the pool, e.g. `cpu=4`.
     #[error("limit {0} reached")]
     Limit(String),
+}
+
+/// A topology term (spread, affinity, anti-affinity) that a placement would break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyViolation {
+    #[error("hostname spread")]
+    HostnameSpread,
+    #[error("hostname affinity")]
+    HostnameAffinity,
+    #[error("hostname anti-affinity")]
+    HostnameAntiAffinity,
+    #[error("another pod's anti-affinity")]
+    OthersAntiAffinity,
+    #[error("no zone satisfies the pod's topology")]
+    NoZone,
+}
+
+/// Why a pod's node selector or required affinity does not fit a NodePool.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// The pod requires a label that no node of the pool will carry.
+    #[error("label {key} ({wanted}) is not set on this NodePool's nodes")]
+    LabelNotSet { key: String, wanted: String },
+    #[error("requirement {key} {wanted} conflicts with {key} {offered}")]
+    Conflict {
+        key: String,
+        wanted: String,
+        offered: String,
+    },
+    #[error("no node affinity term matches")]
+    NoTerm,
 }
 
 /// Why a pod fits nowhere: each NodePool's rejection, in the order they were tried.
@@ -527,7 +558,7 @@ impl<'a> Solver<'a> {
     fn place(&mut self, pod: usize, plan: &mut Plan) -> Result<(), Unplaced> {
         self.count_allowed_nodes(pod);
         for slot in 0..self.slots.len() {
-            if let Ok(placement) = self.try_slot(pod, slot) {
+            if let Some(placement) = self.try_slot(pod, slot) {
                 self.commit(pod, slot, placement);
                 if let SlotKind::Existing(node) = self.slots[slot].kind {
                     plan.on_existing.push((pod, node));
@@ -546,34 +577,35 @@ impl<'a> Solver<'a> {
         Err(Unplaced(reasons))
     }
 
-    fn try_slot(&self, pod: usize, slot_index: usize) -> Result<Placement, String> {
+    /// Where the pod would go on this slot, if it fits there. Why it does not is never shown:
+    /// the pod then tries the next slot, and only a new claim's rejection is reported.
+    fn try_slot(&self, pod: usize, slot_index: usize) -> Option<Placement> {
         let shape = &self.problem.pods[pod];
         let slot = &self.slots[slot_index];
         if let SlotKind::Existing(node) = slot.kind
             && self.problem.existing[node].topology_only
         {
-            return Err("topology only".into());
+            return None;
         }
         let requested = slot.requested + shape.requests;
-        if !requested.fits(&slot.room) {
-            return Err("no room".into());
-        }
-        if shape
+        let port_taken = shape
             .host_ports
             .iter()
-            .any(|port| slot.host_ports.contains(port))
-        {
-            return Err("host port taken".into());
+            .any(|port| slot.host_ports.contains(port));
+        if !requested.fits(&slot.room) || port_taken {
+            return None;
         }
         match slot.kind {
             SlotKind::Existing(node) => {
                 let existing = &self.problem.existing[node];
-                shape.tolerates(&existing.taints)?;
+                shape.tolerates(&existing.taints).ok()?;
                 if !labels_allow(shape, &existing.labels) {
-                    return Err("node labels do not match".into());
+                    return None;
                 }
-                let zone = self.topology(pod, slot_index, &self.existing_requirements[node])?;
-                Ok(Placement {
+                let zone = self
+                    .topology(pod, slot_index, &self.existing_requirements[node])
+                    .ok()?;
+                Some(Placement {
                     requirements: None,
                     candidates: None,
                     zone,
@@ -582,48 +614,42 @@ impl<'a> Solver<'a> {
             SlotKind::Claim(claim_index) => {
                 let claim = &self.claims[claim_index];
                 let pool = &self.problem.pools[claim.pool];
-                if !pool.taints.is_empty() {
-                    shape.tolerates(&pool.taints)?;
-                }
+                shape.tolerates(&pool.taints).ok()?;
                 let alternatives: Vec<Option<Requirements>> =
                     if shape.requirements.iter().all(Requirements::is_empty) {
                         vec![None]
                     } else {
-                        self.alternatives(&claim.requirements, shape)?
+                        self.alternatives(&claim.requirements, shape)
+                            .ok()?
                             .into_iter()
                             .map(Some)
                             .collect()
                     };
-                let mut first_error = None;
-                for requirements in alternatives {
-                    match self.claim_placement(pod, slot_index, claim_index, requirements) {
-                        Ok(placement) => return Ok(placement),
-                        Err(error) => {
-                            first_error.get_or_insert(error);
-                        }
-                    }
-                }
-                Err(first_error.unwrap_or_default())
+                alternatives.into_iter().find_map(|requirements| {
+                    self.claim_placement(pod, slot_index, claim_index, requirements)
+                })
             }
         }
     }
 
     /// Placing a pod on a planned claim under one of its requirement alternatives (`None`:
-    /// the claim's requirements unchanged).
+    /// the claim's requirements unchanged), if some candidate type still fits.
     fn claim_placement(
         &self,
         pod: usize,
         slot_index: usize,
         claim_index: usize,
         mut requirements: Option<Requirements>,
-    ) -> Result<Placement, String> {
+    ) -> Option<Placement> {
         let shape = &self.problem.pods[pod];
         let claim = &self.claims[claim_index];
-        let zone = self.topology(
-            pod,
-            slot_index,
-            requirements.as_ref().unwrap_or(&claim.requirements),
-        )?;
+        let zone = self
+            .topology(
+                pod,
+                slot_index,
+                requirements.as_ref().unwrap_or(&claim.requirements),
+            )
+            .ok()?;
         if let Some(zone) = &zone {
             let narrowed = requirements.get_or_insert_with(|| claim.requirements.clone());
             narrowed.add(ZONE_LABEL, Requirement::one_of([zone.clone()]));
@@ -644,10 +670,7 @@ impl<'a> Solver<'a> {
                         .is_none_or(|r| catalog[i].satisfies(r))
             })
             .collect();
-        if candidates.is_empty() {
-            return Err("no instance type fits".into());
-        }
-        Ok(Placement {
+        (!candidates.is_empty()).then_some(Placement {
             requirements,
             candidates: Some(candidates),
             zone,
@@ -661,7 +684,7 @@ impl<'a> Solver<'a> {
         &self,
         base: &Requirements,
         shape: &PodShape,
-    ) -> Result<Vec<Requirements>, String> {
+    ) -> Result<Vec<Requirements>, Mismatch> {
         let mut first_error = None;
         let mut compatible = Vec::new();
         for alternative in &shape.requirements {
@@ -670,19 +693,21 @@ impl<'a> Solver<'a> {
             for (key, requirement) in alternative.iter() {
                 if base.get(key).is_none() && !is_well_known(key) {
                     if !requirement.allows_absent() {
-                        error = Some(format!(
-                            "label {key} ({requirement}) is not set on this NodePool's nodes"
-                        ));
+                        error = Some(Mismatch::LabelNotSet {
+                            key: key.clone(),
+                            wanted: requirement.to_string(),
+                        });
                         break;
                     }
                     continue;
                 }
                 merged.add(key, requirement.clone());
                 if merged.get(key).is_some_and(Requirement::is_unsatisfiable) {
-                    let mine = base.get(key).map_or("Any".to_owned(), ToString::to_string);
-                    error = Some(format!(
-                        "requirement {key} {requirement} conflicts with {key} {mine}"
-                    ));
+                    error = Some(Mismatch::Conflict {
+                        key: key.clone(),
+                        wanted: requirement.to_string(),
+                        offered: base.get(key).map_or("Any".to_owned(), ToString::to_string),
+                    });
                     break;
                 }
             }
@@ -694,7 +719,7 @@ impl<'a> Solver<'a> {
             }
         }
         if compatible.is_empty() {
-            return Err(first_error.unwrap_or_else(|| "no node affinity term matches".into()));
+            return Err(first_error.unwrap_or(Mismatch::NoTerm));
         }
         Ok(compatible)
     }
@@ -706,7 +731,7 @@ impl<'a> Solver<'a> {
         pod: usize,
         slot: usize,
         requirements: &Requirements,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, TopologyViolation> {
         let shape = &self.problem.pods[pod];
         let fixed_zone = self.slots.get(slot).and_then(|s| s.zone.clone());
         let mut options: Option<BTreeSet<String>> = None;
@@ -736,7 +761,7 @@ impl<'a> Solver<'a> {
                     TopologyKey::Hostname,
                 ) => {
                     if slot_count(&group.slot_counts) + own > i64::from(skew) {
-                        return Err("hostname spread".into());
+                        return Err(TopologyViolation::HostnameSpread);
                     }
                 }
                 (
@@ -768,7 +793,7 @@ impl<'a> Solver<'a> {
                 }
                 (TermKind::Affinity, TopologyKey::Hostname) => {
                     if slot_count(&group.slot_counts) == 0 && !(group.total == 0 && self_match) {
-                        return Err("hostname affinity".into());
+                        return Err(TopologyViolation::HostnameAffinity);
                     }
                 }
                 (TermKind::Affinity, TopologyKey::Zone) => {
@@ -784,7 +809,7 @@ impl<'a> Solver<'a> {
                 }
                 (TermKind::AntiAffinity, TopologyKey::Hostname) => {
                     if slot_count(&group.slot_counts) > 0 {
-                        return Err("hostname anti-affinity".into());
+                        return Err(TopologyViolation::HostnameAntiAffinity);
                     }
                 }
                 (TermKind::AntiAffinity, TopologyKey::Zone) => {
@@ -804,7 +829,7 @@ impl<'a> Solver<'a> {
             match group.term.key {
                 TopologyKey::Hostname => {
                     if slot_count(&group.owner_slots) > 0 {
-                        return Err("another pod's anti-affinity".into());
+                        return Err(TopologyViolation::OthersAntiAffinity);
                     }
                 }
                 TopologyKey::Zone => {
@@ -820,7 +845,7 @@ impl<'a> Solver<'a> {
             return Ok(None);
         };
         if options.is_empty() {
-            return Err("no zone satisfies the pod's topology".into());
+            return Err(TopologyViolation::NoZone);
         }
         if fixed_zone.is_some() {
             return Ok(None);
@@ -884,8 +909,7 @@ impl<'a> Solver<'a> {
                 }
             }
         }
-        Err(first_error
-            .unwrap_or_else(|| Rejection::Requirements("no node affinity term matches".into())))
+        Err(first_error.unwrap_or(Rejection::Requirements(Mismatch::NoTerm)))
     }
 
     /// A new claim of `pool` for the pod under one requirement alternative: its requirements,
