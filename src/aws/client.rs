@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest,
     FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
@@ -99,10 +99,14 @@ pub struct CloudError {
     pub message: String,
 }
 
-fn failed<E: std::error::Error>(call: &'static str) -> impl FnOnce(E) -> CloudError {
+fn failed<E, R>(call: &'static str) -> impl FnOnce(SdkError<E, R>) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
     move |error| CloudError {
         call,
-        message: DisplayErrorContext(error).to_string(),
+        message: super::sdk_errors::describe(&error),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod capacity;
 pub mod client;
 pub mod launch;
 pub mod nodeclass;
+pub mod sdk_errors;
 
 pub use client::{Aws, CloudError, FleetOutcome, shape_of};
 

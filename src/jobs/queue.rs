@@ -5,8 +5,9 @@ use kube::Api;
 
 use crate::apis::scaled_job::ScaledJob;
 use crate::apis::triggers::{AwsSqsQueueTrigger, QueueSource};
+use crate::aws::sdk_errors;
 use crate::scaling::target::container_env;
-use crate::scaling::{Scaling, auth, sdk_errors};
+use crate::scaling::{Scaling, auth};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {

@@ -7,7 +7,6 @@ pub mod queue_depths;
 pub mod scaled_job;
 pub mod scaled_object;
 pub mod scalers;
-pub mod sdk_errors;
 pub mod target;
 pub mod trigger_auths;
 pub mod triggers;

@@ -72,7 +72,7 @@ impl WorkloadWebIdentity {
                 CredentialsError::provider_error(format!(
                     "assuming {}: {}",
                     self.role_arn,
-                    super::sdk_errors::describe(&e)
+                    crate::aws::sdk_errors::describe(&e)
                 ))
             })?;
         let credentials = assumed

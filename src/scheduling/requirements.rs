@@ -266,22 +266,6 @@ impl Requirements {
     pub fn allows(&self, key: &str, value: &str) -> bool {
         self.0.get(key).is_none_or(|r| r.allows(value))
     }
-
-    /// Both sets together, or the first key on which they cannot both hold.
-    pub fn intersect(&self, other: &Self) -> Result<Self, String> {
-        let mut merged = self.clone();
-        for (key, requirement) in &other.0 {
-            merged.add(key, requirement.clone());
-            if merged.0[key].is_unsatisfiable() {
-                let mine = self
-                    .0
-                    .get(key)
-                    .map_or("Any".to_owned(), ToString::to_string);
-                return Err(format!("{key} {requirement} conflicts with {key} {mine}"));
-            }
-        }
-        Ok(merged)
-    }
 }
 
 #[cfg(test)]
@@ -371,18 +355,5 @@ mod tests {
             }
             assert_eq!(back.get("k"), Some(&original), "{original}");
         }
-    }
-
-    #[test]
-    fn conflicting_requirement_sets_name_the_key() {
-        let mut pool = Requirements::default();
-        pool.add("kubernetes.io/arch", req(In, &["amd64"]));
-        let mut pod = Requirements::default();
-        pod.add("kubernetes.io/arch", req(In, &["arm64"]));
-        let error = pool.intersect(&pod).unwrap_err();
-        assert!(
-            error.starts_with("kubernetes.io/arch In [arm64]"),
-            "{error}"
-        );
     }
 }

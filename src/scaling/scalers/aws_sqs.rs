@@ -14,9 +14,9 @@ use tokio::sync::Mutex;
 
 use super::{Reading, Scaler, ScalerError};
 use crate::apis::triggers::AwsSqsQueueTrigger;
+use crate::aws::sdk_errors;
 use crate::scaling::auth::ResolvedAuth;
 use crate::scaling::queue_depths::{QueueAttributes, QueueDepths, QueueKey};
-use crate::scaling::sdk_errors;
 
 /// The messages that count toward scaling.
 pub fn messages(attributes: QueueAttributes, trigger: &AwsSqsQueueTrigger) -> u64 {
