@@ -1,0 +1,173 @@
+//! Out of capacity: with every spot offering out of capacity a NodeClaim launches on-demand,
+//! and with the cheapest type out of capacity it launches the next one, which is then the only
+//! type the next NodeClaim offers.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use windlass::apis::node_claim::NodeClaim;
+
+use super::fixture::{
+    candidate_types, delete_pods, delete_pool_and_class, event_note, exhaust, node_class_and_pool,
+    pending_pods, restore, wait_claim_gone, wait_claims_gone,
+};
+use crate::support::{TestEnv, TestNamespace, install_crds, start_windlass, unique, wait_until};
+
+#[tokio::test]
+async fn spot_out_of_capacity_falls_back_to_on_demand() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "capacity").await;
+    let ns = namespace.name.as_str();
+    let name = unique("spot");
+    let (classes, pools) = node_class_and_pool(&env, &name, json!([]), json!({})).await;
+    let windlass = start_windlass(ns);
+    let exhausted = exhaust(&env, &windlass.cluster, "spot:*:*").await;
+    let pods = pending_pods(&env, ns, &name, 1).await;
+
+    let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    let selector = format!("windlass.dev/nodepool={name}");
+    let launched = wait_until(
+        "the NodeClaim to launch on-demand",
+        Duration::from_secs(60),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|c| c.labels().contains_key("windlass.dev/capacity-type"))
+        },
+    )
+    .await;
+    restore(&env, &exhausted).await;
+    assert_eq!(
+        launched
+            .labels()
+            .get("windlass.dev/capacity-type")
+            .map(String::as_str),
+        Some("on-demand"),
+        "spot was out of capacity everywhere"
+    );
+    let claim_name = launched.name_any();
+    let failure = wait_until(
+        "a LaunchFailed Event for the spot attempt",
+        Duration::from_secs(30),
+        || event_note(&env, &claim_name, "LaunchFailed"),
+    )
+    .await;
+    assert!(
+        failure.contains("(spot)") && failure.contains("InsufficientInstanceCapacity"),
+        "{failure}"
+    );
+    let pool_label = format!("{{nodepool=\"{name}\"}}");
+    assert!(
+        windlass.metric(&format!(
+            "windlass_nodeclaims_launch_failures_total{pool_label}"
+        )) >= Some(1.0)
+    );
+    assert_eq!(
+        windlass.metric(&format!("windlass_nodeclaims_launched_total{pool_label}")),
+        Some(1.0)
+    );
+
+    delete_pods(&pods).await;
+    claims
+        .delete(&claim_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_claim_gone(&claims, &claim_name).await;
+    delete_pool_and_class(&pools, &classes, &name).await;
+    namespace.delete().await;
+}
+
+#[tokio::test]
+async fn the_cheapest_type_out_of_capacity_launches_the_next_and_is_left_out_after() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "next-type").await;
+    let ns = namespace.name.as_str();
+    let name = unique("nexttype");
+    let (classes, pools) = node_class_and_pool(
+        &env,
+        &name,
+        json!([
+            {"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]},
+            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.xlarge", "m5.2xlarge"]}
+        ]),
+        json!({}),
+    )
+    .await;
+    let windlass = start_windlass(ns);
+    let exhausted = exhaust(&env, &windlass.cluster, "on-demand:m5.xlarge:*").await;
+    let pods = pending_pods(&env, ns, &name, 1).await;
+    let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    let selector = format!("windlass.dev/nodepool={name}");
+    let first = wait_until(
+        "the first NodeClaim to launch",
+        Duration::from_secs(60),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|c| c.labels().contains_key("node.kubernetes.io/instance-type"))
+        },
+    )
+    .await;
+    assert_eq!(candidate_types(&first), ["m5.2xlarge", "m5.xlarge"]);
+    assert_eq!(
+        first
+            .labels()
+            .get("node.kubernetes.io/instance-type")
+            .map(String::as_str),
+        Some("m5.2xlarge"),
+        "m5.xlarge, the cheapest, was out of capacity"
+    );
+
+    // A pod that may not share a node with the worker: the second NodeClaim no longer offers
+    // m5.xlarge while that is marked out of capacity.
+    let big: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"},
+        "spec": {
+            "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": name, "effect": "NoSchedule"}],
+            "nodeSelector": {"windlass.dev/nodepool": name},
+            "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "worker"}}}
+            ]}},
+            "containers": [{"name": "big", "image": "big", "resources": {"requests": {"cpu": "3500m", "memory": "3Gi"}}}]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &big).await.unwrap();
+    let second = wait_until("a second NodeClaim", Duration::from_secs(60), || async {
+        let list = claims
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?;
+        list.items
+            .into_iter()
+            .find(|c| c.name_any() != first.name_any())
+    })
+    .await;
+    restore(&env, &exhausted).await;
+    assert_eq!(candidate_types(&second), ["m5.2xlarge"]);
+
+    delete_pods(&pods).await;
+    for claim in [&first, &second] {
+        claims
+            .delete(&claim.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    wait_claims_gone(&claims, &selector).await;
+    drop(windlass);
+    delete_pool_and_class(&pools, &classes, &name).await;
+    namespace.delete().await;
+}

@@ -1,0 +1,14 @@
+//! Provisioning against the real cluster and moto, each test with a NodePool of its own: pods
+//! the scheduler marks Unschedulable become NodeClaims sized for them, shaped by their
+//! constraints and held within the NodePool's limits; a NodeClaim launches an instance through
+//! CreateFleet, falling back when an offering is out of capacity, and its Node registers and
+//! runs the pods; deleting the NodeClaim or its Node terminates the instance and removes both;
+//! a restart mid-launch launches nothing twice; and a pool that cannot launch says why.
+
+mod capacity;
+mod constraints;
+mod end_to_end;
+mod fixture;
+mod node_deletion;
+mod reasons;
+mod restart;
