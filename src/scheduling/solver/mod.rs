@@ -1,0 +1,840 @@
+//! The scheduling simulation, without I/O: where pending pods would go. First-fit decreasing
+//! (largest pods first): each pod goes to the first existing node or already-planned NodeClaim
+//! it fits, else to a new NodeClaim from the first NodePool (by weight) that can take it. A
+//! planned NodeClaim keeps every instance type that still fits all its pods, cheapest first.
+//!
+//! Limits are kept by reservation: a planned NodeClaim reserves, per resource, the largest
+//! capacity among the instance types a launch may pick (the 60 cheapest candidates), so no
+//! choice CreateFleet makes can take a NodePool over its limits.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use k8s_openapi::api::core::v1::Taint;
+
+use super::instance_types::{InstanceType, is_well_known};
+use super::pod::{PodShape, Term, TermKind, Untolerated};
+use super::requirements::{Requirement, Requirements};
+use super::resources::{Limits, Resources, format_cpu, format_memory};
+use crate::apis::labels::ZONE_LABEL;
+
+mod explain;
+mod topology;
+
+pub use explain::{explain_no_instance_types, no_instance_types};
+use topology::Group;
+
+/// How many instance types a launch offers CreateFleet.
+pub const LAUNCH_CANDIDATES: usize = 60;
+
+/// A NodePool as the simulation needs it.
+#[derive(Clone, Debug, Default)]
+pub struct NodePoolInput {
+    pub name: String,
+    pub weight: i32,
+    /// The template's requirements, its labels (as `In [value]`) and the nodepool label.
+    pub requirements: Requirements,
+    pub taints: Vec<Taint>,
+    pub limits: Limits,
+    /// Capacity of the pool's existing nodes and NodeClaims.
+    pub in_use: Resources,
+    pub nodes_in_use: i64,
+    /// DaemonSet pods every new node of this pool runs.
+    pub daemon_overhead: Resources,
+    /// Indices into the catalog this pool may launch.
+    pub instance_types: Vec<usize>,
+    /// Why the pool can launch nothing at all (its EC2NodeClass is not ready), if so.
+    pub not_ready: Option<String>,
+}
+
+/// A node that exists or is being launched, with what is already requested on it.
+#[derive(Clone, Debug, Default)]
+pub struct ExistingNode {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub allocatable: Resources,
+    pub requested: Resources,
+    pub host_ports: Vec<(String, i32)>,
+    /// Its pods count for topology, but nothing is planned onto it: a Node the kube-scheduler
+    /// already weighed, or one this install does not manage.
+    pub topology_only: bool,
+}
+
+/// A pod already on an existing node, counted for topology.
+#[derive(Clone, Debug)]
+pub struct BoundPod {
+    pub node: usize,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub terms: Vec<Term>,
+}
+
+pub struct Problem<'a> {
+    pub catalog: &'a [InstanceType],
+    pub pools: &'a [NodePoolInput],
+    pub existing: &'a [ExistingNode],
+    pub bound: &'a [BoundPod],
+    pub pods: &'a [PodShape],
+}
+
+/// A NodeClaim the simulation would create.
+#[derive(Clone, Debug)]
+pub struct NewClaim {
+    pub pool: usize,
+    pub requirements: Requirements,
+    pub pods: Vec<usize>,
+    /// The pods' requests plus the pool's DaemonSet overhead.
+    pub requests: Resources,
+    /// Catalog indices of every type that fits, cheapest first.
+    pub instance_types: Vec<usize>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub new_claims: Vec<NewClaim>,
+    /// (pod, existing node) pairs.
+    pub on_existing: Vec<(usize, usize)>,
+    /// Pods that fit nowhere, with the reason.
+    pub unplaced: Vec<(usize, Unplaced)>,
+}
+
+/// Why one NodePool cannot take a pod.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The pool can launch nothing: its EC2NodeClass is not ready.
+    #[error("{0}")]
+    NotReady(String),
+    /// The pool's own requirements admit no instance type, whatever the pod.
+    #[error("its requirements admit no instance type: {0}")]
+    NoInstanceTypes(String),
+    #[error(transparent)]
+    Untolerated(#[from] Untolerated),
+    /// The pod's node selector or affinity conflicts with the pool's requirements.
+    #[error(transparent)]
+    Requirements(#[from] Mismatch),
+    #[error(transparent)]
+    Topology(#[from] TopologyViolation),
+    /// None of the pool's instance types satisfies the pod's requirements.
+    #[error("no instance type of this NodePool satisfies {requirements}")]
+    NoMatchingType { requirements: String },
+    /// The pod (with the pool's DaemonSets) needs more than the largest type it could use.
+    #[error(
+        "the pod needs cpu={}, memory={} with DaemonSets; the largest instance type it could use allocates cpu={}, memory={}",
+        format_cpu(.needed.cpu), format_memory(.needed.memory), format_cpu(.largest.cpu), format_memory(.largest.memory)
+    )]
+    TooLarge {
+        needed: Resources,
+        largest: Resources,
+    },
+    /// A limit of the pool, e.g. `cpu=4`.
+    #[error("limit {0} reached")]
+    Limit(String),
+}
+
+/// A topology term (spread, affinity, anti-affinity) that a placement would break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyViolation {
+    #[error("hostname spread")]
+    HostnameSpread,
+    #[error("hostname affinity")]
+    HostnameAffinity,
+    #[error("hostname anti-affinity")]
+    HostnameAntiAffinity,
+    #[error("another pod's anti-affinity")]
+    OthersAntiAffinity,
+    #[error("no zone satisfies the pod's topology")]
+    NoZone,
+}
+
+/// Why a pod's node selector or required affinity does not fit a NodePool.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// The pod requires a label that no node of the pool will carry.
+    #[error("label {key} ({wanted}) is not set on this NodePool's nodes")]
+    LabelNotSet { key: String, wanted: String },
+    #[error("requirement {key} {wanted} conflicts with {key} {offered}")]
+    Conflict {
+        key: String,
+        wanted: String,
+        offered: String,
+    },
+    #[error("no node affinity term matches")]
+    NoTerm,
+}
+
+/// Why a pod fits nowhere: each NodePool's rejection, in the order they were tried.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unplaced(pub Vec<(String, Rejection)>);
+
+impl std::fmt::Display for Unplaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return write!(f, "no NodePool");
+        }
+        for (index, (pool, rejection)) in self.0.iter().enumerate() {
+            if index > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "nodepool {pool}: {rejection}")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn solve(problem: &Problem) -> Plan {
+    Solver::new(problem).run()
+}
+
+enum SlotKind {
+    Existing(usize),
+    Claim(usize),
+}
+
+struct Slot {
+    kind: SlotKind,
+    requested: Resources,
+    /// Existing: allocatable; claim: the per-resource maximum over candidates, a quick reject.
+    room: Resources,
+    zone: Option<String>,
+    host_ports: Vec<(String, i32)>,
+}
+
+struct Claim {
+    pool: usize,
+    requirements: Requirements,
+    pods: Vec<usize>,
+    candidates: Vec<usize>,
+    reserved: Resources,
+}
+
+/// What placing a pod on a slot would change.
+struct Placement {
+    requirements: Option<Requirements>,
+    candidates: Option<Vec<usize>>,
+    zone: Option<String>,
+}
+
+struct Solver<'a> {
+    problem: &'a Problem<'a>,
+    /// Per pool, the catalog indices it may launch that satisfy its requirements, cheapest first.
+    pool_types: Vec<Vec<usize>>,
+    pool_order: Vec<usize>,
+    zones: BTreeSet<String>,
+    groups: Vec<Group>,
+    owned: Vec<Vec<usize>>,
+    matched: Vec<Vec<usize>>,
+    slots: Vec<Slot>,
+    claims: Vec<Claim>,
+    pool_reserved: Vec<Resources>,
+    pool_claims: Vec<i64>,
+    /// Per pool, the rejection every pod gets when its requirements admit no instance type.
+    pool_rejections: Vec<Option<Rejection>>,
+    existing_requirements: Vec<Requirements>,
+    /// For the pod being placed, per zone-spread group that honours node affinity: its
+    /// matching pods per zone, on the nodes the pod's node selector and affinity allow.
+    allowed_zone_counts: HashMap<usize, HashMap<String, i64>>,
+}
+
+impl<'a> Solver<'a> {
+    fn new(problem: &'a Problem<'a>) -> Self {
+        let catalog = problem.catalog;
+        let mut by_price: Vec<usize> = (0..catalog.len()).collect();
+        by_price.sort_by(|&a, &b| {
+            let price = |i: usize| catalog[i].min_price().unwrap_or(f64::INFINITY);
+            price(a).total_cmp(&price(b)).then(a.cmp(&b))
+        });
+        let mut pool_order: Vec<usize> = (0..problem.pools.len()).collect();
+        pool_order.sort_by(|&a, &b| {
+            let (a, b) = (&problem.pools[a], &problem.pools[b]);
+            b.weight.cmp(&a.weight).then(a.name.cmp(&b.name))
+        });
+        let mut zones: BTreeSet<String> = catalog
+            .iter()
+            .flat_map(|it| it.offerings.iter().map(|o| o.zone.clone()))
+            .collect();
+        zones.extend(
+            problem
+                .existing
+                .iter()
+                .filter(|n| !n.topology_only)
+                .filter_map(|n| n.labels.get(ZONE_LABEL).cloned()),
+        );
+
+        let pool_types: Vec<Vec<usize>> = problem
+            .pools
+            .iter()
+            .map(|pool| {
+                let allowed: BTreeSet<usize> = pool.instance_types.iter().copied().collect();
+                by_price
+                    .iter()
+                    .copied()
+                    .filter(|i| allowed.contains(i) && catalog[*i].satisfies(&pool.requirements))
+                    .collect()
+            })
+            .collect();
+        let pool_rejections = problem
+            .pools
+            .iter()
+            .zip(&pool_types)
+            .map(|(pool, types)| {
+                (types.is_empty() && pool.not_ready.is_none())
+                    .then(|| Rejection::NoInstanceTypes(explain_no_instance_types(pool, catalog)))
+            })
+            .collect();
+        let mut solver = Self {
+            problem,
+            pool_types,
+            pool_order,
+            zones,
+            groups: Vec::new(),
+            owned: Vec::new(),
+            matched: Vec::new(),
+            slots: Vec::new(),
+            claims: Vec::new(),
+            pool_reserved: vec![Resources::default(); problem.pools.len()],
+            pool_claims: vec![0; problem.pools.len()],
+            pool_rejections,
+            existing_requirements: Vec::new(),
+            allowed_zone_counts: HashMap::new(),
+        };
+        solver.index_terms();
+        for (index, node) in problem.existing.iter().enumerate() {
+            let mut requirements = Requirements::default();
+            for (key, value) in &node.labels {
+                requirements.add(key, Requirement::one_of([value.clone()]));
+            }
+            solver.existing_requirements.push(requirements);
+            solver.add_slot(Slot {
+                kind: SlotKind::Existing(index),
+                requested: node.requested,
+                room: node.allocatable,
+                zone: node.labels.get(ZONE_LABEL).cloned(),
+                host_ports: node.host_ports.clone(),
+            });
+        }
+        for bound in problem.bound {
+            let zone = solver.slots[bound.node].zone.clone();
+            for group in solver.groups.iter_mut() {
+                if group.term.namespace == bound.namespace
+                    && group.term.selector.matches(&bound.labels)
+                {
+                    count(
+                        &mut group.zone_counts,
+                        &mut group.slot_counts,
+                        &mut group.total,
+                        zone.as_deref(),
+                        bound.node,
+                    );
+                }
+                if bound.terms.contains(&group.term) {
+                    let mut ignored = 0;
+                    count(
+                        &mut group.owner_zones,
+                        &mut group.owner_slots,
+                        &mut ignored,
+                        zone.as_deref(),
+                        bound.node,
+                    );
+                }
+            }
+        }
+        solver
+    }
+
+    fn add_slot(&mut self, slot: Slot) -> usize {
+        for group in &mut self.groups {
+            group.slot_counts.push(0);
+            group.owner_slots.push(0);
+        }
+        self.slots.push(slot);
+        self.slots.len() - 1
+    }
+
+    fn run(mut self) -> Plan {
+        let pods = self.problem.pods;
+        let mut order: Vec<usize> = (0..pods.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a_req, b_req) = (&pods[a].requests, &pods[b].requests);
+            b_req
+                .cpu
+                .cmp(&a_req.cpu)
+                .then(b_req.memory.cmp(&a_req.memory))
+                .then(a.cmp(&b))
+        });
+        let mut plan = Plan::default();
+        let mut failed: Vec<(usize, Unplaced)> = Vec::new();
+        let mut pending = order;
+        // Pods with pod affinity may need pods placed after them; retry while that helps.
+        loop {
+            for &pod in &pending {
+                if let Err(reason) = self.place(pod, &mut plan) {
+                    failed.push((pod, reason));
+                }
+            }
+            let progress = failed.len() < pending.len();
+            if failed.is_empty() || !progress || !failed.iter().any(|(p, _)| self.has_affinity(*p))
+            {
+                break;
+            }
+            pending = failed.drain(..).map(|(p, _)| p).collect();
+        }
+        plan.unplaced = failed;
+        plan.new_claims = self
+            .claims
+            .into_iter()
+            .map(|claim| {
+                let pool = &self.problem.pools[claim.pool];
+                let requests = claim
+                    .pods
+                    .iter()
+                    .fold(pool.daemon_overhead, |sum, &p| sum + pods[p].requests);
+                NewClaim {
+                    pool: claim.pool,
+                    requirements: claim.requirements,
+                    pods: claim.pods,
+                    requests,
+                    instance_types: claim.candidates,
+                }
+            })
+            .collect();
+        plan
+    }
+
+    fn has_affinity(&self, pod: usize) -> bool {
+        self.owned[pod]
+            .iter()
+            .any(|&g| self.groups[g].term.kind == TermKind::Affinity)
+    }
+
+    fn place(&mut self, pod: usize, plan: &mut Plan) -> Result<(), Unplaced> {
+        self.count_allowed_nodes(pod);
+        for slot in 0..self.slots.len() {
+            if let Some(placement) = self.try_slot(pod, slot) {
+                self.commit(pod, slot, placement);
+                if let SlotKind::Existing(node) = self.slots[slot].kind {
+                    plan.on_existing.push((pod, node));
+                }
+                return Ok(());
+            }
+        }
+        let mut reasons = Vec::new();
+        for index in 0..self.pool_order.len() {
+            let pool = self.pool_order[index];
+            match self.new_claim(pod, pool) {
+                Ok(()) => return Ok(()),
+                Err(rejection) => reasons.push((self.problem.pools[pool].name.clone(), rejection)),
+            }
+        }
+        Err(Unplaced(reasons))
+    }
+
+    /// Where the pod would go on this slot, if it fits there. Why it does not is never shown:
+    /// the pod then tries the next slot, and only a new claim's rejection is reported.
+    fn try_slot(&self, pod: usize, slot_index: usize) -> Option<Placement> {
+        let shape = &self.problem.pods[pod];
+        let slot = &self.slots[slot_index];
+        if let SlotKind::Existing(node) = slot.kind
+            && self.problem.existing[node].topology_only
+        {
+            return None;
+        }
+        let requested = slot.requested + shape.requests;
+        let port_taken = shape
+            .host_ports
+            .iter()
+            .any(|port| slot.host_ports.contains(port));
+        if !requested.fits(&slot.room) || port_taken {
+            return None;
+        }
+        match slot.kind {
+            SlotKind::Existing(node) => {
+                let existing = &self.problem.existing[node];
+                shape.tolerates(&existing.taints).ok()?;
+                if !labels_allow(shape, &existing.labels) {
+                    return None;
+                }
+                let zone = self
+                    .topology(pod, slot_index, &self.existing_requirements[node])
+                    .ok()?;
+                Some(Placement {
+                    requirements: None,
+                    candidates: None,
+                    zone,
+                })
+            }
+            SlotKind::Claim(claim_index) => {
+                let claim = &self.claims[claim_index];
+                let pool = &self.problem.pools[claim.pool];
+                shape.tolerates(&pool.taints).ok()?;
+                let alternatives: Vec<Option<Requirements>> =
+                    if shape.requirements.iter().all(Requirements::is_empty) {
+                        vec![None]
+                    } else {
+                        self.alternatives(&claim.requirements, shape)
+                            .ok()?
+                            .into_iter()
+                            .map(Some)
+                            .collect()
+                    };
+                alternatives.into_iter().find_map(|requirements| {
+                    self.claim_placement(pod, slot_index, claim_index, requirements)
+                })
+            }
+        }
+    }
+
+    /// Placing a pod on a planned claim under one of its requirement alternatives (`None`:
+    /// the claim's requirements unchanged), if some candidate type still fits.
+    fn claim_placement(
+        &self,
+        pod: usize,
+        slot_index: usize,
+        claim_index: usize,
+        mut requirements: Option<Requirements>,
+    ) -> Option<Placement> {
+        let shape = &self.problem.pods[pod];
+        let claim = &self.claims[claim_index];
+        let zone = self
+            .topology(
+                pod,
+                slot_index,
+                requirements.as_ref().unwrap_or(&claim.requirements),
+            )
+            .ok()?;
+        if let Some(zone) = &zone {
+            let narrowed = requirements.get_or_insert_with(|| claim.requirements.clone());
+            narrowed.add(ZONE_LABEL, Requirement::one_of([zone.clone()]));
+        }
+        // A claim's slot counts the pool's DaemonSet overhead from the start.
+        let with_daemons = self.slots[slot_index].requested + shape.requests;
+        let catalog = self.problem.catalog;
+        let ceiling = self.limit_ceiling(claim.pool, claim.reserved);
+        let candidates: Vec<usize> = claim
+            .candidates
+            .iter()
+            .copied()
+            .filter(|&i| {
+                with_daemons.fits(&catalog[i].allocatable)
+                    && ceiling.is_none_or(|c| catalog[i].capacity.fits(&c))
+                    && requirements
+                        .as_ref()
+                        .is_none_or(|r| catalog[i].satisfies(r))
+            })
+            .collect();
+        (!candidates.is_empty()).then_some(Placement {
+            requirements,
+            candidates: Some(candidates),
+            zone,
+        })
+    }
+
+    /// The claim requirements narrowed by one of the pod's alternatives. A label no launched
+    /// node will carry (not well-known, not set by the pool) satisfies only requirements that
+    /// allow it to be absent.
+    fn alternatives(
+        &self,
+        base: &Requirements,
+        shape: &PodShape,
+    ) -> Result<Vec<Requirements>, Mismatch> {
+        let mut first_error = None;
+        let mut compatible = Vec::new();
+        for alternative in &shape.requirements {
+            let mut merged = base.clone();
+            let mut error = None;
+            for (key, requirement) in alternative.iter() {
+                if base.get(key).is_none() && !is_well_known(key) {
+                    if !requirement.allows_absent() {
+                        error = Some(Mismatch::LabelNotSet {
+                            key: key.clone(),
+                            wanted: requirement.to_string(),
+                        });
+                        break;
+                    }
+                    continue;
+                }
+                merged.add(key, requirement.clone());
+                if merged.get(key).is_some_and(Requirement::is_unsatisfiable) {
+                    error = Some(Mismatch::Conflict {
+                        key: key.clone(),
+                        wanted: requirement.to_string(),
+                        offered: base.get(key).map_or("Any".to_owned(), ToString::to_string),
+                    });
+                    break;
+                }
+            }
+            match error {
+                None => compatible.push(merged),
+                Some(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        if compatible.is_empty() {
+            return Err(first_error.unwrap_or(Mismatch::NoTerm));
+        }
+        Ok(compatible)
+    }
+
+    /// The largest capacity a claim of `pool` may have, given what the pool's other claims
+    /// reserve; `None` without limits.
+    fn limit_ceiling(&self, pool: usize, own_reservation: Resources) -> Option<Resources> {
+        let input = &self.problem.pools[pool];
+        let limits = input.limits;
+        if limits.cpu.is_none() && limits.memory.is_none() && limits.pods.is_none() {
+            return None;
+        }
+        let others = input.in_use + self.pool_reserved[pool] - own_reservation;
+        Some(Resources {
+            cpu: limits.cpu.map_or(i64::MAX, |l| l - others.cpu),
+            memory: limits.memory.map_or(i64::MAX, |l| l - others.memory),
+            pods: limits.pods.map_or(i64::MAX, |l| l - others.pods),
+        })
+    }
+
+    fn new_claim(&mut self, pod: usize, pool_index: usize) -> Result<(), Rejection> {
+        let shape = &self.problem.pods[pod];
+        let pool = &self.problem.pools[pool_index];
+        shape
+            .tolerates(&pool.taints)
+            .map_err(Rejection::Untolerated)?;
+        let alternatives = self
+            .alternatives(&pool.requirements, shape)
+            .map_err(Rejection::Requirements)?;
+        if let Some(reason) = &pool.not_ready {
+            return Err(Rejection::NotReady(reason.clone()));
+        }
+        if let Some(rejection) = &self.pool_rejections[pool_index] {
+            return Err(rejection.clone());
+        }
+        if let Some(nodes) = pool.limits.nodes
+            && pool.nodes_in_use + self.pool_claims[pool_index] + 1 > nodes
+        {
+            return Err(Rejection::Limit(format!("nodes={nodes}")));
+        }
+        let mut first_error = None;
+        for requirements in alternatives {
+            match self.claim_for(pod, pool_index, requirements) {
+                Ok((requirements, candidates, zone)) => {
+                    self.open_claim(pod, pool_index, requirements, candidates, zone);
+                    return Ok(());
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        Err(first_error.unwrap_or(Rejection::Requirements(Mismatch::NoTerm)))
+    }
+
+    /// A new claim of `pool` for the pod under one requirement alternative: its requirements,
+    /// candidate types and zone.
+    fn claim_for(
+        &self,
+        pod: usize,
+        pool_index: usize,
+        mut requirements: Requirements,
+    ) -> Result<(Requirements, Vec<usize>, Option<String>), Rejection> {
+        let shape = &self.problem.pods[pod];
+        let pool = &self.problem.pools[pool_index];
+        let zone = self
+            .topology(pod, usize::MAX, &requirements)
+            .map_err(Rejection::Topology)?;
+        if let Some(zone) = &zone {
+            requirements.add(ZONE_LABEL, Requirement::one_of([zone.clone()]));
+        }
+        // The pool's types already satisfy its own requirements; recheck only when narrowed.
+        let narrowed = requirements != pool.requirements;
+        let catalog = self.problem.catalog;
+        let needed = shape.requests + pool.daemon_overhead;
+        let matching: Vec<usize> = self.pool_types[pool_index]
+            .iter()
+            .copied()
+            .filter(|&i| !narrowed || catalog[i].satisfies(&requirements))
+            .collect();
+        if matching.is_empty() {
+            return Err(Rejection::NoMatchingType {
+                requirements: describe(&requirements),
+            });
+        }
+        let fitting: Vec<usize> = matching
+            .iter()
+            .copied()
+            .filter(|&i| needed.fits(&catalog[i].allocatable))
+            .collect();
+        if fitting.is_empty() {
+            let largest = matching.iter().fold(Resources::default(), |max, &i| {
+                max.max(&catalog[i].allocatable)
+            });
+            return Err(Rejection::TooLarge { needed, largest });
+        }
+        let ceiling = self.limit_ceiling(pool_index, Resources::default());
+        let candidates: Vec<usize> = fitting
+            .iter()
+            .copied()
+            .filter(|&i| ceiling.is_none_or(|c| catalog[i].capacity.fits(&c)))
+            .collect();
+        if candidates.is_empty() {
+            let reserved = pool.in_use + self.pool_reserved[pool_index];
+            let nodes = pool.nodes_in_use + self.pool_claims[pool_index] + 1;
+            // The pod alone may stay within the limits while the cheapest node for it does not.
+            let which = pool
+                .limits
+                .exceeded(&(reserved + shape.requests), nodes)
+                .or_else(|| {
+                    pool.limits
+                        .exceeded(&(reserved + catalog[fitting[0]].capacity), nodes)
+                })
+                .unwrap_or_else(|| "cpu/memory".into());
+            return Err(Rejection::Limit(which));
+        }
+        Ok((requirements, candidates, zone))
+    }
+
+    fn open_claim(
+        &mut self,
+        pod: usize,
+        pool_index: usize,
+        requirements: Requirements,
+        candidates: Vec<usize>,
+        zone: Option<String>,
+    ) {
+        let pool = &self.problem.pools[pool_index];
+        let claim_index = self.claims.len();
+        let slot = self.add_slot(Slot {
+            kind: SlotKind::Claim(claim_index),
+            requested: pool.daemon_overhead,
+            room: Resources::default(),
+            zone: None,
+            host_ports: Vec::new(),
+        });
+        self.claims.push(Claim {
+            pool: pool_index,
+            requirements,
+            pods: Vec::new(),
+            candidates: Vec::new(),
+            reserved: Resources::default(),
+        });
+        self.pool_claims[pool_index] += 1;
+        self.commit(
+            pod,
+            slot,
+            Placement {
+                requirements: None,
+                candidates: Some(candidates),
+                zone,
+            },
+        );
+    }
+
+    fn commit(&mut self, pod: usize, slot_index: usize, placement: Placement) {
+        let shape = &self.problem.pods[pod];
+        let catalog = self.problem.catalog;
+        let slot = &mut self.slots[slot_index];
+        slot.requested += shape.requests;
+        slot.host_ports.extend(shape.host_ports.iter().cloned());
+        if let Some(zone) = &placement.zone {
+            slot.zone = Some(zone.clone());
+        }
+        if let SlotKind::Claim(claim_index) = slot.kind {
+            let claim = &mut self.claims[claim_index];
+            claim.pods.push(pod);
+            if let Some(requirements) = placement.requirements {
+                claim.requirements = requirements;
+            }
+            if let Some(zone) = &placement.zone {
+                claim
+                    .requirements
+                    .add(ZONE_LABEL, Requirement::one_of([zone.clone()]));
+            }
+            // A zone narrowed to one by the pods' node selectors is as fixed as a chosen one.
+            if slot.zone.is_none()
+                && let Some([zone]) = claim
+                    .requirements
+                    .get(ZONE_LABEL)
+                    .and_then(Requirement::finite_values)
+                    .map(|zones| zones.iter().collect::<Vec<_>>())
+                    .as_deref()
+            {
+                slot.zone = Some((*zone).clone());
+            }
+            if let Some(candidates) = placement.candidates {
+                slot.room = candidates.iter().fold(Resources::default(), |max, &i| {
+                    max.max(&catalog[i].allocatable)
+                });
+                claim.candidates = candidates;
+                let reserved = claim
+                    .candidates
+                    .iter()
+                    .take(LAUNCH_CANDIDATES)
+                    .fold(Resources::default(), |max, &i| {
+                        max.max(&catalog[i].capacity)
+                    });
+                self.pool_reserved[claim.pool] =
+                    self.pool_reserved[claim.pool] - claim.reserved + reserved;
+                claim.reserved = reserved;
+            }
+        }
+        let zone = slot.zone.clone();
+        for &g in &self.matched[pod] {
+            let group = &mut self.groups[g];
+            count(
+                &mut group.zone_counts,
+                &mut group.slot_counts,
+                &mut group.total,
+                zone.as_deref(),
+                slot_index,
+            );
+        }
+        for &g in &self.owned[pod] {
+            let group = &mut self.groups[g];
+            let mut ignored = 0;
+            count(
+                &mut group.owner_zones,
+                &mut group.owner_slots,
+                &mut ignored,
+                zone.as_deref(),
+                slot_index,
+            );
+        }
+    }
+}
+
+/// Whether a node with these labels satisfies one of the pod's node-affinity alternatives.
+fn labels_allow(shape: &PodShape, labels: &BTreeMap<String, String>) -> bool {
+    shape.requirements.iter().any(|alternative| {
+        alternative
+            .iter()
+            .all(|(key, requirement)| match labels.get(key) {
+                Some(value) => requirement.allows(value),
+                None => requirement.allows_absent(),
+            })
+    })
+}
+
+fn count(
+    zones: &mut HashMap<String, i64>,
+    slots: &mut [i64],
+    total: &mut i64,
+    zone: Option<&str>,
+    slot: usize,
+) {
+    if let Some(zone) = zone {
+        *zones.entry(zone.to_owned()).or_default() += 1;
+    }
+    slots[slot] += 1;
+    *total += 1;
+}
+
+fn describe(requirements: &Requirements) -> String {
+    if requirements.is_empty() {
+        return "{}".into();
+    }
+    let parts: Vec<String> = requirements
+        .iter()
+        .map(|(k, r)| format!("{k} {r}"))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests;

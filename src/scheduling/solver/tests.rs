@@ -1,0 +1,817 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::apis::labels::{ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL};
+use crate::apis::node_pool::RequirementOperator;
+use crate::scheduling::fake;
+use crate::scheduling::instance_types::{ON_DEMAND, Offering, Shape};
+use crate::scheduling::pod::{Selector, TopologyKey};
+
+const GIB: i64 = 1 << 30;
+
+/// m5.large- and m5.xlarge-like types in three zones.
+fn small_catalog() -> Vec<InstanceType> {
+    let offerings = |price: f64| {
+        fake::ZONES
+            .iter()
+            .map(|zone| Offering {
+                zone: (*zone).into(),
+                capacity_type: ON_DEMAND.into(),
+                price: Some(price),
+                available: true,
+            })
+            .collect()
+    };
+    vec![
+        InstanceType::new(
+            "m5.large",
+            "amd64",
+            Shape {
+                vcpus: 2,
+                memory_mib: 8192,
+                max_pods: 29,
+            },
+            offerings(0.096),
+        ),
+        InstanceType::new(
+            "m5.xlarge",
+            "amd64",
+            Shape {
+                vcpus: 4,
+                memory_mib: 16384,
+                max_pods: 58,
+            },
+            offerings(0.192),
+        ),
+        InstanceType::new(
+            "m6g.xlarge",
+            "arm64",
+            Shape {
+                vcpus: 4,
+                memory_mib: 16384,
+                max_pods: 58,
+            },
+            offerings(0.154),
+        ),
+    ]
+}
+
+fn pool(name: &str, catalog: &[InstanceType]) -> NodePoolInput {
+    NodePoolInput {
+        name: name.into(),
+        instance_types: (0..catalog.len()).collect(),
+        ..NodePoolInput::default()
+    }
+}
+
+fn pod(name: &str, cpu: i64, memory: i64) -> PodShape {
+    PodShape {
+        name: format!("default/{name}"),
+        namespace: "default".into(),
+        labels: BTreeMap::new(),
+        requests: Resources {
+            cpu,
+            memory,
+            pods: 1,
+        },
+        requirements: vec![Requirements::default()],
+        tolerations: Vec::new(),
+        terms: Vec::new(),
+        host_ports: Vec::new(),
+    }
+}
+
+fn with_term(mut pod: PodShape, kind: TermKind, key: TopologyKey, app: &str) -> PodShape {
+    let labels = BTreeMap::from([("app".to_owned(), app.to_owned())]);
+    pod.labels = labels.clone();
+    pod.terms.push(Term {
+        kind,
+        key,
+        namespace: "default".into(),
+        selector: Selector::with_labels(labels),
+    });
+    pod
+}
+
+fn solve_for(
+    catalog: &[InstanceType],
+    pools: &[NodePoolInput],
+    existing: &[ExistingNode],
+    pods: &[PodShape],
+) -> Plan {
+    solve(&Problem {
+        catalog,
+        pools,
+        existing,
+        bound: &[],
+        pods,
+    })
+}
+
+fn names(catalog: &[InstanceType], claim: &NewClaim) -> Vec<String> {
+    claim
+        .instance_types
+        .iter()
+        .map(|&i| catalog[i].name.clone())
+        .collect()
+}
+
+#[test]
+fn packs_pods_onto_the_cheapest_types_that_fit() {
+    let catalog = small_catalog();
+    let pods: Vec<_> = (0..3)
+        .map(|i| pod(&format!("p{i}"), 1000, 3 * GIB))
+        .collect();
+    let plan = solve_for(&catalog, &[pool("default", &catalog)], &[], &pods);
+    assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
+    assert_eq!(plan.new_claims.len(), 1);
+    let claim = &plan.new_claims[0];
+    assert_eq!(claim.pods.len(), 3);
+    assert_eq!(
+        names(&catalog, claim),
+        ["m6g.xlarge", "m5.xlarge"],
+        "a 2-vCPU type cannot hold 3 vCPU"
+    );
+}
+
+#[test]
+fn node_selectors_and_affinity_narrow_the_claim() {
+    let catalog = small_catalog();
+    let mut arm = pod("arm", 1000, GIB);
+    arm.requirements[0].add(ARCH_LABEL, Requirement::one_of(["amd64"]));
+    let mut zoned = pod("zoned", 1000, GIB);
+    zoned.requirements = vec![
+        {
+            let mut r = Requirements::default();
+            r.add(ZONE_LABEL, Requirement::one_of(["nowhere"]));
+            r
+        },
+        {
+            let mut r = Requirements::default();
+            r.add(ZONE_LABEL, Requirement::one_of(["test-zone-2"]));
+            r
+        },
+    ];
+    let plan = solve_for(&catalog, &[pool("default", &catalog)], &[], &[arm, zoned]);
+    assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
+    for claim in &plan.new_claims {
+        for &i in &claim.instance_types {
+            assert!(catalog[i].satisfies(&claim.requirements));
+        }
+    }
+    let zoned_claim = plan
+        .new_claims
+        .iter()
+        .find(|c| c.pods.contains(&1))
+        .unwrap();
+    assert!(zoned_claim.requirements.allows(ZONE_LABEL, "test-zone-2"));
+    assert!(!zoned_claim.requirements.allows(ZONE_LABEL, "test-zone-1"));
+    assert!(
+        zoned_claim.requirements.allows(ARCH_LABEL, "amd64"),
+        "the second pod joined the first"
+    );
+}
+
+#[test]
+fn unknown_labels_and_untolerated_taints_leave_pods_pending_with_a_reason() {
+    let catalog = small_catalog();
+    let mut tainted = pool("gpu", &catalog);
+    tainted.taints = vec![Taint {
+        key: "nvidia.com/gpu".into(),
+        value: Some("true".into()),
+        effect: "NoSchedule".into(),
+        time_added: None,
+    }];
+    let mut team = pod("team", 100, GIB);
+    team.requirements[0].add(
+        "team",
+        Requirement::new(RequirementOperator::In, &["a".into()]),
+    );
+    let plan = solve_for(&catalog, &[tainted], &[], &[pod("plain", 100, GIB), team]);
+    assert_eq!(plan.unplaced.len(), 2);
+    for (_, reason) in &plan.unplaced {
+        assert!(
+            reason
+                .to_string()
+                .contains("taint nvidia.com/gpu=true:NoSchedule is not tolerated"),
+            "{reason}"
+        );
+    }
+    let mut labelled = pool("default", &catalog);
+    labelled
+        .requirements
+        .add("team", Requirement::one_of(["b"]));
+    let mut team = pod("team", 100, GIB);
+    team.requirements[0].add("team", Requirement::one_of(["a"]));
+    let plan = solve_for(&catalog, &[labelled], &[], &[team]);
+    assert!(
+        plan.unplaced[0]
+            .1
+            .to_string()
+            .contains("team In [a] conflicts with team In [b]"),
+        "{:?}",
+        plan.unplaced
+    );
+}
+
+#[test]
+fn limits_stop_new_claims_and_say_which() {
+    let catalog = small_catalog();
+    let mut limited = pool("default", &catalog);
+    limited.instance_types = vec![0];
+    limited.limits = Limits {
+        cpu: Some(4000),
+        memory: Some(8 * GIB),
+        ..Limits::default()
+    };
+    let pods: Vec<_> = (0..3)
+        .map(|i| pod(&format!("p{i}"), 1000, 3 * GIB))
+        .collect();
+    let plan = solve_for(&catalog, &[limited], &[], &pods);
+    // An m5.large holds one such pod (1930m allocatable); one node takes all 8Gi.
+    assert_eq!(plan.new_claims.len(), 1);
+    assert_eq!(plan.unplaced.len(), 2);
+    assert!(
+        plan.unplaced[0]
+            .1
+            .to_string()
+            .contains("limit memory=8Gi reached"),
+        "{:?}",
+        plan.unplaced
+    );
+}
+
+#[test]
+fn a_limit_smaller_than_the_cheapest_node_is_named() {
+    let catalog = small_catalog();
+    let mut limited = pool("default", &catalog);
+    limited.limits = Limits {
+        cpu: Some(1000),
+        ..Limits::default()
+    };
+    let plan = solve_for(&catalog, &[limited], &[], &[pod("p", 500, GIB)]);
+    assert_eq!(
+        plan.unplaced[0].1.to_string(),
+        "nodepool default: limit cpu=1 reached"
+    );
+}
+
+#[test]
+fn weights_order_the_node_pools() {
+    let catalog = small_catalog();
+    let mut heavy = pool("z-heavy", &catalog);
+    heavy.weight = 50;
+    let plan = solve_for(
+        &catalog,
+        &[pool("a-light", &catalog), heavy],
+        &[],
+        &[pod("p", 100, GIB)],
+    );
+    assert_eq!(plan.new_claims[0].pool, 1);
+}
+
+#[test]
+fn in_flight_capacity_is_used_before_new_claims() {
+    let catalog = small_catalog();
+    let node = ExistingNode {
+        name: "in-flight".into(),
+        labels: BTreeMap::from([(ZONE_LABEL.to_owned(), "test-zone-1".to_owned())]),
+        allocatable: Resources {
+            cpu: 3920,
+            memory: 14 * GIB,
+            pods: 58,
+        },
+        ..ExistingNode::default()
+    };
+    let pods: Vec<_> = (0..4)
+        .map(|i| pod(&format!("p{i}"), 1000, 3 * GIB))
+        .collect();
+    let plan = solve_for(&catalog, &[pool("default", &catalog)], &[node], &pods);
+    assert_eq!(plan.on_existing.len(), 3);
+    assert_eq!(plan.new_claims.len(), 1);
+}
+
+#[test]
+fn topology_spreads_zones_and_separates_hosts() {
+    let catalog = small_catalog();
+    let spread: Vec<_> = (0..6)
+        .map(|i| {
+            with_term(
+                pod(&format!("s{i}"), 100, GIB),
+                TermKind::Spread(1),
+                TopologyKey::Zone,
+                "web",
+            )
+        })
+        .collect();
+    let plan_spread = solve_for(&catalog, &[pool("default", &catalog)], &[], &spread);
+    let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
+    for claim in &plan_spread.new_claims {
+        let zone = claim
+            .requirements
+            .get(ZONE_LABEL)
+            .unwrap()
+            .finite_values()
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap()
+            .clone();
+        *per_zone.entry(zone).or_default() += claim.pods.len();
+    }
+    assert_eq!(per_zone.values().copied().collect::<Vec<_>>(), [2, 2, 2]);
+
+    let apart: Vec<_> = (0..3)
+        .map(|i| {
+            with_term(
+                pod(&format!("a{i}"), 100, GIB),
+                TermKind::AntiAffinity,
+                TopologyKey::Hostname,
+                "db",
+            )
+        })
+        .collect();
+    assert_eq!(
+        solve_for(&catalog, &[pool("default", &catalog)], &[], &apart)
+            .new_claims
+            .len(),
+        3
+    );
+
+    let together: Vec<_> = (0..4)
+        .map(|i| {
+            with_term(
+                pod(&format!("t{i}"), 1000, GIB),
+                TermKind::Affinity,
+                TopologyKey::Zone,
+                "cache",
+            )
+        })
+        .collect();
+    let plan_together = solve_for(&catalog, &[pool("default", &catalog)], &[], &together);
+    let zones: BTreeSet<_> = plan_together
+        .new_claims
+        .iter()
+        .map(|c| c.requirements.get(ZONE_LABEL).unwrap().to_string())
+        .collect();
+    assert_eq!(zones.len(), 1, "{zones:?}");
+
+    let mut ports = vec![pod("h1", 100, GIB), pod("h2", 100, GIB)];
+    for p in &mut ports {
+        p.host_ports = vec![("TCP".into(), 8080)];
+    }
+    assert_eq!(
+        solve_for(&catalog, &[pool("default", &catalog)], &[], &ports)
+            .new_claims
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn pods_already_on_in_flight_capacity_count_for_topology() {
+    let catalog = small_catalog();
+    let node = ExistingNode {
+        name: "in-flight".into(),
+        labels: BTreeMap::from([(ZONE_LABEL.to_owned(), "test-zone-1".to_owned())]),
+        allocatable: Resources {
+            cpu: 3920,
+            memory: 14 * GIB,
+            pods: 58,
+        },
+        ..ExistingNode::default()
+    };
+    let web = with_term(
+        pod("web-1", 100, GIB),
+        TermKind::Spread(1),
+        TopologyKey::Zone,
+        "web",
+    );
+    let bound = [BoundPod {
+        node: 0,
+        namespace: "default".into(),
+        labels: web.labels.clone(),
+        terms: web.terms.clone(),
+    }];
+    let pools = [pool("default", &catalog)];
+    let plan = solve(&Problem {
+        catalog: &catalog,
+        pools: &pools,
+        existing: &[node],
+        bound: &bound,
+        pods: std::slice::from_ref(&web),
+    });
+    assert!(
+        plan.on_existing.is_empty(),
+        "the spread already has a pod in test-zone-1"
+    );
+    assert_eq!(plan.new_claims.len(), 1);
+    assert!(
+        !plan.new_claims[0]
+            .requirements
+            .allows(ZONE_LABEL, "test-zone-1")
+    );
+}
+
+#[test]
+fn running_nodes_count_for_topology_but_take_no_pods() {
+    let catalog = small_catalog();
+    let running = ExistingNode {
+        name: "running".into(),
+        labels: BTreeMap::from([(ZONE_LABEL.to_owned(), "test-zone-1".to_owned())]),
+        allocatable: Resources {
+            cpu: 3920,
+            memory: 14 * GIB,
+            pods: 58,
+        },
+        topology_only: true,
+        ..ExistingNode::default()
+    };
+    let web = |name: &str| {
+        with_term(
+            pod(name, 100, GIB),
+            TermKind::Spread(1),
+            TopologyKey::Zone,
+            "web",
+        )
+    };
+    let on_node = web("web-0");
+    let bound = [BoundPod {
+        node: 0,
+        namespace: "default".into(),
+        labels: on_node.labels.clone(),
+        terms: on_node.terms.clone(),
+    }];
+    let pools = [pool("default", &catalog)];
+    let pending = [web("web-1"), web("web-2")];
+    let plan = solve(&Problem {
+        catalog: &catalog,
+        pools: &pools,
+        existing: &[running],
+        bound: &bound,
+        pods: &pending,
+    });
+    assert!(plan.on_existing.is_empty(), "{:?}", plan.on_existing);
+    assert_eq!(plan.new_claims.len(), 2);
+    for claim in &plan.new_claims {
+        assert!(
+            !claim.requirements.allows(ZONE_LABEL, "test-zone-1"),
+            "test-zone-1 already has the running pod"
+        );
+    }
+}
+
+fn zone_of(claim: &NewClaim) -> String {
+    let zones = claim.requirements.get(ZONE_LABEL).unwrap().finite_values();
+    let zones: Vec<&String> = zones.unwrap().iter().collect();
+    assert_eq!(zones.len(), 1, "{zones:?}");
+    zones[0].clone()
+}
+
+#[test]
+fn a_pool_whose_requirements_admit_no_type_names_the_conflict() {
+    let catalog = small_catalog();
+    let mut conflicting = pool("graviton", &catalog);
+    conflicting
+        .requirements
+        .add(ARCH_LABEL, Requirement::one_of(["amd64"]));
+    conflicting
+        .requirements
+        .add(INSTANCE_TYPE_LABEL, Requirement::one_of(["m6g.xlarge"]));
+    let plan = solve_for(&catalog, &[conflicting], &[], &[pod("p", 100, GIB)]);
+    let Unplaced(reasons) = &plan.unplaced[0].1;
+    assert_eq!(
+        reasons[0].1,
+        Rejection::NoInstanceTypes(
+            "kubernetes.io/arch In [amd64] and node.kubernetes.io/instance-type In [m6g.xlarge] admit no instance type together".into()
+        )
+    );
+    let mut unknown = pool("unknown", &catalog);
+    unknown
+        .requirements
+        .add(INSTANCE_TYPE_LABEL, Requirement::one_of(["t4g.nano"]));
+    assert_eq!(
+        explain_no_instance_types(&unknown, &catalog),
+        "node.kubernetes.io/instance-type In [t4g.nano] admits none of the 3 instance types offered"
+    );
+}
+
+#[test]
+fn a_pod_larger_than_every_type_and_one_matching_no_type_get_their_own_reasons() {
+    let catalog = small_catalog();
+    let pools = [pool("default", &catalog)];
+    let mut arm_large = pod("arm-large", 100, GIB);
+    arm_large.requirements[0].add(ARCH_LABEL, Requirement::one_of(["arm64"]));
+    arm_large.requirements[0].add(INSTANCE_TYPE_LABEL, Requirement::one_of(["m5.large"]));
+    let plan = solve_for(
+        &catalog,
+        &pools,
+        &[],
+        &[pod("huge", 64_000, GIB), arm_large],
+    );
+    let reason = |index: usize| {
+        let (_, Unplaced(reasons)) = plan.unplaced.iter().find(|(p, _)| *p == index).unwrap();
+        reasons[0].1.clone()
+    };
+    assert!(
+        matches!(reason(0), Rejection::TooLarge { needed, largest } if needed.cpu == 64_000 && largest.cpu == 3920),
+        "{:?}",
+        reason(0)
+    );
+    assert!(
+        reason(0)
+            .to_string()
+            .starts_with("the pod needs cpu=64, memory=1Gi"),
+        "{}",
+        reason(0)
+    );
+    assert!(
+        matches!(reason(1), Rejection::NoMatchingType { .. }),
+        "{:?}",
+        reason(1)
+    );
+}
+
+#[test]
+fn a_pool_whose_node_class_is_not_ready_says_so() {
+    let catalog = small_catalog();
+    let mut waiting = pool("default", &catalog);
+    waiting.not_ready = Some("EC2NodeClass default is not ready: no subnet matches".into());
+    let plan = solve_for(&catalog, &[waiting], &[], &[pod("p", 100, GIB)]);
+    assert_eq!(
+        plan.unplaced[0].1.to_string(),
+        "nodepool default: EC2NodeClass default is not ready: no subnet matches"
+    );
+}
+
+#[test]
+fn a_pod_outside_its_own_spread_selector_does_not_count_itself() {
+    let catalog = small_catalog();
+    let node = |name: &str, zone: &str, topology_only: bool| ExistingNode {
+        name: name.into(),
+        labels: BTreeMap::from([(ZONE_LABEL.to_owned(), zone.to_owned())]),
+        allocatable: Resources {
+            cpu: 3920,
+            memory: 14 * GIB,
+            pods: 58,
+        },
+        topology_only,
+        ..ExistingNode::default()
+    };
+    let existing = [
+        node("running", "test-zone-1", true),
+        node("in-flight", "test-zone-1", false),
+    ];
+    let web = with_term(
+        pod("web-0", 100, GIB),
+        TermKind::Spread(1),
+        TopologyKey::Zone,
+        "web",
+    );
+    let bound = [BoundPod {
+        node: 0,
+        namespace: "default".into(),
+        labels: web.labels.clone(),
+        terms: Vec::new(),
+    }];
+    // Sidecars spread by the web pods' selector but are not web pods themselves.
+    let sidecar = |name: &str| {
+        let mut sidecar = web.clone();
+        sidecar.name = format!("default/{name}");
+        sidecar.labels = BTreeMap::from([("app".to_owned(), "sidecar".to_owned())]);
+        sidecar
+    };
+    let pools = [pool("default", &catalog)];
+    let pending = [sidecar("sidecar-0"), sidecar("sidecar-1")];
+    let plan = solve(&Problem {
+        catalog: &catalog,
+        pools: &pools,
+        existing: &existing,
+        bound: &bound,
+        pods: &pending,
+    });
+    assert!(plan.new_claims.is_empty(), "{:?}", plan.new_claims);
+    assert_eq!(plan.on_existing, [(0, 1), (1, 1)]);
+}
+
+#[test]
+fn a_zone_from_a_node_selector_counts_for_the_spread() {
+    let catalog = small_catalog();
+    let mut pinned = pod("pinned", 1000, GIB);
+    pinned.labels = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+    pinned.requirements[0].add(ZONE_LABEL, Requirement::one_of(["test-zone-1"]));
+    let spread = with_term(
+        pod("spread", 100, GIB),
+        TermKind::Spread(1),
+        TopologyKey::Zone,
+        "web",
+    );
+    let pools = [pool("default", &catalog)];
+    let plan = solve_for(&catalog, &pools, &[], &[pinned, spread]);
+    assert_eq!(plan.new_claims.len(), 2, "{:?}", plan.new_claims);
+    let spread_claim = plan.new_claims.iter().find(|c| c.pods == [1]).unwrap();
+    assert_ne!(
+        zone_of(spread_claim),
+        "test-zone-1",
+        "the pinned web pod already stands in test-zone-1"
+    );
+}
+
+#[test]
+fn spread_counts_only_nodes_the_pod_may_use_unless_told_to_ignore_affinity() {
+    let catalog = small_catalog();
+    let other_pool = |name: &str| ExistingNode {
+        name: name.into(),
+        labels: BTreeMap::from([
+            (ZONE_LABEL.to_owned(), "test-zone-1".to_owned()),
+            (NODEPOOL_LABEL.to_owned(), "other".to_owned()),
+        ]),
+        topology_only: true,
+        ..ExistingNode::default()
+    };
+    let existing = [other_pool("other-0"), other_pool("other-1")];
+    let web = |name: &str, kind: TermKind| {
+        let mut web = with_term(pod(name, 100, GIB), kind, TopologyKey::Zone, "web");
+        web.terms.push(Term {
+            kind: TermKind::AntiAffinity,
+            key: TopologyKey::Hostname,
+            namespace: "default".into(),
+            selector: Selector::with_labels(web.labels.clone()),
+        });
+        web.requirements[0].add(NODEPOOL_LABEL, Requirement::one_of(["mine"]));
+        web
+    };
+    let bound: Vec<BoundPod> = (0..2)
+        .map(|node| BoundPod {
+            node,
+            namespace: "default".into(),
+            labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
+            terms: Vec::new(),
+        })
+        .collect();
+    let mut mine = pool("mine", &catalog);
+    mine.requirements
+        .add(NODEPOOL_LABEL, Requirement::one_of(["mine"]));
+    let zones = |kind: TermKind| {
+        let pending: Vec<PodShape> = (0..3).map(|i| web(&format!("web-{i}"), kind)).collect();
+        let plan = solve(&Problem {
+            catalog: &catalog,
+            pools: std::slice::from_ref(&mine),
+            existing: &existing,
+            bound: &bound,
+            pods: &pending,
+        });
+        let mut zones: Vec<String> = plan.new_claims.iter().map(zone_of).collect();
+        zones.sort();
+        zones
+    };
+    assert_eq!(
+        zones(TermKind::Spread(1)),
+        ["test-zone-1", "test-zone-2", "test-zone-3"],
+        "the other pool's pods are on nodes these pods cannot use"
+    );
+    assert!(
+        !zones(TermKind::SpreadOverAllNodes(1)).contains(&"test-zone-1".to_owned()),
+        "nodeAffinityPolicy: Ignore counts them"
+    );
+}
+
+#[test]
+fn the_benchmark_workload_places_every_pod() {
+    let catalog = fake::catalog(400);
+    let pods = fake::benchmark_pods(1000, 42);
+    let plan = solve_for(&catalog, &[pool("default", &catalog)], &[], &pods);
+    assert!(
+        plan.unplaced.is_empty(),
+        "{:?}",
+        &plan.unplaced[..plan.unplaced.len().min(3)]
+    );
+    let anti = plan
+        .new_claims
+        .iter()
+        .filter(|c| c.pods.iter().any(|&p| pods[p].labels.contains_key("app")))
+        .count();
+    assert_eq!(anti, 200, "each anti-affinity pod has its own node");
+}
+
+fn arbitrary_pod() -> impl Strategy<Value = PodShape> {
+    (
+        0usize..8,
+        prop::sample::select(vec![100i64, 250, 500, 1000, 1500, 3000]),
+        prop::sample::select(vec![128i64, 512, 1024, 3072, 8192]),
+        prop::option::of(prop::sample::select(vec!["amd64", "arm64"])),
+        any::<bool>(),
+        prop::option::of(0usize..3),
+    )
+        .prop_map(|(index, cpu, memory_mib, arch, tolerant, family)| {
+            let mut pod = pod(&format!("p{index}"), cpu, memory_mib << 20);
+            if let Some(arch) = arch {
+                pod.requirements[0].add(ARCH_LABEL, Requirement::one_of([arch]));
+            }
+            if tolerant {
+                pod.tolerations = vec![k8s_openapi::api::core::v1::Toleration {
+                    operator: Some("Exists".into()),
+                    ..Default::default()
+                }];
+            }
+            match family {
+                Some(0) => with_term(pod, TermKind::Spread(1), TopologyKey::Zone, "spread"),
+                Some(1) => with_term(pod, TermKind::AntiAffinity, TopologyKey::Hostname, "apart"),
+                Some(_) => with_term(pod, TermKind::Spread(1), TopologyKey::Hostname, "hosts"),
+                None => pod,
+            }
+        })
+}
+
+fn arbitrary_pool(catalog_size: usize) -> impl Strategy<Value = NodePoolInput> {
+    (
+        prop::option::of(1i64..16),
+        prop::option::of(1i64..64),
+        any::<bool>(),
+        0i32..3,
+        prop::option::of(1i64..6),
+    )
+        .prop_map(
+            move |(cpu, memory_gib, tainted, weight, nodes)| NodePoolInput {
+                name: format!("pool-{weight}-{tainted}"),
+                weight,
+                taints: if tainted {
+                    vec![Taint {
+                        key: "dedicated".into(),
+                        value: None,
+                        effect: "NoSchedule".into(),
+                        time_added: None,
+                    }]
+                } else {
+                    Vec::new()
+                },
+                limits: Limits {
+                    cpu: cpu.map(|c| c * 1000),
+                    memory: memory_gib.map(|g| g * GIB),
+                    pods: None,
+                    nodes,
+                },
+                daemon_overhead: Resources {
+                    cpu: 100,
+                    memory: 128 << 20,
+                    pods: 1,
+                },
+                instance_types: (0..catalog_size).collect(),
+                ..NodePoolInput::default()
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Every placed pod fits its claim, no limit is exceeded whatever type a launch picks,
+    /// and every pod is placed once or has a reason.
+    #[test]
+    fn plans_are_sound(
+        pods in prop::collection::vec(arbitrary_pod(), 1..40),
+        pools in prop::collection::vec(arbitrary_pool(12), 1..3),
+    ) {
+        let catalog = fake::catalog(12);
+        let plan = solve_for(&catalog, &pools, &[], &pods);
+        let mut seen = vec![0; pods.len()];
+        for claim in &plan.new_claims {
+            let pool = &pools[claim.pool];
+            prop_assert!(!claim.instance_types.is_empty());
+            let requests = claim.pods.iter().fold(pool.daemon_overhead, |sum, &p| sum + pods[p].requests);
+            prop_assert_eq!(requests, claim.requests);
+            for &i in &claim.instance_types {
+                prop_assert!(requests.fits(&catalog[i].allocatable), "{} overfull", catalog[i].name);
+                prop_assert!(catalog[i].satisfies(&claim.requirements));
+            }
+            let mut apart = 0;
+            let mut hosts = 0;
+            for &p in &claim.pods {
+                seen[p] += 1;
+                prop_assert!(pods[p].tolerates(&pool.taints).is_ok());
+                for &i in &claim.instance_types {
+                    let labels = &catalog[i].labels;
+                    prop_assert!(labels.iter().all(|(k, v)| pods[p].requirements[0].allows(k, v)));
+                }
+                apart += usize::from(pods[p].labels.get("app").is_some_and(|a| a == "apart"));
+                hosts += usize::from(pods[p].labels.get("app").is_some_and(|a| a == "hosts"));
+            }
+            prop_assert!(apart <= 1, "anti-affinity pods share a node");
+            prop_assert!(hosts <= 1, "hostname spread with maxSkew 1 doubled up on a new node");
+        }
+        for (pool_index, pool) in pools.iter().enumerate() {
+            let claims: Vec<_> = plan.new_claims.iter().filter(|c| c.pool == pool_index).collect();
+            let worst = claims.iter().fold(Resources::default(), |sum, claim| {
+                sum + claim.instance_types.iter().take(LAUNCH_CANDIDATES).fold(Resources::default(), |max, &i| max.max(&catalog[i].capacity))
+            });
+            prop_assert_eq!(pool.limits.exceeded(&Resources { pods: 0, ..worst }, claims.len() as i64), None);
+        }
+        for (pod, reason) in &plan.unplaced {
+            seen[*pod] += 1;
+            prop_assert!(!reason.to_string().is_empty());
+        }
+        prop_assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
+    }
+}
