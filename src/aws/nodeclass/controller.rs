@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::rules::{
-    alias_parameters, instance_profile_name, newest_per_arch, resolved_ami, role_name,
+    AliasError, alias_parameters, instance_profile_name, newest_per_arch, resolved_ami, role_name,
 };
 use crate::apis::conditions::{READY, condition};
 use crate::apis::ec2_node_class::{EC2NodeClass, EC2NodeClassStatus};
 use crate::apis::labels::{CLUSTER_LABEL, NODECLASS_TAG};
-use crate::aws::{Aws, CloudError};
+use crate::aws::Aws;
+use crate::cloud::CloudError;
 use crate::status::apply_status;
 use crate::status::is_true;
 
@@ -106,6 +107,15 @@ async fn reconcile(object: Arc<EC2NodeClass>, context: Arc<NodeClasses>) -> Resu
     })))
 }
 
+/// Why a selector could not be resolved; the message of its condition.
+#[derive(Debug, thiserror::Error)]
+enum ResolveError {
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Alias(#[from] AliasError),
+}
+
 /// The status the selector terms resolve to now.
 async fn resolve(
     context: &NodeClasses,
@@ -117,7 +127,7 @@ async fn resolve(
     let generation = object.metadata.generation;
     let now = Timestamp::now();
     let mut conditions = Vec::new();
-    let mut judge = |type_: &str, found: Result<bool, String>, what: &str| -> bool {
+    let mut judge = |type_: &str, found: Result<bool, ResolveError>, what: &str| -> bool {
         let (ok, reason, message) = match found {
             Ok(true) => (true, "Resolved", format!("{what} resolved")),
             Ok(false) => (
@@ -125,7 +135,7 @@ async fn resolve(
                 "NotFound",
                 format!("no {what} match the selector terms"),
             ),
-            Err(error) => (false, "ResolveFailed", error),
+            Err(error) => (false, "ResolveFailed", error.to_string()),
         };
         conditions.push(condition(
             existing, type_, ok, reason, message, generation, now,
@@ -149,7 +159,7 @@ async fn resolve(
         SUBNETS_READY,
         subnet_result
             .map(|()| !subnets.is_empty())
-            .map_err(|e| e.to_string()),
+            .map_err(ResolveError::from),
         "subnets",
     );
 
@@ -168,27 +178,23 @@ async fn resolve(
         SECURITY_GROUPS_READY,
         group_result
             .map(|()| !groups.is_empty())
-            .map_err(|e| e.to_string()),
+            .map_err(ResolveError::from),
         "security groups",
     );
 
     let mut images = Vec::new();
-    let image_result: Result<(), String> = async {
+    let image_result: Result<(), ResolveError> = async {
         for term in &spec.ami_selector_terms {
             match &term.alias {
                 Some(alias) => {
                     for parameter in alias_parameters(alias, &context.kubernetes_minor)? {
-                        if let Some(id) = aws
-                            .parameter(&parameter.path)
-                            .await
-                            .map_err(|e| e.to_string())?
-                        {
+                        if let Some(id) = aws.parameter(&parameter.path).await? {
                             // The alias says the architecture; the parameter's date orders nothing.
                             images.push((resolved_ami(&id, None, parameter.arch), String::new()));
                         }
                     }
                 }
-                None => images.extend(aws.images(term).await.map_err(|e| e.to_string())?),
+                None => images.extend(aws.images(term).await?),
             }
         }
         Ok(())
@@ -197,24 +203,26 @@ async fn resolve(
     let amis = newest_per_arch(images);
     let amis_ok = judge(AMIS_READY, image_result.map(|()| !amis.is_empty()), "AMIs");
 
-    let profile_result: Result<Option<String>, String> = match (&spec.role, &spec.instance_profile)
-    {
-        (_, Some(profile)) => Ok(Some(profile.clone())),
-        (Some(role), None) => {
-            let name = instance_profile_name(&context.cluster, &object.name_any());
-            let mut tags = spec.tags.clone();
-            tags.insert(CLUSTER_LABEL.into(), context.cluster.clone());
-            tags.insert(NODECLASS_TAG.into(), object.name_any());
-            aws.ensure_instance_profile(&name, role_name(role), &tags)
-                .await
-                .map(|()| Some(name))
-                .map_err(|e| e.to_string())
-        }
-        (None, None) => Ok(None),
-    };
+    let profile_result: Result<Option<String>, CloudError> =
+        match (&spec.role, &spec.instance_profile) {
+            (_, Some(profile)) => Ok(Some(profile.clone())),
+            (Some(role), None) => {
+                let name = instance_profile_name(&context.cluster, &object.name_any());
+                let mut tags = spec.tags.clone();
+                tags.insert(CLUSTER_LABEL.into(), context.cluster.clone());
+                tags.insert(NODECLASS_TAG.into(), object.name_any());
+                aws.ensure_instance_profile(&name, role_name(role), &tags)
+                    .await
+                    .map(|()| Some(name))
+            }
+            (None, None) => Ok(None),
+        };
     let profile_ok = judge(
         INSTANCE_PROFILE_READY,
-        profile_result.clone().map(|p| p.is_some()),
+        profile_result
+            .clone()
+            .map(|p| p.is_some())
+            .map_err(ResolveError::from),
         "instance profile",
     );
 

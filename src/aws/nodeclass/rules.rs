@@ -13,13 +13,24 @@ pub struct AliasParameter {
     pub arch: &'static str,
 }
 
+/// An `amiSelectorTerms[].alias` Windlass cannot resolve.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AliasError {
+    #[error("alias {0:?} is not family@version")]
+    NotFamilyAtVersion(String),
+    #[error(
+        "alias {0:?} is not supported: use al2023@latest|@vYYYYMMDD, bottlerocket@latest|@vX.Y.Z, al2@latest, windows2019@latest or windows2022@latest"
+    )]
+    Unsupported(String),
+}
+
 /// The SSM parameters behind an alias such as `al2023@latest` or `bottlerocket@v1.26.0`, for a
 /// cluster on Kubernetes `minor` (e.g. `1.36`): the public parameters EKS and Bottlerocket
 /// publish for their node images.
-pub fn alias_parameters(alias: &str, minor: &str) -> Result<Vec<AliasParameter>, String> {
+pub fn alias_parameters(alias: &str, minor: &str) -> Result<Vec<AliasParameter>, AliasError> {
     let (family, version) = alias
         .split_once('@')
-        .ok_or_else(|| format!("alias {alias:?} is not family@version"))?;
+        .ok_or_else(|| AliasError::NotFamilyAtVersion(alias.to_owned()))?;
     let both = |path: &dyn Fn(&str) -> String| {
         vec![
             AliasParameter {
@@ -77,9 +88,7 @@ pub fn alias_parameters(alias: &str, minor: &str) -> Result<Vec<AliasParameter>,
             }]
         }
         _ => {
-            return Err(format!(
-                "alias {alias:?} is not supported: use al2023@latest|@vYYYYMMDD, bottlerocket@latest|@vX.Y.Z, al2@latest, windows2019@latest or windows2022@latest"
-            ));
+            return Err(AliasError::Unsupported(alias.to_owned()));
         }
     })
 }
@@ -169,7 +178,9 @@ mod tests {
                 .len(),
             1
         );
-        let error = alias_parameters("ubuntu@latest", "1.36").unwrap_err();
+        let error = alias_parameters("ubuntu@latest", "1.36")
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("\"ubuntu@latest\" is not supported"),
             "{error}"
