@@ -63,23 +63,4 @@ pub enum Error {
     Signal(#[source] std::io::Error),
 }
 
-impl Error {
-    /// A short, stable label for metrics and Event reasons.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::KubeConfig(_) => "kube_config",
-            Error::KubeClient(_) => "kube_client",
-            Error::ApiServerUnreachable { .. } => "apiserver_unreachable",
-            Error::Bind { .. } => "bind",
-            Error::Serve { .. } => "serve",
-            Error::WriteFile { .. } => "write_file",
-            Error::ReadFile { .. } => "read_file",
-            Error::Simulate(_) => "simulate",
-            Error::RenderCrd { .. } => "render_crd",
-            Error::Runtime(_) => "runtime",
-            Error::Signal(_) => "signal",
-        }
-    }
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,6 +4,7 @@
 pub mod apis;
 pub mod aws;
 pub mod cli;
+pub mod cloud;
 pub mod crdgen;
 pub mod error;
 pub mod events;
@@ -18,5 +19,6 @@ pub mod scheduling;
 pub mod simulate;
 pub mod state;
 pub mod status;
+pub mod termination;
 
 pub use error::{Error, Result};

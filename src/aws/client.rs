@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::operation::create_fleet::CreateFleetOutput;
 use aws_sdk_ec2::types::{
     DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest,
     FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
@@ -23,19 +24,12 @@ use crate::apis::ec2_node_class::{
 };
 use crate::apis::labels::{CLUSTER_LABEL, NODECLAIM_TAG};
 use crate::aws::launch::{FleetRequest, TemplateConfig};
+use crate::aws::nodeclass::rules::{kubernetes_arch, resolved_ami};
+use crate::cloud::{CloudError, Instance};
 use crate::scheduling::instance_types::{self, ON_DEMAND, Offering, SPOT, Shape};
 
-/// The instance a CreateFleet call started.
-#[derive(Clone, Debug)]
-pub struct LaunchedInstance {
-    pub id: String,
-    pub instance_type: String,
-    pub zone: String,
-    pub image_id: Option<String>,
-}
-
 /// One of EC2's per-override CreateFleet errors.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FleetError {
     pub code: String,
     pub message: String,
@@ -45,12 +39,13 @@ pub struct FleetError {
 
 #[derive(Clone, Debug)]
 pub struct FleetOutcome {
-    pub instance: Option<LaunchedInstance>,
+    pub instance: Option<Instance>,
     pub errors: Vec<FleetError>,
 }
 
-fn launched_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<LaunchedInstance> {
-    Some(LaunchedInstance {
+/// An instance as DescribeInstances reports it; `None` without an id, type or zone.
+fn launched_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
+    Some(Instance {
         id: instance.instance_id()?.to_owned(),
         instance_type: instance.instance_type()?.as_str().to_owned(),
         zone: instance.placement()?.availability_zone()?.to_owned(),
@@ -58,11 +53,31 @@ fn launched_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<Launched
     })
 }
 
+/// The per-override errors of a CreateFleet answer, each with the type and subnet it was for.
+fn fleet_errors(output: &CreateFleetOutput) -> Vec<FleetError> {
+    output
+        .errors()
+        .iter()
+        .map(|e| {
+            let overrides = e
+                .launch_template_and_overrides()
+                .and_then(|l| l.overrides());
+            FleetError {
+                code: e.error_code().unwrap_or("error").to_owned(),
+                message: e.error_message().unwrap_or_default().to_owned(),
+                instance_type: overrides
+                    .and_then(|o| o.instance_type())
+                    .map(|t| t.as_str().to_owned()),
+                subnet: overrides.and_then(|o| o.subnet_id()).map(str::to_owned),
+            }
+        })
+        .collect()
+}
+
 /// Standard base64, which EC2 requires for user data.
 fn base64_encode(bytes: &[u8]) -> String {
     aws_smithy_types::base64::encode(bytes)
 }
-use crate::aws::nodeclass::rules::{kubernetes_arch, resolved_ami};
 
 /// An instance type's shape and Kubernetes architecture as DescribeInstanceTypes reports them;
 /// max pods follow the VPC CNI's ENI limits (110 when the network limits are not reported).
@@ -90,13 +105,6 @@ pub fn shape_of(info: &InstanceTypeInfo) -> Option<(Shape, &'static str)> {
         },
         arch,
     ))
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{call}: {message}")]
-pub struct CloudError {
-    pub call: &'static str,
-    pub message: String,
 }
 
 fn failed<E, R>(call: &'static str) -> impl FnOnce(SdkError<E, R>) -> CloudError
@@ -437,7 +445,6 @@ impl Aws {
             .collect())
     }
 
-    /// Creates the launch template unless one of that name exists.
     /// Creates the launch template unless it exists; its name is a hash of its content, so an
     /// existing one is always the same.
     pub async fn ensure_launch_template(&self, config: &TemplateConfig) -> Result<(), CloudError> {
@@ -604,23 +611,7 @@ impl Aws {
             .flat_map(|i| i.instance_ids())
             .next()
             .cloned();
-        let errors = output
-            .errors()
-            .iter()
-            .map(|e| {
-                let overrides = e
-                    .launch_template_and_overrides()
-                    .and_then(|l| l.overrides());
-                FleetError {
-                    code: e.error_code().unwrap_or("error").to_owned(),
-                    message: e.error_message().unwrap_or_default().to_owned(),
-                    instance_type: overrides
-                        .and_then(|o| o.instance_type())
-                        .map(|t| t.as_str().to_owned()),
-                    subnet: overrides.and_then(|o| o.subnet_id()).map(str::to_owned),
-                }
-            })
-            .collect();
+        let errors = fleet_errors(&output);
         let Some(instance_id) = instance_id else {
             return Ok(FleetOutcome {
                 instance: None,
@@ -638,20 +629,7 @@ impl Aws {
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
-            .next()
-            .map(|i| LaunchedInstance {
-                id: instance_id.clone(),
-                instance_type: i
-                    .instance_type()
-                    .map(|t| t.as_str().to_owned())
-                    .unwrap_or_default(),
-                zone: i
-                    .placement()
-                    .and_then(|p| p.availability_zone())
-                    .unwrap_or_default()
-                    .to_owned(),
-                image_id: i.image_id().map(str::to_owned),
-            });
+            .find_map(launched_instance);
         Ok(FleetOutcome { instance, errors })
     }
 
@@ -661,7 +639,7 @@ impl Aws {
         &self,
         cluster: &str,
         claim: &str,
-    ) -> Result<Option<LaunchedInstance>, CloudError> {
+    ) -> Result<Option<Instance>, CloudError> {
         let filter = |name: &str, value: &str| Filter::builder().name(name).values(value).build();
         let output = self
             .ec2
@@ -729,4 +707,132 @@ fn ec2_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
     tags.iter()
         .map(|(key, value)| Tag::builder().key(key).value(value).build())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::{
+        ArchitectureType, CreateFleetError, FleetLaunchTemplateOverrides,
+        LaunchTemplateAndOverridesResponse, MemoryInfo, NetworkInfo, Placement, ProcessorInfo,
+        VCpuInfo,
+    };
+
+    fn info(arch: ArchitectureType, network: Option<(i32, i32)>) -> InstanceTypeInfo {
+        let mut info = InstanceTypeInfo::builder()
+            .instance_type(InstanceType::M5Large)
+            .processor_info(
+                ProcessorInfo::builder()
+                    .supported_architectures(ArchitectureType::I386)
+                    .supported_architectures(arch)
+                    .build(),
+            )
+            .v_cpu_info(VCpuInfo::builder().default_v_cpus(2).build())
+            .memory_info(MemoryInfo::builder().size_in_mib(8192).build());
+        if let Some((enis, ips)) = network {
+            info = info.network_info(
+                NetworkInfo::builder()
+                    .maximum_network_interfaces(enis)
+                    .ipv4_addresses_per_interface(ips)
+                    .build(),
+            );
+        }
+        info.build()
+    }
+
+    #[test]
+    fn an_instance_type_has_its_shape_and_kubernetes_architecture() {
+        let shape = |vcpus, memory_mib, max_pods| Shape {
+            vcpus,
+            memory_mib,
+            max_pods,
+        };
+        assert_eq!(
+            shape_of(&info(ArchitectureType::X8664, Some((3, 10)))),
+            Some((shape(2, 8192, 29), "amd64"))
+        );
+        assert_eq!(
+            shape_of(&info(ArchitectureType::Arm64, None)),
+            Some((shape(2, 8192, 110), "arm64")),
+            "without network limits, 110 pods"
+        );
+        let no_memory = InstanceTypeInfo::builder()
+            .processor_info(
+                ProcessorInfo::builder()
+                    .supported_architectures(ArchitectureType::X8664)
+                    .build(),
+            )
+            .v_cpu_info(VCpuInfo::builder().default_v_cpus(2).build())
+            .build();
+        assert_eq!(shape_of(&no_memory), None);
+        assert_eq!(
+            shape_of(&info(ArchitectureType::I386, None)),
+            None,
+            "no architecture Kubernetes schedules"
+        );
+    }
+
+    #[test]
+    fn fleet_errors_name_the_type_and_subnet_they_were_for() {
+        let output = CreateFleetOutput::builder()
+            .errors(
+                CreateFleetError::builder()
+                    .error_code("InsufficientInstanceCapacity")
+                    .error_message("no capacity")
+                    .launch_template_and_overrides(
+                        LaunchTemplateAndOverridesResponse::builder()
+                            .overrides(
+                                FleetLaunchTemplateOverrides::builder()
+                                    .instance_type(InstanceType::M5Large)
+                                    .subnet_id("subnet-1")
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .errors(CreateFleetError::builder().build())
+            .build();
+        assert_eq!(
+            fleet_errors(&output),
+            [
+                FleetError {
+                    code: "InsufficientInstanceCapacity".into(),
+                    message: "no capacity".into(),
+                    instance_type: Some("m5.large".into()),
+                    subnet: Some("subnet-1".into()),
+                },
+                FleetError {
+                    code: "error".into(),
+                    message: String::new(),
+                    instance_type: None,
+                    subnet: None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_described_instance_needs_its_id_type_and_zone() {
+        let described = aws_sdk_ec2::types::Instance::builder()
+            .instance_id("i-1")
+            .instance_type(InstanceType::M5Large)
+            .placement(Placement::builder().availability_zone("us-east-1a").build())
+            .image_id("ami-1")
+            .build();
+        assert_eq!(
+            launched_instance(&described),
+            Some(Instance {
+                id: "i-1".into(),
+                instance_type: "m5.large".into(),
+                zone: "us-east-1a".into(),
+                image_id: Some("ami-1".into()),
+            })
+        );
+        let without_zone = aws_sdk_ec2::types::Instance::builder()
+            .instance_id("i-1")
+            .instance_type(InstanceType::M5Large)
+            .build();
+        assert_eq!(launched_instance(&without_zone), None);
+    }
 }

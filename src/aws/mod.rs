@@ -1,15 +1,17 @@
-//! The only folder that knows AWS: the SDK calls (`client`), launch templates and fleet
-//! requests (`launch`), offerings that ran out of capacity (`capacity`), and the EC2NodeClass
-//! controller (`nodeclass`); plus the tags that mark what Windlass launched, shared with the
-//! test stack's node registrar.
+//! The only folder that knows AWS: the cloud boundary over EC2 (`cloud`), the SDK calls
+//! (`client`) and their errors (`sdk_errors`), launch templates and fleet requests (`launch`),
+//! offerings that ran out of capacity (`capacity`), and the EC2NodeClass controller
+//! (`nodeclass`); plus the providerID format, shared with the test stack's node registrar.
 
-pub mod capacity;
+mod capacity;
 pub mod client;
-pub mod launch;
+pub mod cloud;
+mod launch;
 pub mod nodeclass;
 pub mod sdk_errors;
 
-pub use client::{Aws, CloudError, FleetOutcome, shape_of};
+pub use client::{Aws, shape_of};
+pub use cloud::AwsCloud;
 
 use sha2::{Digest, Sha256};
 

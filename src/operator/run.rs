@@ -12,9 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::server::{Readiness, health_router, metrics_router};
-use crate::aws::Aws;
-use crate::aws::capacity::UnavailableOfferings;
 use crate::aws::nodeclass::controller::{self as node_classes, NodeClasses};
+use crate::aws::{Aws, AwsCloud};
 use crate::cli::RunArgs;
 use crate::jobs;
 use crate::metrics::Metrics;
@@ -53,7 +52,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         controller: "windlass".into(),
         instance: std::env::var("HOSTNAME").ok(),
     };
-    let unavailable_offerings = Arc::new(std::sync::Mutex::new(UnavailableOfferings::default()));
+    let cloud = Arc::new(AwsCloud::new(Aws::new(&aws), args.cluster_name.clone()));
     let cluster_state = Arc::new(ClusterState::watch(
         &client,
         args.watch_namespace.as_deref(),
@@ -64,10 +63,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         client: client.clone(),
         state: cluster_state.clone(),
         metrics: metrics.clone(),
-        unavailable: unavailable_offerings.clone(),
         pool_reports,
         recorder: Recorder::new(client.clone(), reporter.clone()),
-        aws: Aws::new(&aws),
+        cloud: cloud.clone(),
         cluster: args.cluster_name.clone(),
         batch_idle: args.batch_idle_duration,
         batch_max: args.batch_max_duration,
@@ -76,9 +74,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         client: client.clone(),
         state: cluster_state,
         metrics: metrics.clone(),
-        unavailable: unavailable_offerings.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
-        aws: Aws::new(&aws),
+        cloud,
         cluster: args.cluster_name.clone(),
     });
     let node_classes = Arc::new(NodeClasses {

@@ -25,32 +25,29 @@ use super::problem::{claim_capacity, in_flight_node, is_unschedulable, pool_inpu
 use crate::apis::labels::NODEPOOL_LABEL;
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
-use crate::aws::Aws;
-use crate::aws::capacity::UnavailableOfferings;
+use crate::cloud::CloudProvider;
 use crate::metrics::{Metrics, PoolLabels};
-use crate::scheduling::catalog;
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::pod::PodShape;
 use crate::scheduling::{BoundPod, ExistingNode, NodePoolInput, Problem, no_instance_types, solve};
 use crate::state::ClusterState;
 
-/// How often the instance catalog is read again from EC2.
-const CATALOG_LIFETIME: Duration = Duration::from_secs(300);
+/// How often NodePools are checked for instance types while nothing about them changes.
+const POOL_CHECK: Duration = Duration::from_secs(300);
 /// How long a NodeClaim this process created is remembered while the watch has not yet shown it.
 const STORE_LAG: Duration = Duration::from_secs(30);
 /// Pods that fit nowhere are planned again this often while nothing else changes.
 const RETRY_UNPLACED: Duration = Duration::from_secs(10);
 
-pub struct Provisioner {
+pub struct Provisioner<C> {
     pub client: kube::Client,
     pub state: Arc<ClusterState>,
     pub metrics: Arc<Metrics>,
-    /// Offerings that recently ran out of capacity; planned claims leave them out.
-    pub unavailable: Arc<std::sync::Mutex<UnavailableOfferings>>,
     /// What the last batch found about each NodePool; the NodePool controller shows it.
     pub pool_reports: watch::Sender<PoolReports>,
     pub recorder: Recorder,
-    pub aws: Aws,
+    /// Instance types, with the offerings that just ran out of capacity left out.
+    pub cloud: Arc<C>,
     /// Labels the NodeClaims this install creates, for its NodeClaim controller.
     pub cluster: String,
     pub batch_idle: Duration,
@@ -72,42 +69,8 @@ pub type PoolReports = BTreeMap<String, PoolReport>;
 /// NodeClaims this process created, by name, with when; until the store shows them.
 type Created = HashMap<String, (Instant, Arc<NodeClaim>)>;
 
-/// The instance catalog, read from EC2 at most every `CATALOG_LIFETIME`, and after a failed
-/// read not again for `RETRY_UNPLACED`.
-#[derive(Default)]
-struct Catalog {
-    read: Option<(Instant, Arc<Vec<InstanceType>>)>,
-    failed: Option<Instant>,
-}
-
-impl Catalog {
-    async fn get(&mut self, aws: &Aws) -> Option<Arc<Vec<InstanceType>>> {
-        if let Some((read, types)) = &self.read
-            && read.elapsed() < CATALOG_LIFETIME
-        {
-            return Some(types.clone());
-        }
-        if self.failed.is_some_and(|at| at.elapsed() < RETRY_UNPLACED) {
-            return None;
-        }
-        match aws.instance_catalog(&catalog::on_demand_prices()).await {
-            Ok(types) => {
-                let types = Arc::new(types);
-                self.read = Some((Instant::now(), types.clone()));
-                self.failed = None;
-                Some(types)
-            }
-            Err(error) => {
-                warn!(%error, "reading the instance catalog failed; retrying in 10 s");
-                self.failed = Some(Instant::now());
-                None
-            }
-        }
-    }
-}
-
 /// Runs until `shutdown`.
-pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
+pub async fn run<C: CloudProvider>(provisioner: Arc<Provisioner<C>>, shutdown: CancellationToken) {
     let state = &provisioner.state;
     tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -119,7 +82,6 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
         Instant::now(),
     );
     let mut created: Created = HashMap::new();
-    let mut catalog = Catalog::default();
     let mut last_plan: Option<(BTreeSet<String>, Instant)> = None;
     let mut checked_pools: Option<(PoolVersions, Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -139,16 +101,12 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
         let versions = pool_versions(state);
         let pools_changed = checked_pools
             .as_ref()
-            .is_none_or(|(seen, at)| *seen != versions || at.elapsed() >= CATALOG_LIFETIME);
+            .is_none_or(|(seen, at)| *seen != versions || at.elapsed() >= POOL_CHECK);
         if pools_changed
             && !versions.is_empty()
-            && let Some(types) = catalog.get(&provisioner.aws).await
+            && let Ok(types) = provisioner.cloud.instance_types().await
         {
-            check_pools(
-                &provisioner,
-                &with_availability(&types, &provisioner.unavailable),
-            )
-            .await;
+            check_pools(&provisioner, &types).await;
             checked_pools = Some((versions, Instant::now()));
         }
         // Every unschedulable pod is planned, also one a NodeClaim in flight was made for:
@@ -176,10 +134,10 @@ pub async fn run(provisioner: Arc<Provisioner>, shutdown: CancellationToken) {
             continue;
         }
         last_plan = Some((pending_uids, Instant::now()));
-        let Some(types) = catalog.get(&provisioner.aws).await else {
+        // A failed read is logged where it failed; the pods are planned again next time.
+        let Ok(types) = provisioner.cloud.instance_types().await else {
             continue;
         };
-        let types = with_availability(&types, &provisioner.unavailable);
         provision(&provisioner, &types, &pending, &mut created).await;
     }
 }
@@ -208,7 +166,7 @@ fn pool_versions(state: &ClusterState) -> PoolVersions {
 
 /// Whether each NodePool's requirements admit any instance type; a pool that admits none
 /// gets a Warning Event and its report says why, whether or not pods are pending.
-async fn check_pools(provisioner: &Provisioner, catalog: &[InstanceType]) {
+async fn check_pools<C>(provisioner: &Provisioner<C>, catalog: &[InstanceType]) {
     let (node_pools, pools) = pools_of(&provisioner.state, catalog);
     let mut found = BTreeMap::new();
     for (node_pool, pool) in node_pools.iter().zip(&pools) {
@@ -270,38 +228,12 @@ fn update_reports(reports: &watch::Sender<PoolReports>, change: impl Fn(&mut Poo
     });
 }
 
-/// The catalog with the offerings that recently ran out of capacity marked unavailable.
-fn with_availability(
-    catalog: &[InstanceType],
-    unavailable: &std::sync::Mutex<UnavailableOfferings>,
-) -> Vec<InstanceType> {
-    let unavailable = unavailable
-        .lock()
-        .expect("the offerings lock is never poisoned");
-    let now = Instant::now();
-    catalog
-        .iter()
-        .map(|it| {
-            let mut it = it.clone();
-            for offering in &mut it.offerings {
-                offering.available = !unavailable.is_unavailable(
-                    &offering.capacity_type,
-                    &it.name,
-                    &offering.zone,
-                    now,
-                );
-            }
-            it
-        })
-        .collect()
-}
-
 fn uid(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
 
-async fn provision(
-    provisioner: &Provisioner,
+async fn provision<C>(
+    provisioner: &Provisioner<C>,
     catalog: &[InstanceType],
     pending: &[Arc<Pod>],
     created: &mut Created,
@@ -492,8 +424,8 @@ async fn provision(
     });
 }
 
-async fn publish<K: Resource<DynamicType = ()>>(
-    provisioner: &Provisioner,
+async fn publish<C, K: Resource<DynamicType = ()>>(
+    provisioner: &Provisioner<C>,
     object: &K,
     reason: &str,
     note: String,

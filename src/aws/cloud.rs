@@ -1,0 +1,256 @@
+//! `AwsCloud`, the cloud boundary over EC2: a NodeClaim's launch (launch templates, one
+//! CreateFleet, the instance a lost answer left behind adopted instead of launched again), the
+//! instance catalog read at most every five minutes, and the offerings that just ran out of
+//! capacity, which both the catalog and the next launch leave out.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use tracing::warn;
+
+use crate::apis::conditions::READY;
+use crate::apis::ec2_node_class::EC2NodeClass;
+use crate::apis::labels::INSTANCE_TYPE_LABEL;
+use crate::apis::node_claim::NodeClaim;
+use crate::aws::capacity::{UnavailableOfferings, is_insufficient_capacity};
+use crate::aws::client::{Aws, FleetOutcome};
+use crate::aws::launch::{LaunchInput, fleet_request};
+use crate::cloud::{CloudError, CloudProvider, CreateError, Instance, Launched};
+use crate::scheduling::catalog;
+use crate::scheduling::instance_types::InstanceType;
+use crate::scheduling::requirements::Requirements;
+use crate::status::is_true;
+
+/// How often the instance catalog is read again from EC2.
+const CATALOG_LIFETIME: Duration = Duration::from_secs(300);
+/// After a failed catalog read, how long the failure is answered without asking EC2 again.
+const CATALOG_RETRY: Duration = Duration::from_secs(10);
+
+pub struct AwsCloud {
+    aws: Aws,
+    /// Tags every instance, and finds the ones this install launched.
+    cluster: String,
+    unavailable: Mutex<UnavailableOfferings>,
+    catalog: tokio::sync::Mutex<Catalog>,
+}
+
+#[derive(Default)]
+struct Catalog {
+    read: Option<(Instant, Vec<InstanceType>)>,
+    failed: Option<(Instant, CloudError)>,
+}
+
+impl AwsCloud {
+    pub fn new(aws: Aws, cluster: String) -> Self {
+        Self {
+            aws,
+            cluster,
+            unavailable: Mutex::default(),
+            catalog: tokio::sync::Mutex::default(),
+        }
+    }
+
+    fn unavailable(&self) -> std::sync::MutexGuard<'_, UnavailableOfferings> {
+        self.unavailable
+            .lock()
+            .expect("the offerings lock is never poisoned")
+    }
+
+    /// The catalog as last read, read again once it is `CATALOG_LIFETIME` old.
+    async fn catalog(&self) -> Result<Vec<InstanceType>, CloudError> {
+        let mut catalog = self.catalog.lock().await;
+        if let Some((read, types)) = &catalog.read
+            && read.elapsed() < CATALOG_LIFETIME
+        {
+            return Ok(types.clone());
+        }
+        if let Some((at, error)) = &catalog.failed
+            && at.elapsed() < CATALOG_RETRY
+        {
+            return Err(error.clone());
+        }
+        match self
+            .aws
+            .instance_catalog(&catalog::on_demand_prices())
+            .await
+        {
+            Ok(types) => {
+                catalog.read = Some((Instant::now(), types.clone()));
+                catalog.failed = None;
+                Ok(types)
+            }
+            Err(error) => {
+                warn!(%error, "reading the instance catalog failed; retrying in 10 s");
+                catalog.failed = Some((Instant::now(), error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Leaves out, for a while, each offering EC2 reported out of capacity.
+    fn mark_unavailable(&self, class: &EC2NodeClass, capacity_type: &str, outcome: &FleetOutcome) {
+        let subnets = class.status.iter().flat_map(|s| &s.subnets);
+        let zone_of = |subnet: &str| subnets.clone().find(|s| s.id == subnet).map(|s| &s.zone);
+        let mut unavailable = self.unavailable();
+        for error in outcome
+            .errors
+            .iter()
+            .filter(|e| is_insufficient_capacity(&e.code))
+        {
+            if let (Some(instance_type), Some(zone)) = (
+                &error.instance_type,
+                error.subnet.as_deref().and_then(zone_of),
+            ) {
+                unavailable.mark(capacity_type, instance_type, zone, Instant::now());
+            }
+        }
+    }
+}
+
+/// The catalog with the offerings that recently ran out of capacity marked unavailable.
+fn with_availability(
+    mut catalog: Vec<InstanceType>,
+    unavailable: &UnavailableOfferings,
+    now: Instant,
+) -> Vec<InstanceType> {
+    for instance_type in &mut catalog {
+        for offering in &mut instance_type.offerings {
+            offering.available = !unavailable.is_unavailable(
+                &offering.capacity_type,
+                &instance_type.name,
+                &offering.zone,
+                now,
+            );
+        }
+    }
+    catalog
+}
+
+impl CloudProvider for AwsCloud {
+    async fn create(
+        &self,
+        claim: &NodeClaim,
+        class: &EC2NodeClass,
+    ) -> Result<Launched, CreateError> {
+        let class_name = class.name_any();
+        let Some(class_status) = class
+            .status
+            .as_ref()
+            .filter(|s| is_true(&s.conditions, READY))
+        else {
+            return Err(CreateError::NodeClassNotReady(class_name));
+        };
+        let requirements = Requirements::from_node_pool(&claim.spec.requirements);
+        let candidates: Vec<String> = requirements
+            .get(INSTANCE_TYPE_LABEL)
+            .and_then(|r| r.finite_values())
+            .map(|v| v.iter().cloned().collect())
+            .unwrap_or_default();
+        let shapes = self.aws.shapes(&candidates).await?;
+        let architectures: BTreeMap<String, &'static str> = shapes
+            .iter()
+            .map(|(name, (_, arch))| (name.clone(), *arch))
+            .collect();
+        let name = claim.name_any();
+        let request = fleet_request(&LaunchInput {
+            cluster: &self.cluster,
+            node_class: &class_name,
+            claim_name: &name,
+            claim_uid: claim.metadata.uid.as_deref().unwrap_or_default(),
+            requirements: &requirements,
+            labels: claim.labels(),
+            spec: &class.spec,
+            status: class_status,
+            architectures: &architectures,
+            unavailable: &|capacity_type, instance_type, zone| {
+                self.unavailable().is_unavailable(
+                    capacity_type,
+                    instance_type,
+                    zone,
+                    Instant::now(),
+                )
+            },
+        })
+        .map_err(|reason| CreateError::NoLaunchOption(Box::new(reason)))?;
+        for config in &request.configs {
+            self.aws.ensure_launch_template(config).await?;
+        }
+        // A crash or a timeout can lose CreateFleet's answer: the instance it launched for this
+        // NodeClaim is adopted, not launched again.
+        let outcome = match self.aws.instance_for_claim(&self.cluster, &name).await? {
+            Some(instance) => FleetOutcome {
+                instance: Some(instance),
+                errors: Vec::new(),
+            },
+            None => self.aws.create_fleet(&request).await?,
+        };
+        // Offerings EC2 reported out of capacity are left out for a while, whether or not
+        // another offering launched.
+        self.mark_unavailable(class, request.capacity_type, &outcome);
+        let Some(instance) = outcome.instance else {
+            let errors: Vec<String> = outcome
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .collect();
+            return Err(CreateError::LaunchedNothing(format!(
+                "CreateFleet launched nothing ({}): {}",
+                request.capacity_type,
+                errors.join("; ")
+            )));
+        };
+        Ok(Launched {
+            shape: shapes.get(&instance.instance_type).copied(),
+            instance,
+            capacity_type: request.capacity_type.to_owned(),
+        })
+    }
+
+    async fn get(&self, claim: &str) -> Result<Option<Instance>, CloudError> {
+        self.aws.instance_for_claim(&self.cluster, claim).await
+    }
+
+    async fn delete(&self, instance_id: &str) -> Result<(), CloudError> {
+        self.aws.terminate(instance_id).await
+    }
+
+    async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError> {
+        let catalog = self.catalog().await?;
+        Ok(with_availability(
+            catalog,
+            &self.unavailable(),
+            Instant::now(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduling::fake;
+
+    #[test]
+    fn offerings_that_ran_out_of_capacity_are_unavailable_for_a_while() {
+        let now = Instant::now();
+        let catalog = fake::catalog(2);
+        let name = catalog[0].name.clone();
+        let mut unavailable = UnavailableOfferings::default();
+        unavailable.mark("spot", &name, fake::ZONES[0], now);
+        let marked = with_availability(catalog.clone(), &unavailable, now);
+        let out: Vec<(&str, &str, &str)> = marked
+            .iter()
+            .flat_map(|t| t.offerings.iter().map(move |o| (t, o)))
+            .filter(|(_, o)| !o.available)
+            .map(|(t, o)| (t.name.as_str(), o.capacity_type.as_str(), o.zone.as_str()))
+            .collect();
+        assert_eq!(out, [(name.as_str(), "spot", fake::ZONES[0])]);
+        let later = with_availability(catalog, &unavailable, now + Duration::from_secs(181));
+        assert!(
+            later
+                .iter()
+                .all(|t| t.offerings.iter().all(|o| o.available))
+        );
+    }
+}

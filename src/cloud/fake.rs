@@ -1,0 +1,111 @@
+//! An in-memory cloud for the node controllers' unit tests: it launches the first offering the
+//! NodeClaim's requirements allow, remembers one instance per NodeClaim (as a ClientToken
+//! would), and counts what it was asked.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::apis::ec2_node_class::EC2NodeClass;
+use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
+use crate::apis::node_claim::NodeClaim;
+use crate::scheduling::instance_types::InstanceType;
+use crate::scheduling::requirements::Requirements;
+
+use super::{CloudError, CloudProvider, CreateError, Instance, Launched};
+
+#[derive(Default)]
+pub struct FakeCloud {
+    pub types: Vec<InstanceType>,
+    /// Every `create` fails with "no capacity" while this is set.
+    pub out_of_capacity: Mutex<bool>,
+    /// NodeClaim name → its instance.
+    pub instances: Mutex<BTreeMap<String, Instance>>,
+    /// How many instances were started (not found again).
+    pub launches: Mutex<usize>,
+    pub deleted: Mutex<Vec<String>>,
+}
+
+impl FakeCloud {
+    pub fn new(types: Vec<InstanceType>) -> Self {
+        Self {
+            types,
+            ..Self::default()
+        }
+    }
+
+    pub fn launches(&self) -> usize {
+        *self.launches.lock().unwrap()
+    }
+}
+
+impl CloudProvider for FakeCloud {
+    async fn create(
+        &self,
+        claim: &NodeClaim,
+        _class: &EC2NodeClass,
+    ) -> Result<Launched, CreateError> {
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        let requirements = Requirements::from_node_pool(&claim.spec.requirements);
+        let (instance_type, offering) = self
+            .types
+            .iter()
+            .filter(|t| requirements.allows(INSTANCE_TYPE_LABEL, &t.name))
+            .flat_map(|t| t.offerings.iter().map(move |o| (t, o)))
+            .find(|(_, o)| {
+                requirements.allows(ZONE_LABEL, &o.zone)
+                    && requirements.allows(CAPACITY_TYPE_LABEL, &o.capacity_type)
+            })
+            .ok_or_else(|| CreateError::NoLaunchOption("no offering fits".into()))?;
+        let launched = |instance: Instance| Launched {
+            instance,
+            capacity_type: offering.capacity_type.clone(),
+            shape: Some((
+                instance_type.shape,
+                if instance_type.arch == "arm64" {
+                    "arm64"
+                } else {
+                    "amd64"
+                },
+            )),
+        };
+        if let Some(instance) = self.instances.lock().unwrap().get(&name) {
+            return Ok(launched(instance.clone()));
+        }
+        if *self.out_of_capacity.lock().unwrap() {
+            return Err(CreateError::LaunchedNothing(format!(
+                "InsufficientInstanceCapacity: no {} capacity",
+                instance_type.name
+            )));
+        }
+        let mut launches = self.launches.lock().unwrap();
+        *launches += 1;
+        let instance = Instance {
+            id: format!("i-{:04}", *launches),
+            instance_type: instance_type.name.clone(),
+            zone: offering.zone.clone(),
+            image_id: Some("ami-fake".into()),
+        };
+        self.instances
+            .lock()
+            .unwrap()
+            .insert(name, instance.clone());
+        Ok(launched(instance))
+    }
+
+    async fn get(&self, claim: &str) -> Result<Option<Instance>, CloudError> {
+        Ok(self.instances.lock().unwrap().get(claim).cloned())
+    }
+
+    async fn delete(&self, instance_id: &str) -> Result<(), CloudError> {
+        self.instances
+            .lock()
+            .unwrap()
+            .retain(|_, i| i.id != instance_id);
+        self.deleted.lock().unwrap().push(instance_id.to_owned());
+        Ok(())
+    }
+
+    async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError> {
+        Ok(self.types.clone())
+    }
+}

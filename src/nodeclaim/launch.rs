@@ -1,0 +1,289 @@
+//! Launch: the cloud creates the NodeClaim's instance, and the claim records it (providerID,
+//! image, capacity and allocatable of its type, the Launched condition) and gets the labels
+//! of the instance it became. No Kubernetes I/O: the controller reads the node class and
+//! writes what this returns.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::set_condition;
+use crate::apis::conditions::READY;
+use crate::apis::ec2_node_class::EC2NodeClass;
+use crate::apis::labels::{
+    ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL,
+    INSTANCE_MEMORY_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
+};
+use crate::apis::node_claim::{CONDITION_LAUNCHED, NodeClaim, NodeClaimStatus};
+use crate::aws::provider_id;
+use crate::cloud::{CloudError, CloudProvider, CreateError, Launched};
+use crate::scheduling::resources::Resources;
+use crate::status::is_true;
+
+/// What a launch attempt came to.
+#[derive(Debug, PartialEq)]
+pub enum Launch {
+    /// The instance exists and the status records it; the NodeClaim gets these labels.
+    Launched { labels: BTreeMap<String, String> },
+    /// Nothing launched; try again after `retry`. `warning` is worth an Event.
+    NotLaunched {
+        retry: Duration,
+        warning: Option<String>,
+    },
+}
+
+/// Launches `claim`'s instance if its node class is Ready, recording the outcome in `status`.
+/// A failed cloud call is an error, retried by the controller.
+pub async fn launch<C: CloudProvider>(
+    cloud: &C,
+    claim: &NodeClaim,
+    class: Option<&EC2NodeClass>,
+    status: &mut NodeClaimStatus,
+    now: Timestamp,
+) -> Result<Launch, CloudError> {
+    let class_name = &claim.spec.node_class_ref.name;
+    let ready_class = class.filter(|class| {
+        class
+            .status
+            .as_ref()
+            .is_some_and(|s| is_true(&s.conditions, READY))
+    });
+    let outcome = match ready_class {
+        Some(class) => cloud.create(claim, class).await,
+        None => Err(CreateError::NodeClassNotReady(class_name.clone())),
+    };
+    match outcome {
+        Ok(launched) => Ok(Launch::Launched {
+            labels: record(claim, status, &launched, now),
+        }),
+        Err(CreateError::Api(error)) => Err(error),
+        Err(error) => {
+            let (retry, warning) = match &error {
+                CreateError::LaunchedNothing(message) => {
+                    (Duration::from_secs(5), Some(message.clone()))
+                }
+                _ => (Duration::from_secs(10), None),
+            };
+            set_condition(
+                status,
+                claim,
+                CONDITION_LAUNCHED,
+                false,
+                error.reason(),
+                error.to_string(),
+                now,
+            );
+            Ok(Launch::NotLaunched { retry, warning })
+        }
+    }
+}
+
+/// Records the launched instance in `status`; the labels the NodeClaim takes from it.
+fn record(
+    claim: &NodeClaim,
+    status: &mut NodeClaimStatus,
+    launched: &Launched,
+    now: Timestamp,
+) -> BTreeMap<String, String> {
+    let instance = &launched.instance;
+    if let Some((shape, _)) = &launched.shape {
+        status.capacity = quantities(shape.capacity());
+        status.allocatable = quantities(shape.allocatable());
+    }
+    status.provider_id = Some(provider_id(&instance.zone, &instance.id));
+    status.image_id = instance.image_id.clone();
+    set_condition(
+        status,
+        claim,
+        CONDITION_LAUNCHED,
+        true,
+        "Launched",
+        format!("instance {} ({})", instance.id, instance.instance_type),
+        now,
+    );
+    let mut labels = BTreeMap::from([
+        (
+            INSTANCE_TYPE_LABEL.to_owned(),
+            instance.instance_type.clone(),
+        ),
+        (ZONE_LABEL.to_owned(), instance.zone.clone()),
+        (
+            CAPACITY_TYPE_LABEL.to_owned(),
+            launched.capacity_type.clone(),
+        ),
+        (OS_LABEL.to_owned(), "linux".to_owned()),
+    ]);
+    if let Some((shape, arch)) = &launched.shape {
+        let family = instance.instance_type.split('.').next().unwrap_or_default();
+        labels.extend([
+            (ARCH_LABEL.to_owned(), (*arch).to_owned()),
+            (INSTANCE_FAMILY_LABEL.to_owned(), family.to_owned()),
+            (INSTANCE_CPU_LABEL.to_owned(), shape.vcpus.to_string()),
+            (
+                INSTANCE_MEMORY_LABEL.to_owned(),
+                shape.memory_mib.to_string(),
+            ),
+        ]);
+    }
+    labels
+}
+
+fn quantities(resources: Resources) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([
+        ("cpu".to_owned(), Quantity(format!("{}m", resources.cpu))),
+        ("memory".to_owned(), Quantity(resources.memory.to_string())),
+        ("pods".to_owned(), Quantity(resources.pods.to_string())),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::fake::FakeCloud;
+    use crate::scheduling::fake;
+    use serde_json::json;
+
+    fn claim(instance_types: &[&str]) -> NodeClaim {
+        serde_json::from_value(json!({
+            "apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim",
+            "metadata": {"name": "default-abc", "uid": "u-1", "generation": 1,
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"requirements": [
+                        {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": instance_types},
+                        {"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": ["on-demand"]}],
+                     "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "default"}}
+        }))
+        .unwrap()
+    }
+
+    fn class(ready: bool) -> EC2NodeClass {
+        serde_json::from_value(json!({
+            "apiVersion": "windlass.dev/v1alpha1", "kind": "EC2NodeClass",
+            "metadata": {"name": "default"},
+            "spec": {"role": "node", "amiSelectorTerms": [{"alias": "al2023@latest"}],
+                     "subnetSelectorTerms": [{"tags": {"a": "b"}}],
+                     "securityGroupSelectorTerms": [{"tags": {"a": "b"}}]},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
+                        "reason": "r", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .unwrap()
+    }
+
+    fn now() -> Timestamp {
+        "2026-01-01T00:00:10Z".parse().unwrap()
+    }
+
+    fn condition<'a>(status: &'a NodeClaimStatus, type_: &str) -> (&'a str, &'a str, &'a str) {
+        let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    }
+
+    #[tokio::test]
+    async fn a_launched_claim_records_its_instance_and_takes_its_labels() {
+        let cloud = FakeCloud::new(fake::catalog(3));
+        let name = cloud.types[1].name.clone();
+        let claim = claim(&[&name]);
+        let mut status = NodeClaimStatus::default();
+        let launch = launch(&cloud, &claim, Some(&class(true)), &mut status, now())
+            .await
+            .unwrap();
+        let Launch::Launched { labels } = launch else {
+            panic!("not launched: {launch:?}")
+        };
+        assert_eq!(
+            status.provider_id.as_deref(),
+            Some("aws:///test-zone-1/i-0001")
+        );
+        assert_eq!(status.image_id.as_deref(), Some("ami-fake"));
+        let shape = cloud.types[1].shape;
+        assert_eq!(status.capacity, quantities(shape.capacity()));
+        assert_eq!(status.allocatable, quantities(shape.allocatable()));
+        assert_eq!(
+            condition(&status, CONDITION_LAUNCHED),
+            (
+                "True",
+                "Launched",
+                format!("instance i-0001 ({name})").as_str()
+            )
+        );
+        assert_eq!(labels[INSTANCE_TYPE_LABEL], name);
+        assert_eq!(labels[ZONE_LABEL], "test-zone-1");
+        assert_eq!(labels[CAPACITY_TYPE_LABEL], "on-demand");
+        assert_eq!(labels[ARCH_LABEL], "arm64");
+        assert_eq!(labels[INSTANCE_CPU_LABEL], "2");
+        assert_eq!(labels[INSTANCE_MEMORY_LABEL], "4096");
+        assert_eq!(labels[INSTANCE_FAMILY_LABEL], "fake-it-1");
+    }
+
+    #[tokio::test]
+    async fn launching_again_finds_the_same_instance() {
+        let cloud = FakeCloud::new(fake::catalog(1));
+        let claim = claim(&[&cloud.types[0].name.clone()]);
+        for _ in 0..2 {
+            let mut status = NodeClaimStatus::default();
+            launch(&cloud, &claim, Some(&class(true)), &mut status, now())
+                .await
+                .unwrap();
+            assert_eq!(
+                status.provider_id.as_deref(),
+                Some("aws:///test-zone-1/i-0001")
+            );
+        }
+        assert_eq!(cloud.launches(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_claim_whose_node_class_is_missing_or_not_ready_asks_the_cloud_nothing() {
+        let cloud = FakeCloud::new(fake::catalog(1));
+        let claim = claim(&[&cloud.types[0].name.clone()]);
+        for class in [None, Some(class(false))] {
+            let mut status = NodeClaimStatus::default();
+            let launch = launch(&cloud, &claim, class.as_ref(), &mut status, now())
+                .await
+                .unwrap();
+            assert_eq!(
+                launch,
+                Launch::NotLaunched {
+                    retry: Duration::from_secs(10),
+                    warning: None
+                }
+            );
+            assert_eq!(
+                condition(&status, CONDITION_LAUNCHED),
+                (
+                    "False",
+                    "NodeClassNotReady",
+                    "EC2NodeClass default is missing or not Ready"
+                )
+            );
+            assert_eq!(status.provider_id, None);
+        }
+        assert_eq!(cloud.launches(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_launch_the_cloud_could_not_fill_is_a_warning_and_a_retry() {
+        let cloud = FakeCloud::new(fake::catalog(1));
+        *cloud.out_of_capacity.lock().unwrap() = true;
+        let claim = claim(&[&cloud.types[0].name.clone()]);
+        let mut status = NodeClaimStatus::default();
+        let launch = launch(&cloud, &claim, Some(&class(true)), &mut status, now())
+            .await
+            .unwrap();
+        let message = "InsufficientInstanceCapacity: no fake-it-0.1x capacity";
+        assert_eq!(
+            launch,
+            Launch::NotLaunched {
+                retry: Duration::from_secs(5),
+                warning: Some(message.into())
+            }
+        );
+        assert_eq!(
+            condition(&status, CONDITION_LAUNCHED),
+            ("False", "LaunchFailed", message)
+        );
+        assert_eq!(status.provider_id, None);
+    }
+}
