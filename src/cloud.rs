@@ -14,6 +14,8 @@ use crate::scheduling::instance_types::{InstanceType, Shape};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
     pub id: String,
+    /// What the kubelet registers as the Node's `spec.providerID`.
+    pub provider_id: String,
     pub instance_type: String,
     pub zone: String,
     pub image_id: Option<String>,
@@ -77,8 +79,8 @@ pub trait CloudProvider: Send + Sync + 'static {
     fn get(&self, claim: &str)
     -> impl Future<Output = Result<Option<Instance>, CloudError>> + Send;
 
-    /// Terminates an instance; one that is already gone is not an error.
-    fn delete(&self, instance_id: &str) -> impl Future<Output = Result<(), CloudError>> + Send;
+    /// Terminates the instance behind `provider_id`; one already gone is not an error.
+    fn delete(&self, provider_id: &str) -> impl Future<Output = Result<(), CloudError>> + Send;
 
     /// Every instance type the cloud offers, each offering marked available or not (one that
     /// just ran out of capacity is not).

@@ -25,6 +25,7 @@ use crate::apis::ec2_node_class::{
 use crate::apis::labels::{CLUSTER_LABEL, NODECLAIM_TAG};
 use crate::aws::launch::{FleetRequest, TemplateConfig};
 use crate::aws::nodeclass::rules::{kubernetes_arch, resolved_ami};
+use crate::aws::provider_id;
 use crate::cloud::{CloudError, Instance};
 use crate::scheduling::instance_types::{self, ON_DEMAND, Offering, SPOT, Shape};
 
@@ -45,10 +46,13 @@ pub struct FleetOutcome {
 
 /// An instance as DescribeInstances reports it; `None` without an id, type or zone.
 fn launched_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
+    let id = instance.instance_id()?;
+    let zone = instance.placement()?.availability_zone()?;
     Some(Instance {
-        id: instance.instance_id()?.to_owned(),
+        id: id.to_owned(),
+        provider_id: provider_id(zone, id),
         instance_type: instance.instance_type()?.as_str().to_owned(),
-        zone: instance.placement()?.availability_zone()?.to_owned(),
+        zone: zone.to_owned(),
         image_id: instance.image_id().map(str::to_owned),
     })
 }
@@ -824,6 +828,7 @@ mod tests {
             launched_instance(&described),
             Some(Instance {
                 id: "i-1".into(),
+                provider_id: "aws:///us-east-1a/i-1".into(),
                 instance_type: "m5.large".into(),
                 zone: "us-east-1a".into(),
                 image_id: Some("ami-1".into()),

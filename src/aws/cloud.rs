@@ -16,6 +16,7 @@ use crate::apis::labels::INSTANCE_TYPE_LABEL;
 use crate::apis::node_claim::NodeClaim;
 use crate::aws::capacity::{UnavailableOfferings, is_insufficient_capacity};
 use crate::aws::client::{Aws, FleetOutcome};
+use crate::aws::instance_id;
 use crate::aws::launch::{LaunchInput, fleet_request};
 use crate::cloud::{CloudError, CloudProvider, CreateError, Instance, Launched};
 use crate::scheduling::catalog;
@@ -212,8 +213,12 @@ impl CloudProvider for AwsCloud {
         self.aws.instance_for_claim(&self.cluster, claim).await
     }
 
-    async fn delete(&self, instance_id: &str) -> Result<(), CloudError> {
-        self.aws.terminate(instance_id).await
+    async fn delete(&self, provider_id: &str) -> Result<(), CloudError> {
+        match instance_id(provider_id) {
+            Some(id) => self.aws.terminate(id).await,
+            // Not an EC2 instance: nothing this cloud launched.
+            None => Ok(()),
+        }
     }
 
     async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError> {

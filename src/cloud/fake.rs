@@ -22,6 +22,7 @@ pub struct FakeCloud {
     pub instances: Mutex<BTreeMap<String, Instance>>,
     /// How many instances were started (not found again).
     pub launches: Mutex<usize>,
+    /// The providerIDs `delete` was called with.
     pub deleted: Mutex<Vec<String>>,
 }
 
@@ -79,8 +80,10 @@ impl CloudProvider for FakeCloud {
         }
         let mut launches = self.launches.lock().unwrap();
         *launches += 1;
+        let id = format!("i-{:04}", *launches);
         let instance = Instance {
-            id: format!("i-{:04}", *launches),
+            provider_id: format!("fake:///{}/{id}", offering.zone),
+            id,
             instance_type: instance_type.name.clone(),
             zone: offering.zone.clone(),
             image_id: Some("ami-fake".into()),
@@ -96,12 +99,12 @@ impl CloudProvider for FakeCloud {
         Ok(self.instances.lock().unwrap().get(claim).cloned())
     }
 
-    async fn delete(&self, instance_id: &str) -> Result<(), CloudError> {
+    async fn delete(&self, provider_id: &str) -> Result<(), CloudError> {
         self.instances
             .lock()
             .unwrap()
-            .retain(|_, i| i.id != instance_id);
-        self.deleted.lock().unwrap().push(instance_id.to_owned());
+            .retain(|_, i| i.provider_id != provider_id);
+        self.deleted.lock().unwrap().push(provider_id.to_owned());
         Ok(())
     }
 

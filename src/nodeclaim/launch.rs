@@ -17,7 +17,6 @@ use crate::apis::labels::{
     INSTANCE_MEMORY_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
 };
 use crate::apis::node_claim::{CONDITION_LAUNCHED, NodeClaim, NodeClaimStatus};
-use crate::aws::provider_id;
 use crate::cloud::{CloudError, CloudProvider, CreateError, Launched};
 use crate::scheduling::resources::Resources;
 use crate::status::is_true;
@@ -92,7 +91,7 @@ fn record(
         status.capacity = quantities(shape.capacity());
         status.allocatable = quantities(shape.allocatable());
     }
-    status.provider_id = Some(provider_id(&instance.zone, &instance.id));
+    status.provider_id = Some(instance.provider_id.clone());
     status.image_id = instance.image_id.clone();
     set_condition(
         status,
@@ -194,7 +193,7 @@ mod tests {
         };
         assert_eq!(
             status.provider_id.as_deref(),
-            Some("aws:///test-zone-1/i-0001")
+            Some("fake:///test-zone-1/i-0001")
         );
         assert_eq!(status.image_id.as_deref(), Some("ami-fake"));
         let shape = cloud.types[1].shape;
@@ -228,7 +227,7 @@ mod tests {
                 .unwrap();
             assert_eq!(
                 status.provider_id.as_deref(),
-                Some("aws:///test-zone-1/i-0001")
+                Some("fake:///test-zone-1/i-0001")
             );
         }
         assert_eq!(cloud.launches(), 1);

@@ -12,7 +12,6 @@ use tracing::info;
 
 use crate::apis::labels::TERMINATION_FINALIZER;
 use crate::apis::node_claim::NodeClaim;
-use crate::aws::instance_id;
 use crate::cloud::{CloudError, CloudProvider};
 use crate::state::ClusterState;
 
@@ -49,19 +48,14 @@ pub async fn terminate_instance<C: CloudProvider>(
     cloud: &C,
     claim: &NodeClaim,
 ) -> Result<(), CloudError> {
-    let recorded = claim
-        .status
-        .as_ref()
-        .and_then(|s| s.provider_id.as_deref())
-        .and_then(instance_id)
-        .map(str::to_owned);
-    let id = match recorded {
-        Some(id) => Some(id),
-        None => cloud.get(&claim.name_any()).await?.map(|i| i.id),
+    let recorded = claim.status.as_ref().and_then(|s| s.provider_id.clone());
+    let provider_id = match recorded {
+        Some(provider_id) => Some(provider_id),
+        None => cloud.get(&claim.name_any()).await?.map(|i| i.provider_id),
     };
-    if let Some(id) = id {
-        cloud.delete(&id).await?;
-        info!(nodeclaim = %claim.name_any(), instance = %id, "terminated");
+    if let Some(provider_id) = provider_id {
+        cloud.delete(&provider_id).await?;
+        info!(nodeclaim = %claim.name_any(), %provider_id, "terminated");
     }
     Ok(())
 }
@@ -117,6 +111,7 @@ mod tests {
             claim.to_owned(),
             Instance {
                 id: "i-lost".into(),
+                provider_id: "fake:///test-zone-1/i-lost".into(),
                 instance_type: "fake-it-0.1x".into(),
                 zone: "test-zone-1".into(),
                 image_id: None,
@@ -134,7 +129,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(*cloud.deleted.lock().unwrap(), ["i-7"]);
+        assert_eq!(*cloud.deleted.lock().unwrap(), ["aws:///test-zone-1/i-7"]);
     }
 
     #[tokio::test]
@@ -142,7 +137,10 @@ mod tests {
      {
         let cloud = cloud_with_instance_for("default-abc");
         terminate_instance(&cloud, &claim(json!({}))).await.unwrap();
-        assert_eq!(*cloud.deleted.lock().unwrap(), ["i-lost"]);
+        assert_eq!(
+            *cloud.deleted.lock().unwrap(),
+            ["fake:///test-zone-1/i-lost"]
+        );
         assert!(cloud.instances.lock().unwrap().is_empty());
     }
 
