@@ -1,8 +1,8 @@
 //! Queue readings shared by every object that polls the same queue with the same credentials.
 //! Polls are put on one clock per polling interval ([`PollClock`]), so objects polling a queue
 //! at the same interval poll at the same moment however far apart they started; a poll then
-//! joins a request in flight or takes a reading answered within [`SAME_MOMENT`], and otherwise
-//! sends its own. One GetQueueAttributes per queue per interval, and no poll ever acts on a
+//! joins a request in flight or takes the reading of a request sent within [`SAME_MOMENT`],
+//! and otherwise sends its own. One GetQueueAttributes per queue per interval, and no poll ever acts on a
 //! reading from an earlier interval.
 
 use std::collections::HashMap;
@@ -14,9 +14,10 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::time::Instant;
 
-/// How recently a reading must have been answered for a poll to take it instead of asking
-/// again: polls on one tick reach their trigger reads within a few API calls of each other,
-/// while an object's own polls are at least one interval (a second or more) apart.
+/// How recently a reading's request must have been sent for a poll to take it instead of
+/// asking again: polls on one tick reach their trigger reads within a few API calls of each
+/// other, while an object's own polls are at least one interval (a second or more) apart. The
+/// request's start counts, not its answer: a slow answer must not carry into the next interval.
 pub const SAME_MOMENT: Duration = Duration::from_millis(250);
 
 /// Which queue, as whom: readings are shared only between identical keys.
@@ -37,8 +38,11 @@ pub struct QueueAttributes {
     pub delayed: u64,
 }
 
-/// A request's outcome with the instant it was answered.
-type SharedReading = Shared<BoxFuture<'static, (Result<QueueAttributes, String>, Instant)>>;
+/// A request's outcome, and when the request was sent.
+struct SharedReading {
+    sent: Instant,
+    outcome: Shared<BoxFuture<'static, Result<QueueAttributes, String>>>,
+}
 
 #[derive(Clone)]
 pub struct QueueDepths {
@@ -56,17 +60,15 @@ impl Default for QueueDepths {
     }
 }
 
-/// Whether a poll at `now` may take this reading instead of sending its own request.
+/// Whether a poll at `now` may take this reading instead of sending its own request: it is
+/// still in flight, or it was sent at the same moment.
 fn current(reading: &SharedReading, now: Instant) -> bool {
-    match reading.peek() {
-        None => true,
-        Some((_, answered)) => now.duration_since(*answered) < SAME_MOMENT,
-    }
+    reading.outcome.peek().is_none() || now.duration_since(reading.sent) < SAME_MOMENT
 }
 
 impl QueueDepths {
-    /// The queue's attributes: the request in flight for `key`, a reading answered within
-    /// [`SAME_MOMENT`], or else a new request made with `fetch`.
+    /// The queue's attributes: the request in flight for `key`, a reading whose request was
+    /// sent within [`SAME_MOMENT`], or else a new request made with `fetch`.
     pub async fn get<F, Fut>(&self, key: QueueKey, fetch: F) -> Result<QueueAttributes, String>
     where
         F: FnOnce() -> Fut,
@@ -77,18 +79,21 @@ impl QueueDepths {
             let now = Instant::now();
             readings.retain(|_, reading| current(reading, now));
             match readings.get(&key) {
-                Some(reading) => reading.clone(),
+                Some(reading) => reading.outcome.clone(),
                 None => {
-                    let request = fetch();
-                    let reading = async move { (request.await, Instant::now()) }
-                        .boxed()
-                        .shared();
-                    readings.insert(key, reading.clone());
-                    reading
+                    let outcome = fetch().boxed().shared();
+                    readings.insert(
+                        key,
+                        SharedReading {
+                            sent: now,
+                            outcome: outcome.clone(),
+                        },
+                    );
+                    outcome
                 }
             }
         };
-        reading.await.0
+        reading.await
     }
 
     /// The clock an object polling every `interval` ticks on.
@@ -218,6 +223,24 @@ mod tests {
             assert_eq!(calls.load(Ordering::SeqCst), poll, "poll {poll}");
             tokio::time::advance(Duration::from_secs(1) - Duration::from_millis(15)).await;
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_answer_is_not_taken_by_the_next_interval() {
+        // Answered 800 ms after it was sent, the reading is only 200 ms old at the next tick.
+        let depths = QueueDepths::default();
+        let calls = Arc::new(AtomicU32::new(0));
+        read_taking(
+            &depths,
+            key("q", "role-a"),
+            &calls,
+            Duration::from_millis(800),
+        )
+        .await
+        .unwrap();
+        tokio::time::advance(Duration::from_millis(200)).await;
+        read(&depths, key("q", "role-a"), &calls).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]
