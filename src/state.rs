@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::apis::ec2_node_class::EC2NodeClass;
@@ -25,7 +26,14 @@ pub struct ClusterState {
     pub node_pools: Store<NodePool>,
     pub node_classes: Store<EC2NodeClass>,
     pub daemon_sets: Store<DaemonSet>,
+    /// Becomes true once every store holds its first full list; dropped if a watch ends first.
+    ready: watch::Receiver<bool>,
 }
+
+/// A watch ended before its store held a full list.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("a cluster watch ended before its first list")]
+pub struct NotReady;
 
 impl ClusterState {
     /// Starts the watches; they run until `shutdown`.
@@ -38,25 +46,53 @@ impl ClusterState {
             Some(namespace) => Api::namespaced(client.clone(), namespace),
             None => Api::all(client.clone()),
         };
-        Self {
-            pods: watch(pods, shutdown),
-            nodes: watch(Api::all(client.clone()), shutdown),
-            node_claims: watch(Api::all(client.clone()), shutdown),
-            node_pools: watch(Api::all(client.clone()), shutdown),
-            node_classes: watch(Api::all(client.clone()), shutdown),
-            daemon_sets: watch(Api::all(client.clone()), shutdown),
-        }
+        let (ready_tx, ready) = watch::channel(false);
+        let state = Self {
+            pods: watched(pods, shutdown),
+            nodes: watched(Api::all(client.clone()), shutdown),
+            node_claims: watched(Api::all(client.clone()), shutdown),
+            node_pools: watched(Api::all(client.clone()), shutdown),
+            node_classes: watched(Api::all(client.clone()), shutdown),
+            daemon_sets: watched(Api::all(client.clone()), shutdown),
+            ready,
+        };
+        // A store's own readiness wakes only one of the tasks waiting on it (kube-runtime's
+        // DelayedInit keeps a single waker), so one task waits and tells everyone.
+        let stores = (
+            state.pods.clone(),
+            state.nodes.clone(),
+            state.node_claims.clone(),
+            state.node_pools.clone(),
+            state.node_classes.clone(),
+            state.daemon_sets.clone(),
+        );
+        tokio::spawn(async move {
+            let (pods, nodes, claims, pools, classes, daemon_sets) = stores;
+            let listed = async {
+                pods.wait_until_ready().await?;
+                nodes.wait_until_ready().await?;
+                claims.wait_until_ready().await?;
+                pools.wait_until_ready().await?;
+                classes.wait_until_ready().await?;
+                daemon_sets.wait_until_ready().await
+            };
+            if listed.await.is_ok() {
+                ready_tx.send_replace(true);
+            }
+        });
+        state
     }
 
     /// Waits until every store holds its first full list: planning on a partial view would
-    /// provision again for pods whose NodeClaims are not listed yet.
-    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
-        self.pods.wait_until_ready().await?;
-        self.nodes.wait_until_ready().await?;
-        self.node_claims.wait_until_ready().await?;
-        self.node_pools.wait_until_ready().await?;
-        self.node_classes.wait_until_ready().await?;
-        self.daemon_sets.wait_until_ready().await
+    /// provision again for pods whose NodeClaims are not listed yet. Any number of tasks may
+    /// wait at once.
+    pub async fn wait_until_ready(&self) -> Result<(), NotReady> {
+        let mut ready = self.ready.clone();
+        ready
+            .wait_for(|ready| *ready)
+            .await
+            .map(drop)
+            .map_err(|_| NotReady)
     }
 
     /// The Node whose `spec.providerID` is `provider_id`.
@@ -85,7 +121,7 @@ impl ClusterState {
     }
 }
 
-fn watch<K>(api: Api<K>, shutdown: &CancellationToken) -> Store<K>
+fn watched<K>(api: Api<K>, shutdown: &CancellationToken) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
