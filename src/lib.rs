@@ -6,6 +6,7 @@ pub mod aws;
 pub mod cli;
 pub mod cloud;
 pub mod crdgen;
+pub mod disruption;
 pub mod error;
 pub mod events;
 pub mod jobs;

@@ -41,6 +41,13 @@ pub struct PoolLabels {
     pub nodepool: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DisruptionLabels {
+    pub nodepool: String,
+    /// `empty`.
+    pub reason: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// The last value each trigger read.
@@ -59,6 +66,8 @@ pub struct Metrics {
     pub nodeclaims_launched: Family<PoolLabels, Counter>,
     /// CreateFleet calls that launched nothing.
     pub nodeclaims_launch_failures: Family<PoolLabels, Counter>,
+    /// NodeClaims the disruption loop deleted, by reason.
+    pub disruption_actions: Family<DisruptionLabels, Counter>,
     /// Seconds one scheduling simulation of a batch took.
     pub scheduling_duration: Histogram,
     /// Pods marked Unschedulable at the last batch, nominated ones aside.
@@ -86,6 +95,7 @@ impl Default for Metrics {
             nodeclaims_created: Family::default(),
             nodeclaims_launched: Family::default(),
             nodeclaims_launch_failures: Family::default(),
+            disruption_actions: Family::default(),
             scheduling_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             pending_pods: Gauge::default(),
             registry,
@@ -131,6 +141,11 @@ impl Default for Metrics {
             "nodeclaims_launch_failures",
             "CreateFleet calls that launched nothing",
             metrics.nodeclaims_launch_failures.clone(),
+        );
+        registry.register(
+            "disruption_actions",
+            "NodeClaims the disruption loop deleted, by reason",
+            metrics.disruption_actions.clone(),
         );
         registry.register(
             "scheduling_duration_seconds",

@@ -28,6 +28,11 @@ pub const REGISTERED_LABEL: &str = "windlass.dev/registered";
 pub const TERMINATION_FINALIZER: &str = "windlass.dev/termination";
 /// Pods with this annotation set to `"true"` block voluntary disruption of their node.
 pub const DO_NOT_DISRUPT_ANNOTATION: &str = "windlass.dev/do-not-disrupt";
+/// Karpenter's annotation of the same meaning, honoured so ported workloads keep their
+/// protection.
+pub const KARPENTER_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+/// The NoSchedule taint on a node being drained.
+pub const DISRUPTED_TAINT: &str = "windlass.dev/disrupted";
 
 /// On ScaledObjects: the target's replicas are restored before the object goes.
 pub const SCALED_OBJECT_FINALIZER: &str = "windlass.dev/scaledobject";

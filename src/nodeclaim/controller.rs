@@ -31,10 +31,15 @@ use crate::events::Recorder;
 use crate::metrics::{Metrics, PoolLabels};
 use crate::state::ClusterState;
 use crate::status::apply_status;
-use crate::termination;
+use crate::termination::{self, Drain};
+
+/// How soon a drain looks at its pods again.
+const DRAIN_RETRY: Duration = Duration::from_secs(1);
 
 pub struct NodeClaims<C> {
     pub client: kube::Client,
+    /// For the Eviction API only: it does not retry a 429 itself.
+    pub evictions: kube::Client,
     /// Nodes are read from here, not listed.
     pub state: Arc<ClusterState>,
     pub metrics: Arc<Metrics>,
@@ -112,6 +117,41 @@ async fn reconcile<C: CloudProvider>(
     context: Arc<NodeClaims<C>>,
 ) -> Result<Action, Error> {
     let api: Api<NodeClaim> = Api::all(context.client.clone());
+    // A deleted NodeClaim's Node is drained before the finalizer's cleanup terminates the
+    // instance; the finalizer helper would let the claim go as soon as cleanup returns.
+    if object.metadata.deletion_timestamp.is_some()
+        && object
+            .finalizers()
+            .iter()
+            .any(|f| f == TERMINATION_FINALIZER)
+    {
+        let drain = termination::drain(
+            &context.client,
+            &context.evictions,
+            &context.state,
+            &object,
+            Timestamp::now(),
+        )
+        .await?;
+        if let Drain::Draining { waiting, refused } = drain {
+            if !refused.is_empty() {
+                let note = format!(
+                    "{waiting} pods still on the node; a PodDisruptionBudget refused evicting {}",
+                    refused.join(", ")
+                );
+                crate::events::publish(
+                    &context.recorder,
+                    object.as_ref(),
+                    EventType::Warning,
+                    "FailedDraining",
+                    note,
+                    "Drain",
+                )
+                .await;
+            }
+            return Ok(Action::requeue(DRAIN_RETRY));
+        }
+    }
     finalizer(&api, TERMINATION_FINALIZER, object, |event| async {
         match event {
             Finalizer::Apply(claim) => apply(&context, &claim).await,

@@ -15,6 +15,7 @@ use super::server::{Readiness, health_router, metrics_router};
 use crate::aws::nodeclass::controller::{self as node_classes, NodeClasses};
 use crate::aws::{Aws, AwsCloud};
 use crate::cli::RunArgs;
+use crate::disruption::{self, Disruption};
 use crate::jobs;
 use crate::metrics::Metrics;
 use crate::nodeclaim::{self as node_claims, NodeClaims};
@@ -30,7 +31,7 @@ use crate::{Error, Result};
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn run(args: RunArgs) -> Result<()> {
-    let (client, kubernetes_minor) = connect().await?;
+    let (client, evictions, kubernetes_minor) = connect().await?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
@@ -70,8 +71,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
         batch_idle: args.batch_idle_duration,
         batch_max: args.batch_max_duration,
     });
+    let disruption = Arc::new(Disruption {
+        client: client.clone(),
+        state: cluster_state.clone(),
+        metrics: metrics.clone(),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        cluster: args.cluster_name.clone(),
+    });
     let node_claims = Arc::new(NodeClaims {
         client: client.clone(),
+        evictions,
         state: cluster_state,
         metrics: metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -134,6 +143,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }),
         shutdown.clone(),
     )));
+    // Stops with the others on shutdown: a pass only deletes NodeClaims, which their
+    // finalizers then drain and terminate.
+    drop(tokio::spawn(disruption::run(disruption, shutdown.clone())));
     // Stops with the others on shutdown; it holds nothing that needs draining.
     drop(tokio::spawn(provisioner::run(
         provisioner,
@@ -178,10 +190,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
 }
 
 /// Builds a client from KUBECONFIG or the in-cluster config and checks that the API server
-/// answers; returns the client and the server's Kubernetes minor version (`1.36`).
-async fn connect() -> Result<(kube::Client, String)> {
+/// answers; returns the client, one for evictions, and the server's Kubernetes minor version
+/// (`1.36`). The eviction client does not retry a 429 itself: a PodDisruptionBudget's "not
+/// now" goes back to the drain, which asks again on its next pass, instead of holding the
+/// NodeClaim's reconcile in the client's backoff for minutes.
+async fn connect() -> Result<(kube::Client, kube::Client, String)> {
     let config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
     let url = config.cluster_url.to_string();
+    let mut eviction_config = config.clone();
+    eviction_config.default_retry = false;
+    let evictions = kube::Client::try_from(eviction_config).map_err(Error::KubeClient)?;
     let client = kube::Client::try_from(config).map_err(Error::KubeClient)?;
     let version =
         client
@@ -199,7 +217,7 @@ async fn connect() -> Result<(kube::Client, String)> {
             .minor
             .trim_end_matches(|c: char| !c.is_ascii_digit())
     );
-    Ok((client, minor))
+    Ok((client, evictions, minor))
 }
 
 type Served = tokio::task::JoinHandle<Result<()>>;

@@ -1,14 +1,21 @@
-//! Termination: what deleting a NodeClaim (or its Node) does once its finalizer runs. The
-//! instance is terminated first, then the Node loses the termination finalizer and is
-//! deleted, and only then does the NodeClaim go. A NodeClaim deleted before its status named
-//! an instance (a crash between CreateFleet and the status write) still terminates the one the
-//! cloud launched for it.
+//! Termination: what deleting a NodeClaim (or its Node) does before its finalizer lets it go.
+//! The Node is tainted `windlass.dev/disrupted:NoSchedule` and drained through the Eviction
+//! API, so PodDisruptionBudgets hold (`drain` decides the order); after the NodeClaim's
+//! `terminationGracePeriod` what is left is deleted. Then the instance is terminated, the Node
+//! loses the termination finalizer and is deleted, and only then does the NodeClaim go. A
+//! NodeClaim deleted before its status named an instance (a crash between CreateFleet and the
+//! status write) still terminates the one the cloud launched for it.
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{DeleteParams, Patch, PatchParams};
+pub mod drain;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::info;
+
+use drain::{DrainStep, PodRef, disrupted_taint, next_step};
 
 use crate::apis::labels::TERMINATION_FINALIZER;
 use crate::apis::node_claim::NodeClaim;
@@ -23,6 +30,141 @@ pub enum Error {
     Cloud(#[from] CloudError),
 }
 
+/// Where a drain stands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drain {
+    /// Pods are still going; `refused` are the evictions a PodDisruptionBudget turned down now.
+    Draining {
+        waiting: usize,
+        refused: Vec<String>,
+    },
+    /// Nothing is left on the node that the drain waits for (or there is no node).
+    Drained,
+}
+
+/// One pass of draining the claim's Node: taints it, then evicts (or, past the grace period,
+/// deletes) the pods `drain::next_step` names. `evictions` must not retry a 429 itself.
+pub async fn drain(
+    client: &kube::Client,
+    evictions: &kube::Client,
+    state: &ClusterState,
+    claim: &NodeClaim,
+    now: Timestamp,
+) -> Result<Drain, Error> {
+    let Some(node_name) = node_of(state, claim) else {
+        return Ok(Drain::Drained);
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
+    let Some(node) = nodes.get_opt(&node_name).await.map_err(Error::Kube)? else {
+        return Ok(Drain::Drained);
+    };
+    taint(&nodes, &node).await?;
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node_name}")))
+        .await
+        .map_err(Error::Kube)?
+        .items;
+    let waiting = |step: &DrainStep| match step {
+        DrainStep::Evict(pods) | DrainStep::Delete(pods) => pods.len(),
+        DrainStep::Wait(count) => *count,
+        DrainStep::Done => 0,
+    };
+    let step = next_step(&pods, now, grace_deadline(claim));
+    let mut refused = Vec::new();
+    match &step {
+        DrainStep::Done => return Ok(Drain::Drained),
+        DrainStep::Wait(_) => {}
+        DrainStep::Evict(targets) => {
+            for pod in targets {
+                match api_for(evictions, pod)
+                    .evict(&pod.name, &EvictParams::default())
+                    .await
+                {
+                    Ok(_) => info!(node = %node_name, pod = %pod.name, "evicted"),
+                    // A PodDisruptionBudget says not now: asked again on the next pass.
+                    Err(kube::Error::Api(e)) if e.code == 429 => {
+                        refused.push(format!("{}/{}", pod.namespace, pod.name))
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(error) => return Err(Error::Kube(error)),
+                }
+            }
+        }
+        DrainStep::Delete(targets) => {
+            for pod in targets {
+                match api_for(client, pod)
+                    .delete(&pod.name, &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => {
+                        info!(node = %node_name, pod = %pod.name, "deleted after the termination grace period")
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(error) => return Err(Error::Kube(error)),
+                }
+            }
+        }
+    }
+    Ok(Drain::Draining {
+        waiting: waiting(&step),
+        refused,
+    })
+}
+
+fn api_for(client: &kube::Client, pod: &PodRef) -> Api<Pod> {
+    Api::namespaced(client.clone(), &pod.namespace)
+}
+
+fn node_of(state: &ClusterState, claim: &NodeClaim) -> Option<String> {
+    let status = claim.status.as_ref()?;
+    status.node_name.clone().or_else(|| {
+        let provider = status.provider_id.as_deref()?;
+        state.node_by_provider_id(provider).map(|n| n.name_any())
+    })
+}
+
+/// When the claim's termination grace period ends: its deletion plus `terminationGracePeriod`.
+fn grace_deadline(claim: &NodeClaim) -> Option<Timestamp> {
+    let deleted = claim.metadata.deletion_timestamp.as_ref()?.0;
+    let period: SignedDuration = claim
+        .spec
+        .termination_grace_period
+        .as_deref()?
+        .parse()
+        .ok()?;
+    deleted.checked_add(period).ok()
+}
+
+/// Puts the disrupted taint on the Node unless it is there; guarded by its resourceVersion.
+async fn taint(nodes: &Api<Node>, node: &Node) -> Result<(), Error> {
+    let wanted = disrupted_taint();
+    let mut taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    if taints
+        .iter()
+        .any(|t| t.key == wanted.key && t.effect == wanted.effect)
+    {
+        return Ok(());
+    }
+    taints.push(wanted);
+    let patch = json!({
+        "metadata": {"resourceVersion": node.resource_version()},
+        "spec": {"taints": taints}
+    });
+    nodes
+        .patch(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(drop)
+        .map_err(Error::Kube)
+}
+
 /// Terminates the claim's instance, then deletes its Node and takes the finalizer off it.
 pub async fn terminate<C: CloudProvider>(
     client: &kube::Client,
@@ -30,13 +172,8 @@ pub async fn terminate<C: CloudProvider>(
     state: &ClusterState,
     claim: &NodeClaim,
 ) -> Result<(), Error> {
-    let status = claim.status.clone().unwrap_or_default();
     terminate_instance(cloud, claim).await?;
-    let node_name = status.node_name.clone().or_else(|| {
-        let provider = status.provider_id.as_deref()?;
-        state.node_by_provider_id(provider).map(|n| n.name_any())
-    });
-    if let Some(node) = node_name {
+    if let Some(node) = node_of(state, claim) {
         release_node(client, &node).await?;
     }
     Ok(())
@@ -118,6 +255,21 @@ mod tests {
             },
         );
         cloud
+    }
+
+    #[test]
+    fn the_grace_period_runs_from_the_deletion() {
+        let mut deleted = claim(json!({}));
+        deleted.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-01T00:00:00Z".parse().unwrap(),
+            ));
+        assert_eq!(grace_deadline(&deleted), None, "no terminationGracePeriod");
+        deleted.spec.termination_grace_period = Some("1h30m".into());
+        assert_eq!(
+            grace_deadline(&deleted),
+            Some("2026-01-01T01:30:00Z".parse().unwrap())
+        );
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! Run them with `hack/test.sh`.
 
 mod controller;
+mod disruption;
 mod jobs_api;
 mod node_classes;
 mod provisioning;

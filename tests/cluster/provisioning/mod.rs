@@ -8,7 +8,7 @@
 mod capacity;
 mod constraints;
 mod end_to_end;
-mod fixture;
+pub mod fixture;
 mod node_deletion;
 mod reasons;
 mod restart;

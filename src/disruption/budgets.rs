@@ -1,0 +1,167 @@
+//! How many of a NodePool's nodes may be disrupted now, as Karpenter's budgets say, without
+//! I/O: each budget active now that covers the reason allows `nodes` (a count, or a percentage
+//! of the pool's nodes rounded up, as a PodDisruptionBudget's maxUnavailable); the smallest
+//! wins. A budget with a schedule is active from each cron tick (UTC) for its duration.
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::apis::node_pool::{Budget, DisruptionReason};
+use crate::jobs::schedule::Schedule;
+
+/// A budget the API server let through that Windlass cannot read; it allows nothing, as
+/// Karpenter fails closed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    #[error("budget schedule {schedule:?}: {message}")]
+    Schedule { schedule: String, message: String },
+    #[error("budget duration {0:?} is not a duration like 8h or 1h30m")]
+    Duration(String),
+    #[error("budget nodes {0:?} is not a count or a percentage")]
+    Nodes(String),
+}
+
+/// How many nodes of a pool of `nodes` may be disrupted for `reason` at `now`; `None` when no
+/// budget limits it.
+pub fn allowed(
+    budgets: &[Budget],
+    nodes: usize,
+    reason: DisruptionReason,
+    now: Timestamp,
+) -> Result<Option<usize>, BudgetError> {
+    let mut allowed: Option<usize> = None;
+    for budget in budgets {
+        if !budget.reasons.is_empty() && !budget.reasons.contains(&reason) {
+            continue;
+        }
+        if !is_active(budget, now)? {
+            continue;
+        }
+        let this = scaled(&budget.nodes, nodes)?;
+        allowed = Some(allowed.map_or(this, |a| a.min(this)));
+    }
+    Ok(allowed)
+}
+
+fn is_active(budget: &Budget, now: Timestamp) -> Result<bool, BudgetError> {
+    let (Some(schedule), Some(duration)) = (&budget.schedule, &budget.duration) else {
+        return Ok(true);
+    };
+    let parsed = Schedule::parse(schedule, "UTC").map_err(|e| BudgetError::Schedule {
+        schedule: schedule.clone(),
+        message: e.message,
+    })?;
+    let duration: SignedDuration = duration
+        .parse()
+        .map_err(|_| BudgetError::Duration(duration.clone()))?;
+    // Active if a tick fell within the last `duration`.
+    Ok(parsed
+        .next_after(now - duration)
+        .is_some_and(|tick| tick <= now))
+}
+
+fn scaled(value: &str, nodes: usize) -> Result<usize, BudgetError> {
+    let bad = || BudgetError::Nodes(value.to_owned());
+    match value.strip_suffix('%') {
+        Some(percent) => {
+            let percent: usize = percent.parse().map_err(|_| bad())?;
+            Ok((nodes * percent).div_ceil(100))
+        }
+        None => value.parse().map_err(|_| bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(nodes: &str, window: Option<(&str, &str)>, reasons: &[DisruptionReason]) -> Budget {
+        Budget {
+            nodes: nodes.into(),
+            schedule: window.map(|(s, _)| s.into()),
+            duration: window.map(|(_, d)| d.into()),
+            reasons: reasons.to_vec(),
+        }
+    }
+
+    fn at(time: &str) -> Timestamp {
+        time.parse().unwrap()
+    }
+
+    const EMPTY: DisruptionReason = DisruptionReason::Empty;
+
+    #[test]
+    fn percentages_round_up_and_the_smallest_budget_wins() {
+        let now = at("2026-01-01T12:00:00Z");
+        assert_eq!(
+            allowed(&[budget("10%", None, &[])], 10, EMPTY, now),
+            Ok(Some(1))
+        );
+        assert_eq!(
+            allowed(&[budget("10%", None, &[])], 11, EMPTY, now),
+            Ok(Some(2))
+        );
+        assert_eq!(
+            allowed(&[budget("10%", None, &[])], 0, EMPTY, now),
+            Ok(Some(0))
+        );
+        let two = [budget("50%", None, &[]), budget("3", None, &[])];
+        assert_eq!(allowed(&two, 10, EMPTY, now), Ok(Some(3)));
+        assert_eq!(allowed(&[], 10, EMPTY, now), Ok(None));
+    }
+
+    #[test]
+    fn a_budget_limits_only_its_reasons() {
+        let now = at("2026-01-01T12:00:00Z");
+        let drift_only = [budget("0", None, &[DisruptionReason::Drifted])];
+        assert_eq!(allowed(&drift_only, 10, EMPTY, now), Ok(None));
+        assert_eq!(
+            allowed(&drift_only, 10, DisruptionReason::Drifted, now),
+            Ok(Some(0))
+        );
+    }
+
+    #[test]
+    fn a_scheduled_budget_holds_from_each_tick_for_its_duration() {
+        // No disruption on weekdays from 09:00 for 8 hours.
+        let business_hours = [budget("0", Some(("0 9 * * mon-fri", "8h")), &[])];
+        let thursday = |time: &str| at(&format!("2026-01-01T{time}Z"));
+        assert_eq!(
+            allowed(&business_hours, 5, EMPTY, thursday("08:59:59")),
+            Ok(None)
+        );
+        assert_eq!(
+            allowed(&business_hours, 5, EMPTY, thursday("09:00:00")),
+            Ok(Some(0))
+        );
+        assert_eq!(
+            allowed(&business_hours, 5, EMPTY, thursday("16:59:59")),
+            Ok(Some(0))
+        );
+        assert_eq!(
+            allowed(&business_hours, 5, EMPTY, thursday("17:00:01")),
+            Ok(None)
+        );
+        let saturday = at("2026-01-03T12:00:00Z");
+        assert_eq!(allowed(&business_hours, 5, EMPTY, saturday), Ok(None));
+        let with_minutes = [budget("1", Some(("@daily", "1h30m")), &[])];
+        assert_eq!(
+            allowed(&with_minutes, 5, EMPTY, at("2026-01-01T01:29:00Z")),
+            Ok(Some(1))
+        );
+    }
+
+    #[test]
+    fn an_unreadable_budget_fails_closed_with_a_reason() {
+        let now = at("2026-01-01T12:00:00Z");
+        let bad = [budget("1", Some(("0 25 * * *", "1h")), &[])];
+        assert!(matches!(
+            allowed(&bad, 5, EMPTY, now),
+            Err(BudgetError::Schedule { .. })
+        ));
+        let bad_nodes = [budget("many", None, &[])];
+        assert_eq!(
+            allowed(&bad_nodes, 5, EMPTY, now),
+            Err(BudgetError::Nodes("many".into()))
+        );
+    }
+}

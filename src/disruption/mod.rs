@@ -1,0 +1,155 @@
+//! The disruption loop: every 10 s it looks at each NodePool's nodes and deletes the NodeClaims
+//! a disruption method picks, within the pool's budgets; termination then drains each node
+//! before its instance goes. One method today, `emptiness`; `budgets` is the arithmetic both
+//! share with the methods still to come.
+
+pub mod budgets;
+pub mod emptiness;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::DeleteParams;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::apis::labels::{CLUSTER_LABEL, NODEPOOL_LABEL};
+use crate::apis::node_claim::NodeClaim;
+use crate::apis::node_pool::{DisruptionReason, NodePool};
+use crate::events::Recorder;
+use crate::metrics::{DisruptionLabels, Metrics};
+use crate::state::ClusterState;
+use emptiness::{ClaimedNode, EmptySince, consolidate_after, empty_claims};
+
+/// How often the loop looks for nodes to give back.
+const PASS_INTERVAL: Duration = Duration::from_secs(10);
+
+pub struct Disruption {
+    pub client: kube::Client,
+    pub state: Arc<ClusterState>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    /// Only this install's NodeClaims are disrupted.
+    pub cluster: String,
+}
+
+/// Runs until `shutdown`.
+pub async fn run(disruption: Arc<Disruption>, shutdown: CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        ready = disruption.state.wait_until_ready() => if ready.is_err() { return },
+    }
+    let mut empty_since = EmptySince::new();
+    let mut tick = tokio::time::interval(PASS_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        pass(&disruption, &mut empty_since, Timestamp::now()).await;
+    }
+}
+
+async fn pass(disruption: &Disruption, empty_since: &mut EmptySince, now: Timestamp) {
+    let state = &disruption.state;
+    let claims: Vec<Arc<NodeClaim>> = state
+        .node_claims
+        .state()
+        .into_iter()
+        .filter(|c| c.labels().get(CLUSTER_LABEL) == Some(&disruption.cluster))
+        .collect();
+    empty_since.retain(|name, _| claims.iter().any(|c| c.name_any() == *name));
+    let nodes: HashMap<String, _> = state
+        .nodes
+        .state()
+        .into_iter()
+        .map(|n| (n.name_any(), n))
+        .collect();
+    let pods = state.pods_by_node();
+    for pool in state.node_pools.state() {
+        let Some(after) = consolidate_after(&pool.spec.disruption.consolidate_after) else {
+            continue;
+        };
+        let pool_claims: Vec<&Arc<NodeClaim>> = claims
+            .iter()
+            .filter(|c| c.labels().get(NODEPOOL_LABEL) == Some(&pool.name_any()))
+            .collect();
+        let claimed: Vec<ClaimedNode> = pool_claims
+            .iter()
+            .filter_map(|claim| {
+                let node_name = claim.status.as_ref()?.node_name.as_ref()?;
+                Some(ClaimedNode {
+                    claim,
+                    node: nodes.get(node_name)?,
+                    pods: pods.get(node_name).map_or(&[], Vec::as_slice),
+                })
+            })
+            .collect();
+        let due = empty_claims(&claimed, empty_since, after, now);
+        if due.is_empty() {
+            continue;
+        }
+        let room = room(&pool, &pool_claims, now);
+        for name in due.into_iter().take(room) {
+            empty_since.remove(&name);
+            if let Some(claim) = pool_claims.iter().find(|c| c.name_any() == name) {
+                remove(disruption, &pool, claim, after).await;
+            }
+        }
+    }
+}
+
+/// How many more of the pool's nodes may be disrupted for emptiness now: what its budgets
+/// allow less the NodeClaims already being deleted. A budget Windlass cannot read allows none.
+fn room(pool: &NodePool, claims: &[&Arc<NodeClaim>], now: Timestamp) -> usize {
+    let disrupting = claims
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_some())
+        .count();
+    let budgets = &pool.spec.disruption.budgets;
+    match budgets::allowed(budgets, claims.len(), DisruptionReason::Empty, now) {
+        Ok(allowed) => allowed.unwrap_or(usize::MAX).saturating_sub(disrupting),
+        Err(error) => {
+            warn!(nodepool = %pool.name_any(), %error, "disruption budget unreadable; disrupting nothing");
+            0
+        }
+    }
+}
+
+async fn remove(
+    disruption: &Disruption,
+    pool: &NodePool,
+    claim: &NodeClaim,
+    after: jiff::SignedDuration,
+) {
+    let name = claim.name_any();
+    let api: Api<NodeClaim> = Api::all(disruption.client.clone());
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {
+            info!(nodeclaim = %name, nodepool = %pool.name_any(), "empty: deleting");
+            crate::events::publish(
+                &disruption.recorder,
+                claim,
+                EventType::Normal,
+                "Disrupting",
+                format!("its node has been empty for {after:#}: deleting it (emptiness)"),
+                "Disrupt",
+            )
+            .await;
+            disruption
+                .metrics
+                .disruption_actions
+                .get_or_create(&DisruptionLabels {
+                    nodepool: pool.name_any(),
+                    reason: "empty".into(),
+                })
+                .inc();
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(error) => warn!(nodeclaim = %name, %error, "deleting an empty NodeClaim failed"),
+    }
+}
