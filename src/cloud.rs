@@ -16,6 +16,8 @@ pub struct Instance {
     pub id: String,
     /// What the kubelet registers as the Node's `spec.providerID`.
     pub provider_id: String,
+    /// The NodeClaim it was launched for, as its tags say.
+    pub claim: Option<String>,
     pub instance_type: String,
     pub zone: String,
     pub image_id: Option<String>,
@@ -78,6 +80,9 @@ pub trait CloudProvider: Send + Sync + 'static {
     /// The pending or running instance launched for the NodeClaim named `claim`, if any.
     fn get(&self, claim: &str)
     -> impl Future<Output = Result<Option<Instance>, CloudError>> + Send;
+
+    /// Every pending or running instance this install launched.
+    fn list(&self) -> impl Future<Output = Result<Vec<Instance>, CloudError>> + Send;
 
     /// Terminates the instance behind `provider_id`; one already gone is not an error.
     fn delete(&self, provider_id: &str) -> impl Future<Output = Result<(), CloudError>> + Send;

@@ -48,9 +48,16 @@ pub struct FleetOutcome {
 fn launched_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
     let id = instance.instance_id()?;
     let zone = instance.placement()?.availability_zone()?;
+    let claim = instance
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(NODECLAIM_TAG))
+        .and_then(|t| t.value())
+        .map(str::to_owned);
     Some(Instance {
         id: id.to_owned(),
         provider_id: provider_id(zone, id),
+        claim,
         instance_type: instance.instance_type()?.as_str().to_owned(),
         zone: zone.to_owned(),
         image_id: instance.image_id().map(str::to_owned),
@@ -644,27 +651,46 @@ impl Aws {
         cluster: &str,
         claim: &str,
     ) -> Result<Option<Instance>, CloudError> {
+        Ok(self
+            .instances(cluster, Some(claim))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// The pending or running instances tagged for `cluster` (and for `claim`, if given).
+    pub async fn instances(
+        &self,
+        cluster: &str,
+        claim: Option<&str>,
+    ) -> Result<Vec<Instance>, CloudError> {
         let filter = |name: &str, value: &str| Filter::builder().name(name).values(value).build();
-        let output = self
+        let mut request = self
             .ec2
             .describe_instances()
             .filters(filter(&format!("tag:{CLUSTER_LABEL}"), cluster))
-            .filters(filter(&format!("tag:{NODECLAIM_TAG}"), claim))
             .filters(
                 Filter::builder()
                     .name("instance-state-name")
                     .values("pending")
                     .values("running")
                     .build(),
-            )
-            .send()
-            .await
-            .map_err(failed("DescribeInstances"))?;
-        Ok(output
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .find_map(launched_instance))
+            );
+        if let Some(claim) = claim {
+            request = request.filters(filter(&format!("tag:{NODECLAIM_TAG}"), claim));
+        }
+        let mut pages = request.into_paginator().send();
+        let mut instances = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(failed("DescribeInstances"))?;
+            instances.extend(
+                page.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter_map(launched_instance),
+            );
+        }
+        Ok(instances)
     }
 
     /// Terminates an instance; one that is already gone is not an error.
@@ -823,12 +849,19 @@ mod tests {
             .instance_type(InstanceType::M5Large)
             .placement(Placement::builder().availability_zone("us-east-1a").build())
             .image_id("ami-1")
+            .tags(
+                Tag::builder()
+                    .key(NODECLAIM_TAG)
+                    .value("default-abc")
+                    .build(),
+            )
             .build();
         assert_eq!(
             launched_instance(&described),
             Some(Instance {
                 id: "i-1".into(),
                 provider_id: "aws:///us-east-1a/i-1".into(),
+                claim: Some("default-abc".into()),
                 instance_type: "m5.large".into(),
                 zone: "us-east-1a".into(),
                 image_id: Some("ami-1".into()),

@@ -213,6 +213,10 @@ impl CloudProvider for AwsCloud {
         self.aws.instance_for_claim(&self.cluster, claim).await
     }
 
+    async fn list(&self) -> Result<Vec<Instance>, CloudError> {
+        self.aws.instances(&self.cluster, None).await
+    }
+
     async fn delete(&self, provider_id: &str) -> Result<(), CloudError> {
         match instance_id(provider_id) {
             Some(id) => self.aws.terminate(id).await,

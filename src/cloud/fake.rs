@@ -83,6 +83,7 @@ impl CloudProvider for FakeCloud {
         let id = format!("i-{:04}", *launches);
         let instance = Instance {
             provider_id: format!("fake:///{}/{id}", offering.zone),
+            claim: Some(name.clone()),
             id,
             instance_type: instance_type.name.clone(),
             zone: offering.zone.clone(),
@@ -97,6 +98,10 @@ impl CloudProvider for FakeCloud {
 
     async fn get(&self, claim: &str) -> Result<Option<Instance>, CloudError> {
         Ok(self.instances.lock().unwrap().get(claim).cloned())
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>, CloudError> {
+        Ok(self.instances.lock().unwrap().values().cloned().collect())
     }
 
     async fn delete(&self, provider_id: &str) -> Result<(), CloudError> {

@@ -65,11 +65,12 @@ pub async fn run<C: CloudProvider>(context: Arc<NodeClaims<C>>, shutdown: Cancel
     let api: Api<NodeClaim> = Api::all(context.client.clone());
     let config = watcher::Config::default().labels(&format!("{CLUSTER_LABEL}={}", context.cluster));
     let adopting = adopt_unlabelled(context.clone(), shutdown.clone());
+    let collecting = super::garbage_collection::run(context.clone(), shutdown.clone());
     let controller = Controller::new(api, config)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|_| futures::future::ready(()));
-    futures::join!(adopting, controller);
+    futures::join!(adopting, collecting, controller);
 }
 
 /// A NodeClaim applied by hand carries no cluster label: the first install to see it labels it

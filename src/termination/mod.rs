@@ -198,7 +198,7 @@ pub async fn terminate_instance<C: CloudProvider>(
 }
 
 /// Takes the termination finalizer off the Node and deletes it.
-async fn release_node(client: &kube::Client, name: &str) -> Result<(), Error> {
+pub async fn release_node(client: &kube::Client, name: &str) -> Result<(), Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let Some(node) = nodes.get_opt(name).await.map_err(Error::Kube)? else {
         return Ok(());
@@ -249,6 +249,7 @@ mod tests {
             Instance {
                 id: "i-lost".into(),
                 provider_id: "fake:///test-zone-1/i-lost".into(),
+                claim: Some(claim.to_owned()),
                 instance_type: "fake-it-0.1x".into(),
                 zone: "test-zone-1".into(),
                 image_id: None,

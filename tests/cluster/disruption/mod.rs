@@ -5,6 +5,7 @@
 
 mod drain;
 mod emptiness;
+mod orphans;
 
 use std::time::Duration;
 
