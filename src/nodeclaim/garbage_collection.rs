@@ -22,7 +22,9 @@ use crate::termination::release_node;
 /// How long an instance or NodeClaim must look orphaned before it is collected: a launch's
 /// status write, or the watch showing it, can lag the instance by a moment.
 const GRACE: SignedDuration = SignedDuration::from_secs(30);
-const PASS_INTERVAL: Duration = Duration::from_secs(10);
+/// How often instances are listed: a DescribeInstances per install, so not often (Karpenter
+/// lists every two minutes; a shorter pass bounds how long an orphan bills).
+const PASS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// When each suspect was first seen orphaned: instances by providerID, NodeClaims by name.
 #[derive(Debug, Default)]
