@@ -1,9 +1,9 @@
 //! Queue readings shared by every object that polls the same queue with the same credentials.
 //! Polls are put on one clock per polling interval ([`PollClock`]), so objects polling a queue
-//! at the same interval poll at the same moment however far apart they started; a poll then
-//! joins a request in flight or takes the reading of a request sent within [`SAME_MOMENT`],
-//! and otherwise sends its own. One GetQueueAttributes per queue per interval, and no poll ever acts on a
-//! reading from an earlier interval.
+//! at the same interval poll on the same ticks however far apart they started; a poll then
+//! joins the request of its own tick (in flight or answered) and otherwise sends its own. One
+//! GetQueueAttributes per queue per tick, and no poll ever acts on a request sent before its
+//! tick, however slow the queue or the poll.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,11 +14,9 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::time::Instant;
 
-/// How recently a reading's request must have been sent for a poll to take it instead of
-/// asking again: polls on one tick reach their trigger reads within a few API calls of each
-/// other, while an object's own polls are at least one interval (a second or more) apart. The
-/// request's start counts, not its answer: a slow answer must not carry into the next interval.
-pub const SAME_MOMENT: Duration = Duration::from_millis(250);
+/// How long an answered reading is kept for polls of its tick that come late (a slow
+/// Kubernetes API before the poll's read); a poll later than this asks again.
+const KEEP_ANSWERED: Duration = Duration::from_secs(60);
 
 /// Which queue, as whom: readings are shared only between identical keys.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -60,16 +58,19 @@ impl Default for QueueDepths {
     }
 }
 
-/// Whether a poll at `now` may take this reading instead of sending its own request: it is
-/// still in flight, or it was sent at the same moment.
-fn current(reading: &SharedReading, now: Instant) -> bool {
-    reading.outcome.peek().is_none() || now.duration_since(reading.sent) < SAME_MOMENT
+fn worth_keeping(reading: &SharedReading, now: Instant) -> bool {
+    reading.outcome.peek().is_none() || now.duration_since(reading.sent) < KEEP_ANSWERED
 }
 
 impl QueueDepths {
-    /// The queue's attributes: the request in flight for `key`, a reading whose request was
-    /// sent within [`SAME_MOMENT`], or else a new request made with `fetch`.
-    pub async fn get<F, Fut>(&self, key: QueueKey, fetch: F) -> Result<QueueAttributes, String>
+    /// The queue's attributes for a poll of the tick `tick`: the request for `key` sent at or
+    /// after that tick (in flight or answered), or else a new request made with `fetch`.
+    pub async fn get<F, Fut>(
+        &self,
+        key: QueueKey,
+        tick: Instant,
+        fetch: F,
+    ) -> Result<QueueAttributes, String>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<QueueAttributes, String>> + Send + 'static,
@@ -77,10 +78,10 @@ impl QueueDepths {
         let reading = {
             let mut readings = self.readings.lock().expect("queue readings lock");
             let now = Instant::now();
-            readings.retain(|_, reading| current(reading, now));
+            readings.retain(|_, reading| worth_keeping(reading, now));
             match readings.get(&key) {
-                Some(reading) => reading.outcome.clone(),
-                None => {
+                Some(reading) if reading.sent >= tick => reading.outcome.clone(),
+                _ => {
                     let outcome = fetch().boxed().shared();
                     readings.insert(
                         key,
@@ -116,7 +117,9 @@ pub struct PollClock {
 }
 
 impl PollClock {
-    pub async fn tick(&mut self) {
+    /// Waits for the next tick and returns it: the moment a shared reading must be sent at or
+    /// after for this poll to take it.
+    pub async fn tick(&mut self) -> Instant {
         let now = Instant::now();
         let due = match self.last {
             None => now,
@@ -124,6 +127,7 @@ impl PollClock {
         };
         tokio::time::sleep_until(due).await;
         self.last = Some(due);
+        due
     }
 
     fn tick_at_or_after(&self, at: Instant) -> Instant {
@@ -149,16 +153,17 @@ mod tests {
         }
     }
 
-    /// A read whose request takes `latency` and is counted in `calls`.
+    /// A poll of `tick` whose request takes `latency` and is counted in `calls`.
     async fn read_taking(
         depths: &QueueDepths,
         key: QueueKey,
+        tick: Instant,
         calls: &Arc<AtomicU32>,
         latency: Duration,
     ) -> Result<QueueAttributes, String> {
         let calls = calls.clone();
         depths
-            .get(key, move || async move {
+            .get(key, tick, move || async move {
                 calls.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(latency).await;
                 Ok(QueueAttributes {
@@ -173,39 +178,50 @@ mod tests {
     async fn read(
         depths: &QueueDepths,
         key: QueueKey,
+        tick: Instant,
         calls: &Arc<AtomicU32>,
     ) -> Result<QueueAttributes, String> {
-        read_taking(depths, key, calls, Duration::from_millis(10)).await
+        read_taking(depths, key, tick, calls, Duration::from_millis(10)).await
     }
 
     #[tokio::test(start_paused = true)]
-    async fn concurrent_polls_of_a_queue_share_one_request() {
+    async fn polls_of_one_tick_share_one_request() {
         let depths = QueueDepths::default();
         let calls = Arc::new(AtomicU32::new(0));
+        let tick = Instant::now();
         let (a, b) = tokio::join!(
-            read(&depths, key("q", "role-a"), &calls),
-            read(&depths, key("q", "role-a"), &calls)
+            read(&depths, key("q", "role-a"), tick, &calls),
+            read(&depths, key("q", "role-a"), tick, &calls)
         );
         assert_eq!(a.unwrap().visible, 7);
         assert_eq!(b.unwrap().visible, 7);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        tokio::time::advance(Duration::from_millis(100)).await;
-        read(&depths, key("q", "role-a"), &calls).await.unwrap();
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        read(&depths, key("q", "role-a"), tick, &calls)
+            .await
+            .unwrap();
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,
-            "a poll on the same tick, a few API calls later, takes the same reading"
+            "a poll of the same tick that reaches its read late takes the same reading"
         );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_poll_during_a_slow_request_waits_for_that_request() {
+    async fn a_poll_of_the_same_tick_waits_for_its_slow_request() {
         let depths = QueueDepths::default();
         let calls = Arc::new(AtomicU32::new(0));
-        let slow = read_taking(&depths, key("q", "role-a"), &calls, Duration::from_secs(2));
+        let tick = Instant::now();
+        let slow = read_taking(
+            &depths,
+            key("q", "role-a"),
+            tick,
+            &calls,
+            Duration::from_secs(2),
+        );
         let late = async {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            read(&depths, key("q", "role-a"), &calls).await
+            read(&depths, key("q", "role-a"), tick, &calls).await
         };
         let (slow, late) = tokio::join!(slow, late);
         assert_eq!(slow.unwrap(), late.unwrap());
@@ -213,15 +229,43 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_request_still_in_flight_is_not_taken_by_the_next_tick() {
+        let depths = QueueDepths::default();
+        let calls = Arc::new(AtomicU32::new(0));
+        let first = Instant::now();
+        let slow = read_taking(
+            &depths,
+            key("q", "role-a"),
+            first,
+            &calls,
+            Duration::from_secs(3),
+        );
+        let next = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            read(
+                &depths,
+                key("q", "role-a"),
+                first + Duration::from_secs(2),
+                &calls,
+            )
+            .await
+        };
+        let (slow, next) = tokio::join!(slow, next);
+        slow.unwrap();
+        next.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn polls_one_interval_apart_each_send_their_own_request() {
-        // A timer fires a few ms early and the reading is timed after the poll's first API
-        // call: the next poll comes a little less than one interval after the last reading.
         let depths = QueueDepths::default();
         let calls = Arc::new(AtomicU32::new(0));
         for poll in 1..=5 {
-            read(&depths, key("q", "role-a"), &calls).await.unwrap();
+            read(&depths, key("q", "role-a"), Instant::now(), &calls)
+                .await
+                .unwrap();
             assert_eq!(calls.load(Ordering::SeqCst), poll, "poll {poll}");
-            tokio::time::advance(Duration::from_secs(1) - Duration::from_millis(15)).await;
+            tokio::time::advance(Duration::from_secs(1)).await;
         }
     }
 
@@ -233,13 +277,16 @@ mod tests {
         read_taking(
             &depths,
             key("q", "role-a"),
+            Instant::now(),
             &calls,
             Duration::from_millis(800),
         )
         .await
         .unwrap();
         tokio::time::advance(Duration::from_millis(200)).await;
-        read(&depths, key("q", "role-a"), &calls).await.unwrap();
+        read(&depths, key("q", "role-a"), Instant::now(), &calls)
+            .await
+            .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
@@ -247,9 +294,16 @@ mod tests {
     async fn different_credentials_or_queues_do_not_share() {
         let depths = QueueDepths::default();
         let calls = Arc::new(AtomicU32::new(0));
-        read(&depths, key("q", "role-a"), &calls).await.unwrap();
-        read(&depths, key("q", "role-b"), &calls).await.unwrap();
-        read(&depths, key("other", "role-a"), &calls).await.unwrap();
+        let tick = Instant::now();
+        read(&depths, key("q", "role-a"), tick, &calls)
+            .await
+            .unwrap();
+        read(&depths, key("q", "role-b"), tick, &calls)
+            .await
+            .unwrap();
+        read(&depths, key("other", "role-a"), tick, &calls)
+            .await
+            .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 

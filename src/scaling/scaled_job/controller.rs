@@ -131,10 +131,10 @@ async fn job_loop(
     let mut rolled_out = false;
     let mut clock = scaling.queue_depths.poll_clock(interval);
     loop {
-        tokio::select! {
+        let tick = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = clock.tick() => {}
-        }
+            tick = clock.tick() => tick,
+        };
         let object = latest.borrow().clone();
         if !rolled_out {
             rolled_out = roll_out(&scaling, &object).await;
@@ -178,7 +178,7 @@ async fn job_loop(
             }
         }
         let setup = ready.as_ref().expect("set above");
-        if let Err(error) = poll(&scaling, &object, setup, &mut last_problem).await {
+        if let Err(error) = poll(&scaling, &object, setup, tick, &mut last_problem).await {
             warn!(name = %object.name_any(), %error, "ScaledJob poll failed");
             count_error(&scaling, &object, "kubernetes");
         }
@@ -255,6 +255,7 @@ async fn poll(
     scaling: &Scaling,
     object: &ScaledJob,
     setup: &Setup,
+    tick: tokio::time::Instant,
     last_problem: &mut Option<String>,
 ) -> Result<(), kube::Error> {
     let namespace = object.namespace().unwrap_or_default();
@@ -272,7 +273,7 @@ async fn poll(
     let mut readings = Vec::new();
     let mut errors = Vec::new();
     for (trigger, scaler) in &setup.triggers {
-        match scaler.read().await {
+        match scaler.read(tick).await {
             Ok(reading) => {
                 let labels = TriggerLabels {
                     namespace: namespace.clone(),

@@ -214,10 +214,10 @@ async fn scale_loop(
     let mut last_problem: Option<String> = None;
     let mut clock = scaling.queue_depths.poll_clock(interval);
     loop {
-        tokio::select! {
+        let tick = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = clock.tick() => {}
-        }
+            tick = clock.tick() => tick,
+        };
         let object = latest.borrow().clone();
         let labels = ObjectLabels {
             namespace: object.namespace().unwrap_or_default(),
@@ -257,6 +257,7 @@ async fn scale_loop(
             &scaling,
             &object,
             setup,
+            tick,
             &mut state,
             &mut failures,
             &mut last_problem,
@@ -338,6 +339,7 @@ async fn poll(
     scaling: &Scaling,
     object: &ScaledObject,
     setup: &Setup,
+    tick: tokio::time::Instant,
     state: &mut ScalerState,
     failures: &mut [u32],
     last_problem: &mut Option<String>,
@@ -355,7 +357,7 @@ async fn poll(
             name: name.clone(),
             trigger: trigger.clone(),
         };
-        match scaler.read().await {
+        match scaler.read(tick).await {
             Ok(reading) => {
                 failures[index] = 0;
                 scaling

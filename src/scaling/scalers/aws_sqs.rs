@@ -1,6 +1,6 @@
 //! The `aws-sqs-queue` scaler: queue depth from GetQueueAttributes, counted as KEDA counts it
 //! (visible, plus in flight and delayed when asked), through the readings shared between polls
-//! of the same moment.
+//! of the same tick.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use super::{Reading, Scaler, ScalerError};
 use crate::apis::triggers::AwsSqsQueueTrigger;
@@ -60,14 +61,14 @@ impl AwsSqsScaler {
 }
 
 impl Scaler for AwsSqsScaler {
-    fn read(&self) -> BoxFuture<'_, Result<Reading, ScalerError>> {
+    fn read(&self, tick: Instant) -> BoxFuture<'_, Result<Reading, ScalerError>> {
         async move {
             let client = self.client.clone();
             let queue_url = self.key.queue_url.clone();
             let requests = self.requests.clone();
             let attributes = self
                 .depths
-                .get(self.key.clone(), move || async move {
+                .get(self.key.clone(), tick, move || async move {
                     requests.inc();
                     get_queue_attributes(&client, &queue_url).await
                 })

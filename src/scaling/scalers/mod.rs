@@ -5,6 +5,7 @@
 pub mod aws_sqs;
 
 use futures::future::BoxFuture;
+use tokio::time::Instant;
 
 use crate::apis::triggers::TriggerMetadataError;
 
@@ -19,7 +20,9 @@ pub struct Reading {
 }
 
 pub trait Scaler: Send + Sync {
-    fn read(&self) -> BoxFuture<'_, Result<Reading, ScalerError>>;
+    /// Reads the source for the poll of `tick`: a reading shared with other objects must have
+    /// been asked for at or after that tick.
+    fn read(&self, tick: Instant) -> BoxFuture<'_, Result<Reading, ScalerError>>;
 }
 
 #[derive(Clone, Debug, thiserror::Error)]
