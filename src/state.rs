@@ -19,8 +19,11 @@ use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 
 pub struct ClusterState {
-    /// Every pod in the watched namespace (all namespaces when none), bound or not.
+    /// Every pod in the cluster, bound or not: a Node's pods count wherever they come from,
+    /// or a node shared with another namespace would look empty or roomy.
     pub pods: Store<Pod>,
+    /// Pods of this namespace only are provisioned for (all namespaces when `None`).
+    provisioned_namespace: Option<String>,
     pub nodes: Store<Node>,
     pub node_claims: Store<NodeClaim>,
     pub node_pools: Store<NodePool>,
@@ -42,13 +45,10 @@ impl ClusterState {
         watch_namespace: Option<&str>,
         shutdown: &CancellationToken,
     ) -> Self {
-        let pods = match watch_namespace {
-            Some(namespace) => Api::namespaced(client.clone(), namespace),
-            None => Api::all(client.clone()),
-        };
         let (ready_tx, ready) = watch::channel(false);
         let state = Self {
-            pods: watched(pods, shutdown),
+            pods: watched(Api::all(client.clone()), shutdown),
+            provisioned_namespace: watch_namespace.map(str::to_owned),
             nodes: watched(Api::all(client.clone()), shutdown),
             node_claims: watched(Api::all(client.clone()), shutdown),
             node_pools: watched(Api::all(client.clone()), shutdown),
@@ -93,6 +93,14 @@ impl ClusterState {
             .await
             .map(drop)
             .map_err(|_| NotReady)
+    }
+
+    /// Whether this install provisions for `pod`: with `--watch-namespace`, only for its own
+    /// namespace's pods, so several installs can share a cluster.
+    pub fn provisions_for(&self, pod: &Pod) -> bool {
+        self.provisioned_namespace
+            .as_deref()
+            .is_none_or(|namespace| pod.metadata.namespace.as_deref() == Some(namespace))
     }
 
     /// The Node whose `spec.providerID` is `provider_id`.

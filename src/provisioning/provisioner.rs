@@ -116,7 +116,7 @@ pub async fn run<C: CloudProvider>(provisioner: Arc<Provisioner<C>>, shutdown: C
             .pods
             .state()
             .into_iter()
-            .filter(|pod| is_unschedulable(pod))
+            .filter(|pod| state.provisions_for(pod) && is_unschedulable(pod))
             .collect();
         if pending.is_empty() {
             provisioner.metrics.pending_pods.set(0);

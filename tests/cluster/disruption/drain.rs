@@ -4,21 +4,18 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use windlass::apis::node_claim::NodeClaim;
 
-use super::{initialized_claim, patch_pool};
+use super::{PoolRun, wait_running};
 use crate::provisioning::fixture::{
-    assert_terminated, claim_instance, delete_pool_and_class, describe_instance, event_notes,
-    node_class_and_pool, pending_pods, wait_claim_gone, wait_node_gone,
+    assert_terminated, claim_instance, describe_instance, event_notes, initialized_claim,
+    pending_pods, wait_claim_gone, wait_node_gone,
 };
-use crate::support::{
-    TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, unique, wait_until,
-};
+use crate::support::{TestEnv, wait_until};
 
 /// A budget that allows no `app=worker` pod to be evicted.
 async fn guard(env: &TestEnv, namespace: &str) -> Api<PodDisruptionBudget> {
@@ -38,14 +35,6 @@ async fn guard(env: &TestEnv, namespace: &str) -> Api<PodDisruptionBudget> {
     budgets
 }
 
-async fn wait_running(pods: &Api<Pod>) {
-    wait_until("the pod to run", Duration::from_secs(60), || async {
-        let pod = pods.get("worker-0").await.ok()?;
-        (pod.status?.phase.as_deref() == Some("Running")).then_some(())
-    })
-    .await;
-}
-
 fn instance_state(instance: &aws_sdk_ec2::types::Instance) -> String {
     instance
         .state()
@@ -58,34 +47,19 @@ fn instance_state(instance: &aws_sdk_ec2::types::Instance) -> String {
 
 #[tokio::test]
 async fn a_pod_disruption_budget_holds_a_deleted_node_until_it_allows_the_eviction() {
-    let env = TestEnv::connect().await;
-    install_crds(&env.client).await;
-    let namespace = TestNamespace::create(&env.client, "drain").await;
-    let ns = namespace.name.as_str();
-    let name = unique("drain");
-    let (classes, pools) = node_class_and_pool(
-        &env,
-        &name,
-        json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
-        json!({}),
-    )
-    .await;
-    patch_pool(
-        &pools,
-        &name,
+    let run = PoolRun::start(
+        "drain",
         json!({"disruption": {"consolidateAfter": "Never"}}),
     )
     .await;
-    let windlass = start_windlass(ns);
-    let _registrar = start_registrar(&windlass.cluster, 1);
-    let pods = pending_pods(&env, ns, &name, 1).await;
-    let budgets = guard(&env, ns).await;
-    let claims: Api<NodeClaim> = Api::all(env.client.clone());
-    let claim = initialized_claim(&claims, &name).await;
+    let (env, ns, claims) = (&run.env, run.ns(), &run.claims);
+    let pods = pending_pods(env, ns, &run.name, 1).await;
+    let budgets = guard(env, ns).await;
+    let claim = initialized_claim(claims, &run.name).await;
     let status = claim.status.clone().unwrap();
     let node_name = status.node_name.clone().unwrap();
     let instance = claim_instance(&status);
-    wait_running(&pods).await;
+    wait_running(&pods, "worker-0").await;
 
     claims
         .delete(&claim.name_any(), &DeleteParams::default())
@@ -109,7 +83,7 @@ async fn a_pod_disruption_budget_holds_a_deleted_node_until_it_allows_the_evicti
         "a FailedDraining Event",
         Duration::from_secs(20),
         || async {
-            let notes = event_notes(&env, None, &claim.name_any(), "FailedDraining").await;
+            let notes = event_notes(env, None, &claim.name_any(), "FailedDraining").await;
             notes
                 .iter()
                 .any(|n| n.contains(&format!("{ns}/worker-0")))
@@ -128,7 +102,7 @@ async fn a_pod_disruption_budget_holds_a_deleted_node_until_it_allows_the_evicti
         "the NodeClaim waits for its drain"
     );
     assert_eq!(
-        instance_state(&describe_instance(&env, &instance).await),
+        instance_state(&describe_instance(env, &instance).await),
         "running",
         "the instance outlives the drain"
     );
@@ -137,9 +111,9 @@ async fn a_pod_disruption_budget_holds_a_deleted_node_until_it_allows_the_evicti
         .delete("guard", &DeleteParams::default())
         .await
         .unwrap();
-    wait_claim_gone(&claims, &claim.name_any()).await;
+    wait_claim_gone(claims, &claim.name_any()).await;
     wait_node_gone(&nodes, &node_name).await;
-    assert_terminated(&env, &instance).await;
+    assert_terminated(env, &instance).await;
     assert!(
         pods.get_opt("worker-0")
             .await
@@ -148,42 +122,25 @@ async fn a_pod_disruption_budget_holds_a_deleted_node_until_it_allows_the_evicti
         "the pod was evicted"
     );
 
-    drop(windlass);
-    delete_pool_and_class(&pools, &classes, &name).await;
-    namespace.delete().await;
+    run.finish().await;
 }
 
 #[tokio::test]
 async fn after_the_termination_grace_period_a_guarded_pod_is_deleted() {
-    let env = TestEnv::connect().await;
-    install_crds(&env.client).await;
-    let namespace = TestNamespace::create(&env.client, "grace").await;
-    let ns = namespace.name.as_str();
-    let name = unique("grace");
-    let (classes, pools) = node_class_and_pool(
-        &env,
-        &name,
-        json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
-        json!({}),
-    )
-    .await;
-    patch_pool(
-        &pools,
-        &name,
+    let run = PoolRun::start(
+        "grace",
         json!({"disruption": {"consolidateAfter": "Never"},
                "template": {"spec": {"terminationGracePeriod": "15s"}}}),
     )
     .await;
-    let windlass = start_windlass(ns);
-    let _registrar = start_registrar(&windlass.cluster, 1);
-    let pods = pending_pods(&env, ns, &name, 1).await;
-    guard(&env, ns).await;
-    let claims: Api<NodeClaim> = Api::all(env.client.clone());
-    let claim = initialized_claim(&claims, &name).await;
+    let (env, ns, claims) = (&run.env, run.ns(), &run.claims);
+    let pods = pending_pods(env, ns, &run.name, 1).await;
+    guard(env, ns).await;
+    let claim = initialized_claim(claims, &run.name).await;
     assert_eq!(claim.spec.termination_grace_period.as_deref(), Some("15s"));
     let status = claim.status.clone().unwrap();
     let instance = claim_instance(&status);
-    wait_running(&pods).await;
+    wait_running(&pods, "worker-0").await;
 
     let deleted = std::time::Instant::now();
     claims
@@ -200,15 +157,13 @@ async fn after_the_termination_grace_period_a_guarded_pod_is_deleted() {
             .is_none(),
         "within the grace period the budget holds"
     );
-    wait_claim_gone(&claims, &claim.name_any()).await;
+    wait_claim_gone(claims, &claim.name_any()).await;
     assert!(
         deleted.elapsed() >= Duration::from_secs(15),
         "the NodeClaim went only after the grace period: {:?}",
         deleted.elapsed()
     );
-    assert_terminated(&env, &instance).await;
+    assert_terminated(env, &instance).await;
 
-    drop(windlass);
-    delete_pool_and_class(&pools, &classes, &name).await;
-    namespace.delete().await;
+    run.finish().await;
 }

@@ -394,3 +394,26 @@ pub async fn pod_for_pool(pods: &Api<Pod>, pod_name: &str, pool: &str) {
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
 }
+
+/// The pool's one NodeClaim once it is Initialized.
+pub async fn initialized_claim(claims: &Api<NodeClaim>, pool: &str) -> NodeClaim {
+    let selector = format!("windlass.dev/nodepool={pool}");
+    wait_until(
+        "the NodeClaim to be Initialized",
+        Duration::from_secs(90),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items.into_iter().find(|c| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Initialized" && c.status == "True")
+                })
+            })
+        },
+    )
+    .await
+}

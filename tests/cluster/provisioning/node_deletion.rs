@@ -1,19 +1,17 @@
 //! Deleting a Node (not its NodeClaim) terminates its instance and removes its NodeClaim.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use windlass::apis::node_claim::NodeClaim;
 
 use super::fixture::{
-    assert_terminated, claim_instance, delete_pods, delete_pool_and_class, node_class_and_pool,
-    pending_pods, wait_claim_gone, wait_node_gone,
+    assert_terminated, claim_instance, delete_pods, delete_pool_and_class, initialized_claim,
+    node_class_and_pool, pending_pods, wait_claim_gone, wait_node_gone,
 };
 use crate::support::{
-    TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, unique, wait_until,
+    TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, unique,
 };
 
 #[tokio::test]
@@ -34,25 +32,7 @@ async fn deleting_a_node_terminates_its_instance_and_removes_its_node_claim() {
     let _registrar = start_registrar(&windlass.cluster, 1);
     let pods = pending_pods(&env, ns, &name, 1).await;
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
-    let selector = format!("windlass.dev/nodepool={name}");
-    let claim = wait_until(
-        "the NodeClaim to be Initialized",
-        Duration::from_secs(90),
-        || async {
-            let list = claims
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .ok()?;
-            list.items.into_iter().find(|c| {
-                c.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Initialized" && c.status == "True")
-                })
-            })
-        },
-    )
-    .await;
+    let claim = initialized_claim(&claims, &name).await;
     let status = claim.status.clone().unwrap();
     let node_name = status.node_name.clone().unwrap();
     let instance = claim_instance(&status);
