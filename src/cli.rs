@@ -57,8 +57,9 @@ pub struct RunArgs {
     #[arg(long, env = "WINDLASS_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     pub health_addr: SocketAddr,
 
-    /// Watch ScaledObjects in this namespace only (all namespaces if unset), so several installs
-    /// can share a cluster.
+    /// Handle ScaledObjects, ScaledJobs and JobSchedules in this namespace only, and provision
+    /// only for its pending pods (all namespaces if unset), so several installs can share a
+    /// cluster.
     #[arg(long, env = "WINDLASS_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
 
