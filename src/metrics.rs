@@ -44,7 +44,7 @@ pub struct PoolLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DisruptionLabels {
     pub nodepool: String,
-    /// `empty`.
+    /// `empty`, `expired` or `drifted`.
     pub reason: String,
 }
 

@@ -103,6 +103,20 @@ impl ClusterState {
             .is_none_or(|namespace| pod.metadata.namespace.as_deref() == Some(namespace))
     }
 
+    pub fn node_pool(&self, name: &str) -> Option<Arc<NodePool>> {
+        self.node_pools
+            .state()
+            .into_iter()
+            .find(|p| p.name_any() == name)
+    }
+
+    pub fn node_class(&self, name: &str) -> Option<Arc<EC2NodeClass>> {
+        self.node_classes
+            .state()
+            .into_iter()
+            .find(|c| c.name_any() == name)
+    }
+
     /// The Node whose `spec.providerID` is `provider_id`.
     pub fn node_by_provider_id(&self, provider_id: &str) -> Option<Arc<Node>> {
         self.nodes.state().into_iter().find(|node| {

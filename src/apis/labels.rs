@@ -33,6 +33,16 @@ pub const DO_NOT_DISRUPT_ANNOTATION: &str = "windlass.dev/do-not-disrupt";
 pub const KARPENTER_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 /// The NoSchedule taint on a node being drained.
 pub const DISRUPTED_TAINT: &str = "windlass.dev/disrupted";
+/// On NodeClaims: the hash of the NodePool template they were made from (drift).
+pub const NODEPOOL_HASH_ANNOTATION: &str = "windlass.dev/nodepool-hash";
+/// On NodeClaims: the hash of the EC2NodeClass spec they were made from (drift).
+pub const NODECLASS_HASH_ANNOTATION: &str = "windlass.dev/ec2nodeclass-hash";
+/// On NodeClaims launched to take the pods of one being disrupted: that one's name.
+pub const REPLACES_ANNOTATION: &str = "windlass.dev/replaces";
+/// On a NodeClaim being replaced: why (`drifted`, `expired`), until it is deleted.
+pub const DISRUPTION_ANNOTATION: &str = "windlass.dev/disruption";
+/// On a NodeClaim being replaced: its replacements' names, comma-separated.
+pub const REPLACED_BY_ANNOTATION: &str = "windlass.dev/replaced-by";
 
 /// On ScaledObjects: the target's replicas are restored before the object goes.
 pub const SCALED_OBJECT_FINALIZER: &str = "windlass.dev/scaledobject";

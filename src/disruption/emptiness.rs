@@ -56,7 +56,7 @@ pub fn empty_claims(
 
 /// Initialized long enough for the pods it was made for to have bound, not being deleted, and
 /// not protected by the do-not-disrupt annotation.
-fn may_disrupt(node: &ClaimedNode, now: Timestamp) -> bool {
+pub fn may_disrupt(node: &ClaimedNode, now: Timestamp) -> bool {
     let settled =
         initialized_since(node.claim).is_some_and(|since| now.duration_since(since) >= BIND_GRACE);
     let deleting = node.claim.metadata.deletion_timestamp.is_some()
@@ -72,22 +72,25 @@ fn may_disrupt(node: &ClaimedNode, now: Timestamp) -> bool {
     settled && !deleting && !protected
 }
 
-/// No pod there that would need a home elsewhere: DaemonSet pods, mirror pods and finished
-/// pods do not count.
+/// No pod there that would need a home elsewhere.
 fn is_empty(pods: &[Arc<Pod>]) -> bool {
-    pods.iter().all(|pod| {
-        let finished = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.as_deref())
-            .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
-        let owned_by = |api_version: &str, kind: &str| {
-            pod.owner_references()
-                .iter()
-                .any(|o| o.api_version == api_version && o.kind == kind)
-        };
-        finished || owned_by("apps/v1", "DaemonSet") || owned_by("v1", "Node")
-    })
+    !pods.iter().any(|pod| needs_home(pod))
+}
+
+/// Whether the pod would have to run elsewhere if its node went: not a DaemonSet pod, a
+/// mirror pod or a finished pod.
+pub fn needs_home(pod: &Pod) -> bool {
+    let finished = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
+    let owned_by = |api_version: &str, kind: &str| {
+        pod.owner_references()
+            .iter()
+            .any(|o| o.api_version == api_version && o.kind == kind)
+    };
+    !(finished || owned_by("apps/v1", "DaemonSet") || owned_by("v1", "Node"))
 }
 
 #[cfg(test)]

@@ -1,10 +1,15 @@
 //! The disruption loop: every 10 s it looks at each NodePool's nodes and deletes the NodeClaims
 //! a disruption method picks, within the pool's budgets; termination then drains each node
-//! before its instance goes. One method today, `emptiness`; `budgets` is the arithmetic both
-//! share with the methods still to come.
+//! before its instance goes. Methods in Karpenter's order: `emptiness` (delete), `expiration`
+//! and drift (replace). A replacement asks the `simulation` where the node's pods would go,
+//! launches the NodeClaims they need (`replacement`), and deletes the node only once those are
+//! Initialized; one replacement at a time. `budgets` is the arithmetic the methods share.
 
 pub mod budgets;
 pub mod emptiness;
+pub mod expiration;
+mod replacement;
+pub mod simulation;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use tracing::{info, warn};
 use crate::apis::labels::{CLUSTER_LABEL, NODEPOOL_LABEL};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::{DisruptionReason, NodePool};
+use crate::cloud::CloudProvider;
 use crate::events::Recorder;
 use crate::metrics::{DisruptionLabels, Metrics};
 use crate::state::ClusterState;
@@ -28,21 +34,24 @@ use emptiness::{ClaimedNode, EmptySince, consolidate_after, empty_claims};
 /// How often the loop looks for nodes to give back.
 const PASS_INTERVAL: Duration = Duration::from_secs(10);
 
-pub struct Disruption {
+pub struct Disruption<C> {
     pub client: kube::Client,
     pub state: Arc<ClusterState>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// The instance types replacements are planned from.
+    pub cloud: Arc<C>,
     /// Only this install's NodeClaims are disrupted.
     pub cluster: String,
 }
 
 /// Runs until `shutdown`.
-pub async fn run(disruption: Arc<Disruption>, shutdown: CancellationToken) {
+pub async fn run<C: CloudProvider>(disruption: Arc<Disruption<C>>, shutdown: CancellationToken) {
     tokio::select! {
         _ = shutdown.cancelled() => return,
         ready = disruption.state.wait_until_ready() => if ready.is_err() { return },
     }
+    replacement::release_forgotten(&disruption).await;
     let mut empty_since = EmptySince::new();
     let mut tick = tokio::time::interval(PASS_INTERVAL);
     loop {
@@ -50,18 +59,35 @@ pub async fn run(disruption: Arc<Disruption>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        pass(&disruption, &mut empty_since, Timestamp::now()).await;
+        let claims = own_claims(&disruption);
+        remove_empty(&disruption, &claims, &mut empty_since, Timestamp::now()).await;
+        // One replacement at a time: the one under way (its state is on the NodeClaims, so a
+        // restart picks it up), or else the next candidate.
+        match claims.iter().find(|c| replacement::is_replacing(c)) {
+            Some(candidate) => replacement::follow(&disruption, candidate).await,
+            None => replacement::start_next(&disruption, &claims, Timestamp::now()).await,
+        }
     }
 }
 
-async fn pass(disruption: &Disruption, empty_since: &mut EmptySince, now: Timestamp) {
-    let state = &disruption.state;
-    let claims: Vec<Arc<NodeClaim>> = state
+/// This install's NodeClaims.
+fn own_claims<C>(disruption: &Disruption<C>) -> Vec<Arc<NodeClaim>> {
+    disruption
+        .state
         .node_claims
         .state()
         .into_iter()
         .filter(|c| c.labels().get(CLUSTER_LABEL) == Some(&disruption.cluster))
-        .collect();
+        .collect()
+}
+
+async fn remove_empty<C>(
+    disruption: &Disruption<C>,
+    claims: &[Arc<NodeClaim>],
+    empty_since: &mut EmptySince,
+    now: Timestamp,
+) {
+    let state = &disruption.state;
     empty_since.retain(|name, _| claims.iter().any(|c| c.name_any() == *name));
     let nodes: HashMap<String, _> = state
         .nodes
@@ -93,7 +119,7 @@ async fn pass(disruption: &Disruption, empty_since: &mut EmptySince, now: Timest
         if due.is_empty() {
             continue;
         }
-        let room = room(&pool, &pool_claims, now);
+        let room = room(&pool, &pool_claims, DisruptionReason::Empty, now);
         for name in due.into_iter().take(room) {
             empty_since.remove(&name);
             if let Some(claim) = pool_claims.iter().find(|c| c.name_any() == name) {
@@ -103,15 +129,21 @@ async fn pass(disruption: &Disruption, empty_since: &mut EmptySince, now: Timest
     }
 }
 
-/// How many more of the pool's nodes may be disrupted for emptiness now: what its budgets
-/// allow less the NodeClaims already being deleted. A budget Windlass cannot read allows none.
-fn room(pool: &NodePool, claims: &[&Arc<NodeClaim>], now: Timestamp) -> usize {
+/// How many more of the pool's nodes may be disrupted for `reason` now: what its budgets
+/// allow less the NodeClaims already being deleted or replaced. A budget Windlass cannot read
+/// allows none.
+fn room(
+    pool: &NodePool,
+    claims: &[&Arc<NodeClaim>],
+    reason: DisruptionReason,
+    now: Timestamp,
+) -> usize {
     let disrupting = claims
         .iter()
-        .filter(|c| c.metadata.deletion_timestamp.is_some())
+        .filter(|c| c.metadata.deletion_timestamp.is_some() || replacement::is_replacing(c))
         .count();
     let budgets = &pool.spec.disruption.budgets;
-    match budgets::allowed(budgets, claims.len(), DisruptionReason::Empty, now) {
+    match budgets::allowed(budgets, claims.len(), reason, now) {
         Ok(allowed) => allowed.unwrap_or(usize::MAX).saturating_sub(disrupting),
         Err(error) => {
             warn!(nodepool = %pool.name_any(), %error, "disruption budget unreadable; disrupting nothing");
@@ -120,8 +152,8 @@ fn room(pool: &NodePool, claims: &[&Arc<NodeClaim>], now: Timestamp) -> usize {
     }
 }
 
-async fn remove(
-    disruption: &Disruption,
+async fn remove<C>(
+    disruption: &Disruption<C>,
     pool: &NodePool,
     claim: &NodeClaim,
     after: jiff::SignedDuration,

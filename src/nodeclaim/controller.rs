@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -19,6 +20,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::drift;
 use super::initialization::initialize;
 use super::launch::{Launch, launch};
 use super::liveness::missed_deadline;
@@ -201,12 +203,26 @@ async fn apply<C: CloudProvider>(
             .await
             .map_err(Error::Kube)?
     } else {
-        initialize(claim, &mut status, node.as_deref(), now)
+        let action = initialize(claim, &mut status, node.as_deref(), now);
+        if let Some(node) = &node {
+            drift::mark(&mut status, claim, drifted(context, claim, node), now);
+        }
+        action
     };
     if status != previous {
         write_status(context, claim, &status).await?;
     }
     Ok(requeue)
+}
+
+/// How the claim has drifted from its NodePool and EC2NodeClass, as the stores show them; not
+/// at all while its pool is gone (deleting the pool deletes the claim).
+fn drifted<C>(context: &NodeClaims<C>, claim: &NodeClaim, node: &Node) -> Option<drift::Drift> {
+    let pool = context
+        .state
+        .node_pool(claim.labels().get(NODEPOOL_LABEL)?)?;
+    let class = context.state.node_class(&claim.spec.node_class_ref.name);
+    drift::drift(claim, node.labels(), &pool, class.as_deref())
 }
 
 async fn launch_claim<C: CloudProvider>(

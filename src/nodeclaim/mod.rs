@@ -1,10 +1,12 @@
 //! The NodeClaim lifecycle, one stage per module: `launch` through the cloud boundary,
 //! `registration` (a Node with the claim's providerID), `initialization` (that Node Ready,
-//! startup taints gone), `liveness` (deadlines, a deleted Node); `controller` runs them and
+//! startup taints gone), `liveness` (deadlines, a deleted Node), `drift` (still what its pool
+//! and class would launch); `controller` runs them and
 //! hands deletion to `termination`; `garbage_collection` removes instances no NodeClaim
 //! accounts for and NodeClaims whose instance is gone.
 
 pub mod controller;
+pub mod drift;
 mod garbage_collection;
 mod initialization;
 mod launch;

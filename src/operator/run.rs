@@ -76,6 +76,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         state: cluster_state.clone(),
         metrics: metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
+        cloud: cloud.clone(),
         cluster: args.cluster_name.clone(),
     });
     let node_claims = Arc::new(NodeClaims {

@@ -9,18 +9,24 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
-use crate::apis::labels::{CLUSTER_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL};
+use crate::apis::ec2_node_class::EC2NodeClass;
+use crate::apis::labels::{
+    CLUSTER_LABEL, INSTANCE_TYPE_LABEL, NODECLASS_HASH_ANNOTATION, NODEPOOL_HASH_ANNOTATION,
+    NODEPOOL_LABEL,
+};
 use crate::apis::node_claim::{NodeClaim, NodeClaimSpec, ResourceRequirements};
 use crate::apis::node_pool::NodePool;
+use crate::nodeclaim::drift::{node_class_hash, template_hash};
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::requirements::Requirement;
 use crate::scheduling::{LAUNCH_CANDIDATES, NewClaim, Rejection, Unplaced};
 
 /// The NodeClaim for a planned claim, for the install `cluster`: the pool's template, the
-/// plan's requirements with the instance types narrowed to the cheapest candidates, and the
-/// pods' requests.
+/// plan's requirements with the instance types narrowed to the cheapest candidates, the pods'
+/// requests, and the hashes of the template and of the pool's `class` (for drift).
 pub fn node_claim(
     node_pool: &NodePool,
+    class: Option<&EC2NodeClass>,
     claim: &NewClaim,
     catalog: &[InstanceType],
     cluster: &str,
@@ -41,6 +47,14 @@ pub fn node_claim(
     );
     let mut labels = template.metadata.labels.clone();
     labels.insert(NODEPOOL_LABEL.to_owned(), pool_name.clone());
+    let mut annotations = template.metadata.annotations.clone();
+    annotations.insert(
+        NODEPOOL_HASH_ANNOTATION.to_owned(),
+        template_hash(node_pool),
+    );
+    if let Some(class) = class {
+        annotations.insert(NODECLASS_HASH_ANNOTATION.to_owned(), node_class_hash(class));
+    }
     labels.insert(CLUSTER_LABEL.to_owned(), cluster.to_owned());
     let requests = BTreeMap::from([
         (
@@ -57,7 +71,7 @@ pub fn node_claim(
         metadata: ObjectMeta {
             generate_name: Some(format!("{pool_name}-")),
             labels: Some(labels),
-            annotations: Some(template.metadata.annotations.clone()).filter(|a| !a.is_empty()),
+            annotations: Some(annotations),
             owner_references: Some(vec![OwnerReference {
                 api_version: "windlass.dev/v1alpha1".into(),
                 kind: "NodePool".into(),
@@ -166,6 +180,7 @@ mod tests {
         .unwrap();
         let claim = node_claim(
             &pool,
+            None,
             &new_claim(&catalog, &["c5.xlarge", "m5.xlarge"]),
             &catalog,
             "prod",
@@ -174,6 +189,11 @@ mod tests {
         assert_eq!(labels[NODEPOOL_LABEL], "default");
         assert_eq!(labels[CLUSTER_LABEL], "prod");
         assert_eq!(labels["team"], "data");
+        assert_eq!(
+            claim.annotations().get(NODEPOOL_HASH_ANNOTATION),
+            Some(&template_hash(&pool)),
+            "stamped for drift"
+        );
         assert_eq!(claim.metadata.generate_name.as_deref(), Some("default-"));
         let owner = &claim.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(

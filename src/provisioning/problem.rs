@@ -1,8 +1,9 @@
-//! The provisioner's problem, built from the cluster as the stores show it, without I/O: which
+//! The simulation's problem, built from the cluster as the stores show it, without I/O: which
 //! pods are pending, each NodePool as the simulation sees it, and every NodeClaim in flight as
-//! capacity that is free for the pods not yet bound to it.
+//! capacity that is free for the pods not yet bound to it. Disruption asks the same question
+//! with the nodes it would remove left out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
@@ -12,14 +13,15 @@ use kube::ResourceExt;
 
 use crate::apis::conditions::READY;
 use crate::apis::ec2_node_class::EC2NodeClass;
-use crate::apis::labels::{ARCH_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
+use crate::apis::labels::{ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
 use crate::apis::node_claim::{CONDITION_INITIALIZED, NodeClaim};
 use crate::apis::node_pool::{NodePool, RequirementOperator};
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::pod::PodShape;
 use crate::scheduling::requirements::Requirement;
 use crate::scheduling::resources::Resources;
-use crate::scheduling::{ExistingNode, NodePoolInput, pool_input, template_pods};
+use crate::scheduling::{BoundPod, ExistingNode, NodePoolInput, pool_input, template_pods};
+use crate::state::ClusterState;
 
 /// How long after it is initialized a NodeClaim still takes planned pods: the kube-scheduler
 /// needs a moment to bind the pods it was made for.
@@ -124,6 +126,117 @@ pub fn pool_inputs(
             })
             .collect();
     (node_pools, pools)
+}
+
+/// The cluster as the simulation sees it: every NodePool, capacity the simulation may plan
+/// onto, and the pods already on Nodes (for topology).
+pub struct ClusterView {
+    pub node_pools: Vec<Arc<NodePool>>,
+    pub pools: Vec<NodePoolInput>,
+    pub existing: Vec<ExistingNode>,
+    pub bound: Vec<BoundPod>,
+}
+
+/// Builds the view from the stores and `claims` (the stored ones and any just created).
+/// NodeClaims for which `takes` holds are capacity with their free room; every other Node
+/// counts for topology only. NodeClaims named in `leaving` (about to be disrupted) are left out
+/// altogether: neither capacity nor topology, and no longer counted against their pool's limits.
+pub fn cluster_view(
+    state: &ClusterState,
+    catalog: &[InstanceType],
+    claims: &[Arc<NodeClaim>],
+    takes: impl Fn(&NodeClaim) -> bool,
+    leaving: &BTreeSet<String>,
+) -> ClusterView {
+    let claims: Vec<&Arc<NodeClaim>> = claims
+        .iter()
+        .filter(|c| !leaving.contains(&c.name_any()))
+        .collect();
+    let leaving_nodes: BTreeSet<String> = state
+        .node_claims
+        .state()
+        .iter()
+        .filter(|c| leaving.contains(&c.name_any()))
+        .filter_map(|c| c.status.as_ref()?.node_name.clone())
+        .collect();
+    let (node_pools, mut pools) = pool_inputs(
+        state.node_pools.state(),
+        &state.node_classes.state(),
+        &state.daemon_sets.state(),
+        catalog,
+    );
+    for input in &mut pools {
+        for claim in claims
+            .iter()
+            .filter(|c| c.labels().get(NODEPOOL_LABEL) == Some(&input.name))
+        {
+            input.in_use += claim_capacity(claim, catalog);
+            input.nodes_in_use += 1;
+        }
+    }
+    let capacity: Vec<&Arc<NodeClaim>> = claims.iter().copied().filter(|c| takes(c)).collect();
+    let pods_by_node = state.pods_by_node();
+    let mut existing: Vec<ExistingNode> = capacity
+        .iter()
+        .map(|claim| {
+            let on_node = claim
+                .status
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .and_then(|node| pods_by_node.get(node));
+            let overhead = pools
+                .iter()
+                .find(|p| claim.labels().get(NODEPOOL_LABEL) == Some(&p.name))
+                .map(|p| p.daemon_overhead)
+                .unwrap_or_default();
+            in_flight_node(
+                claim,
+                catalog,
+                overhead,
+                on_node.map_or(&[][..], Vec::as_slice),
+            )
+        })
+        .collect();
+    let mut slot_of_node: HashMap<String, usize> = HashMap::new();
+    for (index, claim) in capacity.iter().enumerate() {
+        if let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.clone()) {
+            slot_of_node.insert(node, index);
+        }
+    }
+    for node in state.nodes.state() {
+        let name = node.name_any();
+        if slot_of_node.contains_key(&name) || leaving_nodes.contains(&name) {
+            continue;
+        }
+        slot_of_node.insert(name.clone(), existing.len());
+        existing.push(ExistingNode {
+            name,
+            labels: node.labels().clone(),
+            topology_only: true,
+            ..ExistingNode::default()
+        });
+    }
+    // Pods on Nodes count for topology there, so a spread or anti-affinity sees them.
+    let bound: Vec<BoundPod> = pods_by_node
+        .iter()
+        .filter_map(|(node, pods)| Some((*slot_of_node.get(node)?, pods)))
+        .flat_map(|(slot, pods)| pods.iter().map(move |pod| (slot, pod)))
+        .filter_map(|(node, pod)| {
+            let shape = PodShape::from_pod(pod).ok()?;
+            Some(BoundPod {
+                node,
+                namespace: shape.namespace,
+                labels: shape.labels,
+                terms: shape.terms,
+            })
+        })
+        .collect();
+    ClusterView {
+        node_pools,
+        pools,
+        existing,
+        bound,
+    }
 }
 
 /// What a NodeClaim counts against its pool's limits: its launched capacity, or until then

@@ -21,15 +21,14 @@ use tracing::{info, warn};
 
 use super::batcher::Batcher;
 use super::claims::{limit_notes, node_claim, unpriced_candidates};
-use super::problem::{claim_capacity, in_flight_node, is_unschedulable, pool_inputs, takes_pods};
-use crate::apis::labels::NODEPOOL_LABEL;
+use super::problem::{ClusterView, cluster_view, is_unschedulable, pool_inputs, takes_pods};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::cloud::CloudProvider;
 use crate::metrics::{Metrics, PoolLabels};
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::pod::PodShape;
-use crate::scheduling::{BoundPod, ExistingNode, NodePoolInput, Problem, no_instance_types, solve};
+use crate::scheduling::{NodePoolInput, Problem, no_instance_types, solve};
 use crate::state::ClusterState;
 
 /// How often NodePools are checked for instance types while nothing about them changes.
@@ -260,77 +259,21 @@ async fn provision<C>(
     }
     let mut claims = state.node_claims.state();
     claims.extend(created.values().map(|(_, claim)| claim.clone()));
-    let (node_pools, mut pools) = pools_of(state, catalog);
-    for input in &mut pools {
-        for claim in claims
-            .iter()
-            .filter(|c| c.labels().get(NODEPOOL_LABEL) == Some(&input.name))
-        {
-            input.in_use += claim_capacity(claim, catalog);
-            input.nodes_in_use += 1;
-        }
-    }
     // NodeClaims in flight (and just initialized) take planned pods; every other Node only
     // counts for topology, since the kube-scheduler already found no room there.
     let now = Timestamp::now();
-    let in_flight: Vec<Arc<NodeClaim>> = claims
-        .iter()
-        .filter(|c| takes_pods(c, now))
-        .cloned()
-        .collect();
-    let pods_by_node = state.pods_by_node();
-    let existing_claims = in_flight.iter().map(|claim| {
-        let on_node = claim
-            .status
-            .as_ref()
-            .and_then(|s| s.node_name.as_ref())
-            .and_then(|node| pods_by_node.get(node));
-        let overhead = pools
-            .iter()
-            .find(|p| claim.labels().get(NODEPOOL_LABEL) == Some(&p.name))
-            .map(|p| p.daemon_overhead)
-            .unwrap_or_default();
-        in_flight_node(
-            claim,
-            catalog,
-            overhead,
-            on_node.map_or(&[][..], Vec::as_slice),
-        )
-    });
-    let mut existing: Vec<ExistingNode> = existing_claims.collect();
-    let mut slot_of_node: HashMap<String, usize> = HashMap::new();
-    for (index, claim) in in_flight.iter().enumerate() {
-        if let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.clone()) {
-            slot_of_node.insert(node, index);
-        }
-    }
-    for node in state.nodes.state() {
-        if slot_of_node.contains_key(&node.name_any()) {
-            continue;
-        }
-        slot_of_node.insert(node.name_any(), existing.len());
-        existing.push(ExistingNode {
-            name: node.name_any(),
-            labels: node.labels().clone(),
-            topology_only: true,
-            ..ExistingNode::default()
-        });
-    }
-    // Pods on Nodes count for topology there, so a spread or anti-affinity sees them.
-    let bound: Vec<BoundPod> = pods_by_node
-        .iter()
-        .filter_map(|(node, pods)| Some((*slot_of_node.get(node)?, pods)))
-        .flat_map(|(slot, pods)| pods.iter().map(move |pod| (slot, pod)))
-        .filter_map(|(node, pod)| {
-            let shape = PodShape::from_pod(pod).ok()?;
-            Some(BoundPod {
-                node,
-                namespace: shape.namespace,
-                labels: shape.labels,
-                terms: shape.terms,
-            })
-        })
-        .collect();
+    let ClusterView {
+        node_pools,
+        pools,
+        existing,
+        bound,
+    } = cluster_view(
+        state,
+        catalog,
+        &claims,
+        |c| takes_pods(c, now),
+        &BTreeSet::new(),
+    );
     let started = Instant::now();
     let plan = solve(&Problem {
         catalog,
@@ -355,7 +298,14 @@ async fn provision<C>(
     let api: Api<NodeClaim> = Api::all(provisioner.client.clone());
     for claim in &plan.new_claims {
         let node_pool = &node_pools[claim.pool];
-        let object = node_claim(node_pool, claim, catalog, &provisioner.cluster);
+        let class = state.node_class(&node_pool.spec.template.spec.node_class_ref.name);
+        let object = node_claim(
+            node_pool,
+            class.as_deref(),
+            claim,
+            catalog,
+            &provisioner.cluster,
+        );
         match api.create(&PostParams::default(), &object).await {
             Ok(new) => {
                 info!(nodeclaim = %new.name_any(), nodepool = %node_pool.name_any(), pods = claim.pods.len(), "created NodeClaim");

@@ -136,7 +136,7 @@ fn grace_deadline(claim: &NodeClaim) -> Option<Timestamp> {
 }
 
 /// Puts the disrupted taint on the Node unless it is there; guarded by its resourceVersion.
-async fn taint(nodes: &Api<Node>, node: &Node) -> Result<(), Error> {
+pub async fn taint(nodes: &Api<Node>, node: &Node) -> Result<(), Error> {
     let wanted = disrupted_taint();
     let mut taints = node
         .spec
@@ -153,6 +153,37 @@ async fn taint(nodes: &Api<Node>, node: &Node) -> Result<(), Error> {
     let patch = json!({
         "metadata": {"resourceVersion": node.resource_version()},
         "spec": {"taints": taints}
+    });
+    nodes
+        .patch(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(drop)
+        .map_err(Error::Kube)
+}
+
+/// Takes the disrupted taint off a Node that is not going after all (a replacement that never
+/// came, or a restart that forgot why it was put there); guarded by its resourceVersion.
+pub async fn untaint(nodes: &Api<Node>, node: &Node) -> Result<(), Error> {
+    let wanted = disrupted_taint();
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    let kept: Vec<_> = taints
+        .iter()
+        .filter(|t| !(t.key == wanted.key && t.effect == wanted.effect))
+        .collect();
+    if kept.len() == taints.len() {
+        return Ok(());
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": node.resource_version()},
+        "spec": {"taints": kept}
     });
     nodes
         .patch(

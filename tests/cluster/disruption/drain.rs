@@ -45,8 +45,23 @@ fn instance_state(instance: &aws_sdk_ec2::types::Instance) -> String {
         .to_owned()
 }
 
+/// What a test deletes to give a node back.
+enum Deleted {
+    TheNodeClaim,
+    ItsNodePool,
+}
+
 #[tokio::test]
 async fn a_pod_disruption_budget_holds_a_deleted_node_until_it_allows_the_eviction() {
+    a_budget_holds_the_drain_after_deleting(Deleted::TheNodeClaim).await;
+}
+
+#[tokio::test]
+async fn deleting_a_node_pool_drains_its_nodes_through_their_budgets() {
+    a_budget_holds_the_drain_after_deleting(Deleted::ItsNodePool).await;
+}
+
+async fn a_budget_holds_the_drain_after_deleting(deleted: Deleted) {
     let run = PoolRun::start(
         "drain",
         json!({"disruption": {"consolidateAfter": "Never"}}),
@@ -61,10 +76,20 @@ async fn a_pod_disruption_budget_holds_a_deleted_node_until_it_allows_the_evicti
     let instance = claim_instance(&status);
     wait_running(&pods, "worker-0").await;
 
-    claims
-        .delete(&claim.name_any(), &DeleteParams::default())
-        .await
-        .unwrap();
+    match deleted {
+        Deleted::TheNodeClaim => claims
+            .delete(&claim.name_any(), &DeleteParams::default())
+            .await
+            .map(drop)
+            .unwrap(),
+        // The garbage collector deletes its NodeClaims at once; each drains on its own.
+        Deleted::ItsNodePool => run
+            .pools
+            .delete(&run.name, &DeleteParams::default())
+            .await
+            .map(drop)
+            .unwrap(),
+    }
     let nodes: Api<Node> = Api::all(env.client.clone());
     wait_until(
         "the node to be tainted",

@@ -6,12 +6,20 @@
 mod drain;
 mod emptiness;
 mod orphans;
+mod replacement;
+mod seed;
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use windlass::apis::ec2_node_class::EC2NodeClass;
 use windlass::apis::node_claim::NodeClaim;
@@ -76,6 +84,102 @@ impl PoolRun {
         drop(self.windlass);
         delete_pool_and_class(&self.pools, &self.classes, &self.name).await;
         self.namespace.delete().await;
+    }
+}
+
+/// Deployment `worker` of `replicas` pods of 1 vCPU / 3 GiB that only `pool` can take, one per
+/// node: evicted pods come back, so a drained node's work moves to another.
+pub async fn worker_deployment(
+    env: &TestEnv,
+    namespace: &str,
+    pool: &str,
+    replicas: i32,
+) -> Api<Deployment> {
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), namespace);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "worker"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "worker"}},
+            "template": {
+                "metadata": {"labels": {"app": "worker"}},
+                "spec": {
+                    "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": pool, "effect": "NoSchedule"}],
+                    "nodeSelector": {"windlass.dev/nodepool": pool},
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": {"app": "worker"}}, "topologyKey": "kubernetes.io/hostname"}
+                    ]}},
+                    "containers": [{"name": "worker", "image": "worker", "resources": {"requests": {"cpu": "1", "memory": "3Gi"}}}]
+                }
+            }
+        }
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    deployments
+}
+
+/// Waits until `count` pods of the namespace run.
+pub async fn wait_pods_running(pods: &Api<Pod>, count: usize) {
+    wait_until("the pods to run", Duration::from_secs(120), || async {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        let running = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        (running == count).then_some(())
+    })
+    .await;
+}
+
+/// Watches a pool's NodeClaims for the most that were being disrupted at once, as `disrupting`
+/// judges each: a watch sees every update, so a NodeClaim deleted in milliseconds still counts.
+pub struct MostAtOnce {
+    most: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MostAtOnce {
+    pub fn watch(claims: &Api<NodeClaim>, pool: &str, disrupting: fn(&NodeClaim) -> bool) -> Self {
+        let most = Arc::new(AtomicUsize::new(0));
+        let config = watcher::Config::default().labels(&format!("windlass.dev/nodepool={pool}"));
+        let events = watcher(claims.clone(), config);
+        let task = tokio::spawn({
+            let most = most.clone();
+            async move {
+                let mut now: BTreeSet<String> = BTreeSet::new();
+                let mut events = std::pin::pin!(events);
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(watcher::Event::Apply(claim) | watcher::Event::InitApply(claim)) => {
+                            if disrupting(&claim) {
+                                now.insert(claim.name_any());
+                            } else {
+                                now.remove(&claim.name_any());
+                            }
+                        }
+                        Ok(watcher::Event::Delete(claim)) => {
+                            now.remove(&claim.name_any());
+                        }
+                        _ => {}
+                    }
+                    most.fetch_max(now.len(), Ordering::SeqCst);
+                }
+            }
+        });
+        Self { most, task }
+    }
+
+    /// The most seen at once so far; stops watching.
+    pub fn stop(self) -> usize {
+        self.task.abort();
+        self.most.load(Ordering::SeqCst)
     }
 }
 

@@ -128,8 +128,13 @@ pub async fn assert_terminated(env: &TestEnv, instance: &str) {
     );
 }
 
+/// Deletes the NodePool (unless a test already did) and its EC2NodeClass.
 pub async fn delete_pool_and_class(pools: &Api<NodePool>, classes: &Api<EC2NodeClass>, name: &str) {
-    pools.delete(name, &DeleteParams::default()).await.unwrap();
+    match pools.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(error) => panic!("deleting NodePool {name}: {error}"),
+    }
     classes
         .delete(name, &DeleteParams::default())
         .await
