@@ -44,7 +44,7 @@ pub struct PoolLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DisruptionLabels {
     pub nodepool: String,
-    /// `empty`, `expired` or `drifted`.
+    /// `empty`, `expired`, `drifted` or `underutilized`.
     pub reason: String,
 }
 
@@ -68,6 +68,9 @@ pub struct Metrics {
     pub nodeclaims_launch_failures: Family<PoolLabels, Counter>,
     /// NodeClaims the disruption loop deleted, by reason.
     pub disruption_actions: Family<DisruptionLabels, Counter>,
+    /// Dollars per hour consolidation saved: the price of each node it removed less that of
+    /// its replacement.
+    pub consolidation_savings: Family<PoolLabels, Counter<f64, AtomicU64>>,
     /// Seconds one scheduling simulation of a batch took.
     pub scheduling_duration: Histogram,
     /// Pods marked Unschedulable at the last batch, nominated ones aside.
@@ -96,6 +99,7 @@ impl Default for Metrics {
             nodeclaims_launched: Family::default(),
             nodeclaims_launch_failures: Family::default(),
             disruption_actions: Family::default(),
+            consolidation_savings: Family::default(),
             scheduling_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             pending_pods: Gauge::default(),
             registry,
@@ -146,6 +150,11 @@ impl Default for Metrics {
             "disruption_actions",
             "NodeClaims the disruption loop deleted, by reason",
             metrics.disruption_actions.clone(),
+        );
+        registry.register(
+            "consolidation_savings_dollars_per_hour",
+            "Hourly price of the nodes consolidation removed less that of their replacements",
+            metrics.consolidation_savings.clone(),
         );
         registry.register(
             "scheduling_duration_seconds",

@@ -1,15 +1,19 @@
 //! The disruption loop: every 10 s it looks at each NodePool's nodes and deletes the NodeClaims
 //! a disruption method picks, within the pool's budgets; termination then drains each node
 //! before its instance goes. Methods in Karpenter's order: `emptiness` (delete), `expiration`
-//! and drift (replace). A replacement asks the `simulation` where the node's pods would go,
-//! launches the NodeClaims they need (`replacement`), and deletes the node only once those are
-//! Initialized; one replacement at a time. `budgets` is the arithmetic the methods share.
+//! and drift (replace), then `single_node` consolidation (delete, or replace by one cheaper
+//! node; the pure parts in `consolidation`). A replacement asks the `simulation` where the
+//! node's pods would go, launches the NodeClaims they need (`replacement`), and deletes the
+//! node only once those are Initialized; one replacement at a time. `budgets` is the
+//! arithmetic the methods share.
 
 pub mod budgets;
+pub mod consolidation;
 pub mod emptiness;
 pub mod expiration;
 mod replacement;
 pub mod simulation;
+mod single_node;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +57,7 @@ pub async fn run<C: CloudProvider>(disruption: Arc<Disruption<C>>, shutdown: Can
     }
     replacement::release_forgotten(&disruption).await;
     let mut empty_since = EmptySince::new();
+    let mut consolidation = single_node::Memory::default();
     let mut tick = tokio::time::interval(PASS_INTERVAL);
     loop {
         tokio::select! {
@@ -63,9 +68,18 @@ pub async fn run<C: CloudProvider>(disruption: Arc<Disruption<C>>, shutdown: Can
         remove_empty(&disruption, &claims, &mut empty_since, Timestamp::now()).await;
         // One replacement at a time: the one under way (its state is on the NodeClaims, so a
         // restart picks it up), or else the next candidate.
-        match claims.iter().find(|c| replacement::is_replacing(c)) {
-            Some(candidate) => replacement::follow(&disruption, candidate).await,
+        let acted = match claims.iter().find(|c| replacement::is_replacing(c)) {
+            Some(candidate) => {
+                replacement::follow(&disruption, candidate).await;
+                true
+            }
             None => replacement::start_next(&disruption, &claims, Timestamp::now()).await,
+        };
+        if acted {
+            consolidation.interrupted();
+        } else {
+            single_node::consolidate(&disruption, &claims, &mut consolidation, Timestamp::now())
+                .await;
         }
     }
 }

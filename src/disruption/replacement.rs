@@ -1,4 +1,4 @@
-//! Replacing a node (expiration, drift): new capacity first, then the old node. The simulation
+//! Replacing a node (expiration, drift, consolidation): new capacity first, then the old node. The simulation
 //! says where the candidate's pods would go. If they fit on other nodes the candidate is
 //! deleted at once; if they need new nodes, the candidate's Node is tainted so nothing new
 //! lands there, the replacements are created, and the candidate is deleted (so drained and
@@ -17,6 +17,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::consolidation::node_price;
 use super::emptiness::{ClaimedNode, may_disrupt};
 use super::expiration::{expire_after, expired};
 use super::simulation::{Outcome, reschedule};
@@ -28,7 +29,7 @@ use crate::apis::labels::{
 use crate::apis::node_claim::{CONDITION_DRIFTED, CONDITION_INITIALIZED, NodeClaim};
 use crate::apis::node_pool::DisruptionReason;
 use crate::cloud::CloudProvider;
-use crate::metrics::DisruptionLabels;
+use crate::metrics::{DisruptionLabels, PoolLabels};
 use crate::provisioning::claims::node_claim;
 use crate::termination::drain::has_do_not_disrupt;
 use crate::termination::{taint, untaint};
@@ -38,9 +39,10 @@ const REPLACEMENT_TIMEOUT: SignedDuration = SignedDuration::from_mins(10);
 
 /// Why a node is replaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Method {
+pub enum Method {
     Expiration,
     Drift,
+    Consolidation,
 }
 
 impl Method {
@@ -49,21 +51,22 @@ impl Method {
         match self {
             Method::Expiration => "expired",
             Method::Drift => "drifted",
+            Method::Consolidation => "underutilized",
         }
     }
 
     fn from_label(label: &str) -> Self {
-        if label == Method::Expiration.label() {
-            Method::Expiration
-        } else {
-            Method::Drift
-        }
+        [Method::Expiration, Method::Consolidation]
+            .into_iter()
+            .find(|m| m.label() == label)
+            .unwrap_or(Method::Drift)
     }
 
     fn name(self) -> &'static str {
         match self {
             Method::Expiration => "expiration",
             Method::Drift => "drift",
+            Method::Consolidation => "consolidation",
         }
     }
 }
@@ -75,12 +78,13 @@ pub fn is_replacing(claim: &NodeClaim) -> bool {
 }
 
 /// The candidates for the next replacement, in Karpenter's order: expired NodeClaims, then
-/// drifted ones within their pool's budget. Tries each until one is acted on.
+/// drifted ones within their pool's budget. Tries each until one is acted on; returns whether
+/// one was.
 pub async fn start_next<C: CloudProvider>(
     disruption: &Disruption<C>,
     claims: &[Arc<NodeClaim>],
     now: Timestamp,
-) {
+) -> bool {
     let launched = claims.iter().filter(|c| {
         c.metadata.deletion_timestamp.is_none()
             && c.status.as_ref().is_some_and(|s| s.node_name.is_some())
@@ -110,13 +114,13 @@ pub async fn start_next<C: CloudProvider>(
             .map(|c| (Method::Drift, c)),
     );
     if candidates.is_empty() {
-        return;
+        return false;
     }
     let catalog = match disruption.cloud.instance_types().await {
         Ok(catalog) => catalog,
         Err(error) => {
             warn!(%error, "no instance types to plan replacements with");
-            return;
+            return false;
         }
     };
     for (method, candidate) in candidates {
@@ -125,7 +129,7 @@ pub async fn start_next<C: CloudProvider>(
                 "it has lived past its expireAfter of {:#}",
                 expire_after(candidate).unwrap_or_default()
             ),
-            Method::Drift => drifted(candidate).unwrap_or_default(),
+            Method::Drift | Method::Consolidation => drifted(candidate).unwrap_or_default(),
         };
         match reschedule(&disruption.state, &catalog, candidate) {
             Outcome::Delete => {
@@ -133,13 +137,21 @@ pub async fn start_next<C: CloudProvider>(
                     "{why}; its pods fit on other nodes: deleting it ({})",
                     method.name()
                 );
-                delete(disruption, candidate, method, EventType::Normal, note).await;
-                return;
+                delete(disruption, candidate, method, EventType::Normal, note, None).await;
+                return true;
             }
             Outcome::Blocked(blocked) if method == Method::Expiration => {
                 let note = format!("{why}; {blocked}: deleting it anyway (expiration)");
-                delete(disruption, candidate, method, EventType::Warning, note).await;
-                return;
+                delete(
+                    disruption,
+                    candidate,
+                    method,
+                    EventType::Warning,
+                    note,
+                    None,
+                )
+                .await;
+                return true;
             }
             Outcome::Blocked(blocked) => {
                 publish(
@@ -171,10 +183,11 @@ pub async fn start_next<C: CloudProvider>(
                     objects.push(object);
                 }
                 begin(disruption, candidate, method, &why, objects).await;
-                return;
+                return true;
             }
         }
     }
+    false
 }
 
 /// The message of the claim's `Drifted` condition, if it is True.
@@ -190,7 +203,7 @@ fn drifted(claim: &NodeClaim) -> Option<String> {
 
 /// What voluntary disruption asks of a node: settled, not protected, and no pod on it that
 /// asks not to be disrupted.
-fn voluntarily_disruptable<C>(
+pub fn voluntarily_disruptable<C>(
     disruption: &Disruption<C>,
     claim: &NodeClaim,
     now: Timestamp,
@@ -221,7 +234,7 @@ fn voluntarily_disruptable<C>(
 }
 
 /// Taints the candidate's Node, creates its replacements and writes down what is under way.
-async fn begin<C>(
+pub async fn begin<C>(
     disruption: &Disruption<C>,
     candidate: &NodeClaim,
     method: Method,
@@ -292,7 +305,7 @@ async fn begin<C>(
 
 /// Carries a replacement under way on: deletes the candidate once every replacement is
 /// Initialized, gives up if one went away or they took too long.
-pub async fn follow<C>(disruption: &Disruption<C>, candidate: &NodeClaim) {
+pub async fn follow<C: CloudProvider>(disruption: &Disruption<C>, candidate: &NodeClaim) {
     let method = Method::from_label(
         candidate
             .annotations()
@@ -341,12 +354,25 @@ pub async fn follow<C>(disruption: &Disruption<C>, candidate: &NodeClaim) {
         })
     };
     if replacements.iter().all(initialized) {
+        let savings = match method {
+            Method::Consolidation => savings(disruption, candidate, &replacements).await,
+            Method::Expiration | Method::Drift => None,
+        };
+        let saving = savings.map_or(String::new(), |s| format!(", saving ${s:.4}/h"));
         let note = format!(
-            "replaced by {}: deleting it ({})",
+            "replaced by {}: deleting it ({}){saving}",
             names.join(", "),
             method.name()
         );
-        delete(disruption, candidate, method, EventType::Normal, note).await;
+        delete(
+            disruption,
+            candidate,
+            method,
+            EventType::Normal,
+            note,
+            savings,
+        )
+        .await;
         return;
     }
     let started = replacements
@@ -363,6 +389,19 @@ pub async fn follow<C>(disruption: &Disruption<C>, candidate: &NodeClaim) {
         )
         .await;
     }
+}
+
+/// The candidate's hourly price less its replacements', when every one of them is known.
+async fn savings<C: CloudProvider>(
+    disruption: &Disruption<C>,
+    candidate: &NodeClaim,
+    replacements: &[NodeClaim],
+) -> Option<f64> {
+    let catalog = disruption.cloud.instance_types().await.ok()?;
+    let price =
+        |claim: &NodeClaim| node_of(disruption, claim).and_then(|node| node_price(&node, &catalog));
+    let replaced_by: Option<f64> = replacements.iter().map(price).sum();
+    Some(price(candidate)? - replaced_by?)
 }
 
 /// Deletes the replacements made so far, takes the taint off the candidate's Node and the
@@ -436,7 +475,7 @@ pub async fn release_forgotten<C>(disruption: &Disruption<C>) {
     }
 }
 
-fn node_of<C>(disruption: &Disruption<C>, claim: &NodeClaim) -> Option<Arc<Node>> {
+pub fn node_of<C>(disruption: &Disruption<C>, claim: &NodeClaim) -> Option<Arc<Node>> {
     let name = claim.status.as_ref()?.node_name.as_ref()?;
     disruption
         .state
@@ -446,12 +485,15 @@ fn node_of<C>(disruption: &Disruption<C>, claim: &NodeClaim) -> Option<Arc<Node>
         .find(|n| n.name_any() == *name)
 }
 
-async fn delete<C>(
+/// Deletes the candidate (so drains and terminates it), with an Event and its metrics;
+/// `savings` is what consolidation saves by it, in dollars per hour.
+pub async fn delete<C>(
     disruption: &Disruption<C>,
     candidate: &NodeClaim,
     method: Method,
     event_type: EventType,
     note: String,
+    savings: Option<f64>,
 ) {
     let name = candidate.name_any();
     let api: Api<NodeClaim> = Api::all(disruption.client.clone());
@@ -459,15 +501,25 @@ async fn delete<C>(
         Ok(_) => {
             info!(nodeclaim = %name, method = method.name(), "deleting");
             publish(disruption, candidate, event_type, "Disrupting", note).await;
+            let nodepool = candidate
+                .labels()
+                .get(NODEPOOL_LABEL)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(savings) = savings.filter(|s| *s > 0.0) {
+                disruption
+                    .metrics
+                    .consolidation_savings
+                    .get_or_create(&PoolLabels {
+                        nodepool: nodepool.clone(),
+                    })
+                    .inc_by(savings);
+            }
             disruption
                 .metrics
                 .disruption_actions
                 .get_or_create(&DisruptionLabels {
-                    nodepool: candidate
-                        .labels()
-                        .get(NODEPOOL_LABEL)
-                        .cloned()
-                        .unwrap_or_default(),
+                    nodepool,
                     reason: method.label().into(),
                 })
                 .inc();

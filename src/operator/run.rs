@@ -94,6 +94,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         aws: Aws::new(&aws),
         kubernetes_minor,
         cluster: args.cluster_name.clone(),
+        resolved: Default::default(),
     });
     let scaling = Arc::new(Scaling {
         client: client.clone(),

@@ -13,7 +13,9 @@ use kube::ResourceExt;
 
 use crate::apis::conditions::READY;
 use crate::apis::ec2_node_class::EC2NodeClass;
-use crate::apis::labels::{ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL};
+use crate::apis::labels::{
+    ARCH_LABEL, DISRUPTED_TAINT, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL,
+};
 use crate::apis::node_claim::{CONDITION_INITIALIZED, NodeClaim};
 use crate::apis::node_pool::{NodePool, RequirementOperator};
 use crate::scheduling::instance_types::InstanceType;
@@ -138,8 +140,8 @@ pub struct ClusterView {
 }
 
 /// Builds the view from the stores and `claims` (the stored ones and any just created).
-/// NodeClaims for which `takes` holds are capacity with their free room; every other Node
-/// counts for topology only. NodeClaims named in `leaving` (about to be disrupted) are left out
+/// NodeClaims for which `takes` holds are capacity with their free room, unless their Node is
+/// cordoned or being drained; every other Node counts for topology only. NodeClaims named in `leaving` (about to be disrupted) are left out
 /// altogether: neither capacity nor topology, and no longer counted against their pool's limits.
 pub fn cluster_view(
     state: &ClusterState,
@@ -174,7 +176,31 @@ pub fn cluster_view(
             input.nodes_in_use += 1;
         }
     }
-    let capacity: Vec<&Arc<NodeClaim>> = claims.iter().copied().filter(|c| takes(c)).collect();
+    // A cordoned Node, or one being drained, takes nothing whatever its claim's room.
+    let closed: BTreeSet<String> = state
+        .nodes
+        .state()
+        .iter()
+        .filter(|n| {
+            let spec = n.spec.as_ref();
+            spec.and_then(|s| s.unschedulable).unwrap_or(false)
+                || spec
+                    .and_then(|s| s.taints.as_ref())
+                    .is_some_and(|t| t.iter().any(|t| t.key == DISRUPTED_TAINT))
+        })
+        .map(|n| n.name_any())
+        .collect();
+    let capacity: Vec<&Arc<NodeClaim>> = claims
+        .iter()
+        .copied()
+        .filter(|c| takes(c))
+        .filter(|c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_none_or(|node| !closed.contains(node))
+        })
+        .collect();
     let pods_by_node = state.pods_by_node();
     let mut existing: Vec<ExistingNode> = capacity
         .iter()

@@ -3,9 +3,9 @@
 //! with conditions, into status. Resolution is repeated every five minutes (a minute while not
 //! Ready), so new subnets and AMIs are picked up.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::events::Recorder;
 use futures::StreamExt;
@@ -43,7 +43,14 @@ pub struct NodeClasses {
     pub kubernetes_minor: String,
     /// `--cluster-name`: names and tags the instance profiles made for roles.
     pub cluster: String,
+    /// When each EC2NodeClass (by name) was last resolved, at which generation.
+    pub resolved: Mutex<HashMap<String, (Option<i64>, Instant)>>,
 }
+
+/// How soon an EC2NodeClass whose spec has not changed is resolved again when something else
+/// about it changes: a status write, perhaps another install's, is no reason to ask AWS again,
+/// or installs sharing a cluster would answer each other's writes without end.
+const RESOLVE_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -70,6 +77,19 @@ async fn reconcile(object: Arc<EC2NodeClass>, context: Arc<NodeClasses>) -> Resu
     if object.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    let name = object.name_any();
+    let generation = object.metadata.generation;
+    if let Some((resolved_at, at)) = context.resolved.lock().expect("resolved lock").get(&name)
+        && *resolved_at == generation
+        && at.elapsed() < RESOLVE_AT_MOST_EVERY
+    {
+        return Ok(Action::requeue(RESOLVE_AT_MOST_EVERY - at.elapsed()));
+    }
+    context
+        .resolved
+        .lock()
+        .expect("resolved lock")
+        .insert(name, (generation, Instant::now()));
     let previous = object.status.clone().unwrap_or_default();
     let status = resolve(&context, &object, &previous.conditions).await;
     let ready = is_true(&status.conditions, READY);

@@ -3,6 +3,7 @@
 //! PodDisruptionBudget holds it until it allows the eviction or the termination grace period
 //! runs out.
 
+mod consolidation;
 mod drain;
 mod emptiness;
 mod orphans;
@@ -95,22 +96,37 @@ pub async fn worker_deployment(
     pool: &str,
     replicas: i32,
 ) -> Api<Deployment> {
+    let anti_affinity = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "worker"}}, "topologyKey": "kubernetes.io/hostname"}
+    ]}});
+    deployment(env, namespace, pool, "worker", replicas, "1", anti_affinity).await
+}
+
+/// Deployment `name` of `replicas` pods of `cpu` / 3 GiB that only `pool` can take, with
+/// `affinity`.
+pub async fn deployment(
+    env: &TestEnv,
+    namespace: &str,
+    pool: &str,
+    name: &str,
+    replicas: i32,
+    cpu: &str,
+    affinity: serde_json::Value,
+) -> Api<Deployment> {
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), namespace);
     let deployment: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "worker"},
+        "metadata": {"name": name},
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": {"app": "worker"}},
+            "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": {"app": "worker"}},
+                "metadata": {"labels": {"app": name}},
                 "spec": {
                     "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": pool, "effect": "NoSchedule"}],
                     "nodeSelector": {"windlass.dev/nodepool": pool},
-                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                        {"labelSelector": {"matchLabels": {"app": "worker"}}, "topologyKey": "kubernetes.io/hostname"}
-                    ]}},
-                    "containers": [{"name": "worker", "image": "worker", "resources": {"requests": {"cpu": "1", "memory": "3Gi"}}}]
+                    "affinity": affinity,
+                    "containers": [{"name": "worker", "image": "worker", "resources": {"requests": {"cpu": cpu, "memory": "3Gi"}}}]
                 }
             }
         }
@@ -121,6 +137,39 @@ pub async fn worker_deployment(
         .await
         .unwrap();
     deployments
+}
+
+pub fn initialized(claim: &NodeClaim) -> bool {
+    claim.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Initialized" && c.status == "True")
+    })
+}
+
+pub async fn pool_claims(claims: &Api<NodeClaim>, pool: &str) -> Vec<NodeClaim> {
+    claims
+        .list(&ListParams::default().labels(&format!("windlass.dev/nodepool={pool}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+/// Waits until the pool has `count` Initialized NodeClaims, and returns them.
+pub async fn initialized_claims(
+    claims: &Api<NodeClaim>,
+    pool: &str,
+    count: usize,
+) -> Vec<NodeClaim> {
+    wait_until(
+        "the NodeClaims to be Initialized",
+        Duration::from_secs(120),
+        || async {
+            let list = pool_claims(claims, pool).await;
+            (list.len() == count && list.iter().all(initialized)).then_some(list)
+        },
+    )
+    .await
 }
 
 /// Waits until `count` pods of the namespace run.

@@ -8,42 +8,15 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use windlass::apis::node_claim::NodeClaim;
 
-use super::{MostAtOnce, PoolRun, patch_pool, wait_pods_running, worker_deployment};
+use super::{
+    MostAtOnce, PoolRun, initialized, initialized_claims, patch_pool, pool_claims,
+    wait_pods_running, worker_deployment,
+};
 use crate::provisioning::fixture::{
     assert_terminated, claim_instance, event_notes, wait_claim_gone,
 };
 use crate::support::wait_until;
-
-fn initialized(claim: &NodeClaim) -> bool {
-    claim.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Initialized" && c.status == "True")
-    })
-}
-
-async fn pool_claims(claims: &Api<NodeClaim>, pool: &str) -> Vec<NodeClaim> {
-    claims
-        .list(&ListParams::default().labels(&format!("windlass.dev/nodepool={pool}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-}
-
-/// Waits until the pool has `count` Initialized NodeClaims, and returns them.
-async fn initialized_claims(claims: &Api<NodeClaim>, pool: &str, count: usize) -> Vec<NodeClaim> {
-    wait_until(
-        "the NodeClaims to be Initialized",
-        Duration::from_secs(120),
-        || async {
-            let list = pool_claims(claims, pool).await;
-            (list.len() == count && list.iter().all(initialized)).then_some(list)
-        },
-    )
-    .await
-}
 
 #[tokio::test]
 async fn a_template_change_replaces_each_node_one_budget_at_a_time() {

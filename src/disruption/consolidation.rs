@@ -1,0 +1,369 @@
+//! Consolidation of underused nodes (`WhenEmptyOrUnderutilized`), without I/O: a node whose
+//! pods have not changed for the pool's `consolidateAfter` is removed if its pods fit on the
+//! other nodes, or replaced by one cheaper node if they fit there; one node at a time,
+//! fewest pods first. A decision is taken only after it has held for 15 s, so a node is not
+//! removed on a view a moment old, and a cluster found consolidated is not simulated again
+//! until something in it changes. Multi-node consolidation (several nodes into one) is not
+//! done.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
+
+use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, SCALED_JOB_LABEL, ZONE_LABEL};
+use crate::apis::node_claim::NodeClaim;
+use crate::apis::node_pool::NodePool;
+use crate::scheduling::NewClaim;
+use crate::scheduling::instance_types::InstanceType;
+
+/// How long a consolidation decision must hold before it is acted on.
+pub const VALIDATION: SignedDuration = SignedDuration::from_secs(15);
+
+/// Per NodeClaim: the pods on its node when last looked at, and since when they are those.
+#[derive(Default)]
+pub struct PodsUnchanged(HashMap<String, (BTreeSet<String>, Timestamp)>);
+
+impl PodsUnchanged {
+    /// Since when the claim's node has had exactly `pods`; starts now if they changed.
+    pub fn since(&mut self, claim: &str, pods: &[Arc<Pod>], now: Timestamp) -> Timestamp {
+        let uids: BTreeSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        match self.0.get(claim) {
+            Some((seen, since)) if *seen == uids => *since,
+            _ => {
+                self.0.insert(claim.to_owned(), (uids, now));
+                now
+            }
+        }
+    }
+
+    /// Forgets NodeClaims that are gone.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.0.retain(|name, _| keep(name));
+    }
+}
+
+/// Whether consolidation may evict the pod for a cheaper cluster: only a pod its controller
+/// brings back. A pod no controller owns would be gone for good, and a ScaledJob's Job runs
+/// to its end (its node is removed once empty).
+pub fn movable(pod: &Pod) -> bool {
+    let owned = pod
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true));
+    owned && !pod.labels().contains_key(SCALED_JOB_LABEL)
+}
+
+/// The hourly price the node's instance is bought at: its type's offering in its zone and
+/// capacity type, from its labels. `None` when the catalog has no price for it.
+pub fn node_price(node: &Node, catalog: &[InstanceType]) -> Option<f64> {
+    let labels = node.labels();
+    let instance_type = catalog
+        .iter()
+        .find(|it| Some(&it.name) == labels.get(INSTANCE_TYPE_LABEL))?;
+    instance_type
+        .offerings
+        .iter()
+        .find(|o| {
+            Some(&o.zone) == labels.get(ZONE_LABEL)
+                && Some(&o.capacity_type) == labels.get(CAPACITY_TYPE_LABEL)
+        })?
+        .price
+}
+
+/// The planned replacement narrowed to the instance types cheaper than `current`, and the price
+/// of the cheapest of them; `None` when none is cheaper (or none has a price).
+pub fn cheaper(
+    claim: &NewClaim,
+    catalog: &[InstanceType],
+    current: f64,
+) -> Option<(NewClaim, f64)> {
+    let price = |index: usize| {
+        catalog[index]
+            .cheapest_offering(&claim.requirements)
+            .and_then(|o| o.price)
+    };
+    let instance_types: Vec<usize> = claim
+        .instance_types
+        .iter()
+        .copied()
+        .filter(|&i| price(i).is_some_and(|p| p < current))
+        .collect();
+    let cheapest = instance_types
+        .iter()
+        .filter_map(|&i| price(i))
+        .min_by(f64::total_cmp)?;
+    Some((
+        NewClaim {
+            instance_types,
+            ..claim.clone()
+        },
+        cheapest,
+    ))
+}
+
+/// How long a cluster found consolidated stays so while nothing in it changes.
+pub const RECHECK: SignedDuration = SignedDuration::from_mins(5);
+
+/// What consolidation saw when it last found nothing to do: a fingerprint of the cluster, and
+/// when. A simulation per candidate is not cheap, so an unchanged cluster is not simulated
+/// again until [`RECHECK`] has passed.
+#[derive(Debug, Default)]
+pub struct Consolidated(Option<(u64, Timestamp)>);
+
+impl Consolidated {
+    pub fn still(&self, fingerprint: u64, now: Timestamp) -> bool {
+        matches!(self.0, Some((seen, at)) if seen == fingerprint && now.duration_since(at) < RECHECK)
+    }
+
+    pub fn mark(&mut self, fingerprint: u64, now: Timestamp) {
+        self.0 = Some((fingerprint, now));
+    }
+}
+
+/// A fingerprint of what a consolidation decision depends on: the candidates, every
+/// NodeClaim and Node (cordoned, draining) and where every pod is, and the NodePools' specs.
+pub fn fingerprint(
+    candidates: &[String],
+    claims: &[Arc<NodeClaim>],
+    nodes: &[Arc<Node>],
+    pods_by_node: &HashMap<String, Vec<Arc<Pod>>>,
+    pools: &[Arc<NodePool>],
+) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    candidates.hash(&mut hasher);
+    let mut claims: Vec<(String, bool, Option<String>)> = claims
+        .iter()
+        .map(|c| {
+            (
+                c.name_any(),
+                c.metadata.deletion_timestamp.is_some(),
+                c.status.as_ref().and_then(|s| s.node_name.clone()),
+            )
+        })
+        .collect();
+    claims.sort();
+    claims.hash(&mut hasher);
+    let mut nodes: Vec<(String, bool, usize)> = nodes
+        .iter()
+        .map(|n| {
+            let spec = n.spec.as_ref();
+            (
+                n.name_any(),
+                spec.and_then(|s| s.unschedulable).unwrap_or(false),
+                spec.and_then(|s| s.taints.as_ref()).map_or(0, Vec::len),
+            )
+        })
+        .collect();
+    nodes.sort();
+    nodes.hash(&mut hasher);
+    let mut placed: Vec<(&String, Vec<&str>)> = pods_by_node
+        .iter()
+        .map(|(node, pods)| {
+            let mut uids: Vec<&str> = pods
+                .iter()
+                .filter_map(|p| p.metadata.uid.as_deref())
+                .collect();
+            uids.sort_unstable();
+            (node, uids)
+        })
+        .collect();
+    placed.sort();
+    placed.hash(&mut hasher);
+    let mut pools: Vec<(String, Option<String>)> = pools
+        .iter()
+        .map(|p| (p.name_any(), p.metadata.resource_version.clone()))
+        .collect();
+    pools.sort();
+    pools.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The decision waiting out its validation: which NodeClaim, and since when.
+#[derive(Debug, Default)]
+pub struct Pending(Option<(String, Timestamp)>);
+
+impl Pending {
+    /// Whether the decision to consolidate `claim` has now held for [`VALIDATION`]; a decision
+    /// about another NodeClaim starts over.
+    pub fn held(&mut self, claim: &str, now: Timestamp) -> bool {
+        match &self.0 {
+            Some((pending, since)) if pending == claim => now.duration_since(*since) >= VALIDATION,
+            _ => {
+                self.0 = Some((claim.to_owned(), now));
+                false
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduling::catalog;
+    use crate::scheduling::requirements::Requirements;
+    use serde_json::json;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+    }
+
+    fn pod(uid: &str) -> Arc<Pod> {
+        Arc::new(serde_json::from_value(json!({"metadata": {"name": uid, "uid": uid}})).unwrap())
+    }
+
+    #[test]
+    fn the_clock_restarts_whenever_a_pod_comes_or_goes() {
+        let mut unchanged = PodsUnchanged::default();
+        assert_eq!(unchanged.since("n", &[pod("a"), pod("b")], at(0)), at(0));
+        assert_eq!(unchanged.since("n", &[pod("b"), pod("a")], at(30)), at(0));
+        assert_eq!(unchanged.since("n", &[pod("a")], at(40)), at(40));
+        assert_eq!(unchanged.since("n", &[pod("a"), pod("c")], at(50)), at(50));
+        unchanged.retain(|name| name != "n");
+        assert_eq!(unchanged.since("n", &[pod("a"), pod("c")], at(60)), at(60));
+    }
+
+    #[test]
+    fn a_consolidated_cluster_is_looked_at_again_when_it_changes_or_after_five_minutes() {
+        let mut consolidated = Consolidated::default();
+        assert!(!consolidated.still(1, at(0)));
+        consolidated.mark(1, at(0));
+        assert!(consolidated.still(1, at(299)));
+        assert!(!consolidated.still(2, at(10)), "something changed");
+        assert!(!consolidated.still(1, at(300)));
+    }
+
+    #[test]
+    fn the_fingerprint_follows_pods_candidates_and_cordons() {
+        let claims: Vec<Arc<NodeClaim>> = Vec::new();
+        let node = |unschedulable: bool| -> Arc<Node> {
+            Arc::new(
+                serde_json::from_value(
+                    json!({"metadata": {"name": "n"}, "spec": {"unschedulable": unschedulable}}),
+                )
+                .unwrap(),
+            )
+        };
+        let placed = |uids: &[&str]| {
+            HashMap::from([(
+                "n".to_owned(),
+                uids.iter().map(|u| pod(u)).collect::<Vec<_>>(),
+            )])
+        };
+        let base = fingerprint(&[], &claims, &[node(false)], &placed(&["a", "b"]), &[]);
+        assert_eq!(
+            base,
+            fingerprint(&[], &claims, &[node(false)], &placed(&["b", "a"]), &[])
+        );
+        assert_ne!(
+            base,
+            fingerprint(&[], &claims, &[node(false)], &placed(&["a"]), &[])
+        );
+        assert_ne!(
+            base,
+            fingerprint(&[], &claims, &[node(true)], &placed(&["a", "b"]), &[])
+        );
+        assert_ne!(
+            base,
+            fingerprint(
+                &["c".into()],
+                &claims,
+                &[node(false)],
+                &placed(&["a", "b"]),
+                &[]
+            )
+        );
+    }
+
+    #[test]
+    fn a_decision_is_acted_on_once_it_has_held_fifteen_seconds() {
+        let mut pending = Pending::default();
+        assert!(!pending.held("a", at(0)));
+        assert!(!pending.held("a", at(14)));
+        assert!(pending.held("a", at(15)));
+        assert!(!pending.held("b", at(16)), "another node starts over");
+        pending.clear();
+        assert!(!pending.held("b", at(40)));
+    }
+
+    #[test]
+    fn only_pods_a_controller_brings_back_are_moved_and_never_a_scaled_jobs() {
+        let owned = |labels: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "p", "labels": labels,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r",
+                                     "uid": "u", "controller": true}]}}))
+            .unwrap()
+        };
+        assert!(movable(&owned(json!({}))));
+        assert!(!movable(&owned(json!({SCALED_JOB_LABEL: "report"}))));
+        let bare: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap();
+        assert!(!movable(&bare));
+    }
+
+    fn node(instance_type: &str, zone: &str, capacity_type: &str) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": "n", "labels": {
+            INSTANCE_TYPE_LABEL: instance_type, ZONE_LABEL: zone, CAPACITY_TYPE_LABEL: capacity_type
+        }}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_node_is_priced_by_its_type_zone_and_capacity_type() {
+        let catalog = catalog::bundled();
+        let m5 = catalog.iter().find(|it| it.name == "m5.xlarge").unwrap();
+        let on_demand = m5
+            .offerings
+            .iter()
+            .find(|o| o.zone == "us-east-1a" && o.capacity_type == "on-demand")
+            .unwrap();
+        assert_eq!(
+            node_price(&node("m5.xlarge", "us-east-1a", "on-demand"), &catalog),
+            on_demand.price
+        );
+        assert_eq!(
+            node_price(&node("x9.nothing", "us-east-1a", "on-demand"), &catalog),
+            None
+        );
+    }
+
+    #[test]
+    fn only_types_cheaper_than_the_node_replace_it() {
+        let catalog = catalog::bundled();
+        let index = |name: &str| catalog.iter().position(|it| it.name == name).unwrap();
+        let mut requirements = Requirements::default();
+        requirements.add(
+            CAPACITY_TYPE_LABEL,
+            crate::scheduling::requirements::Requirement::one_of(["on-demand"]),
+        );
+        let planned = NewClaim {
+            pool: 0,
+            requirements,
+            pods: vec![0],
+            requests: Default::default(),
+            instance_types: vec![index("m5.large"), index("m5.xlarge"), index("m5.2xlarge")],
+        };
+        let large = catalog[index("m5.large")].min_price().unwrap();
+        let xlarge = catalog[index("m5.xlarge")]
+            .cheapest_offering(&planned.requirements)
+            .and_then(|o| o.price)
+            .unwrap();
+        let (narrowed, price) = cheaper(&planned, &catalog, xlarge).unwrap();
+        assert_eq!(narrowed.instance_types, [index("m5.large")]);
+        assert!(price <= large + f64::EPSILON && price < xlarge);
+        let cheapest = catalog[index("m5.large")]
+            .cheapest_offering(&planned.requirements)
+            .and_then(|o| o.price)
+            .unwrap();
+        assert!(
+            cheaper(&planned, &catalog, cheapest).is_none(),
+            "nothing is cheaper than the cheapest"
+        );
+    }
+}
