@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller against the cluster from KUBECONFIG or the in-cluster config.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write the CustomResourceDefinitions generated from the Rust types.
     Crdgen(CrdgenArgs),
     /// Print the jobs API's OpenAPI document (committed as docs/openapi.json).
@@ -62,6 +62,12 @@ pub struct RunArgs {
     /// cluster.
     #[arg(long, env = "WINDLASS_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+
+    /// The SQS queue (URL or name) EventBridge delivers EC2 interruption events to: spot
+    /// interruptions, scheduled changes and stopped instances drain their nodes ahead of the
+    /// loss. Not watched when unset.
+    #[arg(long, env = "WINDLASS_INTERRUPTION_QUEUE")]
+    pub interruption_queue: Option<String>,
 
     /// Address for the jobs API (`POST /jobs`, `GET /jobs/stats`).
     #[arg(long, env = "WINDLASS_JOBS_ADDR", default_value = "0.0.0.0:8082")]

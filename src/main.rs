@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => tokio::runtime::Runtime::new()
             .map_err(windlass::Error::Runtime)
-            .and_then(|runtime| runtime.block_on(run::run(args))),
+            .and_then(|runtime| runtime.block_on(run::run(*args))),
         Command::Crdgen(args) => match args.out {
             Some(dir) => crdgen::write_all(&dir).map(|paths| {
                 for path in paths {

@@ -37,6 +37,13 @@ pub struct QueueLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InterruptionLabels {
+    /// `spot-interruption`, `scheduled-change`, `state-change`, `rebalance-recommendation`,
+    /// `ignored` or `unreadable`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
     pub nodepool: String,
 }
@@ -68,6 +75,8 @@ pub struct Metrics {
     pub nodeclaims_launch_failures: Family<PoolLabels, Counter>,
     /// NodeClaims the disruption loop deleted, by reason.
     pub disruption_actions: Family<DisruptionLabels, Counter>,
+    /// Messages read from the interruption queue, by kind.
+    pub interruption_messages: Family<InterruptionLabels, Counter>,
     /// Dollars per hour consolidation saved: the price of each node it removed less that of
     /// its replacement.
     pub consolidation_savings: Family<PoolLabels, Counter<f64, AtomicU64>>,
@@ -100,6 +109,7 @@ impl Default for Metrics {
             nodeclaims_launch_failures: Family::default(),
             disruption_actions: Family::default(),
             consolidation_savings: Family::default(),
+            interruption_messages: Family::default(),
             scheduling_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             pending_pods: Gauge::default(),
             registry,
@@ -150,6 +160,11 @@ impl Default for Metrics {
             "disruption_actions",
             "NodeClaims the disruption loop deleted, by reason",
             metrics.disruption_actions.clone(),
+        );
+        registry.register(
+            "interruption_messages",
+            "Messages read from the interruption queue, by kind",
+            metrics.interruption_messages.clone(),
         );
         registry.register(
             "consolidation_savings_dollars_per_hour",

@@ -90,6 +90,13 @@ impl AwsCloud {
         }
     }
 
+    /// Leaves one offering out for a while, as if EC2 had reported it out of capacity: a spot
+    /// offering about to be reclaimed.
+    pub fn leave_out(&self, capacity_type: &str, instance_type: &str, zone: &str) {
+        self.unavailable()
+            .mark(capacity_type, instance_type, zone, Instant::now());
+    }
+
     /// Leaves out, for a while, each offering EC2 reported out of capacity.
     fn mark_unavailable(&self, class: &EC2NodeClass, capacity_type: &str, outcome: &FleetOutcome) {
         let subnets = class.status.iter().flat_map(|s| &s.subnets);

@@ -6,6 +6,7 @@
 mod capacity;
 pub mod client;
 pub mod cloud;
+pub mod interruption;
 mod launch;
 pub mod nodeclass;
 pub mod sdk_errors;

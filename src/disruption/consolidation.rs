@@ -14,7 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 
-use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, SCALED_JOB_LABEL, ZONE_LABEL};
+use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::scheduling::NewClaim;
@@ -47,14 +47,12 @@ impl PodsUnchanged {
 }
 
 /// Whether consolidation may evict the pod for a cheaper cluster: only a pod its controller
-/// brings back. A pod no controller owns would be gone for good, and a ScaledJob's Job runs
-/// to its end (its node is removed once empty).
+/// brings back. A pod no controller owns would be gone for good. (A ScaledJob's pods keep
+/// their node from every voluntary disruption.)
 pub fn movable(pod: &Pod) -> bool {
-    let owned = pod
-        .owner_references()
+    pod.owner_references()
         .iter()
-        .any(|o| o.controller == Some(true));
-    owned && !pod.labels().contains_key(SCALED_JOB_LABEL)
+        .any(|o| o.controller == Some(true))
 }
 
 /// The hourly price the node's instance is bought at: its type's offering in its zone and
@@ -294,15 +292,12 @@ mod tests {
     }
 
     #[test]
-    fn only_pods_a_controller_brings_back_are_moved_and_never_a_scaled_jobs() {
-        let owned = |labels: serde_json::Value| -> Pod {
-            serde_json::from_value(json!({"metadata": {"name": "p", "labels": labels,
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r",
-                                     "uid": "u", "controller": true}]}}))
-            .unwrap()
-        };
-        assert!(movable(&owned(json!({}))));
-        assert!(!movable(&owned(json!({SCALED_JOB_LABEL: "report"}))));
+    fn only_pods_a_controller_brings_back_are_moved() {
+        let owned: Pod = serde_json::from_value(json!({"metadata": {"name": "p",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r",
+                                 "uid": "u", "controller": true}]}}))
+        .unwrap();
+        assert!(movable(&owned));
         let bare: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap();
         assert!(!movable(&bare));
     }

@@ -18,13 +18,13 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::consolidation::node_price;
-use super::emptiness::{ClaimedNode, may_disrupt};
+use super::emptiness::{ClaimedNode, may_disrupt, needs_home};
 use super::expiration::{expire_after, expired};
 use super::simulation::{Outcome, reschedule};
 use super::{Disruption, room};
 use crate::apis::labels::{
     DISRUPTED_TAINT, DISRUPTION_ANNOTATION, NODEPOOL_LABEL, REPLACED_BY_ANNOTATION,
-    REPLACES_ANNOTATION,
+    REPLACES_ANNOTATION, SCALED_JOB_LABEL,
 };
 use crate::apis::node_claim::{CONDITION_DRIFTED, CONDITION_INITIALIZED, NodeClaim};
 use crate::apis::node_pool::DisruptionReason;
@@ -202,7 +202,8 @@ fn drifted(claim: &NodeClaim) -> Option<String> {
 }
 
 /// What voluntary disruption asks of a node: settled, not protected, and no pod on it that
-/// asks not to be disrupted.
+/// asks not to be disrupted or belongs to a ScaledJob's Job (it runs to its end; the node goes
+/// once it is empty).
 pub fn voluntarily_disruptable<C>(
     disruption: &Disruption<C>,
     claim: &NodeClaim,
@@ -230,7 +231,10 @@ pub fn voluntarily_disruptable<C>(
         node: &node,
         pods: &pods,
     };
-    may_disrupt(&claimed, now) && !pods.iter().any(|p| has_do_not_disrupt(p))
+    may_disrupt(&claimed, now)
+        && !pods.iter().any(|p| {
+            has_do_not_disrupt(p) || (needs_home(p) && p.labels().contains_key(SCALED_JOB_LABEL))
+        })
 }
 
 /// Taints the candidate's Node, creates its replacements and writes down what is under way.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::server::{Readiness, health_router, metrics_router};
+use crate::aws::interruption::{self, Interruptions};
 use crate::aws::nodeclass::controller::{self as node_classes, NodeClasses};
 use crate::aws::{Aws, AwsCloud};
 use crate::cli::RunArgs;
@@ -78,6 +79,18 @@ pub async fn run(args: RunArgs) -> Result<()> {
         recorder: Recorder::new(client.clone(), reporter.clone()),
         cloud: cloud.clone(),
         cluster: args.cluster_name.clone(),
+    });
+    let interruptions = args.interruption_queue.map(|queue| {
+        Arc::new(Interruptions {
+            client: client.clone(),
+            sqs: aws_sdk_sqs::Client::new(&aws),
+            queue,
+            state: cluster_state.clone(),
+            cloud: cloud.clone(),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            metrics: metrics.clone(),
+            cluster: args.cluster_name.clone(),
+        })
     });
     let node_claims = Arc::new(NodeClaims {
         client: client.clone(),
@@ -148,6 +161,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Stops with the others on shutdown: a pass only deletes NodeClaims, which their
     // finalizers then drain and terminate.
     drop(tokio::spawn(disruption::run(disruption, shutdown.clone())));
+    // Likewise: a message only deletes NodeClaims, and one not handled comes back.
+    if let Some(interruptions) = interruptions {
+        drop(tokio::spawn(interruption::run(
+            interruptions,
+            shutdown.clone(),
+        )));
+    }
     // Stops with the others on shutdown; it holds nothing that needs draining.
     drop(tokio::spawn(provisioner::run(
         provisioner,

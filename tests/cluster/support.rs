@@ -324,10 +324,16 @@ pub fn start_windlass_in(namespace: &str, home: &str) -> Windlass {
 
 /// `windlass run` as the install `cluster`: a restart of an earlier one when it has its name.
 pub fn start_windlass_as(namespace: &str, home: &str, cluster: &str) -> Windlass {
+    start_windlass_with(namespace, home, cluster, &[])
+}
+
+/// `windlass run` as the install `cluster`, with `extra` arguments.
+pub fn start_windlass_with(namespace: &str, home: &str, cluster: &str, extra: &[&str]) -> Windlass {
     let (health_port, metrics_port, jobs_port) = (free_port(), free_port(), free_port());
     let cluster = cluster.to_owned();
     let process = Command::new(env!("CARGO_BIN_EXE_windlass"))
         .args(["run", "--watch-namespace", namespace, "--namespace", home])
+        .args(extra)
         .args(["--cluster-name", &cluster])
         .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])

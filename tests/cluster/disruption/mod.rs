@@ -6,7 +6,9 @@
 mod consolidation;
 mod drain;
 mod emptiness;
+mod interruption;
 mod orphans;
+mod protection;
 mod replacement;
 mod seed;
 
@@ -28,8 +30,8 @@ use windlass::apis::node_pool::NodePool;
 
 use crate::provisioning::fixture::{delete_pool_and_class, node_class_and_pool};
 use crate::support::{
-    ChildProcess, TestEnv, TestNamespace, Windlass, install_crds, start_registrar, start_windlass,
-    unique, wait_until,
+    ChildProcess, TestEnv, TestNamespace, Windlass, install_crds, start_registrar,
+    start_windlass_with, unique, wait_until,
 };
 
 /// An on-demand NodePool of its own, and Windlass with a node registrar watching a namespace
@@ -49,6 +51,11 @@ pub struct PoolRun {
 impl PoolRun {
     /// Starts from `spec` merged into the pool's spec (its disruption settings, say).
     pub async fn start(prefix: &str, spec: serde_json::Value) -> Self {
+        Self::start_with(prefix, spec, &[]).await
+    }
+
+    /// Likewise, with `extra` arguments to `windlass run`.
+    pub async fn start_with(prefix: &str, spec: serde_json::Value, extra: &[&str]) -> Self {
         let env = TestEnv::connect().await;
         install_crds(&env.client).await;
         let namespace = TestNamespace::create(&env.client, prefix).await;
@@ -61,7 +68,7 @@ impl PoolRun {
         )
         .await;
         patch_pool(&pools, &name, spec).await;
-        let windlass = start_windlass(&namespace.name);
+        let windlass = start_windlass_with(&namespace.name, "windlass", &unique("cluster"), extra);
         let registrar = start_registrar(&windlass.cluster, 1);
         let claims = Api::all(env.client.clone());
         Self {

@@ -1,0 +1,150 @@
+//! What voluntary disruption never evicts: a pod annotated do-not-disrupt and a running pod of
+//! a ScaledJob's Job keep their drifted nodes; once the guarded pod is gone its node goes.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use windlass::apis::scaled_job::ScaledJob;
+
+use super::{PoolRun, initialized_claims, patch_pool, pool_claims};
+use crate::support::wait_until;
+
+/// A pod spec only the pool can take, one per node among those labelled `app: protected`.
+fn spec(pool: &str) -> serde_json::Value {
+    json!({
+        "restartPolicy": "Never",
+        "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": pool, "effect": "NoSchedule"}],
+        "nodeSelector": {"windlass.dev/nodepool": pool},
+        "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "protected"}}, "topologyKey": "kubernetes.io/hostname"}
+        ]}},
+        "containers": [{"name": "worker", "image": "worker", "resources": {"requests": {"cpu": "1", "memory": "3Gi"}}}]
+    })
+}
+
+fn drifted(claim: &windlass::apis::node_claim::NodeClaim) -> bool {
+    claim.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Drifted" && c.status == "True")
+    })
+}
+
+#[tokio::test]
+async fn do_not_disrupt_and_scaled_job_pods_keep_their_drifted_nodes() {
+    let run = PoolRun::start(
+        "protect",
+        json!({"disruption": {"consolidateAfter": "Never", "budgets": [{"nodes": "100%"}]}}),
+    )
+    .await;
+    let (env, ns, claims, name) = (&run.env, run.ns(), &run.claims, &run.name);
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let guarded: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "guarded", "labels": {"app": "protected"},
+                     "annotations": {"windlass.dev/do-not-disrupt": "true"}},
+        "spec": spec(name)
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &guarded).await.unwrap();
+    // A Job that runs until the test ends: the stack's kubelets complete Job pods unless told
+    // to hold.
+    let queue = env.queue("protect").await;
+    env.send_messages(&queue, 1).await;
+    let scaled_job: ScaledJob = serde_json::from_value(json!({
+        "apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledJob",
+        "metadata": {"name": "report"},
+        "spec": {
+            "pollingInterval": 1, "maxReplicaCount": 1,
+            "jobTargetRef": {"backoffLimit": 0, "template": {
+                "metadata": {"labels": {"app": "protected"},
+                             "annotations": {"windlass.dev/test-outcome": "hold"}},
+                "spec": spec(name)
+            }},
+            "triggers": [{"type": "aws-sqs-queue", "metadata": {"queueURL": queue, "queueLength": "1"}}]
+        }
+    }))
+    .unwrap();
+    let scaled_jobs: Api<ScaledJob> = Api::namespaced(env.client.clone(), ns);
+    scaled_jobs
+        .create(&PostParams::default(), &scaled_job)
+        .await
+        .unwrap();
+    let both = initialized_claims(claims, name, 2).await;
+    wait_until("both pods to run", Duration::from_secs(90), || async {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        let running = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        (running == 2).then_some(())
+    })
+    .await;
+    let node_of_pod = |pod: &Pod| pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let guarded_node = node_of_pod(&pods.get("guarded").await.unwrap());
+    let guarded_claim = both
+        .iter()
+        .find(|c| c.status.as_ref().and_then(|s| s.node_name.clone()) == guarded_node)
+        .unwrap()
+        .name_any();
+
+    patch_pool(
+        &run.pools,
+        name,
+        json!({"template": {"metadata": {"labels": {"generation": "two"}}}}),
+    )
+    .await;
+    wait_until(
+        "both NodeClaims Drifted",
+        Duration::from_secs(30),
+        || async {
+            let list = pool_claims(claims, name).await;
+            (list.len() == 2 && list.iter().all(drifted)).then_some(())
+        },
+    )
+    .await;
+    // Past the 30 s bind grace and several disruption passes.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let list = pool_claims(claims, name).await;
+    assert_eq!(list.len(), 2, "both nodes stay");
+    for claim in &list {
+        assert!(
+            claim.metadata.deletion_timestamp.is_none()
+                && !claim.annotations().contains_key("windlass.dev/disruption"),
+            "{} is neither deleted nor being replaced",
+            claim.name_any()
+        );
+    }
+
+    // The guard goes: its drifted node follows; the Job's stays.
+    pods.delete("guarded", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    wait_until(
+        "the unguarded drifted node to go",
+        Duration::from_secs(60),
+        || async {
+            let list = pool_claims(claims, name).await;
+            list.iter()
+                .find(|c| c.name_any() == guarded_claim)
+                .is_none_or(|c| c.metadata.deletion_timestamp.is_some())
+                .then_some(())
+        },
+    )
+    .await;
+    let left = pool_claims(claims, name).await;
+    assert!(
+        left.iter()
+            .any(|c| c.name_any() != guarded_claim && c.metadata.deletion_timestamp.is_none()),
+        "the ScaledJob's node stays while its Job runs"
+    );
+    scaled_jobs
+        .delete("report", &DeleteParams::default())
+        .await
+        .unwrap();
+    run.finish().await;
+}
