@@ -124,6 +124,21 @@ impl ClusterState {
         })
     }
 
+    /// Pods bound to the Node `node` and not finished.
+    pub fn pods_on(&self, node: &str) -> Vec<Arc<Pod>> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|pod| pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+            .filter(|pod| {
+                !pod.status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
+            })
+            .collect()
+    }
+
     /// Pods bound to a Node and not finished, by Node name.
     pub fn pods_by_node(&self) -> HashMap<String, Vec<Arc<Pod>>> {
         let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();

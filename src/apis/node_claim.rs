@@ -23,6 +23,8 @@ pub const CONDITION_INITIALIZED: &str = "Initialized";
 pub const CONDITION_DRIFTED: &str = "Drifted";
 /// The node may be removed or replaced by a cheaper one.
 pub const CONDITION_CONSOLIDATABLE: &str = "Consolidatable";
+/// The node is being replaced or drained.
+pub const CONDITION_DISRUPTING: &str = "Disrupting";
 
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(

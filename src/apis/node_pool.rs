@@ -263,4 +263,8 @@ pub struct NodePoolStatus {
     /// How many nodes this pool has.
     #[serde(default)]
     pub nodes: i64,
+    /// How many more of its nodes its budgets let be disrupted now, by reason (`Empty`,
+    /// `Drifted`, `Underutilized`), the nodes already being disrupted taken out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allowed_disruptions: BTreeMap<String, i64>,
 }

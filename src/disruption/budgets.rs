@@ -3,9 +3,14 @@
 //! of the pool's nodes rounded up, as a PodDisruptionBudget's maxUnavailable); the smallest
 //! wins. A budget with a schedule is active from each cron tick (UTC) for its duration.
 
-use jiff::{SignedDuration, Timestamp};
+use std::collections::BTreeMap;
 
-use crate::apis::node_pool::{Budget, DisruptionReason};
+use jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+
+use crate::apis::labels::DISRUPTION_ANNOTATION;
+use crate::apis::node_claim::NodeClaim;
+use crate::apis::node_pool::{Budget, DisruptionReason, NodePool};
 use crate::jobs::schedule::Schedule;
 
 /// A budget the API server let through that Windlass cannot read; it allows nothing, as
@@ -18,6 +23,36 @@ pub enum BudgetError {
     Duration(String),
     #[error("budget nodes {0:?} is not a count or a percentage")]
     Nodes(String),
+}
+
+/// For the NodePool's status: per reason, how many more of the pool's `claims` may be
+/// disrupted at `now`, those being deleted or replaced already taken out; none for a budget
+/// that cannot be read.
+pub fn allowed_disruptions(
+    pool: &NodePool,
+    claims: &[NodeClaim],
+    now: Timestamp,
+) -> BTreeMap<String, i64> {
+    let disrupting = claims
+        .iter()
+        .filter(|c| {
+            c.metadata.deletion_timestamp.is_some()
+                || c.annotations().contains_key(DISRUPTION_ANNOTATION)
+        })
+        .count();
+    [
+        ("Empty", DisruptionReason::Empty),
+        ("Drifted", DisruptionReason::Drifted),
+        ("Underutilized", DisruptionReason::Underutilized),
+    ]
+    .into_iter()
+    .map(|(name, reason)| {
+        let allowed = allowed(&pool.spec.disruption.budgets, claims.len(), reason, now)
+            .map(|a| a.unwrap_or(claims.len()).saturating_sub(disrupting))
+            .unwrap_or(0);
+        (name.to_owned(), allowed as i64)
+    })
+    .collect()
 }
 
 /// How many nodes of a pool of `nodes` may be disrupted for `reason` at `now`; `None` when no
@@ -88,6 +123,43 @@ mod tests {
     }
 
     const EMPTY: DisruptionReason = DisruptionReason::Empty;
+
+    #[test]
+    fn the_pool_status_shows_what_each_reason_still_allows() {
+        let pool: NodePool = serde_json::from_value(serde_json::json!({
+            "apiVersion": "windlass.dev/v1alpha1", "kind": "NodePool", "metadata": {"name": "p"},
+            "spec": {"template": {"spec": {"requirements": [],
+                        "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "d"}}},
+                     "disruption": {"budgets": [{"nodes": "2"}, {"nodes": "0", "reasons": ["Drifted"]}]}}
+        }))
+        .unwrap();
+        let claim = |metadata: serde_json::Value| -> NodeClaim {
+            let mut object = serde_json::json!({
+                "apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim",
+                "metadata": {"name": "c"},
+                "spec": {"requirements": [],
+                         "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "d"}}
+            });
+            for (key, value) in metadata.as_object().unwrap() {
+                object["metadata"][key] = value.clone();
+            }
+            serde_json::from_value(object).unwrap()
+        };
+        let claims = [
+            claim(serde_json::json!({})),
+            claim(serde_json::json!({"annotations": {DISRUPTION_ANNOTATION: "expired"}})),
+            claim(serde_json::json!({})),
+        ];
+        let allowed = allowed_disruptions(&pool, &claims, at("2026-01-01T12:00:00Z"));
+        assert_eq!(
+            allowed,
+            BTreeMap::from([
+                ("Drifted".to_owned(), 0),
+                ("Empty".to_owned(), 1),
+                ("Underutilized".to_owned(), 1)
+            ])
+        );
+    }
 
     #[test]
     fn percentages_round_up_and_the_smallest_budget_wins() {

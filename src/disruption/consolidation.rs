@@ -1,12 +1,12 @@
-//! Consolidation of underused nodes (`WhenEmptyOrUnderutilized`), without I/O: a node whose
-//! pods have not changed for the pool's `consolidateAfter` is removed if its pods fit on the
+//! Consolidation of underused nodes (`WhenEmptyOrUnderutilized`), without I/O: a node marked
+//! `Consolidatable` (see `nodeclaim::consolidatable`) is removed if its pods fit on the
 //! other nodes, or replaced by one cheaper node if they fit there; one node at a time,
 //! fewest pods first. A decision is taken only after it has held for 15 s, so a node is not
 //! removed on a view a moment old, and a cluster found consolidated is not simulated again
 //! until something in it changes. Multi-node consolidation (several nodes into one) is not
 //! done.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -22,29 +22,6 @@ use crate::scheduling::instance_types::InstanceType;
 
 /// How long a consolidation decision must hold before it is acted on.
 pub const VALIDATION: SignedDuration = SignedDuration::from_secs(15);
-
-/// Per NodeClaim: the pods on its node when last looked at, and since when they are those.
-#[derive(Default)]
-pub struct PodsUnchanged(HashMap<String, (BTreeSet<String>, Timestamp)>);
-
-impl PodsUnchanged {
-    /// Since when the claim's node has had exactly `pods`; starts now if they changed.
-    pub fn since(&mut self, claim: &str, pods: &[Arc<Pod>], now: Timestamp) -> Timestamp {
-        let uids: BTreeSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
-        match self.0.get(claim) {
-            Some((seen, since)) if *seen == uids => *since,
-            _ => {
-                self.0.insert(claim.to_owned(), (uids, now));
-                now
-            }
-        }
-    }
-
-    /// Forgets NodeClaims that are gone.
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.0.retain(|name, _| keep(name));
-    }
-}
 
 /// Whether consolidation may evict the pod for a cheaper cluster: only a pod its controller
 /// brings back. A pod no controller owns would be gone for good. (A ScaledJob's pods keep
@@ -215,17 +192,6 @@ mod tests {
 
     fn pod(uid: &str) -> Arc<Pod> {
         Arc::new(serde_json::from_value(json!({"metadata": {"name": uid, "uid": uid}})).unwrap())
-    }
-
-    #[test]
-    fn the_clock_restarts_whenever_a_pod_comes_or_goes() {
-        let mut unchanged = PodsUnchanged::default();
-        assert_eq!(unchanged.since("n", &[pod("a"), pod("b")], at(0)), at(0));
-        assert_eq!(unchanged.since("n", &[pod("b"), pod("a")], at(30)), at(0));
-        assert_eq!(unchanged.since("n", &[pod("a")], at(40)), at(40));
-        assert_eq!(unchanged.since("n", &[pod("a"), pod("c")], at(50)), at(50));
-        unchanged.retain(|name| name != "n");
-        assert_eq!(unchanged.since("n", &[pod("a"), pod("c")], at(60)), at(60));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Single-node consolidation: the candidates are the nodes of `WhenEmptyOrUnderutilized` pools
-//! whose pods have not changed for the pool's `consolidateAfter`, fewest pods first; the first
+//! Single-node consolidation: the candidates are the NodeClaims marked `Consolidatable` (a
+//! `WhenEmptyOrUnderutilized` pool, no pod come or gone for its `consolidateAfter`), fewest
+//! pods first; the first
 //! whose pods fit on the other nodes is deleted, or the first that one cheaper node can take
 //! over is replaced by it (through `replacement`, so the new node is Initialized first). Empty
 //! nodes are emptiness's. A node running a pod consolidation must not move (see
@@ -12,21 +13,21 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use tracing::warn;
 
-use super::consolidation::{self, Pending, PodsUnchanged, cheaper, node_price};
-use super::emptiness::{consolidate_after, needs_home};
+use super::consolidation::{self, Pending, cheaper, node_price};
+use super::emptiness::needs_home;
 use super::replacement::{self, Method, node_of, voluntarily_disruptable};
 use super::simulation::{Outcome, reschedule};
 use super::{Disruption, room};
 use crate::apis::labels::{NODEPOOL_LABEL, REPLACES_ANNOTATION};
 use crate::apis::node_claim::NodeClaim;
-use crate::apis::node_pool::{ConsolidationPolicy, DisruptionReason};
+use crate::apis::node_pool::DisruptionReason;
 use crate::cloud::CloudProvider;
+use crate::nodeclaim::consolidatable::is_consolidatable;
 use crate::provisioning::claims::node_claim;
 
 /// What consolidation keeps between passes, in memory.
 #[derive(Default)]
 pub struct Memory {
-    unchanged: PodsUnchanged,
     /// The decision waiting out its validation.
     pending: Pending,
     /// The cluster as it was when nothing was found to consolidate.
@@ -48,11 +49,9 @@ pub async fn consolidate<C: CloudProvider>(
     now: Timestamp,
 ) {
     let Memory {
-        unchanged,
         pending,
         consolidated,
     } = memory;
-    unchanged.retain(|name| claims.iter().any(|c| c.name_any() == name));
     let pods = disruption.state.pods_by_node();
     let mut candidates: Vec<(usize, &Arc<NodeClaim>)> = Vec::new();
     for claim in claims {
@@ -69,11 +68,6 @@ pub async fn consolidate<C: CloudProvider>(
             continue;
         };
         let on_node = pods.get(node).map_or(&[][..], Vec::as_slice);
-        let since = unchanged.since(&claim.name_any(), on_node, now);
-        let policy = &pool.spec.disruption.consolidation_policy;
-        let Some(after) = consolidate_after(&pool.spec.disruption.consolidate_after) else {
-            continue;
-        };
         let moving = on_node.iter().filter(|p| needs_home(p)).count();
         let keeps_node = on_node
             .iter()
@@ -82,10 +76,9 @@ pub async fn consolidate<C: CloudProvider>(
             .iter()
             .filter(|c| c.labels().get(NODEPOOL_LABEL) == Some(pool_name))
             .collect();
-        if *policy == ConsolidationPolicy::WhenEmptyOrUnderutilized
+        if is_consolidatable(claim)
             && moving > 0
             && !keeps_node
-            && now.duration_since(since) >= after
             && voluntarily_disruptable(disruption, claim, now)
             && room(&pool, &pool_claims, DisruptionReason::Underutilized, now) > 0
         {

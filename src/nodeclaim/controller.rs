@@ -20,6 +20,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::consolidatable::{self, PodsSeen};
+use super::disrupting;
 use super::drift;
 use super::initialization::initialize;
 use super::launch::{Launch, launch};
@@ -48,6 +50,8 @@ pub struct NodeClaims<C> {
     pub recorder: Recorder,
     pub cloud: Arc<C>,
     pub cluster: String,
+    /// The pods last seen on each NodeClaim's node, for `lastPodEventTime`.
+    pub pods_seen: std::sync::Mutex<PodsSeen>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +132,12 @@ async fn reconcile<C: CloudProvider>(
             .iter()
             .any(|f| f == TERMINATION_FINALIZER)
     {
+        let previous = object.status.clone().unwrap_or_default();
+        let mut status = previous.clone();
+        disrupting::mark(&mut status, &object, Timestamp::now());
+        if status != previous {
+            write_status(&context, &object, &status).await?;
+        }
         let drain = termination::drain(
             &context.client,
             &context.evictions,
@@ -206,9 +216,18 @@ async fn apply<C: CloudProvider>(
         let action = initialize(claim, &mut status, node.as_deref(), now);
         if let Some(node) = &node {
             drift::mark(&mut status, claim, drifted(context, claim, node), now);
+            let pods = context.state.pods_on(&node.name_any());
+            let mut seen = context.pods_seen.lock().expect("pods seen lock");
+            consolidatable::observe(&mut seen, claim, &pods, &mut status, now);
+            let pool = claim
+                .labels()
+                .get(NODEPOOL_LABEL)
+                .and_then(|name| context.state.node_pool(name));
+            consolidatable::mark(&mut status, claim, pool.as_deref(), now);
         }
         action
     };
+    disrupting::mark(&mut status, claim, now);
     if status != previous {
         write_status(context, claim, &status).await?;
     }

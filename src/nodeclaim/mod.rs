@@ -1,11 +1,14 @@
 //! The NodeClaim lifecycle, one stage per module: `launch` through the cloud boundary,
 //! `registration` (a Node with the claim's providerID), `initialization` (that Node Ready,
 //! startup taints gone), `liveness` (deadlines, a deleted Node), `drift` (still what its pool
-//! and class would launch); `controller` runs them and
+//! and class would launch), `consolidatable` (no pod came or went for a while), `disrupting` (being replaced or
+//! drained); `controller` runs them and
 //! hands deletion to `termination`; `garbage_collection` removes instances no NodeClaim
 //! accounts for and NodeClaims whose instance is gone.
 
+pub mod consolidatable;
 pub mod controller;
+mod disrupting;
 pub mod drift;
 mod garbage_collection;
 mod initialization;

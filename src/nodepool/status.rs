@@ -1,7 +1,8 @@
 //! The NodePool status controller: the capacity and count of each pool's launched NodeClaims,
 //! whether its EC2NodeClass is Ready, whether its requirements admit any instance type, and
-//! whether its limits hold pending pods back (as the provisioner last reported). Recomputed
-//! whenever one of its NodeClaims or that report changes.
+//! whether its limits hold pending pods back (as the provisioner last reported), and how many
+//! more of its nodes its budgets let be disrupted. Recomputed whenever one of its NodeClaims or
+//! that report changes, and every 5 minutes (a budget's schedule can open meanwhile).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::labels::NODEPOOL_LABEL;
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::{NodePool, NodePoolStatus};
+use crate::disruption::budgets::allowed_disruptions;
 use crate::provisioning::provisioner::{PoolReport, PoolReports};
 use crate::scheduling::resources::{Resources, format_memory};
 use crate::status::apply_status;
@@ -165,6 +167,7 @@ async fn reconcile(pool: Arc<NodePool>, context: Arc<NodePools>) -> Result<Actio
             ("pods".to_owned(), Quantity(used.pods.to_string())),
         ]),
         nodes,
+        allowed_disruptions: allowed_disruptions(&pool, &list.items, now),
     };
     if status != previous {
         apply_status(&Api::<NodePool>::all(client.clone()), &name, &status, None)

@@ -100,6 +100,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         recorder: Recorder::new(client.clone(), reporter.clone()),
         cloud,
         cluster: args.cluster_name.clone(),
+        pods_seen: Default::default(),
     });
     let node_classes = Arc::new(NodeClasses {
         client: client.clone(),

@@ -63,6 +63,20 @@ async fn two_half_used_nodes_become_one() {
         .map(|c| claim_instance(c.status.as_ref().unwrap()))
         .collect();
 
+    wait_until(
+        "a NodeClaim to be Consolidatable",
+        Duration::from_secs(90),
+        || async {
+            pool_claims(claims, name).await.into_iter().find(|c| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Consolidatable" && c.status == "True")
+                })
+            })
+        },
+    )
+    .await;
     let left = wait_until(
         "one of the two NodeClaims to go",
         Duration::from_secs(150),

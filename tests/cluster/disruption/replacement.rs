@@ -76,6 +76,21 @@ async fn a_template_change_replaces_each_node_one_budget_at_a_time() {
         drifted[0]
     );
     assert!(drifted[0].contains("template changed"), "{drifted:?}");
+    wait_until(
+        "an old NodeClaim to be Disrupting",
+        Duration::from_secs(60),
+        || async {
+            pool_claims(claims, name).await.into_iter().find(|c| {
+                old_names.contains(&c.name_any())
+                    && c.status.as_ref().is_some_and(|s| {
+                        s.conditions.iter().any(|c| {
+                            c.type_ == "Disrupting" && c.status == "True" && c.reason == "Drifted"
+                        })
+                    })
+            })
+        },
+    )
+    .await;
     let new = wait_until(
         "two new NodeClaims and the old ones gone",
         Duration::from_secs(240),

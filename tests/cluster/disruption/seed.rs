@@ -69,6 +69,16 @@ async fn seed_001_scales_out_launches_nodes_and_gives_every_instance_back() {
     })
     .await;
     mark(&format!("{REPLICAS} NodeClaims created"));
+    wait_until(
+        "the pool's status to show its budget",
+        Duration::from_secs(30),
+        || async {
+            let pool = run.pools.get(name).await.ok()?;
+            let allowed = pool.status?.allowed_disruptions;
+            (allowed.get("Empty") == Some(&1)).then_some(())
+        },
+    )
+    .await;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     wait_pods_running(&pods, REPLICAS).await;
     mark(&format!("{REPLICAS} pods Running, one per node"));
