@@ -2,13 +2,13 @@
 //! and DaemonSets, each watched once into a reflector store that the provisioner and the
 //! NodeClaim controller read instead of listing.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
@@ -22,6 +22,8 @@ pub struct ClusterState {
     /// Every pod in the cluster, bound or not: a Node's pods count wherever they come from,
     /// or a node shared with another namespace would look empty or roomy.
     pub pods: Store<Pod>,
+    /// Which pods are bound to each Node, kept by the pod watch.
+    pods_by_node_index: Arc<RwLock<PodIndex>>,
     /// Pods of this namespace only are provisioned for (all namespaces when `None`).
     provisioned_namespace: Option<String>,
     pub nodes: Store<Node>,
@@ -46,8 +48,13 @@ impl ClusterState {
         shutdown: &CancellationToken,
     ) -> Self {
         let (ready_tx, ready) = watch::channel(false);
+        let index = Arc::new(RwLock::new(PodIndex::default()));
+        let indexing = index.clone();
         let state = Self {
-            pods: watched(Api::all(client.clone()), shutdown),
+            pods: watched_with(Api::all(client.clone()), shutdown, move |event| {
+                indexing.write().expect("pod index lock").apply(event)
+            }),
+            pods_by_node_index: index,
             provisioned_namespace: watch_namespace.map(str::to_owned),
             nodes: watched(Api::all(client.clone()), shutdown),
             node_claims: watched(Api::all(client.clone()), shutdown),
@@ -126,16 +133,14 @@ impl ClusterState {
 
     /// Pods bound to the Node `node` and not finished.
     pub fn pods_on(&self, node: &str) -> Vec<Arc<Pod>> {
-        self.pods
-            .state()
+        let index = self.pods_by_node_index.read().expect("pod index lock");
+        index
+            .bound
+            .get(node)
             .into_iter()
-            .filter(|pod| pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
-            .filter(|pod| {
-                !pod.status
-                    .as_ref()
-                    .and_then(|s| s.phase.as_deref())
-                    .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
-            })
+            .flatten()
+            .filter_map(|pod| self.pods.get(pod))
+            .filter(|pod| !is_finished(pod))
             .collect()
     }
 
@@ -143,13 +148,8 @@ impl ClusterState {
     pub fn pods_by_node(&self) -> HashMap<String, Vec<Arc<Pod>>> {
         let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
         for pod in self.pods.state() {
-            let finished = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.phase.as_deref())
-                .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
             if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone())
-                && !finished
+                && !is_finished(&pod)
             {
                 by_node.entry(node).or_default().push(pod);
             }
@@ -158,7 +158,83 @@ impl ClusterState {
     }
 }
 
+fn is_finished(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
+}
+
+/// The pods bound to each Node, by reference into the pod store, so the pods of one Node are
+/// found without going through every pod.
+#[derive(Default)]
+struct PodIndex {
+    bound: HashMap<String, HashSet<ObjectRef<Pod>>>,
+    /// The index being rebuilt while the watch lists again.
+    relisting: Option<HashMap<String, HashSet<ObjectRef<Pod>>>>,
+}
+
+impl PodIndex {
+    /// A pod's Node never changes once it is bound, so its own `spec.nodeName` says where it
+    /// is indexed, when it comes and when it goes.
+    fn apply(&mut self, event: &watcher::Event<Pod>) {
+        let node_of = |pod: &Pod| pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        match event {
+            watcher::Event::Apply(pod) => {
+                if let Some(node) = node_of(pod) {
+                    self.bound
+                        .entry(node)
+                        .or_default()
+                        .insert(ObjectRef::from_obj(pod));
+                }
+            }
+            watcher::Event::Delete(pod) => {
+                if let Some(node) = node_of(pod)
+                    && let Some(pods) = self.bound.get_mut(&node)
+                {
+                    pods.remove(&ObjectRef::from_obj(pod));
+                    if pods.is_empty() {
+                        self.bound.remove(&node);
+                    }
+                }
+            }
+            watcher::Event::Init => self.relisting = Some(HashMap::new()),
+            watcher::Event::InitApply(pod) => {
+                if let (Some(relisting), Some(node)) = (self.relisting.as_mut(), node_of(pod)) {
+                    relisting
+                        .entry(node)
+                        .or_default()
+                        .insert(ObjectRef::from_obj(pod));
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(relisted) = self.relisting.take() {
+                    self.bound = relisted;
+                }
+            }
+        }
+    }
+}
+
 fn watched<K>(api: Api<K>, shutdown: &CancellationToken) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    watched_with(api, shutdown, |_| {})
+}
+
+/// A store of `api`'s objects, with `observe` shown every watch event once the store has it.
+fn watched_with<K>(
+    api: Api<K>,
+    shutdown: &CancellationToken,
+    mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -175,7 +251,64 @@ where
         .modify(|object| object.managed_fields_mut().clear());
     let stream = reflector::reflector(writer, events)
         .take_until(shutdown.clone().cancelled_owned())
-        .for_each(|_| futures::future::ready(()));
+        .for_each(move |event| {
+            if let Ok(event) = &event {
+                observe(event);
+            }
+            futures::future::ready(())
+        });
     tokio::spawn(stream);
     reader
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, node: Option<&str>) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"containers": [], "nodeName": node}
+        }))
+        .unwrap()
+    }
+
+    fn on(index: &PodIndex, node: &str) -> Vec<String> {
+        let mut names: Vec<String> = index
+            .bound
+            .get(node)
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_pod_index_follows_binding_deletion_and_relisting() {
+        let mut index = PodIndex::default();
+        index.apply(&watcher::Event::Apply(pod("a", None)));
+        assert!(index.bound.is_empty(), "an unbound pod is on no Node");
+        index.apply(&watcher::Event::Apply(pod("a", Some("n1"))));
+        index.apply(&watcher::Event::Apply(pod("a", Some("n1"))));
+        index.apply(&watcher::Event::Apply(pod("b", Some("n1"))));
+        assert_eq!(on(&index, "n1"), ["a", "b"]);
+        index.apply(&watcher::Event::Delete(pod("a", Some("n1"))));
+        assert_eq!(on(&index, "n1"), ["b"]);
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(pod("c", Some("n2"))));
+        assert_eq!(
+            on(&index, "n1"),
+            ["b"],
+            "the old index serves until the list is done"
+        );
+        index.apply(&watcher::Event::InitDone);
+        assert!(
+            on(&index, "n1").is_empty(),
+            "b went while the watch was down"
+        );
+        assert_eq!(on(&index, "n2"), ["c"]);
+    }
 }

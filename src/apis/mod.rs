@@ -16,6 +16,8 @@ pub mod node_pool;
 pub mod scaled_job;
 pub mod scaled_object;
 pub mod schema;
+#[cfg(test)]
+pub mod testing;
 pub mod trigger_auth;
 pub mod triggers;
 

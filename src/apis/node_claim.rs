@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Condition;
+use super::labels::DISRUPTION_ANNOTATION;
 use super::node_pool::{NodeClassReference, NodeSelectorRequirementWithMinValues};
 
 /// The instance was created.
@@ -133,4 +134,31 @@ pub struct NodeClaimStatus {
     /// When a pod last bound to or left this node; consolidation waits on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_pod_event_time: Option<Time>,
+}
+
+impl NodeClaim {
+    /// Being deleted (its node drains) or replaced (its replacements launch first): counted
+    /// against its pool's disruption budgets, and no candidate for another disruption.
+    pub fn is_disrupting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+            || self
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(DISRUPTION_ANNOTATION))
+    }
+
+    /// The name of the Node it launched, once registered.
+    pub fn node_name(&self) -> Option<&str> {
+        self.status.as_ref()?.node_name.as_deref()
+    }
+
+    /// Whether condition `type_` is True.
+    pub fn has_condition(&self, type_: &str) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == type_ && c.status == "True")
+        })
+    }
 }

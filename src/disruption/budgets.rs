@@ -5,13 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use jiff::{SignedDuration, Timestamp};
-use kube::ResourceExt;
-
-use crate::apis::labels::DISRUPTION_ANNOTATION;
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::{Budget, DisruptionReason, NodePool};
 use crate::jobs::schedule::Schedule;
+use jiff::{SignedDuration, Timestamp};
 
 /// A budget the API server let through that Windlass cannot read; it allows nothing, as
 /// Karpenter fails closed.
@@ -33,13 +30,7 @@ pub fn allowed_disruptions(
     claims: &[NodeClaim],
     now: Timestamp,
 ) -> BTreeMap<String, i64> {
-    let disrupting = claims
-        .iter()
-        .filter(|c| {
-            c.metadata.deletion_timestamp.is_some()
-                || c.annotations().contains_key(DISRUPTION_ANNOTATION)
-        })
-        .count();
+    let disrupting = claims.iter().filter(|c| c.is_disrupting()).count();
     [
         ("Empty", DisruptionReason::Empty),
         ("Drifted", DisruptionReason::Drifted),
@@ -47,12 +38,30 @@ pub fn allowed_disruptions(
     ]
     .into_iter()
     .map(|(name, reason)| {
-        let allowed = allowed(&pool.spec.disruption.budgets, claims.len(), reason, now)
-            .map(|a| a.unwrap_or(claims.len()).saturating_sub(disrupting))
-            .unwrap_or(0);
-        (name.to_owned(), allowed as i64)
+        let room = room(
+            &pool.spec.disruption.budgets,
+            claims.len(),
+            disrupting,
+            reason,
+            now,
+        );
+        (name.to_owned(), room.unwrap_or(0) as i64)
     })
     .collect()
+}
+
+/// How many more nodes of a pool of `nodes`, `disrupting` of them being deleted or replaced
+/// already, may be disrupted for `reason` at `now`.
+pub fn room(
+    budgets: &[Budget],
+    nodes: usize,
+    disrupting: usize,
+    reason: DisruptionReason,
+    now: Timestamp,
+) -> Result<usize, BudgetError> {
+    Ok(allowed(budgets, nodes, reason, now)?
+        .unwrap_or(nodes)
+        .saturating_sub(disrupting))
 }
 
 /// How many nodes of a pool of `nodes` may be disrupted for `reason` at `now`; `None` when no
@@ -108,6 +117,8 @@ fn scaled(value: &str, nodes: usize) -> Result<usize, BudgetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apis::labels::DISRUPTION_ANNOTATION;
+    use crate::apis::testing::{node_claim, node_pool};
 
     fn budget(nodes: &str, window: Option<(&str, &str)>, reasons: &[DisruptionReason]) -> Budget {
         Budget {
@@ -126,25 +137,10 @@ mod tests {
 
     #[test]
     fn the_pool_status_shows_what_each_reason_still_allows() {
-        let pool: NodePool = serde_json::from_value(serde_json::json!({
-            "apiVersion": "windlass.dev/v1alpha1", "kind": "NodePool", "metadata": {"name": "p"},
-            "spec": {"template": {"spec": {"requirements": [],
-                        "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "d"}}},
-                     "disruption": {"budgets": [{"nodes": "2"}, {"nodes": "0", "reasons": ["Drifted"]}]}}
-        }))
-        .unwrap();
-        let claim = |metadata: serde_json::Value| -> NodeClaim {
-            let mut object = serde_json::json!({
-                "apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim",
-                "metadata": {"name": "c"},
-                "spec": {"requirements": [],
-                         "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "d"}}
-            });
-            for (key, value) in metadata.as_object().unwrap() {
-                object["metadata"][key] = value.clone();
-            }
-            serde_json::from_value(object).unwrap()
-        };
+        let pool = node_pool(serde_json::json!({"spec": {"disruption": {
+            "budgets": [{"nodes": "2"}, {"nodes": "0", "reasons": ["Drifted"]}]}}}));
+        let claim =
+            |metadata: serde_json::Value| node_claim(serde_json::json!({ "metadata": metadata }));
         let claims = [
             claim(serde_json::json!({})),
             claim(serde_json::json!({"annotations": {DISRUPTION_ANNOTATION: "expired"}})),

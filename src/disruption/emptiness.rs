@@ -99,15 +99,11 @@ mod tests {
     use serde_json::json;
 
     fn claim(name: &str, initialized_at: &str) -> NodeClaim {
-        serde_json::from_value(json!({
-            "apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim",
+        crate::apis::testing::node_claim(json!({
             "metadata": {"name": name},
-            "spec": {"requirements": [{"key": "k", "operator": "Exists"}],
-                     "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "d"}},
             "status": {"conditions": [{"type": "Initialized", "status": "True", "reason": "Initialized",
                                        "message": "", "lastTransitionTime": initialized_at}]}
         }))
-        .unwrap()
     }
 
     fn node(annotations: serde_json::Value) -> Node {

@@ -31,13 +31,10 @@ mod tests {
     use serde_json::json;
 
     fn claim(expire_after: &str) -> NodeClaim {
-        serde_json::from_value(json!({
-            "apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim",
-            "metadata": {"name": "c", "creationTimestamp": "2026-12-01T00:00:00Z"},
-            "spec": {"requirements": [], "expireAfter": expire_after,
-                     "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "d"}}
+        crate::apis::testing::node_claim(json!({
+            "metadata": {"creationTimestamp": "2026-12-01T00:00:00Z"},
+            "spec": {"expireAfter": expire_after}
         }))
-        .unwrap()
     }
 
     fn at(time: &str) -> Timestamp {

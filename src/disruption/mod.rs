@@ -11,11 +11,11 @@ pub mod budgets;
 pub mod consolidation;
 pub mod emptiness;
 pub mod expiration;
+mod pass;
 mod replacement;
 pub mod simulation;
 mod single_node;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,14 +26,15 @@ use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::apis::labels::{CLUSTER_LABEL, NODEPOOL_LABEL};
+use crate::apis::labels::NODEPOOL_LABEL;
 use crate::apis::node_claim::NodeClaim;
-use crate::apis::node_pool::{DisruptionReason, NodePool};
+use crate::apis::node_pool::DisruptionReason;
 use crate::cloud::CloudProvider;
 use crate::events::Recorder;
-use crate::metrics::{DisruptionLabels, Metrics};
+use crate::metrics::{DisruptionLabels, Metrics, PoolLabels};
 use crate::state::ClusterState;
-use emptiness::{ClaimedNode, EmptySince, consolidate_after, empty_claims};
+use emptiness::{EmptySince, consolidate_after, empty_claims};
+use pass::Pass;
 
 /// How often the loop looks for nodes to give back.
 const PASS_INTERVAL: Duration = Duration::from_secs(10);
@@ -47,6 +48,36 @@ pub struct Disruption<C> {
     pub cloud: Arc<C>,
     /// Only this install's NodeClaims are disrupted.
     pub cluster: String,
+}
+
+/// Why a node is disrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Emptiness,
+    Expiration,
+    Drift,
+    Consolidation,
+}
+
+impl Method {
+    /// The metric label and the `windlass.dev/disruption` annotation.
+    fn label(self) -> &'static str {
+        match self {
+            Method::Emptiness => "empty",
+            Method::Expiration => "expired",
+            Method::Drift => "drifted",
+            Method::Consolidation => "underutilized",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Method::Emptiness => "emptiness",
+            Method::Expiration => "expiration",
+            Method::Drift => "drift",
+            Method::Consolidation => "consolidation",
+        }
+    }
 }
 
 /// Runs until `shutdown`.
@@ -64,53 +95,33 @@ pub async fn run<C: CloudProvider>(disruption: Arc<Disruption<C>>, shutdown: Can
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let claims = own_claims(&disruption);
-        remove_empty(&disruption, &claims, &mut empty_since, Timestamp::now()).await;
+        let mut pass = Pass::read(&disruption.state, &disruption.cluster, Timestamp::now());
+        remove_empty(&disruption, &mut pass, &mut empty_since).await;
         // One replacement at a time: the one under way (its state is on the NodeClaims, so a
         // restart picks it up), or else the next candidate.
-        let acted = match claims.iter().find(|c| replacement::is_replacing(c)) {
-            Some(candidate) => {
-                replacement::follow(&disruption, candidate).await;
-                true
-            }
-            None => replacement::start_next(&disruption, &claims, Timestamp::now()).await,
+        let acted = if replacement::under_way(&pass) {
+            replacement::follow(&disruption, &pass).await;
+            true
+        } else {
+            replacement::start_next(&disruption, &mut pass).await
         };
         if acted {
             consolidation.interrupted();
         } else {
-            single_node::consolidate(&disruption, &claims, &mut consolidation, Timestamp::now())
-                .await;
+            single_node::consolidate(&disruption, &mut pass, &mut consolidation).await;
         }
     }
 }
 
-/// This install's NodeClaims.
-fn own_claims<C>(disruption: &Disruption<C>) -> Vec<Arc<NodeClaim>> {
-    disruption
-        .state
-        .node_claims
-        .state()
-        .into_iter()
-        .filter(|c| c.labels().get(CLUSTER_LABEL) == Some(&disruption.cluster))
-        .collect()
-}
-
 async fn remove_empty<C>(
     disruption: &Disruption<C>,
-    claims: &[Arc<NodeClaim>],
+    pass: &mut Pass,
     empty_since: &mut EmptySince,
-    now: Timestamp,
 ) {
-    let state = &disruption.state;
+    let claims = pass.claims.clone();
     empty_since.retain(|name, _| claims.iter().any(|c| c.name_any() == *name));
-    let nodes: HashMap<String, _> = state
-        .nodes
-        .state()
-        .into_iter()
-        .map(|n| (n.name_any(), n))
-        .collect();
-    let pods = state.pods_by_node();
-    for pool in state.node_pools.state() {
+    let pools: Vec<_> = pass.pools().cloned().collect();
+    for pool in pools {
         let Some(after) = consolidate_after(&pool.spec.disruption.consolidate_after) else {
             continue;
         };
@@ -118,84 +129,99 @@ async fn remove_empty<C>(
             .iter()
             .filter(|c| c.labels().get(NODEPOOL_LABEL) == Some(&pool.name_any()))
             .collect();
-        let claimed: Vec<ClaimedNode> = pool_claims
-            .iter()
-            .filter_map(|claim| {
-                let node_name = claim.status.as_ref()?.node_name.as_ref()?;
-                Some(ClaimedNode {
-                    claim,
-                    node: nodes.get(node_name)?,
-                    pods: pods.get(node_name).map_or(&[], Vec::as_slice),
-                })
-            })
-            .collect();
-        let due = empty_claims(&claimed, empty_since, after, now);
+        let claimed: Vec<_> = pool_claims.iter().filter_map(|c| pass.claimed(c)).collect();
+        let due = empty_claims(&claimed, empty_since, after, pass.now);
         if due.is_empty() {
             continue;
         }
-        let room = room(&pool, &pool_claims, DisruptionReason::Empty, now);
+        let room = pass.room(&pool, DisruptionReason::Empty);
         for name in due.into_iter().take(room) {
             empty_since.remove(&name);
             if let Some(claim) = pool_claims.iter().find(|c| c.name_any() == name) {
-                remove(disruption, &pool, claim, after).await;
+                let note =
+                    format!("its node has been empty for {after:#}: deleting it (emptiness)");
+                if delete(
+                    disruption,
+                    claim,
+                    Method::Emptiness,
+                    EventType::Normal,
+                    note,
+                )
+                .await
+                {
+                    pass.started(claim);
+                }
             }
         }
     }
 }
 
-/// How many more of the pool's nodes may be disrupted for `reason` now: what its budgets
-/// allow less the NodeClaims already being deleted or replaced. A budget Windlass cannot read
-/// allows none.
-fn room(
-    pool: &NodePool,
-    claims: &[&Arc<NodeClaim>],
-    reason: DisruptionReason,
-    now: Timestamp,
-) -> usize {
-    let disrupting = claims
-        .iter()
-        .filter(|c| c.metadata.deletion_timestamp.is_some() || replacement::is_replacing(c))
-        .count();
-    let budgets = &pool.spec.disruption.budgets;
-    match budgets::allowed(budgets, claims.len(), reason, now) {
-        Ok(allowed) => allowed.unwrap_or(usize::MAX).saturating_sub(disrupting),
-        Err(error) => {
-            warn!(nodepool = %pool.name_any(), %error, "disruption budget unreadable; disrupting nothing");
-            0
-        }
-    }
-}
-
-async fn remove<C>(
+/// Deletes the NodeClaim (so drains and terminates it), with an Event and its metric; returns
+/// whether it is going.
+async fn delete<C>(
     disruption: &Disruption<C>,
-    pool: &NodePool,
     claim: &NodeClaim,
-    after: jiff::SignedDuration,
-) {
+    method: Method,
+    event_type: EventType,
+    note: String,
+) -> bool {
     let name = claim.name_any();
     let api: Api<NodeClaim> = Api::all(disruption.client.clone());
     match api.delete(&name, &DeleteParams::default()).await {
         Ok(_) => {
-            info!(nodeclaim = %name, nodepool = %pool.name_any(), "empty: deleting");
-            crate::events::publish(
-                &disruption.recorder,
-                claim,
-                EventType::Normal,
-                "Disrupting",
-                format!("its node has been empty for {after:#}: deleting it (emptiness)"),
-                "Disrupt",
-            )
-            .await;
+            info!(nodeclaim = %name, method = method.name(), "deleting");
+            publish(disruption, claim, event_type, "Disrupting", note).await;
             disruption
                 .metrics
                 .disruption_actions
                 .get_or_create(&DisruptionLabels {
-                    nodepool: pool.name_any(),
-                    reason: "empty".into(),
+                    nodepool: nodepool(claim),
+                    reason: method.label().into(),
                 })
                 .inc();
+            true
         }
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(error) => warn!(nodeclaim = %name, %error, "deleting an empty NodeClaim failed"),
+        Err(kube::Error::Api(e)) if e.code == 404 => true,
+        Err(error) => {
+            warn!(nodeclaim = %name, %error, "deleting a NodeClaim to disrupt failed");
+            false
+        }
     }
+}
+
+/// Adds what consolidating the pool saved, in dollars per hour, to its metric.
+fn record_savings<C>(disruption: &Disruption<C>, nodepool: String, savings: Option<f64>) {
+    if let Some(savings) = savings.filter(|s| *s > 0.0) {
+        disruption
+            .metrics
+            .consolidation_savings
+            .get_or_create(&PoolLabels { nodepool })
+            .inc_by(savings);
+    }
+}
+
+fn nodepool(claim: &NodeClaim) -> String {
+    claim
+        .labels()
+        .get(NODEPOOL_LABEL)
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn publish<C>(
+    disruption: &Disruption<C>,
+    claim: &NodeClaim,
+    event_type: EventType,
+    reason: &str,
+    note: String,
+) {
+    crate::events::publish(
+        &disruption.recorder,
+        claim,
+        event_type,
+        reason,
+        note,
+        "Disrupt",
+    )
+    .await;
 }

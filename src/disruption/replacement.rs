@@ -1,13 +1,16 @@
-//! Replacing a node (expiration, drift, consolidation): new capacity first, then the old node. The simulation
-//! says where the candidate's pods would go. If they fit on other nodes the candidate is
-//! deleted at once; if they need new nodes, the candidate's Node is tainted so nothing new
-//! lands there, the replacements are created, and the candidate is deleted (so drained and
-//! terminated) only once every replacement is Initialized. A replacement that goes away or does
-//! not initialize within 10 minutes gives the replacement up: the replacements are deleted and
-//! the taint comes off. What is under way is written on the candidate NodeClaim
-//! (`windlass.dev/disruption`, `windlass.dev/replaced-by`), so a restart carries on with it.
+//! Replacing nodes (expiration, drift, consolidation): new capacity first, then the old
+//! nodes. The simulation says where the candidates' pods would go. If they fit on other nodes
+//! the candidates are deleted at once; if they need new nodes, the candidates' Nodes are
+//! tainted so nothing new lands there, the replacements are created, and the candidates are
+//! deleted (so drained and terminated) only once every replacement is Initialized. A
+//! replacement that goes away or does not initialize within 10 minutes gives the replacement
+//! up: the replacements are deleted and the taints come off. What is under way is written on
+//! each candidate NodeClaim (`windlass.dev/disruption`, `windlass.dev/replaced-by`, the same on
+//! every candidate of one replacement), so a restart carries on with it.
 
 use std::sync::Arc;
+
+use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Node;
@@ -18,56 +21,30 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::consolidation::node_price;
-use super::emptiness::{ClaimedNode, may_disrupt, needs_home};
 use super::expiration::{expire_after, expired};
+use super::pass::Pass;
 use super::simulation::{Outcome, reschedule};
-use super::{Disruption, room};
+use super::{Disruption, Method, delete, nodepool, publish, record_savings};
 use crate::apis::labels::{
-    DISRUPTED_TAINT, DISRUPTION_ANNOTATION, NODEPOOL_LABEL, REPLACED_BY_ANNOTATION,
-    REPLACES_ANNOTATION, SCALED_JOB_LABEL,
+    DISRUPTED_TAINT, DISRUPTION_ANNOTATION, REPLACED_BY_ANNOTATION, REPLACES_ANNOTATION,
 };
 use crate::apis::node_claim::{CONDITION_DRIFTED, CONDITION_INITIALIZED, NodeClaim};
-use crate::apis::node_pool::DisruptionReason;
+use crate::apis::node_pool::{DisruptionReason, NodePool};
 use crate::cloud::CloudProvider;
-use crate::metrics::{DisruptionLabels, PoolLabels};
 use crate::provisioning::claims::node_claim;
-use crate::termination::drain::has_do_not_disrupt;
-use crate::termination::{taint, untaint};
+use crate::scheduling::NewClaim;
+use crate::scheduling::instance_types::InstanceType;
+use crate::termination::set_disrupted_taint;
 
 /// How long replacements may take to be Initialized.
 const REPLACEMENT_TIMEOUT: SignedDuration = SignedDuration::from_mins(10);
 
-/// Why a node is replaced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    Expiration,
-    Drift,
-    Consolidation,
-}
-
 impl Method {
-    /// The metric label and the `windlass.dev/disruption` annotation.
-    fn label(self) -> &'static str {
-        match self {
-            Method::Expiration => "expired",
-            Method::Drift => "drifted",
-            Method::Consolidation => "underutilized",
-        }
-    }
-
     fn from_label(label: &str) -> Self {
         [Method::Expiration, Method::Consolidation]
             .into_iter()
             .find(|m| m.label() == label)
             .unwrap_or(Method::Drift)
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Method::Expiration => "expiration",
-            Method::Drift => "drift",
-            Method::Consolidation => "consolidation",
-        }
     }
 }
 
@@ -77,41 +54,31 @@ pub fn is_replacing(claim: &NodeClaim) -> bool {
         && claim.annotations().contains_key(DISRUPTION_ANNOTATION)
 }
 
+/// Whether a replacement is under way in this install.
+pub fn under_way(pass: &Pass) -> bool {
+    pass.claims.iter().any(|c| is_replacing(c))
+}
+
 /// The candidates for the next replacement, in Karpenter's order: expired NodeClaims, then
 /// drifted ones within their pool's budget. Tries each until one is acted on; returns whether
 /// one was.
-pub async fn start_next<C: CloudProvider>(
-    disruption: &Disruption<C>,
-    claims: &[Arc<NodeClaim>],
-    now: Timestamp,
-) -> bool {
-    let launched = claims.iter().filter(|c| {
-        c.metadata.deletion_timestamp.is_none()
-            && c.status.as_ref().is_some_and(|s| s.node_name.is_some())
-    });
-    let mut candidates: Vec<(Method, &Arc<NodeClaim>)> = launched
+pub async fn start_next<C: CloudProvider>(disruption: &Disruption<C>, pass: &mut Pass) -> bool {
+    let now = pass.now;
+    let launched = pass
+        .claims
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none() && c.node_name().is_some());
+    let mut candidates: Vec<(Method, Arc<NodeClaim>)> = launched
         .clone()
         .filter(|c| expired(c, now))
-        .map(|c| (Method::Expiration, c))
+        .map(|c| (Method::Expiration, c.clone()))
         .collect();
     candidates.extend(
         launched
             .filter(|c| !expired(c, now) && drifted(c).is_some())
-            .filter(|c| voluntarily_disruptable(disruption, c, now))
-            .filter(|c| {
-                let Some(pool_name) = c.labels().get(NODEPOOL_LABEL) else {
-                    return false;
-                };
-                let Some(pool) = disruption.state.node_pool(pool_name) else {
-                    return false;
-                };
-                let pool_claims: Vec<&Arc<NodeClaim>> = claims
-                    .iter()
-                    .filter(|o| o.labels().get(NODEPOOL_LABEL) == Some(pool_name))
-                    .collect();
-                room(&pool, &pool_claims, DisruptionReason::Drifted, now) > 0
-            })
-            .map(|c| (Method::Drift, c)),
+            .filter(|c| pass.voluntarily_disruptable(c))
+            .filter(|c| pass.has_room(c, DisruptionReason::Drifted))
+            .map(|c| (Method::Drift, c.clone())),
     );
     if candidates.is_empty() {
         return false;
@@ -127,36 +94,32 @@ pub async fn start_next<C: CloudProvider>(
         let why = match method {
             Method::Expiration => format!(
                 "it has lived past its expireAfter of {:#}",
-                expire_after(candidate).unwrap_or_default()
+                expire_after(&candidate).unwrap_or_default()
             ),
-            Method::Drift | Method::Consolidation => drifted(candidate).unwrap_or_default(),
+            _ => drifted(&candidate).unwrap_or_default(),
         };
-        match reschedule(&disruption.state, &catalog, candidate) {
+        match reschedule(&disruption.state, &catalog, pass, &[&candidate]) {
             Outcome::Delete => {
                 let note = format!(
                     "{why}; its pods fit on other nodes: deleting it ({})",
                     method.name()
                 );
-                delete(disruption, candidate, method, EventType::Normal, note, None).await;
+                if delete(disruption, &candidate, method, EventType::Normal, note).await {
+                    pass.started(&candidate);
+                }
                 return true;
             }
             Outcome::Blocked(blocked) if method == Method::Expiration => {
                 let note = format!("{why}; {blocked}: deleting it anyway (expiration)");
-                delete(
-                    disruption,
-                    candidate,
-                    method,
-                    EventType::Warning,
-                    note,
-                    None,
-                )
-                .await;
+                if delete(disruption, &candidate, method, EventType::Warning, note).await {
+                    pass.started(&candidate);
+                }
                 return true;
             }
             Outcome::Blocked(blocked) => {
                 publish(
                     disruption,
-                    candidate,
+                    &candidate,
                     EventType::Warning,
                     "DisruptionBlocked",
                     format!("{why}, but it stays: {blocked} (drift)"),
@@ -164,30 +127,53 @@ pub async fn start_next<C: CloudProvider>(
                 .await;
             }
             Outcome::Replace { node_pools, claims } => {
-                let mut objects = Vec::with_capacity(claims.len());
-                for planned in &claims {
-                    let pool = &node_pools[planned.pool];
-                    let class = disruption
-                        .state
-                        .node_class(&pool.spec.template.spec.node_class_ref.name);
-                    let mut object = node_claim(
-                        pool,
-                        class.as_deref(),
-                        planned,
-                        &catalog,
-                        &disruption.cluster,
-                    );
-                    object
-                        .annotations_mut()
-                        .insert(REPLACES_ANNOTATION.into(), candidate.name_any());
-                    objects.push(object);
-                }
-                begin(disruption, candidate, method, &why, objects).await;
+                let objects =
+                    replacement_claims(disruption, &node_pools, &claims, &catalog, &[&candidate]);
+                begin(disruption, pass, &[&candidate], method, &why, objects).await;
                 return true;
             }
         }
     }
     false
+}
+
+/// The NodeClaims the simulation planned, each naming the candidates it replaces.
+pub fn replacement_claims<C>(
+    disruption: &Disruption<C>,
+    node_pools: &[Arc<NodePool>],
+    planned: &[NewClaim],
+    catalog: &[InstanceType],
+    candidates: &[&NodeClaim],
+) -> Vec<NodeClaim> {
+    let replaces = names(candidates);
+    planned
+        .iter()
+        .map(|planned| {
+            let pool = &node_pools[planned.pool];
+            let class = disruption
+                .state
+                .node_class(&pool.spec.template.spec.node_class_ref.name);
+            let mut object = node_claim(
+                pool,
+                class.as_deref(),
+                planned,
+                catalog,
+                &disruption.cluster,
+            );
+            object
+                .annotations_mut()
+                .insert(REPLACES_ANNOTATION.into(), replaces.clone());
+            object
+        })
+        .collect()
+}
+
+fn names(claims: &[&NodeClaim]) -> String {
+    claims
+        .iter()
+        .map(|c| c.name_any())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The message of the claim's `Drifted` condition, if it is True.
@@ -201,132 +187,132 @@ fn drifted(claim: &NodeClaim) -> Option<String> {
         .map(|c| c.message.clone())
 }
 
-/// What voluntary disruption asks of a node: settled, not protected, and no pod on it that
-/// asks not to be disrupted or belongs to a ScaledJob's Job (it runs to its end; the node goes
-/// once it is empty).
-pub fn voluntarily_disruptable<C>(
-    disruption: &Disruption<C>,
-    claim: &NodeClaim,
-    now: Timestamp,
-) -> bool {
-    let Some(node_name) = claim.status.as_ref().and_then(|s| s.node_name.as_ref()) else {
-        return false;
-    };
-    let Some(node) = disruption
-        .state
-        .nodes
-        .state()
-        .into_iter()
-        .find(|n| n.name_any() == *node_name)
-    else {
-        return false;
-    };
-    let pods = disruption
-        .state
-        .pods_by_node()
-        .remove(node_name)
-        .unwrap_or_default();
-    let claimed = ClaimedNode {
-        claim,
-        node: &node,
-        pods: &pods,
-    };
-    may_disrupt(&claimed, now)
-        && !pods.iter().any(|p| {
-            has_do_not_disrupt(p) || (needs_home(p) && p.labels().contains_key(SCALED_JOB_LABEL))
-        })
-}
-
-/// Taints the candidate's Node, creates its replacements and writes down what is under way.
+/// Taints the candidates' Nodes, creates their replacements and writes down on each candidate
+/// what is under way.
 pub async fn begin<C>(
     disruption: &Disruption<C>,
-    candidate: &NodeClaim,
+    pass: &mut Pass,
+    candidates: &[&NodeClaim],
     method: Method,
     why: &str,
     replacements: Vec<NodeClaim>,
 ) {
     let nodes: Api<Node> = Api::all(disruption.client.clone());
-    if let Some(node) = node_of(disruption, candidate)
-        && let Err(error) = taint(&nodes, &node).await
-    {
-        warn!(nodeclaim = %candidate.name_any(), %error, "tainting a node to replace failed");
-        return;
+    for (tainted, candidate) in candidates.iter().enumerate() {
+        if let Some(node) = pass.node(candidate)
+            && let Err(error) = set_disrupted_taint(&nodes, node, true).await
+        {
+            warn!(nodeclaim = %candidate.name_any(), %error, "tainting a node to replace failed");
+            give_up(
+                disruption,
+                pass,
+                &candidates[..tainted],
+                &[],
+                &format!("tainting its node failed: {error}"),
+            )
+            .await;
+            return;
+        }
     }
     let api: Api<NodeClaim> = Api::all(disruption.client.clone());
-    let mut names = Vec::with_capacity(replacements.len());
+    let mut created = Vec::with_capacity(replacements.len());
     for object in &replacements {
         match api.create(&PostParams::default(), object).await {
-            Ok(created) => names.push(created.name_any()),
+            Ok(claim) => created.push(claim.name_any()),
             Err(error) => {
-                warn!(nodeclaim = %candidate.name_any(), %error, "creating a replacement failed");
-                give_up(
-                    disruption,
-                    candidate,
-                    &names,
-                    &format!("creating a replacement failed: {error}"),
-                )
-                .await;
+                warn!(nodeclaims = %names(candidates), %error, "creating a replacement failed");
+                let why = format!("creating a replacement failed: {error}");
+                give_up(disruption, pass, candidates, &created, &why).await;
                 return;
             }
         }
     }
-    let patch = json!({"metadata": {"annotations": {
+    let record = json!({
         DISRUPTION_ANNOTATION: method.label(),
-        REPLACED_BY_ANNOTATION: names.join(","),
-    }}});
-    if let Err(error) = api
-        .patch(
-            &candidate.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        warn!(nodeclaim = %candidate.name_any(), %error, "recording a replacement failed");
-        give_up(
-            disruption,
-            candidate,
-            &names,
-            &format!("recording the replacement failed: {error}"),
-        )
-        .await;
-        return;
+        REPLACED_BY_ANNOTATION: created.join(","),
+    });
+    for candidate in candidates {
+        if let Err(error) = annotate(&api, candidate, &record).await {
+            warn!(nodeclaim = %candidate.name_any(), %error, "recording a replacement failed");
+            let why = format!("recording the replacement failed: {error}");
+            give_up(disruption, pass, candidates, &created, &why).await;
+            return;
+        }
+        pass.started(candidate);
     }
-    info!(nodeclaim = %candidate.name_any(), replacements = %names.join(","), method = method.name(), "replacing");
-    publish(
-        disruption,
-        candidate,
-        EventType::Normal,
-        "Disrupting",
-        format!(
-            "{why}: launching {} first, then deleting it ({})",
-            names.join(", "),
+    info!(nodeclaims = %names(candidates), replacements = %created.join(","), method = method.name(), "replacing");
+    let together = |candidate: &NodeClaim| {
+        let others: Vec<&NodeClaim> = candidates
+            .iter()
+            .copied()
+            .filter(|c| c.name_any() != candidate.name_any())
+            .collect();
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", names(&others))
+        }
+    };
+    for candidate in candidates {
+        let note = format!(
+            "{why}: launching {} first, then deleting it{} ({})",
+            created.join(", "),
+            together(candidate),
             method.name()
-        ),
-    )
-    .await;
+        );
+        publish(disruption, candidate, EventType::Normal, "Disrupting", note).await;
+    }
 }
 
-/// Carries a replacement under way on: deletes the candidate once every replacement is
-/// Initialized, gives up if one went away or they took too long.
-pub async fn follow<C: CloudProvider>(disruption: &Disruption<C>, candidate: &NodeClaim) {
+/// Merges `annotations` into the claim's (a null value takes one off).
+async fn annotate(
+    api: &Api<NodeClaim>,
+    claim: &NodeClaim,
+    annotations: &serde_json::Value,
+) -> Result<(), kube::Error> {
+    let patch = json!({"metadata": {"annotations": annotations}});
+    api.patch(
+        &claim.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(drop)
+}
+
+/// Carries each replacement under way on: deletes its candidates once every replacement is
+/// Initialized, gives it up if one went away or they took too long.
+pub async fn follow<C: CloudProvider>(disruption: &Disruption<C>, pass: &Pass) {
+    let mut groups: BTreeMap<&str, Vec<&NodeClaim>> = BTreeMap::new();
+    for claim in pass.claims.iter().filter(|c| is_replacing(c)) {
+        let replaced_by = claim
+            .annotations()
+            .get(REPLACED_BY_ANNOTATION)
+            .map_or("", String::as_str);
+        groups.entry(replaced_by).or_default().push(claim);
+    }
+    for (replaced_by, candidates) in groups {
+        follow_one(disruption, pass, replaced_by, &candidates).await;
+    }
+}
+
+async fn follow_one<C: CloudProvider>(
+    disruption: &Disruption<C>,
+    pass: &Pass,
+    replaced_by: &str,
+    candidates: &[&NodeClaim],
+) {
     let method = Method::from_label(
-        candidate
+        candidates[0]
             .annotations()
             .get(DISRUPTION_ANNOTATION)
             .map_or("", String::as_str),
     );
-    let names: Vec<String> = candidate
-        .annotations()
-        .get(REPLACED_BY_ANNOTATION)
-        .map(|names| {
-            names
-                .split(',')
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let names: Vec<String> = replaced_by
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
     let api: Api<NodeClaim> = Api::all(disruption.client.clone());
     let mut replacements = Vec::with_capacity(names.len());
     for name in &names {
@@ -335,13 +321,8 @@ pub async fn follow<C: CloudProvider>(disruption: &Disruption<C>, candidate: &No
                 replacements.push(claim)
             }
             Ok(_) => {
-                give_up(
-                    disruption,
-                    candidate,
-                    &names,
-                    &format!("replacement {name} went away"),
-                )
-                .await;
+                let why = format!("replacement {name} went away");
+                give_up(disruption, pass, candidates, &names, &why).await;
                 return;
             }
             Err(error) => {
@@ -350,33 +331,29 @@ pub async fn follow<C: CloudProvider>(disruption: &Disruption<C>, candidate: &No
             }
         }
     }
-    let initialized = |claim: &NodeClaim| {
-        claim.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == CONDITION_INITIALIZED && c.status == "True")
-        })
-    };
-    if replacements.iter().all(initialized) {
+    if replacements
+        .iter()
+        .all(|c| c.has_condition(CONDITION_INITIALIZED))
+    {
         let savings = match method {
-            Method::Consolidation => savings(disruption, candidate, &replacements).await,
-            Method::Expiration | Method::Drift => None,
+            Method::Consolidation => savings(disruption, pass, candidates, &replacements).await,
+            _ => None,
         };
         let saving = savings.map_or(String::new(), |s| format!(", saving ${s:.4}/h"));
-        let note = format!(
-            "replaced by {}: deleting it ({}){saving}",
-            names.join(", "),
-            method.name()
-        );
-        delete(
-            disruption,
-            candidate,
-            method,
-            EventType::Normal,
-            note,
-            savings,
-        )
-        .await;
+        let others = if candidates.len() > 1 {
+            format!(" with the {} nodes it replaces", candidates.len())
+        } else {
+            String::new()
+        };
+        for candidate in candidates {
+            let note = format!(
+                "replaced by {}: deleting it{others} ({}){saving}",
+                names.join(", "),
+                method.name()
+            );
+            delete(disruption, candidate, method, EventType::Normal, note).await;
+        }
+        record_savings(disruption, nodepool(candidates[0]), savings);
         return;
     }
     let started = replacements
@@ -385,34 +362,31 @@ pub async fn follow<C: CloudProvider>(disruption: &Disruption<C>, candidate: &No
         .map(|t| t.0)
         .min();
     if started.is_some_and(|at| Timestamp::now().duration_since(at) >= REPLACEMENT_TIMEOUT) {
-        give_up(
-            disruption,
-            candidate,
-            &names,
-            "its replacements were not Initialized within 10 minutes",
-        )
-        .await;
+        let why = "its replacements were not Initialized within 10 minutes";
+        give_up(disruption, pass, candidates, &names, why).await;
     }
 }
 
-/// The candidate's hourly price less its replacements', when every one of them is known.
+/// The candidates' hourly price less their replacements', when every one of them is known.
 async fn savings<C: CloudProvider>(
     disruption: &Disruption<C>,
-    candidate: &NodeClaim,
+    pass: &Pass,
+    candidates: &[&NodeClaim],
     replacements: &[NodeClaim],
 ) -> Option<f64> {
     let catalog = disruption.cloud.instance_types().await.ok()?;
-    let price =
-        |claim: &NodeClaim| node_of(disruption, claim).and_then(|node| node_price(&node, &catalog));
+    let price = |claim: &NodeClaim| pass.node(claim).and_then(|node| node_price(node, &catalog));
+    let replaced: Option<f64> = candidates.iter().map(|c| price(c)).sum();
     let replaced_by: Option<f64> = replacements.iter().map(price).sum();
-    Some(price(candidate)? - replaced_by?)
+    Some(replaced? - replaced_by?)
 }
 
-/// Deletes the replacements made so far, takes the taint off the candidate's Node and the
-/// record off the candidate.
+/// Deletes the replacements made so far, takes the taint off the candidates' Nodes and the
+/// record off the candidates.
 async fn give_up<C>(
     disruption: &Disruption<C>,
-    candidate: &NodeClaim,
+    pass: &Pass,
+    candidates: &[&NodeClaim],
     replacements: &[String],
     why: &str,
 ) {
@@ -425,44 +399,37 @@ async fn give_up<C>(
         }
     }
     let nodes: Api<Node> = Api::all(disruption.client.clone());
-    if let Some(node) = node_of(disruption, candidate)
-        && let Err(error) = untaint(&nodes, &node).await
-    {
-        warn!(nodeclaim = %candidate.name_any(), %error, "untainting a node failed");
-    }
-    let patch = json!({"metadata": {"annotations": {
-        DISRUPTION_ANNOTATION: null,
-        REPLACED_BY_ANNOTATION: null,
-    }}});
-    if let Err(error) = api
-        .patch(
-            &candidate.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
+    let cleared = json!({DISRUPTION_ANNOTATION: null, REPLACED_BY_ANNOTATION: null});
+    for candidate in candidates {
+        if let Some(node) = pass.node(candidate)
+            && let Err(error) = set_disrupted_taint(&nodes, node, false).await
+        {
+            warn!(nodeclaim = %candidate.name_any(), %error, "untainting a node failed");
+        }
+        if let Err(error) = annotate(&api, candidate, &cleared).await {
+            warn!(nodeclaim = %candidate.name_any(), %error, "clearing a replacement failed");
+        }
+        publish(
+            disruption,
+            candidate,
+            EventType::Warning,
+            "DisruptionFailed",
+            format!("replacing it was given up: {why}"),
         )
-        .await
-    {
-        warn!(nodeclaim = %candidate.name_any(), %error, "clearing a replacement failed");
+        .await;
     }
-    publish(
-        disruption,
-        candidate,
-        EventType::Warning,
-        "DisruptionFailed",
-        format!("replacing it was given up: {why}"),
-    )
-    .await;
 }
 
 /// After a restart: a Node left tainted for a replacement that was never written down (the
 /// process stopped between the taint and the record) gets its taint back off.
 pub async fn release_forgotten<C>(disruption: &Disruption<C>) {
+    let pass = Pass::read(&disruption.state, &disruption.cluster, Timestamp::now());
     let nodes: Api<Node> = Api::all(disruption.client.clone());
-    for claim in super::own_claims(disruption) {
-        if claim.metadata.deletion_timestamp.is_some() || is_replacing(&claim) {
+    for claim in &pass.claims {
+        if claim.is_disrupting() {
             continue;
         }
-        let Some(node) = node_of(disruption, &claim) else {
+        let Some(node) = pass.node(claim) else {
             continue;
         };
         let tainted = node
@@ -471,82 +438,10 @@ pub async fn release_forgotten<C>(disruption: &Disruption<C>) {
             .and_then(|s| s.taints.as_ref())
             .is_some_and(|t| t.iter().any(|t| t.key == DISRUPTED_TAINT));
         if tainted && node.metadata.deletion_timestamp.is_none() {
-            match untaint(&nodes, &node).await {
+            match set_disrupted_taint(&nodes, node, false).await {
                 Ok(()) => info!(node = %node.name_any(), "took a forgotten disruption taint off"),
                 Err(error) => warn!(node = %node.name_any(), %error, "untainting a node failed"),
             }
         }
     }
-}
-
-pub fn node_of<C>(disruption: &Disruption<C>, claim: &NodeClaim) -> Option<Arc<Node>> {
-    let name = claim.status.as_ref()?.node_name.as_ref()?;
-    disruption
-        .state
-        .nodes
-        .state()
-        .into_iter()
-        .find(|n| n.name_any() == *name)
-}
-
-/// Deletes the candidate (so drains and terminates it), with an Event and its metrics;
-/// `savings` is what consolidation saves by it, in dollars per hour.
-pub async fn delete<C>(
-    disruption: &Disruption<C>,
-    candidate: &NodeClaim,
-    method: Method,
-    event_type: EventType,
-    note: String,
-    savings: Option<f64>,
-) {
-    let name = candidate.name_any();
-    let api: Api<NodeClaim> = Api::all(disruption.client.clone());
-    match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => {
-            info!(nodeclaim = %name, method = method.name(), "deleting");
-            publish(disruption, candidate, event_type, "Disrupting", note).await;
-            let nodepool = candidate
-                .labels()
-                .get(NODEPOOL_LABEL)
-                .cloned()
-                .unwrap_or_default();
-            if let Some(savings) = savings.filter(|s| *s > 0.0) {
-                disruption
-                    .metrics
-                    .consolidation_savings
-                    .get_or_create(&PoolLabels {
-                        nodepool: nodepool.clone(),
-                    })
-                    .inc_by(savings);
-            }
-            disruption
-                .metrics
-                .disruption_actions
-                .get_or_create(&DisruptionLabels {
-                    nodepool,
-                    reason: method.label().into(),
-                })
-                .inc();
-        }
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(error) => warn!(nodeclaim = %name, %error, "deleting a NodeClaim to disrupt failed"),
-    }
-}
-
-async fn publish<C>(
-    disruption: &Disruption<C>,
-    claim: &NodeClaim,
-    event_type: EventType,
-    reason: &str,
-    note: String,
-) {
-    crate::events::publish(
-        &disruption.recorder,
-        claim,
-        event_type,
-        reason,
-        note,
-        "Disrupt",
-    )
-    .await;
 }

@@ -1,7 +1,7 @@
-//! Where the pods of a node about to be disrupted would go, without I/O: the provisioner's
-//! scheduling simulation, asked with that node left out of the cluster. Its pods either fit on
-//! the other nodes (delete it), need new nodes (launch those first, then delete it), or fit
-//! nowhere (leave it, and say why).
+//! Where the pods of the nodes about to be disrupted would go, without I/O: the provisioner's
+//! scheduling simulation, asked with those nodes left out of the cluster. Their pods either fit
+//! on the other nodes (delete them), need new nodes (launch those first, then delete them), or
+//! fit nowhere (leave them, and say why).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,12 +10,13 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::emptiness::needs_home;
+use super::pass::Pass;
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
-use crate::provisioning::problem::{ClusterView, cluster_view};
+use crate::provisioning::problem::plan;
+use crate::scheduling::NewClaim;
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::pod::PodShape;
-use crate::scheduling::{NewClaim, Problem, solve};
 use crate::state::ClusterState;
 
 /// What disrupting a node takes.
@@ -32,14 +33,20 @@ pub enum Outcome {
     Blocked(String),
 }
 
-/// Where the pods on `candidate`'s node would go if it went. Every NodeClaim not being
-/// deleted is capacity with its free room; `candidate` is left out, capacity and limits alike.
+/// Where the pods on the candidates' nodes would go if they went. Every NodeClaim not being
+/// deleted is capacity with its free room; the candidates are left out, capacity and limits
+/// alike.
 pub fn reschedule(
     state: &ClusterState,
     catalog: &[InstanceType],
-    candidate: &NodeClaim,
+    pass: &Pass,
+    candidates: &[&NodeClaim],
 ) -> Outcome {
-    let pods = pods_to_move(state, candidate);
+    let pods: Vec<&Arc<Pod>> = candidates
+        .iter()
+        .flat_map(|c| pass.pods(c))
+        .filter(|pod| needs_home(pod))
+        .collect();
     if pods.is_empty() {
         return Outcome::Delete;
     }
@@ -50,29 +57,17 @@ pub fn reschedule(
             Err(error) => return Outcome::Blocked(format!("pod {}: {error}", pod.name_any())),
         }
     }
-    let claims = state.node_claims.state();
-    let leaving = BTreeSet::from([candidate.name_any()]);
-    let ClusterView {
-        node_pools,
-        pools,
-        existing,
-        bound,
-    } = cluster_view(
+    let leaving: BTreeSet<String> = candidates.iter().map(|c| c.name_any()).collect();
+    let (node_pools, plan) = plan(
         state,
         catalog,
-        &claims,
+        &state.node_claims.state(),
         |c| c.metadata.deletion_timestamp.is_none(),
         &leaving,
+        &shapes,
     );
-    let plan = solve(&Problem {
-        catalog,
-        pools: &pools,
-        existing: &existing,
-        bound: &bound,
-        pods: &shapes,
-    });
     if let Some((pod, unplaced)) = plan.unplaced.first() {
-        let pod = &pods[*pod];
+        let pod = pods[*pod];
         return Outcome::Blocked(format!(
             "pod {}/{} would fit nowhere else: {unplaced}",
             pod.namespace().unwrap_or_default(),
@@ -87,18 +82,4 @@ pub fn reschedule(
             claims: plan.new_claims,
         }
     }
-}
-
-/// The pods on the candidate's node that would need a home elsewhere.
-fn pods_to_move(state: &ClusterState, candidate: &NodeClaim) -> Vec<Arc<Pod>> {
-    let Some(node) = candidate.status.as_ref().and_then(|s| s.node_name.as_ref()) else {
-        return Vec::new();
-    };
-    state
-        .pods_by_node()
-        .remove(node)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|pod| needs_home(pod))
-        .collect()
 }

@@ -8,22 +8,19 @@
 
 use std::sync::Arc;
 
-use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use tracing::warn;
 
 use super::consolidation::{self, Pending, cheaper, node_price};
 use super::emptiness::needs_home;
-use super::replacement::{self, Method, node_of, voluntarily_disruptable};
+use super::pass::Pass;
+use super::replacement::{begin, replacement_claims};
 use super::simulation::{Outcome, reschedule};
-use super::{Disruption, room};
-use crate::apis::labels::{NODEPOOL_LABEL, REPLACES_ANNOTATION};
-use crate::apis::node_claim::NodeClaim;
+use super::{Disruption, Method, delete, nodepool, record_savings};
+use crate::apis::node_claim::{CONDITION_CONSOLIDATABLE, NodeClaim};
 use crate::apis::node_pool::DisruptionReason;
 use crate::cloud::CloudProvider;
-use crate::nodeclaim::consolidatable::is_consolidatable;
-use crate::provisioning::claims::node_claim;
 
 /// What consolidation keeps between passes, in memory.
 #[derive(Default)]
@@ -44,47 +41,32 @@ impl Memory {
 /// Consolidates at most one node.
 pub async fn consolidate<C: CloudProvider>(
     disruption: &Disruption<C>,
-    claims: &[Arc<NodeClaim>],
+    pass: &mut Pass,
     memory: &mut Memory,
-    now: Timestamp,
 ) {
+    let now = pass.now;
     let Memory {
         pending,
         consolidated,
     } = memory;
-    let pods = disruption.state.pods_by_node();
-    let mut candidates: Vec<(usize, &Arc<NodeClaim>)> = Vec::new();
-    for claim in claims {
-        if claim.metadata.deletion_timestamp.is_some() || replacement::is_replacing(claim) {
-            continue;
-        }
-        let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.as_ref()) else {
-            continue;
-        };
-        let Some(pool_name) = claim.labels().get(NODEPOOL_LABEL) else {
-            continue;
-        };
-        let Some(pool) = disruption.state.node_pool(pool_name) else {
-            continue;
-        };
-        let on_node = pods.get(node).map_or(&[][..], Vec::as_slice);
-        let moving = on_node.iter().filter(|p| needs_home(p)).count();
-        let keeps_node = on_node
-            .iter()
-            .any(|p| needs_home(p) && !consolidation::movable(p));
-        let pool_claims: Vec<&Arc<NodeClaim>> = claims
-            .iter()
-            .filter(|c| c.labels().get(NODEPOOL_LABEL) == Some(pool_name))
-            .collect();
-        if is_consolidatable(claim)
-            && moving > 0
-            && !keeps_node
-            && voluntarily_disruptable(disruption, claim, now)
-            && room(&pool, &pool_claims, DisruptionReason::Underutilized, now) > 0
-        {
-            candidates.push((moving, claim));
-        }
-    }
+    let mut candidates: Vec<(usize, Arc<NodeClaim>)> = pass
+        .claims
+        .iter()
+        .filter(|claim| !pass.is_disrupting(claim))
+        .filter(|claim| claim.has_condition(CONDITION_CONSOLIDATABLE))
+        .filter_map(|claim| {
+            let on_node = pass.pods(claim);
+            let moving = on_node.iter().filter(|p| needs_home(p)).count();
+            let keeps_node = on_node
+                .iter()
+                .any(|p| needs_home(p) && !consolidation::movable(p));
+            (moving > 0
+                && !keeps_node
+                && pass.voluntarily_disruptable(claim)
+                && pass.has_room(claim, DisruptionReason::Underutilized))
+            .then(|| (moving, claim.clone()))
+        })
+        .collect();
     if candidates.is_empty() {
         pending.clear();
         return;
@@ -96,7 +78,7 @@ pub async fn consolidate<C: CloudProvider>(
         &names,
         &state.node_claims.state(),
         &state.nodes.state(),
-        &pods,
+        pass.pods_by_node(),
         &state.node_pools.state(),
     );
     if consolidated.still(fingerprint, now) {
@@ -111,23 +93,21 @@ pub async fn consolidate<C: CloudProvider>(
     };
     for (_, candidate) in candidates {
         let name = candidate.name_any();
-        let current = node_of(disruption, candidate).and_then(|node| node_price(&node, &catalog));
-        match reschedule(&disruption.state, &catalog, candidate) {
+        let current = pass
+            .node(&candidate)
+            .and_then(|node| node_price(node, &catalog));
+        match reschedule(&disruption.state, &catalog, pass, &[&candidate]) {
             Outcome::Delete => {
                 if pending.held(&name, now) {
                     pending.clear();
                     let saving = current.map_or(String::new(), |c| format!(", saving ${c:.4}/h"));
                     let note =
                         format!("its pods fit on other nodes: deleting it (consolidation){saving}");
-                    replacement::delete(
-                        disruption,
-                        candidate,
-                        Method::Consolidation,
-                        EventType::Normal,
-                        note,
-                        current,
-                    )
-                    .await;
+                    let method = Method::Consolidation;
+                    if delete(disruption, &candidate, method, EventType::Normal, note).await {
+                        pass.started(&candidate);
+                        record_savings(disruption, nodepool(&candidate), current);
+                    }
                 }
                 return;
             }
@@ -140,31 +120,18 @@ pub async fn consolidate<C: CloudProvider>(
                 let current = current.unwrap_or_default();
                 if pending.held(&name, now) {
                     pending.clear();
-                    let pool = &node_pools[planned.pool];
-                    let class = disruption
-                        .state
-                        .node_class(&pool.spec.template.spec.node_class_ref.name);
-                    let mut object = node_claim(
-                        pool,
-                        class.as_deref(),
-                        &planned,
+                    let objects = replacement_claims(
+                        disruption,
+                        &node_pools,
+                        &[planned],
                         &catalog,
-                        &disruption.cluster,
+                        &[&candidate],
                     );
-                    object
-                        .annotations_mut()
-                        .insert(REPLACES_ANNOTATION.into(), name.clone());
                     let why = format!(
                         "one cheaper node can take its pods (${current:.4}/h → from ${price:.4}/h)"
                     );
-                    replacement::begin(
-                        disruption,
-                        candidate,
-                        Method::Consolidation,
-                        &why,
-                        vec![object],
-                    )
-                    .await;
+                    let method = Method::Consolidation;
+                    begin(disruption, pass, &[&candidate], method, &why, objects).await;
                 }
                 return;
             }

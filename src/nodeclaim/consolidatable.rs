@@ -77,18 +77,10 @@ pub fn mark(
     }
 }
 
-/// Whether the NodeClaim's `Consolidatable` condition is True.
-pub fn is_consolidatable(claim: &NodeClaim) -> bool {
-    claim.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == CONDITION_CONSOLIDATABLE && c.status == "True")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apis::testing::{node_claim, node_pool};
     use serde_json::json;
 
     fn at(seconds: i64) -> Timestamp {
@@ -96,25 +88,15 @@ mod tests {
     }
 
     fn claim() -> NodeClaim {
-        serde_json::from_value(json!({
-            "apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim",
-            "metadata": {"name": "c"},
-            "spec": {"requirements": [],
-                     "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "d"}},
+        node_claim(json!({
             "status": {"conditions": [{"type": "Initialized", "status": "True", "reason": "Initialized",
                                        "message": "", "lastTransitionTime": at(0).to_string()}]}
         }))
-        .unwrap()
     }
 
     fn pool(policy: &str, after: &str) -> NodePool {
-        serde_json::from_value(json!({
-            "apiVersion": "windlass.dev/v1alpha1", "kind": "NodePool", "metadata": {"name": "p"},
-            "spec": {"template": {"spec": {"requirements": [],
-                        "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "d"}}},
-                     "disruption": {"consolidationPolicy": policy, "consolidateAfter": after}}
-        }))
-        .unwrap()
+        node_pool(json!({"spec": {
+            "disruption": {"consolidationPolicy": policy, "consolidateAfter": after}}}))
     }
 
     fn pod(uid: &str) -> Arc<Pod> {

@@ -47,16 +47,7 @@ mod tests {
     use serde_json::json;
 
     fn claim(metadata: serde_json::Value) -> NodeClaim {
-        let mut object = json!({
-            "apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim",
-            "metadata": {"name": "c"},
-            "spec": {"requirements": [],
-                     "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "d"}}
-        });
-        for (key, value) in metadata.as_object().unwrap() {
-            object["metadata"][key] = value.clone();
-        }
-        serde_json::from_value(object).unwrap()
+        crate::apis::testing::node_claim(json!({ "metadata": metadata }))
     }
 
     #[test]

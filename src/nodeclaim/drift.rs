@@ -143,6 +143,7 @@ pub fn mark(status: &mut NodeClaimStatus, claim: &NodeClaim, drift: Option<Drift
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apis::testing::merge;
 
     fn pool(template: serde_json::Value) -> NodePool {
         let mut spec = json!({
@@ -160,17 +161,6 @@ mod tests {
             "metadata": {"name": "default"}, "spec": spec
         }))
         .unwrap()
-    }
-
-    fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
-        match (base, extra) {
-            (serde_json::Value::Object(base), serde_json::Value::Object(extra)) => {
-                for (key, value) in extra {
-                    merge(base.entry(key).or_insert(serde_json::Value::Null), value);
-                }
-            }
-            (base, extra) => *base = extra,
-        }
     }
 
     fn class(user_data: &str, amis: &[&str]) -> EC2NodeClass {

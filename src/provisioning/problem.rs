@@ -22,7 +22,9 @@ use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::pod::PodShape;
 use crate::scheduling::requirements::Requirement;
 use crate::scheduling::resources::Resources;
-use crate::scheduling::{BoundPod, ExistingNode, NodePoolInput, pool_input, template_pods};
+use crate::scheduling::{
+    BoundPod, ExistingNode, NodePoolInput, Plan, Problem, pool_input, solve, template_pods,
+};
 use crate::state::ClusterState;
 
 /// How long after it is initialized a NodeClaim still takes planned pods: the kube-scheduler
@@ -132,7 +134,7 @@ pub fn pool_inputs(
 
 /// The cluster as the simulation sees it: every NodePool, capacity the simulation may plan
 /// onto, and the pods already on Nodes (for topology).
-pub struct ClusterView {
+struct ClusterView {
     pub node_pools: Vec<Arc<NodePool>>,
     pub pools: Vec<NodePoolInput>,
     pub existing: Vec<ExistingNode>,
@@ -143,7 +145,7 @@ pub struct ClusterView {
 /// NodeClaims for which `takes` holds are capacity with their free room, unless their Node is
 /// cordoned or being drained; every other Node counts for topology only. NodeClaims named in `leaving` (about to be disrupted) are left out
 /// altogether: neither capacity nor topology, and no longer counted against their pool's limits.
-pub fn cluster_view(
+fn cluster_view(
     state: &ClusterState,
     catalog: &[InstanceType],
     claims: &[Arc<NodeClaim>],
@@ -263,6 +265,28 @@ pub fn cluster_view(
         existing,
         bound,
     }
+}
+
+/// Where `pods` would go in the cluster [`cluster_view`] builds from the same arguments: the
+/// one simulation the provisioner and disruption both ask. Returns the pools the plan's new
+/// NodeClaims index into, and the plan.
+pub fn plan(
+    state: &ClusterState,
+    catalog: &[InstanceType],
+    claims: &[Arc<NodeClaim>],
+    takes: impl Fn(&NodeClaim) -> bool,
+    leaving: &BTreeSet<String>,
+    pods: &[PodShape],
+) -> (Vec<Arc<NodePool>>, Plan) {
+    let view = cluster_view(state, catalog, claims, takes, leaving);
+    let plan = solve(&Problem {
+        catalog,
+        pools: &view.pools,
+        existing: &view.existing,
+        bound: &view.bound,
+        pods,
+    });
+    (view.node_pools, plan)
 }
 
 /// What a NodeClaim counts against its pool's limits: its launched capacity, or until then

@@ -21,14 +21,14 @@ use tracing::{info, warn};
 
 use super::batcher::Batcher;
 use super::claims::{limit_notes, node_claim, unpriced_candidates};
-use super::problem::{ClusterView, cluster_view, is_unschedulable, pool_inputs, takes_pods};
+use super::problem::{is_unschedulable, plan, pool_inputs, takes_pods};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::cloud::CloudProvider;
 use crate::metrics::{Metrics, PoolLabels};
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::pod::PodShape;
-use crate::scheduling::{NodePoolInput, Problem, no_instance_types, solve};
+use crate::scheduling::{NodePoolInput, no_instance_types};
 use crate::state::ClusterState;
 
 /// How often NodePools are checked for instance types while nothing about them changes.
@@ -262,26 +262,15 @@ async fn provision<C>(
     // NodeClaims in flight (and just initialized) take planned pods; every other Node only
     // counts for topology, since the kube-scheduler already found no room there.
     let now = Timestamp::now();
-    let ClusterView {
-        node_pools,
-        pools,
-        existing,
-        bound,
-    } = cluster_view(
+    let started = Instant::now();
+    let (node_pools, plan) = plan(
         state,
         catalog,
         &claims,
         |c| takes_pods(c, now),
         &BTreeSet::new(),
+        &shapes,
     );
-    let started = Instant::now();
-    let plan = solve(&Problem {
-        catalog,
-        pools: &pools,
-        existing: &existing,
-        bound: &bound,
-        pods: &shapes,
-    });
     provisioner
         .metrics
         .scheduling_duration

@@ -9,7 +9,7 @@
 pub mod drain;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -58,7 +58,7 @@ pub async fn drain(
     let Some(node) = nodes.get_opt(&node_name).await.map_err(Error::Kube)? else {
         return Ok(Drain::Drained);
     };
-    taint(&nodes, &node).await?;
+    set_disrupted_taint(&nodes, &node, true).await?;
     let pods = Api::<Pod>::all(client.clone())
         .list(&ListParams::default().fields(&format!("spec.nodeName={node_name}")))
         .await
@@ -135,55 +135,31 @@ fn grace_deadline(claim: &NodeClaim) -> Option<Timestamp> {
     deleted.checked_add(period).ok()
 }
 
-/// Puts the disrupted taint on the Node unless it is there; guarded by its resourceVersion.
-pub async fn taint(nodes: &Api<Node>, node: &Node) -> Result<(), Error> {
-    let wanted = disrupted_taint();
-    let mut taints = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.clone())
-        .unwrap_or_default();
-    if taints
-        .iter()
-        .any(|t| t.key == wanted.key && t.effect == wanted.effect)
-    {
-        return Ok(());
-    }
-    taints.push(wanted);
-    let patch = json!({
-        "metadata": {"resourceVersion": node.resource_version()},
-        "spec": {"taints": taints}
-    });
-    nodes
-        .patch(
-            &node.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map(drop)
-        .map_err(Error::Kube)
-}
-
-/// Takes the disrupted taint off a Node that is not going after all (a replacement that never
-/// came, or a restart that forgot why it was put there); guarded by its resourceVersion.
-pub async fn untaint(nodes: &Api<Node>, node: &Node) -> Result<(), Error> {
+/// Puts the disrupted taint on the Node (`disrupted`) or takes it off (a replacement that
+/// never came, or a restart that forgot why it was put there), unless it is so already;
+/// guarded by the Node's resourceVersion.
+pub async fn set_disrupted_taint(
+    nodes: &Api<Node>,
+    node: &Node,
+    disrupted: bool,
+) -> Result<(), Error> {
     let wanted = disrupted_taint();
     let taints = node
         .spec
         .as_ref()
         .and_then(|s| s.taints.clone())
         .unwrap_or_default();
-    let kept: Vec<_> = taints
-        .iter()
-        .filter(|t| !(t.key == wanted.key && t.effect == wanted.effect))
-        .collect();
-    if kept.len() == taints.len() {
+    let is_wanted = |t: &Taint| t.key == wanted.key && t.effect == wanted.effect;
+    if taints.iter().any(is_wanted) == disrupted {
         return Ok(());
+    }
+    let mut taints: Vec<Taint> = taints.into_iter().filter(|t| !is_wanted(t)).collect();
+    if disrupted {
+        taints.push(wanted);
     }
     let patch = json!({
         "metadata": {"resourceVersion": node.resource_version()},
-        "spec": {"taints": kept}
+        "spec": {"taints": taints}
     });
     nodes
         .patch(

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::{PoolRun, initialized, initialized_claims, pool_claims, worker_deployment};
+use super::{
+    PoolRun, initialized, initialized_claims, pool_claims, wait_pod_running_on, worker_deployment,
+};
 use crate::provisioning::fixture::{
     assert_terminated, claim_instance, event_notes, wait_claim_gone,
 };
@@ -96,23 +97,7 @@ async fn a_spot_interruption_drains_its_node_and_a_new_node_takes_the_pod() {
     )
     .await;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    let target = new.status.as_ref().unwrap().node_name.clone();
-    wait_until(
-        "the pod to run on the new node",
-        Duration::from_secs(60),
-        || async {
-            let list = pods.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|p| {
-                    p.metadata.deletion_timestamp.is_none()
-                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                        && p.spec.as_ref().and_then(|s| s.node_name.clone()) == target
-                })
-                .then_some(())
-        },
-    )
-    .await;
+    wait_pod_running_on(&pods, &new, "the pod to run on the new node").await;
     println!(
         "the pod runs on a new node {:.1}s after the warning",
         sent.elapsed().as_secs_f64()

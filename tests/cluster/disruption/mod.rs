@@ -194,6 +194,23 @@ pub async fn wait_pods_running(pods: &Api<Pod>, count: usize) {
     .await;
 }
 
+/// Waits until a pod of `pods` runs on the claim's Node.
+pub async fn wait_pod_running_on(pods: &Api<Pod>, claim: &NodeClaim, what: &str) {
+    let target = claim.status.as_ref().and_then(|s| s.node_name.clone());
+    wait_until(what, Duration::from_secs(60), || async {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    && p.spec.as_ref().and_then(|s| s.node_name.clone()) == target
+            })
+            .then_some(())
+    })
+    .await;
+}
+
 /// Watches a pool's NodeClaims for the most that were being disrupted at once, as `disrupting`
 /// judges each: a watch sees every update, so a NodeClaim deleted in milliseconds still counts.
 pub struct MostAtOnce {

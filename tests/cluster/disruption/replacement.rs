@@ -5,13 +5,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{
     MostAtOnce, PoolRun, initialized, initialized_claims, patch_pool, pool_claims,
-    wait_pods_running, worker_deployment,
+    wait_pod_running_on, wait_pods_running, worker_deployment,
 };
 use crate::provisioning::fixture::{
     assert_terminated, claim_instance, event_notes, wait_claim_gone,
@@ -193,23 +192,7 @@ async fn an_expired_node_is_replaced_and_its_replacement_is_ready_before_it_drai
         "the replacement was Initialized before the old node was deleted"
     );
     assert_eq!(replacement.spec.expire_after, "Never");
-    let target = replacement.status.as_ref().unwrap().node_name.clone();
-    wait_until(
-        "the pod to run on the replacement",
-        Duration::from_secs(60),
-        || async {
-            let list = pods.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|p| {
-                    p.metadata.deletion_timestamp.is_none()
-                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                        && p.spec.as_ref().and_then(|s| s.node_name.clone()) == target
-                })
-                .then_some(())
-        },
-    )
-    .await;
+    wait_pod_running_on(&pods, &replacement, "the pod to run on the replacement").await;
     wait_claim_gone(claims, &old.name_any()).await;
     assert_terminated(env, &claim_instance(old.status.as_ref().unwrap())).await;
     run.finish().await;
