@@ -15,6 +15,7 @@ pub mod nodeclaim;
 pub mod nodepool;
 pub mod operator;
 pub mod provisioning;
+pub mod scale_outs;
 pub mod scaling;
 pub mod scheduling;
 pub mod simulate;

@@ -1,10 +1,7 @@
-//! Consolidation of underused nodes (`WhenEmptyOrUnderutilized`), without I/O: a node marked
-//! `Consolidatable` (see `nodeclaim::consolidatable`) is removed if its pods fit on the
-//! other nodes, or replaced by one cheaper node if they fit there; one node at a time,
-//! fewest pods first. A decision is taken only after it has held for 15 s, so a node is not
+//! What consolidation decides with, without I/O: which pods it may move, what a node costs,
+//! which replacement types are cheaper. A decision is taken only after it has held for 15 s, so a node is not
 //! removed on a view a moment old, and a cluster found consolidated is not simulated again
-//! until something in it changes. Multi-node consolidation (several nodes into one) is not
-//! done.
+//! until something in it changes.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -49,12 +46,14 @@ pub fn node_price(node: &Node, catalog: &[InstanceType]) -> Option<f64> {
         .price
 }
 
-/// The planned replacement narrowed to the instance types cheaper than `current`, and the price
-/// of the cheapest of them; `None` when none is cheaper (or none has a price).
+/// The planned replacement narrowed to the instance types cheaper than `current` and not named
+/// in `excluded`, and the price of the cheapest of them; `None` when none is left (or none has
+/// a price).
 pub fn cheaper(
     claim: &NewClaim,
     catalog: &[InstanceType],
     current: f64,
+    excluded: &[&str],
 ) -> Option<(NewClaim, f64)> {
     let price = |index: usize| {
         catalog[index]
@@ -65,6 +64,7 @@ pub fn cheaper(
         .instance_types
         .iter()
         .copied()
+        .filter(|&i| !excluded.contains(&catalog[i].name.as_str()))
         .filter(|&i| price(i).is_some_and(|p| p < current))
         .collect();
     let cheapest = instance_types
@@ -315,7 +315,7 @@ mod tests {
             .cheapest_offering(&planned.requirements)
             .and_then(|o| o.price)
             .unwrap();
-        let (narrowed, price) = cheaper(&planned, &catalog, xlarge).unwrap();
+        let (narrowed, price) = cheaper(&planned, &catalog, xlarge, &[]).unwrap();
         assert_eq!(narrowed.instance_types, [index("m5.large")]);
         assert!(price <= large + f64::EPSILON && price < xlarge);
         let cheapest = catalog[index("m5.large")]
@@ -323,8 +323,12 @@ mod tests {
             .and_then(|o| o.price)
             .unwrap();
         assert!(
-            cheaper(&planned, &catalog, cheapest).is_none(),
+            cheaper(&planned, &catalog, cheapest, &[]).is_none(),
             "nothing is cheaper than the cheapest"
+        );
+        assert!(
+            cheaper(&planned, &catalog, xlarge, &["m5.large"]).is_none(),
+            "a type the candidates have is left out"
         );
     }
 }

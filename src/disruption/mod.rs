@@ -11,10 +11,12 @@ pub mod budgets;
 pub mod consolidation;
 pub mod emptiness;
 pub mod expiration;
+mod multi_node;
 mod pass;
 mod replacement;
 pub mod simulation;
 mod single_node;
+mod underutilized;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,7 @@ use crate::apis::node_pool::DisruptionReason;
 use crate::cloud::CloudProvider;
 use crate::events::Recorder;
 use crate::metrics::{DisruptionLabels, Metrics, PoolLabels};
+use crate::scale_outs::ScaleOuts;
 use crate::state::ClusterState;
 use emptiness::{EmptySince, consolidate_after, empty_claims};
 use pass::Pass;
@@ -48,6 +51,8 @@ pub struct Disruption<C> {
     pub cloud: Arc<C>,
     /// Only this install's NodeClaims are disrupted.
     pub cluster: String,
+    /// What the scaling side is scaling out: consolidation holds off their pools.
+    pub scale_outs: Arc<ScaleOuts>,
 }
 
 /// Why a node is disrupted.
@@ -88,7 +93,7 @@ pub async fn run<C: CloudProvider>(disruption: Arc<Disruption<C>>, shutdown: Can
     }
     replacement::release_forgotten(&disruption).await;
     let mut empty_since = EmptySince::new();
-    let mut consolidation = single_node::Memory::default();
+    let mut consolidation = underutilized::Memory::default();
     let mut tick = tokio::time::interval(PASS_INTERVAL);
     loop {
         tokio::select! {
@@ -108,7 +113,7 @@ pub async fn run<C: CloudProvider>(disruption: Arc<Disruption<C>>, shutdown: Can
         if acted {
             consolidation.interrupted();
         } else {
-            single_node::consolidate(&disruption, &mut pass, &mut consolidation).await;
+            underutilized::consolidate(&disruption, &mut pass, &mut consolidation).await;
         }
     }
 }

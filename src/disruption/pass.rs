@@ -73,6 +73,10 @@ impl Pass {
         self.nodes.get(claim.node_name()?)
     }
 
+    pub fn node_named(&self, name: &str) -> Option<&Arc<Node>> {
+        self.nodes.get(name)
+    }
+
     /// The unfinished pods bound to the claim's Node.
     pub fn pods(&self, claim: &NodeClaim) -> &[Arc<Pod>] {
         claim
@@ -142,14 +146,26 @@ impl Pass {
     }
 
     /// What voluntary disruption asks of a node: settled, not protected, and no pod on it that
-    /// asks not to be disrupted or belongs to a ScaledJob's Job (it runs to its end; the node
-    /// goes once it is empty).
-    pub fn voluntarily_disruptable(&self, claim: &NodeClaim) -> bool {
+    /// asks not to be disrupted.
+    pub fn may_disrupt_voluntarily(&self, claim: &NodeClaim) -> bool {
         self.claimed(claim)
             .is_some_and(|claimed| may_disrupt(&claimed, self.now))
-            && !self.pods(claim).iter().any(|p| {
-                has_do_not_disrupt(p)
-                    || (needs_home(p) && p.labels().contains_key(SCALED_JOB_LABEL))
-            })
+            && !self.pods(claim).iter().any(|p| has_do_not_disrupt(p))
     }
+
+    /// Whether a pod of a ScaledJob's Job runs on the claim's node: it runs to its end, never
+    /// evicted, so the node goes only once it is done.
+    pub fn runs_scaled_jobs(&self, claim: &NodeClaim) -> bool {
+        self.pods(claim).iter().any(|p| is_scaled_job_pod(p))
+    }
+
+    /// What drift asks of a node: voluntarily disruptable, and no ScaledJob Job running there.
+    pub fn voluntarily_disruptable(&self, claim: &NodeClaim) -> bool {
+        self.may_disrupt_voluntarily(claim) && !self.runs_scaled_jobs(claim)
+    }
+}
+
+/// A running pod of a Job a ScaledJob created.
+pub fn is_scaled_job_pod(pod: &Pod) -> bool {
+    needs_home(pod) && pod.labels().contains_key(SCALED_JOB_LABEL)
 }

@@ -331,10 +331,11 @@ async fn follow_one<C: CloudProvider>(
             }
         }
     }
-    if replacements
+    let initialized = replacements
         .iter()
-        .all(|c| c.has_condition(CONDITION_INITIALIZED))
-    {
+        .all(|c| c.has_condition(CONDITION_INITIALIZED));
+    // Cordoned by the taint, a node running a ScaledJob's Job goes once the Job is done.
+    if initialized && !candidates.iter().any(|c| pass.runs_scaled_jobs(c)) {
         let savings = match method {
             Method::Consolidation => savings(disruption, pass, candidates, &replacements).await,
             _ => None,
@@ -361,7 +362,9 @@ async fn follow_one<C: CloudProvider>(
         .filter_map(|c| c.metadata.creation_timestamp.as_ref())
         .map(|t| t.0)
         .min();
-    if started.is_some_and(|at| Timestamp::now().duration_since(at) >= REPLACEMENT_TIMEOUT) {
+    if !initialized
+        && started.is_some_and(|at| Timestamp::now().duration_since(at) >= REPLACEMENT_TIMEOUT)
+    {
         let why = "its replacements were not Initialized within 10 minutes";
         give_up(disruption, pass, candidates, &names, why).await;
     }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::emptiness::needs_home;
-use super::pass::Pass;
+use super::pass::{Pass, is_scaled_job_pod};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::provisioning::problem::plan;
@@ -35,7 +35,8 @@ pub enum Outcome {
 
 /// Where the pods on the candidates' nodes would go if they went. Every NodeClaim not being
 /// deleted is capacity with its free room; the candidates are left out, capacity and limits
-/// alike.
+/// alike. A ScaledJob's Job pods are not moved: they run to their end where they are (an
+/// expired node's drain evicts them, and their Jobs make them anew).
 pub fn reschedule(
     state: &ClusterState,
     catalog: &[InstanceType],
@@ -45,7 +46,7 @@ pub fn reschedule(
     let pods: Vec<&Arc<Pod>> = candidates
         .iter()
         .flat_map(|c| pass.pods(c))
-        .filter(|pod| needs_home(pod))
+        .filter(|pod| needs_home(pod) && !is_scaled_job_pod(pod))
         .collect();
     if pods.is_empty() {
         return Outcome::Delete;

@@ -436,6 +436,7 @@ mod tests {
             queue_depths: QueueDepths::default(),
             scaled_object_loops: Default::default(),
             scaled_job_loops: Default::default(),
+            scale_outs: Default::default(),
         };
         router(Arc::new(scaling), "t0ken".into())
     }

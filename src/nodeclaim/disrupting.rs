@@ -23,7 +23,11 @@ pub fn mark(status: &mut NodeClaimStatus, claim: &NodeClaim, now: Timestamp) {
         let replacements = annotations
             .and_then(|a| a.get(REPLACED_BY_ANNOTATION))
             .map_or("", String::as_str);
-        format!("replacements {replacements} are launching; it goes once they are Initialized")
+        if replacements.is_empty() {
+            "cordoned: it goes once the ScaledJob Jobs running there are done".to_owned()
+        } else {
+            format!("replacements {replacements} are launching; it goes once they are Initialized")
+        }
     } else {
         status
             .conditions
@@ -62,6 +66,11 @@ mod tests {
         assert_eq!(status.conditions[0].type_, CONDITION_DISRUPTING);
         assert_eq!(status.conditions[0].reason, "Drifted");
         assert!(status.conditions[0].message.contains("c-new"));
+        let cordoned = claim(json!({"annotations": {
+            DISRUPTION_ANNOTATION: "underutilized", REPLACED_BY_ANNOTATION: ""}}));
+        mark(&mut status, &cordoned, now);
+        assert_eq!(status.conditions[0].reason, "Underutilized");
+        assert!(status.conditions[0].message.contains("ScaledJob"));
         let deleting = claim(json!({"deletionTimestamp": "2027-01-15T08:00:00Z"}));
         mark(&mut status, &deleting, now);
         assert_eq!(status.conditions[0].reason, "Deleted");

@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::nodeclaim::{self as node_claims, NodeClaims};
 use crate::nodepool::{self as node_pools, NodePools};
 use crate::provisioning::provisioner::{self, PoolReports, Provisioner};
+use crate::scale_outs::ScaleOuts;
 use crate::scaling::queue_depths::QueueDepths;
 use crate::scaling::scalers::aws_sqs::SqsClients;
 use crate::scaling::{Scaling, scaled_job, scaled_object, trigger_auths};
@@ -72,7 +73,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         batch_idle: args.batch_idle_duration,
         batch_max: args.batch_max_duration,
     });
+    let scale_outs = Arc::new(ScaleOuts::default());
     let disruption = Arc::new(Disruption {
+        scale_outs: scale_outs.clone(),
         client: client.clone(),
         state: cluster_state.clone(),
         metrics: metrics.clone(),
@@ -120,6 +123,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         queue_depths: QueueDepths::default(),
         scaled_object_loops: Default::default(),
         scaled_job_loops: Default::default(),
+        scale_outs: scale_outs.clone(),
     });
     let jobs_api = match args.jobs_token.filter(|token| !token.is_empty()) {
         Some(token) => {

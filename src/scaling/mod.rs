@@ -46,6 +46,8 @@ pub struct Scaling {
     pub queue_depths: QueueDepths,
     pub scaled_object_loops: loops::Loops<ScaledObject>,
     pub scaled_job_loops: loops::Loops<ScaledJob>,
+    /// What is scaling out, for disruption to hold consolidation off.
+    pub scale_outs: Arc<crate::scale_outs::ScaleOuts>,
 }
 
 impl Scaling {

@@ -2,6 +2,8 @@
 //! discovery, read and written through that subresource. Its containers' environment feeds
 //! `...FromEnv` trigger metadata.
 
+use std::collections::BTreeMap;
+
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery;
@@ -114,6 +116,22 @@ impl ScaleTarget {
             .data
             .pointer("/spec/template/spec")
             .cloned()
+            .unwrap_or_default())
+    }
+
+    /// The labels of the target's pod template (`spec.template.metadata.labels`): what its
+    /// pods carry.
+    pub async fn pod_labels(&self) -> Result<BTreeMap<String, String>, TargetError> {
+        let object = self
+            .api
+            .get(&self.name)
+            .await
+            .map_err(|e| self.error("reading", e))?;
+        Ok(object
+            .data
+            .pointer("/spec/template/metadata/labels")
+            .cloned()
+            .and_then(|labels| serde_json::from_value(labels).ok())
             .unwrap_or_default())
     }
 

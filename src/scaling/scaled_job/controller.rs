@@ -307,6 +307,19 @@ async fn poll(
     } else {
         jobs_to_create(&policy(object), &[], counts)
     };
+    if create > 0 {
+        let name = object.name_any();
+        let interval =
+            jiff::SignedDuration::from_secs(i64::from(object.spec.polling_interval.max(1)));
+        scaling.scale_outs.raised(
+            "ScaledJob",
+            &object.namespace().unwrap_or_default(),
+            &name,
+            BTreeMap::from([(SCALED_JOB_LABEL.to_owned(), name.clone())]),
+            interval,
+            jiff::Timestamp::now(),
+        );
+    }
     for _ in 0..create {
         create_job(scaling, object).await?;
     }

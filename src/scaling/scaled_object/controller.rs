@@ -85,6 +85,11 @@ async fn reconcile(object: Arc<ScaledObject>, scaling: Arc<Scaling>) -> Result<A
             }
             Finalizer::Cleanup(object) => {
                 scaling.scaled_object_loops.stop(&object);
+                scaling.scale_outs.ended(
+                    KIND,
+                    &object.namespace().unwrap_or_default(),
+                    &object.name_any(),
+                );
                 restore_original_replicas(&scaling, &object).await?;
                 Ok(Action::await_change())
             }
@@ -296,6 +301,40 @@ async fn scale_loop(
 }
 
 /// The pause switches, read from the object's annotations.
+const KIND: &str = "ScaledObject";
+
+/// Tells disruption what is scaling out: a raise holds consolidation off the pools its pods
+/// run in, a cut ends that.
+async fn record_scale_out(
+    scaling: &Scaling,
+    object: &ScaledObject,
+    target: &ScaleTarget,
+    from: i32,
+    to: i32,
+) {
+    let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+    if to <= from {
+        scaling.scale_outs.ended(KIND, &namespace, &name);
+        return;
+    }
+    let pod_labels = match target.pod_labels().await {
+        Ok(labels) => labels,
+        Err(error) => {
+            warn!(%namespace, %name, %error, "reading the target's pod labels failed; its scale-out holds no consolidation");
+            return;
+        }
+    };
+    let interval = SignedDuration::from_secs(i64::from(object.spec.polling_interval.max(1)));
+    scaling.scale_outs.raised(
+        KIND,
+        &namespace,
+        &name,
+        pod_labels,
+        interval,
+        Timestamp::now(),
+    );
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Pause {
     paused: bool,
@@ -425,6 +464,7 @@ async fn poll(
     if replicas != current {
         setup.target.scale(replicas).await?;
         state.record_scale(now, current, replicas);
+        record_scale_out(scaling, object, &setup.target, current, replicas).await;
         let (reason, verb) = if replicas > current {
             ("ScaledUp", "up")
         } else {

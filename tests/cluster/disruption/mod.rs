@@ -120,6 +120,20 @@ pub async fn deployment(
     cpu: &str,
     affinity: serde_json::Value,
 ) -> Api<Deployment> {
+    let size = (cpu, "3Gi");
+    deployment_sized(env, namespace, pool, name, replicas, size, affinity).await
+}
+
+/// Likewise, of pods of `(cpu, memory)`.
+pub async fn deployment_sized(
+    env: &TestEnv,
+    namespace: &str,
+    pool: &str,
+    name: &str,
+    replicas: i32,
+    (cpu, memory): (&str, &str),
+    affinity: serde_json::Value,
+) -> Api<Deployment> {
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), namespace);
     let deployment: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -133,7 +147,7 @@ pub async fn deployment(
                     "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": pool, "effect": "NoSchedule"}],
                     "nodeSelector": {"windlass.dev/nodepool": pool},
                     "affinity": affinity,
-                    "containers": [{"name": "worker", "image": "worker", "resources": {"requests": {"cpu": cpu, "memory": "3Gi"}}}]
+                    "containers": [{"name": "worker", "image": "worker", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]
                 }
             }
         }

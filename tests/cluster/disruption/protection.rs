@@ -1,5 +1,6 @@
 //! What voluntary disruption never evicts: a pod annotated do-not-disrupt and a running pod of
-//! a ScaledJob's Job keep their drifted nodes; once the guarded pod is gone its node goes.
+//! a ScaledJob's Job keep their drifted nodes; once the guarded pod is gone its node goes. An
+//! underused node running a ScaledJob's Job is cordoned and goes once the Job is done.
 
 use std::time::Duration;
 
@@ -142,6 +143,133 @@ async fn do_not_disrupt_and_scaled_job_pods_keep_their_drifted_nodes() {
             .any(|c| c.name_any() != guarded_claim && c.metadata.deletion_timestamp.is_none()),
         "the ScaledJob's node stays while its Job runs"
     );
+    scaled_jobs
+        .delete("report", &DeleteParams::default())
+        .await
+        .unwrap();
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn an_underused_scaled_job_node_is_cordoned_and_goes_once_its_job_is_done() {
+    let run = PoolRun::start(
+        "cordon",
+        json!({"disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized",
+                              "consolidateAfter": "10s", "budgets": [{"nodes": "100%"}]}}),
+    )
+    .await;
+    let (env, ns, claims, name) = (&run.env, run.ns(), &run.claims, &run.name);
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let queue = env.queue("cordon").await;
+    env.send_messages(&queue, 1).await;
+    let scaled_job: ScaledJob = serde_json::from_value(json!({
+        "apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledJob",
+        "metadata": {"name": "report"},
+        "spec": {
+            "pollingInterval": 1, "maxReplicaCount": 1,
+            "jobTargetRef": {"backoffLimit": 0, "template": {
+                "metadata": {"labels": {"app": "protected"},
+                             "annotations": {"windlass.dev/test-outcome": "hold"}},
+                "spec": spec(name)
+            }},
+            "triggers": [{"type": "aws-sqs-queue", "metadata": {"queueURL": queue, "queueLength": "1"}}]
+        }
+    }))
+    .unwrap();
+    let scaled_jobs: Api<ScaledJob> = Api::namespaced(env.client.clone(), ns);
+    scaled_jobs
+        .create(&PostParams::default(), &scaled_job)
+        .await
+        .unwrap();
+    let claim = initialized_claims(claims, name, 1).await.remove(0);
+    let node_name = claim.status.as_ref().unwrap().node_name.clone().unwrap();
+    let job_pod = wait_until("the Job's pod to run", Duration::from_secs(90), || async {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    })
+    .await;
+    let cordoned = wait_until(
+        "the node to be cordoned for consolidation",
+        Duration::from_secs(180),
+        || async {
+            let claim = claims.get(&claim.name_any()).await.ok()?;
+            (claim
+                .annotations()
+                .get("windlass.dev/disruption")
+                .map(String::as_str)
+                == Some("underutilized"))
+            .then_some(claim)
+        },
+    )
+    .await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(env.client.clone());
+    let tainted = |node: &k8s_openapi::api::core::v1::Node| {
+        node.spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == "windlass.dev/disrupted"))
+    };
+    wait_until("the taint on the node", Duration::from_secs(10), || async {
+        tainted(&nodes.get(&node_name).await.ok()?).then_some(())
+    })
+    .await;
+    // Several passes later the Job still runs and the node stays, Disrupting says why.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let claim = claims.get(&cordoned.name_any()).await.unwrap();
+    assert!(
+        claim.metadata.deletion_timestamp.is_none(),
+        "the node stays while its Job runs"
+    );
+    let disrupting = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Disrupting"))
+        .map(|c| c.message.clone());
+    assert!(
+        disrupting
+            .as_deref()
+            .is_some_and(|m| m.contains("ScaledJob")),
+        "Disrupting says the node waits for its Jobs: {disrupting:?}"
+    );
+    let running = pods.get(&job_pod.name_any()).await.unwrap();
+    assert!(
+        running.metadata.deletion_timestamp.is_none()
+            && running.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"),
+        "the Job's pod was not evicted"
+    );
+
+    // The Job ends (no more work is queued): the node goes.
+    env.sqs()
+        .purge_queue()
+        .queue_url(&queue)
+        .send()
+        .await
+        .unwrap();
+    let annotations = json!({"metadata": {"annotations": {"windlass.dev/test-outcome": null}}});
+    pods.patch(
+        &job_pod.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&annotations),
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "the Job's pod to succeed",
+        Duration::from_secs(30),
+        || async {
+            let pod = pods.get(&job_pod.name_any()).await.ok()?;
+            (pod.status?.phase.as_deref() == Some("Succeeded")).then_some(())
+        },
+    )
+    .await;
+    crate::provisioning::fixture::wait_claim_gone(claims, &claim.name_any()).await;
+    crate::provisioning::fixture::assert_terminated(
+        env,
+        &crate::provisioning::fixture::claim_instance(claim.status.as_ref().unwrap()),
+    )
+    .await;
     scaled_jobs
         .delete("report", &DeleteParams::default())
         .await
