@@ -21,6 +21,9 @@ pub struct Instance {
     pub instance_type: String,
     pub zone: String,
     pub image_id: Option<String>,
+    /// Where it was launched: drift compares them with what its EC2NodeClass resolves now.
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
 }
 
 /// What `create` launched (or found already launched) for a NodeClaim.

@@ -61,6 +61,13 @@ fn launched_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<Instance
         instance_type: instance.instance_type()?.as_str().to_owned(),
         zone: zone.to_owned(),
         image_id: instance.image_id().map(str::to_owned),
+        subnet_id: instance.subnet_id().map(str::to_owned),
+        security_group_ids: instance
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id())
+            .map(str::to_owned)
+            .collect(),
     })
 }
 
@@ -849,6 +856,12 @@ mod tests {
             .instance_type(InstanceType::M5Large)
             .placement(Placement::builder().availability_zone("us-east-1a").build())
             .image_id("ami-1")
+            .subnet_id("subnet-1")
+            .security_groups(
+                aws_sdk_ec2::types::GroupIdentifier::builder()
+                    .group_id("sg-1")
+                    .build(),
+            )
             .tags(
                 Tag::builder()
                     .key(NODECLAIM_TAG)
@@ -865,6 +878,8 @@ mod tests {
                 instance_type: "m5.large".into(),
                 zone: "us-east-1a".into(),
                 image_id: Some("ami-1".into()),
+                subnet_id: Some("subnet-1".into()),
+                security_group_ids: vec!["sg-1".into()],
             })
         );
         let without_zone = aws_sdk_ec2::types::Instance::builder()

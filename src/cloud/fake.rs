@@ -88,6 +88,8 @@ impl CloudProvider for FakeCloud {
             instance_type: instance_type.name.clone(),
             zone: offering.zone.clone(),
             image_id: Some("ami-fake".into()),
+            subnet_id: None,
+            security_group_ids: Vec::new(),
         };
         self.instances
             .lock()

@@ -4,6 +4,7 @@
 //! finalizer: deleting either the NodeClaim or its Node terminates the instance, then removes
 //! the Node, then lets the NodeClaim go.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use super::registration::register;
 use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::labels::{CLUSTER_LABEL, NODEPOOL_LABEL, TERMINATION_FINALIZER};
 use crate::apis::node_claim::{NodeClaim, NodeClaimStatus};
-use crate::cloud::{CloudError, CloudProvider};
+use crate::cloud::{CloudError, CloudProvider, Instance};
 use crate::events::Recorder;
 use crate::metrics::{Metrics, PoolLabels};
 use crate::state::ClusterState;
@@ -52,6 +53,9 @@ pub struct NodeClaims<C> {
     pub cluster: String,
     /// The pods last seen on each NodeClaim's node, for `lastPodEventTime`.
     pub pods_seen: std::sync::Mutex<PodsSeen>,
+    /// This install's instances as garbage collection last listed them, by providerID: drift
+    /// reads their subnets and security groups without a call of its own.
+    pub instances: std::sync::RwLock<HashMap<String, Instance>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,7 +245,13 @@ fn drifted<C>(context: &NodeClaims<C>, claim: &NodeClaim, node: &Node) -> Option
         .state
         .node_pool(claim.labels().get(NODEPOOL_LABEL)?)?;
     let class = context.state.node_class(&claim.spec.node_class_ref.name);
-    drift::drift(claim, node.labels(), &pool, class.as_deref())
+    let instances = context.instances.read().expect("instances lock");
+    let instance = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.provider_id.as_ref())
+        .and_then(|id| instances.get(id));
+    drift::drift(claim, node.labels(), instance, &pool, class.as_deref())
 }
 
 async fn launch_claim<C: CloudProvider>(

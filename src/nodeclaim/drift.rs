@@ -4,9 +4,10 @@
 //! allow, or an image the class no longer resolves is drift. Fields that only steer behaviour
 //! (weight, limits, disruption, expireAfter, terminationGracePeriod) and the requirements
 //! (checked against the node's labels instead) are not hashed, so changing them drifts nothing;
-//! selector terms are not hashed either: what they resolve to is compared instead.
+//! selector terms are not hashed either: what they resolve to is compared instead (the image,
+//! and the instance's subnet and security groups as the last listing of instances shows them).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use serde_json::json;
@@ -16,6 +17,7 @@ use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::labels::{NODECLASS_HASH_ANNOTATION, NODEPOOL_HASH_ANNOTATION};
 use crate::apis::node_claim::{CONDITION_DRIFTED, NodeClaim, NodeClaimStatus};
 use crate::apis::node_pool::NodePool;
+use crate::cloud::Instance;
 use crate::scheduling::requirements::Requirements;
 
 /// Why a NodeClaim has drifted: the message of its `Drifted` condition.
@@ -33,6 +35,16 @@ pub enum Drift {
     NodeClass { class: String },
     #[error("image {image} is no longer one EC2NodeClass {class} resolves")]
     Image { class: String, image: String },
+    #[error("subnet {subnet} is no longer one EC2NodeClass {class} resolves")]
+    Subnet { class: String, subnet: String },
+    #[error(
+        "security groups {launched} are not the ones EC2NodeClass {class} resolves ({resolved})"
+    )]
+    SecurityGroups {
+        class: String,
+        launched: String,
+        resolved: String,
+    },
 }
 
 impl Drift {
@@ -43,6 +55,8 @@ impl Drift {
             Drift::Requirements { .. } => "RequirementsDrifted",
             Drift::NodeClass { .. } => "NodeClassDrifted",
             Drift::Image { .. } => "ImageDrifted",
+            Drift::Subnet { .. } => "SubnetDrifted",
+            Drift::SecurityGroups { .. } => "SecurityGroupsDrifted",
         }
     }
 }
@@ -75,12 +89,13 @@ pub fn node_class_hash(class: &EC2NodeClass) -> String {
     crate::aws::short_hash(spec.to_string().as_bytes(), 8)
 }
 
-/// How `claim` (whose node carries `labels`) has drifted from `pool` and `class`, if it has.
-/// A claim stamped by no hash (made by hand, or before hashes) is compared only by its labels
-/// and image.
+/// How `claim` (whose node carries `labels`, on `instance` as last listed) has drifted from
+/// `pool` and `class`, if it has. A claim stamped by no hash (made by hand, or before hashes)
+/// is compared only by its labels, image, subnet and security groups.
 pub fn drift(
     claim: &NodeClaim,
     labels: &BTreeMap<String, String>,
+    instance: Option<&Instance>,
     pool: &NodePool,
     class: Option<&EC2NodeClass>,
 ) -> Option<Drift> {
@@ -119,6 +134,36 @@ pub fn drift(
         return Some(Drift::Image {
             class: class_name,
             image: image.clone(),
+        });
+    }
+    let (Some(instance), Some(status)) = (instance, class.status.as_ref()) else {
+        return None;
+    };
+    if let Some(subnet) = &instance.subnet_id
+        && !status.subnets.is_empty()
+        && !status.subnets.iter().any(|s| s.id == *subnet)
+    {
+        return Some(Drift::Subnet {
+            class: class_name,
+            subnet: subnet.clone(),
+        });
+    }
+    let launched: BTreeSet<&str> = instance
+        .security_group_ids
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let resolved: BTreeSet<&str> = status
+        .security_groups
+        .iter()
+        .map(|g| g.id.as_str())
+        .collect();
+    if !launched.is_empty() && !resolved.is_empty() && launched != resolved {
+        let join = |set: BTreeSet<&str>| set.into_iter().collect::<Vec<_>>().join(", ");
+        return Some(Drift::SecurityGroups {
+            class: class_name,
+            launched: join(launched),
+            resolved: join(resolved),
         });
     }
     None
@@ -201,7 +246,7 @@ mod tests {
     fn an_unchanged_claim_has_not_drifted() {
         let (pool, class) = (pool(json!({})), class("#!/bin/sh", &["ami-1"]));
         let claim = claim(&pool, &class, "ami-1");
-        assert_eq!(drift(&claim, &on_demand(), &pool, Some(&class)), None);
+        assert_eq!(drift(&claim, &on_demand(), None, &pool, Some(&class)), None);
     }
 
     #[test]
@@ -213,7 +258,7 @@ mod tests {
             pool(json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}})),
         ] {
             assert_eq!(
-                drift(&claim, &on_demand(), &changed, Some(&class)),
+                drift(&claim, &on_demand(), None, &changed, Some(&class)),
                 Some(Drift::Template {
                     pool: "default".into()
                 })
@@ -233,7 +278,10 @@ mod tests {
             "cpu".into(),
             k8s_openapi::apimachinery::pkg::api::resource::Quantity("4".into()),
         );
-        assert_eq!(drift(&claim, &on_demand(), &after, Some(&class)), None);
+        assert_eq!(
+            drift(&claim, &on_demand(), None, &after, Some(&class)),
+            None
+        );
     }
 
     #[test]
@@ -243,7 +291,7 @@ mod tests {
         let spot_only = pool(json!({"spec": {"requirements": [
             {"key": "windlass.dev/capacity-type", "operator": "In", "values": ["spot"]}
         ]}}));
-        let drifted = drift(&claim, &on_demand(), &spot_only, Some(&class)).unwrap();
+        let drifted = drift(&claim, &on_demand(), None, &spot_only, Some(&class)).unwrap();
         assert_eq!(drifted.reason(), "RequirementsDrifted");
         assert!(
             drifted
@@ -259,10 +307,13 @@ mod tests {
         let mut selectors = before.clone();
         selectors.spec.subnet_selector_terms =
             serde_json::from_value(json!([{"id": "subnet-1"}])).unwrap();
-        assert_eq!(drift(&claim, &on_demand(), &pool, Some(&selectors)), None);
+        assert_eq!(
+            drift(&claim, &on_demand(), None, &pool, Some(&selectors)),
+            None
+        );
         let changed = class("two", &["ami-1"]);
         assert_eq!(
-            drift(&claim, &on_demand(), &pool, Some(&changed)).map(|d| d.reason()),
+            drift(&claim, &on_demand(), None, &pool, Some(&changed)).map(|d| d.reason()),
             Some("NodeClassDrifted")
         );
     }
@@ -273,11 +324,56 @@ mod tests {
         let claim = claim(&pool, &before, "ami-1");
         let newer = class("", &["ami-2"]);
         assert_eq!(
-            drift(&claim, &on_demand(), &pool, Some(&newer)),
+            drift(&claim, &on_demand(), None, &pool, Some(&newer)),
             Some(Drift::Image {
                 class: "default".into(),
                 image: "ami-1".into()
             })
+        );
+    }
+
+    #[test]
+    fn a_subnet_or_security_groups_the_class_no_longer_resolves_are_drift() {
+        let pool = pool(json!({}));
+        let mut class = class("", &["ami-1"]);
+        let status = class.status.as_mut().unwrap();
+        status.subnets =
+            serde_json::from_value(json!([{"id": "subnet-a", "zone": "us-east-1a"}])).unwrap();
+        status.security_groups =
+            serde_json::from_value(json!([{"id": "sg-1"}, {"id": "sg-2"}])).unwrap();
+        let claim = claim(&pool, &class, "ami-1");
+        let instance = |subnet: &str, groups: &[&str]| Instance {
+            id: "i-1".into(),
+            provider_id: "aws:///us-east-1a/i-1".into(),
+            claim: None,
+            instance_type: "m5.large".into(),
+            zone: "us-east-1a".into(),
+            image_id: Some("ami-1".into()),
+            subnet_id: Some(subnet.into()),
+            security_group_ids: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        let check =
+            |instance: &Instance| drift(&claim, &on_demand(), Some(instance), &pool, Some(&class));
+        assert_eq!(
+            check(&instance("subnet-a", &["sg-2", "sg-1"])),
+            None,
+            "order is no drift"
+        );
+        assert_eq!(
+            check(&instance("subnet-b", &["sg-1", "sg-2"])).map(|d| d.reason()),
+            Some("SubnetDrifted")
+        );
+        let groups = check(&instance("subnet-a", &["sg-1"])).unwrap();
+        assert_eq!(groups.reason(), "SecurityGroupsDrifted");
+        assert!(
+            groups.to_string().contains("sg-1 are not the ones")
+                && groups.to_string().contains("(sg-1, sg-2)"),
+            "{groups}"
+        );
+        assert_eq!(
+            drift(&claim, &on_demand(), None, &pool, Some(&class)),
+            None,
+            "not listed yet"
         );
     }
 }

@@ -116,6 +116,10 @@ pub async fn run<C: CloudProvider>(context: Arc<NodeClaims<C>>, shutdown: Cancel
                 continue;
             }
         };
+        *context.instances.write().expect("instances lock") = instances
+            .iter()
+            .map(|i| (i.provider_id.clone(), i.clone()))
+            .collect();
         let claims: Vec<Arc<NodeClaim>> = context
             .state
             .node_claims
@@ -168,6 +172,8 @@ mod tests {
             instance_type: "m5.large".into(),
             zone: "z".into(),
             image_id: None,
+            subnet_id: None,
+            security_group_ids: Vec::new(),
         }
     }
 

@@ -104,6 +104,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         cloud,
         cluster: args.cluster_name.clone(),
         pods_seen: Default::default(),
+        instances: Default::default(),
     });
     let node_classes = Arc::new(NodeClasses {
         client: client.clone(),

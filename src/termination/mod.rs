@@ -260,6 +260,8 @@ mod tests {
                 instance_type: "fake-it-0.1x".into(),
                 zone: "test-zone-1".into(),
                 image_id: None,
+                subnet_id: None,
+                security_group_ids: Vec::new(),
             },
         );
         cloud

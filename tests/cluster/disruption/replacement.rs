@@ -1,5 +1,6 @@
 //! Replacement: a drifted or expired node gets its replacement launched and Initialized before
-//! it is drained, its pods move there, and a budget of one node replaces one node at a time.
+//! it is drained, its pods move there, and a budget of one node replaces one node at a time. A
+//! node in a subnet its EC2NodeClass no longer selects is replaced into the selected one.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use super::{
     wait_pod_running_on, wait_pods_running, worker_deployment,
 };
 use crate::provisioning::fixture::{
-    assert_terminated, claim_instance, event_notes, wait_claim_gone,
+    assert_terminated, claim_instance, describe_instance, event_notes, wait_claim_gone,
 };
 use crate::support::wait_until;
 
@@ -195,5 +196,102 @@ async fn an_expired_node_is_replaced_and_its_replacement_is_ready_before_it_drai
     wait_pod_running_on(&pods, &replacement, "the pod to run on the replacement").await;
     wait_claim_gone(claims, &old.name_any()).await;
     assert_terminated(env, &claim_instance(old.status.as_ref().unwrap())).await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn a_node_outside_its_class_subnets_is_replaced_into_them() {
+    let run = PoolRun::start(
+        "netdrift",
+        json!({"disruption": {"consolidateAfter": "Never"}}),
+    )
+    .await;
+    let (env, ns, claims, name) = (&run.env, run.ns(), &run.claims, &run.name);
+    worker_deployment(env, ns, name, 1).await;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let old = initialized_claims(claims, name, 1).await.remove(0);
+    wait_pods_running(&pods, 1).await;
+    let old_instance = claim_instance(old.status.as_ref().unwrap());
+    let launched = describe_instance(env, &old_instance).await;
+    let launched_in = launched
+        .subnet_id()
+        .expect("the instance's subnet")
+        .to_owned();
+    let vpc = launched.vpc_id().expect("the instance's VPC").to_owned();
+    let subnets = env
+        .ec2()
+        .describe_subnets()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(&vpc)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let other = subnets
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_id())
+        .find(|s| *s != launched_in)
+        .expect("another subnet in the VPC")
+        .to_owned();
+
+    // The class now selects only another subnet.
+    let started = Instant::now();
+    run.classes
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&json!({"spec": {"subnetSelectorTerms": [{"id": other}]}})),
+        )
+        .await
+        .unwrap();
+    let (reason, message) = wait_until(
+        "the NodeClaim to drift by its subnet",
+        Duration::from_secs(90),
+        || async {
+            let claim = claims.get(&old.name_any()).await.ok()?;
+            let drifted = claim
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Drifted" && c.status == "True")?;
+            Some((drifted.reason, drifted.message))
+        },
+    )
+    .await;
+    println!(
+        "Drifted {:.1}s after the selector change: {reason}: {message}",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(reason, "SubnetDrifted");
+    assert!(message.contains(&launched_in), "{message}");
+    let replacement = wait_until(
+        "a replacement NodeClaim, Initialized",
+        Duration::from_secs(120),
+        || async {
+            pool_claims(claims, name).await.into_iter().find(|c| {
+                c.annotations().get("windlass.dev/replaces") == Some(&old.name_any())
+                    && initialized(c)
+            })
+        },
+    )
+    .await;
+    wait_claim_gone(claims, &old.name_any()).await;
+    assert_terminated(env, &old_instance).await;
+    let new_instance =
+        describe_instance(env, &claim_instance(replacement.status.as_ref().unwrap())).await;
+    assert_eq!(
+        new_instance.subnet_id(),
+        Some(other.as_str()),
+        "the replacement runs in the selected subnet"
+    );
+    wait_pod_running_on(&pods, &replacement, "the pod to run on the replacement").await;
+    println!(
+        "replaced into {other} {:.1}s after the selector change",
+        started.elapsed().as_secs_f64()
+    );
     run.finish().await;
 }
