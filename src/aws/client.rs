@@ -22,7 +22,7 @@ use crate::apis::ec2_node_class::{
     AmiSelectorTerm, ResolvedAmi, ResolvedSecurityGroup, ResolvedSubnet, SecurityGroupSelectorTerm,
     SubnetSelectorTerm,
 };
-use crate::apis::labels::{CLUSTER_LABEL, NODECLAIM_TAG};
+use crate::apis::labels::{CLUSTER_LABEL, NODECLAIM_TAG, NODECLASS_TAG};
 use crate::aws::launch::{FleetRequest, TemplateConfig};
 use crate::aws::nodeclass::rules::{kubernetes_arch, resolved_ami};
 use crate::aws::provider_id;
@@ -698,6 +698,58 @@ impl Aws {
             );
         }
         Ok(instances)
+    }
+
+    /// The launch templates tagged for `cluster`.
+    pub async fn launch_templates(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<super::launch_templates::LaunchTemplate>, CloudError> {
+        let mut pages = self
+            .ec2
+            .describe_launch_templates()
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{CLUSTER_LABEL}"))
+                    .values(cluster)
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        let mut templates = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(failed("DescribeLaunchTemplates"))?;
+            templates.extend(page.launch_templates().iter().filter_map(|t| {
+                Some(super::launch_templates::LaunchTemplate {
+                    name: t.launch_template_name()?.to_owned(),
+                    node_class: t
+                        .tags()
+                        .iter()
+                        .find(|tag| tag.key() == Some(NODECLASS_TAG))
+                        .and_then(|tag| tag.value())
+                        .map(str::to_owned),
+                    created: t
+                        .create_time()
+                        .and_then(|at| jiff::Timestamp::from_second(at.secs()).ok()),
+                })
+            }));
+        }
+        Ok(templates)
+    }
+
+    /// Deletes a launch template; one that is already gone is not an error.
+    pub async fn delete_launch_template(&self, name: &str) -> Result<(), CloudError> {
+        match self
+            .ec2
+            .delete_launch_template()
+            .launch_template_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if error.code().is_some_and(|code| code.contains("NotFound")) => Ok(()),
+            Err(error) => Err(failed("DeleteLaunchTemplate")(error)),
+        }
     }
 
     /// Terminates an instance; one that is already gone is not an error.

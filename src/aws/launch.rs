@@ -3,14 +3,15 @@
 //! options, tags), overrides of every candidate type in one subnet per allowed zone, the
 //! capacity type, the ClientToken and the tags.
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kube_quantity::ParsedQuantity;
 use serde::Serialize;
 
 use crate::apis::ec2_node_class::{
-    BlockDeviceMapping, EC2NodeClassSpec, EC2NodeClassStatus, HttpTokens, MetadataOptions, Toggle,
+    BlockDeviceMapping, EC2NodeClassSpec, EC2NodeClassStatus, HttpTokens, MetadataOptions,
+    ResolvedAmi, Toggle,
 };
 use crate::apis::labels::{
     CAPACITY_TYPE_LABEL, CLUSTER_LABEL, INSTANCE_TYPE_LABEL, NODECLAIM_TAG, NODECLASS_TAG,
@@ -68,6 +69,25 @@ pub struct FleetRequest {
     pub tags: BTreeMap<String, String>,
 }
 
+/// What a launch template is made from: the class as it stands, nothing of one NodeClaim.
+pub struct TemplateInput<'a> {
+    pub cluster: &'a str,
+    pub node_class: &'a str,
+    pub spec: &'a EC2NodeClassSpec,
+    pub status: &'a EC2NodeClassStatus,
+}
+
+impl LaunchInput<'_> {
+    fn template_input(&self) -> TemplateInput<'_> {
+        TemplateInput {
+            cluster: self.cluster,
+            node_class: self.node_class,
+            spec: self.spec,
+            status: self.status,
+        }
+    }
+}
+
 /// Everything a NodeClaim's launch needs to know.
 pub struct LaunchInput<'a> {
     pub cluster: &'a str,
@@ -91,6 +111,39 @@ pub fn template_name(cluster: &str, node_class: &str, arch: &str, data: &Templat
     format!("windlass-{cluster}-{node_class}-{arch}-{hash}")
 }
 
+/// The image of the class's resolved ones a node of `arch` launches from.
+fn image_for<'a>(status: &'a EC2NodeClassStatus, arch: &str) -> Option<&'a ResolvedAmi> {
+    status.amis.iter().find(|ami| {
+        ami.requirements
+            .iter()
+            .all(|r| r.values.iter().any(|v| v == arch))
+    })
+}
+
+/// The names of the launch templates the class launches from as it stands: one per
+/// architecture it has an image for.
+pub fn current_templates(
+    cluster: &str,
+    node_class: &str,
+    spec: &EC2NodeClassSpec,
+    status: &EC2NodeClassStatus,
+) -> BTreeSet<String> {
+    let input = TemplateInput {
+        cluster,
+        node_class,
+        spec,
+        status,
+    };
+    ["amd64", "arm64"]
+        .into_iter()
+        .filter_map(|arch| {
+            let image = image_for(status, arch)?;
+            let data = template_data(&input, &image.id).ok()?;
+            Some(template_name(cluster, node_class, arch, &data))
+        })
+        .collect()
+}
+
 /// Why a NodeClaim cannot be launched as it stands; shown on its Launched condition.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LaunchError {
@@ -108,7 +161,7 @@ pub enum LaunchError {
 
 /// The template for one image: the node class's settings, with Windlass' default root volume
 /// (20 GiB gp3, encrypted) when it names no block devices.
-pub fn template_data(input: &LaunchInput, image_id: &str) -> Result<TemplateData, LaunchError> {
+pub fn template_data(input: &TemplateInput, image_id: &str) -> Result<TemplateData, LaunchError> {
     let spec = input.spec;
     let volumes = if spec.block_device_mappings.is_empty() {
         vec![Volume {
@@ -240,11 +293,7 @@ fn configs_for(
         let Some(arch) = input.architectures.get(name.as_str()) else {
             continue;
         };
-        let Some(image) = input.status.amis.iter().find(|ami| {
-            ami.requirements
-                .iter()
-                .all(|r| r.values.iter().any(|v| v == arch))
-        }) else {
+        let Some(image) = image_for(input.status, arch) else {
             continue;
         };
         for (zone, subnet) in subnets {
@@ -254,7 +303,7 @@ fn configs_for(
             let config = match configs.entry(arch) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => {
-                    let template = template_data(input, &image.id)?;
+                    let template = template_data(&input.template_input(), &image.id)?;
                     entry.insert(TemplateConfig {
                         template_name: template_name(
                             input.cluster,
@@ -453,7 +502,7 @@ mod tests {
         let requirements = Requirements::default();
         let (spec, status) = (spec(), status());
         let data = template_data(
-            &input(&spec, &status, &requirements, &BTreeMap::new()),
+            &input(&spec, &status, &requirements, &BTreeMap::new()).template_input(),
             "ami-1",
         )
         .unwrap();
@@ -493,7 +542,7 @@ mod tests {
         let mut status = status();
         status.instance_profile = Some("nodes".into());
         let data = template_data(
-            &input(&spec, &status, &requirements, &BTreeMap::new()),
+            &input(&spec, &status, &requirements, &BTreeMap::new()).template_input(),
             "ami-1",
         )
         .unwrap();
@@ -531,7 +580,7 @@ mod tests {
 
         spec.block_device_mappings[0].ebs.volume_size = Some(Quantity("lots".into()));
         let error = template_data(
-            &input(&spec, &status, &requirements, &BTreeMap::new()),
+            &input(&spec, &status, &requirements, &BTreeMap::new()).template_input(),
             "ami-1",
         )
         .unwrap_err();

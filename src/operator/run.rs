@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::server::{Readiness, health_router, metrics_router};
 use crate::aws::interruption::{self, Interruptions};
+use crate::aws::launch_templates;
 use crate::aws::nodeclass::controller::{self as node_classes, NodeClasses};
 use crate::aws::{Aws, AwsCloud};
 use crate::cli::RunArgs;
@@ -106,6 +107,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         pods_seen: Default::default(),
         instances: Default::default(),
     });
+    // Deletes only what no class uses; nothing to drain on shutdown.
+    drop(tokio::spawn(launch_templates::run(
+        Aws::new(&aws),
+        client.clone(),
+        args.cluster_name.clone(),
+        shutdown.clone(),
+    )));
     let node_classes = Arc::new(NodeClasses {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),

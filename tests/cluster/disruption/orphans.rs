@@ -1,5 +1,6 @@
 //! Garbage collection: an instance tagged for this install that no NodeClaim accounts for is
-//! terminated after its grace; another install's instance is left alone.
+//! terminated after its grace; another install's instance is left alone. A launch template its
+//! EC2NodeClass no longer launches from is deleted.
 
 use std::time::{Duration, Instant};
 
@@ -92,4 +93,64 @@ async fn an_instance_no_node_claim_accounts_for_is_terminated() {
         .unwrap();
     drop(windlass);
     namespace.delete().await;
+}
+
+/// The names of the launch templates made for the EC2NodeClass `class`.
+async fn templates_of(env: &TestEnv, class: &str) -> Vec<String> {
+    let listed = env
+        .ec2()
+        .describe_launch_templates()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:windlass.dev/ec2nodeclass")
+                .values(class)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    listed
+        .launch_templates()
+        .iter()
+        .filter_map(|t| t.launch_template_name())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_launch_template_its_class_changed_away_from_is_deleted() {
+    let run = super::PoolRun::start("lt", serde_json::json!({})).await;
+    let (env, ns, claims, name) = (&run.env, run.ns(), &run.claims, &run.name);
+    super::worker_deployment(env, ns, name, 1).await;
+    super::initialized_claims(claims, name, 1).await;
+    let launched = templates_of(env, name).await;
+    assert!(!launched.is_empty(), "the launch made its templates");
+
+    // Other user data: the class launches from another template from now on.
+    let started = Instant::now();
+    run.classes
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                &serde_json::json!({"spec": {"userData": "#!/bin/sh\necho changed\n"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_until(
+        "the templates the class no longer uses to be deleted",
+        Duration::from_secs(180),
+        || async {
+            let now = templates_of(env, name).await;
+            (!launched.iter().any(|t| now.contains(t))).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "{} deleted {:.1}s after the class changed",
+        launched.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    run.finish().await;
 }

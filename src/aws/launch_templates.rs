@@ -1,0 +1,145 @@
+//! Launch templates no EC2NodeClass launches from any more are deleted: those of a class that
+//! is gone, and those a class changed away from (another image, user data, security groups).
+//! A template is named by a hash of its content and made again before each launch that needs
+//! it, so deleting one is always safe; those younger than a minute are left, so a launch
+//! reading a class a moment old still finds its own. Deciding is pure (`stale`); the loop
+//! lists the templates tagged for this install once a minute and deletes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Aws;
+use super::launch::current_templates;
+use crate::apis::ec2_node_class::EC2NodeClass;
+
+const PASS_INTERVAL: Duration = Duration::from_secs(60);
+/// How old a template must be before it may go.
+const GRACE: SignedDuration = SignedDuration::from_mins(1);
+
+/// A launch template as DescribeLaunchTemplates shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaunchTemplate {
+    pub name: String,
+    /// Its `windlass.dev/ec2nodeclass` tag.
+    pub node_class: Option<String>,
+    pub created: Option<Timestamp>,
+}
+
+/// The templates to delete: older than the grace and not among those their class (by tag)
+/// launches from now; `current` has an entry for every class that exists.
+pub fn stale(
+    templates: &[LaunchTemplate],
+    current: &BTreeMap<String, BTreeSet<String>>,
+    now: Timestamp,
+) -> Vec<String> {
+    templates
+        .iter()
+        .filter(|t| t.created.is_some_and(|at| now.duration_since(at) >= GRACE))
+        .filter(|t| {
+            t.node_class
+                .as_ref()
+                .and_then(|class| current.get(class))
+                .is_none_or(|names| !names.contains(&t.name))
+        })
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+/// Runs until `shutdown`.
+pub async fn run(aws: Aws, client: kube::Client, cluster: String, shutdown: CancellationToken) {
+    let classes: Api<EC2NodeClass> = Api::all(client);
+    let mut tick = tokio::time::interval(PASS_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // Classes before templates: a template made after the list is too young to go.
+        let listed = match classes.list(&Default::default()).await {
+            Ok(list) => list.items,
+            Err(error) => {
+                warn!(%error, "listing EC2NodeClasses for launch template cleanup failed");
+                continue;
+            }
+        };
+        let current: BTreeMap<String, BTreeSet<String>> = listed
+            .iter()
+            .map(|class| {
+                let names = class.status.as_ref().map_or_else(BTreeSet::new, |status| {
+                    current_templates(&cluster, &class.name_any(), &class.spec, status)
+                });
+                (class.name_any(), names)
+            })
+            .collect();
+        let ours = format!("windlass-{cluster}-");
+        let templates = match aws.launch_templates(&cluster).await {
+            Ok(mut templates) => {
+                templates.retain(|t| t.name.starts_with(&ours));
+                templates
+            }
+            Err(error) => {
+                warn!(%error, "listing launch templates failed");
+                continue;
+            }
+        };
+        for name in stale(&templates, &current, Timestamp::now()) {
+            match aws.delete_launch_template(&name).await {
+                Ok(()) => {
+                    info!(launch_template = %name, "deleted a launch template no EC2NodeClass uses")
+                }
+                Err(error) => {
+                    warn!(launch_template = %name, %error, "deleting a launch template failed")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+    }
+
+    fn template(name: &str, class: Option<&str>, created: i64) -> LaunchTemplate {
+        LaunchTemplate {
+            name: name.into(),
+            node_class: class.map(str::to_owned),
+            created: Some(at(created)),
+        }
+    }
+
+    #[test]
+    fn templates_of_gone_or_changed_classes_go_after_a_minute() {
+        let current = BTreeMap::from([(
+            "default".to_owned(),
+            BTreeSet::from(["windlass-c-default-amd64-new".to_owned()]),
+        )]);
+        let templates = [
+            template("windlass-c-default-amd64-new", Some("default"), 0),
+            template("windlass-c-default-amd64-old", Some("default"), 0),
+            template("windlass-c-gone-amd64-x", Some("gone"), 0),
+            template("windlass-c-default-arm64-young", Some("default"), 100),
+            template("untagged", None, 0),
+        ];
+        assert_eq!(
+            stale(&templates, &current, at(120)),
+            [
+                "windlass-c-default-amd64-old",
+                "windlass-c-gone-amd64-x",
+                "untagged"
+            ]
+        );
+        assert!(
+            stale(&templates, &current, at(59)).is_empty(),
+            "nothing younger than a minute"
+        );
+    }
+}
