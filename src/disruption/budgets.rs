@@ -59,8 +59,10 @@ pub fn room(
     reason: DisruptionReason,
     now: Timestamp,
 ) -> Result<usize, BudgetError> {
+    // A count larger than the pool allows no more than the pool.
     Ok(allowed(budgets, nodes, reason, now)?
         .unwrap_or(nodes)
+        .min(nodes)
         .saturating_sub(disrupting))
 }
 
@@ -231,5 +233,72 @@ mod tests {
             allowed(&bad_nodes, 5, EMPTY, now),
             Err(BudgetError::Nodes("many".into()))
         );
+    }
+
+    use proptest::prelude::*;
+
+    fn any_reason() -> impl Strategy<Value = DisruptionReason> {
+        prop_oneof![
+            Just(DisruptionReason::Empty),
+            Just(DisruptionReason::Drifted),
+            Just(DisruptionReason::Underutilized),
+        ]
+    }
+
+    fn any_budget() -> impl Strategy<Value = Budget> {
+        let nodes = prop_oneof![
+            (0usize..20).prop_map(|n| n.to_string()),
+            (0usize..=100).prop_map(|p| format!("{p}%")),
+        ];
+        (nodes, proptest::collection::vec(any_reason(), 0..3)).prop_map(|(nodes, reasons)| Budget {
+            nodes,
+            schedule: None,
+            duration: None,
+            reasons,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn room_is_the_smallest_covering_budget_less_what_is_disrupting(
+            budgets in proptest::collection::vec(any_budget(), 0..4),
+            nodes in 0usize..50,
+            disrupting_share in 0usize..=100,
+            reason in any_reason(),
+        ) {
+            let now = at("2026-06-01T12:00:00Z");
+            let disrupting = nodes * disrupting_share / 100;
+            let room = room(&budgets, nodes, disrupting, reason, now).unwrap();
+            prop_assert!(room + disrupting <= nodes.max(disrupting), "never more than the pool");
+            for budget in budgets.iter().filter(|b| b.reasons.is_empty() || b.reasons.contains(&reason)) {
+                let alone = room_of(budget, nodes, disrupting, reason, now);
+                prop_assert!(room <= alone, "{budget:?} allows {alone}, all together {room}");
+            }
+            if budgets.iter().all(|b| !b.reasons.is_empty() && !b.reasons.contains(&reason)) {
+                prop_assert_eq!(room, nodes - disrupting, "no budget covers the reason");
+            }
+        }
+
+        #[test]
+        fn a_percentage_rounds_up_and_grows_with_the_pool(percent in 0usize..=100, nodes in 0usize..200) {
+            let budget = [budget(&format!("{percent}%"), None, &[])];
+            let now = at("2026-06-01T12:00:00Z");
+            let these = allowed(&budget, nodes, EMPTY, now).unwrap().unwrap();
+            prop_assert!(these * 100 >= nodes * percent && (these == 0 || (these - 1) * 100 < nodes * percent));
+            let bigger = allowed(&budget, nodes + 1, EMPTY, now).unwrap().unwrap();
+            prop_assert!(bigger >= these);
+        }
+    }
+
+    fn room_of(
+        budget: &Budget,
+        nodes: usize,
+        disrupting: usize,
+        reason: DisruptionReason,
+        now: Timestamp,
+    ) -> usize {
+        room(std::slice::from_ref(budget), nodes, disrupting, reason, now).unwrap()
     }
 }

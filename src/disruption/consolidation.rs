@@ -331,4 +331,45 @@ mod tests {
             "a type the candidates have is left out"
         );
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn a_cheaper_replacement_only_offers_types_cheaper_and_not_excluded(
+            picked in proptest::collection::btree_set(0usize..12, 1..8),
+            current in 0.01f64..2.0,
+            excluded in proptest::collection::btree_set(0usize..12, 0..3),
+        ) {
+            let catalog = catalog::bundled();
+            let planned = NewClaim {
+                pool: 0,
+                requirements: Requirements::default(),
+                pods: vec![0],
+                requests: Default::default(),
+                instance_types: picked.iter().copied().collect(),
+            };
+            let excluded: Vec<&str> = excluded.iter().map(|&i| catalog[i].name.as_str()).collect();
+            let price = |i: usize| catalog[i].cheapest_offering(&planned.requirements).and_then(|o| o.price);
+            match cheaper(&planned, &catalog, current, &excluded) {
+                Some((narrowed, cheapest)) => {
+                    prop_assert!(!narrowed.instance_types.is_empty());
+                    for &i in &narrowed.instance_types {
+                        prop_assert!(price(i).is_some_and(|p| p < current && p >= cheapest));
+                        prop_assert!(!excluded.contains(&catalog[i].name.as_str()));
+                    }
+                    prop_assert!(cheapest < current);
+                }
+                None => {
+                    for &i in &picked {
+                        prop_assert!(
+                            excluded.contains(&catalog[i].name.as_str()) || price(i).is_none_or(|p| p >= current)
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

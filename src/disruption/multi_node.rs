@@ -167,4 +167,21 @@ mod tests {
             "past the deadline nothing is tried"
         );
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_search_finds_the_longest_run_when_shorter_runs_also_work(most in 0usize..=100, works_up_to in 0usize..=120) {
+            let far = Instant::now() + Duration::from_secs(60);
+            let mut tried = 0;
+            let found = longest(most, far, |count| {
+                tried += 1;
+                (count <= works_up_to).then(|| decision(count))
+            });
+            let expected = works_up_to.min(most);
+            prop_assert_eq!(found.map(|d| d.candidates.len()), (expected >= 2).then_some(expected));
+            prop_assert!(tried <= 8, "{tried} simulations for {most} candidates");
+        }
+    }
 }

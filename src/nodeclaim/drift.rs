@@ -376,4 +376,38 @@ mod tests {
             "not listed yet"
         );
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn behavioural_fields_never_change_the_template_hash(
+            weight in proptest::option::of(1i32..100),
+            cpu in 1u32..1000,
+            after in prop_oneof![Just("Never".to_owned()), (1u32..600).prop_map(|s| format!("{s}s"))],
+            expire in prop_oneof![Just("Never".to_owned()), (1u32..1000).prop_map(|h| format!("{h}h"))],
+            zones in proptest::collection::btree_set(prop_oneof![Just("us-east-1a"), Just("us-east-1b"), Just("us-east-1c")], 1..3),
+        ) {
+            let base = pool(json!({}));
+            let mut changed = base.clone();
+            changed.spec.weight = weight;
+            changed.spec.limits = BTreeMap::from([("cpu".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity(cpu.to_string()))]);
+            changed.spec.disruption.consolidate_after = after;
+            changed.spec.template.spec.expire_after = expire;
+            changed.spec.template.spec.requirements = serde_json::from_value(json!([
+                {"key": "topology.kubernetes.io/zone", "operator": "In", "values": zones}
+            ])).unwrap();
+            prop_assert_eq!(template_hash(&base), template_hash(&changed));
+        }
+
+        #[test]
+        fn a_label_change_always_changes_the_template_hash(value in "[a-z0-9]{1,12}") {
+            prop_assume!(value != "a");
+            let base = pool(json!({}));
+            let relabelled = pool(json!({"metadata": {"labels": {"team": value}}}));
+            prop_assert_ne!(template_hash(&base), template_hash(&relabelled));
+        }
+    }
 }
