@@ -2,8 +2,9 @@
 //! is scaling out, and the pods it makes; disruption holds consolidation off the NodePools
 //! those pods run in meanwhile, so a node is not consolidated away while the queue's work is
 //! arriving on it. A scale-out lasts from each raise for twice the object's polling interval
-//! (at least a minute), so a queue that keeps growing keeps its pools held; scaling in ends it
-//! at once.
+//! (at least a minute), so a queue that keeps growing keeps its pools held; a ScaledObject
+//! scaling in, or going, ends it at once. Pods not bound yet hold nothing: the pool they will
+//! land in is not known until they are.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

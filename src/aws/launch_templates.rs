@@ -1,11 +1,12 @@
 //! Launch templates no EC2NodeClass launches from any more are deleted: those of a class that
 //! is gone, and those a class changed away from (another image, user data, security groups).
 //! A template is named by a hash of its content and made again before each launch that needs
-//! it, so deleting one is always safe; those younger than a minute are left, so a launch
-//! reading a class a moment old still finds its own. Deciding is pure (`stale`); the loop
-//! lists the templates tagged for this install once a minute and deletes.
+//! it; one is deleted only once it has been unused for a minute (and is a minute old), so a
+//! launch reading a class a moment old still finds its own, and at worst a launch in that
+//! race fails once and is retried. Deciding is pure (`stale`); the loop lists the templates
+//! tagged for this install every 30 s and deletes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -17,7 +18,7 @@ use super::Aws;
 use super::launch::current_templates;
 use crate::apis::ec2_node_class::EC2NodeClass;
 
-const PASS_INTERVAL: Duration = Duration::from_secs(60);
+const PASS_INTERVAL: Duration = Duration::from_secs(30);
 /// How old a template must be before it may go.
 const GRACE: SignedDuration = SignedDuration::from_mins(1);
 
@@ -30,14 +31,18 @@ pub struct LaunchTemplate {
     pub created: Option<Timestamp>,
 }
 
-/// The templates to delete: older than the grace and not among those their class (by tag)
-/// launches from now; `current` has an entry for every class that exists.
+/// When each unused template was first seen unused.
+pub type Unused = HashMap<String, Timestamp>;
+
+/// The templates to delete: older than the grace, and not among those their class (by tag)
+/// launches from now for the grace; `current` has an entry for every class that exists.
 pub fn stale(
     templates: &[LaunchTemplate],
     current: &BTreeMap<String, BTreeSet<String>>,
+    unused: &mut Unused,
     now: Timestamp,
 ) -> Vec<String> {
-    templates
+    let candidates: Vec<&LaunchTemplate> = templates
         .iter()
         .filter(|t| t.created.is_some_and(|at| now.duration_since(at) >= GRACE))
         .filter(|t| {
@@ -46,6 +51,14 @@ pub fn stale(
                 .and_then(|class| current.get(class))
                 .is_none_or(|names| !names.contains(&t.name))
         })
+        .collect();
+    unused.retain(|name, _| candidates.iter().any(|t| t.name == *name));
+    candidates
+        .into_iter()
+        .filter(|t| {
+            let since = *unused.entry(t.name.clone()).or_insert(now);
+            now.duration_since(since) >= GRACE
+        })
         .map(|t| t.name.clone())
         .collect()
 }
@@ -53,6 +66,7 @@ pub fn stale(
 /// Runs until `shutdown`.
 pub async fn run(aws: Aws, client: kube::Client, cluster: String, shutdown: CancellationToken) {
     let classes: Api<EC2NodeClass> = Api::all(client);
+    let mut unused = Unused::new();
     let mut tick = tokio::time::interval(PASS_INTERVAL);
     loop {
         tokio::select! {
@@ -87,7 +101,7 @@ pub async fn run(aws: Aws, client: kube::Client, cluster: String, shutdown: Canc
                 continue;
             }
         };
-        for name in stale(&templates, &current, Timestamp::now()) {
+        for name in stale(&templates, &current, &mut unused, Timestamp::now()) {
             match aws.delete_launch_template(&name).await {
                 Ok(()) => {
                     info!(launch_template = %name, "deleted a launch template no EC2NodeClass uses")
@@ -129,17 +143,33 @@ mod tests {
             template("windlass-c-default-arm64-young", Some("default"), 100),
             template("untagged", None, 0),
         ];
+        let mut unused = Unused::new();
+        assert!(
+            stale(&templates, &current, &mut unused, at(59)).is_empty(),
+            "nothing younger than a minute"
+        );
+        assert!(
+            stale(&templates, &current, &mut unused, at(120)).is_empty(),
+            "unused only from now"
+        );
         assert_eq!(
-            stale(&templates, &current, at(120)),
+            stale(&templates, &current, &mut unused, at(180)),
             [
                 "windlass-c-default-amd64-old",
                 "windlass-c-gone-amd64-x",
                 "untagged"
             ]
         );
+        let back_in_use = BTreeMap::from([(
+            "default".to_owned(),
+            BTreeSet::from(["windlass-c-default-amd64-old".to_owned()]),
+        )]);
+        let mut unused = Unused::new();
+        stale(&templates, &current, &mut unused, at(120));
         assert!(
-            stale(&templates, &current, at(59)).is_empty(),
-            "nothing younger than a minute"
+            !stale(&templates, &back_in_use, &mut unused, at(180))
+                .contains(&"windlass-c-default-amd64-old".to_owned()),
+            "a template in use again is not deleted"
         );
     }
 }

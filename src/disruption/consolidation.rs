@@ -157,18 +157,18 @@ pub fn fingerprint(
     hasher.finish()
 }
 
-/// The decision waiting out its validation: which NodeClaim, and since when.
+/// The decision waiting out its validation, and since when.
 #[derive(Debug, Default)]
 pub struct Pending(Option<(String, Timestamp)>);
 
 impl Pending {
-    /// Whether the decision to consolidate `claim` has now held for [`VALIDATION`]; a decision
-    /// about another NodeClaim starts over.
-    pub fn held(&mut self, claim: &str, now: Timestamp) -> bool {
+    /// Whether the decision `key` (the nodes and what to do with them) has now held for
+    /// [`VALIDATION`]; another decision starts over.
+    pub fn held(&mut self, key: &str, now: Timestamp) -> bool {
         match &self.0 {
-            Some((pending, since)) if pending == claim => now.duration_since(*since) >= VALIDATION,
+            Some((pending, since)) if pending == key => now.duration_since(*since) >= VALIDATION,
             _ => {
-                self.0 = Some((claim.to_owned(), now));
+                self.0 = Some((key.to_owned(), now));
                 false
             }
         }

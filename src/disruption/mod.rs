@@ -1,11 +1,13 @@
-//! The disruption loop: every 10 s it looks at each NodePool's nodes and deletes the NodeClaims
-//! a disruption method picks, within the pool's budgets; termination then drains each node
-//! before its instance goes. Methods in Karpenter's order: `emptiness` (delete), `expiration`
-//! and drift (replace), then `single_node` consolidation (delete, or replace by one cheaper
-//! node; the pure parts in `consolidation`). A replacement asks the `simulation` where the
-//! node's pods would go, launches the NodeClaims they need (`replacement`), and deletes the
-//! node only once those are Initialized; one replacement at a time. `budgets` is the
-//! arithmetic the methods share.
+//! The disruption loop: every 10 s it reads the cluster once (`pass`), looks at each
+//! NodePool's nodes and deletes the NodeClaims a disruption method picks, within the pool's
+//! budgets; termination then drains each node before its instance goes. Methods in
+//! Karpenter's order: `emptiness` (delete), `expiration` and drift (replace), then
+//! consolidation (`underutilized`: `multi_node`, then `single_node`; the pure parts in
+//! `consolidation`), held off pools something is scaling out onto. A replacement asks the
+//! `simulation` where the nodes' pods would go, launches the NodeClaims they need
+//! (`replacement`), and deletes the nodes only once those are Initialized; one replacement at a
+//! time. A node consolidation deletes is cordoned first and goes once no ScaledJob Job runs
+//! there. `budgets` is the arithmetic the methods share.
 
 pub mod budgets;
 pub mod consolidation;
@@ -102,14 +104,11 @@ pub async fn run<C: CloudProvider>(disruption: Arc<Disruption<C>>, shutdown: Can
         }
         let mut pass = Pass::read(&disruption.state, &disruption.cluster, Timestamp::now());
         remove_empty(&disruption, &mut pass, &mut empty_since).await;
-        // One replacement at a time: the one under way (its state is on the NodeClaims, so a
-        // restart picks it up), or else the next candidate.
-        let acted = if replacement::under_way(&pass) {
-            replacement::follow(&disruption, &pass).await;
-            true
-        } else {
-            replacement::start_next(&disruption, &mut pass).await
-        };
+        // What is under way is carried on (its state is on the NodeClaims, so a restart picks
+        // it up); one replacement at a time, while nodes cordoned for their Jobs wait aside.
+        replacement::follow(&disruption, &pass).await;
+        let acted =
+            replacement::under_way(&pass) || replacement::start_next(&disruption, &mut pass).await;
         if acted {
             consolidation.interrupted();
         } else {
@@ -133,6 +132,7 @@ async fn remove_empty<C>(
         let pool_claims: Vec<&Arc<NodeClaim>> = claims
             .iter()
             .filter(|c| c.labels().get(NODEPOOL_LABEL) == Some(&pool.name_any()))
+            .filter(|c| pass.is_available(c))
             .collect();
         let claimed: Vec<_> = pool_claims.iter().filter_map(|c| pass.claimed(c)).collect();
         let due = empty_claims(&claimed, empty_since, after, pass.now);

@@ -88,7 +88,9 @@ fn consolidate(
     let current: Option<f64> = candidates.iter().map(|c| c.price).sum();
     let action = match reschedule(state, catalog, pass, &claims) {
         Outcome::Delete => Action::Delete,
-        Outcome::Replace { node_pools, claims } if claims.len() == 1 => {
+        Outcome::Replace { node_pools, claims }
+            if claims.len() == 1 && !claims_run_jobs(pass, candidates) =>
+        {
             let types: Vec<&str> = candidates
                 .iter()
                 .filter_map(|c| pass.node(&c.claim))
@@ -109,6 +111,12 @@ fn consolidate(
         current,
         action,
     })
+}
+
+/// Whether a ScaledJob Job runs on one of the candidates: a replacement would idle until it
+/// is done.
+fn claims_run_jobs(pass: &Pass, candidates: &[&Candidate]) -> bool {
+    candidates.iter().any(|c| pass.runs_scaled_jobs(&c.claim))
 }
 
 #[cfg(test)]

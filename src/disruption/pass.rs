@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::budgets;
 use super::emptiness::{ClaimedNode, may_disrupt, needs_home};
-use crate::apis::labels::{CLUSTER_LABEL, NODEPOOL_LABEL, SCALED_JOB_LABEL};
+use crate::apis::labels::{CLUSTER_LABEL, NODEPOOL_LABEL, REPLACES_ANNOTATION, SCALED_JOB_LABEL};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::{DisruptionReason, NodePool};
 use crate::state::ClusterState;
@@ -30,6 +30,8 @@ pub struct Pass {
     sizes: HashMap<String, (usize, usize)>,
     /// NodeClaims this pass started disrupting.
     started: HashSet<String>,
+    /// NodeClaims being replaced, whose replacements must stay until they go.
+    replacing: HashSet<String>,
 }
 
 impl Pass {
@@ -39,6 +41,11 @@ impl Pass {
             .state()
             .into_iter()
             .filter(|c| c.labels().get(CLUSTER_LABEL).map(String::as_str) == Some(cluster))
+            .collect();
+        let replacing: HashSet<String> = claims
+            .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none() && c.is_disrupting())
+            .map(|c| c.name_any())
             .collect();
         let mut sizes: HashMap<String, (usize, usize)> = HashMap::new();
         for claim in &claims {
@@ -66,6 +73,7 @@ impl Pass {
                 .collect(),
             sizes,
             started: HashSet::new(),
+            replacing,
         }
     }
 
@@ -123,6 +131,21 @@ impl Pass {
     pub fn has_room(&self, claim: &NodeClaim, reason: DisruptionReason) -> bool {
         self.pool(claim)
             .is_some_and(|pool| self.room(pool, reason) > 0)
+    }
+
+    /// Whether the claim was launched to replace NodeClaims still being replaced: it is not
+    /// empty or underused, it is waiting for their pods.
+    pub fn is_pending_replacement(&self, claim: &NodeClaim) -> bool {
+        claim
+            .annotations()
+            .get(REPLACES_ANNOTATION)
+            .is_some_and(|names| names.split(',').any(|n| self.replacing.contains(n)))
+    }
+
+    /// Whether any disruption method may take the claim now: not being disrupted, and not a
+    /// replacement still waiting for the pods it was made for.
+    pub fn is_available(&self, claim: &NodeClaim) -> bool {
+        !self.is_disrupting(claim) && !self.is_pending_replacement(claim)
     }
 
     /// Counts the claim as disrupting from now on in this pass.

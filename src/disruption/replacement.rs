@@ -54,9 +54,20 @@ pub fn is_replacing(claim: &NodeClaim) -> bool {
         && claim.annotations().contains_key(DISRUPTION_ANNOTATION)
 }
 
-/// Whether a replacement is under way in this install.
+/// Whether a replacement (new nodes launching) is under way in this install; nodes cordoned
+/// for their ScaledJob Jobs do not count.
 pub fn under_way(pass: &Pass) -> bool {
-    pass.claims.iter().any(|c| is_replacing(c))
+    pass.claims
+        .iter()
+        .any(|c| is_replacing(c) && !replaced_by(c).is_empty())
+}
+
+/// The names of the NodeClaims launched to replace this one.
+fn replaced_by(claim: &NodeClaim) -> &str {
+    claim
+        .annotations()
+        .get(REPLACED_BY_ANNOTATION)
+        .map_or("", String::as_str)
 }
 
 /// The candidates for the next replacement, in Karpenter's order: expired NodeClaims, then
@@ -67,7 +78,7 @@ pub async fn start_next<C: CloudProvider>(disruption: &Disruption<C>, pass: &mut
     let launched = pass
         .claims
         .iter()
-        .filter(|c| c.metadata.deletion_timestamp.is_none() && c.node_name().is_some());
+        .filter(|c| pass.is_available(c) && c.node_name().is_some());
     let mut candidates: Vec<(Method, Arc<NodeClaim>)> = launched
         .clone()
         .filter(|c| expired(c, now))
@@ -205,7 +216,6 @@ pub async fn begin<C>(
             warn!(nodeclaim = %candidate.name_any(), %error, "tainting a node to replace failed");
             give_up(
                 disruption,
-                pass,
                 &candidates[..tainted],
                 &[],
                 &format!("tainting its node failed: {error}"),
@@ -222,7 +232,7 @@ pub async fn begin<C>(
             Err(error) => {
                 warn!(nodeclaims = %names(candidates), %error, "creating a replacement failed");
                 let why = format!("creating a replacement failed: {error}");
-                give_up(disruption, pass, candidates, &created, &why).await;
+                give_up(disruption, candidates, &created, &why).await;
                 return;
             }
         }
@@ -235,7 +245,7 @@ pub async fn begin<C>(
         if let Err(error) = annotate(&api, candidate, &record).await {
             warn!(nodeclaim = %candidate.name_any(), %error, "recording a replacement failed");
             let why = format!("recording the replacement failed: {error}");
-            give_up(disruption, pass, candidates, &created, &why).await;
+            give_up(disruption, candidates, &created, &why).await;
             return;
         }
         pass.started(candidate);
@@ -254,12 +264,20 @@ pub async fn begin<C>(
         }
     };
     for candidate in candidates {
-        let note = format!(
-            "{why}: launching {} first, then deleting it{} ({})",
-            created.join(", "),
-            together(candidate),
-            method.name()
-        );
+        let note = if created.is_empty() {
+            format!(
+                "{why}: cordoned, it goes once no ScaledJob Job runs there{} ({})",
+                together(candidate),
+                method.name()
+            )
+        } else {
+            format!(
+                "{why}: launching {} first, then deleting it{} ({})",
+                created.join(", "),
+                together(candidate),
+                method.name()
+            )
+        };
         publish(disruption, candidate, EventType::Normal, "Disrupting", note).await;
     }
 }
@@ -285,14 +303,60 @@ async fn annotate(
 pub async fn follow<C: CloudProvider>(disruption: &Disruption<C>, pass: &Pass) {
     let mut groups: BTreeMap<&str, Vec<&NodeClaim>> = BTreeMap::new();
     for claim in pass.claims.iter().filter(|c| is_replacing(c)) {
-        let replaced_by = claim
-            .annotations()
-            .get(REPLACED_BY_ANNOTATION)
-            .map_or("", String::as_str);
-        groups.entry(replaced_by).or_default().push(claim);
+        groups.entry(replaced_by(claim)).or_default().push(claim);
     }
     for (replaced_by, candidates) in groups {
-        follow_one(disruption, pass, replaced_by, &candidates).await;
+        if replaced_by.is_empty() {
+            follow_cordoned(disruption, pass, &candidates).await;
+        } else {
+            follow_one(disruption, pass, replaced_by, &candidates).await;
+        }
+    }
+}
+
+/// Nodes consolidation cordoned: each goes once no ScaledJob Job runs there, if its pods
+/// still fit on the other nodes together with those of the ones going before it; otherwise
+/// its cordon comes off.
+async fn follow_cordoned<C: CloudProvider>(
+    disruption: &Disruption<C>,
+    pass: &Pass,
+    candidates: &[&NodeClaim],
+) {
+    let done: Vec<&NodeClaim> = candidates
+        .iter()
+        .copied()
+        .filter(|c| !pass.runs_scaled_jobs(c))
+        .collect();
+    if done.is_empty() {
+        return;
+    }
+    let catalog = match disruption.cloud.instance_types().await {
+        Ok(catalog) => catalog,
+        Err(error) => {
+            warn!(%error, "no instance types to check a cordoned node with");
+            return;
+        }
+    };
+    let mut leaving: Vec<&NodeClaim> = Vec::with_capacity(done.len());
+    for candidate in done {
+        leaving.push(candidate);
+        match reschedule(&disruption.state, &catalog, pass, &leaving) {
+            Outcome::Delete => {
+                let price = pass.node(candidate).and_then(|n| node_price(n, &catalog));
+                let saving = price.map_or(String::new(), |p| format!(", saving ${p:.4}/h"));
+                let note =
+                    format!("its pods fit on other nodes: deleting it (consolidation){saving}");
+                let method = Method::Consolidation;
+                if delete(disruption, candidate, method, EventType::Normal, note).await {
+                    record_savings(disruption, nodepool(candidate), price);
+                }
+            }
+            Outcome::Replace { .. } | Outcome::Blocked(_) => {
+                leaving.pop();
+                let why = "its pods no longer fit on the other nodes";
+                give_up(disruption, &[candidate], &[], why).await;
+            }
+        }
     }
 }
 
@@ -322,7 +386,7 @@ async fn follow_one<C: CloudProvider>(
             }
             Ok(_) => {
                 let why = format!("replacement {name} went away");
-                give_up(disruption, pass, candidates, &names, &why).await;
+                give_up(disruption, candidates, &names, &why).await;
                 return;
             }
             Err(error) => {
@@ -334,8 +398,10 @@ async fn follow_one<C: CloudProvider>(
     let initialized = replacements
         .iter()
         .all(|c| c.has_condition(CONDITION_INITIALIZED));
-    // Cordoned by the taint, a node running a ScaledJob's Job goes once the Job is done.
-    if initialized && !candidates.iter().any(|c| pass.runs_scaled_jobs(c)) {
+    // Consolidation never evicts a ScaledJob's Job: its node goes once the Job is done.
+    let waits_for_jobs =
+        method == Method::Consolidation && candidates.iter().any(|c| pass.runs_scaled_jobs(c));
+    if initialized && !waits_for_jobs {
         let savings = match method {
             Method::Consolidation => savings(disruption, pass, candidates, &replacements).await,
             _ => None,
@@ -346,15 +412,18 @@ async fn follow_one<C: CloudProvider>(
         } else {
             String::new()
         };
+        let mut deleted = false;
         for candidate in candidates {
             let note = format!(
                 "replaced by {}: deleting it{others} ({}){saving}",
                 names.join(", "),
                 method.name()
             );
-            delete(disruption, candidate, method, EventType::Normal, note).await;
+            deleted |= delete(disruption, candidate, method, EventType::Normal, note).await;
         }
-        record_savings(disruption, nodepool(candidates[0]), savings);
+        if deleted {
+            record_savings(disruption, nodepool(candidates[0]), savings);
+        }
         return;
     }
     let started = replacements
@@ -366,7 +435,7 @@ async fn follow_one<C: CloudProvider>(
         && started.is_some_and(|at| Timestamp::now().duration_since(at) >= REPLACEMENT_TIMEOUT)
     {
         let why = "its replacements were not Initialized within 10 minutes";
-        give_up(disruption, pass, candidates, &names, why).await;
+        give_up(disruption, candidates, &names, why).await;
     }
 }
 
@@ -388,7 +457,6 @@ async fn savings<C: CloudProvider>(
 /// record off the candidates.
 async fn give_up<C>(
     disruption: &Disruption<C>,
-    pass: &Pass,
     candidates: &[&NodeClaim],
     replacements: &[String],
     why: &str,
@@ -404,8 +472,13 @@ async fn give_up<C>(
     let nodes: Api<Node> = Api::all(disruption.client.clone());
     let cleared = json!({DISRUPTION_ANNOTATION: null, REPLACED_BY_ANNOTATION: null});
     for candidate in candidates {
-        if let Some(node) = pass.node(candidate)
-            && let Err(error) = set_disrupted_taint(&nodes, node, false).await
+        // Read afresh: the pass saw the Node before this replacement tainted it.
+        let node = match candidate.node_name() {
+            Some(name) => nodes.get_opt(name).await.ok().flatten(),
+            None => None,
+        };
+        if let Some(node) = node
+            && let Err(error) = set_disrupted_taint(&nodes, &node, false).await
         {
             warn!(nodeclaim = %candidate.name_any(), %error, "untainting a node failed");
         }

@@ -63,7 +63,7 @@ pub fn reschedule(
         state,
         catalog,
         &state.node_claims.state(),
-        |c| c.metadata.deletion_timestamp.is_none(),
+        |c| c.metadata.deletion_timestamp.is_none() && !pass.is_disrupting(c),
         &leaving,
         &shapes,
     );

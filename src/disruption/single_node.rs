@@ -19,7 +19,10 @@ pub fn decide(
     for candidate in candidates {
         let action = match reschedule(state, catalog, pass, &[&candidate.claim]) {
             Outcome::Delete => Action::Delete,
-            Outcome::Replace { node_pools, claims } if claims.len() == 1 => {
+            // A node whose Jobs run on would keep its replacement idle meanwhile.
+            Outcome::Replace { node_pools, claims }
+                if claims.len() == 1 && !pass.runs_scaled_jobs(&candidate.claim) =>
+            {
                 let Some((claim, price)) = candidate
                     .price
                     .and_then(|current| cheaper(&claims[0], catalog, current, &[]))

@@ -2,9 +2,9 @@
 //! NodeClaims marked `Consolidatable` (no pod come or gone for the pool's `consolidateAfter`)
 //! whose every pod may move, within the pool's budget; `multi_node` looks for several to take
 //! at once, then `single_node` for one. A decision is acted on once it has held for 15 s
-//! (see [`consolidation::Pending`]); a deletion happens at once, a replacement goes through
-//! `replacement`, new node first. A node running a ScaledJob's Job is cordoned (tainted) and
-//! goes once the Job is done, never evicted under it. Empty nodes are emptiness's. No pool
+//! (see [`consolidation::Pending`]); a node to delete is cordoned (tainted) first and goes at
+//! the next pass, or once no ScaledJob Job runs there, never evicting one; a replacement goes
+//! through `replacement`, new node first. Empty nodes are emptiness's. No pool
 //! in which a ScaledObject or ScaledJob that is scaling out runs pods is consolidated (see
 //! `scale_outs`).
 
@@ -20,7 +20,7 @@ use super::consolidation::{self, Pending, node_price};
 use super::emptiness::needs_home;
 use super::pass::{Pass, is_scaled_job_pod};
 use super::replacement::{begin, replacement_claims};
-use super::{Disruption, Method, delete, multi_node, nodepool, record_savings, single_node};
+use super::{Disruption, Method, multi_node, single_node};
 use crate::apis::labels::NODEPOOL_LABEL;
 use crate::apis::node_claim::{CONDITION_CONSOLIDATABLE, NodeClaim};
 use crate::apis::node_pool::{DisruptionReason, NodePool};
@@ -89,7 +89,7 @@ pub async fn consolidate<C: CloudProvider>(
     let mut candidates: Vec<(usize, Arc<NodeClaim>)> = pass
         .claims
         .iter()
-        .filter(|claim| !pass.is_disrupting(claim))
+        .filter(|claim| pass.is_available(claim))
         .filter(|claim| {
             claim
                 .labels()
@@ -152,12 +152,17 @@ pub async fn consolidate<C: CloudProvider>(
         memory.consolidated.mark(fingerprint, now);
         return;
     };
-    let key = decision
+    // The same nodes and the same action, or the validation starts over.
+    let names = decision
         .candidates
         .iter()
         .map(|c| c.name_any())
         .collect::<Vec<_>>()
         .join(",");
+    let key = match &decision.action {
+        Action::Delete => format!("delete {names}"),
+        Action::Replace { claim, .. } => format!("replace {names} by {:?}", claim.instance_types),
+    };
     if memory.pending.held(&key, now) {
         memory.pending.clear();
         act(disruption, pass, decision, &catalog).await;
@@ -235,30 +240,11 @@ async fn act<C>(
         n => format!("the pods of these {n} nodes"),
     };
     match action {
-        Action::Delete if claims.iter().any(|c| pass.runs_scaled_jobs(c)) => {
-            let why = format!("{nodes} fit on other nodes once its ScaledJob Jobs are done");
-            begin(disruption, pass, &claims, method, &why, Vec::new()).await;
-        }
+        // Cordoned first, so nothing new lands there; the next pass deletes them once no
+        // ScaledJob Job runs there and their pods still fit elsewhere.
         Action::Delete => {
-            let saving = current.map_or(String::new(), |c| format!(", saving ${c:.4}/h"));
-            let with = if claims.len() > 1 {
-                format!(" with the {} nodes consolidated together", claims.len())
-            } else {
-                String::new()
-            };
-            let mut deleted = false;
-            for claim in &claims {
-                let note = format!(
-                    "{nodes} fit on other nodes: deleting it{with} (consolidation){saving}"
-                );
-                if delete(disruption, claim, method, EventType::Normal, note).await {
-                    pass.started(claim);
-                    deleted = true;
-                }
-            }
-            if deleted {
-                record_savings(disruption, nodepool(claims[0]), current);
-            }
+            let why = format!("{nodes} fit on other nodes");
+            begin(disruption, pass, &claims, method, &why, Vec::new()).await;
         }
         Action::Replace {
             node_pools,

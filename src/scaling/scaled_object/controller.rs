@@ -300,7 +300,6 @@ async fn scale_loop(
     }
 }
 
-/// The pause switches, read from the object's annotations.
 const KIND: &str = "ScaledObject";
 
 /// Tells disruption what is scaling out: a raise holds consolidation off the pools its pods
@@ -335,6 +334,7 @@ async fn record_scale_out(
     );
 }
 
+/// The pause switches, read from the object's annotations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Pause {
     paused: bool,

@@ -140,7 +140,7 @@ async fn a_launch_template_its_class_changed_away_from_is_deleted() {
         .unwrap();
     wait_until(
         "the templates the class no longer uses to be deleted",
-        Duration::from_secs(180),
+        Duration::from_secs(300),
         || async {
             let now = templates_of(env, name).await;
             (!launched.iter().any(|t| now.contains(t))).then_some(())
