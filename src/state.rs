@@ -178,16 +178,8 @@ impl PodIndex {
     /// A pod's Node never changes once it is bound, so its own `spec.nodeName` says where it
     /// is indexed, when it comes and when it goes.
     fn apply(&mut self, event: &watcher::Event<Pod>) {
-        let node_of = |pod: &Pod| pod.spec.as_ref().and_then(|s| s.node_name.clone());
         match event {
-            watcher::Event::Apply(pod) => {
-                if let Some(node) = node_of(pod) {
-                    self.bound
-                        .entry(node)
-                        .or_default()
-                        .insert(ObjectRef::from_obj(pod));
-                }
-            }
+            watcher::Event::Apply(pod) => insert(&mut self.bound, pod),
             watcher::Event::Delete(pod) => {
                 if let Some(node) = node_of(pod)
                     && let Some(pods) = self.bound.get_mut(&node)
@@ -200,11 +192,8 @@ impl PodIndex {
             }
             watcher::Event::Init => self.relisting = Some(HashMap::new()),
             watcher::Event::InitApply(pod) => {
-                if let (Some(relisting), Some(node)) = (self.relisting.as_mut(), node_of(pod)) {
-                    relisting
-                        .entry(node)
-                        .or_default()
-                        .insert(ObjectRef::from_obj(pod));
+                if let Some(relisting) = self.relisting.as_mut() {
+                    insert(relisting, pod);
                 }
             }
             watcher::Event::InitDone => {
@@ -213,6 +202,19 @@ impl PodIndex {
                 }
             }
         }
+    }
+}
+
+fn node_of(pod: &Pod) -> Option<String> {
+    pod.spec.as_ref().and_then(|s| s.node_name.clone())
+}
+
+fn insert(index: &mut HashMap<String, HashSet<ObjectRef<Pod>>>, pod: &Pod) {
+    if let Some(node) = node_of(pod) {
+        index
+            .entry(node)
+            .or_default()
+            .insert(ObjectRef::from_obj(pod));
     }
 }
 

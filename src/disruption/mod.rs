@@ -96,13 +96,19 @@ pub async fn run<C: CloudProvider>(disruption: Arc<Disruption<C>>, shutdown: Can
     replacement::release_forgotten(&disruption).await;
     let mut empty_since = EmptySince::new();
     let mut consolidation = underutilized::Memory::default();
+    let mut started = pass::Started::new();
     let mut tick = tokio::time::interval(PASS_INTERVAL);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let mut pass = Pass::read(&disruption.state, &disruption.cluster, Timestamp::now());
+        let mut pass = Pass::read(
+            &disruption.state,
+            &disruption.cluster,
+            Timestamp::now(),
+            &started,
+        );
         remove_empty(&disruption, &mut pass, &mut empty_since).await;
         // What is under way is carried on (its state is on the NodeClaims, so a restart picks
         // it up); one replacement at a time, while nodes cordoned for their Jobs wait aside.
@@ -114,6 +120,7 @@ pub async fn run<C: CloudProvider>(disruption: Arc<Disruption<C>>, shutdown: Can
         } else {
             underutilized::consolidate(&disruption, &mut pass, &mut consolidation).await;
         }
+        pass.remember(&mut started);
     }
 }
 

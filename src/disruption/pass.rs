@@ -1,12 +1,12 @@
 //! The cluster as one pass of the disruption loop sees it: the stores read once, indexed by
 //! Node, NodePool and pool membership, so each method asks about a candidate without scanning
-//! the stores again. What the pass itself starts disrupting counts against the budgets at once,
-//! before the watch shows it.
+//! the stores again. What a pass starts disrupting counts against the budgets at once, and in
+//! the passes of the next minute (`Started`), before the watch shows it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use tracing::warn;
@@ -19,6 +19,12 @@ use crate::apis::node_pool::{DisruptionReason, NodePool};
 use crate::state::ClusterState;
 use crate::termination::drain::has_do_not_disrupt;
 
+/// How long what a pass started counts as disrupting while the watch does not show it yet.
+const REMEMBERED: SignedDuration = SignedDuration::from_mins(1);
+
+/// What recent passes started disrupting, and when.
+pub type Started = HashMap<String, Timestamp>;
+
 pub struct Pass {
     pub now: Timestamp,
     /// This install's NodeClaims.
@@ -28,14 +34,14 @@ pub struct Pass {
     pools: HashMap<String, Arc<NodePool>>,
     /// Per pool: its NodeClaims, and how many of them are being disrupted.
     sizes: HashMap<String, (usize, usize)>,
-    /// NodeClaims this pass started disrupting.
+    /// NodeClaims this pass, or one in the last minute, started disrupting.
     started: HashSet<String>,
     /// NodeClaims being replaced, whose replacements must stay until they go.
     replacing: HashSet<String>,
 }
 
 impl Pass {
-    pub fn read(state: &ClusterState, cluster: &str, now: Timestamp) -> Self {
+    pub fn read(state: &ClusterState, cluster: &str, now: Timestamp, recent: &Started) -> Self {
         let claims: Vec<Arc<NodeClaim>> = state
             .node_claims
             .state()
@@ -47,12 +53,17 @@ impl Pass {
             .filter(|c| c.metadata.deletion_timestamp.is_none() && c.is_disrupting())
             .map(|c| c.name_any())
             .collect();
+        let started: HashSet<String> = recent
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) < REMEMBERED)
+            .map(|(name, _)| name.clone())
+            .collect();
         let mut sizes: HashMap<String, (usize, usize)> = HashMap::new();
         for claim in &claims {
             if let Some(pool) = claim.labels().get(NODEPOOL_LABEL) {
                 let size = sizes.entry(pool.clone()).or_default();
                 size.0 += 1;
-                size.1 += usize::from(claim.is_disrupting());
+                size.1 += usize::from(claim.is_disrupting() || started.contains(&claim.name_any()));
             }
         }
         Self {
@@ -72,7 +83,7 @@ impl Pass {
                 .map(|p| (p.name_any(), p))
                 .collect(),
             sizes,
-            started: HashSet::new(),
+            started,
             replacing,
         }
     }
@@ -148,7 +159,19 @@ impl Pass {
         !self.is_disrupting(claim) && !self.is_pending_replacement(claim)
     }
 
-    /// Counts the claim as disrupting from now on in this pass.
+    /// Writes down what this pass started, for the next passes; forgets what is gone or
+    /// older than a minute.
+    pub fn remember(&self, recent: &mut Started) {
+        for name in &self.started {
+            recent.entry(name.clone()).or_insert(self.now);
+        }
+        recent.retain(|name, at| {
+            self.now.duration_since(*at) < REMEMBERED
+                && self.claims.iter().any(|c| c.name_any() == *name)
+        });
+    }
+
+    /// Counts the claim as disrupting from now on.
     pub fn started(&mut self, claim: &NodeClaim) {
         if !self.is_disrupting(claim)
             && let Some(pool) = claim.labels().get(NODEPOOL_LABEL)

@@ -499,7 +499,12 @@ async fn give_up<C>(
 /// After a restart: a Node left tainted for a replacement that was never written down (the
 /// process stopped between the taint and the record) gets its taint back off.
 pub async fn release_forgotten<C>(disruption: &Disruption<C>) {
-    let pass = Pass::read(&disruption.state, &disruption.cluster, Timestamp::now());
+    let pass = Pass::read(
+        &disruption.state,
+        &disruption.cluster,
+        Timestamp::now(),
+        &Default::default(),
+    );
     let nodes: Api<Node> = Api::all(disruption.client.clone());
     for claim in &pass.claims {
         if claim.is_disrupting() {

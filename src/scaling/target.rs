@@ -107,32 +107,30 @@ impl ScaleTarget {
 
     /// The pod spec of the target's template (`spec.template.spec`).
     pub async fn pod_spec(&self) -> Result<Value, TargetError> {
-        let object = self
-            .api
-            .get(&self.name)
-            .await
-            .map_err(|e| self.error("reading", e))?;
-        Ok(object
-            .data
-            .pointer("/spec/template/spec")
-            .cloned()
+        Ok(self
+            .template_field("/spec/template/spec")
+            .await?
             .unwrap_or_default())
     }
 
     /// The labels of the target's pod template (`spec.template.metadata.labels`): what its
     /// pods carry.
     pub async fn pod_labels(&self) -> Result<BTreeMap<String, String>, TargetError> {
+        Ok(self
+            .template_field("/spec/template/metadata/labels")
+            .await?
+            .and_then(|labels| serde_json::from_value(labels).ok())
+            .unwrap_or_default())
+    }
+
+    /// The field at `pointer` of the target as it is now.
+    async fn template_field(&self, pointer: &str) -> Result<Option<Value>, TargetError> {
         let object = self
             .api
             .get(&self.name)
             .await
             .map_err(|e| self.error("reading", e))?;
-        Ok(object
-            .data
-            .pointer("/spec/template/metadata/labels")
-            .cloned()
-            .and_then(|labels| serde_json::from_value(labels).ok())
-            .unwrap_or_default())
+        Ok(object.data.pointer(pointer).cloned())
     }
 
     /// The target as messages name it: `apps/v1.Deployment "worker"`.

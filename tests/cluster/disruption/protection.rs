@@ -26,6 +26,37 @@ fn spec(pool: &str) -> serde_json::Value {
     })
 }
 
+/// ScaledJob `report` on `queue`: one Job at a time, whose pod runs until the test takes its
+/// `windlass.dev/test-outcome: hold` annotation off (the stack's kubelets complete Job pods
+/// otherwise).
+async fn holding_scaled_job(
+    env: &crate::support::TestEnv,
+    namespace: &str,
+    pool: &str,
+    queue: &str,
+) -> Api<ScaledJob> {
+    let scaled_job: ScaledJob = serde_json::from_value(json!({
+        "apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledJob",
+        "metadata": {"name": "report"},
+        "spec": {
+            "pollingInterval": 1, "maxReplicaCount": 1,
+            "jobTargetRef": {"backoffLimit": 0, "template": {
+                "metadata": {"labels": {"app": "protected"},
+                             "annotations": {"windlass.dev/test-outcome": "hold"}},
+                "spec": spec(pool)
+            }},
+            "triggers": [{"type": "aws-sqs-queue", "metadata": {"queueURL": queue, "queueLength": "1"}}]
+        }
+    }))
+    .unwrap();
+    let scaled_jobs: Api<ScaledJob> = Api::namespaced(env.client.clone(), namespace);
+    scaled_jobs
+        .create(&PostParams::default(), &scaled_job)
+        .await
+        .unwrap();
+    scaled_jobs
+}
+
 fn drifted(claim: &windlass::apis::node_claim::NodeClaim) -> bool {
     claim.status.as_ref().is_some_and(|s| {
         s.conditions
@@ -51,29 +82,10 @@ async fn do_not_disrupt_and_scaled_job_pods_keep_their_drifted_nodes() {
     }))
     .unwrap();
     pods.create(&PostParams::default(), &guarded).await.unwrap();
-    // A Job that runs until the test ends: the stack's kubelets complete Job pods unless told
-    // to hold.
+    // A Job that runs until the test ends.
     let queue = env.queue("protect").await;
     env.send_messages(&queue, 1).await;
-    let scaled_job: ScaledJob = serde_json::from_value(json!({
-        "apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledJob",
-        "metadata": {"name": "report"},
-        "spec": {
-            "pollingInterval": 1, "maxReplicaCount": 1,
-            "jobTargetRef": {"backoffLimit": 0, "template": {
-                "metadata": {"labels": {"app": "protected"},
-                             "annotations": {"windlass.dev/test-outcome": "hold"}},
-                "spec": spec(name)
-            }},
-            "triggers": [{"type": "aws-sqs-queue", "metadata": {"queueURL": queue, "queueLength": "1"}}]
-        }
-    }))
-    .unwrap();
-    let scaled_jobs: Api<ScaledJob> = Api::namespaced(env.client.clone(), ns);
-    scaled_jobs
-        .create(&PostParams::default(), &scaled_job)
-        .await
-        .unwrap();
+    let scaled_jobs = holding_scaled_job(env, ns, name, &queue).await;
     let both = initialized_claims(claims, name, 2).await;
     wait_until("both pods to run", Duration::from_secs(90), || async {
         let list = pods.list(&ListParams::default()).await.ok()?;
@@ -162,25 +174,7 @@ async fn an_underused_scaled_job_node_is_cordoned_and_goes_once_its_job_is_done(
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     let queue = env.queue("cordon").await;
     env.send_messages(&queue, 1).await;
-    let scaled_job: ScaledJob = serde_json::from_value(json!({
-        "apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledJob",
-        "metadata": {"name": "report"},
-        "spec": {
-            "pollingInterval": 1, "maxReplicaCount": 1,
-            "jobTargetRef": {"backoffLimit": 0, "template": {
-                "metadata": {"labels": {"app": "protected"},
-                             "annotations": {"windlass.dev/test-outcome": "hold"}},
-                "spec": spec(name)
-            }},
-            "triggers": [{"type": "aws-sqs-queue", "metadata": {"queueURL": queue, "queueLength": "1"}}]
-        }
-    }))
-    .unwrap();
-    let scaled_jobs: Api<ScaledJob> = Api::namespaced(env.client.clone(), ns);
-    scaled_jobs
-        .create(&PostParams::default(), &scaled_job)
-        .await
-        .unwrap();
+    let scaled_jobs = holding_scaled_job(env, ns, name, &queue).await;
     let claim = initialized_claims(claims, name, 1).await.remove(0);
     let node_name = claim.status.as_ref().unwrap().node_name.clone().unwrap();
     let job_pod = wait_until("the Job's pod to run", Duration::from_secs(90), || async {
