@@ -63,6 +63,7 @@ pub fn reschedule(
         state,
         catalog,
         &state.node_claims.state(),
+        pass.pods_by_node(),
         |c| c.metadata.deletion_timestamp.is_none() && !pass.is_disrupting(c),
         &leaving,
         &shapes,

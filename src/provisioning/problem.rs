@@ -149,6 +149,7 @@ fn cluster_view(
     state: &ClusterState,
     catalog: &[InstanceType],
     claims: &[Arc<NodeClaim>],
+    pods_by_node: &HashMap<String, Vec<Arc<Pod>>>,
     takes: impl Fn(&NodeClaim) -> bool,
     leaving: &BTreeSet<String>,
 ) -> ClusterView {
@@ -203,7 +204,6 @@ fn cluster_view(
                 .is_none_or(|node| !closed.contains(node))
         })
         .collect();
-    let pods_by_node = state.pods_by_node();
     let mut existing: Vec<ExistingNode> = capacity
         .iter()
         .map(|claim| {
@@ -274,11 +274,12 @@ pub fn plan(
     state: &ClusterState,
     catalog: &[InstanceType],
     claims: &[Arc<NodeClaim>],
+    pods_by_node: &HashMap<String, Vec<Arc<Pod>>>,
     takes: impl Fn(&NodeClaim) -> bool,
     leaving: &BTreeSet<String>,
     pods: &[PodShape],
 ) -> (Vec<Arc<NodePool>>, Plan) {
-    let view = cluster_view(state, catalog, claims, takes, leaving);
+    let view = cluster_view(state, catalog, claims, pods_by_node, takes, leaving);
     let plan = solve(&Problem {
         catalog,
         pools: &view.pools,

@@ -267,6 +267,7 @@ async fn provision<C>(
         state,
         catalog,
         &claims,
+        &state.pods_by_node(),
         |c| takes_pods(c, now),
         &BTreeSet::new(),
         &shapes,
