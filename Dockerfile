@@ -10,6 +10,6 @@ RUN cargo build --release --locked --bin windlass
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /src/target/release/windlass /usr/local/bin/windlass
 USER 65532:65532
-EXPOSE 8080 8081
+EXPOSE 8080 8081 8082
 ENTRYPOINT ["/usr/local/bin/windlass"]
 CMD ["run"]

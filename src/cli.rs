@@ -93,6 +93,28 @@ pub struct RunArgs {
     /// The namespace Windlass runs in; ClusterTriggerAuthentications read Secrets from it.
     #[arg(long, env = "WINDLASS_NAMESPACE", default_value = "windlass")]
     pub namespace: String,
+
+    /// Run the writers only while holding the leader Lease, so replicas of one install never
+    /// act twice; `--leader-elect=false` for a single process.
+    #[arg(long, env = "WINDLASS_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// The leader Lease's name; installs that share a namespace need different names.
+    #[arg(
+        long,
+        env = "WINDLASS_LEADER_ELECT_LEASE_NAME",
+        default_value = "windlass-leader-election"
+    )]
+    pub leader_elect_lease_name: String,
+
+    /// The leader Lease's namespace (`--namespace` if unset).
+    #[arg(long, env = "WINDLASS_LEADER_ELECT_LEASE_NAMESPACE")]
+    pub leader_elect_lease_namespace: Option<String>,
+
+    /// How long a leader keeps the Lease without renewing it: a standby takes over at most
+    /// this long after the leader dies. The leader renews a third of it before expiry.
+    #[arg(long, env = "WINDLASS_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    pub leader_elect_lease_duration: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -160,5 +182,20 @@ mod tests {
         assert_eq!(args.batch_max_duration, std::time::Duration::from_secs(10));
         assert_eq!(args.health_addr.port(), 8081);
         assert_eq!(cli.log_format, LogFormat::Text);
+        assert!(args.leader_elect);
+        assert_eq!(args.leader_elect_lease_name, "windlass-leader-election");
+        assert_eq!(
+            args.leader_elect_lease_duration,
+            std::time::Duration::from_secs(15)
+        );
+    }
+
+    #[test]
+    fn leader_election_can_be_turned_off() {
+        let cli = Cli::try_parse_from(["windlass", "run", "--leader-elect=false"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run")
+        };
+        assert!(!args.leader_elect);
     }
 }

@@ -61,6 +61,12 @@ pub enum Error {
 
     #[error("cannot install the signal handler: {0}")]
     Signal(#[source] std::io::Error),
+
+    #[error(transparent)]
+    Leader(#[from] crate::operator::leader::LeaderError),
+
+    #[error("lost the leader Lease {lease}: stopped so that the new leader acts alone")]
+    LeadershipLost { lease: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub scheduling_duration: Histogram,
     /// Pods marked Unschedulable at the last batch, nominated ones aside.
     pub pending_pods: Gauge,
+    /// 1 while this replica holds the leader Lease (or runs without leader election).
+    pub leader: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -112,6 +114,7 @@ impl Default for Metrics {
             interruption_messages: Family::default(),
             scheduling_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             pending_pods: Gauge::default(),
+            leader: Gauge::default(),
             registry,
         };
         let mut metrics = metrics;
@@ -180,6 +183,11 @@ impl Default for Metrics {
             "pending_pods",
             "Unschedulable pods at the last batch, nominated ones aside",
             metrics.pending_pods.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and runs the writers",
+            metrics.leader.clone(),
         );
         metrics
     }

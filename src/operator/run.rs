@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::leader::{self, Leadership, LeaseConfig};
 use super::server::{Readiness, health_router, metrics_router};
 use crate::aws::interruption::{self, Interruptions};
 use crate::aws::launch_templates;
@@ -30,7 +31,8 @@ use crate::scaling::{Scaling, scaled_job, scaled_object, trigger_auths};
 use crate::state::ClusterState;
 use crate::{Error, Result};
 
-/// How long in-flight reconciles may take to finish after SIGTERM.
+/// How long in-flight reconciles may take to finish after SIGTERM, before the leader Lease is
+/// released.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -107,13 +109,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         pods_seen: Default::default(),
         instances: Default::default(),
     });
-    // Deletes only what no class uses; nothing to drain on shutdown.
-    drop(tokio::spawn(launch_templates::run(
-        Aws::new(&aws),
-        client.clone(),
-        args.cluster_name.clone(),
-        shutdown.clone(),
-    )));
     let node_classes = Arc::new(NodeClasses {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -124,11 +119,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     });
     let scaling = Arc::new(Scaling {
         client: client.clone(),
-        metrics,
+        metrics: metrics.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         watch_namespace: args.watch_namespace,
-        controller_namespace: args.namespace,
-        sqs: SqsClients::new(aws, client.clone()),
+        controller_namespace: args.namespace.clone(),
+        sqs: SqsClients::new(aws.clone(), client.clone()),
         queue_depths: QueueDepths::default(),
         scaled_object_loops: Default::default(),
         scaled_job_loops: Default::default(),
@@ -154,75 +149,182 @@ pub async fn run(args: RunArgs) -> Result<()> {
             "off".to_owned()
         }
     };
-    let scaled_objects = tokio::spawn(scaled_object::run(scaling.clone(), shutdown.clone()));
-    let scaled_jobs = tokio::spawn(scaled_job::run(scaling.clone(), shutdown.clone()));
-    // Status only; nothing to drain on shutdown.
-    drop(tokio::spawn(trigger_auths::run(
-        scaling.clone(),
-        shutdown.clone(),
-    )));
-    let job_schedules = tokio::spawn(jobs::schedule_controller::run(scaling, shutdown.clone()));
-    let ec2_node_classes = tokio::spawn(node_classes::run(node_classes, shutdown.clone()));
-    let claims = tokio::spawn(node_claims::run(node_claims, shutdown.clone()));
-    // Status only; nothing to drain on shutdown.
-    drop(tokio::spawn(node_pools::run(
-        Arc::new(NodePools {
+    let writers = Writers {
+        node_pools: Arc::new(NodePools {
             client: client.clone(),
             pool_reports: pool_reports_seen,
         }),
-        shutdown.clone(),
-    )));
-    // Stops with the others on shutdown: a pass only deletes NodeClaims, which their
-    // finalizers then drain and terminate.
-    drop(tokio::spawn(disruption::run(disruption, shutdown.clone())));
-    // Likewise: a message only deletes NodeClaims, and one not handled comes back.
-    if let Some(interruptions) = interruptions {
-        drop(tokio::spawn(interruption::run(
-            interruptions,
-            shutdown.clone(),
-        )));
-    }
-    // Stops with the others on shutdown; it holds nothing that needs draining.
-    drop(tokio::spawn(provisioner::run(
+        launch_templates: (Aws::new(&aws), client.clone(), args.cluster_name.clone()),
+        scaling,
+        node_classes,
+        node_claims,
+        disruption,
+        interruptions,
         provisioner,
-        shutdown.clone(),
-    )));
+    };
     readiness.set_ready(true);
-    info!(health = %args.health_addr, metrics = %args.metrics_addr, jobs = %jobs_api, "windlass is running");
+    info!(health = %args.health_addr, metrics = %args.metrics_addr, jobs = %jobs_api, "windlass is serving");
 
     let signal = tokio::spawn(wait_for_shutdown_signal());
-    tokio::select! {
-        received = signal => {
-            received.expect("signal task never panics")?;
-            info!("shutdown signal received, stopping");
+    let served = tokio::spawn(health_and_metrics(health, scrape));
+    let stop = async {
+        tokio::select! {
+            received = signal => {
+                received.expect("signal task never panics")?;
+                info!("shutdown signal received, stopping");
+                Ok(())
+            }
+            served = served => served.expect("the servers never panic"),
         }
-        served = health_and_metrics(health, scrape) => served?,
-    }
+    };
+    tokio::pin!(stop);
+
+    // Only the leader writes; a standby serves probes, metrics and the jobs API meanwhile.
+    let leadership = if args.leader_elect {
+        let lease = LeaseConfig {
+            name: args.leader_elect_lease_name,
+            namespace: args.leader_elect_lease_namespace.unwrap_or(args.namespace),
+            duration: args.leader_elect_lease_duration,
+        };
+        tokio::select! {
+            acquired = leader::acquire(client.clone(), lease, &shutdown) => match acquired? {
+                Some(leadership) => Some(leadership),
+                None => return Ok(()),
+            },
+            stopped = &mut stop => {
+                shutdown.cancel();
+                return stopped;
+            }
+        }
+    } else {
+        None
+    };
+    metrics.leader.set(1);
+    let writers = writers.start(&shutdown);
+    info!("windlass is running its controllers");
+
+    let lost = leadership
+        .as_ref()
+        .map(|l| l.lost.clone())
+        .unwrap_or_default();
+    let stopped = tokio::select! {
+        stopped = &mut stop => stopped,
+        _ = lost.cancelled() => {
+            // Another replica may be acting already: stop at once, without draining.
+            shutdown.cancel();
+            return Err(Error::LeadershipLost {
+                lease: leadership.as_ref().map(Leadership::lease).unwrap_or_default(),
+            });
+        }
+    };
     readiness.set_ready(false);
     shutdown.cancel();
-    // kube's controller holds shutdown until its first list succeeds, which never happens
-    // while the CRDs are missing; in-flight work gets a bounded grace period instead.
-    let controllers = async {
-        let (objects, jobs, schedules, classes, node_claims) = tokio::join!(
-            scaled_objects,
-            scaled_jobs,
-            job_schedules,
-            ec2_node_classes,
-            claims
-        );
-        node_claims.expect("the NodeClaim controller never panics");
-        objects.expect("the ScaledObject controller never panics");
-        classes.expect("the EC2NodeClass controller never panics");
-        jobs.expect("the ScaledJob controller never panics");
-        schedules.expect("the JobSchedule controller never panics");
-    };
-    if tokio::time::timeout(SHUTDOWN_GRACE, controllers)
-        .await
-        .is_err()
-    {
-        warn!("the controllers did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+    writers.stop().await;
+    if let Some(leadership) = leadership {
+        leadership.release().await;
     }
-    Ok(())
+    stopped
+}
+
+/// Everything that writes to the cluster or AWS, built and waiting for leadership.
+struct Writers {
+    scaling: Arc<Scaling>,
+    node_classes: Arc<NodeClasses>,
+    node_claims: Arc<NodeClaims<AwsCloud>>,
+    node_pools: Arc<NodePools>,
+    disruption: Arc<Disruption<AwsCloud>>,
+    interruptions: Option<Arc<Interruptions>>,
+    provisioner: Arc<Provisioner<AwsCloud>>,
+    launch_templates: (Aws, kube::Client, String),
+}
+
+/// The writers that drain in-flight work on shutdown.
+struct Running {
+    scaled_objects: tokio::task::JoinHandle<()>,
+    scaled_jobs: tokio::task::JoinHandle<()>,
+    job_schedules: tokio::task::JoinHandle<()>,
+    node_classes: tokio::task::JoinHandle<()>,
+    node_claims: tokio::task::JoinHandle<()>,
+}
+
+impl Writers {
+    fn start(self, shutdown: &CancellationToken) -> Running {
+        let (aws, client, cluster) = self.launch_templates;
+        // Deletes only what no class uses; nothing to drain on shutdown.
+        drop(tokio::spawn(launch_templates::run(
+            aws,
+            client,
+            cluster,
+            shutdown.clone(),
+        )));
+        // Status only; nothing to drain on shutdown.
+        drop(tokio::spawn(trigger_auths::run(
+            self.scaling.clone(),
+            shutdown.clone(),
+        )));
+        drop(tokio::spawn(node_pools::run(
+            self.node_pools,
+            shutdown.clone(),
+        )));
+        // Stops with the others on shutdown: a pass only deletes NodeClaims, which their
+        // finalizers then drain and terminate.
+        drop(tokio::spawn(disruption::run(
+            self.disruption,
+            shutdown.clone(),
+        )));
+        // Likewise: a message only deletes NodeClaims, and one not handled comes back.
+        if let Some(interruptions) = self.interruptions {
+            drop(tokio::spawn(interruption::run(
+                interruptions,
+                shutdown.clone(),
+            )));
+        }
+        // Stops with the others on shutdown; it holds nothing that needs draining.
+        drop(tokio::spawn(provisioner::run(
+            self.provisioner,
+            shutdown.clone(),
+        )));
+        Running {
+            scaled_objects: tokio::spawn(scaled_object::run(
+                self.scaling.clone(),
+                shutdown.clone(),
+            )),
+            scaled_jobs: tokio::spawn(scaled_job::run(self.scaling.clone(), shutdown.clone())),
+            job_schedules: tokio::spawn(jobs::schedule_controller::run(
+                self.scaling,
+                shutdown.clone(),
+            )),
+            node_classes: tokio::spawn(node_classes::run(self.node_classes, shutdown.clone())),
+            node_claims: tokio::spawn(node_claims::run(self.node_claims, shutdown.clone())),
+        }
+    }
+}
+
+impl Running {
+    /// kube's controller holds shutdown until its first list succeeds, which never happens
+    /// while the CRDs are missing; in-flight work gets a bounded grace period instead.
+    async fn stop(self) {
+        let controllers = async {
+            let (objects, jobs, schedules, classes, node_claims) = tokio::join!(
+                self.scaled_objects,
+                self.scaled_jobs,
+                self.job_schedules,
+                self.node_classes,
+                self.node_claims
+            );
+            node_claims.expect("the NodeClaim controller never panics");
+            objects.expect("the ScaledObject controller never panics");
+            classes.expect("the EC2NodeClass controller never panics");
+            jobs.expect("the ScaledJob controller never panics");
+            schedules.expect("the JobSchedule controller never panics");
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, controllers)
+            .await
+            .is_err()
+        {
+            warn!("the controllers did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+        }
+    }
 }
 
 /// Builds a client from KUBECONFIG or the in-cluster config and checks that the API server

@@ -335,6 +335,10 @@ pub fn start_windlass_with(namespace: &str, home: &str, cluster: &str, extra: &[
         .args(["run", "--watch-namespace", namespace, "--namespace", home])
         .args(extra)
         .args(["--cluster-name", &cluster])
+        // One leader Lease per install: processes started with the same cluster name are
+        // replicas of one install, and a restart takes the Lease over from its predecessor.
+        .args(["--leader-elect-lease-name", &format!("{cluster}-leader")])
+        .args(["--leader-elect-lease-namespace", namespace])
         .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .args([

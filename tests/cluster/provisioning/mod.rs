@@ -8,6 +8,7 @@
 mod capacity;
 mod constraints;
 mod end_to_end;
+mod failover;
 pub mod fixture;
 mod node_deletion;
 mod reasons;
