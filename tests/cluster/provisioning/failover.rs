@@ -6,13 +6,14 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use windlass::apis::node_claim::NodeClaim;
 
 use super::fixture::{
-    delete_pods, delete_pool_and_class, live_instances, node_class_and_pool, wait_claims_gone,
+    create_apart_pods, delete_pods, delete_pool_and_class, live_instances, node_class_and_pool,
+    wait_claims_gone,
 };
 use crate::support::{
     TestEnv, TestNamespace, Windlass, install_crds, start_registrar, start_windlass_with, unique,
@@ -57,22 +58,7 @@ async fn the_standby_takes_over_a_scale_out_when_the_leader_is_killed() {
 
     // Pods that may not share a node: one NodeClaim each.
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    for index in 0..PODS {
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("apart-{index}"), "labels": {"app": "apart"}},
-            "spec": {
-                "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": name, "effect": "NoSchedule"}],
-                "nodeSelector": {"windlass.dev/nodepool": name},
-                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                    {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "apart"}}}
-                ]}},
-                "containers": [{"name": "apart", "image": "apart", "resources": {"requests": {"cpu": "1", "memory": "3Gi"}}}]
-            }
-        }))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap();
-    }
+    create_apart_pods(&pods, &name, PODS).await;
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
     let selector = format!("windlass.dev/nodepool={name}");
     let list_claims = || async {

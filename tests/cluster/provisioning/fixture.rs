@@ -422,3 +422,26 @@ pub async fn initialized_claim(claims: &Api<NodeClaim>, pool: &str) -> NodeClaim
     )
     .await
 }
+
+/// `count` pods in the pool `name` that may not share a node (one NodeClaim each), each
+/// 1 vCPU / 3 GiB: more than half of the smallest candidate type.
+pub async fn create_apart_pods(pods: &Api<Pod>, name: &str, count: usize) {
+    for index in 0..count {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("apart-{index}"), "labels": {"app": "apart"}},
+            "spec": {
+                "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": name, "effect": "NoSchedule"}],
+                "nodeSelector": {"windlass.dev/nodepool": name},
+                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "apart"}}}
+                ]}},
+                "containers": [{"name": "apart", "image": "apart", "resources": {"requests": {"cpu": "1", "memory": "3Gi"}}}]
+            }
+        }))
+        .unwrap();
+        pods.create(&kube::api::PostParams::default(), &pod)
+            .await
+            .unwrap();
+    }
+}

@@ -5,14 +5,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use windlass::apis::node_claim::NodeClaim;
 
 use super::fixture::{
-    batches_planned, delete_pods, delete_pool_and_class, live_instances, node_class_and_pool,
-    wait_claims_gone,
+    batches_planned, create_apart_pods, delete_pods, delete_pool_and_class, live_instances,
+    node_class_and_pool, wait_claims_gone,
 };
 use crate::support::{
     TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, start_windlass_as,
@@ -38,22 +38,7 @@ async fn a_restart_mid_launch_never_launches_for_pods_that_have_capacity_coming(
     // Two pods that may not share a node: two NodeClaims. Each pod is more than half of the
     // smallest candidate type, so a claim that still counted its pod as taken had no room for it.
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    for index in 0..2 {
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("apart-{index}"), "labels": {"app": "apart"}},
-            "spec": {
-                "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": name, "effect": "NoSchedule"}],
-                "nodeSelector": {"windlass.dev/nodepool": name},
-                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                    {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "apart"}}}
-                ]}},
-                "containers": [{"name": "apart", "image": "apart", "resources": {"requests": {"cpu": "1", "memory": "3Gi"}}}]
-            }
-        }))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod).await.unwrap();
-    }
+    create_apart_pods(&pods, &name, 2).await;
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
     let selector = format!("windlass.dev/nodepool={name}");
     let list_claims = || async {
