@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Build stage: the pinned toolchain, release profile, only the controller binary.
-FROM rust:1.95.0-slim-bookworm AS builder
+FROM docker.io/library/rust:1.95.0-slim-bookworm AS builder
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin windlass

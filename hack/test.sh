@@ -28,6 +28,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "unit tests (types, CRD and OpenAPI drift, examples, pure logic)"
 cargo test --workspace --locked
+step "the IAM CloudFormation template (cfn-lint)"
+hack/cfn-lint.sh
 
 if $own_stack; then
   step "building and starting the local stack"
@@ -48,6 +50,11 @@ step "the data-processor worker against SQS"
 cargo test --workspace --locked --features data-processor/sqs-tests --test worker
 step "integration tests"
 cargo test --workspace --locked --features windlass/cluster-tests --test cluster -- --test-threads 4
+if $own_stack; then
+  # The local stack's API server keeps an audit log; a cluster from KUBECONFIG may not.
+  step "the RBAC and IAM the suite used, against the chart's RBAC and docs/iam"
+  cargo test --workspace --locked --features windlass/cluster-tests --test permissions
+fi
 if $own_stack; then
   # hack/run-local.sh always runs on the local stack, never on the cluster KUBECONFIG names.
   step "the local demo (hack/run-local.sh), alone"

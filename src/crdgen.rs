@@ -1,5 +1,6 @@
 //! `windlass crdgen`: the CustomResourceDefinitions as YAML, generated from `crate::apis`.
-//! The committed `crds/` directory must equal this output; a test enforces it.
+//! The committed `crds/` and `charts/windlass/crds/` directories must equal this output; a test
+//! enforces it.
 
 use std::path::{Path, PathBuf};
 
@@ -55,24 +56,33 @@ mod tests {
 
     use super::*;
 
+    /// The CRDs are committed twice: `crds/` for `kubectl apply`, the chart's `crds/` for Helm.
+    const COMMITTED_DIRS: [&str; 2] = ["crds", "charts/windlass/crds"];
+
     #[test]
     fn committed_crds_match_the_types() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
         let rendered = render_all().unwrap();
-        for crd in &rendered {
-            let committed = std::fs::read_to_string(dir.join(&crd.file_name)).unwrap_or_default();
-            assert!(
-                committed == crd.yaml,
-                "crds/{} is out of date; run `cargo run -- crdgen --out crds`",
-                crd.file_name
+        for committed_dir in COMMITTED_DIRS {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(committed_dir);
+            for crd in &rendered {
+                let committed =
+                    std::fs::read_to_string(dir.join(&crd.file_name)).unwrap_or_default();
+                assert!(
+                    committed == crd.yaml,
+                    "{committed_dir}/{} is out of date; run `cargo run -- crdgen --out {committed_dir}`",
+                    crd.file_name
+                );
+            }
+            let expected: BTreeSet<_> = rendered.iter().map(|crd| crd.file_name.clone()).collect();
+            let present: BTreeSet<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(
+                present, expected,
+                "{committed_dir}/ holds files no type generates"
             );
         }
-        let expected: BTreeSet<_> = rendered.iter().map(|crd| crd.file_name.clone()).collect();
-        let present: BTreeSet<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(present, expected, "crds/ holds files no type generates");
     }
 
     #[test]

@@ -226,4 +226,87 @@ mod tests {
                 .contains("windlass_sqs_get_queue_attributes_total{queue=\"q\"} 1")
         );
     }
+
+    /// Every `windlass_*` name the Grafana dashboard's PromQL uses is a sample name the registry
+    /// serves once each family has a sample (prometheus-client leaves empty families out).
+    #[test]
+    fn every_metric_the_dashboard_queries_is_served() {
+        let metrics = Metrics::default();
+        let object = ObjectLabels {
+            namespace: "n".into(),
+            name: "o".into(),
+        };
+        let trigger = TriggerLabels {
+            namespace: "n".into(),
+            name: "o".into(),
+            trigger: "t".into(),
+        };
+        let error = ErrorLabels {
+            namespace: "n".into(),
+            name: "o".into(),
+            error: "e".into(),
+        };
+        let pool = PoolLabels {
+            nodepool: "p".into(),
+        };
+        metrics.scaler_value.get_or_create(&trigger).set(1.0);
+        metrics.scaler_latency.get_or_create(&object).observe(0.1);
+        metrics.scaler_errors.get_or_create(&error).inc();
+        metrics.scaler_active.get_or_create(&object).set(1);
+        metrics
+            .sqs_get_queue_attributes
+            .get_or_create(&QueueLabels { queue: "q".into() })
+            .inc();
+        metrics.nodeclaims_created.get_or_create(&pool).inc();
+        metrics.nodeclaims_launched.get_or_create(&pool).inc();
+        metrics
+            .nodeclaims_launch_failures
+            .get_or_create(&pool)
+            .inc();
+        metrics
+            .disruption_actions
+            .get_or_create(&DisruptionLabels {
+                nodepool: "p".into(),
+                reason: "empty".into(),
+            })
+            .inc();
+        metrics
+            .interruption_messages
+            .get_or_create(&InterruptionLabels {
+                kind: "ignored".into(),
+            })
+            .inc();
+        metrics
+            .consolidation_savings
+            .get_or_create(&pool)
+            .inc_by(0.5);
+        let text = metrics.encode();
+        let served: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .collect();
+
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../docs/grafana/windlass.json")).unwrap();
+        let name = regex::Regex::new(r"windlass_[a-z_]+").unwrap();
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                for metric in name.find_iter(target["expr"].as_str().unwrap()) {
+                    queried += 1;
+                    assert!(
+                        served.contains(metric.as_str()),
+                        "panel {} queries {}, which is not served; served: {served:?}",
+                        panel["title"],
+                        metric.as_str()
+                    );
+                }
+            }
+        }
+        assert!(
+            queried >= 10,
+            "the dashboard queries only {queried} metrics"
+        );
+    }
 }

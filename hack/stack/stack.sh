@@ -39,25 +39,41 @@ kwok_bin=$(bin_dir kwok sigs.k8s.io/kwok)
 helm_bin=$(bin_dir helm helm.sh/helm/v3)
 moto_venv=$cache/moto-$moto_version
 
-# go build every `tool` of a wrapper module into $2, once.
+# go build every `tool` of a wrapper module into $2, with the extra linker flags $3; once per
+# set of flags (.complete records them).
 build_module() {
-  local module=$1 out=$2
-  [ -f "$out/.complete" ] && return 0
+  local module=$1 out=$2 ldflags="-s -w ${3:-}"
+  [ -f "$out/.complete" ] && [ "$(cat "$out/.complete")" = "$ldflags" ] && return 0
   local tools
   tools=$(awk '/^tool \(/{inside=1; next} inside && /^\)/{inside=0} inside{print $1} /^tool [^(]/{print $2}' "$here/$module/go.mod")
   log "building $module ($(basename "$(dirname "$out")")) ..."
   mkdir -p "$out"
   local started=$SECONDS
-  (cd "$here/$module" && go build -trimpath -ldflags='-s -w' -o "$out/" $tools)
-  touch "$out/.complete"
+  (cd "$here/$module" && go build -trimpath -ldflags="$ldflags" -o "$out/" $tools)
+  printf '%s' "$ldflags" > "$out/.complete"
   log "built $module in $((SECONDS - started))s"
 }
 
+# The version the Kubernetes binaries report, stamped as Kubernetes' own release build does: a
+# module build otherwise reports v0.0.0-master, which clients that check the server version
+# (helm's kubeVersion) refuse.
+k8s_version_ldflags() {
+  local version major minor flags=""
+  version=$(pinned_version kubernetes k8s.io/kubernetes)
+  major=${version#v}; major=${major%%.*}
+  minor=${version#v*.}; minor=${minor%%.*}
+  for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $package.gitVersion=$version -X $package.gitMajor=$major"
+    flags+=" -X $package.gitMinor=$minor -X $package.gitTreeState=clean"
+  done
+  echo "${flags# }"
+}
+
 build() {
-  build_module kubernetes "$k8s_bin"
+  build_module kubernetes "$k8s_bin" "$(k8s_version_ldflags)"
   build_module etcd "$etcd_bin"
   # etcd's main package is its server module, so go names the binary after that: server.
-  [ -e "$etcd_bin/etcd" ] || mv "$etcd_bin/server" "$etcd_bin/etcd"
+  if [ -e "$etcd_bin/server" ]; then mv -f "$etcd_bin/server" "$etcd_bin/etcd"; fi
   build_module kwok "$kwok_bin"
   build_module helm "$helm_bin"
   if [ ! -x "$moto_venv/bin/moto_server" ]; then
@@ -145,7 +161,13 @@ api_ready() {
 default_service_account() { kubectl_ get serviceaccount default -n default; }
 
 up() {
-  local started=$SECONDS
+  local started=$SECONDS component
+  # moto holds AWS in memory while etcd keeps the cluster on disk: a stack that did not survive
+  # whole (a reboot, a killed session) would keep Nodes and NodeClaims for instances moto no
+  # longer has, and a new instance could get a stale Node's name. Such a stack starts afresh.
+  for component in etcd kube-apiserver kube-controller-manager kube-scheduler kwok moto; do
+    if ! running "$component"; then down; break; fi
+  done
   build
   pki
   kubeconfig
@@ -169,7 +191,9 @@ up() {
     --api-audiences https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
     --enable-admission-plugins NodeRestriction \
-    --allow-privileged --profiling=false --cert-dir "$state/apiserver"
+    --allow-privileged --profiling=false --cert-dir "$state/apiserver" \
+    --audit-policy-file "$here/audit-policy.yaml" --audit-log-format json \
+    --audit-log-path "$state/logs/audit.log" --audit-log-maxsize 0
   wait_for kube-apiserver 90 api_ready
 
   start kube-controller-manager "$k8s_bin/kube-controller-manager" \
@@ -203,6 +227,8 @@ export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing
 export WINDLASS_CLUSTER_NAME=$cluster_name
 export WINDLASS_STACK_FIXTURE=$state/aws-fixture.json
+export WINDLASS_AUDIT_LOG=$state/logs/audit.log
+export WINDLASS_AWS_CALL_LOG=$state/logs/aws-calls.log
 export PATH=$k8s_bin:$helm_bin:\$PATH
 EOF
 }
@@ -219,7 +245,8 @@ down() {
     fi
     rm -f "$state/pids/$name"
   done
-  rm -rf "$state/etcd" "$state/apiserver" "$state/kubeconfig" "$state/aws-fixture.json"
+  rm -rf "$state/etcd" "$state/apiserver" "$state/kubeconfig" "$state/aws-fixture.json" \
+    "$state/logs/audit.log" "$state/logs/aws-calls.log"
   log "down"
 }
 

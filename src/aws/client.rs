@@ -25,7 +25,7 @@ use crate::apis::ec2_node_class::{
 use crate::apis::labels::{CLUSTER_LABEL, NODECLAIM_TAG, NODECLASS_TAG};
 use crate::aws::launch::{FleetRequest, TemplateConfig};
 use crate::aws::nodeclass::rules::{kubernetes_arch, resolved_ami};
-use crate::aws::provider_id;
+use crate::aws::{provider_id, sdk_clients};
 use crate::cloud::{CloudError, Instance};
 use crate::scheduling::instance_types::{self, ON_DEMAND, Offering, SPOT, Shape};
 
@@ -162,9 +162,9 @@ fn tag_filters(tags: &std::collections::BTreeMap<String, String>) -> Vec<Filter>
 impl Aws {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Self {
-            ec2: aws_sdk_ec2::Client::new(config),
-            ssm: aws_sdk_ssm::Client::new(config),
-            iam: aws_sdk_iam::Client::new(config),
+            ec2: sdk_clients::ec2(config),
+            ssm: sdk_clients::ssm(config),
+            iam: sdk_clients::iam(config),
         }
     }
 

@@ -1,7 +1,9 @@
 //! The only folder that knows AWS: the cloud boundary over EC2 (`cloud`), the SDK calls
 //! (`client`) and their errors (`sdk_errors`), launch templates and fleet requests (`launch`),
 //! offerings that ran out of capacity (`capacity`), the EC2NodeClass controller
-//! (`nodeclass`) and the cleanup of launch templates no class uses (`launch_templates`); plus the providerID format, shared with the test stack's node registrar.
+//! (`nodeclass`) and the cleanup of launch templates no class uses (`launch_templates`); every
+//! SDK client is built in `sdk_clients`; plus the providerID format, shared with the test
+//! stack's node registrar.
 
 mod capacity;
 pub mod client;
@@ -10,6 +12,7 @@ pub mod interruption;
 mod launch;
 pub mod launch_templates;
 pub mod nodeclass;
+pub mod sdk_clients;
 pub mod sdk_errors;
 
 pub use client::{Aws, shape_of};

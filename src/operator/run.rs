@@ -89,7 +89,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let interruptions = args.interruption_queue.map(|queue| {
         Arc::new(Interruptions {
             client: client.clone(),
-            sqs: aws_sdk_sqs::Client::new(&aws),
+            sqs: crate::aws::sdk_clients::sqs(&aws),
             queue,
             state: cluster_state.clone(),
             cloud: cloud.clone(),

@@ -149,7 +149,7 @@ impl ResolvedAuth {
             } => {
                 let provider = WorkloadWebIdentity {
                     kube: kube.clone(),
-                    sts: aws_sdk_sts::Client::new(&plain),
+                    sts: crate::aws::sdk_clients::sts(&plain),
                     namespace: namespace.clone(),
                     service_account: service_account.clone(),
                     role_arn: role_arn.clone(),

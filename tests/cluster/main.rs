@@ -2,11 +2,13 @@
 //! (hack/stack/stack.sh), or kind + LocalStack via KUBECONFIG and AWS_ENDPOINT_URL.
 //! Run them with `hack/test.sh`.
 
+mod chart;
 mod controller;
 mod disruption;
 mod jobs_api;
 mod node_classes;
 mod provisioning;
+mod release;
 mod scaled_job;
 mod scaled_object;
 mod stack;

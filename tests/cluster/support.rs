@@ -15,6 +15,8 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
+use crate::release::{RELEASE_NAMESPACE, suite_release};
+
 pub const FIELD_MANAGER: &str = "windlass-tests";
 
 /// The cluster and AWS endpoint under test.
@@ -327,18 +329,26 @@ pub fn start_windlass_as(namespace: &str, home: &str, cluster: &str) -> Windlass
     start_windlass_with(namespace, home, cluster, &[])
 }
 
-/// `windlass run` as the install `cluster`, with `extra` arguments.
+/// `windlass run` as the install `cluster`, with `extra` arguments, run the way the chart runs
+/// it: the release Deployment's arguments and environment, its ServiceAccount's identity. The
+/// flags here override the environment: they place the process on the test's namespace and
+/// loopback ports.
 pub fn start_windlass_with(namespace: &str, home: &str, cluster: &str, extra: &[&str]) -> Windlass {
+    let release = suite_release();
     let (health_port, metrics_port, jobs_port) = (free_port(), free_port(), free_port());
     let cluster = cluster.to_owned();
     let process = Command::new(env!("CARGO_BIN_EXE_windlass"))
-        .args(["run", "--watch-namespace", namespace, "--namespace", home])
+        .envs(release.env.iter().map(|(name, value)| (name, value)))
+        .env("KUBECONFIG", &release.kubeconfig)
+        .args(&release.args)
+        .args(["--watch-namespace", namespace, "--namespace", home])
         .args(extra)
         .args(["--cluster-name", &cluster])
-        // One leader Lease per install: processes started with the same cluster name are
-        // replicas of one install, and a restart takes the Lease over from its predecessor.
+        // One leader Lease per install, in the release's namespace where the chart's Role
+        // grants Leases: processes started with the same cluster name are replicas of one
+        // install, and a restart takes the Lease over from its predecessor.
         .args(["--leader-elect-lease-name", &format!("{cluster}-leader")])
-        .args(["--leader-elect-lease-namespace", namespace])
+        .args(["--leader-elect-lease-namespace", RELEASE_NAMESPACE])
         .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .args([

@@ -153,7 +153,7 @@ impl SqsClients {
         if let Some(client) = clients.get(&key) {
             return client.clone();
         }
-        let client = aws_sdk_sqs::Client::new(
+        let client = crate::aws::sdk_clients::sqs(
             &auth
                 .sdk_config(&self.base, &self.kube, region, endpoint)
                 .await,

@@ -66,9 +66,11 @@ async fn a_restart_mid_launch_never_launches_for_pods_that_have_capacity_coming(
     // Killed before any Node exists, then started again with the same arguments.
     drop(windlass);
     let mut windlass = start_windlass_as(ns, "windlass", &cluster);
+    // A killed predecessor holds the Lease until it expires (the chart's 15 s), then a batch
+    // window passes before the first plan.
     wait_until(
         "the restarted controller to plan",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || std::future::ready((batches_planned(&windlass) >= 1.0).then_some(())),
     )
     .await;
@@ -86,9 +88,11 @@ async fn a_restart_mid_launch_never_launches_for_pods_that_have_capacity_coming(
     // A graceful restart: the same.
     windlass.process.terminate().await;
     let windlass = start_windlass_as(ns, "windlass", &cluster);
+    // A killed predecessor holds the Lease until it expires (the chart's 15 s), then a batch
+    // window passes before the first plan.
     wait_until(
         "the restarted controller to plan",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || std::future::ready((batches_planned(&windlass) >= 1.0).then_some(())),
     )
     .await;

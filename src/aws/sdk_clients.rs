@@ -1,0 +1,94 @@
+//! Every AWS SDK client the controller uses, built from one `SdkConfig`. In builds with the
+//! `cluster-tests` feature, each also records the operations it invokes, as IAM actions
+//! (`ec2:CreateFleet`), into the file `WINDLASS_AWS_CALL_LOG` names: the integration suite
+//! compares that record with `docs/iam/controller-policy.json`.
+
+use aws_config::SdkConfig;
+
+macro_rules! client {
+    ($(#[$doc:meta])* $name:ident, $sdk:ident) => {
+        $(#[$doc])*
+        pub fn $name(config: &SdkConfig) -> $sdk::Client {
+            #[allow(unused_mut)]
+            let mut builder = $sdk::config::Builder::from(config);
+            #[cfg(feature = "cluster-tests")]
+            if let Some(log) = call_log::from_env() {
+                builder = builder.interceptor(log);
+            }
+            $sdk::Client::from_conf(builder.build())
+        }
+    };
+}
+
+client!(ec2, aws_sdk_ec2);
+client!(ssm, aws_sdk_ssm);
+client!(iam, aws_sdk_iam);
+client!(sqs, aws_sdk_sqs);
+client!(sts, aws_sdk_sts);
+
+#[cfg(feature = "cluster-tests")]
+mod call_log {
+    use std::collections::BTreeSet;
+    use std::io::Write;
+    use std::path::PathBuf;
+    use std::sync::{Mutex, OnceLock};
+
+    use aws_sdk_ec2::config::interceptors::BeforeSerializationInterceptorContextRef;
+    use aws_sdk_ec2::config::{ConfigBag, Intercept};
+    use aws_smithy_runtime_api::box_error::BoxError;
+    use aws_smithy_runtime_api::client::orchestrator::Metadata;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+
+    /// Appends each operation's IAM action to a file, once per process.
+    #[derive(Debug)]
+    pub struct CallLog {
+        path: PathBuf,
+        recorded: Mutex<BTreeSet<String>>,
+    }
+
+    /// The process's one log, if `WINDLASS_AWS_CALL_LOG` names a file.
+    pub fn from_env() -> Option<&'static CallLog> {
+        static LOG: OnceLock<Option<CallLog>> = OnceLock::new();
+        LOG.get_or_init(|| {
+            std::env::var_os("WINDLASS_AWS_CALL_LOG").map(|path| CallLog {
+                path: path.into(),
+                recorded: Mutex::default(),
+            })
+        })
+        .as_ref()
+    }
+
+    impl Intercept for &'static CallLog {
+        fn name(&self) -> &'static str {
+            "CallLog"
+        }
+
+        // Not read_before_execution: a client's interceptors run that before the operation's
+        // configuration, which holds its Metadata, is in the bag.
+        fn read_before_serialization(
+            &self,
+            _context: &BeforeSerializationInterceptorContextRef<'_>,
+            _runtime_components: &RuntimeComponents,
+            cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let Some(operation) = cfg.load::<Metadata>() else {
+                return Ok(());
+            };
+            let action = format!(
+                "{}:{}",
+                operation.service().to_lowercase(),
+                operation.name()
+            );
+            let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+            if recorded.insert(action.clone()) {
+                // Several processes append to one file; a short line in one write stays whole.
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .and_then(|mut file| file.write_all(format!("{action}\n").as_bytes()))?;
+            }
+            Ok(())
+        }
+    }
+}
