@@ -86,6 +86,8 @@ pub struct Metrics {
     pub pending_pods: Gauge,
     /// 1 while this replica holds the leader Lease (or runs without leader election).
     pub leader: Gauge,
+    /// Instance types in the catalog as last read from EC2; 0 until the first read.
+    pub instance_types: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -115,6 +117,7 @@ impl Default for Metrics {
             scheduling_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             pending_pods: Gauge::default(),
             leader: Gauge::default(),
+            instance_types: Gauge::default(),
             registry,
         };
         let mut metrics = metrics;
@@ -188,6 +191,11 @@ impl Default for Metrics {
             "leader",
             "1 while this replica holds the leader Lease and runs the writers",
             metrics.leader.clone(),
+        );
+        registry.register(
+            "instance_types",
+            "Instance types in the catalog as last read from EC2",
+            metrics.instance_types.clone(),
         );
         metrics
     }

@@ -4,11 +4,11 @@
 //! capacity, which both the catalog and the next launch leave out.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::apis::conditions::READY;
 use crate::apis::ec2_node_class::EC2NodeClass;
@@ -19,6 +19,7 @@ use crate::aws::client::{Aws, FleetOutcome};
 use crate::aws::instance_id;
 use crate::aws::launch::{LaunchInput, fleet_request};
 use crate::cloud::{CloudError, CloudProvider, CreateError, Instance, Launched};
+use crate::metrics::Metrics;
 use crate::scheduling::catalog;
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::requirements::Requirements;
@@ -35,6 +36,7 @@ pub struct AwsCloud {
     cluster: String,
     unavailable: Mutex<UnavailableOfferings>,
     catalog: tokio::sync::Mutex<Catalog>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
@@ -44,12 +46,13 @@ struct Catalog {
 }
 
 impl AwsCloud {
-    pub fn new(aws: Aws, cluster: String) -> Self {
+    pub fn new(aws: Aws, cluster: String, metrics: Arc<Metrics>) -> Self {
         Self {
             aws,
             cluster,
             unavailable: Mutex::default(),
             catalog: tokio::sync::Mutex::default(),
+            metrics,
         }
     }
 
@@ -72,12 +75,21 @@ impl AwsCloud {
         {
             return Err(error.clone());
         }
+        let started = Instant::now();
         match self
             .aws
             .instance_catalog(&catalog::on_demand_prices())
             .await
         {
             Ok(types) => {
+                info!(
+                    types = types.len(),
+                    elapsed_ms = started.elapsed().as_millis(),
+                    "read the instance catalog"
+                );
+                self.metrics
+                    .instance_types
+                    .set(i64::try_from(types.len()).unwrap_or(i64::MAX));
                 catalog.read = Some((Instant::now(), types.clone()));
                 catalog.failed = None;
                 Ok(types)

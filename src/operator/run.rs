@@ -58,7 +58,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         controller: "windlass".into(),
         instance: std::env::var("HOSTNAME").ok(),
     };
-    let cloud = Arc::new(AwsCloud::new(Aws::new(&aws), args.cluster_name.clone()));
+    let cloud = Arc::new(AwsCloud::new(
+        Aws::new(&aws),
+        args.cluster_name.clone(),
+        metrics.clone(),
+    ));
     let cluster_state = Arc::new(ClusterState::watch(
         &client,
         args.watch_namespace.as_deref(),

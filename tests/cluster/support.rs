@@ -313,7 +313,25 @@ impl Windlass {
         body.lines()
             .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
     }
+
+    /// Waits until the install has read the instance catalog, which its first plan needs, so
+    /// that a test's own waits measure what it tests. The read starts once a NodePool exists.
+    pub async fn catalog_read(&self) {
+        wait_until("the instance catalog to be read", CATALOG_READ, || {
+            std::future::ready(
+                self.metric("windlass_instance_types")
+                    .filter(|types| *types > 0.0)
+                    .map(drop),
+            )
+        })
+        .await;
+    }
 }
+
+/// How long a fresh install may take to read the instance catalog: moto answers it in about
+/// 7 s and serves one request at a time, so with the suite's installs starting together the
+/// read took over 60 s under CI's load.
+const CATALOG_READ: Duration = Duration::from_secs(180);
 
 pub fn start_windlass(namespace: &str) -> Windlass {
     start_windlass_in(namespace, "windlass")

@@ -69,6 +69,7 @@ impl PoolRun {
         .await;
         patch_pool(&pools, &name, spec).await;
         let windlass = start_windlass_with(&namespace.name, "windlass", &unique("cluster"), extra);
+        windlass.catalog_read().await;
         let registrar = start_registrar(&windlass.cluster, 1);
         let claims = Api::all(env.client.clone());
         Self {

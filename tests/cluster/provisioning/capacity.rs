@@ -25,6 +25,7 @@ async fn spot_out_of_capacity_falls_back_to_on_demand() {
     let name = unique("spot");
     let (classes, pools) = node_class_and_pool(&env, &name, json!([]), json!({})).await;
     let windlass = start_windlass(ns);
+    windlass.catalog_read().await;
     let exhausted = exhaust(&env, &windlass.cluster, "spot:*:*").await;
     let pods = pending_pods(&env, ns, &name, 1).await;
 
@@ -103,6 +104,7 @@ async fn the_cheapest_type_out_of_capacity_launches_the_next_and_is_left_out_aft
     )
     .await;
     let windlass = start_windlass(ns);
+    windlass.catalog_read().await;
     let exhausted = exhaust(&env, &windlass.cluster, "on-demand:m5.xlarge:*").await;
     let pods = pending_pods(&env, ns, &name, 1).await;
     let claims: Api<NodeClaim> = Api::all(env.client.clone());

@@ -33,6 +33,7 @@ async fn node_selectors_node_affinity_and_zone_spread_shape_the_node_claims() {
     )
     .await;
     let windlass = start_windlass(ns);
+    windlass.catalog_read().await;
     let region = env.aws.region().unwrap().to_string();
     let allowed = [format!("{region}b"), format!("{region}c")];
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);

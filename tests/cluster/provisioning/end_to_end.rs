@@ -37,6 +37,7 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
     )
     .await;
     let windlass = start_windlass(ns);
+    windlass.catalog_read().await;
     let pods = pending_pods(&env, ns, &name, 3).await;
 
     let claims: Api<NodeClaim> = Api::all(env.client.clone());

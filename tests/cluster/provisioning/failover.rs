@@ -47,6 +47,7 @@ async fn the_standby_takes_over_a_scale_out_when_the_leader_is_killed() {
         std::future::ready(leads(&first).then_some(()))
     })
     .await;
+    first.catalog_read().await;
     let second = start_windlass_with(ns, "windlass", &cluster, &lease);
     wait_until(
         "the second replica to serve",

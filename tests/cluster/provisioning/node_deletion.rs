@@ -29,6 +29,7 @@ async fn deleting_a_node_terminates_its_instance_and_removes_its_node_claim() {
     )
     .await;
     let windlass = start_windlass(ns);
+    windlass.catalog_read().await;
     let _registrar = start_registrar(&windlass.cluster, 1);
     let pods = pending_pods(&env, ns, &name, 1).await;
     let claims: Api<NodeClaim> = Api::all(env.client.clone());

@@ -47,6 +47,7 @@ async fn pools_that_cannot_launch_say_why_and_an_unpriced_type_still_launches() 
         .await
         .unwrap();
     let windlass = start_windlass(ns);
+    windlass.catalog_read().await;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     pod_for_pool(&pods, "graviton", &name).await;
     pod_for_pool(&pods, "unready", &unready).await;

@@ -34,6 +34,7 @@ async fn a_restart_mid_launch_never_launches_for_pods_that_have_capacity_coming(
     )
     .await;
     let windlass = start_windlass(ns);
+    windlass.catalog_read().await;
     let cluster = windlass.cluster.clone();
     // Two pods that may not share a node: two NodeClaims. Each pod is more than half of the
     // smallest candidate type, so a claim that still counted its pod as taken had no room for it.
@@ -66,11 +67,12 @@ async fn a_restart_mid_launch_never_launches_for_pods_that_have_capacity_coming(
     // Killed before any Node exists, then started again with the same arguments.
     drop(windlass);
     let mut windlass = start_windlass_as(ns, "windlass", &cluster);
-    // A killed predecessor holds the Lease until it expires (the chart's 15 s), then a batch
-    // window passes before the first plan.
+    // A killed predecessor holds the Lease until it expires (the chart's 15 s); the new leader
+    // reads the catalog, then plans once a batch window has passed.
+    windlass.catalog_read().await;
     wait_until(
         "the restarted controller to plan",
-        Duration::from_secs(60),
+        Duration::from_secs(30),
         || std::future::ready((batches_planned(&windlass) >= 1.0).then_some(())),
     )
     .await;
@@ -88,11 +90,12 @@ async fn a_restart_mid_launch_never_launches_for_pods_that_have_capacity_coming(
     // A graceful restart: the same.
     windlass.process.terminate().await;
     let windlass = start_windlass_as(ns, "windlass", &cluster);
-    // A killed predecessor holds the Lease until it expires (the chart's 15 s), then a batch
-    // window passes before the first plan.
+    // A killed predecessor holds the Lease until it expires (the chart's 15 s); the new leader
+    // reads the catalog, then plans once a batch window has passed.
+    windlass.catalog_read().await;
     wait_until(
         "the restarted controller to plan",
-        Duration::from_secs(60),
+        Duration::from_secs(30),
         || std::future::ready((batches_planned(&windlass) >= 1.0).then_some(())),
     )
     .await;
