@@ -37,6 +37,11 @@ kubectl create secret generic sqs-credentials --namespace windlass \
   --from-literal AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
   --dry-run=client -o yaml | kubectl apply --server-side -f -
 
+# Nodes join the stack's API server, as a bootstrap names it; on EKS, DescribeCluster says this.
+WINDLASS_CLUSTER_ENDPOINT=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
+WINDLASS_CLUSTER_CA_BUNDLE=$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+export WINDLASS_CLUSTER_ENDPOINT WINDLASS_CLUSTER_CA_BUNDLE WINDLASS_CLUSTER_SERVICE_CIDR=10.96.0.0/16
+
 children=()
 trap 'kill "${children[@]}" 2>/dev/null; wait' EXIT INT TERM
 "$CARGO_TARGET_DIR/debug/windlass-node-registrar" &

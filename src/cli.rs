@@ -82,6 +82,20 @@ pub struct RunArgs {
     #[arg(long, env = "WINDLASS_CLUSTER_NAME", default_value = "windlass")]
     pub cluster_name: String,
 
+    /// The API server URL nodes join; from EKS DescribeCluster for `--cluster-name` if unset.
+    #[arg(long, env = "WINDLASS_CLUSTER_ENDPOINT")]
+    pub cluster_endpoint: Option<String>,
+
+    /// The cluster's CA bundle, base64-encoded PEM, for nodes to trust the API server; from EKS
+    /// DescribeCluster if unset.
+    #[arg(long, env = "WINDLASS_CLUSTER_CA_BUNDLE")]
+    pub cluster_ca_bundle: Option<String>,
+
+    /// The cluster's Service CIDR, written into the nodes' bootstrap; from EKS DescribeCluster
+    /// if unset.
+    #[arg(long, env = "WINDLASS_CLUSTER_SERVICE_CIDR")]
+    pub cluster_service_cidr: Option<String>,
+
     /// A batch of pending pods is planned once no new pod arrived for this long.
     #[arg(long, env = "WINDLASS_BATCH_IDLE_DURATION", default_value = "1s", value_parser = duration)]
     pub batch_idle_duration: std::time::Duration,

@@ -77,6 +77,9 @@ def ensure_ami_parameters(ec2, ssm):
         parameters[f"/aws/service/eks/optimized-ami/{KUBERNETES_MINOR}/amazon-linux-2023/{arch}/standard/recommended/image_id"] = al2023
         bottlerocket = ensure_image(ec2, f"bottlerocket-aws-k8s-{KUBERNETES_MINOR}-{arch}", ec2_arch)
         parameters[f"/aws/service/bottlerocket/aws-k8s-{KUBERNETES_MINOR}/{arch}/latest/image_id"] = bottlerocket
+        al2 = ensure_image(ec2, f"amazon-eks-node-{KUBERNETES_MINOR}-{arch}", ec2_arch)
+        al2_path = "amazon-linux-2" if arch == "x86_64" else "amazon-linux-2-arm64"
+        parameters[f"/aws/service/eks/optimized-ami/{KUBERNETES_MINOR}/{al2_path}/recommended/image_id"] = al2
     for name, value in parameters.items():
         ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
     return parameters

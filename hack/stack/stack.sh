@@ -210,6 +210,9 @@ up() {
   start moto "$moto_venv/bin/python" "$here/moto_server.py" -H 127.0.0.1 -p "$moto_port"
 
   wait_for kube-controller-manager 60 default_service_account
+  # The cluster DNS Service an EKS cluster has; Windlass tells nodes its address. Nothing
+  # answers on it here: kwok's pods resolve nothing.
+  kubectl_ apply -f "$here/kube-dns.yaml" > /dev/null
   wait_for moto 30 curl -sf "http://127.0.0.1:$moto_port/moto-api/"
   AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_REGION=$region \
     AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \

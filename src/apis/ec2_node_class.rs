@@ -45,6 +45,10 @@ use super::schema::bounded_string_map;
 #[x_kube(validation = Rule::new("!self.amiSelectorTerms.exists(t, has(t.alias)) || self.amiSelectorTerms.size() == 1").message("an amiSelectorTerm with an alias must be the only term").field_path(".amiSelectorTerms"))]
 #[x_kube(validation = Rule::new("self.blockDeviceMappings.filter(m, m.rootVolume).size() <= 1").message("at most one blockDeviceMapping may be the rootVolume").field_path(".blockDeviceMappings"))]
 #[x_kube(validation = Rule::new("!self.tags.exists(k, k.startsWith('windlass.dev/') || k.startsWith('kubernetes.io/cluster/'))").message("tags under windlass.dev/ and kubernetes.io/cluster/ are set by Windlass").field_path(".tags"))]
+#[x_kube(validation = Rule::new("!has(self.amiFamily) || !self.amiSelectorTerms.exists(t, has(t.alias)) || self.amiSelectorTerms.exists(t, has(t.alias) && ((self.amiFamily == 'AL2023' && t.alias.startsWith('al2023@')) || (self.amiFamily == 'AL2' && t.alias.startsWith('al2@')) || (self.amiFamily == 'Bottlerocket' && t.alias.startsWith('bottlerocket@'))))").message("amiFamily must be the alias's family when both are set").field_path(".amiFamily"))]
+#[x_kube(validation = Rule::new("!has(self.kubelet) || !has(self.kubelet.podsPerCore) || !((has(self.amiFamily) && self.amiFamily == 'Bottlerocket') || self.amiSelectorTerms.exists(t, has(t.alias) && t.alias.startsWith('bottlerocket@')))").message("Bottlerocket has no pods-per-core setting: kubelet.podsPerCore cannot be used with it").field_path(".kubelet.podsPerCore"))]
+#[x_kube(validation = Rule::new("!has(self.instanceStorePolicy) || !((has(self.amiFamily) && (self.amiFamily == 'Bottlerocket' || self.amiFamily == 'Custom')) || self.amiSelectorTerms.exists(t, has(t.alias) && t.alias.startsWith('bottlerocket@')))").message("instanceStorePolicy is written into the AL2 and AL2023 bootstrap only; a Custom image's userData sets up its own disks").field_path(".instanceStorePolicy"))]
+#[x_kube(validation = Rule::new("!has(self.kubelet) || !has(self.amiFamily) || self.amiFamily != 'Custom'").message("kubelet settings are written into the family's bootstrap, which amiFamily Custom leaves to userData").field_path(".kubelet"))]
 pub struct EC2NodeClassSpec {
     /// Subnets to launch into, by tags or id; one per zone is used.
     #[schemars(length(min = 1, max = 30))]
@@ -55,10 +59,13 @@ pub struct EC2NodeClassSpec {
     /// Images, by alias (`al2023@latest`, resolved through SSM parameters), id, name or tags.
     #[schemars(length(min = 1, max = 30))]
     pub ami_selector_terms: Vec<AmiSelectorTerm>,
-    /// The image family that decides user-data format and default block devices.
+    /// The image family, which decides how the node is bootstrapped; the alias's family when
+    /// an amiSelectorTerm has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ami_family: Option<AmiFamily>,
-    /// Extra user data merged with the family's bootstrap.
+    /// User data merged with the family's bootstrap: AL2 and AL2023 keep its MIME parts (or
+    /// script) ahead of Windlass' part, Bottlerocket its TOML settings under Windlass'; with
+    /// `Custom` it is the whole user data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<String>,
     /// An IAM role; Windlass manages an instance profile for it.
@@ -121,9 +128,10 @@ pub struct SecurityGroupSelectorTerm {
 #[x_kube(validation = Rule::new("!has(self.alias) || (!has(self.id) && !has(self.name) && !has(self.owner) && !has(self.ssmParameter) && !has(self.tags))").message("alias cannot be combined with other selectors").field_path(".alias"))]
 #[x_kube(validation = Rule::new("has(self.alias) || has(self.id) || has(self.name) || has(self.ssmParameter) || has(self.tags) && self.tags.size() > 0").message("an amiSelectorTerm needs alias, id, name, ssmParameter or tags"))]
 pub struct AmiSelectorTerm {
-    /// `family@version`, e.g. `al2023@latest` or `bottlerocket@v1.20.0`.
+    /// `family@version`, e.g. `al2023@latest` or `bottlerocket@v1.20.0` (Windows aliases are
+    /// refused: Windlass has no Windows bootstrap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(al2|al2023|bottlerocket|windows2019|windows2022)@.+$"))]
+    #[schemars(regex(pattern = r"^(al2|al2023|bottlerocket)@.+$"))]
     pub alias: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
@@ -141,12 +149,12 @@ pub struct AmiSelectorTerm {
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+/// How a node of the family is bootstrapped. Windows is refused: Windlass writes no Windows
+/// bootstrap yet. `Custom` launches with `userData` as it stands.
 pub enum AmiFamily {
     AL2,
     AL2023,
     Bottlerocket,
-    Windows2019,
-    Windows2022,
     Custom,
 }
 

@@ -12,10 +12,11 @@ use aws_sdk_ec2::types::{
     LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
     LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
     LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
-    LaunchTemplateInstanceMetadataProtocolIpv6, LaunchTemplateTagSpecificationRequest,
-    LaunchTemplatesMonitoringRequest, LocationType, OnDemandOptionsRequest,
-    RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy, SpotOptionsRequest, Tag,
-    TagSpecification, TargetCapacitySpecificationRequest, VolumeType,
+    LaunchTemplateInstanceMetadataProtocolIpv6,
+    LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
+    LaunchTemplateTagSpecificationRequest, LaunchTemplatesMonitoringRequest, LocationType,
+    OnDemandOptionsRequest, RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy,
+    SpotOptionsRequest, Tag, TagSpecification, TargetCapacitySpecificationRequest, VolumeType,
 };
 
 use crate::apis::ec2_node_class::{
@@ -516,9 +517,19 @@ impl Aws {
             .resource_type(ResourceType::Volume)
             .set_tags(Some(ec2_tags(&template.tags)))
             .build();
-        let data = RequestLaunchTemplateData::builder()
-            .image_id(&template.image_id)
-            .set_security_group_ids(Some(template.security_groups.clone()))
+        let data = RequestLaunchTemplateData::builder().image_id(&template.image_id);
+        let data = match template.associate_public_ip_address {
+            // EC2 takes a public address only on an interface, which then holds the groups.
+            Some(public) => data.network_interfaces(
+                LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+                    .device_index(0)
+                    .associate_public_ip_address(public)
+                    .set_groups(Some(template.security_groups.clone()))
+                    .build(),
+            ),
+            None => data.set_security_group_ids(Some(template.security_groups.clone())),
+        };
+        let data = data
             .set_user_data(
                 template
                     .user_data

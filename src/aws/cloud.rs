@@ -14,8 +14,10 @@ use crate::apis::conditions::READY;
 use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::labels::INSTANCE_TYPE_LABEL;
 use crate::apis::node_claim::NodeClaim;
+use crate::aws::bootstrap::NodeSettings;
 use crate::aws::capacity::{UnavailableOfferings, is_insufficient_capacity};
 use crate::aws::client::{Aws, FleetOutcome};
+use crate::aws::cluster::ClusterSource;
 use crate::aws::instance_id;
 use crate::aws::launch::{LaunchInput, fleet_request};
 use crate::cloud::{CloudError, CloudProvider, CreateError, Instance, Launched};
@@ -32,6 +34,8 @@ const CATALOG_RETRY: Duration = Duration::from_secs(10);
 
 pub struct AwsCloud {
     aws: Aws,
+    /// The cluster its nodes join.
+    joins: Arc<ClusterSource>,
     /// Tags every instance, and finds the ones this install launched.
     cluster: String,
     unavailable: Mutex<UnavailableOfferings>,
@@ -46,9 +50,15 @@ struct Catalog {
 }
 
 impl AwsCloud {
-    pub fn new(aws: Aws, cluster: String, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        aws: Aws,
+        joins: Arc<ClusterSource>,
+        cluster: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             aws,
+            joins,
             cluster,
             unavailable: Mutex::default(),
             catalog: tokio::sync::Mutex::default(),
@@ -173,6 +183,7 @@ impl CloudProvider for AwsCloud {
             .iter()
             .map(|(name, (_, arch))| (name.clone(), *arch))
             .collect();
+        let joins = self.joins.get().await?;
         let name = claim.name_any();
         let request = fleet_request(&LaunchInput {
             cluster: &self.cluster,
@@ -181,6 +192,8 @@ impl CloudProvider for AwsCloud {
             claim_uid: claim.metadata.uid.as_deref().unwrap_or_default(),
             requirements: &requirements,
             labels: claim.labels(),
+            joins: &joins,
+            node: &NodeSettings::of_claim(claim),
             spec: &class.spec,
             status: class_status,
             architectures: &architectures,

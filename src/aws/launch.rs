@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube_quantity::ParsedQuantity;
 use serde::Serialize;
 
+use super::bootstrap::{self, BootstrapError, ClusterInfo, NodeSettings};
 use crate::apis::ec2_node_class::{
-    BlockDeviceMapping, EC2NodeClassSpec, EC2NodeClassStatus, HttpTokens, MetadataOptions,
-    ResolvedAmi, Toggle,
+    BlockDeviceMapping, EC2NodeClassSpec, EC2NodeClassStatus, HttpTokens, InstanceStorePolicy,
+    MetadataOptions, ResolvedAmi, Toggle,
 };
 use crate::apis::labels::{
     CAPACITY_TYPE_LABEL, CLUSTER_LABEL, INSTANCE_TYPE_LABEL, NODECLAIM_TAG, NODECLASS_TAG,
@@ -42,6 +43,8 @@ pub struct TemplateData {
     pub http_put_response_hop_limit: i32,
     pub http_tokens_required: bool,
     pub detailed_monitoring: bool,
+    /// `associatePublicIPAddress`: set on the primary interface, which then holds the groups.
+    pub associate_public_ip_address: Option<bool>,
     /// For the template itself and the volumes it creates.
     pub tags: BTreeMap<String, String>,
 }
@@ -69,12 +72,15 @@ pub struct FleetRequest {
     pub tags: BTreeMap<String, String>,
 }
 
-/// What a launch template is made from: the class as it stands, nothing of one NodeClaim.
+/// What a launch template is made from: the class as it stands, the cluster its nodes join
+/// and the labels and taints they register with (their NodePool's).
 pub struct TemplateInput<'a> {
     pub cluster: &'a str,
     pub node_class: &'a str,
     pub spec: &'a EC2NodeClassSpec,
     pub status: &'a EC2NodeClassStatus,
+    pub joins: &'a ClusterInfo,
+    pub node: &'a NodeSettings,
 }
 
 impl LaunchInput<'_> {
@@ -84,6 +90,8 @@ impl LaunchInput<'_> {
             node_class: self.node_class,
             spec: self.spec,
             status: self.status,
+            joins: self.joins,
+            node: self.node,
         }
     }
 }
@@ -96,6 +104,9 @@ pub struct LaunchInput<'a> {
     pub claim_uid: &'a str,
     pub requirements: &'a Requirements,
     pub labels: &'a BTreeMap<String, String>,
+    pub joins: &'a ClusterInfo,
+    /// The labels and taints the Node registers with.
+    pub node: &'a NodeSettings,
     pub spec: &'a EC2NodeClassSpec,
     pub status: &'a EC2NodeClassStatus,
     /// Architecture of each candidate type, from DescribeInstanceTypes.
@@ -121,25 +132,20 @@ fn image_for<'a>(status: &'a EC2NodeClassStatus, arch: &str) -> Option<&'a Resol
 }
 
 /// The names of the launch templates the class launches from as it stands: one per
-/// architecture it has an image for.
-pub fn current_templates(
-    cluster: &str,
-    node_class: &str,
-    spec: &EC2NodeClassSpec,
-    status: &EC2NodeClassStatus,
+/// architecture it has an image for and set of node settings (one per NodePool) it serves.
+pub fn current_templates<'a>(
+    input: &TemplateInput,
+    nodes: impl IntoIterator<Item = &'a NodeSettings>,
 ) -> BTreeSet<String> {
-    let input = TemplateInput {
-        cluster,
-        node_class,
-        spec,
-        status,
-    };
-    ["amd64", "arm64"]
+    nodes
         .into_iter()
-        .filter_map(|arch| {
-            let image = image_for(status, arch)?;
-            let data = template_data(&input, &image.id).ok()?;
-            Some(template_name(cluster, node_class, arch, &data))
+        .flat_map(|node| {
+            let input = TemplateInput { node, ..*input };
+            ["amd64", "arm64"].into_iter().filter_map(move |arch| {
+                let image = image_for(input.status, arch)?;
+                let data = template_data(&input, &image.id).ok()?;
+                Some(template_name(input.cluster, input.node_class, arch, &data))
+            })
         })
         .collect()
 }
@@ -157,6 +163,8 @@ pub enum LaunchError {
     NoOffering,
     #[error("blockDeviceMappings[{index}].ebs.volumeSize {size:?} is not a size")]
     VolumeSize { index: usize, size: String },
+    #[error(transparent)]
+    UserData(#[from] BootstrapError),
 }
 
 /// The template for one image: the node class's settings, with Windlass' default root volume
@@ -196,7 +204,17 @@ pub fn template_data(input: &TemplateInput, image_id: &str) -> Result<TemplateDa
             .iter()
             .map(|g| g.id.clone())
             .collect(),
-        user_data: spec.user_data.clone(),
+        user_data: bootstrap::user_data(
+            bootstrap::family(spec),
+            &bootstrap::Input {
+                cluster: input.joins,
+                kubelet: spec.kubelet.as_ref(),
+                node: input.node,
+                user: spec.user_data.as_deref(),
+                instance_store_raid0: spec.instance_store_policy
+                    == Some(InstanceStorePolicy::RAID0),
+            },
+        )?,
         instance_profile: input.status.instance_profile.clone(),
         volumes,
         http_endpoint: http_endpoint == Toggle::Enabled,
@@ -204,6 +222,7 @@ pub fn template_data(input: &TemplateInput, image_id: &str) -> Result<TemplateDa
         http_put_response_hop_limit,
         http_tokens_required: http_tokens == HttpTokens::Required,
         detailed_monitoring: spec.detailed_monitoring.unwrap_or(false),
+        associate_public_ip_address: spec.associate_public_ip_address,
         tags,
     })
 }
@@ -410,6 +429,8 @@ mod tests {
             claim_uid: "uid-1",
             requirements: &requirements,
             labels: &labels,
+            joins: &joins(),
+            node: &NodeSettings::default(),
             spec: &spec(),
             status: &status(),
             architectures: &architectures,
@@ -454,6 +475,8 @@ mod tests {
             claim_uid: "u",
             requirements: &requirements,
             labels: &BTreeMap::new(),
+            joins: &JOINS,
+            node: &NODE,
             spec: &spec(),
             status: &status(),
             architectures: &architectures,
@@ -488,6 +511,8 @@ mod tests {
             claim_uid: "u",
             requirements,
             labels: &EMPTY,
+            joins: &JOINS,
+            node: &NODE,
             spec,
             status,
             architectures,
@@ -496,6 +521,21 @@ mod tests {
     }
 
     static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    static NODE: NodeSettings = NodeSettings {
+        labels: BTreeMap::new(),
+        taints: Vec::new(),
+    };
+    static JOINS: std::sync::LazyLock<ClusterInfo> = std::sync::LazyLock::new(joins);
+
+    fn joins() -> ClusterInfo {
+        ClusterInfo {
+            name: "prod".into(),
+            endpoint: "https://prod.example".into(),
+            ca_bundle: "Q0E=".into(),
+            service_cidr: "10.100.0.0/16".into(),
+            dns: None,
+        }
+    }
 
     #[test]
     fn the_template_defaults_to_an_encrypted_gp3_root_and_imdsv2() {
@@ -525,15 +565,61 @@ mod tests {
     }
 
     #[test]
+    fn the_template_bootstraps_the_node_into_the_cluster_and_its_name_follows_the_pools_settings() {
+        let requirements = Requirements::default();
+        let (spec, status) = (spec(), status());
+        let architectures = BTreeMap::new();
+        let base = input(&spec, &status, &requirements, &architectures);
+        let data = template_data(&base.template_input(), "ami-1").unwrap();
+        let user_data = data.user_data.clone().unwrap();
+        assert!(user_data.contains("kind: NodeConfig"), "{user_data}");
+        assert!(
+            user_data.contains("apiServerEndpoint: https://prod.example"),
+            "{user_data}"
+        );
+        let labelled = NodeSettings::new(
+            &BTreeMap::from([("team".to_owned(), "data".to_owned())]),
+            &[],
+        );
+        let other = template_data(
+            &TemplateInput {
+                node: &labelled,
+                ..base.template_input()
+            },
+            "ami-1",
+        )
+        .unwrap();
+        assert!(
+            other
+                .user_data
+                .clone()
+                .unwrap()
+                .contains("--node-labels=team=data")
+        );
+        assert_ne!(
+            template_name("prod", "default", "amd64", &data),
+            template_name("prod", "default", "amd64", &other),
+        );
+        let current = current_templates(&base.template_input(), [&NODE, &labelled]);
+        assert_eq!(
+            current.len(),
+            4,
+            "two pools' settings, two architectures: {current:?}"
+        );
+    }
+
+    #[test]
     fn the_template_carries_the_node_class_settings_and_its_name_follows_them() {
         let requirements = Requirements::default();
         let mut spec: EC2NodeClassSpec = serde_json::from_value(serde_json::json!({
             "subnetSelectorTerms": [{"id": "subnet-a"}],
             "securityGroupSelectorTerms": [{"id": "sg-1"}],
             "amiSelectorTerms": [{"id": "ami-1"}],
+            "amiFamily": "Custom",
             "userData": "echo hello",
             "tags": {"team": "data"},
             "detailedMonitoring": true,
+            "associatePublicIPAddress": false,
             "blockDeviceMappings": [{"deviceName": "/dev/xvdb", "rootVolume": true,
                 "ebs": {"volumeSize": "100G", "volumeType": "io2", "iops": 4000, "encrypted": true, "kmsKeyID": "key-1"}}],
             "metadataOptions": {"httpTokens": "optional", "httpPutResponseHopLimit": 2, "httpProtocolIPv6": "enabled"}
@@ -549,6 +635,7 @@ mod tests {
         assert_eq!(data.user_data.as_deref(), Some("echo hello"));
         assert_eq!(data.instance_profile.as_deref(), Some("nodes"));
         assert!(data.detailed_monitoring);
+        assert_eq!(data.associate_public_ip_address, Some(false));
         assert_eq!(data.tags["team"], "data");
         assert_eq!(
             data.volumes,

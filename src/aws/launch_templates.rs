@@ -1,5 +1,6 @@
 //! Launch templates no EC2NodeClass launches from any more are deleted: those of a class that
-//! is gone, and those a class changed away from (another image, user data, security groups).
+//! is gone, and those a class changed away from (another image, user data, security groups,
+//! or the labels and taints of the NodePools on it, which its nodes' bootstrap carries).
 //! A template is named by a hash of its content and made again before each launch that needs
 //! it; one is deleted only once it has been unused for a minute (and is a minute old), so a
 //! launch reading a class a moment old still finds its own, and at worst a launch in that
@@ -7,6 +8,7 @@
 //! tagged for this install every 30 s and deletes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -15,8 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Aws;
-use super::launch::current_templates;
+use super::bootstrap::NodeSettings;
+use super::cluster::ClusterSource;
+use super::launch::{TemplateInput, current_templates};
 use crate::apis::ec2_node_class::EC2NodeClass;
+use crate::apis::node_pool::NodePool;
 
 const PASS_INTERVAL: Duration = Duration::from_secs(30);
 /// How old a template must be before it may go.
@@ -64,8 +69,15 @@ pub fn stale(
 }
 
 /// Runs until `shutdown`.
-pub async fn run(aws: Aws, client: kube::Client, cluster: String, shutdown: CancellationToken) {
-    let classes: Api<EC2NodeClass> = Api::all(client);
+pub async fn run(
+    aws: Aws,
+    joins: Arc<ClusterSource>,
+    client: kube::Client,
+    cluster: String,
+    shutdown: CancellationToken,
+) {
+    let classes: Api<EC2NodeClass> = Api::all(client.clone());
+    let pools: Api<NodePool> = Api::all(client);
     let mut unused = Unused::new();
     let mut tick = tokio::time::interval(PASS_INTERVAL);
     loop {
@@ -73,21 +85,42 @@ pub async fn run(aws: Aws, client: kube::Client, cluster: String, shutdown: Canc
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        // Classes before templates: a template made after the list is too young to go.
-        let listed = match classes.list(&Default::default()).await {
-            Ok(list) => list.items,
-            Err(error) => {
-                warn!(%error, "listing EC2NodeClasses for launch template cleanup failed");
+        // Without the cluster nothing can be told current, so nothing is deleted.
+        let Ok(joined) = joins.get().await else {
+            continue;
+        };
+        // Classes and pools before templates: a template made after the lists is too young to go.
+        let (listed, pools) = match (
+            classes.list(&Default::default()).await,
+            pools.list(&Default::default()).await,
+        ) {
+            (Ok(classes), Ok(pools)) => (classes.items, pools.items),
+            (Err(error), _) | (_, Err(error)) => {
+                warn!(%error, "listing EC2NodeClasses and NodePools for launch template cleanup failed");
                 continue;
             }
         };
         let current: BTreeMap<String, BTreeSet<String>> = listed
             .iter()
             .map(|class| {
+                let name = class.name_any();
+                let nodes: Vec<NodeSettings> = pools
+                    .iter()
+                    .filter(|pool| pool.spec.template.spec.node_class_ref.name == name)
+                    .map(NodeSettings::of_pool)
+                    .collect();
                 let names = class.status.as_ref().map_or_else(BTreeSet::new, |status| {
-                    current_templates(&cluster, &class.name_any(), &class.spec, status)
+                    let input = TemplateInput {
+                        cluster: &cluster,
+                        node_class: &name,
+                        spec: &class.spec,
+                        status,
+                        joins: &joined,
+                        node: &NodeSettings::default(),
+                    };
+                    current_templates(&input, &nodes)
                 });
-                (class.name_any(), names)
+                (name, names)
             })
             .collect();
         let ours = format!("windlass-{cluster}-");

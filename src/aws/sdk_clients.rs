@@ -25,6 +25,7 @@ client!(ssm, aws_sdk_ssm);
 client!(iam, aws_sdk_iam);
 client!(sqs, aws_sdk_sqs);
 client!(sts, aws_sdk_sts);
+client!(eks, aws_sdk_eks);
 
 #[cfg(feature = "cluster-tests")]
 mod call_log {

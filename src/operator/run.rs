@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::leader::{self, Leadership, LeaseConfig};
 use super::server::{Readiness, health_router, metrics_router};
+use crate::aws::cluster::{ClusterFlags, ClusterSource};
 use crate::aws::interruption::{self, Interruptions};
 use crate::aws::launch_templates;
 use crate::aws::nodeclass::controller::{self as node_classes, NodeClasses};
@@ -58,8 +59,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
         controller: "windlass".into(),
         instance: std::env::var("HOSTNAME").ok(),
     };
+    let joins = Arc::new(ClusterSource::new(
+        args.cluster_name.clone(),
+        ClusterFlags {
+            endpoint: args.cluster_endpoint.clone(),
+            ca_bundle: args.cluster_ca_bundle.clone(),
+            service_cidr: args.cluster_service_cidr.clone(),
+        },
+        crate::aws::sdk_clients::eks(&aws),
+        client.clone(),
+    ));
     let cloud = Arc::new(AwsCloud::new(
         Aws::new(&aws),
+        joins.clone(),
         args.cluster_name.clone(),
         metrics.clone(),
     ));
@@ -158,7 +170,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
             client: client.clone(),
             pool_reports: pool_reports_seen,
         }),
-        launch_templates: (Aws::new(&aws), client.clone(), args.cluster_name.clone()),
+        launch_templates: (
+            Aws::new(&aws),
+            joins,
+            client.clone(),
+            args.cluster_name.clone(),
+        ),
         scaling,
         node_classes,
         node_claims,
@@ -239,7 +256,7 @@ struct Writers {
     disruption: Arc<Disruption<AwsCloud>>,
     interruptions: Option<Arc<Interruptions>>,
     provisioner: Arc<Provisioner<AwsCloud>>,
-    launch_templates: (Aws, kube::Client, String),
+    launch_templates: (Aws, Arc<ClusterSource>, kube::Client, String),
 }
 
 /// The writers that drain in-flight work on shutdown.
@@ -253,10 +270,11 @@ struct Running {
 
 impl Writers {
     fn start(self, shutdown: &CancellationToken) -> Running {
-        let (aws, client, cluster) = self.launch_templates;
+        let (aws, joins, client, cluster) = self.launch_templates;
         // Deletes only what no class uses; nothing to drain on shutdown.
         drop(tokio::spawn(launch_templates::run(
             aws,
+            joins,
             client,
             cluster,
             shutdown.clone(),

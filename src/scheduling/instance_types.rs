@@ -53,12 +53,39 @@ impl Shape {
     }
 
     pub fn allocatable(&self) -> Resources {
+        self.allocatable_with(&Reserved::default())
+    }
+
+    /// What the kubelet leaves for pods when its bootstrap sets `reserved`: capacity less
+    /// kube-reserved, system-reserved and the hard memory eviction threshold, each EKS's
+    /// default where unset (kube-reserved memory follows the max pods in effect).
+    pub fn allocatable_with(&self, reserved: &Reserved) -> Resources {
+        let pods = reserved.max_pods.unwrap_or(self.max_pods);
+        let kube_cpu = reserved
+            .kube_millicpu
+            .unwrap_or(self.vcpus * 1000 - self.allocatable_millicpu());
+        let kube_memory = reserved.kube_memory.unwrap_or((255 + 11 * pods) * MIB);
+        let eviction = reserved.eviction_memory.unwrap_or(100 * MIB);
         Resources {
-            cpu: self.allocatable_millicpu(),
-            memory: self.allocatable_memory_mib() * MIB,
-            pods: self.max_pods,
+            cpu: self.vcpus * 1000 - kube_cpu - reserved.system_millicpu,
+            memory: self.memory_mib * MIB - kube_memory - reserved.system_memory - eviction,
+            pods,
         }
     }
+}
+
+/// What a node's kubelet is told to keep back from pods; `None` leaves EKS's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reserved {
+    pub max_pods: Option<i64>,
+    pub kube_millicpu: Option<i64>,
+    /// Bytes.
+    pub kube_memory: Option<i64>,
+    pub system_millicpu: i64,
+    /// Bytes.
+    pub system_memory: i64,
+    /// Bytes: the hard eviction threshold for `memory.available`.
+    pub eviction_memory: Option<i64>,
 }
 
 const MIB: i64 = 1024 * 1024;
@@ -180,6 +207,48 @@ mod tests {
             max_pods: 234,
         };
         assert_eq!(big.allocatable_millicpu(), 16000 - (60 + 10 + 10 + 30));
+    }
+
+    #[test]
+    fn a_bootstraps_reservations_replace_the_defaults_they_set() {
+        let m5_large = Shape {
+            vcpus: 2,
+            memory_mib: 8192,
+            max_pods: 29,
+        };
+        assert_eq!(
+            m5_large.allocatable_with(&Reserved::default()),
+            m5_large.allocatable()
+        );
+        let reserved = Reserved {
+            max_pods: Some(110),
+            system_millicpu: 100,
+            system_memory: 200 * MIB,
+            eviction_memory: Some(500 * MIB),
+            ..Reserved::default()
+        };
+        assert_eq!(
+            m5_large.allocatable_with(&reserved),
+            Resources {
+                cpu: 2000 - 70 - 100,
+                memory: (8192 - (255 + 11 * 110) - 200 - 500) * MIB,
+                pods: 110,
+            },
+            "kube-reserved memory follows the max pods set"
+        );
+        let kube = Reserved {
+            kube_millicpu: Some(500),
+            kube_memory: Some(1024 * MIB),
+            ..Reserved::default()
+        };
+        assert_eq!(
+            m5_large.allocatable_with(&kube),
+            Resources {
+                cpu: 1500,
+                memory: (8192 - 1024 - 100) * MIB,
+                pods: 29,
+            }
+        );
     }
 
     #[test]

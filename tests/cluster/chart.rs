@@ -137,6 +137,34 @@ fn lint_and_template_accept_the_defaults_and_refuse_wrong_values_with_a_message(
         assert!(env.contains(name), "{name} not set: {env:?}");
     }
 
+    assert!(
+        !env.contains("WINDLASS_CLUSTER_ENDPOINT"),
+        "without the cluster settings, nodes join what EKS DescribeCluster says"
+    );
+    let joined = template(&[
+        "settings.clusterName=prod",
+        "settings.clusterEndpoint=https://prod.example",
+        "settings.clusterCABundle=Q0E=",
+        "settings.clusterServiceCIDR=10.100.0.0/16",
+    ])
+    .unwrap();
+    let joined_env =
+        &kind(&joined, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"];
+    for (name, value) in [
+        ("WINDLASS_CLUSTER_ENDPOINT", "https://prod.example"),
+        ("WINDLASS_CLUSTER_CA_BUNDLE", "Q0E="),
+        ("WINDLASS_CLUSTER_SERVICE_CIDR", "10.100.0.0/16"),
+    ] {
+        assert!(
+            joined_env
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["name"] == name && v["value"] == value),
+            "{name}={value} not set: {joined_env}"
+        );
+    }
+
     let digest = format!("sha256:{}", "a".repeat(64));
     let pinned = template(&[
         "settings.clusterName=prod",
@@ -174,9 +202,9 @@ fn lint_and_template_accept_the_defaults_and_refuse_wrong_values_with_a_message(
         (
             &[
                 "settings.clusterName=prod",
-                "settings.clusterEndpoint=https://x",
+                "settings.clusterEndpoint=http://x",
             ],
-            &["clusterEndpoint"],
+            &["clusterEndpoint", "https://"],
         ),
         (
             &["settings.clusterName=prod", "leaderElection.enabled=false"],

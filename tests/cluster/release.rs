@@ -57,8 +57,45 @@ pub fn kubectl_json(args: &[&str]) -> Value {
     serde_json::from_str(&run("kubectl", &all)).unwrap()
 }
 
+/// How a node reaches the cluster in KUBECONFIG: what the release's settings and the node
+/// registrar are given, and what a bootstrap must name to join.
+pub struct ClusterAccess {
+    pub endpoint: String,
+    /// Base64 of the CA bundle (PEM).
+    pub ca_bundle: String,
+    pub service_cidr: String,
+}
+
+pub fn cluster_access() -> &'static ClusterAccess {
+    static ACCESS: OnceLock<ClusterAccess> = OnceLock::new();
+    ACCESS.get_or_init(|| {
+        let admin = kubectl_json(&["config", "view", "--raw", "--minify"]);
+        let cluster = &admin["clusters"][0]["cluster"];
+        let ca_bundle = match cluster["certificate-authority-data"].as_str() {
+            Some(data) => data.to_owned(),
+            None => {
+                let file = cluster["certificate-authority"]
+                    .as_str()
+                    .expect("the kubeconfig names the cluster's CA");
+                aws_smithy_types::base64::encode(std::fs::read(file).unwrap())
+            }
+        };
+        ClusterAccess {
+            endpoint: cluster["server"].as_str().unwrap().to_owned(),
+            ca_bundle,
+            // The local stack's, and kind's default.
+            service_cidr: std::env::var("WINDLASS_SERVICE_CIDR")
+                .unwrap_or_else(|_| "10.96.0.0/16".into()),
+        }
+    })
+}
+
 fn install() -> Release {
     let chart = chart_dir();
+    let access = cluster_access();
+    let endpoint = format!("settings.clusterEndpoint={}", access.endpoint);
+    let ca_bundle = format!("settings.clusterCABundle={}", access.ca_bundle);
+    let service_cidr = format!("settings.clusterServiceCIDR={}", access.service_cidr);
     // No replicas: the tests start the controller themselves, one install per test; a pod
     // here would only be a pending pod for the node side of every test to see.
     run(
@@ -77,6 +114,12 @@ fn install() -> Release {
             "replicas=0",
             "--set",
             "settings.logFormat=text",
+            "--set",
+            &endpoint,
+            "--set",
+            &ca_bundle,
+            "--set",
+            &service_cidr,
             "--wait",
         ],
     );

@@ -127,7 +127,7 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
     assert!(applied >= 9, "only {applied} example objects applied");
 
     type Mutation = fn(&mut Value);
-    let cases: [(&str, &str, Mutation, &[&str]); 14] = [
+    let cases: [(&str, &str, Mutation, &[&str]); 19] = [
         (
             "scaledobject-sqs.yaml",
             "ScaledObject",
@@ -263,6 +263,58 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
                     .remove("amiSelectorTerms");
             },
             &["spec.amiSelectorTerms", "Required value"],
+        ),
+        (
+            "ec2nodeclass.yaml",
+            "EC2NodeClass",
+            |o| o["spec"]["amiSelectorTerms"] = json!([{"alias": "windows2022@latest"}]),
+            &["spec.amiSelectorTerms[0].alias", "should match"],
+        ),
+        (
+            "ec2nodeclass.yaml",
+            "EC2NodeClass",
+            |o| o["spec"]["amiFamily"] = json!("Bottlerocket"),
+            &[
+                "spec.amiFamily",
+                "amiFamily must be the alias's family when both are set",
+            ],
+        ),
+        (
+            "ec2nodeclass.yaml",
+            "EC2NodeClass",
+            |o| {
+                o["spec"]["amiSelectorTerms"] = json!([{"alias": "bottlerocket@latest"}]);
+                o["spec"]["kubelet"] = json!({"podsPerCore": 10});
+            },
+            &[
+                "spec.kubelet.podsPerCore",
+                "Bottlerocket has no pods-per-core setting",
+            ],
+        ),
+        (
+            "ec2nodeclass.yaml",
+            "EC2NodeClass",
+            |o| {
+                o["spec"]["amiSelectorTerms"] = json!([{"id": "ami-0123"}]);
+                o["spec"]["amiFamily"] = json!("Custom");
+                o["spec"]["kubelet"] = json!({"maxPods": 20});
+            },
+            &[
+                "spec.kubelet",
+                "kubelet settings are written into the family's bootstrap",
+            ],
+        ),
+        (
+            "ec2nodeclass.yaml",
+            "EC2NodeClass",
+            |o| {
+                o["spec"]["amiSelectorTerms"] = json!([{"alias": "bottlerocket@latest"}]);
+                o["spec"]["instanceStorePolicy"] = json!("RAID0");
+            },
+            &[
+                "spec.instanceStorePolicy",
+                "instanceStorePolicy is written into the AL2 and AL2023 bootstrap only",
+            ],
         ),
         (
             "jobschedule.yaml",
@@ -574,11 +626,22 @@ async fn unfitting_pod_stays_unschedulable_until_a_create_fleet_instance_registe
         .unwrap();
     let image = images.images()[0].image_id().unwrap().to_owned();
     let template = unique("windlass-test");
+    // What the kubelet joins with comes from the user data alone, as on EKS: a NodeConfig of
+    // the kind nodeadm reads, written here by hand.
+    let access = crate::release::cluster_access();
+    let node_config = format!(
+        "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n--b\nContent-Type: application/node.eks.aws\n\n\
+         apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: {cluster}\n    \
+         apiServerEndpoint: {}\n    certificateAuthority: {}\n    cidr: {}\n  kubelet:\n    flags:\n    \
+         - --node-labels={NODEPOOL_LABEL}={pool},hand-written=yes\n--b--\n",
+        access.endpoint, access.ca_bundle, access.service_cidr
+    );
     ec2.create_launch_template()
         .launch_template_name(&template)
         .launch_template_data(
             RequestLaunchTemplateData::builder()
                 .image_id(&image)
+                .user_data(aws_smithy_types::base64::encode(&node_config))
                 .build(),
         )
         .send()
@@ -651,6 +714,10 @@ async fn unfitting_pod_stays_unschedulable_until_a_create_fleet_instance_registe
     let labels = node.metadata.labels.unwrap();
     assert_eq!(labels["node.kubernetes.io/instance-type"], "m5.large");
     assert_eq!(labels["topology.kubernetes.io/zone"], zone);
+    assert_eq!(
+        labels["hand-written"], "yes",
+        "the label came from the user data"
+    );
     wait_until(
         "the pending pod to run on the new node",
         Duration::from_secs(60),

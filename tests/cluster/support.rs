@@ -257,13 +257,19 @@ impl Drop for ChildProcess {
 }
 
 /// The node registrar for instances tagged with `cluster`, as its own process.
+/// It joins only instances whose user data bootstraps into this cluster's API server and CA.
 pub fn start_registrar(cluster: &str, boot_delay_seconds: u64) -> ChildProcess {
+    let access = crate::release::cluster_access();
     let child = Command::new(env!("CARGO_BIN_EXE_windlass-node-registrar"))
         .args([
             "--cluster-name",
             cluster,
             "--boot-delay-seconds",
             &boot_delay_seconds.to_string(),
+            "--cluster-endpoint",
+            &access.endpoint,
+            "--cluster-ca-bundle",
+            &access.ca_bundle,
         ])
         .spawn()
         .expect("starting windlass-node-registrar");
@@ -352,11 +358,28 @@ pub fn start_windlass_as(namespace: &str, home: &str, cluster: &str) -> Windlass
 /// flags here override the environment: they place the process on the test's namespace and
 /// loopback ports.
 pub fn start_windlass_with(namespace: &str, home: &str, cluster: &str, extra: &[&str]) -> Windlass {
+    start_windlass_without(namespace, home, cluster, extra, &[])
+}
+
+/// As [`start_windlass_with`], leaving the release's environment variables `unset` out.
+pub fn start_windlass_without(
+    namespace: &str,
+    home: &str,
+    cluster: &str,
+    extra: &[&str],
+    unset: &[&str],
+) -> Windlass {
     let release = suite_release();
     let (health_port, metrics_port, jobs_port) = (free_port(), free_port(), free_port());
     let cluster = cluster.to_owned();
     let process = Command::new(env!("CARGO_BIN_EXE_windlass"))
-        .envs(release.env.iter().map(|(name, value)| (name, value)))
+        .envs(
+            release
+                .env
+                .iter()
+                .filter(|(name, _)| !unset.contains(&name.as_str()))
+                .map(|(name, value)| (name, value)),
+        )
         .env("KUBECONFIG", &release.kubeconfig)
         .args(&release.args)
         .args(["--watch-namespace", namespace, "--namespace", home])

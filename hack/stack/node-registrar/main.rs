@@ -1,23 +1,26 @@
-//! Test support for the local stack, never started by `windlass run`: plays the kubelet joining.
-//! For each running EC2 instance tagged for this cluster it creates the Node a kubelet would
-//! register, once the instance has been up for the boot delay; it deletes that Node when the
-//! instance is gone. kwok then keeps the Node Ready and runs its pods.
+//! Test support for the local stack, never started by `windlass run`: plays the node agent and
+//! kubelet joining. For each running EC2 instance tagged for this cluster it reads the user data
+//! back from EC2 and, once the instance has been up for the boot delay, creates the Node a
+//! kubelet bootstrapped by it would register: only if the user data joins this cluster (its
+//! name, API endpoint and CA), with the labels, taints, max pods and reservations it sets. It
+//! deletes that Node when the instance is gone. kwok then keeps the Node Ready and runs its pods.
 
+mod bootstrap;
 mod node;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_ec2::types::{Filter, InstanceType};
+use aws_sdk_ec2::types::{Filter, InstanceAttributeName, InstanceType};
 use clap::Parser;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
-use windlass::apis::labels::{CLUSTER_LABEL, NODECLAIM_TAG, NODEPOOL_LABEL};
-use windlass::apis::node_claim::NodeClaim;
+use windlass::apis::labels::CLUSTER_LABEL;
 use windlass::aws::instance_id;
 
+use bootstrap::Bootstrap;
 use node::{Instance, REGISTERED_FOR_LABEL, Shape};
 use windlass::aws::shape_of;
 
@@ -37,6 +40,12 @@ struct Args {
         default_value_t = 2
     )]
     boot_delay_seconds: u64,
+    /// The API server a bootstrap must name to join; any if unset.
+    #[arg(long, env = "WINDLASS_CLUSTER_ENDPOINT")]
+    cluster_endpoint: Option<String>,
+    /// The CA bundle (base64 PEM) a bootstrap must carry to join; any if unset.
+    #[arg(long, env = "WINDLASS_CLUSTER_CA_BUNDLE")]
+    cluster_ca_bundle: Option<String>,
     /// Milliseconds between passes.
     #[arg(
         long,
@@ -50,10 +59,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 struct Registrar {
     cluster: String,
+    endpoint: Option<String>,
+    ca_bundle: Option<String>,
     boot_delay: Duration,
     ec2: aws_sdk_ec2::Client,
     nodes: Api<Node>,
-    claims: Api<NodeClaim>,
+    /// Instances whose user data joins no node to this cluster, reported once each.
+    unjoined: HashSet<String>,
     /// Shape and Kubernetes architecture per instance type.
     shapes: HashMap<String, (Shape, &'static str)>,
 }
@@ -71,10 +83,12 @@ async fn main() -> Result<(), BoxError> {
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let mut registrar = Registrar {
         cluster: args.cluster_name,
+        endpoint: args.cluster_endpoint,
+        ca_bundle: args.cluster_ca_bundle,
         boot_delay: Duration::from_secs(args.boot_delay_seconds),
         ec2: aws_sdk_ec2::Client::new(&aws),
-        nodes: Api::all(client.clone()),
-        claims: Api::all(client),
+        nodes: Api::all(client),
+        unjoined: HashSet::new(),
         shapes: HashMap::new(),
     };
     info!(cluster = %registrar.cluster, "registering Nodes for instances");
@@ -125,12 +139,19 @@ impl Registrar {
             {
                 continue;
             }
-            let (shape, arch) = self.shape(&instance.instance_type).await?;
-            let claim = match &instance.nodeclaim {
-                Some(name) => self.claims.get_opt(name).await.unwrap_or(None),
-                None => None,
+            if self.unjoined.contains(&instance.id) {
+                continue;
+            }
+            let bootstrap = match self.bootstrap(&instance.id).await? {
+                Ok(bootstrap) => bootstrap,
+                Err(reason) => {
+                    warn!(instance = %instance.id, %reason, "the instance joins no node to this cluster");
+                    self.unjoined.insert(instance.id.clone());
+                    continue;
+                }
             };
-            let node = node::node(&instance, &shape, arch, claim.as_ref(), &self.cluster);
+            let (shape, arch) = self.shape(&instance.instance_type).await?;
+            let node = node::node(&instance, &shape, arch, &bootstrap, &self.cluster);
             match self.nodes.create(&PostParams::default(), &node).await {
                 Ok(created) => {
                     info!(node = ?created.metadata.name, instance = %instance.id, "registered Node")
@@ -140,6 +161,50 @@ impl Registrar {
             }
         }
         Ok(())
+    }
+
+    /// What the instance's user data bootstraps, if it joins this cluster.
+    async fn bootstrap(&self, instance: &str) -> Result<Result<Bootstrap, String>, BoxError> {
+        let attribute = self
+            .ec2
+            .describe_instance_attribute()
+            .instance_id(instance)
+            .attribute(InstanceAttributeName::UserData)
+            .send()
+            .await?;
+        let encoded = attribute
+            .user_data()
+            .and_then(|v| v.value())
+            .unwrap_or_default();
+        let user_data = String::from_utf8(aws_smithy_types::base64::decode(encoded)?)?;
+        let bootstrap = match bootstrap::read(&user_data) {
+            Ok(bootstrap) => bootstrap,
+            Err(reason) => return Ok(Err(reason.to_string())),
+        };
+        if bootstrap.cluster != self.cluster {
+            return Ok(Err(format!(
+                "its bootstrap joins cluster {:?}",
+                bootstrap.cluster
+            )));
+        }
+        if self
+            .endpoint
+            .as_ref()
+            .is_some_and(|e| *e != bootstrap.endpoint)
+        {
+            return Ok(Err(format!(
+                "its bootstrap names API server {:?}",
+                bootstrap.endpoint
+            )));
+        }
+        if self
+            .ca_bundle
+            .as_ref()
+            .is_some_and(|ca| *ca != bootstrap.ca_bundle)
+        {
+            return Ok(Err("its bootstrap carries another cluster CA".to_owned()));
+        }
+        Ok(Ok(bootstrap))
     }
 
     /// Running instances of this cluster, with their launch time in Unix seconds.
@@ -164,14 +229,6 @@ impl Registrar {
         let mut instances = Vec::new();
         while let Some(page) = pages.next().await {
             for instance in page?.reservations().iter().flat_map(|r| r.instances()) {
-                let tag = |key: &str| {
-                    instance
-                        .tags()
-                        .iter()
-                        .find(|t| t.key() == Some(key))
-                        .and_then(|t| t.value())
-                        .map(str::to_owned)
-                };
                 let (Some(id), Some(instance_type), Some(zone)) = (
                     instance.instance_id(),
                     instance.instance_type(),
@@ -189,8 +246,6 @@ impl Registrar {
                         spot: instance
                             .instance_lifecycle()
                             .is_some_and(|l| l.as_str() == "spot"),
-                        nodepool: tag(NODEPOOL_LABEL),
-                        nodeclaim: tag(NODECLAIM_TAG),
                     },
                     launched_at,
                 ));

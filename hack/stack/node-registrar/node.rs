@@ -1,5 +1,6 @@
 //! The Node a kubelet on an EKS node registers for an instance: name, providerID, well-known
-//! labels, capacity, allocatable after EKS's kube-reserved, and the NodeClaim's taints.
+//! labels, and from its bootstrap the labels, taints, max pods and the reservations that leave
+//! its allocatable.
 
 use std::collections::BTreeMap;
 
@@ -7,12 +8,12 @@ use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use windlass::apis::labels::{
-    ARCH_LABEL, CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, OS_LABEL,
-    ZONE_LABEL,
+    ARCH_LABEL, CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
 };
-use windlass::apis::node_claim::NodeClaim;
 use windlass::aws::provider_id;
 pub use windlass::scheduling::instance_types::Shape;
+
+use crate::bootstrap::Bootstrap;
 
 /// Nodes this registrar made carry this label, set to the cluster name, so it can find them again.
 pub const REGISTERED_FOR_LABEL: &str = "node-registrar.windlass.dev/cluster";
@@ -28,8 +29,6 @@ pub struct Instance {
     pub zone: String,
     pub private_dns_name: Option<String>,
     pub spot: bool,
-    pub nodepool: Option<String>,
-    pub nodeclaim: Option<String>,
 }
 
 /// `arch` is the instance type's, as Kubernetes names it (`amd64`, `arm64`).
@@ -37,7 +36,7 @@ pub fn node(
     instance: &Instance,
     shape: &Shape,
     arch: &str,
-    claim: Option<&NodeClaim>,
+    bootstrap: &Bootstrap,
     cluster: &str,
 ) -> Node {
     let name = instance
@@ -48,9 +47,7 @@ pub fn node(
     let region = instance
         .zone
         .trim_end_matches(|c: char| c.is_ascii_lowercase());
-    let mut labels: BTreeMap<String, String> = claim
-        .and_then(|c| c.metadata.labels.clone())
-        .unwrap_or_default();
+    let mut labels = bootstrap.labels.clone();
     labels.extend(
         [
             (HOSTNAME_LABEL, name.as_str()),
@@ -67,24 +64,14 @@ pub fn node(
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
-    if let Some(pool) = &instance.nodepool {
-        labels.insert(NODEPOOL_LABEL.to_owned(), pool.clone());
-    }
-    let taints: Vec<_> = claim
-        .map(|c| {
-            c.spec
-                .taints
-                .iter()
-                .chain(&c.spec.startup_taints)
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let taints = bootstrap.taints.clone();
+    let capacity = shape.capacity();
+    let allocatable = shape.allocatable_with(&bootstrap.reserved(capacity.memory));
     let resources = |cpu: String, memory: String| {
         BTreeMap::from([
             ("cpu".to_owned(), Quantity(cpu)),
             ("memory".to_owned(), Quantity(memory)),
-            ("pods".to_owned(), Quantity(shape.max_pods.to_string())),
+            ("pods".to_owned(), Quantity(allocatable.pods.to_string())),
             ("ephemeral-storage".to_owned(), Quantity("20Gi".to_owned())),
         ])
     };
@@ -109,8 +96,8 @@ pub fn node(
                 format!("{}Mi", shape.memory_mib),
             )),
             allocatable: Some(resources(
-                format!("{}m", shape.allocatable_millicpu()),
-                format!("{}Mi", shape.allocatable_memory_mib()),
+                format!("{}m", allocatable.cpu),
+                allocatable.memory.to_string(),
             )),
             ..NodeStatus::default()
         }),
@@ -120,6 +107,7 @@ pub fn node(
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::Taint;
+    use windlass::apis::labels::NODEPOOL_LABEL;
 
     use super::*;
 
@@ -130,8 +118,6 @@ mod tests {
             zone: "us-east-1b".into(),
             private_dns_name: Some("ip-10-42-16-5.ec2.internal".into()),
             spot: false,
-            nodepool: Some("default".into()),
-            nodeclaim: None,
         };
         (
             instance,
@@ -143,10 +129,21 @@ mod tests {
         )
     }
 
+    fn bootstrap() -> Bootstrap {
+        Bootstrap {
+            family: "AL2023",
+            cluster: "local".into(),
+            endpoint: "https://127.0.0.1:16443".into(),
+            ca_bundle: "Q0E=".into(),
+            labels: BTreeMap::from([(NODEPOOL_LABEL.to_owned(), "default".to_owned())]),
+            ..Bootstrap::default()
+        }
+    }
+
     #[test]
     fn node_looks_like_a_kubelet_registration() {
         let (instance, shape) = m5_large();
-        let node = node(&instance, &shape, "amd64", None, "local");
+        let node = node(&instance, &shape, "amd64", &bootstrap(), "local");
         assert_eq!(
             node.metadata.name.as_deref(),
             Some("ip-10-42-16-5.ec2.internal")
@@ -165,30 +162,35 @@ mod tests {
         );
         let status = node.status.unwrap();
         assert_eq!(status.capacity.unwrap()["cpu"].0, "2");
-        assert_eq!(status.allocatable.unwrap()["cpu"].0, "1930m");
+        let allocatable = status.allocatable.unwrap();
+        assert_eq!(allocatable["cpu"].0, "1930m");
+        assert_eq!(allocatable["pods"].0, "29");
+        assert_eq!(
+            allocatable["memory"].0,
+            ((8192_i64 - (255 + 11 * 29) - 100) << 20).to_string()
+        );
     }
 
     #[test]
-    fn node_takes_labels_and_taints_from_its_nodeclaim() {
+    fn node_takes_labels_taints_and_reservations_from_its_bootstrap() {
         let (instance, shape) = m5_large();
-        let claim: NodeClaim = serde_json::from_value(serde_json::json!({
-            "apiVersion": "windlass.dev/v1alpha1", "kind": "NodeClaim",
-            "metadata": {"name": "default-x", "labels": {"team": "data"}},
-            "spec": {
-                "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "default"},
-                "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]}],
-                "taints": [{"key": "dedicated", "value": "jobs", "effect": "NoSchedule"}],
-                "startupTaints": [{"key": "node.cilium.io/agent-not-ready", "effect": "NoExecute"}]
-            }
-        }))
-        .unwrap();
-        let node = node(&instance, &shape, "amd64", Some(&claim), "local");
+        let mut bootstrap = bootstrap();
+        bootstrap.labels.insert("team".into(), "data".into());
+        bootstrap.taints = vec![Taint {
+            key: "dedicated".into(),
+            value: Some("jobs".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        }];
+        bootstrap.max_pods = Some(110);
+        bootstrap.system_reserved = BTreeMap::from([("cpu".into(), "100m".into())]);
+        let node = node(&instance, &shape, "amd64", &bootstrap, "local");
         assert_eq!(node.metadata.labels.unwrap()["team"], "data");
         let taints: Vec<Taint> = node.spec.unwrap().taints.unwrap();
-        assert_eq!(
-            taints.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(),
-            ["dedicated", "node.cilium.io/agent-not-ready"]
-        );
+        assert_eq!(taints[0].key, "dedicated");
+        let allocatable = node.status.unwrap().allocatable.unwrap();
+        assert_eq!(allocatable["pods"].0, "110");
+        assert_eq!(allocatable["cpu"].0, "1830m");
     }
 
     #[test]
@@ -196,7 +198,7 @@ mod tests {
         let (mut instance, shape) = m5_large();
         instance.spot = true;
         instance.private_dns_name = None;
-        let node = node(&instance, &shape, "arm64", None, "local");
+        let node = node(&instance, &shape, "arm64", &bootstrap(), "local");
         assert_eq!(node.metadata.name.as_deref(), Some("i-0123"));
         let labels = node.metadata.labels.unwrap();
         assert_eq!(labels[ARCH_LABEL], "arm64");

@@ -19,7 +19,7 @@ pub enum AliasError {
     #[error("alias {0:?} is not family@version")]
     NotFamilyAtVersion(String),
     #[error(
-        "alias {0:?} is not supported: use al2023@latest|@vYYYYMMDD, bottlerocket@latest|@vX.Y.Z, al2@latest, windows2019@latest or windows2022@latest"
+        "alias {0:?} is not supported: use al2023@latest|@vYYYYMMDD, bottlerocket@latest|@vX.Y.Z or al2@latest (Windows has no bootstrap in Windlass yet)"
     )]
     Unsupported(String),
 }
@@ -78,15 +78,6 @@ pub fn alias_parameters(alias: &str, minor: &str) -> Result<Vec<AliasParameter>,
                 arch: "arm64",
             },
         ],
-        ("windows2019" | "windows2022", "latest") => {
-            let year = &family["windows".len()..];
-            vec![AliasParameter {
-                path: format!(
-                    "/aws/service/ami-windows-latest/Windows_Server-{year}-English-Core-EKS_Optimized-{minor}/image_id"
-                ),
-                arch: "amd64",
-            }]
-        }
         _ => {
             return Err(AliasError::Unsupported(alias.to_owned()));
         }
@@ -172,12 +163,7 @@ mod tests {
             pinned[0].path,
             "/aws/service/bottlerocket/aws-k8s-1.36/x86_64/1.26.0/image_id"
         );
-        assert_eq!(
-            alias_parameters("windows2022@latest", "1.36")
-                .unwrap()
-                .len(),
-            1
-        );
+        assert!(alias_parameters("windows2022@latest", "1.36").is_err());
         let error = alias_parameters("ubuntu@latest", "1.36")
             .unwrap_err()
             .to_string();

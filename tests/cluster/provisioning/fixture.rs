@@ -27,17 +27,34 @@ pub async fn node_class_and_pool(
     requirements: serde_json::Value,
     limits: serde_json::Value,
 ) -> (Api<EC2NodeClass>, Api<NodePool>) {
+    node_class_and_pool_with(env, name, json!({}), json!({}), requirements, limits).await
+}
+
+/// As [`node_class_and_pool`], with `class` merged into the class's spec (over its AL2023
+/// alias, say) and `labels` on the pool's template.
+pub async fn node_class_and_pool_with(
+    env: &TestEnv,
+    name: &str,
+    class: serde_json::Value,
+    labels: serde_json::Value,
+    requirements: serde_json::Value,
+    limits: serde_json::Value,
+) -> (Api<EC2NodeClass>, Api<NodePool>) {
     let cluster =
         std::env::var("WINDLASS_CLUSTER_NAME").unwrap_or_else(|_| "windlass-local".into());
     let discovery = json!({"windlass.dev/discovery": cluster});
+    let mut spec = json!({"role": "WindlassNodeRole", "amiSelectorTerms": [{"alias": "al2023@latest"}], "tags": {"team": "provisioning"},
+                          "subnetSelectorTerms": [{"tags": discovery}], "securityGroupSelectorTerms": [{"tags": discovery}]});
+    for (key, value) in class.as_object().unwrap() {
+        spec[key] = value.clone();
+    }
     let classes: Api<EC2NodeClass> = Api::all(env.client.clone());
     classes
         .create(
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "apiVersion": "windlass.dev/v1alpha1", "kind": "EC2NodeClass", "metadata": {"name": name},
-                "spec": {"role": "WindlassNodeRole", "amiSelectorTerms": [{"alias": "al2023@latest"}], "tags": {"team": "provisioning"},
-                         "subnetSelectorTerms": [{"tags": discovery}], "securityGroupSelectorTerms": [{"tags": discovery}]}
+                "spec": spec
             }))
             .unwrap(),
         )
@@ -50,11 +67,14 @@ pub async fn node_class_and_pool(
             &serde_json::from_value(json!({
                 "apiVersion": "windlass.dev/v1alpha1", "kind": "NodePool", "metadata": {"name": name},
                 "spec": {
-                    "template": {"spec": {
-                        "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": name},
-                        "requirements": requirements,
-                        "taints": [{"key": "windlass.dev/test", "value": name, "effect": "NoSchedule"}]
-                    }},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": name},
+                            "requirements": requirements,
+                            "taints": [{"key": "windlass.dev/test", "value": name, "effect": "NoSchedule"}]
+                        }
+                    },
                     "limits": limits
                 }
             }))

@@ -5,6 +5,7 @@
 //! runs the pods; deleting the NodeClaim or its Node terminates the instance and removes both;
 //! a restart mid-launch launches nothing twice; and a pool that cannot launch says why.
 
+mod bootstrap;
 mod capacity;
 mod constraints;
 mod end_to_end;
