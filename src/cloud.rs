@@ -49,6 +49,10 @@ pub struct CloudError {
 pub enum CreateError {
     #[error("EC2NodeClass {0} is missing or not Ready")]
     NodeClassNotReady(String),
+    /// What the node's bootstrap must name (the cluster's endpoint, CA, Service CIDR) is not
+    /// known: the flags leave it out and the cloud could not say.
+    #[error("cannot tell the node which cluster to join: {0}")]
+    ClusterUnknown(CloudError),
     /// The NodeClaim and its node class leave nothing to ask the cloud for.
     #[error(transparent)]
     NoLaunchOption(Box<dyn std::error::Error + Send + Sync>),
@@ -64,6 +68,7 @@ impl CreateError {
     pub fn reason(&self) -> &'static str {
         match self {
             CreateError::NodeClassNotReady(_) => "NodeClassNotReady",
+            CreateError::ClusterUnknown(_) => "ClusterUnknown",
             CreateError::NoLaunchOption(_) => "NoLaunchOption",
             CreateError::LaunchedNothing(_) => "LaunchFailed",
             CreateError::Api(_) => "CloudError",

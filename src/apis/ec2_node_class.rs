@@ -45,9 +45,9 @@ use super::schema::bounded_string_map;
 #[x_kube(validation = Rule::new("!self.amiSelectorTerms.exists(t, has(t.alias)) || self.amiSelectorTerms.size() == 1").message("an amiSelectorTerm with an alias must be the only term").field_path(".amiSelectorTerms"))]
 #[x_kube(validation = Rule::new("self.blockDeviceMappings.filter(m, m.rootVolume).size() <= 1").message("at most one blockDeviceMapping may be the rootVolume").field_path(".blockDeviceMappings"))]
 #[x_kube(validation = Rule::new("!self.tags.exists(k, k.startsWith('windlass.dev/') || k.startsWith('kubernetes.io/cluster/'))").message("tags under windlass.dev/ and kubernetes.io/cluster/ are set by Windlass").field_path(".tags"))]
-#[x_kube(validation = Rule::new("!has(self.amiFamily) || !self.amiSelectorTerms.exists(t, has(t.alias)) || self.amiSelectorTerms.exists(t, has(t.alias) && ((self.amiFamily == 'AL2023' && t.alias.startsWith('al2023@')) || (self.amiFamily == 'AL2' && t.alias.startsWith('al2@')) || (self.amiFamily == 'Bottlerocket' && t.alias.startsWith('bottlerocket@'))))").message("amiFamily must be the alias's family when both are set").field_path(".amiFamily"))]
+#[x_kube(validation = Rule::new("!has(self.amiFamily) || self.amiFamily == 'Custom' || !self.amiSelectorTerms.exists(t, has(t.alias)) || self.amiSelectorTerms.exists(t, has(t.alias) && ((self.amiFamily == 'AL2023' && t.alias.startsWith('al2023@')) || (self.amiFamily == 'AL2' && t.alias.startsWith('al2@')) || (self.amiFamily == 'Bottlerocket' && t.alias.startsWith('bottlerocket@'))))").message("amiFamily must be the alias's family, or Custom, when both are set").field_path(".amiFamily"))]
 #[x_kube(validation = Rule::new("!has(self.kubelet) || !has(self.kubelet.podsPerCore) || !((has(self.amiFamily) && self.amiFamily == 'Bottlerocket') || self.amiSelectorTerms.exists(t, has(t.alias) && t.alias.startsWith('bottlerocket@')))").message("Bottlerocket has no pods-per-core setting: kubelet.podsPerCore cannot be used with it").field_path(".kubelet.podsPerCore"))]
-#[x_kube(validation = Rule::new("!has(self.instanceStorePolicy) || !((has(self.amiFamily) && (self.amiFamily == 'Bottlerocket' || self.amiFamily == 'Custom')) || self.amiSelectorTerms.exists(t, has(t.alias) && t.alias.startsWith('bottlerocket@')))").message("instanceStorePolicy is written into the AL2 and AL2023 bootstrap only; a Custom image's userData sets up its own disks").field_path(".instanceStorePolicy"))]
+#[x_kube(validation = Rule::new("!has(self.instanceStorePolicy) || !has(self.amiFamily) || self.amiFamily != 'Custom'").message("instanceStorePolicy is written into the family's bootstrap, which amiFamily Custom leaves to userData").field_path(".instanceStorePolicy"))]
 #[x_kube(validation = Rule::new("!has(self.kubelet) || !has(self.amiFamily) || self.amiFamily != 'Custom'").message("kubelet settings are written into the family's bootstrap, which amiFamily Custom leaves to userData").field_path(".kubelet"))]
 pub struct EC2NodeClassSpec {
     /// Subnets to launch into, by tags or id; one per zone is used.
@@ -162,6 +162,7 @@ pub enum AmiFamily {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.imageGCHighThresholdPercent) || !has(self.imageGCLowThresholdPercent) || self.imageGCHighThresholdPercent > self.imageGCLowThresholdPercent").message("imageGCHighThresholdPercent must be greater than imageGCLowThresholdPercent"))]
+#[x_kube(validation = Rule::new("!has(self.evictionSoft) || self.evictionSoft.all(k, has(self.evictionSoftGracePeriod) && k in self.evictionSoftGracePeriod)").message("each evictionSoft signal needs an evictionSoftGracePeriod: the kubelet does not start without one").field_path(".evictionSoft"))]
 pub struct KubeletConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]

@@ -99,7 +99,9 @@ fn base64_encode(bytes: &[u8]) -> String {
 }
 
 /// An instance type's shape and Kubernetes architecture as DescribeInstanceTypes reports them;
-/// max pods follow the VPC CNI's ENI limits (110 when the network limits are not reported).
+/// max pods follow the VPC CNI's ENI limits as EKS computes them, from the default network
+/// card's interfaces (a type with several cards reports the sum in
+/// `maximumNetworkInterfaces`), and are 110 when the network limits are not reported.
 pub fn shape_of(info: &InstanceTypeInfo) -> Option<(Shape, &'static str)> {
     let arch = info
         .processor_info()?
@@ -109,8 +111,15 @@ pub fn shape_of(info: &InstanceTypeInfo) -> Option<(Shape, &'static str)> {
     let vcpus = i64::from(info.v_cpu_info()?.default_v_cpus()?);
     let memory_mib = info.memory_info()?.size_in_mib()?;
     let network = info.network_info();
+    let default_card = network.and_then(|n| {
+        let index = n.default_network_card_index().unwrap_or(0);
+        n.network_cards()
+            .iter()
+            .find(|card| card.network_card_index().unwrap_or(0) == index)
+            .and_then(|card| card.maximum_network_interfaces())
+    });
     let max_pods = match (
-        network.and_then(|n| n.maximum_network_interfaces()),
+        default_card.or_else(|| network.and_then(|n| n.maximum_network_interfaces())),
         network.and_then(|n| n.ipv4_addresses_per_interface()),
     ) {
         (Some(enis), Some(ips)) => Shape::max_pods_for(i64::from(enis), i64::from(ips)),
@@ -814,8 +823,8 @@ mod tests {
     use super::*;
     use aws_sdk_ec2::types::{
         ArchitectureType, CreateFleetError, FleetLaunchTemplateOverrides,
-        LaunchTemplateAndOverridesResponse, MemoryInfo, NetworkInfo, Placement, ProcessorInfo,
-        VCpuInfo,
+        LaunchTemplateAndOverridesResponse, MemoryInfo, NetworkCardInfo, NetworkInfo, Placement,
+        ProcessorInfo, VCpuInfo,
     };
 
     fn info(arch: ArchitectureType, network: Option<(i32, i32)>) -> InstanceTypeInfo {
@@ -856,6 +865,32 @@ mod tests {
             Some((shape(2, 8192, 110), "arm64")),
             "without network limits, 110 pods"
         );
+        // c6in.32xlarge: two cards of 8 interfaces; EKS counts the default card's, 394 pods.
+        let card = |index, enis| {
+            NetworkCardInfo::builder()
+                .network_card_index(index)
+                .maximum_network_interfaces(enis)
+                .build()
+        };
+        let two_cards = InstanceTypeInfo::builder()
+            .processor_info(
+                ProcessorInfo::builder()
+                    .supported_architectures(ArchitectureType::X8664)
+                    .build(),
+            )
+            .v_cpu_info(VCpuInfo::builder().default_v_cpus(128).build())
+            .memory_info(MemoryInfo::builder().size_in_mib(262144).build())
+            .network_info(
+                NetworkInfo::builder()
+                    .maximum_network_interfaces(16)
+                    .ipv4_addresses_per_interface(50)
+                    .default_network_card_index(0)
+                    .network_cards(card(0, 8))
+                    .network_cards(card(1, 8))
+                    .build(),
+            )
+            .build();
+        assert_eq!(shape_of(&two_cards).unwrap().0.max_pods, 394);
         let no_memory = InstanceTypeInfo::builder()
             .processor_info(
                 ProcessorInfo::builder()

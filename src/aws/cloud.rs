@@ -183,7 +183,11 @@ impl CloudProvider for AwsCloud {
             .iter()
             .map(|(name, (_, arch))| (name.clone(), *arch))
             .collect();
-        let joins = self.joins.get().await?;
+        let joins = self
+            .joins
+            .get()
+            .await
+            .map_err(CreateError::ClusterUnknown)?;
         let name = claim.name_any();
         let request = fleet_request(&LaunchInput {
             cluster: &self.cluster,

@@ -1,7 +1,8 @@
 //! Where a node finds the cluster it joins: the API endpoint, CA bundle and Service CIDR from
 //! the flags, or from EKS DescribeCluster for what the flags leave out, and the DNS address
-//! from the `kube-system/kube-dns` Service. Read at the first launch and kept; a failed read is
-//! tried again at the next.
+//! from the `kube-system/kube-dns` Service. The first are read at the first launch and kept
+//! (a failed read is tried again at the next); the DNS address is read again at each launch
+//! until one is found, so a Service created or a Role granted later is picked up.
 
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
@@ -25,7 +26,8 @@ pub struct ClusterSource {
     flags: ClusterFlags,
     eks: aws_sdk_eks::Client,
     services: Api<Service>,
-    resolved: OnceCell<ClusterInfo>,
+    resolved: OnceCell<ClusterFlags>,
+    dns: tokio::sync::Mutex<Option<String>>,
 }
 
 const DNS_SERVICE: &str = "kube-dns";
@@ -43,17 +45,31 @@ impl ClusterSource {
             eks,
             services: Api::namespaced(client, "kube-system"),
             resolved: OnceCell::new(),
+            dns: tokio::sync::Mutex::new(None),
         }
     }
 
     pub async fn get(&self) -> Result<ClusterInfo, CloudError> {
-        self.resolved
-            .get_or_try_init(|| self.resolve())
-            .await
-            .cloned()
+        let resolved = self.resolved.get_or_try_init(|| self.resolve()).await?;
+        let mut dns = self.dns.lock().await;
+        if dns.is_none() {
+            *dns = self.read_dns().await;
+            if let Some(ip) = &*dns {
+                info!(dns = %ip, "nodes are told the cluster's DNS address");
+            }
+        }
+        let field = |value: &Option<String>| value.clone().unwrap_or_default();
+        Ok(ClusterInfo {
+            name: self.name.clone(),
+            endpoint: field(&resolved.endpoint),
+            ca_bundle: field(&resolved.ca_bundle),
+            service_cidr: field(&resolved.service_cidr),
+            dns: dns.clone(),
+        })
     }
 
-    async fn resolve(&self) -> Result<ClusterInfo, CloudError> {
+    /// Endpoint, CA bundle and Service CIDR, each from its flag or else DescribeCluster.
+    async fn resolve(&self) -> Result<ClusterFlags, CloudError> {
         let ClusterFlags {
             mut endpoint,
             mut ca_bundle,
@@ -72,15 +88,13 @@ impl ClusterSource {
                 self.name
             ),
         };
-        let info = ClusterInfo {
-            name: self.name.clone(),
-            endpoint: endpoint.ok_or_else(|| missing("endpoint"))?,
-            ca_bundle: ca_bundle.ok_or_else(|| missing("ca-bundle"))?,
-            service_cidr: service_cidr.ok_or_else(|| missing("service-cidr"))?,
-            dns: self.dns().await,
+        let resolved = ClusterFlags {
+            endpoint: Some(endpoint.ok_or_else(|| missing("endpoint"))?),
+            ca_bundle: Some(ca_bundle.ok_or_else(|| missing("ca-bundle"))?),
+            service_cidr: Some(service_cidr.ok_or_else(|| missing("service-cidr"))?),
         };
-        info!(endpoint = %info.endpoint, service_cidr = %info.service_cidr, dns = ?info.dns, "nodes join the cluster through these");
-        Ok(info)
+        info!(endpoint = ?resolved.endpoint, service_cidr = ?resolved.service_cidr, "nodes join the cluster through these");
+        Ok(resolved)
     }
 
     async fn describe_cluster(&self) -> Result<ClusterFlags, CloudError> {
@@ -108,9 +122,10 @@ impl ClusterSource {
         })
     }
 
-    /// The kube-dns Service's ClusterIP; without it nodeadm and bootstrap.sh derive the
-    /// address from the Service CIDR, so a failed read is a warning, not a failed launch.
-    async fn dns(&self) -> Option<String> {
+    /// The kube-dns Service's ClusterIP; without it nodeadm, Bottlerocket and bootstrap.sh
+    /// derive the address from the Service CIDR, so a failed read is a warning, not a failed
+    /// launch.
+    async fn read_dns(&self) -> Option<String> {
         match self.services.get_opt(DNS_SERVICE).await {
             Ok(service) => {
                 let ip = service

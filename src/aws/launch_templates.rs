@@ -1,6 +1,8 @@
 //! Launch templates no EC2NodeClass launches from any more are deleted: those of a class that
 //! is gone, and those a class changed away from (another image, user data, security groups,
-//! or the labels and taints of the NodePools on it, which its nodes' bootstrap carries).
+//! or the labels and taints of the NodePools on it, which its nodes' bootstrap carries). The
+//! labels and taints of NodeClaims still to launch count too: one adopted by hand, or made
+//! before its pool changed, launches with its own.
 //! A template is named by a hash of its content and made again before each launch that needs
 //! it; one is deleted only once it has been unused for a minute (and is a minute old), so a
 //! launch reading a class a moment old still finds its own, and at worst a launch in that
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -21,6 +24,8 @@ use super::bootstrap::NodeSettings;
 use super::cluster::ClusterSource;
 use super::launch::{TemplateInput, current_templates};
 use crate::apis::ec2_node_class::EC2NodeClass;
+use crate::apis::labels::CLUSTER_LABEL;
+use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 
 const PASS_INTERVAL: Duration = Duration::from_secs(30);
@@ -77,7 +82,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let classes: Api<EC2NodeClass> = Api::all(client.clone());
-    let pools: Api<NodePool> = Api::all(client);
+    let pools: Api<NodePool> = Api::all(client.clone());
+    let claims: Api<NodeClaim> = Api::all(client);
+    let ours = ListParams::default().labels(&format!("{CLUSTER_LABEL}={cluster}"));
     let mut unused = Unused::new();
     let mut tick = tokio::time::interval(PASS_INTERVAL);
     loop {
@@ -89,14 +96,16 @@ pub async fn run(
         let Ok(joined) = joins.get().await else {
             continue;
         };
-        // Classes and pools before templates: a template made after the lists is too young to go.
-        let (listed, pools) = match (
+        // Classes, pools and claims before templates: a template made after the lists is too
+        // young to go.
+        let (listed, pools, claims) = match (
             classes.list(&Default::default()).await,
             pools.list(&Default::default()).await,
+            claims.list(&ours).await,
         ) {
-            (Ok(classes), Ok(pools)) => (classes.items, pools.items),
-            (Err(error), _) | (_, Err(error)) => {
-                warn!(%error, "listing EC2NodeClasses and NodePools for launch template cleanup failed");
+            (Ok(classes), Ok(pools), Ok(claims)) => (classes.items, pools.items, claims.items),
+            (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+                warn!(%error, "listing EC2NodeClasses, NodePools and NodeClaims for launch template cleanup failed");
                 continue;
             }
         };
@@ -104,10 +113,18 @@ pub async fn run(
             .iter()
             .map(|class| {
                 let name = class.name_any();
+                let to_launch = claims.iter().filter(|claim| {
+                    claim.spec.node_class_ref.name == name
+                        && claim
+                            .status
+                            .as_ref()
+                            .is_none_or(|s| s.provider_id.is_none())
+                });
                 let nodes: Vec<NodeSettings> = pools
                     .iter()
                     .filter(|pool| pool.spec.template.spec.node_class_ref.name == name)
                     .map(NodeSettings::of_pool)
+                    .chain(to_launch.map(NodeSettings::of_claim))
                     .collect();
                 let names = class.status.as_ref().map_or_else(BTreeSet::new, |status| {
                     let input = TemplateInput {

@@ -11,13 +11,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::set_condition;
 use crate::apis::conditions::READY;
-use crate::apis::ec2_node_class::EC2NodeClass;
+use crate::apis::ec2_node_class::{EC2NodeClass, KubeletConfiguration};
 use crate::apis::labels::{
     ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL,
     INSTANCE_MEMORY_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
 };
 use crate::apis::node_claim::{CONDITION_LAUNCHED, NodeClaim, NodeClaimStatus};
 use crate::cloud::{CloudError, CloudProvider, CreateError, Launched};
+use crate::scheduling::instance_types::Reserved;
 use crate::scheduling::resources::Resources;
 use crate::status::is_true;
 
@@ -54,14 +55,20 @@ pub async fn launch<C: CloudProvider>(
         None => Err(CreateError::NodeClassNotReady(class_name.clone())),
     };
     match outcome {
-        Ok(launched) => Ok(Launch::Launched {
-            labels: record(claim, status, &launched, now),
-        }),
+        Ok(launched) => {
+            let kubelet = class.and_then(|c| c.spec.kubelet.as_ref());
+            Ok(Launch::Launched {
+                labels: record(claim, status, &launched, kubelet, now),
+            })
+        }
         Err(CreateError::Api(error)) => Err(error),
         Err(error) => {
             let (retry, warning) = match &error {
                 CreateError::LaunchedNothing(message) => {
                     (Duration::from_secs(5), Some(message.clone()))
+                }
+                CreateError::ClusterUnknown(_) => {
+                    (Duration::from_secs(10), Some(error.to_string()))
                 }
                 _ => (Duration::from_secs(10), None),
             };
@@ -79,17 +86,20 @@ pub async fn launch<C: CloudProvider>(
     }
 }
 
-/// Records the launched instance in `status`; the labels the NodeClaim takes from it.
+/// Records the launched instance in `status`, its allocatable what the class's `kubelet`
+/// settings leave; the labels the NodeClaim takes from it.
 fn record(
     claim: &NodeClaim,
     status: &mut NodeClaimStatus,
     launched: &Launched,
+    kubelet: Option<&KubeletConfiguration>,
     now: Timestamp,
 ) -> BTreeMap<String, String> {
     let instance = &launched.instance;
     if let Some((shape, _)) = &launched.shape {
+        let reserved = kubelet.map_or_else(Reserved::default, |k| Reserved::of_kubelet(k, shape));
         status.capacity = quantities(shape.capacity());
-        status.allocatable = quantities(shape.allocatable());
+        status.allocatable = quantities(shape.allocatable_with(&reserved));
     }
     status.provider_id = Some(instance.provider_id.clone());
     status.image_id = instance.image_id.clone();
@@ -177,6 +187,29 @@ mod tests {
     fn condition<'a>(status: &'a NodeClaimStatus, type_: &str) -> (&'a str, &'a str, &'a str) {
         let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
         (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    }
+
+    #[tokio::test]
+    async fn a_launched_claims_allocatable_is_what_the_classs_kubelet_settings_leave() {
+        let cloud = FakeCloud::new(fake::catalog(3));
+        let name = cloud.types[1].name.clone();
+        let mut class = class(true);
+        class.spec.kubelet = Some(
+            serde_json::from_value(json!({"maxPods": 12, "systemReserved": {"cpu": "100m"}}))
+                .unwrap(),
+        );
+        let mut status = NodeClaimStatus::default();
+        launch(&cloud, &claim(&[&name]), Some(&class), &mut status, now())
+            .await
+            .unwrap();
+        let shape = cloud.types[1].shape;
+        let expected = shape.allocatable_with(&Reserved {
+            max_pods: Some(12),
+            system_millicpu: 100,
+            ..Reserved::default()
+        });
+        assert_eq!(status.allocatable, quantities(expected));
+        assert_eq!(status.allocatable["pods"].0, "12");
     }
 
     #[tokio::test]

@@ -95,4 +95,25 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn max_pods_are_the_ones_eks_publishes() {
+        // nodeadm's instance-info.jsonl (awslabs/amazon-eks-ami), as ENIs × (IPv4 per ENI − 1) + 2.
+        let published = [
+            ("m5.large", 29),
+            ("m5.xlarge", 58),
+            ("m5.4xlarge", 234),
+            ("m5.24xlarge", 737),
+            ("c5.xlarge", 58),
+            ("t3.medium", 17),
+            ("m6g.medium", 8),
+            ("r5.2xlarge", 58),
+        ];
+        let catalog = bundled();
+        for (name, max_pods) in published {
+            let it = catalog.iter().find(|it| it.name == name).unwrap();
+            assert_eq!(it.shape.max_pods, max_pods, "{name}");
+            assert_eq!(it.allocatable.pods, max_pods, "{name}");
+        }
+    }
 }

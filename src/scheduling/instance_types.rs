@@ -1,6 +1,9 @@
 //! Instance types as the scheduler sees them: shape, what the kubelet leaves allocatable, the
 //! well-known labels, and offerings (zone × capacity type, with price and availability).
 
+use kube_quantity::ParsedQuantity;
+
+use crate::apis::ec2_node_class::KubeletConfiguration;
 use crate::apis::labels::{
     ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL,
     INSTANCE_MEMORY_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
@@ -86,6 +89,50 @@ pub struct Reserved {
     pub system_memory: i64,
     /// Bytes: the hard eviction threshold for `memory.available`.
     pub eviction_memory: Option<i64>,
+}
+
+impl Reserved {
+    /// What an EC2NodeClass's `kubelet` settings keep back on a node of `shape`, as its
+    /// bootstrap tells the kubelet: `podsPerCore` caps the max pods at that many per vCPU, and
+    /// a percentage eviction threshold is of the node's memory.
+    pub fn of_kubelet(kubelet: &KubeletConfiguration, shape: &Shape) -> Self {
+        let cpu = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+            quantity(q?).map(|cores| (cores * 1000.0).round() as i64)
+        };
+        let memory = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+            quantity(q?).map(|bytes| bytes as i64)
+        };
+        let mut max_pods = kubelet.max_pods.map(i64::from);
+        if let Some(per_core) = kubelet.pods_per_core.filter(|p| *p > 0) {
+            let cap = i64::from(per_core) * shape.vcpus;
+            max_pods = Some(max_pods.unwrap_or(shape.max_pods).min(cap));
+        }
+        let eviction_memory = kubelet
+            .eviction_hard
+            .get("memory.available")
+            .and_then(|threshold| match threshold.strip_suffix('%') {
+                Some(percent) => percent
+                    .parse::<f64>()
+                    .ok()
+                    .map(|p| (shape.memory_mib as f64 * MIB as f64 * p / 100.0) as i64),
+                None => ParsedQuantity::try_from(threshold.as_str())
+                    .ok()?
+                    .to_bytes_f64()
+                    .map(|bytes| bytes as i64),
+            });
+        Self {
+            max_pods,
+            kube_millicpu: cpu(kubelet.kube_reserved.get("cpu")),
+            kube_memory: memory(kubelet.kube_reserved.get("memory")),
+            system_millicpu: cpu(kubelet.system_reserved.get("cpu")).unwrap_or(0),
+            system_memory: memory(kubelet.system_reserved.get("memory")).unwrap_or(0),
+            eviction_memory,
+        }
+    }
+}
+
+fn quantity(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> Option<f64> {
+    ParsedQuantity::try_from(q).ok()?.to_bytes_f64()
 }
 
 const MIB: i64 = 1024 * 1024;
@@ -207,6 +254,41 @@ mod tests {
             max_pods: 234,
         };
         assert_eq!(big.allocatable_millicpu(), 16000 - (60 + 10 + 10 + 30));
+    }
+
+    #[test]
+    fn a_classs_kubelet_settings_become_the_reservations_its_bootstrap_sets() {
+        let m5_large = Shape {
+            vcpus: 2,
+            memory_mib: 8192,
+            max_pods: 29,
+        };
+        let kubelet: KubeletConfiguration = serde_json::from_value(serde_json::json!({
+            "podsPerCore": 10,
+            "kubeReserved": {"cpu": "250m", "memory": "1Gi"},
+            "systemReserved": {"memory": "200Mi"},
+            "evictionHard": {"memory.available": "5%"}
+        }))
+        .unwrap();
+        assert_eq!(
+            Reserved::of_kubelet(&kubelet, &m5_large),
+            Reserved {
+                max_pods: Some(20),
+                kube_millicpu: Some(250),
+                kube_memory: Some(1024 * MIB),
+                system_millicpu: 0,
+                system_memory: 200 * MIB,
+                eviction_memory: Some(8192 * MIB / 20),
+            }
+        );
+        assert_eq!(
+            Reserved::of_kubelet(&KubeletConfiguration::default(), &m5_large),
+            Reserved::default()
+        );
+        let capped: KubeletConfiguration =
+            serde_json::from_value(serde_json::json!({"maxPods": 110, "podsPerCore": 100}))
+                .unwrap();
+        assert_eq!(Reserved::of_kubelet(&capped, &m5_large).max_pods, Some(110));
     }
 
     #[test]

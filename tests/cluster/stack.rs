@@ -276,7 +276,7 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
             |o| o["spec"]["amiFamily"] = json!("Bottlerocket"),
             &[
                 "spec.amiFamily",
-                "amiFamily must be the alias's family when both are set",
+                "amiFamily must be the alias's family, or Custom, when both are set",
             ],
         ),
         (
@@ -308,12 +308,11 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
             "ec2nodeclass.yaml",
             "EC2NodeClass",
             |o| {
-                o["spec"]["amiSelectorTerms"] = json!([{"alias": "bottlerocket@latest"}]);
-                o["spec"]["instanceStorePolicy"] = json!("RAID0");
+                o["spec"]["kubelet"] = json!({"evictionSoft": {"memory.available": "10%"}});
             },
             &[
-                "spec.instanceStorePolicy",
-                "instanceStorePolicy is written into the AL2 and AL2023 bootstrap only",
+                "spec.kubelet.evictionSoft",
+                "each evictionSoft signal needs an evictionSoftGracePeriod",
             ],
         ),
         (

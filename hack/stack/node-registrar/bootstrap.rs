@@ -277,10 +277,10 @@ fn bootstrap_sh(script: &str) -> Result<Option<Bootstrap>, NoBootstrap> {
             "--apiserver-endpoint" => bootstrap.endpoint = value()?,
             "--b64-cluster-ca" => bootstrap.ca_bundle = value()?,
             "--kubelet-extra-args" => kubelet_flags(&mut bootstrap, &value()?)?,
-            "--dns-cluster-ip" | "--use-max-pods" | "--local-disks" => {
+            // Every other bootstrap.sh option takes a value too.
+            flag if flag.starts_with("--") => {
                 value()?;
             }
-            flag if flag.starts_with("--") => {}
             name => bootstrap.cluster = name.to_owned(),
         }
     }

@@ -25,8 +25,22 @@ fn script(input: &Input, kubelet: &KubeletConfiguration) -> String {
         "--b64-cluster-ca".into(),
         cluster.ca_bundle.clone(),
     ];
-    if let Some(dns) = cluster_dns(kubelet, cluster).first() {
-        args.extend(["--dns-cluster-ip".to_owned(), (*dns).to_owned()]);
+    // bootstrap.sh derives the DNS address from the Service CIDR when none is given.
+    if cluster.service_cidr.contains(':') {
+        args.extend(["--ip-family".to_owned(), "ipv6".to_owned()]);
+        args.extend([
+            "--service-ipv6-cidr".to_owned(),
+            cluster.service_cidr.clone(),
+        ]);
+    } else {
+        args.extend([
+            "--service-ipv4-cidr".to_owned(),
+            cluster.service_cidr.clone(),
+        ]);
+    }
+    let dns = cluster_dns(kubelet, cluster);
+    if !dns.is_empty() {
+        args.extend(["--dns-cluster-ip".to_owned(), dns.join(",")]);
     }
     if input.instance_store_raid0 {
         args.extend(["--local-disks".to_owned(), "raid0".to_owned()]);

@@ -28,13 +28,9 @@ pub fn user_data(input: &Input, kubelet: &KubeletConfiguration) -> Result<String
     set("cluster-name", cluster.name.clone().into());
     set("api-server", cluster.endpoint.clone().into());
     set("cluster-certificate", cluster.ca_bundle.clone().into());
-    match cluster_dns(kubelet, cluster).as_slice() {
-        [] => {}
-        [one] => set("cluster-dns-ip", (*one).into()),
-        many => set(
-            "cluster-dns-ip",
-            Value::Array(many.iter().map(|ip| (*ip).into()).collect()),
-        ),
+    // A list needs a recent Bottlerocket; the first address is what every version reads.
+    if let Some(dns) = cluster_dns(kubelet, cluster).first() {
+        set("cluster-dns-ip", (*dns).into());
     }
     if let Some(max_pods) = kubelet.max_pods {
         set("max-pods", i64::from(max_pods).into());
@@ -75,11 +71,15 @@ pub fn user_data(input: &Input, kubelet: &KubeletConfiguration) -> Result<String
     if let Some(seconds) = kubelet.eviction_max_pod_grace_period {
         set("eviction-max-pod-grace-period", i64::from(seconds).into());
     }
+    // Bottlerocket's model takes these percentages as strings.
     if let Some(percent) = kubelet.image_gc_high_threshold_percent {
-        set("image-gc-high-threshold-percent", i64::from(percent).into());
+        set(
+            "image-gc-high-threshold-percent",
+            percent.to_string().into(),
+        );
     }
     if let Some(percent) = kubelet.image_gc_low_threshold_percent {
-        set("image-gc-low-threshold-percent", i64::from(percent).into());
+        set("image-gc-low-threshold-percent", percent.to_string().into());
     }
     if let Some(enforced) = kubelet.cpu_cfs_quota {
         set("cpu-cfs-quota-enforced", enforced.into());
@@ -104,6 +104,35 @@ pub fn user_data(input: &Input, kubelet: &KubeletConfiguration) -> Result<String
         for (key, values) in ours {
             taints.insert(key.to_owned(), Value::Array(values));
         }
+    }
+    if input.instance_store_raid0 {
+        // Bottlerocket's own way: its API client makes the array and binds the kubelet's and
+        // containerd's directories onto it, before either starts.
+        let commands = table(
+            table(&mut document, "settings", "settings")?,
+            "bootstrap-commands",
+            "settings.bootstrap-commands",
+        )?;
+        let command = |words: &[&str]| Value::Array(words.iter().map(|w| (*w).into()).collect());
+        let mut mount = Table::new();
+        mount.insert(
+            "commands".into(),
+            Value::Array(vec![
+                command(&["apiclient", "ephemeral-storage", "init"]),
+                command(&[
+                    "apiclient",
+                    "ephemeral-storage",
+                    "bind",
+                    "--dirs",
+                    "/var/lib/containerd",
+                    "/var/lib/kubelet",
+                    "/var/log/pods",
+                ]),
+            ]),
+        );
+        mount.insert("mode".into(), "always".into());
+        mount.insert("essential".into(), true.into());
+        commands.insert("000-mount-instance-storage".into(), Value::Table(mount));
     }
     Ok(toml::to_string(&document).expect("a TOML table always serializes"))
 }
@@ -173,6 +202,21 @@ special = ["true:NoSchedule"]
                 .as_bool()
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn raid0_binds_the_kubelet_and_containerd_onto_the_instance_store() {
+        let (cluster, node) = (cluster(), node());
+        let mut input = input(&cluster, None, &node, None);
+        input.instance_store_raid0 = true;
+        let parsed: Table = super::user_data(&input, &KubeletConfiguration::default())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mount = &parsed["settings"]["bootstrap-commands"]["000-mount-instance-storage"];
+        assert_eq!(mount["commands"][1][2].as_str(), Some("bind"));
+        assert_eq!(mount["mode"].as_str(), Some("always"));
+        assert_eq!(mount["essential"].as_bool(), Some(true));
     }
 
     #[test]

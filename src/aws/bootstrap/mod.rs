@@ -150,9 +150,12 @@ pub enum Family {
     Custom,
 }
 
-/// The class's family: its alias's, else its `amiFamily` (the schema requires one of them and
-/// that they agree).
+/// The class's family: `Custom` when it says so (its alias then only picks the image), else
+/// its alias's, else its `amiFamily` (the schema requires one of them and that they agree).
 pub fn family(spec: &EC2NodeClassSpec) -> Family {
+    if spec.ami_family == Some(AmiFamily::Custom) {
+        return Family::Custom;
+    }
     let alias = spec
         .ami_selector_terms
         .iter()
@@ -162,7 +165,6 @@ pub fn family(spec: &EC2NodeClassSpec) -> Family {
     match (alias, spec.ami_family) {
         (Some("al2"), _) | (None, Some(AmiFamily::AL2)) => Family::AL2,
         (Some("bottlerocket"), _) | (None, Some(AmiFamily::Bottlerocket)) => Family::Bottlerocket,
-        (None, Some(AmiFamily::Custom)) => Family::Custom,
         _ => Family::AL2023,
     }
 }
@@ -212,11 +214,18 @@ pub fn user_data(family: Family, input: &Input) -> Result<Option<String>, Bootst
     })
 }
 
-/// The user's data as MIME parts, a lone script or config becoming one part of `content_type`.
+/// The user's data as MIME parts, a lone script or config becoming one part of `content_type`
+/// (a lone `#cloud-config` one of cloud-init's own type, which it would not run as a script).
 fn user_parts(user: Option<&str>, content_type: &str) -> Result<Vec<mime::Part>, BootstrapError> {
     Ok(match user.filter(|u| !u.trim().is_empty()) {
         None => Vec::new(),
         Some(data) if mime::is_mime(data) => mime::parse(data)?,
+        Some(data) if data.trim_start().starts_with("#cloud-config") => {
+            vec![mime::Part::new(
+                "text/cloud-config; charset=\"us-ascii\"",
+                data,
+            )]
+        }
         Some(data) => vec![mime::Part::new(content_type, data)],
     })
 }
@@ -349,10 +358,23 @@ mod tests {
         assert_eq!(family(&spec(alias("al2@latest"), None)), Family::AL2);
         assert_eq!(family(&spec(id.clone(), Some("Custom"))), Family::Custom);
         assert_eq!(
+            family(&spec(alias("al2023@latest"), Some("Custom"))),
+            Family::Custom,
+            "the alias picks the image, the user data is the user's"
+        );
+        assert_eq!(
             family(&spec(id.clone(), Some("Bottlerocket"))),
             Family::Bottlerocket
         );
         assert_eq!(family(&spec(id, Some("AL2023"))), Family::AL2023);
+    }
+
+    #[test]
+    fn a_lone_cloud_config_stays_cloud_config() {
+        let parts = user_parts(Some("#cloud-config\nruncmd: []\n"), "text/x-shellscript").unwrap();
+        assert_eq!(parts[0].media_type(), "text/cloud-config");
+        let parts = user_parts(Some("echo hi\n"), "text/x-shellscript").unwrap();
+        assert_eq!(parts[0].media_type(), "text/x-shellscript");
     }
 
     #[test]

@@ -92,7 +92,8 @@ async fn al2023_bottlerocket_and_al2_nodes_register_from_their_user_data_and_cus
     let on_demand =
         json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]);
     let limits = json!({"cpu": "8"});
-    // Each family with its own max pods: only the bootstrap carries it to the kubelet.
+    // Each family with its own max pods and reservations: only the bootstrap carries them to
+    // the kubelet, and the NodeClaim's status must agree with what it registers.
     let families = [
         (
             "al2023",
@@ -101,13 +102,14 @@ async fn al2023_bottlerocket_and_al2_nodes_register_from_their_user_data_and_cus
         ),
         (
             "bottlerocket",
-            json!({"amiSelectorTerms": [{"alias": "bottlerocket@latest"}], "kubelet": {"maxPods": 22},
+            json!({"amiSelectorTerms": [{"alias": "bottlerocket@latest"}], "kubelet": {"maxPods": 22, "systemReserved": {"cpu": "100m", "memory": "100Mi"}},
                    "userData": "[settings.host-containers.admin]\nenabled = true\n"}),
             Some(22),
         ),
         (
             "al2",
-            json!({"amiSelectorTerms": [{"alias": "al2@latest"}], "kubelet": {"maxPods": 23}}),
+            json!({"amiSelectorTerms": [{"alias": "al2@latest"}],
+                   "kubelet": {"maxPods": 23, "evictionHard": {"memory.available": "5%"}}}),
             Some(23),
         ),
         (
@@ -189,6 +191,20 @@ async fn al2023_bottlerocket_and_al2_nodes_register_from_their_user_data_and_cus
             max_pods.to_string(),
             "{family}: the kubelet's max pods came from the bootstrap"
         );
+        let selector = format!("windlass.dev/nodepool={name}");
+        let claim = claims
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        let recorded = claim.status.unwrap().allocatable;
+        for resource in ["cpu", "memory", "pods"] {
+            assert_eq!(
+                recorded[resource], allocatable[resource],
+                "{family}: the NodeClaim's {resource} is what its kubelet registered"
+            );
+        }
         let taints = node.spec.unwrap().taints.unwrap_or_default();
         assert!(
             taints
@@ -217,29 +233,6 @@ async fn without_the_cluster_flags_nodes_join_the_cluster_eks_describes() {
     install_crds(&env.client).await;
     let namespace = TestNamespace::create(&env.client, "describe-cluster").await;
     let cluster = unique("cluster");
-    let eks = aws_sdk_eks::Client::new(&env.aws);
-    eks.create_cluster()
-        .name(&cluster)
-        .role_arn("arn:aws:iam::123456789012:role/eks")
-        .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
-        .send()
-        .await
-        .unwrap();
-    let described = eks.describe_cluster().name(&cluster).send().await.unwrap();
-    let described = described.cluster().unwrap();
-    let endpoint = described.endpoint().unwrap().to_owned();
-    let ca = described
-        .certificate_authority()
-        .unwrap()
-        .data()
-        .unwrap()
-        .to_owned();
-    let cidr = described
-        .kubernetes_network_config()
-        .and_then(|n| n.service_ipv4_cidr())
-        .unwrap()
-        .to_owned();
-
     let name = unique("described");
     let (classes, pools) = node_class_and_pool_with(
         &env,
@@ -265,6 +258,51 @@ async fn without_the_cluster_flags_nodes_join_the_cluster_eks_describes() {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), &namespace.name);
     pod_for(&pods, &name).await;
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    let selector = format!("windlass.dev/nodepool={name}");
+    let message = wait_until(
+        "the NodeClaim to say no EKS cluster tells it what to join",
+        Duration::from_secs(90),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            let status = list.items.into_iter().next()?.status?;
+            let launched = status.conditions.iter().find(|c| c.type_ == "Launched")?;
+            (launched.status == "False" && launched.reason == "ClusterUnknown")
+                .then(|| launched.message.clone())
+        },
+    )
+    .await;
+    assert!(
+        message.contains("eks:DescribeCluster") && message.contains(&cluster),
+        "{message}"
+    );
+
+    // Once EKS knows the cluster, the next attempt launches.
+    let eks = aws_sdk_eks::Client::new(&env.aws);
+    eks.create_cluster()
+        .name(&cluster)
+        .role_arn("arn:aws:iam::123456789012:role/eks")
+        .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
+        .send()
+        .await
+        .unwrap();
+    let described = eks.describe_cluster().name(&cluster).send().await.unwrap();
+    let described = described.cluster().unwrap();
+    let endpoint = described.endpoint().unwrap().to_owned();
+    let ca = described
+        .certificate_authority()
+        .unwrap()
+        .data()
+        .unwrap()
+        .to_owned();
+    let cidr = described
+        .kubernetes_network_config()
+        .and_then(|n| n.service_ipv4_cidr())
+        .unwrap()
+        .to_owned();
+
     let instance = launched_instance(&claims, &name).await;
     let data = user_data(&env, &instance).await;
     assert!(
