@@ -48,7 +48,6 @@ use super::schema::bounded_string_map;
 #[x_kube(validation = Rule::new("!has(self.amiFamily) || self.amiFamily == 'Custom' || !self.amiSelectorTerms.exists(t, has(t.alias)) || self.amiSelectorTerms.exists(t, has(t.alias) && ((self.amiFamily == 'AL2023' && t.alias.startsWith('al2023@')) || (self.amiFamily == 'AL2' && t.alias.startsWith('al2@')) || (self.amiFamily == 'Bottlerocket' && t.alias.startsWith('bottlerocket@'))))").message("amiFamily must be the alias's family, or Custom, when both are set").field_path(".amiFamily"))]
 #[x_kube(validation = Rule::new("!has(self.kubelet) || !has(self.kubelet.podsPerCore) || !((has(self.amiFamily) && self.amiFamily == 'Bottlerocket') || self.amiSelectorTerms.exists(t, has(t.alias) && t.alias.startsWith('bottlerocket@')))").message("Bottlerocket has no pods-per-core setting: kubelet.podsPerCore cannot be used with it").field_path(".kubelet.podsPerCore"))]
 #[x_kube(validation = Rule::new("!has(self.instanceStorePolicy) || !has(self.amiFamily) || self.amiFamily != 'Custom'").message("instanceStorePolicy is written into the family's bootstrap, which amiFamily Custom leaves to userData").field_path(".instanceStorePolicy"))]
-#[x_kube(validation = Rule::new("!has(self.kubelet) || !has(self.amiFamily) || self.amiFamily != 'Custom'").message("kubelet settings are written into the family's bootstrap, which amiFamily Custom leaves to userData").field_path(".kubelet"))]
 pub struct EC2NodeClassSpec {
     /// Subnets to launch into, by tags or id; one per zone is used.
     #[schemars(length(min = 1, max = 30))]
@@ -158,7 +157,9 @@ pub enum AmiFamily {
     Custom,
 }
 
-/// Kubelet settings passed through user data; they also shape allocatable in simulation.
+/// Kubelet settings written into the family's bootstrap; they also decide what the simulation
+/// and the NodeClaim's status count as allocatable (with `Custom`, only that: the user data
+/// must tell the kubelet the same).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.imageGCHighThresholdPercent) || !has(self.imageGCLowThresholdPercent) || self.imageGCHighThresholdPercent > self.imageGCLowThresholdPercent").message("imageGCHighThresholdPercent must be greater than imageGCLowThresholdPercent"))]

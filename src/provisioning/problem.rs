@@ -12,13 +12,13 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::apis::conditions::READY;
-use crate::apis::ec2_node_class::EC2NodeClass;
+use crate::apis::ec2_node_class::{EC2NodeClass, KubeletConfiguration};
 use crate::apis::labels::{
     ARCH_LABEL, DISRUPTED_TAINT, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL,
 };
 use crate::apis::node_claim::{CONDITION_INITIALIZED, NodeClaim};
 use crate::apis::node_pool::{NodePool, RequirementOperator};
-use crate::scheduling::instance_types::InstanceType;
+use crate::scheduling::instance_types::{InstanceType, Reserved};
 use crate::scheduling::pod::PodShape;
 use crate::scheduling::requirements::Requirement;
 use crate::scheduling::resources::Resources;
@@ -100,6 +100,10 @@ pub fn pool_inputs(
                 let mut input = pool_input(node_pool, catalog, &daemon_sets);
                 let class_name = &node_pool.spec.template.spec.node_class_ref.name;
                 let class = classes.iter().find(|c| &c.name_any() == class_name);
+                if let Some(kubelet) = class.and_then(|c| c.spec.kubelet.as_ref()) {
+                    input.allocatable =
+                        kubelet_allocatable(kubelet, &input.instance_types, catalog);
+                }
                 let status = class.and_then(|c| c.status.as_ref());
                 let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
                 match (status, ready) {
@@ -130,6 +134,25 @@ pub fn pool_inputs(
             })
             .collect();
     (node_pools, pools)
+}
+
+/// What each of `types` leaves for pods under a class's `kubelet` settings, where that differs
+/// from the catalog's EKS defaults.
+fn kubelet_allocatable(
+    kubelet: &KubeletConfiguration,
+    types: &[usize],
+    catalog: &[InstanceType],
+) -> HashMap<usize, Resources> {
+    types
+        .iter()
+        .filter_map(|&i| {
+            let it = &catalog[i];
+            let allocatable = it
+                .shape
+                .allocatable_with(&Reserved::of_kubelet(kubelet, &it.shape));
+            (allocatable != it.allocatable).then_some((i, allocatable))
+        })
+        .collect()
 }
 
 /// The cluster as the simulation sees it: every NodePool, capacity the simulation may plan
@@ -212,15 +235,15 @@ fn cluster_view(
                 .as_ref()
                 .and_then(|s| s.node_name.as_ref())
                 .and_then(|node| pods_by_node.get(node));
-            let overhead = pools
+            let pool = pools
                 .iter()
-                .find(|p| claim.labels().get(NODEPOOL_LABEL) == Some(&p.name))
-                .map(|p| p.daemon_overhead)
-                .unwrap_or_default();
+                .find(|p| claim.labels().get(NODEPOOL_LABEL) == Some(&p.name));
+            let no_overrides = HashMap::new();
             in_flight_node(
                 claim,
                 catalog,
-                overhead,
+                pool.map_or(&no_overrides, |p| &p.allocatable),
+                pool.map(|p| p.daemon_overhead).unwrap_or_default(),
                 on_node.map_or(&[][..], Vec::as_slice),
             )
         })
@@ -308,6 +331,14 @@ pub fn candidates<'a>(
     claim: &'a NodeClaim,
     catalog: &'a [InstanceType],
 ) -> impl Iterator<Item = &'a InstanceType> {
+    candidate_indices(claim, catalog).map(|i| &catalog[i])
+}
+
+/// The catalog indices of the claim's candidate types.
+fn candidate_indices<'a>(
+    claim: &'a NodeClaim,
+    catalog: &'a [InstanceType],
+) -> impl Iterator<Item = usize> + 'a {
     let names: BTreeSet<&str> = claim
         .spec
         .requirements
@@ -315,18 +346,17 @@ pub fn candidates<'a>(
         .filter(|r| r.key == INSTANCE_TYPE_LABEL)
         .flat_map(|r| r.values.iter().map(String::as_str))
         .collect();
-    catalog
-        .iter()
-        .filter(move |it| names.contains(it.name.as_str()))
+    (0..catalog.len()).filter(move |&i| names.contains(catalog[i].name.as_str()))
 }
 
 /// An in-flight NodeClaim as capacity for the simulation: what its launched type allocates,
-/// or until it launched what its smallest candidate would, less its pool's DaemonSets and the
-/// pods already bound to its Node. The pods it was made for are not taken out: while they
-/// wait, they are planned onto it again.
+/// or until it launched what its smallest candidate would (as its pool's `allocatable` has
+/// it), less its pool's DaemonSets and the pods already bound to its Node. The pods it was
+/// made for are not taken out: while they wait, they are planned onto it again.
 pub fn in_flight_node(
     claim: &NodeClaim,
     catalog: &[InstanceType],
+    pool_allocatable: &HashMap<usize, Resources>,
     daemon_overhead: Resources,
     bound: &[Arc<Pod>],
 ) -> ExistingNode {
@@ -337,8 +367,13 @@ pub fn in_flight_node(
         .filter(|a| !a.is_empty());
     let allocatable = match launched {
         Some(allocatable) => Resources::from_list(allocatable),
-        None => candidates(claim, catalog)
-            .map(|it| it.allocatable)
+        None => candidate_indices(claim, catalog)
+            .map(|i| {
+                pool_allocatable
+                    .get(&i)
+                    .copied()
+                    .unwrap_or(catalog[i].allocatable)
+            })
             .reduce(|a, b| Resources {
                 cpu: a.cpu.min(b.cpu),
                 memory: a.memory.min(b.memory),
@@ -421,7 +456,7 @@ mod tests {
             memory: GIB / 4,
             pods: 1,
         };
-        let waiting = in_flight_node(&claim(json!({})), &catalog, overhead, &[]);
+        let waiting = in_flight_node(&claim(json!({})), &catalog, &HashMap::new(), overhead, &[]);
         assert_eq!(
             waiting.allocatable, m5_large.allocatable,
             "the smallest candidate"
@@ -436,6 +471,7 @@ mod tests {
         let running = in_flight_node(
             &claim(json!({"allocatable": {"cpu": "3920m", "memory": "14Gi", "pods": "58"}})),
             &catalog,
+            &HashMap::new(),
             overhead,
             &bound,
         );
@@ -552,6 +588,19 @@ mod tests {
         assert_eq!(
             inputs[2].not_ready.as_deref(),
             Some("EC2NodeClass missing does not exist")
+        );
+        assert!(inputs[0].allocatable.is_empty(), "no kubelet settings");
+
+        let mut limited = (*class("ready", "True", "")).clone();
+        limited.spec.kubelet = Some(serde_json::from_value(json!({"maxPods": 5})).unwrap());
+        let (_, inputs) = pool_inputs(vec![pool("ready")], &[Arc::new(limited)], &[], &catalog);
+        let m5_large = catalog.iter().position(|it| it.name == "m5.large").unwrap();
+        let allocatable = inputs[0].allocatable[&m5_large];
+        assert_eq!(allocatable.pods, 5);
+        assert_eq!(
+            allocatable.memory,
+            catalog[m5_large].allocatable.memory + (11 * (29 - 5)) * (1 << 20),
+            "kube-reserved memory follows the max pods"
         );
     }
 }

@@ -295,13 +295,12 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
             "ec2nodeclass.yaml",
             "EC2NodeClass",
             |o| {
-                o["spec"]["amiSelectorTerms"] = json!([{"id": "ami-0123"}]);
                 o["spec"]["amiFamily"] = json!("Custom");
-                o["spec"]["kubelet"] = json!({"maxPods": 20});
+                o["spec"]["instanceStorePolicy"] = json!("RAID0");
             },
             &[
-                "spec.kubelet",
-                "kubelet settings are written into the family's bootstrap",
+                "spec.instanceStorePolicy",
+                "instanceStorePolicy is written into the family's bootstrap",
             ],
         ),
         (

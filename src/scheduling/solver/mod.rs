@@ -42,6 +42,9 @@ pub struct NodePoolInput {
     pub daemon_overhead: Resources,
     /// Indices into the catalog this pool may launch.
     pub instance_types: Vec<usize>,
+    /// What the pool's EC2NodeClass `kubelet` settings leave allocatable, by catalog index; a
+    /// type not here has the catalog's (EKS's default reservations).
+    pub allocatable: HashMap<usize, Resources>,
     /// Why the pool can launch nothing at all (its EC2NodeClass is not ready), if so.
     pub not_ready: Option<String>,
 }
@@ -214,6 +217,15 @@ struct Placement {
     zone: Option<String>,
 }
 
+/// What a node of catalog type `i` launched by `pool` leaves for pods.
+fn allocatable(problem: &Problem, pool: usize, i: usize) -> Resources {
+    problem.pools[pool]
+        .allocatable
+        .get(&i)
+        .copied()
+        .unwrap_or(problem.catalog[i].allocatable)
+}
+
 struct Solver<'a> {
     problem: &'a Problem<'a>,
     /// Per pool, the catalog indices it may launch that satisfy its requirements, cheapest first.
@@ -236,6 +248,10 @@ struct Solver<'a> {
 }
 
 impl<'a> Solver<'a> {
+    fn allocatable(&self, pool: usize, i: usize) -> Resources {
+        allocatable(self.problem, pool, i)
+    }
+
     fn new(problem: &'a Problem<'a>) -> Self {
         let catalog = problem.catalog;
         let mut by_price: Vec<usize> = (0..catalog.len()).collect();
@@ -514,7 +530,7 @@ impl<'a> Solver<'a> {
             .iter()
             .copied()
             .filter(|&i| {
-                with_daemons.fits(&catalog[i].allocatable)
+                with_daemons.fits(&self.allocatable(claim.pool, i))
                     && ceiling.is_none_or(|c| catalog[i].capacity.fits(&c))
                     && requirements
                         .as_ref()
@@ -659,11 +675,11 @@ impl<'a> Solver<'a> {
         let fitting: Vec<usize> = matching
             .iter()
             .copied()
-            .filter(|&i| needed.fits(&catalog[i].allocatable))
+            .filter(|&i| needed.fits(&self.allocatable(pool_index, i)))
             .collect();
         if fitting.is_empty() {
             let largest = matching.iter().fold(Resources::default(), |max, &i| {
-                max.max(&catalog[i].allocatable)
+                max.max(&self.allocatable(pool_index, i))
             });
             return Err(Rejection::TooLarge { needed, largest });
         }
@@ -759,7 +775,7 @@ impl<'a> Solver<'a> {
             }
             if let Some(candidates) = placement.candidates {
                 slot.room = candidates.iter().fold(Resources::default(), |max, &i| {
-                    max.max(&catalog[i].allocatable)
+                    max.max(&allocatable(self.problem, claim.pool, i))
                 });
                 claim.candidates = candidates;
                 let reserved = claim

@@ -137,6 +137,30 @@ fn packs_pods_onto_the_cheapest_types_that_fit() {
 }
 
 #[test]
+fn a_pools_kubelet_reservations_decide_what_fits_on_its_nodes() {
+    let catalog = small_catalog();
+    let pods: Vec<_> = (0..3).map(|i| pod(&format!("p{i}"), 100, GIB)).collect();
+    // Every type leaves room for two pods only, as a class's kubelet.maxPods: 2 would.
+    let mut two_pods = pool("default", &catalog);
+    two_pods.allocatable = (0..catalog.len())
+        .map(|i| {
+            let mut allocatable = catalog[i].allocatable;
+            allocatable.pods = 2;
+            (i, allocatable)
+        })
+        .collect();
+    let plan = solve_for(&catalog, &[two_pods], &[], &pods);
+    assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
+    assert_eq!(plan.new_claims.len(), 2, "three pods on two-pod nodes");
+    let plan = solve_for(&catalog, &[pool("default", &catalog)], &[], &pods);
+    assert_eq!(
+        plan.new_claims.len(),
+        1,
+        "with the catalog's allocatable, one node"
+    );
+}
+
+#[test]
 fn node_selectors_and_affinity_narrow_the_claim() {
     let catalog = small_catalog();
     let mut arm = pod("arm", 1000, GIB);
