@@ -127,34 +127,22 @@ fn script(input: &Input, kubelet: &KubeletConfiguration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assert_golden, cluster, input, kubelet, node};
-    use super::super::{ClusterInfo, NodeSettings};
+    use super::super::tests::{assert_golden, kubelet};
     use super::*;
 
-    fn user_data(
-        cluster: &ClusterInfo,
-        kubelet: &KubeletConfiguration,
-        node: &NodeSettings,
-        user: Option<&str>,
-    ) -> Result<String, BootstrapError> {
-        super::user_data(&input(cluster, None, node, user), kubelet)
+    fn write(kubelet: &KubeletConfiguration, user: Option<&str>) -> Result<String, BootstrapError> {
+        super::super::tests::write(super::user_data, kubelet, user)
     }
 
     #[test]
     fn a_bare_class_calls_bootstrap_sh_with_the_cluster_labels_and_taints() {
-        let data = user_data(&cluster(), &KubeletConfiguration::default(), &node(), None).unwrap();
+        let data = write(&KubeletConfiguration::default(), None).unwrap();
         assert_golden("al2-bare.txt", &data);
     }
 
     #[test]
     fn kubelet_settings_become_flags_and_the_users_script_runs_first() {
-        let data = user_data(
-            &cluster(),
-            &kubelet(),
-            &node(),
-            Some("#!/bin/bash\necho hello\n"),
-        )
-        .unwrap();
+        let data = write(&kubelet(), Some("#!/bin/bash\necho hello\n")).unwrap();
         assert_golden("al2-kubelet-and-script.txt", &data);
         let parts = mime::parse(&data).unwrap();
         assert_eq!(parts[0].body, "#!/bin/bash\necho hello\n");

@@ -126,30 +126,19 @@ mod tests {
     use super::super::tests::{assert_golden, cluster, input, kubelet, node};
     use super::*;
 
-    fn user_data(
-        cluster: &ClusterInfo,
-        kubelet: &KubeletConfiguration,
-        node: &NodeSettings,
-        user: Option<&str>,
-    ) -> Result<String, BootstrapError> {
-        super::user_data(&input(cluster, None, node, user), kubelet)
+    fn write(kubelet: &KubeletConfiguration, user: Option<&str>) -> Result<String, BootstrapError> {
+        super::super::tests::write(super::user_data, kubelet, user)
     }
 
     #[test]
     fn a_bare_class_gets_the_cluster_labels_and_taints() {
-        let data = user_data(&cluster(), &KubeletConfiguration::default(), &node(), None).unwrap();
+        let data = write(&KubeletConfiguration::default(), None).unwrap();
         assert_golden("al2023-bare.txt", &data);
     }
 
     #[test]
     fn kubelet_settings_go_into_the_config_and_a_users_script_comes_first() {
-        let data = user_data(
-            &cluster(),
-            &kubelet(),
-            &node(),
-            Some("#!/bin/bash\necho hello\n"),
-        )
-        .unwrap();
+        let data = write(&kubelet(), Some("#!/bin/bash\necho hello\n")).unwrap();
         assert_golden("al2023-kubelet-and-script.txt", &data);
         let parts = mime::parse(&data).unwrap();
         assert_eq!(parts[0].media_type(), "text/x-shellscript");
@@ -160,31 +149,15 @@ mod tests {
     #[test]
     fn a_users_nodeconfig_and_mime_parts_are_kept_ahead_of_windlass_one() {
         let own = "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  instance:\n    localStorage:\n      strategy: RAID0\n";
-        let parts = mime::parse(
-            &user_data(
-                &cluster(),
-                &KubeletConfiguration::default(),
-                &node(),
-                Some(own),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let parts =
+            mime::parse(&write(&KubeletConfiguration::default(), Some(own)).unwrap()).unwrap();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0].media_type(), NODECONFIG_CONTENT_TYPE);
         assert_eq!(parts[0].body, own);
 
         let document = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"//\"\n\n--//\nContent-Type: text/cloud-config\n\nruncmd: []\n--//\nContent-Type: text/x-shellscript\n\necho two\n--//--\n";
-        let parts = mime::parse(
-            &user_data(
-                &cluster(),
-                &KubeletConfiguration::default(),
-                &node(),
-                Some(document),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let parts =
+            mime::parse(&write(&KubeletConfiguration::default(), Some(document)).unwrap()).unwrap();
         let types: Vec<String> = parts.iter().map(Part::media_type).collect();
         assert_eq!(
             types,
@@ -212,10 +185,8 @@ mod tests {
 
     #[test]
     fn a_broken_mime_document_is_refused() {
-        let error = user_data(
-            &cluster(),
+        let error = write(
             &KubeletConfiguration::default(),
-            &node(),
             Some("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=x\n\n--x\n\nbody\n"),
         )
         .unwrap_err();

@@ -153,21 +153,15 @@ fn table<'a>(
 #[cfg(test)]
 mod tests {
     use super::super::tests::{assert_golden, cluster, input, kubelet, node};
-    use super::super::{ClusterInfo, NodeSettings};
     use super::*;
 
-    fn user_data(
-        cluster: &ClusterInfo,
-        kubelet: &KubeletConfiguration,
-        node: &NodeSettings,
-        user: Option<&str>,
-    ) -> Result<String, BootstrapError> {
-        super::user_data(&input(cluster, None, node, user), kubelet)
+    fn write(kubelet: &KubeletConfiguration, user: Option<&str>) -> Result<String, BootstrapError> {
+        super::super::tests::write(super::user_data, kubelet, user)
     }
 
     #[test]
     fn a_bare_class_gets_the_cluster_labels_and_taints() {
-        let data = user_data(&cluster(), &KubeletConfiguration::default(), &node(), None).unwrap();
+        let data = write(&KubeletConfiguration::default(), None).unwrap();
         assert_golden("bottlerocket-bare.toml", &data);
     }
 
@@ -188,7 +182,7 @@ tier = "gold"
 [settings.kubernetes.node-taints]
 special = ["true:NoSchedule"]
 "#;
-        let data = user_data(&cluster(), &kubelet(), &node(), Some(user)).unwrap();
+        let data = write(&kubelet(), Some(user)).unwrap();
         assert_golden("bottlerocket-kubelet-and-user.toml", &data);
         let parsed: Table = data.parse().unwrap();
         let kubernetes = parsed["settings"]["kubernetes"].as_table().unwrap();
@@ -222,16 +216,9 @@ special = ["true:NoSchedule"]
     #[test]
     fn user_data_that_is_not_toml_or_misplaces_a_table_is_refused() {
         let bare = KubeletConfiguration::default();
-        let error =
-            user_data(&cluster(), &bare, &node(), Some("#!/bin/bash\necho hi")).unwrap_err();
+        let error = write(&bare, Some("#!/bin/bash\necho hi")).unwrap_err();
         assert!(matches!(error, BootstrapError::Toml(_)), "{error}");
-        let error = user_data(
-            &cluster(),
-            &bare,
-            &node(),
-            Some("[settings]\nkubernetes = 1\n"),
-        )
-        .unwrap_err();
+        let error = write(&bare, Some("[settings]\nkubernetes = 1\n")).unwrap_err();
         assert_eq!(
             error.to_string(),
             "userData's settings.kubernetes is not a TOML table"

@@ -298,6 +298,16 @@ mod tests {
         }
     }
 
+    /// A family's writer called with the shared cluster and node.
+    pub fn write(
+        family: fn(&Input, &KubeletConfiguration) -> Result<String, BootstrapError>,
+        kubelet: &KubeletConfiguration,
+        user: Option<&str>,
+    ) -> Result<String, BootstrapError> {
+        let (cluster, node) = (cluster(), node());
+        family(&input(&cluster, None, &node, user), kubelet)
+    }
+
     pub fn kubelet() -> KubeletConfiguration {
         serde_json::from_value(serde_json::json!({
             "maxPods": 42,

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
-use windlass::apis::node_claim::NodeClaim;
+use windlass::apis::node_claim::{NodeClaim, NodeClaimStatus};
 
 use super::fixture::{
     claim_instance, delete_pods, delete_pool_and_class, launch_template, node_class_and_pool_with,
@@ -54,18 +54,23 @@ async fn pod_for(pods: &Api<Pod>, pool: &str) {
     pods.create(&PostParams::default(), &pod).await.unwrap();
 }
 
+/// The status of `pool`'s first NodeClaim, once it has one.
+async fn first_claim_status(claims: &Api<NodeClaim>, pool: &str) -> Option<NodeClaimStatus> {
+    let selector = format!("windlass.dev/nodepool={pool}");
+    let list = claims
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .ok()?;
+    list.items.into_iter().next()?.status
+}
+
 /// The instance launched for `pool`'s first NodeClaim, once it has one.
 async fn launched_instance(claims: &Api<NodeClaim>, pool: &str) -> String {
-    let selector = format!("windlass.dev/nodepool={pool}");
     wait_until(
         &format!("an instance launched for pool {pool}"),
         Duration::from_secs(90),
         || async {
-            let list = claims
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .ok()?;
-            let status = list.items.into_iter().next()?.status?;
+            let status = first_claim_status(claims, pool).await?;
             status.provider_id.as_ref()?;
             Some(claim_instance(&status))
         },
@@ -191,14 +196,7 @@ async fn al2023_bottlerocket_and_al2_nodes_register_from_their_user_data_and_cus
             max_pods.to_string(),
             "{family}: the kubelet's max pods came from the bootstrap"
         );
-        let selector = format!("windlass.dev/nodepool={name}");
-        let claim = claims
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap()
-            .items
-            .remove(0);
-        let recorded = claim.status.unwrap().allocatable;
+        let recorded = first_claim_status(&claims, name).await.unwrap().allocatable;
         for resource in ["cpu", "memory", "pods"] {
             assert_eq!(
                 recorded[resource], allocatable[resource],
@@ -258,16 +256,11 @@ async fn without_the_cluster_flags_nodes_join_the_cluster_eks_describes() {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), &namespace.name);
     pod_for(&pods, &name).await;
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
-    let selector = format!("windlass.dev/nodepool={name}");
     let message = wait_until(
         "the NodeClaim to say no EKS cluster tells it what to join",
         Duration::from_secs(90),
         || async {
-            let list = claims
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .ok()?;
-            let status = list.items.into_iter().next()?.status?;
+            let status = first_claim_status(&claims, &name).await?;
             let launched = status.conditions.iter().find(|c| c.type_ == "Launched")?;
             (launched.status == "False" && launched.reason == "ClusterUnknown")
                 .then(|| launched.message.clone())
