@@ -26,8 +26,16 @@ pub struct ClusterSource {
     flags: ClusterFlags,
     eks: aws_sdk_eks::Client,
     services: Api<Service>,
-    resolved: OnceCell<ClusterFlags>,
+    resolved: OnceCell<Resolved>,
     dns: tokio::sync::Mutex<Option<String>>,
+}
+
+/// What the flags and DescribeCluster together said.
+#[derive(Clone, Debug)]
+struct Resolved {
+    endpoint: String,
+    ca_bundle: String,
+    service_cidr: String,
 }
 
 const DNS_SERVICE: &str = "kube-dns";
@@ -58,18 +66,17 @@ impl ClusterSource {
                 info!(dns = %ip, "nodes are told the cluster's DNS address");
             }
         }
-        let field = |value: &Option<String>| value.clone().unwrap_or_default();
         Ok(ClusterInfo {
             name: self.name.clone(),
-            endpoint: field(&resolved.endpoint),
-            ca_bundle: field(&resolved.ca_bundle),
-            service_cidr: field(&resolved.service_cidr),
+            endpoint: resolved.endpoint.clone(),
+            ca_bundle: resolved.ca_bundle.clone(),
+            service_cidr: resolved.service_cidr.clone(),
             dns: dns.clone(),
         })
     }
 
     /// Endpoint, CA bundle and Service CIDR, each from its flag or else DescribeCluster.
-    async fn resolve(&self) -> Result<ClusterFlags, CloudError> {
+    async fn resolve(&self) -> Result<Resolved, CloudError> {
         let ClusterFlags {
             mut endpoint,
             mut ca_bundle,
@@ -88,12 +95,12 @@ impl ClusterSource {
                 self.name
             ),
         };
-        let resolved = ClusterFlags {
-            endpoint: Some(endpoint.ok_or_else(|| missing("endpoint"))?),
-            ca_bundle: Some(ca_bundle.ok_or_else(|| missing("ca-bundle"))?),
-            service_cidr: Some(service_cidr.ok_or_else(|| missing("service-cidr"))?),
+        let resolved = Resolved {
+            endpoint: endpoint.ok_or_else(|| missing("endpoint"))?,
+            ca_bundle: ca_bundle.ok_or_else(|| missing("ca-bundle"))?,
+            service_cidr: service_cidr.ok_or_else(|| missing("service-cidr"))?,
         };
-        info!(endpoint = ?resolved.endpoint, service_cidr = ?resolved.service_cidr, "nodes join the cluster through these");
+        info!(endpoint = %resolved.endpoint, service_cidr = %resolved.service_cidr, "nodes join the cluster through these");
         Ok(resolved)
     }
 

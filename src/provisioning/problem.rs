@@ -18,7 +18,7 @@ use crate::apis::labels::{
 };
 use crate::apis::node_claim::{CONDITION_INITIALIZED, NodeClaim};
 use crate::apis::node_pool::{NodePool, RequirementOperator};
-use crate::scheduling::instance_types::{InstanceType, Reserved};
+use crate::scheduling::instance_types::{InstanceType, KubeletReservations};
 use crate::scheduling::pod::PodShape;
 use crate::scheduling::requirements::Requirement;
 use crate::scheduling::resources::Resources;
@@ -143,13 +143,14 @@ fn kubelet_allocatable(
     types: &[usize],
     catalog: &[InstanceType],
 ) -> HashMap<usize, Resources> {
+    let reservations = KubeletReservations::of(kubelet);
     types
         .iter()
         .filter_map(|&i| {
             let it = &catalog[i];
             let allocatable = it
                 .shape
-                .allocatable_with(&Reserved::of_kubelet(kubelet, &it.shape));
+                .allocatable_with(&reservations.for_shape(&it.shape));
             (allocatable != it.allocatable).then_some((i, allocatable))
         })
         .collect()

@@ -1,6 +1,7 @@
 //! Instance types as the scheduler sees them: shape, what the kubelet leaves allocatable, the
 //! well-known labels, and offerings (zone × capacity type, with price and availability).
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube_quantity::ParsedQuantity;
 
 use crate::apis::ec2_node_class::KubeletConfiguration;
@@ -92,36 +93,49 @@ pub struct Reserved {
 }
 
 impl Reserved {
-    /// What an EC2NodeClass's `kubelet` settings keep back on a node of `shape`, as its
-    /// bootstrap tells the kubelet: `podsPerCore` caps the max pods at that many per vCPU, and
-    /// a percentage eviction threshold is of the node's memory.
+    /// What an EC2NodeClass's `kubelet` settings keep back on a node of `shape`.
     pub fn of_kubelet(kubelet: &KubeletConfiguration, shape: &Shape) -> Self {
-        let cpu = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
-            quantity(q?).map(|cores| (cores * 1000.0).round() as i64)
-        };
-        let memory = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
-            quantity(q?).map(|bytes| bytes as i64)
-        };
-        let mut max_pods = kubelet.max_pods.map(i64::from);
-        if let Some(per_core) = kubelet.pods_per_core.filter(|p| *p > 0) {
-            let cap = i64::from(per_core) * shape.vcpus;
-            max_pods = Some(max_pods.unwrap_or(shape.max_pods).min(cap));
-        }
+        KubeletReservations::of(kubelet).for_shape(shape)
+    }
+}
+
+/// A class's `kubelet` settings read once, for nodes of any shape: the bootstrap tells the
+/// kubelet these, `podsPerCore` caps the max pods at that many per vCPU, and a percentage
+/// eviction threshold is of the node's memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KubeletReservations {
+    max_pods: Option<i64>,
+    pods_per_core: Option<i64>,
+    kube_millicpu: Option<i64>,
+    kube_memory: Option<i64>,
+    system_millicpu: i64,
+    system_memory: i64,
+    eviction_memory: Option<Threshold>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Threshold {
+    Bytes(i64),
+    Percent(f64),
+}
+
+impl KubeletReservations {
+    pub fn of(kubelet: &KubeletConfiguration) -> Self {
+        let cpu = |q: Option<&Quantity>| quantity(q?).map(|cores| (cores * 1000.0).round() as i64);
+        let memory = |q: Option<&Quantity>| quantity(q?).map(|bytes| bytes as i64);
         let eviction_memory = kubelet
             .eviction_hard
             .get("memory.available")
             .and_then(|threshold| match threshold.strip_suffix('%') {
-                Some(percent) => percent
-                    .parse::<f64>()
-                    .ok()
-                    .map(|p| (shape.memory_mib as f64 * MIB as f64 * p / 100.0) as i64),
+                Some(percent) => percent.parse().ok().map(Threshold::Percent),
                 None => ParsedQuantity::try_from(threshold.as_str())
                     .ok()?
                     .to_bytes_f64()
-                    .map(|bytes| bytes as i64),
+                    .map(|bytes| Threshold::Bytes(bytes as i64)),
             });
         Self {
-            max_pods,
+            max_pods: kubelet.max_pods.map(i64::from),
+            pods_per_core: kubelet.pods_per_core.filter(|p| *p > 0).map(i64::from),
             kube_millicpu: cpu(kubelet.kube_reserved.get("cpu")),
             kube_memory: memory(kubelet.kube_reserved.get("memory")),
             system_millicpu: cpu(kubelet.system_reserved.get("cpu")).unwrap_or(0),
@@ -129,9 +143,32 @@ impl Reserved {
             eviction_memory,
         }
     }
+
+    pub fn for_shape(&self, shape: &Shape) -> Reserved {
+        let max_pods = match self.pods_per_core {
+            Some(per_core) => Some(
+                self.max_pods
+                    .unwrap_or(shape.max_pods)
+                    .min(per_core * shape.vcpus),
+            ),
+            None => self.max_pods,
+        };
+        let eviction_memory = self.eviction_memory.map(|threshold| match threshold {
+            Threshold::Bytes(bytes) => bytes,
+            Threshold::Percent(p) => (shape.memory_mib as f64 * MIB as f64 * p / 100.0) as i64,
+        });
+        Reserved {
+            max_pods,
+            kube_millicpu: self.kube_millicpu,
+            kube_memory: self.kube_memory,
+            system_millicpu: self.system_millicpu,
+            system_memory: self.system_memory,
+            eviction_memory,
+        }
+    }
 }
 
-fn quantity(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> Option<f64> {
+fn quantity(q: &Quantity) -> Option<f64> {
     ParsedQuantity::try_from(q).ok()?.to_bytes_f64()
 }
 

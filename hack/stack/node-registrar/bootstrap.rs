@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Taint;
-use kube_quantity::ParsedQuantity;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
+use windlass::apis::ec2_node_class::KubeletConfiguration;
 use windlass::aws::bootstrap::mime;
-use windlass::scheduling::instance_types::Reserved;
 
 /// The cluster a bootstrap joins and what its kubelet registers with.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -87,39 +87,22 @@ pub fn read(user_data: &str) -> Result<Bootstrap, NoBootstrap> {
 }
 
 impl Bootstrap {
-    /// What the kubelet keeps back: memory thresholds in percent are of `memory_bytes`.
-    pub fn reserved(&self, memory_bytes: i64) -> Reserved {
-        let cpu = |m: &BTreeMap<String, String>| m.get("cpu").and_then(|q| millicpu(q));
-        let memory = |m: &BTreeMap<String, String>| m.get("memory").and_then(|q| bytes(q));
-        let eviction =
-            self.eviction_hard
-                .get("memory.available")
-                .and_then(|v| match v.strip_suffix('%') {
-                    Some(percent) => percent
-                        .parse::<f64>()
-                        .ok()
-                        .map(|p| (memory_bytes as f64 * p / 100.0) as i64),
-                    None => bytes(v),
-                });
-        Reserved {
-            max_pods: self.max_pods,
-            kube_millicpu: cpu(&self.kube_reserved),
-            kube_memory: memory(&self.kube_reserved),
-            system_millicpu: cpu(&self.system_reserved).unwrap_or(0),
-            system_memory: memory(&self.system_reserved).unwrap_or(0),
-            eviction_memory: eviction,
+    /// The kubelet settings it sets, as an EC2NodeClass would spell them: what the kubelet
+    /// keeps back is then computed as for the class.
+    pub fn kubelet(&self) -> KubeletConfiguration {
+        let quantities = |m: &BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                .collect()
+        };
+        KubeletConfiguration {
+            max_pods: self.max_pods.and_then(|p| i32::try_from(p).ok()),
+            kube_reserved: quantities(&self.kube_reserved),
+            system_reserved: quantities(&self.system_reserved),
+            eviction_hard: self.eviction_hard.clone(),
+            ..KubeletConfiguration::default()
         }
     }
-}
-
-fn millicpu(quantity: &str) -> Option<i64> {
-    let parsed = ParsedQuantity::try_from(quantity).ok()?;
-    Some((parsed.to_bytes_f64()? * 1000.0).round() as i64)
-}
-
-fn bytes(quantity: &str) -> Option<i64> {
-    let parsed = ParsedQuantity::try_from(quantity).ok()?;
-    Some(parsed.to_bytes_f64()? as i64)
 }
 
 /// nodeadm merges its NodeConfigs in order: a later one's values win, its flags add.
@@ -345,6 +328,8 @@ fn pairs(text: &str) -> impl Iterator<Item = (String, String)> + '_ {
 
 #[cfg(test)]
 mod tests {
+    use windlass::scheduling::instance_types::{Reserved, Shape};
+
     use super::*;
 
     const AL2023: &str =
@@ -377,7 +362,12 @@ mod tests {
                 keys.contains(&"dedicated") && keys.contains(&"node.cilium.io/agent-not-ready"),
                 "{family}: {keys:?}"
             );
-            let reserved = bootstrap.reserved(8 << 30);
+            let m5_large = Shape {
+                vcpus: 2,
+                memory_mib: 8192,
+                max_pods: 29,
+            };
+            let reserved = Reserved::of_kubelet(&bootstrap.kubelet(), &m5_large);
             assert_eq!(reserved.system_millicpu, 100, "{family}");
             assert_eq!(reserved.kube_memory, Some(300 << 20), "{family}");
             assert_eq!(

@@ -11,6 +11,7 @@ use windlass::apis::labels::{
     ARCH_LABEL, CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
 };
 use windlass::aws::provider_id;
+use windlass::scheduling::instance_types::Reserved;
 pub use windlass::scheduling::instance_types::Shape;
 
 use crate::bootstrap::Bootstrap;
@@ -65,8 +66,7 @@ pub fn node(
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
     let taints = bootstrap.taints.clone();
-    let capacity = shape.capacity();
-    let allocatable = shape.allocatable_with(&bootstrap.reserved(capacity.memory));
+    let allocatable = shape.allocatable_with(&Reserved::of_kubelet(&bootstrap.kubelet(), shape));
     let resources = |cpu: String, memory: String| {
         BTreeMap::from([
             ("cpu".to_owned(), Quantity(cpu)),
