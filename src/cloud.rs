@@ -8,7 +8,7 @@ use std::future::Future;
 
 use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::node_claim::NodeClaim;
-use crate::scheduling::instance_types::{InstanceType, Shape};
+use crate::scheduling::instance_types::{InstanceType, TypeFacts};
 
 /// An instance launched for a NodeClaim.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,8 +31,9 @@ pub struct Instance {
 pub struct Launched {
     pub instance: Instance,
     pub capacity_type: String,
-    /// Shape and Kubernetes architecture of its instance type, when the cloud reports them.
-    pub shape: Option<(Shape, &'static str)>,
+    /// Shape, Kubernetes architecture and hardware of its instance type, when the cloud
+    /// reports them.
+    pub facts: Option<TypeFacts>,
 }
 
 /// A cloud API call that failed, as one readable line.

@@ -15,6 +15,63 @@ pub const ARCH_LABEL: &str = "kubernetes.io/arch";
 pub const OS_LABEL: &str = "kubernetes.io/os";
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
+/// Karpenter's labels for what a node's instance type is, which Windlass sets too, so that a
+/// NodePool or pod written for Karpenter keeps its meaning.
+pub const INSTANCE_CATEGORY_LABEL: &str = "karpenter.k8s.aws/instance-category";
+pub const INSTANCE_GENERATION_LABEL: &str = "karpenter.k8s.aws/instance-generation";
+pub const INSTANCE_SIZE_LABEL: &str = "karpenter.k8s.aws/instance-size";
+pub const INSTANCE_GPU_COUNT_LABEL: &str = "karpenter.k8s.aws/instance-gpu-count";
+pub const INSTANCE_GPU_NAME_LABEL: &str = "karpenter.k8s.aws/instance-gpu-name";
+pub const INSTANCE_GPU_MANUFACTURER_LABEL: &str = "karpenter.k8s.aws/instance-gpu-manufacturer";
+/// Total GPU memory, MiB.
+pub const INSTANCE_GPU_MEMORY_LABEL: &str = "karpenter.k8s.aws/instance-gpu-memory";
+/// Total NVMe instance store, GiB.
+pub const INSTANCE_LOCAL_NVME_LABEL: &str = "karpenter.k8s.aws/instance-local-nvme";
+/// Baseline network bandwidth, Mbit/s.
+pub const INSTANCE_NETWORK_BANDWIDTH_LABEL: &str = "karpenter.k8s.aws/instance-network-bandwidth";
+pub const INSTANCE_HYPERVISOR_LABEL: &str = "karpenter.k8s.aws/instance-hypervisor";
+pub const INSTANCE_ENCRYPTION_IN_TRANSIT_LABEL: &str =
+    "karpenter.k8s.aws/instance-encryption-in-transit-supported";
+
+/// Karpenter's key for each label that Windlass also has under a `windlass.dev/` key. Windlass
+/// reads either key as the same requirement and puts both on its Nodes.
+pub const KARPENTER_ALIASES: [(&str, &str); 5] = [
+    (NODEPOOL_LABEL, "karpenter.sh/nodepool"),
+    (CAPACITY_TYPE_LABEL, "karpenter.sh/capacity-type"),
+    (INSTANCE_FAMILY_LABEL, "karpenter.k8s.aws/instance-family"),
+    (INSTANCE_CPU_LABEL, "karpenter.k8s.aws/instance-cpu"),
+    (INSTANCE_MEMORY_LABEL, "karpenter.k8s.aws/instance-memory"),
+];
+
+/// The key Windlass reads `key` as: the `windlass.dev/` key for a Karpenter alias, else `key`.
+pub fn canonical(key: &str) -> &str {
+    KARPENTER_ALIASES
+        .iter()
+        .find(|(_, alias)| *alias == key)
+        .map_or(key, |(own, _)| own)
+}
+
+/// Adds Karpenter's key beside each `windlass.dev/` key that has one, for labels a Node carries.
+pub fn add_karpenter_aliases(labels: &mut std::collections::BTreeMap<String, String>) {
+    for (own, alias) in KARPENTER_ALIASES {
+        if let Some(value) = labels.get(own).cloned() {
+            labels.insert(alias.to_owned(), value);
+        }
+    }
+}
+
+/// Adds the `windlass.dev/` key beside each Karpenter alias a Node carries without it (a node
+/// Karpenter launched, say), so the simulation reads its labels by one key.
+pub fn add_own_keys(labels: &mut std::collections::BTreeMap<String, String>) {
+    for (own, alias) in KARPENTER_ALIASES {
+        if !labels.contains_key(own)
+            && let Some(value) = labels.get(alias).cloned()
+        {
+            labels.insert(own.to_owned(), value);
+        }
+    }
+}
+
 /// The install (`--cluster-name`) a NodeClaim belongs to, each install handling only its own;
 /// also the tag on every instance and launch template it makes.
 pub const CLUSTER_LABEL: &str = "windlass.dev/cluster";
@@ -63,3 +120,37 @@ pub const PAUSED_SCALE_IN_ANNOTATION: &str = "autoscaling.windlass.dev/paused-sc
 pub const PAUSED_SCALE_OUT_ANNOTATION: &str = "autoscaling.windlass.dev/paused-scale-out";
 /// `"true"` treats the object as active whatever the triggers say.
 pub const FORCE_ACTIVATION_ANNOTATION: &str = "autoscaling.windlass.dev/force-activation";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn karpenter_keys_read_as_windlass_keys_and_are_written_beside_them() {
+        assert_eq!(canonical("karpenter.sh/capacity-type"), CAPACITY_TYPE_LABEL);
+        assert_eq!(canonical("karpenter.sh/nodepool"), NODEPOOL_LABEL);
+        assert_eq!(
+            canonical("karpenter.k8s.aws/instance-family"),
+            INSTANCE_FAMILY_LABEL
+        );
+        assert_eq!(
+            canonical(INSTANCE_GPU_COUNT_LABEL),
+            INSTANCE_GPU_COUNT_LABEL
+        );
+        assert_eq!(canonical("team"), "team");
+
+        let mut labels = BTreeMap::from([
+            (CAPACITY_TYPE_LABEL.to_owned(), "spot".to_owned()),
+            ("team".to_owned(), "data".to_owned()),
+        ]);
+        add_karpenter_aliases(&mut labels);
+        assert_eq!(labels["karpenter.sh/capacity-type"], "spot");
+        assert_eq!(labels.len(), 3);
+
+        let mut karpenters =
+            BTreeMap::from([("karpenter.k8s.aws/instance-cpu".to_owned(), "4".to_owned())]);
+        add_own_keys(&mut karpenters);
+        assert_eq!(karpenters[INSTANCE_CPU_LABEL], "4");
+    }
+}

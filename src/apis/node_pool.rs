@@ -82,7 +82,7 @@ pub struct NodeClaimTemplate {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.labels) || !('windlass.dev/nodepool' in self.labels)").message("label windlass.dev/nodepool is set by Windlass").field_path(".labels"))]
+#[x_kube(validation = Rule::new("!has(self.labels) || !('windlass.dev/nodepool' in self.labels || 'karpenter.sh/nodepool' in self.labels)").message("labels windlass.dev/nodepool and karpenter.sh/nodepool are set by Windlass").field_path(".labels"))]
 #[x_kube(validation = Rule::new("!has(self.labels) || !('kubernetes.io/hostname' in self.labels)").message("label kubernetes.io/hostname is set by the kubelet").field_path(".labels"))]
 pub struct TemplateMetadata {
     /// Labels applied to every node.
@@ -125,7 +125,9 @@ fn default_expire_after() -> String {
 /// (e.g. instance types) to stay available for flexibility.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.key != 'kubernetes.io/hostname' && self.key != 'windlass.dev/nodepool'").message("requirement key is set by Windlass or the kubelet and cannot be constrained").field_path(".key"))]
+#[x_kube(validation = Rule::new("!(self.key in ['kubernetes.io/hostname', 'windlass.dev/nodepool', 'karpenter.sh/nodepool'])").message("requirement key is set by Windlass or the kubelet and cannot be constrained").field_path(".key"))]
+#[x_kube(validation = Rule::new("!self.key.startsWith('karpenter.k8s.aws/') || self.key in ['karpenter.k8s.aws/instance-category', 'karpenter.k8s.aws/instance-family', 'karpenter.k8s.aws/instance-generation', 'karpenter.k8s.aws/instance-size', 'karpenter.k8s.aws/instance-cpu', 'karpenter.k8s.aws/instance-memory', 'karpenter.k8s.aws/instance-gpu-count', 'karpenter.k8s.aws/instance-gpu-name', 'karpenter.k8s.aws/instance-gpu-manufacturer', 'karpenter.k8s.aws/instance-gpu-memory', 'karpenter.k8s.aws/instance-local-nvme', 'karpenter.k8s.aws/instance-network-bandwidth', 'karpenter.k8s.aws/instance-hypervisor', 'karpenter.k8s.aws/instance-encryption-in-transit-supported']").message("Windlass sets these karpenter.k8s.aws labels only: instance-category, -family, -generation, -size, -cpu, -memory, -gpu-count, -gpu-name, -gpu-manufacturer, -gpu-memory, -local-nvme, -network-bandwidth, -hypervisor, -encryption-in-transit-supported").field_path(".key"))]
+#[x_kube(validation = Rule::new("!self.key.startsWith('karpenter.sh/') || self.key == 'karpenter.sh/capacity-type'").message("of the karpenter.sh labels only karpenter.sh/capacity-type can be a requirement").field_path(".key"))]
 #[x_kube(validation = Rule::new("self.operator != 'In' || self.values.size() > 0").message("operator In needs at least one value").field_path(".values"))]
 #[x_kube(validation = Rule::new("!(self.operator in ['Exists', 'DoesNotExist']) || self.values.size() == 0").message("operators Exists and DoesNotExist take no values").field_path(".values"))]
 #[x_kube(validation = Rule::new("!(self.operator in ['Gt', 'Lt']) || (self.values.size() == 1 && self.values[0].matches('^[0-9]+$'))").message("operators Gt and Lt take exactly one non-negative integer value").field_path(".values"))]

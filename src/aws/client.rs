@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::operation::create_fleet::CreateFleetOutput;
 use aws_sdk_ec2::types::{
-    DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest,
+    DefaultTargetCapacityType, EphemeralNvmeSupport, Filter, FleetLaunchTemplateConfigRequest,
     FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
     FleetOnDemandAllocationStrategy, FleetType, InstanceType, InstanceTypeInfo,
     LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
@@ -28,7 +28,7 @@ use crate::aws::launch::{FleetRequest, TemplateConfig};
 use crate::aws::nodeclass::rules::{kubernetes_arch, resolved_ami};
 use crate::aws::{provider_id, sdk_clients};
 use crate::cloud::{CloudError, Instance};
-use crate::scheduling::instance_types::{self, ON_DEMAND, Offering, SPOT, Shape};
+use crate::scheduling::instance_types::{self, ON_DEMAND, Offering, SPOT, Shape, TypeFacts};
 
 /// One of EC2's per-override CreateFleet errors.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +133,53 @@ pub fn shape_of(info: &InstanceTypeInfo) -> Option<(Shape, &'static str)> {
         },
         arch,
     ))
+}
+
+/// What DescribeInstanceTypes says of a type's GPUs, instance store, network and hypervisor,
+/// read as Karpenter reads it: GPU labels only when the type has one model of GPU, instance
+/// store only when it is NVMe.
+pub fn hardware_of(info: &InstanceTypeInfo) -> instance_types::Hardware {
+    let gpu = match info.gpu_info().map(|g| g.gpus()) {
+        Some([gpu]) => Some(instance_types::Gpu {
+            name: gpu.name().unwrap_or_default().to_owned(),
+            manufacturer: gpu.manufacturer().unwrap_or_default().to_owned(),
+            count: i64::from(gpu.count().unwrap_or(0)),
+            memory_mib: i64::from(gpu.memory_info().and_then(|m| m.size_in_mib()).unwrap_or(0)),
+        }),
+        _ => None,
+    };
+    let local_nvme_gib = info
+        .instance_storage_info()
+        .filter(|s| s.nvme_support() != Some(&EphemeralNvmeSupport::Unsupported))
+        .and_then(|s| s.total_size_in_gb());
+    let network = info.network_info();
+    let network_bandwidth_mbps = network.and_then(|n| {
+        let index = n.default_network_card_index().unwrap_or(0);
+        let card = n
+            .network_cards()
+            .iter()
+            .find(|card| card.network_card_index().unwrap_or(0) == index)?;
+        // Whole Mbit/s, so that Gt and Lt can compare them.
+        card.baseline_bandwidth_in_gbps()
+            .map(|gbps| (gbps * 1000.0).round() as i64)
+    });
+    instance_types::Hardware {
+        gpu,
+        local_nvme_gib,
+        network_bandwidth_mbps,
+        hypervisor: info.hypervisor().map(|h| h.as_str().to_owned()),
+        encryption_in_transit: network.and_then(|n| n.encryption_in_transit_supported()),
+    }
+}
+
+/// Shape, architecture and hardware of a type, when it has a usable shape.
+pub fn facts_of(info: &InstanceTypeInfo) -> Option<TypeFacts> {
+    let (shape, arch) = shape_of(info)?;
+    Some(TypeFacts {
+        shape,
+        arch,
+        hardware: hardware_of(info),
+    })
 }
 
 fn failed<E, R>(call: &'static str) -> impl FnOnce(SdkError<E, R>) -> CloudError
@@ -393,7 +440,7 @@ impl Aws {
                 let Some(name) = info.instance_type().map(|t| t.as_str().to_owned()) else {
                     continue;
                 };
-                let (Some((shape, arch)), Some(zones)) = (shape_of(info), zones.get(&name)) else {
+                let (Some(facts), Some(zones)) = (facts_of(info), zones.get(&name)) else {
                     continue;
                 };
                 // A type missing from the price table stays usable, tried after the priced ones.
@@ -413,9 +460,10 @@ impl Aws {
                         })
                     })
                     .collect();
-                catalog.push(instance_types::InstanceType::new(
-                    &name, arch, shape, offerings,
-                ));
+                catalog.push(
+                    instance_types::InstanceType::new(&name, facts.arch, facts.shape, offerings)
+                        .with_hardware(&facts.hardware),
+                );
             }
         }
         catalog.sort_by(|a, b| a.name.cmp(&b.name));
@@ -450,11 +498,11 @@ impl Aws {
         Ok(prices)
     }
 
-    /// Shape and architecture of the named instance types.
-    pub async fn shapes(
+    /// Shape, architecture and hardware of the named instance types.
+    pub async fn type_facts(
         &self,
         names: &[String],
-    ) -> Result<BTreeMap<String, (Shape, &'static str)>, CloudError> {
+    ) -> Result<BTreeMap<String, TypeFacts>, CloudError> {
         let types: Vec<InstanceType> = names
             .iter()
             .map(|n| InstanceType::from(n.as_str()))
@@ -469,7 +517,7 @@ impl Aws {
         Ok(output
             .instance_types()
             .iter()
-            .filter_map(|info| Some((info.instance_type()?.as_str().to_owned(), shape_of(info)?)))
+            .filter_map(|info| Some((info.instance_type()?.as_str().to_owned(), facts_of(info)?)))
             .collect())
     }
 

@@ -178,10 +178,10 @@ impl CloudProvider for AwsCloud {
             .and_then(|r| r.finite_values())
             .map(|v| v.iter().cloned().collect())
             .unwrap_or_default();
-        let shapes = self.aws.shapes(&candidates).await?;
-        let architectures: BTreeMap<String, &'static str> = shapes
+        let facts = self.aws.type_facts(&candidates).await?;
+        let architectures: BTreeMap<String, &'static str> = facts
             .iter()
-            .map(|(name, (_, arch))| (name.clone(), *arch))
+            .map(|(name, facts)| (name.clone(), facts.arch))
             .collect();
         let joins = self
             .joins
@@ -239,7 +239,7 @@ impl CloudProvider for AwsCloud {
             )));
         };
         Ok(Launched {
-            shape: shapes.get(&instance.instance_type).copied(),
+            facts: facts.get(&instance.instance_type).cloned(),
             instance,
             capacity_type: request.capacity_type.to_owned(),
         })

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
 use crate::apis::node_claim::NodeClaim;
-use crate::scheduling::instance_types::InstanceType;
+use crate::scheduling::instance_types::{Hardware, InstanceType, TypeFacts};
 use crate::scheduling::requirements::Requirements;
 
 use super::{CloudError, CloudProvider, CreateError, Instance, Launched};
@@ -60,14 +60,15 @@ impl CloudProvider for FakeCloud {
         let launched = |instance: Instance| Launched {
             instance,
             capacity_type: offering.capacity_type.clone(),
-            shape: Some((
-                instance_type.shape,
-                if instance_type.arch == "arm64" {
+            facts: Some(TypeFacts {
+                shape: instance_type.shape,
+                arch: if instance_type.arch == "arm64" {
                     "arm64"
                 } else {
                     "amd64"
                 },
-            )),
+                hardware: Hardware::default(),
+            }),
         };
         if let Some(instance) = self.instances.lock().unwrap().get(&name) {
             return Ok(launched(instance.clone()));

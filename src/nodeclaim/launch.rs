@@ -13,12 +13,11 @@ use super::set_condition;
 use crate::apis::conditions::READY;
 use crate::apis::ec2_node_class::{EC2NodeClass, KubeletConfiguration};
 use crate::apis::labels::{
-    ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL,
-    INSTANCE_MEMORY_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
+    CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL, add_karpenter_aliases,
 };
 use crate::apis::node_claim::{CONDITION_LAUNCHED, NodeClaim, NodeClaimStatus};
 use crate::cloud::{CloudError, CloudProvider, CreateError, Launched};
-use crate::scheduling::instance_types::Reserved;
+use crate::scheduling::instance_types::{Reserved, type_labels};
 use crate::scheduling::resources::Resources;
 use crate::status::is_true;
 
@@ -96,7 +95,8 @@ fn record(
     now: Timestamp,
 ) -> BTreeMap<String, String> {
     let instance = &launched.instance;
-    if let Some((shape, _)) = &launched.shape {
+    if let Some(facts) = &launched.facts {
+        let shape = &facts.shape;
         let reserved = kubelet.map_or_else(Reserved::default, |k| Reserved::of_kubelet(k, shape));
         status.capacity = quantities(shape.capacity());
         status.allocatable = quantities(shape.allocatable_with(&reserved));
@@ -124,18 +124,16 @@ fn record(
         ),
         (OS_LABEL.to_owned(), "linux".to_owned()),
     ]);
-    if let Some((shape, arch)) = &launched.shape {
-        let family = instance.instance_type.split('.').next().unwrap_or_default();
-        labels.extend([
-            (ARCH_LABEL.to_owned(), (*arch).to_owned()),
-            (INSTANCE_FAMILY_LABEL.to_owned(), family.to_owned()),
-            (INSTANCE_CPU_LABEL.to_owned(), shape.vcpus.to_string()),
-            (
-                INSTANCE_MEMORY_LABEL.to_owned(),
-                shape.memory_mib.to_string(),
-            ),
-        ]);
+    if let Some(facts) = &launched.facts {
+        let of_type = type_labels(
+            &instance.instance_type,
+            facts.arch,
+            &facts.shape,
+            &facts.hardware,
+        );
+        labels.extend(of_type.into_iter().map(|(k, v)| (k.to_owned(), v)));
     }
+    add_karpenter_aliases(&mut labels);
     labels
 }
 
@@ -150,6 +148,9 @@ fn quantities(resources: Resources) -> BTreeMap<String, Quantity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apis::labels::{
+        ARCH_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL, INSTANCE_MEMORY_LABEL,
+    };
     use crate::cloud::fake::FakeCloud;
     use crate::scheduling::fake;
     use serde_json::json;
@@ -247,6 +248,9 @@ mod tests {
         assert_eq!(labels[INSTANCE_CPU_LABEL], "2");
         assert_eq!(labels[INSTANCE_MEMORY_LABEL], "4096");
         assert_eq!(labels[INSTANCE_FAMILY_LABEL], "fake-it-1");
+        assert_eq!(labels["karpenter.k8s.aws/instance-family"], "fake-it-1");
+        assert_eq!(labels["karpenter.sh/capacity-type"], "on-demand");
+        assert_eq!(labels["karpenter.k8s.aws/instance-cpu"], "2");
     }
 
     #[tokio::test]

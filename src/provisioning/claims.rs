@@ -19,7 +19,7 @@ use crate::apis::node_pool::NodePool;
 use crate::nodeclaim::drift::{node_class_hash, template_hash};
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::requirements::Requirement;
-use crate::scheduling::{LAUNCH_CANDIDATES, NewClaim, Rejection, Unplaced};
+use crate::scheduling::{NewClaim, Rejection, Unplaced, claim_labels, launch_candidates};
 
 /// The NodeClaim for a planned claim, for the install `cluster`: the pool's template, the
 /// plan's requirements with the instance types narrowed to the cheapest candidates, the pods'
@@ -38,15 +38,12 @@ pub fn node_claim(
     requirements.add(
         INSTANCE_TYPE_LABEL,
         Requirement::one_of(
-            claim
-                .instance_types
-                .iter()
-                .take(LAUNCH_CANDIDATES)
-                .map(|&i| catalog[i].name.clone()),
+            launch_candidates(&claim.instance_types, &claim.requirements, catalog)
+                .into_iter()
+                .map(|i| catalog[i].name.clone()),
         ),
     );
-    let mut labels = template.metadata.labels.clone();
-    labels.insert(NODEPOOL_LABEL.to_owned(), pool_name.clone());
+    let mut labels = claim_labels(&pool_name, &template.metadata.labels, &requirements);
     let mut annotations = template.metadata.annotations.clone();
     annotations.insert(
         NODEPOOL_HASH_ANNOTATION.to_owned(),
@@ -98,11 +95,9 @@ pub fn node_claim(
 /// The candidates a launch of `claim` offers that have no known price for the offerings it may
 /// use.
 pub fn unpriced_candidates<'a>(claim: &NewClaim, catalog: &'a [InstanceType]) -> Vec<&'a str> {
-    claim
-        .instance_types
-        .iter()
-        .take(LAUNCH_CANDIDATES)
-        .map(|&i| &catalog[i])
+    launch_candidates(&claim.instance_types, &claim.requirements, catalog)
+        .into_iter()
+        .map(|i| &catalog[i])
         .filter(|it| {
             it.cheapest_offering(&claim.requirements)
                 .is_none_or(|offering| offering.price.is_none())
@@ -221,6 +216,43 @@ mod tests {
             Quantity("2000m".into())
         );
         assert_eq!(claim.spec.taints[0].key, "dedicated");
+    }
+
+    #[test]
+    fn a_single_valued_requirement_is_a_label_unless_the_instance_gives_it() {
+        let catalog = catalog::bundled();
+        let pool: NodePool = serde_json::from_value(json!({
+            "apiVersion": "windlass.dev/v1alpha1", "kind": "NodePool",
+            "metadata": {"name": "default"},
+            "spec": {"template": {"spec": {
+                "nodeClassRef": {"group": "windlass.dev", "kind": "EC2NodeClass", "name": "default"},
+                "requirements": []
+            }}}
+        }))
+        .unwrap();
+        let mut claim = new_claim(&catalog, &["m5.xlarge"]);
+        claim
+            .requirements
+            .add("team", Requirement::one_of(["data"]));
+        claim
+            .requirements
+            .add("tier", Requirement::one_of(["a", "b"]));
+        claim
+            .requirements
+            .add("karpenter.sh/capacity-type", Requirement::one_of(["spot"]));
+        let labels = node_claim(&pool, None, &claim, &catalog, "prod")
+            .labels()
+            .clone();
+        assert_eq!(
+            labels["team"], "data",
+            "a pod selecting team=data schedules"
+        );
+        assert!(!labels.contains_key("tier"), "two values are not a label");
+        assert!(
+            !labels.contains_key(crate::apis::labels::CAPACITY_TYPE_LABEL),
+            "the launched offering says the capacity type"
+        );
+        assert_eq!(labels["karpenter.sh/nodepool"], "default");
     }
 
     #[test]

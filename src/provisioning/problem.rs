@@ -14,7 +14,8 @@ use kube::ResourceExt;
 use crate::apis::conditions::READY;
 use crate::apis::ec2_node_class::{EC2NodeClass, KubeletConfiguration};
 use crate::apis::labels::{
-    ARCH_LABEL, DISRUPTED_TAINT, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL,
+    ARCH_LABEL, DISRUPTED_TAINT, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL, add_own_keys,
+    canonical,
 };
 use crate::apis::node_claim::{CONDITION_INITIALIZED, NodeClaim};
 use crate::apis::node_pool::{NodePool, RequirementOperator};
@@ -261,9 +262,11 @@ fn cluster_view(
             continue;
         }
         slot_of_node.insert(name.clone(), existing.len());
+        let mut labels = node.labels().clone();
+        add_own_keys(&mut labels);
         existing.push(ExistingNode {
             name,
-            labels: node.labels().clone(),
+            labels,
             topology_only: true,
             ..ExistingNode::default()
         });
@@ -392,9 +395,10 @@ pub fn in_flight_node(
         if let [value] = requirement.values.as_slice()
             && requirement.operator == RequirementOperator::In
         {
-            labels.insert(requirement.key.clone(), value.clone());
+            labels.insert(canonical(&requirement.key).to_owned(), value.clone());
         }
     }
+    add_own_keys(&mut labels);
     ExistingNode {
         name: claim.name_any(),
         labels,

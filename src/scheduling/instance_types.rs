@@ -1,13 +1,19 @@
 //! Instance types as the scheduler sees them: shape, what the kubelet leaves allocatable, the
 //! well-known labels, and offerings (zone × capacity type, with price and availability).
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube_quantity::ParsedQuantity;
 
 use crate::apis::ec2_node_class::KubeletConfiguration;
 use crate::apis::labels::{
-    ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_CPU_LABEL, INSTANCE_FAMILY_LABEL,
-    INSTANCE_MEMORY_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
+    ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_CATEGORY_LABEL, INSTANCE_CPU_LABEL,
+    INSTANCE_ENCRYPTION_IN_TRANSIT_LABEL, INSTANCE_FAMILY_LABEL, INSTANCE_GENERATION_LABEL,
+    INSTANCE_GPU_COUNT_LABEL, INSTANCE_GPU_MANUFACTURER_LABEL, INSTANCE_GPU_MEMORY_LABEL,
+    INSTANCE_GPU_NAME_LABEL, INSTANCE_HYPERVISOR_LABEL, INSTANCE_LOCAL_NVME_LABEL,
+    INSTANCE_MEMORY_LABEL, INSTANCE_NETWORK_BANDWIDTH_LABEL, INSTANCE_SIZE_LABEL,
+    INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
 };
 
 use super::requirements::Requirements;
@@ -184,6 +190,145 @@ pub struct Offering {
     pub available: bool,
 }
 
+/// What DescribeInstanceTypes says of a type's hardware beyond its shape; `None` where it says
+/// nothing, and then the type's Nodes carry no label for it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Hardware {
+    pub gpu: Option<Gpu>,
+    /// Total NVMe instance store, GiB.
+    pub local_nvme_gib: Option<i64>,
+    /// Baseline bandwidth of the default network card, Mbit/s.
+    pub network_bandwidth_mbps: Option<i64>,
+    /// `nitro` or `xen`; bare metal has none.
+    pub hypervisor: Option<String>,
+    pub encryption_in_transit: Option<bool>,
+}
+
+/// A type's GPUs, when they are all of one model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gpu {
+    pub name: String,
+    pub manufacturer: String,
+    pub count: i64,
+    /// Memory of one GPU, MiB.
+    pub memory_mib: i64,
+}
+
+/// What EC2 says of an instance type that shapes its Nodes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypeFacts {
+    pub shape: Shape,
+    /// `amd64` or `arm64`.
+    pub arch: &'static str,
+    pub hardware: Hardware,
+}
+
+/// Every key `type_labels` may set: a requirement on one a type has no value for is met only if
+/// it allows the label to be absent, as for a Node without it.
+const TYPE_LABEL_KEYS: [&str; 17] = [
+    INSTANCE_TYPE_LABEL,
+    INSTANCE_FAMILY_LABEL,
+    INSTANCE_CPU_LABEL,
+    INSTANCE_MEMORY_LABEL,
+    ARCH_LABEL,
+    OS_LABEL,
+    INSTANCE_CATEGORY_LABEL,
+    INSTANCE_GENERATION_LABEL,
+    INSTANCE_SIZE_LABEL,
+    INSTANCE_GPU_COUNT_LABEL,
+    INSTANCE_GPU_NAME_LABEL,
+    INSTANCE_GPU_MANUFACTURER_LABEL,
+    INSTANCE_GPU_MEMORY_LABEL,
+    INSTANCE_LOCAL_NVME_LABEL,
+    INSTANCE_NETWORK_BANDWIDTH_LABEL,
+    INSTANCE_HYPERVISOR_LABEL,
+    INSTANCE_ENCRYPTION_IN_TRANSIT_LABEL,
+];
+
+/// The labels every node of type `name` carries, zone and capacity type aside, in Windlass' and
+/// Karpenter's vocabulary: the type, its family, category, generation and size from the name
+/// (`m5d.xlarge`: `m5d`, `m`, `5`, `xlarge`), its shape and its hardware.
+pub fn type_labels(
+    name: &str,
+    arch: &str,
+    shape: &Shape,
+    hardware: &Hardware,
+) -> Vec<(&'static str, String)> {
+    let (family, size) = name.split_once('.').unwrap_or((name, ""));
+    let mut labels = vec![
+        (INSTANCE_TYPE_LABEL, name.to_owned()),
+        (INSTANCE_FAMILY_LABEL, family.to_owned()),
+        (INSTANCE_CPU_LABEL, shape.vcpus.to_string()),
+        (INSTANCE_MEMORY_LABEL, shape.memory_mib.to_string()),
+        (ARCH_LABEL, arch.to_owned()),
+        (OS_LABEL, "linux".to_owned()),
+    ];
+    if !size.is_empty() {
+        labels.push((INSTANCE_SIZE_LABEL, size.to_owned()));
+    }
+    if let Some((category, generation)) = category_and_generation(family) {
+        labels.push((INSTANCE_CATEGORY_LABEL, category.to_owned()));
+        labels.push((INSTANCE_GENERATION_LABEL, generation.to_owned()));
+    }
+    if let Some(gpu) = &hardware.gpu {
+        labels.extend([
+            (INSTANCE_GPU_NAME_LABEL, label_value(&gpu.name)),
+            (
+                INSTANCE_GPU_MANUFACTURER_LABEL,
+                label_value(&gpu.manufacturer),
+            ),
+            (INSTANCE_GPU_COUNT_LABEL, gpu.count.to_string()),
+            (INSTANCE_GPU_MEMORY_LABEL, gpu.memory_mib.to_string()),
+        ]);
+    }
+    let optional = [
+        (
+            INSTANCE_LOCAL_NVME_LABEL,
+            hardware.local_nvme_gib.map(|g| g.to_string()),
+        ),
+        (
+            INSTANCE_NETWORK_BANDWIDTH_LABEL,
+            hardware.network_bandwidth_mbps.map(|m| m.to_string()),
+        ),
+        (INSTANCE_HYPERVISOR_LABEL, hardware.hypervisor.clone()),
+        (
+            INSTANCE_ENCRYPTION_IN_TRANSIT_LABEL,
+            hardware.encryption_in_transit.map(|e| e.to_string()),
+        ),
+    ];
+    labels.extend(
+        optional
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value?))),
+    );
+    labels
+}
+
+/// `m`, `5` of `m5d`; `u`, `1` of `u-6tb1`; `None` for a family that does not start with
+/// letters then digits.
+fn category_and_generation(family: &str) -> Option<(&str, &str)> {
+    let letters = family.find(|c: char| !c.is_ascii_lowercase())?;
+    let (category, rest) = family.split_at(letters);
+    // High-memory types put their size in terabytes between the two: `u-6tb1`.
+    let rest = match rest.strip_prefix('-') {
+        Some(sized) => {
+            let digits = sized.find(|c: char| !c.is_ascii_digit())?;
+            sized[digits..].strip_prefix("tb")?
+        }
+        None => rest,
+    };
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    (!category.is_empty() && digits > 0).then(|| (category, &rest[..digits]))
+}
+
+/// A name as a label value, as Karpenter writes it: lower case, spaces as dashes (`A10G`:
+/// `a10g`, `Radeon Pro V520`: `radeon-pro-v520`).
+fn label_value(name: &str) -> String {
+    name.to_lowercase().replace(' ', "-")
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstanceType {
     pub name: String,
@@ -198,8 +343,8 @@ pub struct InstanceType {
 }
 
 impl InstanceType {
+    /// A type of which nothing but the name and shape is known.
     pub fn new(name: &str, arch: &str, shape: Shape, offerings: Vec<Offering>) -> Self {
-        let family = name.split('.').next().unwrap_or(name);
         Self {
             name: name.to_owned(),
             arch: arch.to_owned(),
@@ -207,15 +352,14 @@ impl InstanceType {
             capacity: shape.capacity(),
             allocatable: shape.allocatable(),
             offerings,
-            labels: vec![
-                (INSTANCE_TYPE_LABEL, name.to_owned()),
-                (INSTANCE_FAMILY_LABEL, family.to_owned()),
-                (INSTANCE_CPU_LABEL, shape.vcpus.to_string()),
-                (INSTANCE_MEMORY_LABEL, shape.memory_mib.to_string()),
-                (ARCH_LABEL, arch.to_owned()),
-                (OS_LABEL, "linux".to_owned()),
-            ],
+            labels: type_labels(name, arch, &shape, &Hardware::default()),
         }
+    }
+
+    /// The same, with the labels its hardware gives.
+    pub fn with_hardware(mut self, hardware: &Hardware) -> Self {
+        self.labels = type_labels(&self.name, &self.arch, &self.shape, hardware);
+        self
     }
 
     /// The price of the cheapest available offering, for ordering types by price; `None` when
@@ -231,7 +375,28 @@ impl InstanceType {
         self.labels
             .iter()
             .all(|(key, value)| requirements.allows(key, value))
+            && requirements.iter().all(|(key, requirement)| {
+                requirement.allows_absent()
+                    || !TYPE_LABEL_KEYS.contains(&key.as_str())
+                    || self.labels.iter().any(|(k, _)| k == key)
+            })
             && self.cheapest_offering(requirements).is_some()
+    }
+
+    /// The values of `key` a node of this type may have: its label's, or for zone and capacity
+    /// type those of its available offerings.
+    pub fn values_of(&self, key: &str) -> Vec<&str> {
+        let available = self.offerings.iter().filter(|o| o.available);
+        match key {
+            ZONE_LABEL => available.map(|o| o.zone.as_str()).collect(),
+            CAPACITY_TYPE_LABEL => available.map(|o| o.capacity_type.as_str()).collect(),
+            _ => self
+                .labels
+                .iter()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v.as_str())
+                .collect(),
+        }
     }
 
     /// The cheapest available offering that `requirements` allow.
@@ -247,30 +412,63 @@ impl InstanceType {
     }
 }
 
+/// A requirement whose `minValues` some candidate types do not meet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnmetMinValues {
+    pub key: String,
+    pub min_values: usize,
+    /// How many distinct allowed values the candidates have.
+    pub found: usize,
+}
+
+/// The first requirement with `minValues` that `candidates` (indices into `catalog`) do not
+/// meet: fewer distinct allowed values of its key among them than it asks for. Zone and
+/// capacity type count the candidates' available offerings.
+pub fn unmet_min_values(
+    requirements: &Requirements,
+    candidates: &[usize],
+    catalog: &[InstanceType],
+) -> Option<UnmetMinValues> {
+    requirements.iter().find_map(|(key, requirement)| {
+        let min_values = requirement.min_values()?;
+        let mut values: BTreeSet<&str> = BTreeSet::new();
+        for &i in candidates {
+            values.extend(
+                catalog[i]
+                    .values_of(key)
+                    .into_iter()
+                    .filter(|v| requirement.allows(v)),
+            );
+            if values.len() >= min_values {
+                return None;
+            }
+        }
+        Some(UnmetMinValues {
+            key: key.clone(),
+            min_values,
+            found: values.len(),
+        })
+    })
+}
+
 /// An offering's price for ordering: an unknown price after every known one.
 fn price_order(offering: &Offering) -> f64 {
     offering.price.unwrap_or(f64::INFINITY)
 }
 
-/// Labels the scheduler knows every launched node will carry a value for.
+/// Labels a launched node takes from its instance type and offering, so the scheduler may
+/// narrow them (a type without the label meets only a requirement that allows it absent).
 pub fn is_well_known(key: &str) -> bool {
-    [
-        INSTANCE_TYPE_LABEL,
-        INSTANCE_FAMILY_LABEL,
-        INSTANCE_CPU_LABEL,
-        INSTANCE_MEMORY_LABEL,
-        ARCH_LABEL,
-        OS_LABEL,
-        ZONE_LABEL,
-        CAPACITY_TYPE_LABEL,
-    ]
-    .contains(&key)
+    let key = crate::apis::labels::canonical(key);
+    TYPE_LABEL_KEYS.contains(&key) || [ZONE_LABEL, CAPACITY_TYPE_LABEL].contains(&key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apis::node_pool::RequirementOperator;
     use crate::scheduling::requirements::Requirement;
+    use std::collections::BTreeMap;
 
     #[test]
     fn allocatable_follows_eks_kube_reserved() {
@@ -402,5 +600,161 @@ mod tests {
         let mut graviton = Requirements::default();
         graviton.add(ARCH_LABEL, Requirement::one_of(["arm64"]));
         assert!(!it.satisfies(&graviton));
+    }
+
+    fn offered(name: &str, vcpus: i64, hardware: &Hardware) -> InstanceType {
+        let shape = Shape {
+            vcpus,
+            memory_mib: vcpus * 4096,
+            max_pods: 58,
+        };
+        let offering = Offering {
+            zone: "a".into(),
+            capacity_type: ON_DEMAND.into(),
+            price: Some(1.0),
+            available: true,
+        };
+        InstanceType::new(name, "amd64", shape, vec![offering]).with_hardware(hardware)
+    }
+
+    #[test]
+    fn a_types_labels_are_karpenters_vocabulary() {
+        let a10g = Hardware {
+            gpu: Some(Gpu {
+                name: "A10G".into(),
+                manufacturer: "NVIDIA".into(),
+                count: 1,
+                memory_mib: 24576,
+            }),
+            local_nvme_gib: Some(450),
+            network_bandwidth_mbps: Some(10000),
+            hypervisor: Some("nitro".into()),
+            encryption_in_transit: Some(true),
+        };
+        let labels: BTreeMap<&str, String> =
+            offered("g5.2xlarge", 8, &a10g).labels.into_iter().collect();
+        let expected = [
+            (INSTANCE_TYPE_LABEL, "g5.2xlarge"),
+            (INSTANCE_FAMILY_LABEL, "g5"),
+            (INSTANCE_CATEGORY_LABEL, "g"),
+            (INSTANCE_GENERATION_LABEL, "5"),
+            (INSTANCE_SIZE_LABEL, "2xlarge"),
+            (INSTANCE_CPU_LABEL, "8"),
+            (INSTANCE_MEMORY_LABEL, "32768"),
+            (INSTANCE_GPU_NAME_LABEL, "a10g"),
+            (INSTANCE_GPU_MANUFACTURER_LABEL, "nvidia"),
+            (INSTANCE_GPU_COUNT_LABEL, "1"),
+            (INSTANCE_GPU_MEMORY_LABEL, "24576"),
+            (INSTANCE_LOCAL_NVME_LABEL, "450"),
+            (INSTANCE_NETWORK_BANDWIDTH_LABEL, "10000"),
+            (INSTANCE_HYPERVISOR_LABEL, "nitro"),
+            (INSTANCE_ENCRYPTION_IN_TRANSIT_LABEL, "true"),
+            (ARCH_LABEL, "amd64"),
+            (OS_LABEL, "linux"),
+        ];
+        assert_eq!(
+            labels,
+            expected
+                .iter()
+                .map(|(k, v)| (*k, (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        );
+        let bare = offered("m5.large", 2, &Hardware::default());
+        assert!(
+            !bare
+                .labels
+                .iter()
+                .any(|(k, _)| k.contains("gpu") || *k == INSTANCE_HYPERVISOR_LABEL),
+            "nothing is said of what EC2 did not say: {:?}",
+            bare.labels
+        );
+    }
+
+    #[test]
+    fn families_split_into_category_and_generation() {
+        let cases = [
+            ("m5", Some(("m", "5"))),
+            ("c6gn", Some(("c", "6"))),
+            ("inf2", Some(("inf", "2"))),
+            ("x2iedn", Some(("x", "2"))),
+            ("u-6tb1", Some(("u", "1"))),
+            ("trn1n", Some(("trn", "1"))),
+            ("mac2-m2pro", Some(("mac", "2"))),
+            ("fake", None),
+            ("1x", None),
+        ];
+        for (family, expected) in cases {
+            assert_eq!(category_and_generation(family), expected, "{family}");
+        }
+    }
+
+    #[test]
+    fn a_requirement_on_a_label_a_type_lacks_is_met_only_if_it_allows_absence() {
+        let gpu = Hardware {
+            gpu: Some(Gpu {
+                name: "T4".into(),
+                manufacturer: "NVIDIA".into(),
+                count: 1,
+                memory_mib: 16384,
+            }),
+            ..Hardware::default()
+        };
+        let g4dn = offered("g4dn.xlarge", 4, &gpu);
+        let m5 = offered("m5.xlarge", 4, &Hardware::default());
+        let mut gpus = Requirements::default();
+        gpus.add(
+            INSTANCE_GPU_COUNT_LABEL,
+            Requirement::new(RequirementOperator::Gt, &["0".to_owned()]),
+        );
+        assert!(g4dn.satisfies(&gpus));
+        assert!(!m5.satisfies(&gpus), "a type with no GPU has no GPU count");
+        let mut no_gpu = Requirements::default();
+        no_gpu.add(
+            INSTANCE_GPU_NAME_LABEL,
+            Requirement::new(RequirementOperator::DoesNotExist, &[]),
+        );
+        assert!(m5.satisfies(&no_gpu));
+        assert!(!g4dn.satisfies(&no_gpu));
+        let mut family = Requirements::default();
+        family.add(
+            "karpenter.k8s.aws/instance-family",
+            Requirement::one_of(["g4dn"]),
+        );
+        family.add(
+            "karpenter.k8s.aws/instance-category",
+            Requirement::one_of(["g"]),
+        );
+        assert!(g4dn.satisfies(&family));
+        assert!(!m5.satisfies(&family));
+        let mut custom = Requirements::default();
+        custom.add("team", Requirement::one_of(["data"]));
+        assert!(
+            m5.satisfies(&custom),
+            "a label the pool sets is not the type's to have"
+        );
+        assert!(is_well_known("karpenter.sh/capacity-type"));
+        assert!(is_well_known(INSTANCE_GPU_COUNT_LABEL));
+        assert!(!is_well_known("team"));
+    }
+
+    #[test]
+    fn the_schema_accepts_exactly_the_karpenter_aws_keys_windlass_sets() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_string(&crate::apis::node_pool::NodePool::crd()).unwrap();
+        let in_schema: std::collections::BTreeSet<&str> = crd
+            .split('\'')
+            .filter(|token| token.starts_with("karpenter.k8s.aws/instance-"))
+            .collect();
+        let set: std::collections::BTreeSet<&str> = TYPE_LABEL_KEYS
+            .iter()
+            .chain(
+                crate::apis::labels::KARPENTER_ALIASES
+                    .iter()
+                    .map(|(_, alias)| alias),
+            )
+            .copied()
+            .filter(|key| key.starts_with("karpenter.k8s.aws/"))
+            .collect();
+        assert_eq!(in_schema, set);
     }
 }

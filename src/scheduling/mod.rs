@@ -13,12 +13,14 @@ mod solver;
 
 pub use solver::{
     BoundPod, ExistingNode, LAUNCH_CANDIDATES, Mismatch, NewClaim, NodePoolInput, Plan, Problem,
-    Rejection, Unplaced, no_instance_types, solve,
+    Rejection, Unplaced, launch_candidates, no_instance_types, solve,
 };
 
 use k8s_openapi::api::core::v1::PodSpec;
 
-use crate::apis::labels::NODEPOOL_LABEL;
+use std::collections::BTreeMap;
+
+use crate::apis::labels::{HOSTNAME_LABEL, NODEPOOL_LABEL, add_karpenter_aliases};
 use crate::apis::node_pool::NodePool;
 use instance_types::InstanceType;
 use pod::PodShape;
@@ -66,11 +68,32 @@ pub fn pool_input(
     }
 }
 
+/// The labels a NodeClaim of `pool` carries before launch: the template's, the nodepool's
+/// under both keys, and, as in Karpenter, each requirement with a single value whose label the
+/// instance does not give (a pod selecting it then schedules on the Node).
+pub fn claim_labels(
+    pool: &str,
+    template_labels: &BTreeMap<String, String>,
+    requirements: &Requirements,
+) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = requirements
+        .iter()
+        .filter(|(key, _)| !instance_types::is_well_known(key) && key.as_str() != HOSTNAME_LABEL)
+        .filter_map(|(key, requirement)| {
+            Some((key.clone(), requirement.single_value()?.to_owned()))
+        })
+        .collect();
+    labels.extend(template_labels.clone());
+    labels.insert(NODEPOOL_LABEL.to_owned(), pool.to_owned());
+    add_karpenter_aliases(&mut labels);
+    labels
+}
+
 /// The pods a workload template stands for, `replicas` times, as the simulation sees them.
 pub fn template_pods(
     name: &str,
     namespace: &str,
-    labels: Option<&std::collections::BTreeMap<String, String>>,
+    labels: Option<&BTreeMap<String, String>>,
     spec: &PodSpec,
     replicas: i32,
 ) -> Result<Vec<PodShape>, pod::PodShapeError> {

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::apis::labels::canonical;
 use crate::apis::node_pool::{NodeSelectorRequirementWithMinValues, RequirementOperator};
 
 /// The label values one key may take.
@@ -18,6 +19,9 @@ pub struct Requirement {
     less_than: Option<i64>,
     /// Whether a node without the label satisfies it.
     absent_allowed: bool,
+    /// Karpenter's `minValues`: a NodeClaim keeps candidate types with at least this many
+    /// distinct values of the label.
+    min_values: Option<usize>,
 }
 
 impl Requirement {
@@ -29,6 +33,7 @@ impl Requirement {
             greater_than: None,
             less_than: None,
             absent_allowed: true,
+            min_values: None,
         }
     }
 
@@ -66,6 +71,15 @@ impl Requirement {
                 ..base
             },
         }
+    }
+
+    /// The same, asking for at least `min_values` distinct values among a NodeClaim's types.
+    pub fn with_min_values(self, min_values: Option<usize>) -> Self {
+        Self { min_values, ..self }
+    }
+
+    pub fn min_values(&self) -> Option<usize> {
+        self.min_values
     }
 
     pub fn one_of<I: IntoIterator<Item = S>, S: Into<String>>(values: I) -> Self {
@@ -115,6 +129,7 @@ impl Requirement {
             greater_than,
             less_than,
             absent_allowed: self.absent_allowed && other.absent_allowed,
+            min_values: self.min_values.max(other.min_values),
         };
         if !result.complement {
             let kept: BTreeSet<String> = result
@@ -144,11 +159,17 @@ impl Requirement {
 
     /// The same set as node selector requirements: one, or two with Gt and Lt bounds.
     pub fn to_node_selector(&self, key: &str) -> Vec<NodeSelectorRequirementWithMinValues> {
+        let min_values = self.min_values.and_then(|m| i32::try_from(m).ok());
         let requirement = |operator, values: Vec<String>| NodeSelectorRequirementWithMinValues {
             key: key.to_owned(),
+            min_values: min_values.filter(|_| {
+                matches!(
+                    operator,
+                    RequirementOperator::In | RequirementOperator::Exists
+                )
+            }),
             operator,
             values,
-            min_values: None,
         };
         let mut out = Vec::new();
         match (self.complement, self.values.is_empty(), self.absent_allowed) {
@@ -185,6 +206,15 @@ impl Requirement {
         out
     }
 
+    /// The one value allowed, when there is exactly one and the label must be set.
+    pub fn single_value(&self) -> Option<&str> {
+        let mut values = self.finite_values()?.iter().filter(|v| self.allows(v));
+        match (values.next(), values.next()) {
+            (Some(value), None) if !self.absent_allowed => Some(value),
+            _ => None,
+        }
+    }
+
     /// The allowed values when they are a finite list.
     pub fn finite_values(&self) -> Option<&BTreeSet<String>> {
         (!self.complement).then_some(&self.values)
@@ -211,7 +241,8 @@ impl fmt::Display for Requirement {
     }
 }
 
-/// Requirements on several keys; a key not listed allows anything.
+/// Requirements on several keys; a key not listed allows anything. Karpenter's key for a
+/// `windlass.dev/` label is the same key as that label's (`labels::canonical`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Requirements(BTreeMap<String, Requirement>);
 
@@ -219,9 +250,11 @@ impl Requirements {
     pub fn from_node_pool(requirements: &[NodeSelectorRequirementWithMinValues]) -> Self {
         let mut result = Self::default();
         for requirement in requirements {
+            let min_values = requirement.min_values.and_then(|m| usize::try_from(m).ok());
             result.add(
                 &requirement.key,
-                Requirement::new(requirement.operator, &requirement.values),
+                Requirement::new(requirement.operator, &requirement.values)
+                    .with_min_values(min_values),
             );
         }
         result
@@ -229,6 +262,7 @@ impl Requirements {
 
     /// Narrows `key` to also satisfy `requirement`.
     pub fn add(&mut self, key: &str, requirement: Requirement) {
+        let key = canonical(key);
         let merged = match self.0.get(key) {
             Some(existing) => existing.intersect(&requirement),
             None => requirement,
@@ -237,7 +271,7 @@ impl Requirements {
     }
 
     pub fn get(&self, key: &str) -> Option<&Requirement> {
-        self.0.get(key)
+        self.0.get(canonical(key))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Requirement)> {
@@ -250,7 +284,7 @@ impl Requirements {
 
     /// The same without any requirement on `key`.
     pub fn without(mut self, key: &str) -> Self {
-        self.0.remove(key);
+        self.0.remove(canonical(key));
         self
     }
 
@@ -264,7 +298,7 @@ impl Requirements {
 
     /// Whether a value for `key` is allowed (an unconstrained key allows everything).
     pub fn allows(&self, key: &str, value: &str) -> bool {
-        self.0.get(key).is_none_or(|r| r.allows(value))
+        self.get(key).is_none_or(|r| r.allows(value))
     }
 }
 
@@ -355,5 +389,46 @@ mod tests {
             }
             assert_eq!(back.get("k"), Some(&original), "{original}");
         }
+    }
+
+    #[test]
+    fn a_karpenter_key_is_the_same_requirement_as_its_windlass_key() {
+        let mut requirements = Requirements::default();
+        requirements.add(
+            "karpenter.sh/capacity-type",
+            req(In, &["spot", "on-demand"]),
+        );
+        requirements.add(
+            crate::apis::labels::CAPACITY_TYPE_LABEL,
+            req(NotIn, &["spot"]),
+        );
+        assert_eq!(requirements.iter().count(), 1);
+        assert!(requirements.allows("karpenter.sh/capacity-type", "on-demand"));
+        assert!(!requirements.allows(crate::apis::labels::CAPACITY_TYPE_LABEL, "spot"));
+        assert_eq!(
+            requirements
+                .get("karpenter.sh/capacity-type")
+                .and_then(Requirement::single_value),
+            Some("on-demand")
+        );
+        assert!(
+            requirements
+                .without("karpenter.sh/capacity-type")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn only_a_required_lone_value_is_a_single_value() {
+        assert_eq!(req(In, &["a"]).single_value(), Some("a"));
+        assert_eq!(req(In, &["a", "b"]).single_value(), None);
+        assert_eq!(req(NotIn, &["a"]).single_value(), None);
+        assert_eq!(req(Exists, &[]).single_value(), None);
+        assert_eq!(
+            req(In, &["2", "8"])
+                .intersect(&req(Gt, &["4"]))
+                .single_value(),
+            Some("8")
+        );
     }
 }

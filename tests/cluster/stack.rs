@@ -127,7 +127,7 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
     assert!(applied >= 9, "only {applied} example objects applied");
 
     type Mutation = fn(&mut Value);
-    let cases: [(&str, &str, Mutation, &[&str]); 19] = [
+    let cases: [(&str, &str, Mutation, &[&str]); 21] = [
         (
             "scaledobject-sqs.yaml",
             "ScaledObject",
@@ -231,6 +231,35 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
             &[
                 "spec.template.spec.requirements[3].key",
                 "requirement key is set by Windlass or the kubelet",
+            ],
+        ),
+        (
+            "nodepool.yaml",
+            "NodePool",
+            |o| {
+                o["spec"]["template"]["spec"]["requirements"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(
+                        json!({"key": "karpenter.sh/nodepool", "operator": "In", "values": ["a"]}),
+                    );
+            },
+            &[
+                "spec.template.spec.requirements[3].key",
+                "requirement key is set by Windlass or the kubelet",
+            ],
+        ),
+        (
+            "nodepool.yaml",
+            "NodePool",
+            |o| {
+                o["spec"]["template"]["spec"]["requirements"].as_array_mut().unwrap().push(
+                    json!({"key": "karpenter.k8s.aws/instance-cpu-manufacturer", "operator": "In", "values": ["intel"]}),
+                );
+            },
+            &[
+                "spec.template.spec.requirements[3].key",
+                "Windlass sets these karpenter.k8s.aws labels only",
             ],
         ),
         (

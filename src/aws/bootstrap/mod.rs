@@ -16,9 +16,11 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::apis::ec2_node_class::{AmiFamily, EC2NodeClassSpec, KubeletConfiguration};
-use crate::apis::labels::{CLUSTER_LABEL, NODEPOOL_LABEL};
+use crate::apis::labels::CLUSTER_LABEL;
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
+use crate::scheduling::claim_labels;
+use crate::scheduling::requirements::Requirements;
 
 /// The cluster a node joins, as its bootstrap needs it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -92,8 +94,8 @@ impl NodeSettings {
     /// for each of them while the pool is unchanged.
     pub fn of_pool(pool: &NodePool) -> Self {
         let template = &pool.spec.template;
-        let mut labels = template.metadata.labels.clone();
-        labels.insert(NODEPOOL_LABEL.to_owned(), pool.name_any());
+        let requirements = Requirements::from_node_pool(&template.spec.requirements);
+        let labels = claim_labels(&pool.name_any(), &template.metadata.labels, &requirements);
         Self::new(
             &labels,
             template

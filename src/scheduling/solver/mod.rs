@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::Taint;
 
-use super::instance_types::{InstanceType, is_well_known};
+use super::instance_types::{InstanceType, UnmetMinValues, is_well_known, unmet_min_values};
 use super::pod::{PodShape, Term, TermKind, Untolerated};
 use super::requirements::{Requirement, Requirements};
 use super::resources::{Limits, Resources, format_cpu, format_memory};
@@ -25,6 +25,51 @@ use topology::Group;
 
 /// How many instance types a launch offers CreateFleet.
 pub const LAUNCH_CANDIDATES: usize = 60;
+
+/// The candidates a launch offers CreateFleet, cheapest first: the `LAUNCH_CANDIDATES`
+/// cheapest, unless that would break a `minValues`; then, for each such requirement, the
+/// cheapest type of each value until it has its count, and the cheapest others up to the limit.
+pub fn launch_candidates(
+    candidates: &[usize],
+    requirements: &Requirements,
+    catalog: &[InstanceType],
+) -> Vec<usize> {
+    let cheapest = &candidates[..candidates.len().min(LAUNCH_CANDIDATES)];
+    if unmet_min_values(requirements, cheapest, catalog).is_none() {
+        return cheapest.to_vec();
+    }
+    let mut kept: BTreeSet<usize> = BTreeSet::new();
+    for (key, requirement) in requirements.iter() {
+        let Some(min_values) = requirement.min_values() else {
+            continue;
+        };
+        let mut values: BTreeSet<&str> = BTreeSet::new();
+        for (position, &i) in candidates.iter().enumerate() {
+            if values.len() >= min_values {
+                break;
+            }
+            let before = values.len();
+            values.extend(
+                catalog[i]
+                    .values_of(key)
+                    .into_iter()
+                    .filter(|v| requirement.allows(v)),
+            );
+            if values.len() > before {
+                kept.insert(position);
+            }
+        }
+    }
+    for position in 0..candidates.len() {
+        if kept.len() >= LAUNCH_CANDIDATES {
+            break;
+        }
+        kept.insert(position);
+    }
+    kept.into_iter()
+        .map(|position| candidates[position])
+        .collect()
+}
 
 /// A NodePool as the simulation needs it.
 #[derive(Clone, Debug, Default)]
@@ -132,6 +177,12 @@ pub enum Rejection {
     /// A limit of the pool, e.g. `cpu=4`.
     #[error("limit {0} reached")]
     Limit(String),
+    /// The types that fit the pod have too few values of a `minValues` requirement's key.
+    #[error(
+        "minValues: {key} needs {min_values} values, the instance types that fit the pod have {found}",
+        key = .0.key, min_values = .0.min_values, found = .0.found
+    )]
+    MinValues(UnmetMinValues),
 }
 
 /// A topology term (spread, affinity, anti-affinity) that a placement would break.
@@ -537,7 +588,9 @@ impl<'a> Solver<'a> {
                         .is_none_or(|r| catalog[i].satisfies(r))
             })
             .collect();
-        (!candidates.is_empty()).then_some(Placement {
+        let narrowed = requirements.as_ref().unwrap_or(&claim.requirements);
+        let keeps_min_values = unmet_min_values(narrowed, &candidates, catalog).is_none();
+        (!candidates.is_empty() && keeps_min_values).then_some(Placement {
             requirements,
             candidates: Some(candidates),
             zone,
@@ -703,6 +756,9 @@ impl<'a> Solver<'a> {
                 .unwrap_or_else(|| "cpu/memory".into());
             return Err(Rejection::Limit(which));
         }
+        if let Some(unmet) = unmet_min_values(&requirements, &candidates, catalog) {
+            return Err(Rejection::MinValues(unmet));
+        }
         Ok((requirements, candidates, zone))
     }
 
@@ -778,13 +834,9 @@ impl<'a> Solver<'a> {
                     max.max(&allocatable(self.problem, claim.pool, i))
                 });
                 claim.candidates = candidates;
-                let reserved = claim
-                    .candidates
-                    .iter()
-                    .take(LAUNCH_CANDIDATES)
-                    .fold(Resources::default(), |max, &i| {
-                        max.max(&catalog[i].capacity)
-                    });
+                let reserved = launch_candidates(&claim.candidates, &claim.requirements, catalog)
+                    .into_iter()
+                    .fold(Resources::default(), |max, i| max.max(&catalog[i].capacity));
                 self.pool_reserved[claim.pool] =
                     self.pool_reserved[claim.pool] - claim.reserved + reserved;
                 claim.reserved = reserved;

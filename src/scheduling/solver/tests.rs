@@ -720,6 +720,111 @@ fn the_benchmark_workload_places_every_pod() {
     assert_eq!(anti, 200, "each anti-affinity pod has its own node");
 }
 
+fn min_types(min_values: usize) -> Requirements {
+    let mut requirements = Requirements::default();
+    requirements.add(
+        INSTANCE_TYPE_LABEL,
+        Requirement::new(RequirementOperator::Exists, &[]).with_min_values(Some(min_values)),
+    );
+    requirements
+}
+
+#[test]
+fn a_claim_keeps_min_values_types_or_the_pod_says_why() {
+    let catalog = small_catalog();
+    let mut three = pool("default", &catalog);
+    three.requirements = min_types(3);
+    // Together two 1-vCPU pods outgrow m5.large, which would leave two types: each gets its
+    // own claim of three.
+    let pods = [pod("a", 1000, GIB), pod("b", 1000, GIB)];
+    let plan = solve_for(&catalog, std::slice::from_ref(&three), &[], &pods);
+    assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
+    assert_eq!(plan.new_claims.len(), 2);
+    for claim in &plan.new_claims {
+        assert_eq!(
+            claim.instance_types.len(),
+            3,
+            "{:?}",
+            names(&catalog, claim)
+        );
+    }
+    // Only m5.xlarge both fits 3 vCPU and is amd64.
+    let mut two = pool("default", &catalog);
+    two.requirements = min_types(2);
+    let mut big = pod("big", 3000, GIB);
+    big.requirements[0].add(ARCH_LABEL, Requirement::one_of(["amd64"]));
+    let plan = solve_for(&catalog, &[two], &[], &[big]);
+    assert!(plan.new_claims.is_empty());
+    assert_eq!(
+        plan.unplaced[0].1.to_string(),
+        "nodepool default: minValues: node.kubernetes.io/instance-type needs 2 values, \
+         the instance types that fit the pod have 1"
+    );
+}
+
+#[test]
+fn launch_candidates_keep_min_values_among_the_cheapest() {
+    let shape = Shape {
+        vcpus: 2,
+        memory_mib: 8192,
+        max_pods: 29,
+    };
+    let offering = |price: f64| Offering {
+        zone: "a".into(),
+        capacity_type: ON_DEMAND.into(),
+        price: Some(price),
+        available: true,
+    };
+    // 70 types of family `a`, then one each of `b` and `c`, dearer.
+    let mut catalog: Vec<InstanceType> = (0..70)
+        .map(|i| {
+            InstanceType::new(
+                &format!("a.s{i}"),
+                "amd64",
+                shape,
+                vec![offering(0.01 * f64::from(i))],
+            )
+        })
+        .collect();
+    catalog.push(InstanceType::new(
+        "b.large",
+        "amd64",
+        shape,
+        vec![offering(5.0)],
+    ));
+    catalog.push(InstanceType::new(
+        "c.large",
+        "amd64",
+        shape,
+        vec![offering(6.0)],
+    ));
+    let candidates: Vec<usize> = (0..catalog.len()).collect();
+    assert_eq!(
+        launch_candidates(&candidates, &Requirements::default(), &catalog),
+        (0..LAUNCH_CANDIDATES).collect::<Vec<_>>(),
+        "without minValues, the 60 cheapest"
+    );
+    let mut families = Requirements::default();
+    families.add(
+        "karpenter.k8s.aws/instance-family",
+        Requirement::new(RequirementOperator::Exists, &[]).with_min_values(Some(3)),
+    );
+    let kept = launch_candidates(&candidates, &families, &catalog);
+    assert_eq!(kept.len(), LAUNCH_CANDIDATES);
+    assert_eq!(
+        &kept[..LAUNCH_CANDIDATES - 2],
+        &(0..58).collect::<Vec<_>>()[..]
+    );
+    assert_eq!(
+        &kept[LAUNCH_CANDIDATES - 2..],
+        &[70, 71],
+        "one of b and one of c"
+    );
+    assert!(
+        crate::scheduling::instance_types::unmet_min_values(&families, &kept, &catalog).is_none()
+    );
+}
+
 fn arbitrary_pod() -> impl Strategy<Value = PodShape> {
     (
         0usize..8,
@@ -756,11 +861,13 @@ fn arbitrary_pool(catalog_size: usize) -> impl Strategy<Value = NodePoolInput> {
         any::<bool>(),
         0i32..3,
         prop::option::of(1i64..6),
+        prop::option::of(1usize..5),
     )
         .prop_map(
-            move |(cpu, memory_gib, tainted, weight, nodes)| NodePoolInput {
+            move |(cpu, memory_gib, tainted, weight, nodes, min_values)| NodePoolInput {
                 name: format!("pool-{weight}-{tainted}"),
                 weight,
+                requirements: min_values.map(min_types).unwrap_or_default(),
                 taints: if tainted {
                     vec![Taint {
                         key: "dedicated".into(),
@@ -804,6 +911,11 @@ proptest! {
         for claim in &plan.new_claims {
             let pool = &pools[claim.pool];
             prop_assert!(!claim.instance_types.is_empty());
+            let launched = launch_candidates(&claim.instance_types, &claim.requirements, &catalog);
+            prop_assert_eq!(
+                crate::scheduling::instance_types::unmet_min_values(&claim.requirements, &launched, &catalog),
+                None
+            );
             let requests = claim.pods.iter().fold(pool.daemon_overhead, |sum, &p| sum + pods[p].requests);
             prop_assert_eq!(requests, claim.requests);
             for &i in &claim.instance_types {
@@ -828,7 +940,7 @@ proptest! {
         for (pool_index, pool) in pools.iter().enumerate() {
             let claims: Vec<_> = plan.new_claims.iter().filter(|c| c.pool == pool_index).collect();
             let worst = claims.iter().fold(Resources::default(), |sum, claim| {
-                sum + claim.instance_types.iter().take(LAUNCH_CANDIDATES).fold(Resources::default(), |max, &i| max.max(&catalog[i].capacity))
+                sum + launch_candidates(&claim.instance_types, &claim.requirements, &catalog).into_iter().fold(Resources::default(), |max, i| max.max(&catalog[i].capacity))
             });
             prop_assert_eq!(pool.limits.exceeded(&Resources { pods: 0, ..worst }, claims.len() as i64), None);
         }

@@ -337,7 +337,11 @@ async fn two_nodes_are_replaced_together_by_one_cheaper_node() {
 
 #[tokio::test]
 async fn a_pool_is_not_consolidated_while_a_scaled_object_scales_out_onto_it() {
-    let run = PoolRun::start("hold", consolidating(&["m5.xlarge"])).await;
+    // A budget of no node keeps the pool as it is until the scale-out has begun: on a loaded
+    // machine the steps to the raise can take longer than a consolidation's 15 s validation.
+    let mut spec = consolidating(&["m5.xlarge"]);
+    spec["disruption"]["budgets"] = json!([{"nodes": "0"}]);
+    let run = PoolRun::start("hold", spec).await;
     let (env, ns, claims, name) = (&run.env, run.ns(), &run.claims, &run.name);
     // Two pods of 1 vCPU on two m5.xlarge: one node could take both, and a third.
     let both = two_nodes(&run, ("1", "2Gi")).await;
@@ -369,11 +373,17 @@ async fn a_pool_is_not_consolidated_while_a_scaled_object_scales_out_onto_it() {
     })
     .await;
     let raised = Instant::now();
+    patch_pool(
+        &run.pools,
+        name,
+        json!({"disruption": {"budgets": [{"nodes": "100%"}]}}),
+    )
+    .await;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     wait_pods_running(&pods, 3).await;
-    // Without the hold a node would go about 35 s after the raise (consolidateAfter 10 s, a
-    // pass, 15 s of validation); the hold lasts a minute from the raise.
-    while raised.elapsed() < Duration::from_secs(50) {
+    // Without the hold one node was marked for consolidation 58 s after the raise. With it
+    // nothing can be before 75 s: the hold's minute from the raise, then 15 s of validation.
+    while raised.elapsed() < Duration::from_secs(68) {
         let list = pool_claims(claims, name).await;
         assert!(
             list.len() == 2

@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use windlass::apis::node_claim::NodeClaim;
 
 use super::fixture::{
-    claim_instance, delete_pods, delete_pool_and_class, describe_instance, ec2_catalog,
-    node_class_and_pool, wait_claims_gone,
+    claim_instance, delete_claims, delete_pods, delete_pool_and_class, describe_instance,
+    ec2_catalog, node_class_and_pool,
 };
 use crate::support::{
     TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, unique, wait_until,
@@ -174,13 +174,111 @@ async fn node_selectors_node_affinity_and_zone_spread_shape_the_node_claims() {
     assert_eq!(launched.len(), 4, "one node per web pod");
 
     delete_pods(&pods).await;
-    for claim in &launched {
-        claims
-            .delete(&claim.name_any(), &DeleteParams::default())
-            .await
-            .unwrap();
+    delete_claims(&claims, &selector).await;
+    drop(windlass);
+    delete_pool_and_class(&pools, &classes, &name).await;
+    namespace.delete().await;
+}
+
+/// A NodePool and pod written for Karpenter keep their meaning: `karpenter.k8s.aws/*` and
+/// `karpenter.sh/*` requirements pick the types and capacity, the Node carries Karpenter's
+/// labels beside Windlass', and a single-valued custom requirement becomes a Node label the pod
+/// selects.
+#[tokio::test]
+async fn karpenters_label_keys_pick_the_types_and_land_on_the_node() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "vocabulary").await;
+    let ns = namespace.name.as_str();
+    let name = unique("vocabulary");
+    let (classes, pools) = node_class_and_pool(
+        &env,
+        &name,
+        json!([
+            {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["c6i", "m6i"]},
+            {"key": "karpenter.k8s.aws/instance-generation", "operator": "Gt", "values": ["5"]},
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]},
+            {"key": "team", "operator": "In", "values": ["data"]}
+        ]),
+        json!({}),
+    )
+    .await;
+    let windlass = start_windlass(ns);
+    windlass.catalog_read().await;
+    let _registrar = start_registrar(&windlass.cluster, 1);
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ported"},
+        "spec": {
+            "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": name, "effect": "NoSchedule"}],
+            "nodeSelector": {"karpenter.sh/nodepool": name, "team": "data",
+                             "karpenter.k8s.aws/instance-size": "xlarge"},
+            "containers": [{"name": "worker", "image": "worker", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    // Running means kube-scheduler found every selected label on the registered Node.
+    let node = wait_until(
+        "the pod to run on its Node",
+        Duration::from_secs(90),
+        || async {
+            let pod = pods.get("ported").await.ok()?;
+            (pod.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(())?;
+            nodes
+                .get(pod.spec.as_ref()?.node_name.as_deref()?)
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let labels = node.labels();
+    let instance_type = &labels["node.kubernetes.io/instance-type"];
+    let family = instance_type.split('.').next().unwrap();
+    assert!(
+        ["c6i.xlarge", "m6i.xlarge"].contains(&instance_type.as_str()),
+        "{instance_type} is outside the requirements"
+    );
+    let expected = [
+        ("karpenter.sh/nodepool", name.as_str()),
+        ("windlass.dev/nodepool", name.as_str()),
+        ("karpenter.sh/capacity-type", "spot"),
+        ("windlass.dev/capacity-type", "spot"),
+        ("karpenter.k8s.aws/instance-family", family),
+        ("windlass.dev/instance-family", family),
+        ("karpenter.k8s.aws/instance-category", &family[..1]),
+        ("karpenter.k8s.aws/instance-generation", "6"),
+        ("karpenter.k8s.aws/instance-size", "xlarge"),
+        ("karpenter.k8s.aws/instance-cpu", "4"),
+        // What moto's DescribeInstanceTypes says of both types.
+        ("karpenter.k8s.aws/instance-hypervisor", "nitro"),
+        (
+            "karpenter.k8s.aws/instance-encryption-in-transit-supported",
+            "true",
+        ),
+        ("karpenter.k8s.aws/instance-network-bandwidth", "1562"),
+        ("team", "data"),
+    ];
+    for (key, value) in expected {
+        assert_eq!(
+            labels.get(key).map(String::as_str),
+            Some(value),
+            "label {key} on {}: {labels:?}",
+            node.name_any()
+        );
     }
-    wait_claims_gone(&claims, &selector).await;
+    assert!(
+        !labels
+            .keys()
+            .any(|k| k.contains("instance-gpu") || k.contains("local-nvme")),
+        "no GPU or instance store label on a type without them: {labels:?}"
+    );
+    println!("{instance_type} spot Node labels: {labels:?}");
+
+    delete_pods(&pods).await;
+    let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    delete_claims(&claims, &format!("windlass.dev/nodepool={name}")).await;
     drop(windlass);
     delete_pool_and_class(&pools, &classes, &name).await;
     namespace.delete().await;

@@ -6,14 +6,14 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams};
-use kube::{Api, ResourceExt};
+use kube::Api;
+use kube::api::ListParams;
 use serde_json::json;
 use windlass::apis::node_claim::NodeClaim;
 
 use super::fixture::{
-    create_apart_pods, delete_pods, delete_pool_and_class, live_instances, node_class_and_pool,
-    wait_claims_gone,
+    create_apart_pods, delete_claims, delete_pods, delete_pool_and_class, live_instances,
+    node_class_and_pool,
 };
 use crate::support::{
     TestEnv, TestNamespace, Windlass, install_crds, start_registrar, start_windlass_with, unique,
@@ -118,13 +118,7 @@ async fn the_standby_takes_over_a_scale_out_when_the_leader_is_killed() {
     );
 
     delete_pods(&pods).await;
-    for claim in list_claims().await {
-        claims
-            .delete(&claim.name_any(), &DeleteParams::default())
-            .await
-            .unwrap();
-    }
-    wait_claims_gone(&claims, &selector).await;
+    delete_claims(&claims, &selector).await;
     drop(second);
     delete_pool_and_class(&pools, &classes, &name).await;
     namespace.delete().await;

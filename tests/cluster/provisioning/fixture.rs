@@ -8,8 +8,8 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{Filter, Instance, ResponseLaunchTemplateData};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use windlass::apis::Condition;
 use windlass::apis::ec2_node_class::EC2NodeClass;
@@ -159,6 +159,21 @@ pub async fn delete_pool_and_class(pools: &Api<NodePool>, classes: &Api<EC2NodeC
         .delete(name, &DeleteParams::default())
         .await
         .unwrap();
+}
+
+/// Deletes the NodeClaims `selector` matches and waits until they are gone.
+pub async fn delete_claims(claims: &Api<NodeClaim>, selector: &str) {
+    let list = claims
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap();
+    for claim in list.items {
+        claims
+            .delete(&claim.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    wait_claims_gone(claims, selector).await;
 }
 
 pub async fn wait_claims_gone(claims: &Api<NodeClaim>, selector: &str) {

@@ -5,14 +5,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams};
-use kube::{Api, ResourceExt};
+use kube::Api;
+use kube::api::ListParams;
 use serde_json::json;
 use windlass::apis::node_claim::NodeClaim;
 
 use super::fixture::{
-    batches_planned, create_apart_pods, delete_pods, delete_pool_and_class, live_instances,
-    node_class_and_pool, wait_claims_gone,
+    batches_planned, create_apart_pods, delete_claims, delete_pods, delete_pool_and_class,
+    live_instances, node_class_and_pool,
 };
 use crate::support::{
     TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, start_windlass_as,
@@ -133,13 +133,7 @@ async fn a_restart_mid_launch_never_launches_for_pods_that_have_capacity_coming(
     assert_eq!(live_instances(&env, &cluster).await.len(), 2);
 
     delete_pods(&pods).await;
-    for claim in list_claims().await {
-        claims
-            .delete(&claim.name_any(), &DeleteParams::default())
-            .await
-            .unwrap();
-    }
-    wait_claims_gone(&claims, &selector).await;
+    delete_claims(&claims, &selector).await;
     drop(windlass);
     delete_pool_and_class(&pools, &classes, &name).await;
     namespace.delete().await;
