@@ -55,57 +55,59 @@ fn scheduling(c: &mut Criterion) {
     group.finish();
 }
 
-/// The same world under the rules a ported Karpenter NodePool brings: Karpenter's keys in the
-/// pool's requirements, `minValues: 5` on instance types, and every pod selecting its capacity
-/// type by `karpenter.sh/capacity-type`.
+/// The same world as a ported Karpenter NodePool and its pods would make it: every pod selects
+/// its capacity type by `karpenter.sh/capacity-type`, and the pool requires a Karpenter key
+/// (`selector`), then also asks for `minValues: 5` instance types (`min-values`).
 fn scheduling_with_karpenter_rules(c: &mut Criterion) {
     let catalog = fake::catalog(400);
-    let mut requirements = Requirements::default();
-    requirements.add(
-        "node.kubernetes.io/instance-type",
-        Requirement::new(RequirementOperator::Exists, &[]).with_min_values(Some(5)),
-    );
-    requirements.add(
-        "karpenter.k8s.aws/instance-cpu",
-        Requirement::new(RequirementOperator::Gt, &["1".to_owned()]),
-    );
-    let pools = [NodePoolInput {
-        name: "default".into(),
-        requirements,
-        instance_types: (0..catalog.len()).collect(),
-        ..NodePoolInput::default()
-    }];
     let mut group = c.benchmark_group("scheduling-karpenter-rules");
     group.sample_size(10);
-    for count in [1_000, 10_000] {
-        let mut pods = fake::benchmark_pods(count, 42);
-        for pod in &mut pods {
-            for alternative in &mut pod.requirements {
-                alternative.add(
-                    "karpenter.sh/capacity-type",
-                    Requirement::one_of(["on-demand", "spot"]),
-                );
-            }
+    for (rules, min_values) in [("selector", None), ("min-values", Some(5))] {
+        let mut requirements = Requirements::default();
+        requirements.add(
+            "karpenter.k8s.aws/instance-cpu",
+            Requirement::new(RequirementOperator::Gt, &["1".to_owned()]),
+        );
+        if min_values.is_some() {
+            requirements.add(
+                "node.kubernetes.io/instance-type",
+                Requirement::new(RequirementOperator::Exists, &[]).with_min_values(min_values),
+            );
         }
-        let problem = Problem {
-            catalog: &catalog,
-            pools: &pools,
-            existing: &[],
-            bound: &[],
-            pods: &pods,
-        };
-        let plan = solve(&problem);
-        println!(
-            "{count} pods with Karpenter's rules: {} nodes, {} unplaced",
-            plan.new_claims.len(),
-            plan.unplaced.len()
-        );
-        group.throughput(Throughput::Elements(count as u64));
-        group.bench_with_input(
-            BenchmarkId::from_parameter(count),
-            &problem,
-            |b, problem| b.iter(|| black_box(solve(problem))),
-        );
+        let pools = [NodePoolInput {
+            name: "default".into(),
+            requirements,
+            instance_types: (0..catalog.len()).collect(),
+            ..NodePoolInput::default()
+        }];
+        for count in [1_000, 10_000] {
+            let mut pods = fake::benchmark_pods(count, 42);
+            for pod in &mut pods {
+                for alternative in &mut pod.requirements {
+                    alternative.add(
+                        "karpenter.sh/capacity-type",
+                        Requirement::one_of(["on-demand", "spot"]),
+                    );
+                }
+            }
+            let problem = Problem {
+                catalog: &catalog,
+                pools: &pools,
+                existing: &[],
+                bound: &[],
+                pods: &pods,
+            };
+            let plan = solve(&problem);
+            println!(
+                "{count} pods, {rules}: {} nodes, {} unplaced",
+                plan.new_claims.len(),
+                plan.unplaced.len()
+            );
+            group.throughput(Throughput::Elements(count as u64));
+            group.bench_with_input(BenchmarkId::new(rules, count), &problem, |b, problem| {
+                b.iter(|| black_box(solve(problem)))
+            });
+        }
     }
     group.finish();
 }

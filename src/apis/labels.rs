@@ -45,6 +45,10 @@ pub const KARPENTER_ALIASES: [(&str, &str); 5] = [
 
 /// The key Windlass reads `key` as: the `windlass.dev/` key for a Karpenter alias, else `key`.
 pub fn canonical(key: &str) -> &str {
+    // Read on every requirement lookup: most keys are not Karpenter's.
+    if !key.starts_with("karpenter.") {
+        return key;
+    }
     KARPENTER_ALIASES
         .iter()
         .find(|(_, alias)| *alias == key)

@@ -223,6 +223,8 @@ pub struct TypeFacts {
     pub hardware: Hardware,
 }
 
+const KARPENTER_AWS_PREFIX: &str = "karpenter.k8s.aws/";
+
 /// Every key `type_labels` may set: a requirement on one a type has no value for is met only if
 /// it allows the label to be absent, as for a Node without it.
 const TYPE_LABEL_KEYS: [&str; 17] = [
@@ -376,26 +378,26 @@ impl InstanceType {
             .iter()
             .all(|(key, value)| requirements.allows(key, value))
             && requirements.iter().all(|(key, requirement)| {
-                requirement.allows_absent()
-                    || !TYPE_LABEL_KEYS.contains(&key.as_str())
+                // Only Karpenter's hardware and name labels may be missing from a type.
+                !key.starts_with(KARPENTER_AWS_PREFIX)
+                    || requirement.allows_absent()
                     || self.labels.iter().any(|(k, _)| k == key)
             })
             && self.cheapest_offering(requirements).is_some()
     }
 
-    /// The values of `key` a node of this type may have: its label's, or for zone and capacity
-    /// type those of its available offerings.
-    pub fn values_of(&self, key: &str) -> Vec<&str> {
+    /// Calls `f` with each value of `key` a node of this type may have: its label's, or for
+    /// zone and capacity type those of its available offerings.
+    pub fn for_each_value<'a>(&'a self, key: &str, mut f: impl FnMut(&'a str)) {
         let available = self.offerings.iter().filter(|o| o.available);
         match key {
-            ZONE_LABEL => available.map(|o| o.zone.as_str()).collect(),
-            CAPACITY_TYPE_LABEL => available.map(|o| o.capacity_type.as_str()).collect(),
+            ZONE_LABEL => available.for_each(|o| f(&o.zone)),
+            CAPACITY_TYPE_LABEL => available.for_each(|o| f(&o.capacity_type)),
             _ => self
                 .labels
                 .iter()
                 .filter(|(k, _)| *k == key)
-                .map(|(_, v)| v.as_str())
-                .collect(),
+                .for_each(|(_, v)| f(v)),
         }
     }
 
@@ -433,12 +435,11 @@ pub fn unmet_min_values(
         let min_values = requirement.min_values()?;
         let mut values: BTreeSet<&str> = BTreeSet::new();
         for &i in candidates {
-            values.extend(
-                catalog[i]
-                    .values_of(key)
-                    .into_iter()
-                    .filter(|v| requirement.allows(v)),
-            );
+            catalog[i].for_each_value(key, |value| {
+                if requirement.allows(value) {
+                    values.insert(value);
+                }
+            });
             if values.len() >= min_values {
                 return None;
             }

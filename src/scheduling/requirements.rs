@@ -143,6 +143,25 @@ impl Requirement {
         result
     }
 
+    /// Whether every node that satisfies `self` satisfies `other` too. `false` where that
+    /// would take more than a look at both (it only costs the caller an intersection).
+    pub fn is_within(&self, other: &Self) -> bool {
+        if self.absent_allowed && !other.absent_allowed {
+            return false;
+        }
+        if !self.complement {
+            return self.values.iter().all(|value| other.allows(value));
+        }
+        other.complement
+            && other.values.iter().all(|value| !self.allows(value))
+            && other
+                .greater_than
+                .is_none_or(|bound| self.greater_than.is_some_and(|own| own >= bound))
+            && other
+                .less_than
+                .is_none_or(|bound| self.less_than.is_some_and(|own| own <= bound))
+    }
+
     /// Whether no node can satisfy it (not even by lacking the label).
     pub fn is_unsatisfiable(&self) -> bool {
         if self.absent_allowed {
@@ -430,5 +449,41 @@ mod tests {
                 .single_value(),
             Some("8")
         );
+    }
+
+    #[test]
+    fn within_means_every_value_allowed_by_one_is_allowed_by_the_other() {
+        let cases = [
+            (req(In, &["a"]), req(In, &["a", "b"]), true),
+            (req(In, &["a", "c"]), req(In, &["a", "b"]), false),
+            (req(In, &["a"]), req(NotIn, &["b"]), true),
+            (req(In, &["a"]), req(Exists, &[]), true),
+            (req(NotIn, &["a", "b"]), req(NotIn, &["a"]), true),
+            (req(NotIn, &["a"]), req(NotIn, &["a", "b"]), false),
+            (req(NotIn, &["a"]), req(Exists, &[]), false),
+            (req(Exists, &[]), req(Exists, &[]), true),
+            (req(DoesNotExist, &[]), req(NotIn, &["a"]), true),
+            (req(DoesNotExist, &[]), req(In, &["a"]), false),
+            (req(Gt, &["8"]), req(Gt, &["4"]), true),
+            (req(Gt, &["4"]), req(Gt, &["8"]), false),
+            (req(In, &["2", "6"]), req(Lt, &["7"]), true),
+            (req(Lt, &["9"]), req(Lt, &["7"]), false),
+        ];
+        for (narrow, wide, within) in cases {
+            assert_eq!(narrow.is_within(&wide), within, "{narrow} within {wide}");
+            if within {
+                let both = narrow.intersect(&wide);
+                assert_eq!(
+                    both.finite_values(),
+                    narrow.finite_values(),
+                    "{narrow} ∩ {wide}"
+                );
+                assert_eq!(
+                    both.allows_absent(),
+                    narrow.allows_absent(),
+                    "{narrow} ∩ {wide}"
+                );
+            }
+        }
     }
 }

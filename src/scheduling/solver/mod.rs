@@ -49,12 +49,11 @@ pub fn launch_candidates(
                 break;
             }
             let before = values.len();
-            values.extend(
-                catalog[i]
-                    .values_of(key)
-                    .into_iter()
-                    .filter(|v| requirement.allows(v)),
-            );
+            catalog[i].for_each_value(key, |value| {
+                if requirement.allows(value) {
+                    values.insert(value);
+                }
+            });
             if values.len() > before {
                 kept.insert(position);
             }
@@ -533,16 +532,25 @@ impl<'a> Solver<'a> {
                 let claim = &self.claims[claim_index];
                 let pool = &self.problem.pools[claim.pool];
                 shape.tolerates(&pool.taints).ok()?;
-                let alternatives: Vec<Option<Requirements>> =
-                    if shape.requirements.iter().all(Requirements::is_empty) {
-                        vec![None]
-                    } else {
-                        self.alternatives(&claim.requirements, shape)
-                            .ok()?
-                            .into_iter()
-                            .map(Some)
-                            .collect()
-                    };
+                // A pod whose selector the claim already meets narrows nothing.
+                let implied = shape.requirements.iter().any(|alternative| {
+                    alternative.iter().all(|(key, wanted)| {
+                        claim
+                            .requirements
+                            .get(key)
+                            .is_some_and(|claimed| claimed.is_within(wanted))
+                    })
+                });
+                let alternatives: Vec<Option<Requirements>> = if implied {
+                    vec![None]
+                } else {
+                    // An alternative that narrows nothing needs no recheck of the candidates.
+                    self.alternatives(&claim.requirements, shape)
+                        .ok()?
+                        .into_iter()
+                        .map(|merged| (merged != claim.requirements).then_some(merged))
+                        .collect()
+                };
                 alternatives.into_iter().find_map(|requirements| {
                     self.claim_placement(pod, slot_index, claim_index, requirements)
                 })
