@@ -23,7 +23,7 @@ pub const INSTANCE_SIZE_LABEL: &str = "karpenter.k8s.aws/instance-size";
 pub const INSTANCE_GPU_COUNT_LABEL: &str = "karpenter.k8s.aws/instance-gpu-count";
 pub const INSTANCE_GPU_NAME_LABEL: &str = "karpenter.k8s.aws/instance-gpu-name";
 pub const INSTANCE_GPU_MANUFACTURER_LABEL: &str = "karpenter.k8s.aws/instance-gpu-manufacturer";
-/// Total GPU memory, MiB.
+/// Memory of one GPU, MiB.
 pub const INSTANCE_GPU_MEMORY_LABEL: &str = "karpenter.k8s.aws/instance-gpu-memory";
 /// Total NVMe instance store, GiB.
 pub const INSTANCE_LOCAL_NVME_LABEL: &str = "karpenter.k8s.aws/instance-local-nvme";

@@ -15,7 +15,7 @@ use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::scheduling::NewClaim;
-use crate::scheduling::instance_types::InstanceType;
+use crate::scheduling::instance_types::{InstanceType, unmet_min_values};
 
 /// How long a consolidation decision must hold before it is acted on.
 pub const VALIDATION: SignedDuration = SignedDuration::from_secs(15);
@@ -47,8 +47,8 @@ pub fn node_price(node: &Node, catalog: &[InstanceType]) -> Option<f64> {
 }
 
 /// The planned replacement narrowed to the instance types cheaper than `current` and not named
-/// in `excluded`, and the price of the cheapest of them; `None` when none is left (or none has
-/// a price).
+/// in `excluded`, and the price of the cheapest of them; `None` when none is left, none has a
+/// price, or too few are left for a `minValues` (as in Karpenter, no replacement then).
 pub fn cheaper(
     claim: &NewClaim,
     catalog: &[InstanceType],
@@ -67,6 +67,9 @@ pub fn cheaper(
         .filter(|&i| !excluded.contains(&catalog[i].name.as_str()))
         .filter(|&i| price(i).is_some_and(|p| p < current))
         .collect();
+    if unmet_min_values(&claim.requirements, &instance_types, catalog).is_some() {
+        return None;
+    }
     let cheapest = instance_types
         .iter()
         .filter_map(|&i| price(i))
@@ -329,6 +332,30 @@ mod tests {
         assert!(
             cheaper(&planned, &catalog, xlarge, &["m5.large"]).is_none(),
             "a type the candidates have is left out"
+        );
+        let mut two_types = planned.clone();
+        two_types.requirements.add(
+            INSTANCE_TYPE_LABEL,
+            crate::scheduling::requirements::Requirement::new(
+                crate::apis::node_pool::RequirementOperator::Exists,
+                &[],
+            )
+            .with_min_values(Some(2)),
+        );
+        assert!(
+            cheaper(&two_types, &catalog, xlarge, &[]).is_none(),
+            "one cheaper type cannot keep minValues 2"
+        );
+        let m5_2xlarge = catalog[index("m5.2xlarge")]
+            .cheapest_offering(&planned.requirements)
+            .and_then(|o| o.price)
+            .unwrap();
+        assert_eq!(
+            cheaper(&two_types, &catalog, m5_2xlarge, &[])
+                .unwrap()
+                .0
+                .instance_types,
+            [index("m5.large"), index("m5.xlarge")]
         );
     }
 
