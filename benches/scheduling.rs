@@ -6,9 +6,14 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use windlass::apis::node_pool::RequirementOperator;
 use windlass::scheduling::fake;
+use windlass::scheduling::instance_types::InstanceType;
+use windlass::scheduling::pod::PodShape;
 use windlass::scheduling::requirements::{Requirement, Requirements};
 use windlass::scheduling::{NodePoolInput, Problem, solve};
 
@@ -23,13 +28,7 @@ fn scheduling(c: &mut Criterion) {
     group.sample_size(10);
     for count in [1_000, 5_000, 10_000, 20_000] {
         let pods = fake::benchmark_pods(count, 42);
-        let problem = Problem {
-            catalog: &catalog,
-            pools: &pools,
-            existing: &[],
-            bound: &[],
-            pods: &pods,
-        };
+        let problem = new_world(&catalog, &pools, &pods);
         let plan = solve(&problem);
         let cost: f64 = plan
             .new_claims
@@ -45,12 +44,7 @@ fn scheduling(c: &mut Criterion) {
             plan.new_claims.len(),
             plan.unplaced.len()
         );
-        group.throughput(Throughput::Elements(count as u64));
-        group.bench_with_input(
-            BenchmarkId::from_parameter(count),
-            &problem,
-            |b, problem| b.iter(|| black_box(solve(problem))),
-        );
+        time_solve(&mut group, BenchmarkId::from_parameter(count), &problem);
     }
     group.finish();
 }
@@ -90,26 +84,40 @@ fn scheduling_with_karpenter_rules(c: &mut Criterion) {
                     );
                 }
             }
-            let problem = Problem {
-                catalog: &catalog,
-                pools: &pools,
-                existing: &[],
-                bound: &[],
-                pods: &pods,
-            };
+            let problem = new_world(&catalog, &pools, &pods);
             let plan = solve(&problem);
             println!(
                 "{count} pods, {rules}: {} nodes, {} unplaced",
                 plan.new_claims.len(),
                 plan.unplaced.len()
             );
-            group.throughput(Throughput::Elements(count as u64));
-            group.bench_with_input(BenchmarkId::new(rules, count), &problem, |b, problem| {
-                b.iter(|| black_box(solve(problem)))
-            });
+            time_solve(&mut group, BenchmarkId::new(rules, count), &problem);
         }
     }
     group.finish();
+}
+
+/// A batch of `pods` with no nodes yet.
+fn new_world<'a>(
+    catalog: &'a [InstanceType],
+    pools: &'a [NodePoolInput],
+    pods: &'a [PodShape],
+) -> Problem<'a> {
+    Problem {
+        catalog,
+        pools,
+        existing: &[],
+        bound: &[],
+        pods,
+    }
+}
+
+/// Times whole solves of `problem`, in pods per second.
+fn time_solve(group: &mut BenchmarkGroup<'_, WallTime>, id: BenchmarkId, problem: &Problem) {
+    group.throughput(Throughput::Elements(problem.pods.len() as u64));
+    group.bench_with_input(id, problem, |b, problem| {
+        b.iter(|| black_box(solve(problem)))
+    });
 }
 
 criterion_group!(benches, scheduling, scheduling_with_karpenter_rules);

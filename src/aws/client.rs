@@ -15,8 +15,9 @@ use aws_sdk_ec2::types::{
     LaunchTemplateInstanceMetadataProtocolIpv6,
     LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
     LaunchTemplateTagSpecificationRequest, LaunchTemplatesMonitoringRequest, LocationType,
-    OnDemandOptionsRequest, RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy,
-    SpotOptionsRequest, Tag, TagSpecification, TargetCapacitySpecificationRequest, VolumeType,
+    NetworkCardInfo, NetworkInfo, OnDemandOptionsRequest, RequestLaunchTemplateData, ResourceType,
+    SpotAllocationStrategy, SpotOptionsRequest, Tag, TagSpecification,
+    TargetCapacitySpecificationRequest, VolumeType,
 };
 
 use crate::apis::ec2_node_class::{
@@ -111,13 +112,9 @@ pub fn shape_of(info: &InstanceTypeInfo) -> Option<(Shape, &'static str)> {
     let vcpus = i64::from(info.v_cpu_info()?.default_v_cpus()?);
     let memory_mib = info.memory_info()?.size_in_mib()?;
     let network = info.network_info();
-    let default_card = network.and_then(|n| {
-        let index = n.default_network_card_index().unwrap_or(0);
-        n.network_cards()
-            .iter()
-            .find(|card| card.network_card_index().unwrap_or(0) == index)
-            .and_then(|card| card.maximum_network_interfaces())
-    });
+    let default_card = network
+        .and_then(default_network_card)
+        .and_then(|card| card.maximum_network_interfaces());
     let max_pods = match (
         default_card.or_else(|| network.and_then(|n| n.maximum_network_interfaces())),
         network.and_then(|n| n.ipv4_addresses_per_interface()),
@@ -133,6 +130,15 @@ pub fn shape_of(info: &InstanceTypeInfo) -> Option<(Shape, &'static str)> {
         },
         arch,
     ))
+}
+
+/// The network card a type's primary interface is on: what the VPC CNI counts ENIs on.
+fn default_network_card(network: &NetworkInfo) -> Option<&NetworkCardInfo> {
+    let index = network.default_network_card_index().unwrap_or(0);
+    network
+        .network_cards()
+        .iter()
+        .find(|card| card.network_card_index().unwrap_or(0) == index)
 }
 
 /// What DescribeInstanceTypes says of a type's GPUs, instance store, network and hypervisor,
@@ -153,16 +159,11 @@ pub fn hardware_of(info: &InstanceTypeInfo) -> instance_types::Hardware {
         .filter(|s| s.nvme_support() != Some(&EphemeralNvmeSupport::Unsupported))
         .and_then(|s| s.total_size_in_gb());
     let network = info.network_info();
-    let network_bandwidth_mbps = network.and_then(|n| {
-        let index = n.default_network_card_index().unwrap_or(0);
-        let card = n
-            .network_cards()
-            .iter()
-            .find(|card| card.network_card_index().unwrap_or(0) == index)?;
-        // Whole Mbit/s, so that Gt and Lt can compare them.
-        card.baseline_bandwidth_in_gbps()
-            .map(|gbps| (gbps * 1000.0).round() as i64)
-    });
+    // Whole Mbit/s, so that Gt and Lt can compare them.
+    let network_bandwidth_mbps = network
+        .and_then(default_network_card)
+        .and_then(|card| card.baseline_bandwidth_in_gbps())
+        .map(|gbps| (gbps * 1000.0).round() as i64);
     instance_types::Hardware {
         gpu,
         local_nvme_gib,

@@ -39,7 +39,8 @@ pub fn node_claim(
         INSTANCE_TYPE_LABEL,
         Requirement::one_of(
             launch_candidates(&claim.instance_types, &claim.requirements, catalog)
-                .into_iter()
+                .iter()
+                .copied()
                 .map(|i| catalog[i].name.clone()),
         ),
     );
@@ -96,7 +97,8 @@ pub fn node_claim(
 /// use.
 pub fn unpriced_candidates<'a>(claim: &NewClaim, catalog: &'a [InstanceType]) -> Vec<&'a str> {
     launch_candidates(&claim.instance_types, &claim.requirements, catalog)
-        .into_iter()
+        .iter()
+        .copied()
         .map(|i| &catalog[i])
         .filter(|it| {
             it.cheapest_offering(&claim.requirements)

@@ -16,7 +16,7 @@ use crate::apis::labels::{
     INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
 };
 
-use super::requirements::Requirements;
+use super::requirements::{Requirement, Requirements};
 use super::resources::Resources;
 
 pub const SPOT: &str = "spot";
@@ -386,19 +386,26 @@ impl InstanceType {
             && self.cheapest_offering(requirements).is_some()
     }
 
-    /// Calls `f` with each value of `key` a node of this type may have: its label's, or for
-    /// zone and capacity type those of its available offerings.
-    pub fn for_each_value<'a>(&'a self, key: &str, mut f: impl FnMut(&'a str)) {
+    /// Adds to `values` each value of `key` that a node of this type may have and `requirement`
+    /// allows: its label's, or for zone and capacity type those of its available offerings.
+    pub fn add_allowed_values<'a>(
+        &'a self,
+        key: &str,
+        requirement: &Requirement,
+        values: &mut BTreeSet<&'a str>,
+    ) {
         let available = self.offerings.iter().filter(|o| o.available);
-        match key {
-            ZONE_LABEL => available.for_each(|o| f(&o.zone)),
-            CAPACITY_TYPE_LABEL => available.for_each(|o| f(&o.capacity_type)),
-            _ => self
-                .labels
-                .iter()
-                .filter(|(k, _)| *k == key)
-                .for_each(|(_, v)| f(v)),
-        }
+        let of_type: Box<dyn Iterator<Item = &str>> = match key {
+            ZONE_LABEL => Box::new(available.map(|o| o.zone.as_str())),
+            CAPACITY_TYPE_LABEL => Box::new(available.map(|o| o.capacity_type.as_str())),
+            _ => Box::new(
+                self.labels
+                    .iter()
+                    .filter(move |(k, _)| *k == key)
+                    .map(|(_, v)| v.as_str()),
+            ),
+        };
+        values.extend(of_type.filter(|value| requirement.allows(value)));
     }
 
     /// The cheapest available offering that `requirements` allow.
@@ -435,11 +442,7 @@ pub fn unmet_min_values(
         let min_values = requirement.min_values()?;
         let mut values: BTreeSet<&str> = BTreeSet::new();
         for &i in candidates {
-            catalog[i].for_each_value(key, |value| {
-                if requirement.allows(value) {
-                    values.insert(value);
-                }
-            });
+            catalog[i].add_allowed_values(key, requirement, &mut values);
             if values.len() >= min_values {
                 return None;
             }

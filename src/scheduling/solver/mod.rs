@@ -7,6 +7,7 @@
 //! capacity among the instance types a launch may pick (the 60 cheapest candidates), so no
 //! choice CreateFleet makes can take a NodePool over its limits.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::Taint;
@@ -29,14 +30,14 @@ pub const LAUNCH_CANDIDATES: usize = 60;
 /// The candidates a launch offers CreateFleet, cheapest first: the `LAUNCH_CANDIDATES`
 /// cheapest, unless that would break a `minValues`; then, for each such requirement, the
 /// cheapest type of each value until it has its count, and the cheapest others up to the limit.
-pub fn launch_candidates(
-    candidates: &[usize],
+pub fn launch_candidates<'a>(
+    candidates: &'a [usize],
     requirements: &Requirements,
     catalog: &[InstanceType],
-) -> Vec<usize> {
+) -> Cow<'a, [usize]> {
     let cheapest = &candidates[..candidates.len().min(LAUNCH_CANDIDATES)];
     if unmet_min_values(requirements, cheapest, catalog).is_none() {
-        return cheapest.to_vec();
+        return Cow::Borrowed(cheapest);
     }
     let mut kept: BTreeSet<usize> = BTreeSet::new();
     for (key, requirement) in requirements.iter() {
@@ -49,11 +50,7 @@ pub fn launch_candidates(
                 break;
             }
             let before = values.len();
-            catalog[i].for_each_value(key, |value| {
-                if requirement.allows(value) {
-                    values.insert(value);
-                }
-            });
+            catalog[i].add_allowed_values(key, requirement, &mut values);
             if values.len() > before {
                 kept.insert(position);
             }
@@ -65,9 +62,11 @@ pub fn launch_candidates(
         }
         kept.insert(position);
     }
-    kept.into_iter()
-        .map(|position| candidates[position])
-        .collect()
+    Cow::Owned(
+        kept.into_iter()
+            .map(|position| candidates[position])
+            .collect(),
+    )
 }
 
 /// A NodePool as the simulation needs it.
@@ -843,7 +842,8 @@ impl<'a> Solver<'a> {
                 });
                 claim.candidates = candidates;
                 let reserved = launch_candidates(&claim.candidates, &claim.requirements, catalog)
-                    .into_iter()
+                    .iter()
+                    .copied()
                     .fold(Resources::default(), |max, i| max.max(&catalog[i].capacity));
                 self.pool_reserved[claim.pool] =
                     self.pool_reserved[claim.pool] - claim.reserved + reserved;

@@ -940,7 +940,7 @@ proptest! {
         for (pool_index, pool) in pools.iter().enumerate() {
             let claims: Vec<_> = plan.new_claims.iter().filter(|c| c.pool == pool_index).collect();
             let worst = claims.iter().fold(Resources::default(), |sum, claim| {
-                sum + launch_candidates(&claim.instance_types, &claim.requirements, &catalog).into_iter().fold(Resources::default(), |max, i| max.max(&catalog[i].capacity))
+                sum + launch_candidates(&claim.instance_types, &claim.requirements, &catalog).iter().copied().fold(Resources::default(), |max, i| max.max(&catalog[i].capacity))
             });
             prop_assert_eq!(pool.limits.exceeded(&Resources { pods: 0, ..worst }, claims.len() as i64), None);
         }
