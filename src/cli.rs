@@ -129,6 +129,12 @@ pub struct RunArgs {
     /// this long after the leader dies. The leader renews a third of it before expiry.
     #[arg(long, env = "WINDLASS_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = duration)]
     pub leader_elect_lease_duration: std::time::Duration,
+
+    /// The share of an instance type's listed memory the simulation expects its VM to keep
+    /// from the kubelet (0.075 is 7.5%, Karpenter's default); raise it if launched Nodes
+    /// report less memory than planned.
+    #[arg(long, env = "WINDLASS_VM_MEMORY_OVERHEAD_PERCENT", default_value = "0.075", value_parser = share)]
+    pub vm_memory_overhead_percent: f64,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +150,20 @@ fn duration(text: &str) -> Result<std::time::Duration, String> {
         .parse()
         .map_err(|e| format!("{text:?} is not a duration like 1s or 500ms: {e}"))?;
     std::time::Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
+}
+
+/// A share from 0 up to (not including) 1.
+fn share(text: &str) -> Result<f64, String> {
+    let share: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number like 0.075"))?;
+    if (0.0..1.0).contains(&share) {
+        Ok(share)
+    } else {
+        Err(format!(
+            "{text} is not a share from 0 up to 1 (0.075 is 7.5%)"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -197,6 +217,7 @@ mod tests {
         assert_eq!(args.health_addr.port(), 8081);
         assert_eq!(cli.log_format, LogFormat::Text);
         assert!(args.leader_elect);
+        assert_eq!(args.vm_memory_overhead_percent, 0.075);
         assert_eq!(args.leader_elect_lease_name, "windlass-leader-election");
         assert_eq!(
             args.leader_elect_lease_duration,
@@ -211,5 +232,23 @@ mod tests {
             panic!("expected run")
         };
         assert!(!args.leader_elect);
+    }
+
+    #[test]
+    fn vm_memory_overhead_is_a_share_below_one() {
+        let parse = |value: &str| {
+            Cli::try_parse_from(["windlass", "run", "--vm-memory-overhead-percent", value])
+                .map(|cli| match cli.command {
+                    Command::Run(args) => args.vm_memory_overhead_percent,
+                    _ => unreachable!(),
+                })
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("0.1"), Ok(0.1));
+        assert_eq!(parse("0"), Ok(0.0));
+        for bad in ["1", "7.5", "lots"] {
+            let error = parse(bad).unwrap_err();
+            assert!(error.contains("vm-memory-overhead-percent"), "{error}");
+        }
     }
 }

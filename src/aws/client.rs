@@ -29,7 +29,9 @@ use crate::aws::launch::{FleetRequest, TemplateConfig};
 use crate::aws::nodeclass::rules::{kubernetes_arch, resolved_ami};
 use crate::aws::{provider_id, sdk_clients};
 use crate::cloud::{CloudError, Instance};
-use crate::scheduling::instance_types::{self, ON_DEMAND, Offering, SPOT, Shape, TypeFacts};
+use crate::scheduling::instance_types::{
+    self, Devices, ON_DEMAND, Offering, SPOT, Shape, TypeFacts,
+};
 
 /// One of EC2's per-override CreateFleet errors.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,8 +104,9 @@ fn base64_encode(bytes: &[u8]) -> String {
 /// An instance type's shape and Kubernetes architecture as DescribeInstanceTypes reports them;
 /// max pods follow the VPC CNI's ENI limits as EKS computes them, from the default network
 /// card's interfaces (a type with several cards reports the sum in
-/// `maximumNetworkInterfaces`), and are 110 when the network limits are not reported.
-pub fn shape_of(info: &InstanceTypeInfo) -> Option<(Shape, &'static str)> {
+/// `maximumNetworkInterfaces`), and are 110 when the network limits are not reported. The VM
+/// keeps `vm_memory_overhead` (a share) of the listed memory.
+pub fn shape_of(info: &InstanceTypeInfo, vm_memory_overhead: f64) -> Option<(Shape, &'static str)> {
     let arch = info
         .processor_info()?
         .supported_architectures()
@@ -127,9 +130,48 @@ pub fn shape_of(info: &InstanceTypeInfo) -> Option<(Shape, &'static str)> {
             vcpus,
             memory_mib,
             max_pods,
+            memory_overhead_mib: Shape::memory_overhead_mib(memory_mib, arch, vm_memory_overhead),
+            devices: devices_of(info),
+            instance_store_gb: info
+                .instance_storage_info()
+                .and_then(|s| s.total_size_in_gb()),
         },
         arch,
     ))
+}
+
+/// The devices a type's device plugins advertise: its GPUs by maker, Neuron devices and their
+/// cores, and EFA interfaces.
+fn devices_of(info: &InstanceTypeInfo) -> Devices {
+    let gpus = |maker: &str| -> i64 {
+        info.gpu_info()
+            .map(|g| g.gpus())
+            .unwrap_or_default()
+            .iter()
+            .filter(|gpu| gpu.manufacturer() == Some(maker))
+            .map(|gpu| i64::from(gpu.count().unwrap_or(0)))
+            .sum()
+    };
+    let neuron_devices = info
+        .neuron_info()
+        .map(|n| n.neuron_devices())
+        .unwrap_or_default();
+    let count =
+        |device: &aws_sdk_ec2::types::NeuronDeviceInfo| i64::from(device.count().unwrap_or(0));
+    Devices {
+        nvidia_gpu: gpus("NVIDIA"),
+        amd_gpu: gpus("AMD"),
+        neuron: neuron_devices.iter().map(count).sum(),
+        neuron_core: neuron_devices
+            .iter()
+            .map(|d| count(d) * i64::from(d.core_info().and_then(|c| c.count()).unwrap_or(0)))
+            .sum(),
+        efa: info
+            .network_info()
+            .and_then(|n| n.efa_info())
+            .and_then(|e| e.maximum_efa_interfaces())
+            .map_or(0, i64::from),
+    }
 }
 
 /// The network card a type's primary interface is on: what the VPC CNI counts ENIs on.
@@ -174,8 +216,8 @@ pub fn hardware_of(info: &InstanceTypeInfo) -> instance_types::Hardware {
 }
 
 /// Shape, architecture and hardware of a type, when it has a usable shape.
-pub fn facts_of(info: &InstanceTypeInfo) -> Option<TypeFacts> {
-    let (shape, arch) = shape_of(info)?;
+pub fn facts_of(info: &InstanceTypeInfo, vm_memory_overhead: f64) -> Option<TypeFacts> {
+    let (shape, arch) = shape_of(info, vm_memory_overhead)?;
     Some(TypeFacts {
         shape,
         arch,
@@ -199,6 +241,8 @@ pub struct Aws {
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
     iam: aws_sdk_iam::Client,
+    /// The share of a type's memory its Nodes will not report.
+    vm_memory_overhead: f64,
 }
 
 /// `tag:<key>` filters, one per tag; a `*` value means the key exists with any value.
@@ -223,7 +267,14 @@ impl Aws {
             ec2: sdk_clients::ec2(config),
             ssm: sdk_clients::ssm(config),
             iam: sdk_clients::iam(config),
+            vm_memory_overhead: instance_types::DEFAULT_VM_MEMORY_OVERHEAD,
         }
+    }
+
+    /// The same, sizing instance types with `share` of their memory kept by the VM.
+    pub fn with_vm_memory_overhead(mut self, share: f64) -> Self {
+        self.vm_memory_overhead = share;
+        self
     }
 
     /// Makes instance profile `name` exist, tagged with `tags`, holding `role` and no other
@@ -408,8 +459,8 @@ impl Aws {
 
     /// The region's instance types with an on-demand price in `prices`, each offered on-demand
     /// and spot in every zone that offers it. Spot is priced from the current spot price
-    /// history, or at the on-demand price (its ceiling) where there is none. Types without an
-    /// on-demand price are left out: planning orders candidates by price.
+    /// history, or at the on-demand price (its ceiling) where there is none. A type without an
+    /// on-demand price is kept, tried after every priced one.
     pub async fn instance_catalog(
         &self,
         prices: &HashMap<String, f64>,
@@ -441,7 +492,9 @@ impl Aws {
                 let Some(name) = info.instance_type().map(|t| t.as_str().to_owned()) else {
                     continue;
                 };
-                let (Some(facts), Some(zones)) = (facts_of(info), zones.get(&name)) else {
+                let (Some(facts), Some(zones)) =
+                    (facts_of(info, self.vm_memory_overhead), zones.get(&name))
+                else {
                     continue;
                 };
                 // A type missing from the price table stays usable, tried after the priced ones.
@@ -518,7 +571,12 @@ impl Aws {
         Ok(output
             .instance_types()
             .iter()
-            .filter_map(|info| Some((info.instance_type()?.as_str().to_owned(), facts_of(info)?)))
+            .filter_map(|info| {
+                Some((
+                    info.instance_type()?.as_str().to_owned(),
+                    facts_of(info, self.vm_memory_overhead)?,
+                ))
+            })
             .collect())
     }
 
@@ -900,19 +958,22 @@ mod tests {
 
     #[test]
     fn an_instance_type_has_its_shape_and_kubernetes_architecture() {
-        let shape = |vcpus, memory_mib, max_pods| Shape {
+        let shape = |vcpus, memory_mib, max_pods, memory_overhead_mib| Shape {
             vcpus,
             memory_mib,
             max_pods,
+            memory_overhead_mib,
+            ..Shape::default()
         };
         assert_eq!(
-            shape_of(&info(ArchitectureType::X8664, Some((3, 10)))),
-            Some((shape(2, 8192, 29), "amd64"))
+            shape_of(&info(ArchitectureType::X8664, Some((3, 10))), 0.075),
+            Some((shape(2, 8192, 29, 615), "amd64")),
+            "7.5% of 8192 MiB, rounded up"
         );
         assert_eq!(
-            shape_of(&info(ArchitectureType::Arm64, None)),
-            Some((shape(2, 8192, 110), "arm64")),
-            "without network limits, 110 pods"
+            shape_of(&info(ArchitectureType::Arm64, None), 0.0),
+            Some((shape(2, 8192, 110, 64), "arm64")),
+            "without network limits, 110 pods; a Graviton keeps 64 MiB"
         );
         // c6in.32xlarge: two cards of 8 interfaces; EKS counts the default card's, 394 pods.
         let card = |index, enis| {
@@ -939,7 +1000,7 @@ mod tests {
                     .build(),
             )
             .build();
-        assert_eq!(shape_of(&two_cards).unwrap().0.max_pods, 394);
+        assert_eq!(shape_of(&two_cards, 0.0).unwrap().0.max_pods, 394);
         let no_memory = InstanceTypeInfo::builder()
             .processor_info(
                 ProcessorInfo::builder()
@@ -948,12 +1009,68 @@ mod tests {
             )
             .v_cpu_info(VCpuInfo::builder().default_v_cpus(2).build())
             .build();
-        assert_eq!(shape_of(&no_memory), None);
+        assert_eq!(shape_of(&no_memory, 0.0), None);
         assert_eq!(
-            shape_of(&info(ArchitectureType::I386, None)),
+            shape_of(&info(ArchitectureType::I386, None), 0.0),
             None,
             "no architecture Kubernetes schedules"
         );
+    }
+
+    #[test]
+    fn devices_are_counted_as_their_device_plugins_advertise_them() {
+        use aws_sdk_ec2::types::{
+            EfaInfo, GpuDeviceInfo, GpuInfo, InstanceStorageInfo, NeuronDeviceCoreInfo,
+            NeuronDeviceInfo, NeuronInfo,
+        };
+        let gpu = |maker: &str, count| {
+            GpuDeviceInfo::builder()
+                .manufacturer(maker)
+                .count(count)
+                .build()
+        };
+        let neuron = |count, cores| {
+            NeuronDeviceInfo::builder()
+                .count(count)
+                .core_info(NeuronDeviceCoreInfo::builder().count(cores).build())
+                .build()
+        };
+        let mut accelerated = info(ArchitectureType::X8664, Some((3, 10)));
+        accelerated.gpu_info = Some(
+            GpuInfo::builder()
+                .gpus(gpu("NVIDIA", 4))
+                .gpus(gpu("AMD", 2))
+                .gpus(gpu("NVIDIA", 1))
+                .build(),
+        );
+        accelerated.neuron_info = Some(NeuronInfo::builder().neuron_devices(neuron(16, 2)).build());
+        accelerated.network_info = Some(
+            NetworkInfo::builder()
+                .maximum_network_interfaces(3)
+                .ipv4_addresses_per_interface(10)
+                .efa_info(EfaInfo::builder().maximum_efa_interfaces(8).build())
+                .build(),
+        );
+        accelerated.instance_storage_info = Some(
+            InstanceStorageInfo::builder()
+                .total_size_in_gb(3800)
+                .build(),
+        );
+        let (shape, _) = shape_of(&accelerated, 0.0).unwrap();
+        assert_eq!(
+            shape.devices,
+            Devices {
+                nvidia_gpu: 5,
+                amd_gpu: 2,
+                neuron: 16,
+                neuron_core: 32,
+                efa: 8
+            }
+        );
+        assert_eq!(shape.instance_store_gb, Some(3800));
+        let (plain, _) = shape_of(&info(ArchitectureType::X8664, None), 0.0).unwrap();
+        assert_eq!(plain.devices, Devices::default());
+        assert_eq!(plain.instance_store_gb, None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::apis::labels::{
     CAPACITY_TYPE_LABEL, CLUSTER_LABEL, INSTANCE_TYPE_LABEL, NODECLAIM_TAG, NODECLASS_TAG,
     NODEPOOL_LABEL, ZONE_LABEL,
 };
-use crate::scheduling::instance_types::{ON_DEMAND, SPOT};
+use crate::scheduling::instance_types::{ON_DEMAND, SPOT, Storage};
 use crate::scheduling::requirements::Requirements;
 
 /// One launch template and the (instance type, subnet) pairs launched with it.
@@ -227,6 +227,39 @@ pub fn template_data(input: &TemplateInput, image_id: &str) -> Result<TemplateDa
     })
 }
 
+/// Where a class's nodes keep pods' ephemeral storage, as the kubelet will size it: the
+/// instance store under RAID0 (on types that have one), else the volume marked `rootVolume`,
+/// else Bottlerocket's data volume (`/dev/xvdb`), else `/dev/xvda`, else a Custom class's last
+/// volume, else the default 20 GiB root volume. A volume without a size (or an invalid one,
+/// which the launch refuses) counts as the default.
+pub fn storage(spec: &EC2NodeClassSpec) -> Storage {
+    let mappings = &spec.block_device_mappings;
+    let family = bootstrap::family(spec);
+    let on = |device: &str| mappings.iter().find(|m| m.device_name == device);
+    let mapping = mappings
+        .iter()
+        .find(|m| m.root_volume)
+        .or_else(|| {
+            (family == bootstrap::Family::Bottlerocket)
+                .then(|| on("/dev/xvdb"))
+                .flatten()
+        })
+        .or_else(|| on("/dev/xvda"))
+        .or_else(|| {
+            (family == bootstrap::Family::Custom)
+                .then(|| mappings.last())
+                .flatten()
+        });
+    let root_volume = mapping
+        .and_then(|m| volume(0, m).ok())
+        .and_then(|v| v.size_gib)
+        .map(|gib| i64::from(gib) << 30);
+    Storage {
+        root_volume,
+        instance_store_raid0: spec.instance_store_policy == Some(InstanceStorePolicy::RAID0),
+    }
+}
+
 fn volume(index: usize, mapping: &BlockDeviceMapping) -> Result<Volume, LaunchError> {
     let ebs = &mapping.ebs;
     let size_gib = match &ebs.volume_size {
@@ -383,6 +416,52 @@ mod tests {
             "amiSelectorTerms": [{"alias": "al2023@latest"}],
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_classs_storage_is_the_volume_its_kubelet_writes_to() {
+        let with = |extra: serde_json::Value| {
+            let mut value = serde_json::to_value(spec()).unwrap();
+            value
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            storage(&serde_json::from_value(value).unwrap())
+        };
+        let gib = |n: i64| Some(n << 30);
+        assert_eq!(with(serde_json::json!({})), Storage::default());
+        assert_eq!(
+            with(serde_json::json!({"blockDeviceMappings": [
+                {"deviceName": "/dev/xvda", "ebs": {"volumeSize": "30Gi"}},
+                {"deviceName": "/dev/xvdc", "rootVolume": true, "ebs": {"volumeSize": "100Gi"}}
+            ]}))
+            .root_volume,
+            gib(100),
+            "rootVolume wins"
+        );
+        let two = serde_json::json!([
+            {"deviceName": "/dev/xvda", "ebs": {"volumeSize": "4Gi"}},
+            {"deviceName": "/dev/xvdb", "ebs": {"volumeSize": "80Gi"}}
+        ]);
+        assert_eq!(
+            with(serde_json::json!({"blockDeviceMappings": two})).root_volume,
+            gib(4)
+        );
+        assert_eq!(
+            with(serde_json::json!({"blockDeviceMappings": two,
+                "amiSelectorTerms": [{"alias": "bottlerocket@latest"}]}))
+            .root_volume,
+            gib(80),
+            "Bottlerocket's pods write to its data volume"
+        );
+        assert_eq!(
+            with(serde_json::json!({"amiFamily": "Custom", "amiSelectorTerms": [{"id": "ami-1"}],
+                "blockDeviceMappings": [{"deviceName": "/dev/sda1", "ebs": {"volumeSize": "60Gi"}}]}))
+            .root_volume,
+            gib(60),
+            "a Custom class's last volume"
+        );
+        assert!(with(serde_json::json!({"instanceStorePolicy": "RAID0"})).instance_store_raid0);
     }
 
     fn status() -> EC2NodeClassStatus {

@@ -1,10 +1,10 @@
 //! The only folder that knows AWS: the cloud boundary over EC2 (`cloud`), the SDK calls
-//! (`client`) and their errors (`sdk_errors`), launch templates and fleet requests (`launch`),
-//! the nodes' user data per AMI family (`bootstrap`) and the cluster it names (`cluster`),
-//! offerings that ran out of capacity (`capacity`), the EC2NodeClass controller
-//! (`nodeclass`) and the cleanup of launch templates no class uses (`launch_templates`); every
-//! SDK client is built in `sdk_clients`; plus the providerID format, shared with the test
-//! stack's node registrar.
+//! (`client`) and their errors (`sdk_errors`), launch templates, fleet requests and the
+//! storage a node's volumes give pods (`launch`), the nodes' user data per AMI family
+//! (`bootstrap`) and the cluster it names (`cluster`), offerings that ran out of capacity
+//! (`capacity`), the EC2NodeClass controller (`nodeclass`) and the cleanup of launch
+//! templates no class uses (`launch_templates`); every SDK client is built in `sdk_clients`;
+//! plus the providerID format, shared with the test stack's node registrar.
 
 pub mod bootstrap;
 mod capacity;
@@ -20,6 +20,7 @@ pub mod sdk_errors;
 
 pub use client::{Aws, shape_of};
 pub use cloud::AwsCloud;
+pub use launch::storage;
 
 use sha2::{Digest, Sha256};
 

@@ -7,18 +7,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::set_condition;
 use crate::apis::conditions::READY;
-use crate::apis::ec2_node_class::{EC2NodeClass, KubeletConfiguration};
+use crate::apis::ec2_node_class::{EC2NodeClass, EC2NodeClassSpec};
 use crate::apis::labels::{
     CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL, add_karpenter_aliases,
 };
 use crate::apis::node_claim::{CONDITION_LAUNCHED, NodeClaim, NodeClaimStatus};
+use crate::aws::storage;
 use crate::cloud::{CloudError, CloudProvider, CreateError, Launched};
-use crate::scheduling::instance_types::{Reserved, type_labels};
-use crate::scheduling::resources::Resources;
+use crate::scheduling::instance_types::{KubeletReservations, Reserved, type_labels};
 use crate::status::is_true;
 
 /// What a launch attempt came to.
@@ -54,12 +53,9 @@ pub async fn launch<C: CloudProvider>(
         None => Err(CreateError::NodeClassNotReady(class_name.clone())),
     };
     match outcome {
-        Ok(launched) => {
-            let kubelet = class.and_then(|c| c.spec.kubelet.as_ref());
-            Ok(Launch::Launched {
-                labels: record(claim, status, &launched, kubelet, now),
-            })
-        }
+        Ok(launched) => Ok(Launch::Launched {
+            labels: record(claim, status, &launched, class.map(|c| &c.spec), now),
+        }),
         Err(CreateError::Api(error)) => Err(error),
         Err(error) => {
             let (retry, warning) = match &error {
@@ -85,21 +81,24 @@ pub async fn launch<C: CloudProvider>(
     }
 }
 
-/// Records the launched instance in `status`, its allocatable what the class's `kubelet`
-/// settings leave; the labels the NodeClaim takes from it.
+/// Records the launched instance in `status`, its capacity and allocatable what the kubelet
+/// will report under the class's `kubelet` settings and storage; the labels the NodeClaim
+/// takes from it.
 fn record(
     claim: &NodeClaim,
     status: &mut NodeClaimStatus,
     launched: &Launched,
-    kubelet: Option<&KubeletConfiguration>,
+    class: Option<&EC2NodeClassSpec>,
     now: Timestamp,
 ) -> BTreeMap<String, String> {
     let instance = &launched.instance;
     if let Some(facts) = &launched.facts {
         let shape = &facts.shape;
-        let reserved = kubelet.map_or_else(Reserved::default, |k| Reserved::of_kubelet(k, shape));
-        status.capacity = quantities(shape.capacity());
-        status.allocatable = quantities(shape.allocatable_with(&reserved));
+        let reserved = class.map_or_else(Reserved::default, |spec| {
+            KubeletReservations::of(spec.kubelet.as_ref(), storage(spec)).for_shape(shape)
+        });
+        status.capacity = shape.capacity_with(&reserved).to_list();
+        status.allocatable = shape.allocatable_with(&reserved).to_list();
     }
     status.provider_id = Some(instance.provider_id.clone());
     status.image_id = instance.image_id.clone();
@@ -135,14 +134,6 @@ fn record(
     }
     add_karpenter_aliases(&mut labels);
     labels
-}
-
-fn quantities(resources: Resources) -> BTreeMap<String, Quantity> {
-    BTreeMap::from([
-        ("cpu".to_owned(), Quantity(format!("{}m", resources.cpu))),
-        ("memory".to_owned(), Quantity(resources.memory.to_string())),
-        ("pods".to_owned(), Quantity(resources.pods.to_string())),
-    ])
 }
 
 #[cfg(test)]
@@ -209,7 +200,7 @@ mod tests {
             system_millicpu: 100,
             ..Reserved::default()
         });
-        assert_eq!(status.allocatable, quantities(expected));
+        assert_eq!(status.allocatable, expected.to_list());
         assert_eq!(status.allocatable["pods"].0, "12");
     }
 
@@ -231,8 +222,8 @@ mod tests {
         );
         assert_eq!(status.image_id.as_deref(), Some("ami-fake"));
         let shape = cloud.types[1].shape;
-        assert_eq!(status.capacity, quantities(shape.capacity()));
-        assert_eq!(status.allocatable, quantities(shape.allocatable()));
+        assert_eq!(status.capacity, shape.capacity().to_list());
+        assert_eq!(status.allocatable, shape.allocatable().to_list());
         assert_eq!(
             condition(&status, CONDITION_LAUNCHED),
             (

@@ -266,7 +266,8 @@ mod tests {
             Resources {
                 cpu: 6000,
                 memory: 12 << 30,
-                pods: 87
+                pods: 87,
+                ..Resources::default()
             }
         );
         assert_eq!(nodes, 3);

@@ -70,7 +70,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         client.clone(),
     ));
     let cloud = Arc::new(AwsCloud::new(
-        Aws::new(&aws),
+        Aws::new(&aws).with_vm_memory_overhead(args.vm_memory_overhead_percent),
         joins.clone(),
         args.cluster_name.clone(),
         metrics.clone(),

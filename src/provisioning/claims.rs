@@ -151,6 +151,7 @@ mod tests {
                 cpu: 2000,
                 memory: 6 << 30,
                 pods: 2,
+                ..Resources::default()
             },
             instance_types: names
                 .iter()
@@ -296,6 +297,7 @@ mod tests {
                 vcpus: 2,
                 memory_mib: 4096,
                 max_pods: 17,
+                ..Shape::default()
             },
             vec![Offering {
                 zone: "us-east-1a".into(),

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::apis::conditions::READY;
-use crate::apis::ec2_node_class::{EC2NodeClass, KubeletConfiguration};
+use crate::apis::ec2_node_class::{EC2NodeClass, EC2NodeClassSpec};
 use crate::apis::labels::{
     ARCH_LABEL, DISRUPTED_TAINT, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL, ZONE_LABEL, add_own_keys,
     canonical,
@@ -101,9 +101,9 @@ pub fn pool_inputs(
                 let mut input = pool_input(node_pool, catalog, &daemon_sets);
                 let class_name = &node_pool.spec.template.spec.node_class_ref.name;
                 let class = classes.iter().find(|c| &c.name_any() == class_name);
-                if let Some(kubelet) = class.and_then(|c| c.spec.kubelet.as_ref()) {
-                    input.allocatable =
-                        kubelet_allocatable(kubelet, &input.instance_types, catalog);
+                if let Some(class) = class {
+                    (input.capacity, input.allocatable) =
+                        class_resources(&class.spec, &input.instance_types, catalog);
                 }
                 let status = class.and_then(|c| c.status.as_ref());
                 let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
@@ -137,24 +137,30 @@ pub fn pool_inputs(
     (node_pools, pools)
 }
 
-/// What each of `types` leaves for pods under a class's `kubelet` settings, where that differs
-/// from the catalog's EKS defaults.
-fn kubelet_allocatable(
-    kubelet: &KubeletConfiguration,
+/// What the kubelet of each of `types` reports as capacity and leaves allocatable under a
+/// class's `kubelet` settings and storage, where that differs from the catalog's (EKS's
+/// defaults on a 20 GiB root volume).
+fn class_resources(
+    class: &EC2NodeClassSpec,
     types: &[usize],
     catalog: &[InstanceType],
-) -> HashMap<usize, Resources> {
-    let reservations = KubeletReservations::of(kubelet);
-    types
-        .iter()
-        .filter_map(|&i| {
-            let it = &catalog[i];
-            let allocatable = it
-                .shape
-                .allocatable_with(&reservations.for_shape(&it.shape));
-            (allocatable != it.allocatable).then_some((i, allocatable))
-        })
-        .collect()
+) -> (HashMap<usize, Resources>, HashMap<usize, Resources>) {
+    let reservations = KubeletReservations::of(class.kubelet.as_ref(), crate::aws::storage(class));
+    let mut capacities = HashMap::new();
+    let mut allocatables = HashMap::new();
+    for &i in types {
+        let it = &catalog[i];
+        let reserved = reservations.for_shape(&it.shape);
+        let capacity = it.shape.capacity_with(&reserved);
+        if capacity != it.capacity {
+            capacities.insert(i, capacity);
+        }
+        let allocatable = it.shape.allocatable_with(&reserved);
+        if allocatable != it.allocatable {
+            allocatables.insert(i, allocatable);
+        }
+    }
+    (capacities, allocatables)
 }
 
 /// The cluster as the simulation sees it: every NodePool, capacity the simulation may plan
@@ -378,11 +384,7 @@ pub fn in_flight_node(
                     .copied()
                     .unwrap_or(catalog[i].allocatable)
             })
-            .reduce(|a, b| Resources {
-                cpu: a.cpu.min(b.cpu),
-                memory: a.memory.min(b.memory),
-                pods: a.pods.min(b.pods),
-            })
+            .reduce(|a, b| a.min(&b))
             .unwrap_or_default(),
     };
     let requested = bound
@@ -460,6 +462,7 @@ mod tests {
             cpu: 100,
             memory: GIB / 4,
             pods: 1,
+            ..Resources::default()
         };
         let waiting = in_flight_node(&claim(json!({})), &catalog, &HashMap::new(), overhead, &[]);
         assert_eq!(

@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 
-use super::instance_types::{InstanceType, ON_DEMAND, Offering, SPOT, Shape};
+use super::instance_types::{
+    DEFAULT_VM_MEMORY_OVERHEAD, InstanceType, ON_DEMAND, Offering, SPOT, Shape,
+};
 
 const US_EAST_1: &str = include_str!("data/us-east-1.json");
 
@@ -52,6 +54,12 @@ pub fn bundled() -> Vec<InstanceType> {
                 vcpus: row.vcpus,
                 memory_mib: row.memory_mib,
                 max_pods: Shape::max_pods_for(row.enis, row.ipv4_per_eni),
+                memory_overhead_mib: Shape::memory_overhead_mib(
+                    row.memory_mib,
+                    &row.arch,
+                    DEFAULT_VM_MEMORY_OVERHEAD,
+                ),
+                ..Shape::default()
             };
             let offerings = bundle
                 .zones

@@ -20,6 +20,7 @@ pub fn catalog(count: usize) -> Vec<InstanceType> {
                 vcpus: size,
                 memory_mib: 2 * 1024 * size,
                 max_pods: 10 * size,
+                ..Shape::default()
             };
             let on_demand = 0.05 * size as f64 + 0.001 * (i % 7) as f64;
             let offerings = ZONES
@@ -86,6 +87,7 @@ pub fn benchmark_pods(count: usize, seed: u64) -> Vec<PodShape> {
             cpu: CPU_MILLIS[random.below(CPU_MILLIS.len())],
             memory: MEMORY_MIB[random.below(MEMORY_MIB.len())] << 20,
             pods: 1,
+            ..Resources::default()
         };
         let term = |kind: TermKind, key: TopologyKey, selector: BTreeMap<String, String>| Term {
             kind,

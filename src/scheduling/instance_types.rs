@@ -17,24 +17,61 @@ use crate::apis::labels::{
 };
 
 use super::requirements::{Requirement, Requirements};
-use super::resources::Resources;
+use super::resources::{EPHEMERAL_STORAGE, Resources};
 
 pub const SPOT: &str = "spot";
 pub const ON_DEMAND: &str = "on-demand";
 
 /// An instance type's shape, from DescribeInstanceTypes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Shape {
     pub vcpus: i64,
+    /// As EC2 lists it; the kubelet sees `memory_overhead_mib` less.
     pub memory_mib: i64,
     pub max_pods: i64,
+    /// Memory the hypervisor and firmware keep from the listed memory, MiB.
+    pub memory_overhead_mib: i64,
+    pub devices: Devices,
+    /// Total instance store, GB: the ephemeral storage of a node that makes it a RAID0 array.
+    pub instance_store_gb: Option<i64>,
 }
+
+/// The devices of a type that pods request as extended resources, counted as their device
+/// plugins advertise them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Devices {
+    pub nvidia_gpu: i64,
+    pub amd_gpu: i64,
+    pub neuron: i64,
+    pub neuron_core: i64,
+    pub efa: i64,
+}
+
+/// The share of a type's listed memory the VM keeps, unless `--vm-memory-overhead-percent`
+/// says otherwise (Karpenter's default).
+pub const DEFAULT_VM_MEMORY_OVERHEAD: f64 = 0.075;
+
+/// The root volume a node boots with unless its EC2NodeClass sizes another.
+pub const DEFAULT_ROOT_VOLUME: i64 = 20 * GIB;
 
 impl Shape {
     /// EKS's max pods for the VPC CNI: one IP per pod on every ENI but the primary IP, plus two
     /// host-network pods.
     pub fn max_pods_for(enis: i64, ipv4_per_eni: i64) -> i64 {
         enis * (ipv4_per_eni - 1) + 2
+    }
+
+    /// The memory the kubelet will not see of `memory_mib`, as Karpenter estimates it: 64 MiB
+    /// a Graviton keeps for its contiguous memory allocator, then `overhead` (a share) of the
+    /// rest, rounded up to a MiB.
+    pub fn memory_overhead_mib(memory_mib: i64, arch: &str, overhead: f64) -> i64 {
+        let firmware = if arch == "arm64" { 64 } else { 0 };
+        firmware + ((memory_mib - firmware) as f64 * overhead).ceil() as i64
+    }
+
+    /// Memory the kubelet reports as capacity, MiB.
+    pub fn usable_memory_mib(&self) -> i64 {
+        self.memory_mib - self.memory_overhead_mib
     }
 
     /// CPU left after kube-reserved: 6% of the first core, 1% of the second, 0.5% of the next
@@ -48,75 +85,114 @@ impl Shape {
         cores * 1000 - reserved_tenths / 10
     }
 
-    /// Memory left after kube-reserved (255 MiB + 11 MiB per pod) and the 100 MiB hard eviction
-    /// threshold.
-    pub fn allocatable_memory_mib(&self) -> i64 {
-        self.memory_mib - (255 + 11 * self.max_pods) - 100
-    }
-
     pub fn capacity(&self) -> Resources {
-        Resources {
-            cpu: self.vcpus * 1000,
-            memory: self.memory_mib * MIB,
-            pods: self.max_pods,
-        }
+        self.capacity_with(&Reserved::default())
     }
 
     pub fn allocatable(&self) -> Resources {
         self.allocatable_with(&Reserved::default())
     }
 
+    /// What the kubelet reports as capacity on a node its bootstrap and volumes set up as
+    /// `reserved` says: the max pods in effect and the filesystem pods write to.
+    pub fn capacity_with(&self, reserved: &Reserved) -> Resources {
+        let Devices {
+            nvidia_gpu,
+            amd_gpu,
+            neuron,
+            neuron_core,
+            efa,
+        } = self.devices;
+        Resources {
+            cpu: self.vcpus * 1000,
+            memory: self.usable_memory_mib() * MIB,
+            pods: reserved.max_pods.unwrap_or(self.max_pods),
+            ephemeral_storage: reserved.ephemeral_storage.unwrap_or(DEFAULT_ROOT_VOLUME),
+            nvidia_gpu,
+            amd_gpu,
+            neuron,
+            neuron_core,
+            efa,
+        }
+    }
+
     /// What the kubelet leaves for pods when its bootstrap sets `reserved`: capacity less
-    /// kube-reserved, system-reserved and the hard memory eviction threshold, each EKS's
-    /// default where unset (kube-reserved memory follows the max pods in effect).
+    /// kube-reserved, system-reserved and the hard eviction thresholds, each EKS's default
+    /// where unset (kube-reserved memory follows the max pods in effect; 1 GiB of storage is
+    /// kube-reserved and 10% is the `nodefs.available` threshold).
     pub fn allocatable_with(&self, reserved: &Reserved) -> Resources {
-        let pods = reserved.max_pods.unwrap_or(self.max_pods);
+        let capacity = self.capacity_with(reserved);
         let kube_cpu = reserved
             .kube_millicpu
             .unwrap_or(self.vcpus * 1000 - self.allocatable_millicpu());
-        let kube_memory = reserved.kube_memory.unwrap_or((255 + 11 * pods) * MIB);
+        let kube_memory = reserved
+            .kube_memory
+            .unwrap_or((255 + 11 * capacity.pods) * MIB);
         let eviction = reserved.eviction_memory.unwrap_or(100 * MIB);
+        let kube_storage = reserved.kube_ephemeral_storage.unwrap_or(GIB);
+        let eviction_storage = reserved
+            .eviction_nodefs
+            .unwrap_or((capacity.ephemeral_storage as f64 / 10.0).ceil() as i64);
         Resources {
-            cpu: self.vcpus * 1000 - kube_cpu - reserved.system_millicpu,
-            memory: self.memory_mib * MIB - kube_memory - reserved.system_memory - eviction,
-            pods,
+            cpu: capacity.cpu - kube_cpu - reserved.system_millicpu,
+            memory: capacity.memory - kube_memory - reserved.system_memory - eviction,
+            ephemeral_storage: capacity.ephemeral_storage
+                - kube_storage
+                - reserved.system_ephemeral_storage
+                - eviction_storage,
+            ..capacity
         }
     }
 }
 
-/// What a node's kubelet is told to keep back from pods; `None` leaves EKS's default.
+/// What a node's bootstrap tells its kubelet to keep back from pods, and the filesystem they
+/// write to; `None` leaves EKS's default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reserved {
     pub max_pods: Option<i64>,
     pub kube_millicpu: Option<i64>,
     /// Bytes.
     pub kube_memory: Option<i64>,
+    /// Bytes.
+    pub kube_ephemeral_storage: Option<i64>,
     pub system_millicpu: i64,
     /// Bytes.
     pub system_memory: i64,
+    /// Bytes.
+    pub system_ephemeral_storage: i64,
     /// Bytes: the hard eviction threshold for `memory.available`.
     pub eviction_memory: Option<i64>,
+    /// Bytes: the hard eviction threshold for `nodefs.available`.
+    pub eviction_nodefs: Option<i64>,
+    /// Bytes: the size of the filesystem pods write to (the kubelet's `ephemeral-storage`).
+    pub ephemeral_storage: Option<i64>,
 }
 
-impl Reserved {
-    /// What an EC2NodeClass's `kubelet` settings keep back on a node of `shape`.
-    pub fn of_kubelet(kubelet: &KubeletConfiguration, shape: &Shape) -> Self {
-        KubeletReservations::of(kubelet).for_shape(shape)
-    }
+/// Where a class's nodes keep pods' ephemeral storage: a sized root volume, or the instance
+/// store made a RAID0 array where the type has one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Storage {
+    /// Bytes; `None` is the default root volume.
+    pub root_volume: Option<i64>,
+    pub instance_store_raid0: bool,
 }
 
-/// A class's `kubelet` settings read once, for nodes of any shape: the bootstrap tells the
-/// kubelet these, `podsPerCore` caps the max pods at that many per vCPU, and a percentage
-/// eviction threshold is of the node's memory.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A class's `kubelet` settings and storage read once, for nodes of any shape: the bootstrap
+/// tells the kubelet these, `podsPerCore` caps the max pods at that many per vCPU, and a
+/// percentage eviction threshold is of the node's memory or filesystem.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct KubeletReservations {
     max_pods: Option<i64>,
     pods_per_core: Option<i64>,
     kube_millicpu: Option<i64>,
     kube_memory: Option<i64>,
+    kube_ephemeral_storage: Option<i64>,
     system_millicpu: i64,
     system_memory: i64,
+    system_ephemeral_storage: i64,
     eviction_memory: Option<Threshold>,
+    eviction_nodefs: Option<Threshold>,
+    storage: Storage,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -125,28 +201,55 @@ enum Threshold {
     Percent(f64),
 }
 
+impl Threshold {
+    fn parse(threshold: &str) -> Option<Self> {
+        match threshold.strip_suffix('%') {
+            Some(percent) => percent.parse().ok().map(Threshold::Percent),
+            None => ParsedQuantity::try_from(threshold)
+                .ok()?
+                .to_bytes_f64()
+                .map(|bytes| Threshold::Bytes(bytes as i64)),
+        }
+    }
+
+    fn of(&self, total: i64) -> i64 {
+        match *self {
+            Threshold::Bytes(bytes) => bytes,
+            Threshold::Percent(p) => (total as f64 * p / 100.0).ceil() as i64,
+        }
+    }
+}
+
 impl KubeletReservations {
-    pub fn of(kubelet: &KubeletConfiguration) -> Self {
+    /// The settings of a class with `kubelet` (none: EKS's defaults) and `storage`.
+    pub fn of(kubelet: Option<&KubeletConfiguration>, storage: Storage) -> Self {
+        let Some(kubelet) = kubelet else {
+            return Self {
+                storage,
+                ..Self::default()
+            };
+        };
         let cpu = |q: Option<&Quantity>| quantity(q?).map(|cores| (cores * 1000.0).round() as i64);
-        let memory = |q: Option<&Quantity>| quantity(q?).map(|bytes| bytes as i64);
-        let eviction_memory = kubelet
-            .eviction_hard
-            .get("memory.available")
-            .and_then(|threshold| match threshold.strip_suffix('%') {
-                Some(percent) => percent.parse().ok().map(Threshold::Percent),
-                None => ParsedQuantity::try_from(threshold.as_str())
-                    .ok()?
-                    .to_bytes_f64()
-                    .map(|bytes| Threshold::Bytes(bytes as i64)),
-            });
+        let bytes = |q: Option<&Quantity>| quantity(q?).map(|bytes| bytes as i64);
+        let threshold = |signal: &str| {
+            kubelet
+                .eviction_hard
+                .get(signal)
+                .and_then(|t| Threshold::parse(t))
+        };
         Self {
             max_pods: kubelet.max_pods.map(i64::from),
             pods_per_core: kubelet.pods_per_core.filter(|p| *p > 0).map(i64::from),
             kube_millicpu: cpu(kubelet.kube_reserved.get("cpu")),
-            kube_memory: memory(kubelet.kube_reserved.get("memory")),
+            kube_memory: bytes(kubelet.kube_reserved.get("memory")),
+            kube_ephemeral_storage: bytes(kubelet.kube_reserved.get(EPHEMERAL_STORAGE)),
             system_millicpu: cpu(kubelet.system_reserved.get("cpu")).unwrap_or(0),
-            system_memory: memory(kubelet.system_reserved.get("memory")).unwrap_or(0),
-            eviction_memory,
+            system_memory: bytes(kubelet.system_reserved.get("memory")).unwrap_or(0),
+            system_ephemeral_storage: bytes(kubelet.system_reserved.get(EPHEMERAL_STORAGE))
+                .unwrap_or(0),
+            eviction_memory: threshold("memory.available"),
+            eviction_nodefs: threshold("nodefs.available"),
+            storage,
         }
     }
 
@@ -159,17 +262,26 @@ impl KubeletReservations {
             ),
             None => self.max_pods,
         };
-        let eviction_memory = self.eviction_memory.map(|threshold| match threshold {
-            Threshold::Bytes(bytes) => bytes,
-            Threshold::Percent(p) => (shape.memory_mib as f64 * MIB as f64 * p / 100.0) as i64,
-        });
+        let instance_store = shape
+            .instance_store_gb
+            .filter(|_| self.storage.instance_store_raid0)
+            .map(|gb| gb * 1_000_000_000);
+        let ephemeral_storage = instance_store.or(self.storage.root_volume);
         Reserved {
             max_pods,
             kube_millicpu: self.kube_millicpu,
             kube_memory: self.kube_memory,
+            kube_ephemeral_storage: self.kube_ephemeral_storage,
             system_millicpu: self.system_millicpu,
             system_memory: self.system_memory,
-            eviction_memory,
+            system_ephemeral_storage: self.system_ephemeral_storage,
+            eviction_memory: self
+                .eviction_memory
+                .map(|t| t.of(shape.usable_memory_mib() * MIB)),
+            eviction_nodefs: self
+                .eviction_nodefs
+                .map(|t| t.of(ephemeral_storage.unwrap_or(DEFAULT_ROOT_VOLUME))),
+            ephemeral_storage,
         }
     }
 }
@@ -179,6 +291,7 @@ fn quantity(q: &Quantity) -> Option<f64> {
 }
 
 const MIB: i64 = 1024 * 1024;
+const GIB: i64 = 1024 * MIB;
 
 /// Where and how an instance type can be bought.
 #[derive(Clone, Debug, PartialEq)]
@@ -480,19 +593,101 @@ mod tests {
             vcpus: 2,
             memory_mib: 8192,
             max_pods: Shape::max_pods_for(3, 10),
+            ..Shape::default()
         };
         assert_eq!(m5_large.max_pods, 29);
         assert_eq!(m5_large.allocatable_millicpu(), 2000 - 70);
+        let allocatable = m5_large.allocatable();
+        assert_eq!(allocatable.memory, (8192 - (255 + 11 * 29) - 100) * MIB);
         assert_eq!(
-            m5_large.allocatable_memory_mib(),
-            8192 - (255 + 11 * 29) - 100
+            allocatable.ephemeral_storage,
+            17 * GIB,
+            "20Gi root volume less 1Gi kube-reserved and the 10% nodefs threshold"
         );
         let big = Shape {
             vcpus: 16,
             memory_mib: 65536,
             max_pods: 234,
+            ..Shape::default()
         };
         assert_eq!(big.allocatable_millicpu(), 16000 - (60 + 10 + 10 + 30));
+    }
+
+    #[test]
+    fn the_vm_keeps_a_share_of_the_listed_memory_and_graviton_its_cma_too() {
+        assert_eq!(Shape::memory_overhead_mib(8192, "amd64", 0.075), 615);
+        assert_eq!(Shape::memory_overhead_mib(8192, "arm64", 0.075), 64 + 610);
+        assert_eq!(Shape::memory_overhead_mib(8192, "amd64", 0.0), 0);
+        let m5_large = Shape {
+            vcpus: 2,
+            memory_mib: 8192,
+            max_pods: 29,
+            memory_overhead_mib: 615,
+            ..Shape::default()
+        };
+        assert_eq!(m5_large.capacity().memory, (8192 - 615) * MIB);
+        assert_eq!(
+            m5_large.allocatable().memory,
+            (8192 - 615 - (255 + 11 * 29) - 100) * MIB
+        );
+    }
+
+    #[test]
+    fn devices_and_the_instance_store_are_capacity() {
+        let g5 = Shape {
+            vcpus: 4,
+            memory_mib: 16384,
+            max_pods: 58,
+            devices: Devices {
+                nvidia_gpu: 1,
+                ..Devices::default()
+            },
+            instance_store_gb: Some(250),
+            ..Shape::default()
+        };
+        let root = KubeletReservations::of(None, Storage::default()).for_shape(&g5);
+        let allocatable = g5.allocatable_with(&root);
+        assert_eq!(
+            allocatable.nvidia_gpu, 1,
+            "no kubelet reservation for devices"
+        );
+        assert_eq!(g5.capacity_with(&root).ephemeral_storage, 20 * GIB);
+        let raid0 = Storage {
+            instance_store_raid0: true,
+            ..Storage::default()
+        };
+        let store = KubeletReservations::of(None, raid0).for_shape(&g5);
+        assert_eq!(g5.capacity_with(&store).ephemeral_storage, 250_000_000_000);
+        let no_store = Shape {
+            instance_store_gb: None,
+            ..g5
+        };
+        let sized = Storage {
+            root_volume: Some(100 * GIB),
+            instance_store_raid0: true,
+        };
+        assert_eq!(
+            no_store
+                .capacity_with(&KubeletReservations::of(None, sized).for_shape(&no_store))
+                .ephemeral_storage,
+            100 * GIB,
+            "RAID0 on a type without an instance store keeps the root volume"
+        );
+        let kubelet: KubeletConfiguration = serde_json::from_value(serde_json::json!({
+            "kubeReserved": {"ephemeral-storage": "2Gi"},
+            "systemReserved": {"ephemeral-storage": "1Gi"},
+            "evictionHard": {"nodefs.available": "5%"}
+        }))
+        .unwrap();
+        let reserved = KubeletReservations::of(Some(&kubelet), sized).for_shape(&no_store);
+        assert_eq!(
+            no_store.allocatable_with(&reserved).ephemeral_storage,
+            100 * GIB - 2 * GIB - GIB - 5 * GIB
+        );
+    }
+
+    fn reservations(kubelet: &KubeletConfiguration, shape: &Shape) -> Reserved {
+        KubeletReservations::of(Some(kubelet), Storage::default()).for_shape(shape)
     }
 
     #[test]
@@ -501,6 +696,7 @@ mod tests {
             vcpus: 2,
             memory_mib: 8192,
             max_pods: 29,
+            ..Shape::default()
         };
         let kubelet: KubeletConfiguration = serde_json::from_value(serde_json::json!({
             "podsPerCore": 10,
@@ -510,24 +706,25 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            Reserved::of_kubelet(&kubelet, &m5_large),
+            reservations(&kubelet, &m5_large),
             Reserved {
                 max_pods: Some(20),
                 kube_millicpu: Some(250),
                 kube_memory: Some(1024 * MIB),
                 system_millicpu: 0,
                 system_memory: 200 * MIB,
-                eviction_memory: Some(8192 * MIB / 20),
+                eviction_memory: Some(8192 * MIB / 20 + 1),
+                ..Reserved::default()
             }
         );
         assert_eq!(
-            Reserved::of_kubelet(&KubeletConfiguration::default(), &m5_large),
+            reservations(&KubeletConfiguration::default(), &m5_large),
             Reserved::default()
         );
         let capped: KubeletConfiguration =
             serde_json::from_value(serde_json::json!({"maxPods": 110, "podsPerCore": 100}))
                 .unwrap();
-        assert_eq!(Reserved::of_kubelet(&capped, &m5_large).max_pods, Some(110));
+        assert_eq!(reservations(&capped, &m5_large).max_pods, Some(110));
     }
 
     #[test]
@@ -536,6 +733,7 @@ mod tests {
             vcpus: 2,
             memory_mib: 8192,
             max_pods: 29,
+            ..Shape::default()
         };
         assert_eq!(
             m5_large.allocatable_with(&Reserved::default()),
@@ -554,6 +752,8 @@ mod tests {
                 cpu: 2000 - 70 - 100,
                 memory: (8192 - (255 + 11 * 110) - 200 - 500) * MIB,
                 pods: 110,
+                ephemeral_storage: 17 * GIB,
+                ..Resources::default()
             },
             "kube-reserved memory follows the max pods set"
         );
@@ -568,6 +768,8 @@ mod tests {
                 cpu: 1500,
                 memory: (8192 - 1024 - 100) * MIB,
                 pods: 29,
+                ephemeral_storage: 17 * GIB,
+                ..Resources::default()
             }
         );
     }
@@ -587,6 +789,7 @@ mod tests {
                 vcpus: 2,
                 memory_mib: 8192,
                 max_pods: 29,
+                ..Shape::default()
             },
             vec![offering("a", SPOT, 0.03), offering("b", ON_DEMAND, 0.096)],
         );
@@ -611,6 +814,7 @@ mod tests {
             vcpus,
             memory_mib: vcpus * 4096,
             max_pods: 58,
+            ..Shape::default()
         };
         let offering = Offering {
             zone: "a".into(),

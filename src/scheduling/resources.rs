@@ -1,4 +1,4 @@
-//! Resource amounts in integer units (millicores, bytes, pod slots) and a pod's effective
+//! Resource amounts in integer units (millicores, bytes, counts) and a pod's effective
 //! requests as the kube-scheduler counts them.
 
 use std::collections::BTreeMap;
@@ -8,6 +8,38 @@ use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube_quantity::ParsedQuantity;
 
+pub const EPHEMERAL_STORAGE: &str = "ephemeral-storage";
+pub const NVIDIA_GPU: &str = "nvidia.com/gpu";
+pub const AMD_GPU: &str = "amd.com/gpu";
+pub const AWS_NEURON: &str = "aws.amazon.com/neuron";
+pub const AWS_NEURON_CORE: &str = "aws.amazon.com/neuroncore";
+pub const EFA: &str = "vpc.amazonaws.com/efa";
+
+/// How many resources the simulation counts.
+const COUNTED: usize = 9;
+
+/// The resources the simulation counts, in the order of [`Resources::amounts`], with the factor
+/// from a quantity to the unit counted.
+const NAMES: [(&str, f64); COUNTED] = [
+    ("cpu", 1000.0),
+    ("memory", 1.0),
+    ("pods", 1.0),
+    (EPHEMERAL_STORAGE, 1.0),
+    (NVIDIA_GPU, 1.0),
+    (AMD_GPU, 1.0),
+    (AWS_NEURON, 1.0),
+    (AWS_NEURON_CORE, 1.0),
+    (EFA, 1.0),
+];
+
+/// Whether the simulation counts the resource `name`: a node of some instance type may have it.
+pub fn is_counted(name: &str) -> bool {
+    NAMES.iter().any(|(counted, _)| *counted == name)
+}
+
+/// Resources a pod requests or a node has. A resource the kube-scheduler does not count for a
+/// pod (`hugepages-*`, an unknown extended resource) has no field: a pod requesting one is
+/// refused before it gets here.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Resources {
     /// Millicores.
@@ -15,42 +47,136 @@ pub struct Resources {
     /// Bytes.
     pub memory: i64,
     pub pods: i64,
+    /// Bytes.
+    pub ephemeral_storage: i64,
+    pub nvidia_gpu: i64,
+    pub amd_gpu: i64,
+    /// Neuron devices.
+    pub neuron: i64,
+    pub neuron_core: i64,
+    /// EFA interfaces.
+    pub efa: i64,
 }
 
 impl Resources {
+    /// The amounts in the order of `NAMES`.
+    fn amounts(&self) -> [i64; COUNTED] {
+        [
+            self.cpu,
+            self.memory,
+            self.pods,
+            self.ephemeral_storage,
+            self.nvidia_gpu,
+            self.amd_gpu,
+            self.neuron,
+            self.neuron_core,
+            self.efa,
+        ]
+    }
+
+    fn from_amounts(
+        [
+            cpu,
+            memory,
+            pods,
+            ephemeral_storage,
+            nvidia_gpu,
+            amd_gpu,
+            neuron,
+            neuron_core,
+            efa,
+        ]: [i64; COUNTED],
+    ) -> Self {
+        Self {
+            cpu,
+            memory,
+            pods,
+            ephemeral_storage,
+            nvidia_gpu,
+            amd_gpu,
+            neuron,
+            neuron_core,
+            efa,
+        }
+    }
+
+    fn zip(&self, other: &Resources, f: impl Fn(i64, i64) -> i64) -> Resources {
+        let (a, b) = (self.amounts(), other.amounts());
+        Self::from_amounts(std::array::from_fn(|i| f(a[i], b[i])))
+    }
+
     /// Whether `self` fits within `capacity` in every dimension.
     pub fn fits(&self, capacity: &Resources) -> bool {
-        self.cpu <= capacity.cpu && self.memory <= capacity.memory && self.pods <= capacity.pods
+        self.cpu <= capacity.cpu
+            && self.memory <= capacity.memory
+            && self.pods <= capacity.pods
+            && self.ephemeral_storage <= capacity.ephemeral_storage
+            && self.nvidia_gpu <= capacity.nvidia_gpu
+            && self.amd_gpu <= capacity.amd_gpu
+            && self.neuron <= capacity.neuron
+            && self.neuron_core <= capacity.neuron_core
+            && self.efa <= capacity.efa
     }
 
     /// The larger of each dimension.
     pub fn max(&self, other: &Resources) -> Resources {
-        Resources {
-            cpu: self.cpu.max(other.cpu),
-            memory: self.memory.max(other.memory),
-            pods: self.pods.max(other.pods),
-        }
+        self.zip(other, i64::max)
     }
 
-    /// Reads `cpu`, `memory` and `pods` from a resource list; other resources are ignored and
-    /// an unparsable quantity counts as zero.
+    /// The smaller of each dimension.
+    pub fn min(&self, other: &Resources) -> Resources {
+        self.zip(other, i64::min)
+    }
+
+    /// Reads the counted resources from a resource list; others are left out and an
+    /// unparsable quantity counts as zero.
     pub fn from_list(list: &BTreeMap<String, Quantity>) -> Resources {
-        Resources {
-            cpu: list.get("cpu").map_or(0, |q| scaled(q, 1000.0)),
-            memory: list.get("memory").map_or(0, |q| scaled(q, 1.0)),
-            pods: list.get("pods").map_or(0, |q| scaled(q, 1.0)),
-        }
+        Self::from_amounts(
+            NAMES.map(|(name, factor)| list.get(name).map_or(0, |q| scaled(q, factor))),
+        )
+    }
+
+    /// As a resource list: cpu, memory and pods always, the others where not zero.
+    pub fn to_list(&self) -> BTreeMap<String, Quantity> {
+        NAMES
+            .iter()
+            .zip(self.amounts())
+            .enumerate()
+            .filter(|(i, (_, amount))| *i < 3 || *amount != 0)
+            .map(|(_, ((name, _), amount))| ((*name).to_owned(), Quantity(format(name, amount))))
+            .collect()
+    }
+
+    /// `cpu=2, memory=4Gi`, and each other resource `wanted` asks for, for a message
+    /// comparing what a pod wants with what a node has.
+    pub fn describe_for(&self, wanted: &Resources) -> String {
+        NAMES
+            .iter()
+            .zip(self.amounts().into_iter().zip(wanted.amounts()))
+            .enumerate()
+            .filter(|(i, (_, (_, asked)))| *i < 2 || (*i > 2 && *asked != 0))
+            .map(|(_, ((name, _), (mine, _)))| format!("{name}={}", format(name, mine)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// A pod's requests as the scheduler counts them: the larger of the containers' sum and
-    /// each init container, plus the pod overhead, plus the pod's own slot.
+    /// each init container, plus the pod overhead, plus the pod's own slot. A container's limit
+    /// stands for the request it does not set, as the API server defaults a pod (a pod
+    /// template, which the simulation also reads, is not defaulted).
     pub fn of_pod(spec: &PodSpec) -> Resources {
         let requests = |resources: &Option<k8s_openapi::api::core::v1::ResourceRequirements>| {
-            resources
-                .as_ref()
-                .and_then(|r| r.requests.as_ref())
-                .map(Resources::from_list)
-                .unwrap_or_default()
+            let Some(resources) = resources else {
+                return Resources::default();
+            };
+            let requested = resources.requests.as_ref();
+            let limited = resources.limits.as_ref();
+            Self::from_amounts(NAMES.map(|(name, factor)| {
+                requested
+                    .and_then(|r| r.get(name))
+                    .or_else(|| limited.and_then(|l| l.get(name)))
+                    .map_or(0, |q| scaled(q, factor))
+            }))
         };
         let containers = spec
             .containers
@@ -76,14 +202,11 @@ impl Resources {
             }
     }
 
-    /// Resource limits as written in a NodePool: the named ones only.
+    /// Resource limits as written in a NodePool: the counted resources and `nodes`.
     pub fn limits(list: &BTreeMap<String, Quantity>) -> Limits {
-        let get = |key: &str, factor: f64| list.get(key).map(|q| scaled(q, factor));
         Limits {
-            cpu: get("cpu", 1000.0),
-            memory: get("memory", 1.0),
-            pods: get("pods", 1.0),
-            nodes: get("nodes", 1.0),
+            resources: NAMES.map(|(name, factor)| list.get(name).map(|q| scaled(q, factor))),
+            nodes: list.get("nodes").map(|q| scaled(q, 1.0)),
         }
     }
 }
@@ -91,25 +214,49 @@ impl Resources {
 /// A NodePool's limits; `None` is unlimited.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
-    pub cpu: Option<i64>,
-    pub memory: Option<i64>,
-    pub pods: Option<i64>,
+    /// In the order of `NAMES`.
+    resources: [Option<i64>; COUNTED],
     pub nodes: Option<i64>,
 }
 
 impl Limits {
+    /// Limits on cpu, memory and nodes only, for tests and benchmarks.
+    pub fn of(cpu: Option<i64>, memory: Option<i64>, nodes: Option<i64>) -> Self {
+        let mut resources = [None; COUNTED];
+        resources[0] = cpu;
+        resources[1] = memory;
+        Self { resources, nodes }
+    }
+
+    /// Whether a limit other than `nodes` is set.
+    pub fn limits_resources(&self) -> bool {
+        self.resources.iter().any(Option::is_some)
+    }
+
     /// The first limit `used` (capacity of `nodes` nodes) goes over, as `"cpu=4"`.
     pub fn exceeded(&self, used: &Resources, nodes: i64) -> Option<String> {
-        let checks = [
-            ("cpu", self.cpu, used.cpu, format_cpu as fn(i64) -> String),
-            ("memory", self.memory, used.memory, format_memory),
-            ("pods", self.pods, used.pods, |n: i64| n.to_string()),
-            ("nodes", self.nodes, nodes, |n: i64| n.to_string()),
-        ];
-        checks
-            .into_iter()
-            .find(|(_, limit, used, _)| limit.is_some_and(|limit| *used > limit))
-            .map(|(name, limit, _, format)| format!("{name}={}", format(limit.unwrap_or_default())))
+        let over = NAMES
+            .iter()
+            .zip(self.resources)
+            .zip(used.amounts())
+            .find_map(|(((name, _), limit), used)| {
+                let limit = limit?;
+                (used > limit).then(|| format!("{name}={}", format(name, limit)))
+            });
+        over.or_else(|| {
+            self.nodes
+                .filter(|limit| nodes > *limit)
+                .map(|limit| format!("nodes={limit}"))
+        })
+    }
+
+    /// What a node may still bring under these limits when `others` is in use already;
+    /// `i64::MAX` where unlimited.
+    pub fn room(&self, others: &Resources) -> Resources {
+        let others = others.amounts();
+        Resources::from_amounts(std::array::from_fn(|i| {
+            self.resources[i].map_or(i64::MAX, |limit| limit - others[i])
+        }))
     }
 }
 
@@ -118,6 +265,15 @@ fn scaled(quantity: &Quantity, factor: f64) -> i64 {
         .ok()
         .and_then(|q| q.to_bytes_f64())
         .map_or(0, |value| (value * factor).ceil() as i64)
+}
+
+/// An amount of the resource `name` as a quantity.
+fn format(name: &str, amount: i64) -> String {
+    match name {
+        "cpu" => format_cpu(amount),
+        "memory" | EPHEMERAL_STORAGE => format_memory(amount),
+        _ => amount.to_string(),
+    }
 }
 
 pub fn format_cpu(millis: i64) -> String {
@@ -131,7 +287,9 @@ pub fn format_cpu(millis: i64) -> String {
 pub fn format_memory(bytes: i64) -> String {
     const GI: i64 = 1 << 30;
     const MI: i64 = 1 << 20;
-    if bytes % GI == 0 {
+    if bytes == 0 {
+        "0".to_owned()
+    } else if bytes % GI == 0 {
         format!("{}Gi", bytes / GI)
     } else if bytes % MI == 0 {
         format!("{}Mi", bytes / MI)
@@ -143,11 +301,7 @@ pub fn format_memory(bytes: i64) -> String {
 impl Add for Resources {
     type Output = Resources;
     fn add(self, other: Resources) -> Resources {
-        Resources {
-            cpu: self.cpu + other.cpu,
-            memory: self.memory + other.memory,
-            pods: self.pods + other.pods,
-        }
+        self.zip(&other, |a, b| a + b)
     }
 }
 
@@ -160,11 +314,7 @@ impl AddAssign for Resources {
 impl Sub for Resources {
     type Output = Resources;
     fn sub(self, other: Resources) -> Resources {
-        Resources {
-            cpu: self.cpu - other.cpu,
-            memory: self.memory - other.memory,
-            pods: self.pods - other.pods,
-        }
+        self.zip(&other, |a, b| a - b)
     }
 }
 
@@ -191,7 +341,8 @@ mod tests {
             Resources {
                 cpu: 2010,
                 memory: (1536) << 20,
-                pods: 1
+                pods: 1,
+                ..Resources::default()
             }
         );
     }
@@ -206,6 +357,7 @@ mod tests {
             cpu: 4000,
             memory: 8 << 30,
             pods: 50,
+            ..Resources::default()
         };
         assert_eq!(limits.exceeded(&used, 2), None);
         assert_eq!(

@@ -328,7 +328,7 @@ fn pairs(text: &str) -> impl Iterator<Item = (String, String)> + '_ {
 
 #[cfg(test)]
 mod tests {
-    use windlass::scheduling::instance_types::{Reserved, Shape};
+    use windlass::scheduling::instance_types::{KubeletReservations, Shape, Storage};
 
     use super::*;
 
@@ -366,13 +366,15 @@ mod tests {
                 vcpus: 2,
                 memory_mib: 8192,
                 max_pods: 29,
+                ..Shape::default()
             };
-            let reserved = Reserved::of_kubelet(&bootstrap.kubelet(), &m5_large);
+            let reserved = KubeletReservations::of(Some(&bootstrap.kubelet()), Storage::default())
+                .for_shape(&m5_large);
             assert_eq!(reserved.system_millicpu, 100, "{family}");
             assert_eq!(reserved.kube_memory, Some(300 << 20), "{family}");
             assert_eq!(
                 reserved.eviction_memory,
-                Some((8i64 << 30) / 20),
+                Some((8i64 << 30) / 20 + 1),
                 "{family}: 5%"
             );
         }

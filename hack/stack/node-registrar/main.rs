@@ -8,7 +8,7 @@
 mod bootstrap;
 mod node;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ec2::types::{Filter, InstanceAttributeName, InstanceType};
@@ -53,6 +53,13 @@ struct Args {
         default_value_t = 500
     )]
     interval_millis: u64,
+    /// The share of an instance type's listed memory its VM keeps from the kubelet.
+    #[arg(
+        long,
+        env = "WINDLASS_VM_MEMORY_OVERHEAD_PERCENT",
+        default_value_t = windlass::scheduling::instance_types::DEFAULT_VM_MEMORY_OVERHEAD
+    )]
+    vm_memory_overhead_percent: f64,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -68,6 +75,7 @@ struct Registrar {
     unjoined: HashSet<String>,
     /// Shape and Kubernetes architecture per instance type.
     shapes: HashMap<String, (Shape, &'static str)>,
+    vm_memory_overhead: f64,
 }
 
 #[tokio::main]
@@ -90,6 +98,7 @@ async fn main() -> Result<(), BoxError> {
         nodes: Api::all(client),
         unjoined: HashSet::new(),
         shapes: HashMap::new(),
+        vm_memory_overhead: args.vm_memory_overhead_percent,
     };
     info!(cluster = %registrar.cluster, "registering Nodes for instances");
     let mut interval = tokio::time::interval(Duration::from_millis(args.interval_millis));
@@ -151,7 +160,8 @@ impl Registrar {
                 }
             };
             let (shape, arch) = self.shape(&instance.instance_type).await?;
-            let node = node::node(&instance, &shape, arch, &bootstrap, &self.cluster);
+            let disks = self.disks(&instance).await?;
+            let node = node::node(&instance, &shape, arch, &bootstrap, &disks, &self.cluster);
             match self.nodes.create(&PostParams::default(), &node).await {
                 Ok(created) => {
                     info!(node = ?created.metadata.name, instance = %instance.id, "registered Node")
@@ -207,6 +217,33 @@ impl Registrar {
         Ok(Ok(bootstrap))
     }
 
+    /// The sizes of the instance's EBS volumes in bytes, by device name: the kubelet's
+    /// filesystem is one of them.
+    async fn disks(&self, instance: &Instance) -> Result<BTreeMap<String, i64>, BoxError> {
+        if instance.volumes.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let described = self
+            .ec2
+            .describe_volumes()
+            .set_volume_ids(Some(instance.volumes.values().cloned().collect()))
+            .send()
+            .await?;
+        let size_of = |id: &str| {
+            described
+                .volumes()
+                .iter()
+                .find(|v| v.volume_id() == Some(id))
+                .and_then(|v| v.size())
+                .map(|gib| i64::from(gib) << 30)
+        };
+        Ok(instance
+            .volumes
+            .iter()
+            .filter_map(|(device, id)| Some((device.clone(), size_of(id)?)))
+            .collect())
+    }
+
     /// Running instances of this cluster, with their launch time in Unix seconds.
     async fn running_instances(&self) -> Result<Vec<(Instance, u64)>, BoxError> {
         let mut pages = self
@@ -246,6 +283,16 @@ impl Registrar {
                         spot: instance
                             .instance_lifecycle()
                             .is_some_and(|l| l.as_str() == "spot"),
+                        volumes: instance
+                            .block_device_mappings()
+                            .iter()
+                            .filter_map(|m| {
+                                Some((
+                                    m.device_name()?.to_owned(),
+                                    m.ebs()?.volume_id()?.to_owned(),
+                                ))
+                            })
+                            .collect(),
                     },
                     launched_at,
                 ));
@@ -270,7 +317,7 @@ impl Registrar {
             .instance_types()
             .first()
             .ok_or_else(|| format!("unknown instance type {instance_type}"))?;
-        let shape = shape_of(info)
+        let shape = shape_of(info, self.vm_memory_overhead)
             .ok_or_else(|| format!("instance type {instance_type} has no usable shape"))?;
         self.shapes.insert(instance_type.to_owned(), shape);
         Ok(shape)

@@ -5,14 +5,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use windlass::apis::labels::{
     ARCH_LABEL, CAPACITY_TYPE_LABEL, HOSTNAME_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL,
 };
 use windlass::aws::provider_id;
-use windlass::scheduling::instance_types::Reserved;
 pub use windlass::scheduling::instance_types::Shape;
+use windlass::scheduling::instance_types::{KubeletReservations, Storage};
 
 use crate::bootstrap::Bootstrap;
 
@@ -30,14 +29,20 @@ pub struct Instance {
     pub zone: String,
     pub private_dns_name: Option<String>,
     pub spot: bool,
+    /// EBS volume ids by device name.
+    pub volumes: BTreeMap<String, String>,
 }
 
-/// `arch` is the instance type's, as Kubernetes names it (`amd64`, `arm64`).
+/// `arch` is the instance type's, as Kubernetes names it (`amd64`, `arm64`); `disks` are the
+/// sizes of its volumes by device name, of which the kubelet's filesystem is Bottlerocket's
+/// data volume (`/dev/xvdb`) or else the root volume (`/dev/xvda`). The instance store is not
+/// modelled: a RAID0 bootstrap still reports the volume.
 pub fn node(
     instance: &Instance,
     shape: &Shape,
     arch: &str,
     bootstrap: &Bootstrap,
+    disks: &BTreeMap<String, i64>,
     cluster: &str,
 ) -> Node {
     let name = instance
@@ -66,15 +71,17 @@ pub fn node(
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
     let taints = bootstrap.taints.clone();
-    let allocatable = shape.allocatable_with(&Reserved::of_kubelet(&bootstrap.kubelet(), shape));
-    let resources = |cpu: String, memory: String| {
-        BTreeMap::from([
-            ("cpu".to_owned(), Quantity(cpu)),
-            ("memory".to_owned(), Quantity(memory)),
-            ("pods".to_owned(), Quantity(allocatable.pods.to_string())),
-            ("ephemeral-storage".to_owned(), Quantity("20Gi".to_owned())),
-        ])
+    let filesystem = (bootstrap.family == "Bottlerocket")
+        .then(|| disks.get("/dev/xvdb"))
+        .flatten()
+        .or_else(|| disks.get("/dev/xvda"))
+        .copied();
+    let storage = Storage {
+        root_volume: filesystem,
+        instance_store_raid0: false,
     };
+    let kubelet = bootstrap.kubelet();
+    let reserved = KubeletReservations::of(Some(&kubelet), storage).for_shape(shape);
     Node {
         metadata: ObjectMeta {
             name: Some(name),
@@ -91,14 +98,8 @@ pub fn node(
             ..NodeSpec::default()
         }),
         status: Some(NodeStatus {
-            capacity: Some(resources(
-                shape.vcpus.to_string(),
-                format!("{}Mi", shape.memory_mib),
-            )),
-            allocatable: Some(resources(
-                format!("{}m", allocatable.cpu),
-                allocatable.memory.to_string(),
-            )),
+            capacity: Some(shape.capacity_with(&reserved).to_list()),
+            allocatable: Some(shape.allocatable_with(&reserved).to_list()),
             ..NodeStatus::default()
         }),
     }
@@ -118,6 +119,7 @@ mod tests {
             zone: "us-east-1b".into(),
             private_dns_name: Some("ip-10-42-16-5.ec2.internal".into()),
             spot: false,
+            volumes: BTreeMap::new(),
         };
         (
             instance,
@@ -125,6 +127,8 @@ mod tests {
                 vcpus: 2,
                 memory_mib: 8192,
                 max_pods: Shape::max_pods_for(3, 10),
+                memory_overhead_mib: Shape::memory_overhead_mib(8192, "amd64", 0.075),
+                ..Shape::default()
             },
         )
     }
@@ -143,7 +147,14 @@ mod tests {
     #[test]
     fn node_looks_like_a_kubelet_registration() {
         let (instance, shape) = m5_large();
-        let node = node(&instance, &shape, "amd64", &bootstrap(), "local");
+        let node = node(
+            &instance,
+            &shape,
+            "amd64",
+            &bootstrap(),
+            &BTreeMap::new(),
+            "local",
+        );
         assert_eq!(
             node.metadata.name.as_deref(),
             Some("ip-10-42-16-5.ec2.internal")
@@ -167,7 +178,47 @@ mod tests {
         assert_eq!(allocatable["pods"].0, "29");
         assert_eq!(
             allocatable["memory"].0,
-            ((8192_i64 - (255 + 11 * 29) - 100) << 20).to_string()
+            format!("{}Mi", 8192 - 615 - (255 + 11 * 29) - 100),
+            "7.5% of the listed memory is the VM's"
+        );
+    }
+
+    #[test]
+    fn ephemeral_storage_is_the_kubelets_volume_less_reservations() {
+        let (instance, shape) = m5_large();
+        let disks = BTreeMap::from([
+            ("/dev/xvda".to_owned(), 4_i64 << 30),
+            ("/dev/xvdb".to_owned(), 50 << 30),
+        ]);
+        let storage = |bootstrap: &Bootstrap, disks: &BTreeMap<String, i64>| {
+            let status = node(&instance, &shape, "amd64", bootstrap, disks, "local")
+                .status
+                .unwrap();
+            (
+                status.capacity.unwrap()["ephemeral-storage"].0.clone(),
+                status.allocatable.unwrap()["ephemeral-storage"].0.clone(),
+            )
+        };
+        let bottlerocket = Bootstrap {
+            family: "Bottlerocket",
+            ..bootstrap()
+        };
+        assert_eq!(
+            storage(&bottlerocket, &disks),
+            ("50Gi".into(), "44Gi".into()),
+            "the data volume, less 1Gi kube-reserved and the 10% nodefs threshold"
+        );
+        assert_eq!(
+            storage(&bootstrap(), &disks),
+            (
+                "4Gi".into(),
+                format!("{}", (3 << 30) - ((4_i64 << 30) / 10 + 1))
+            )
+        );
+        assert_eq!(
+            storage(&bootstrap(), &BTreeMap::new()).0,
+            "20Gi",
+            "no volume found: the default root volume"
         );
     }
 
@@ -184,7 +235,14 @@ mod tests {
         }];
         bootstrap.max_pods = Some(110);
         bootstrap.system_reserved = BTreeMap::from([("cpu".into(), "100m".into())]);
-        let node = node(&instance, &shape, "amd64", &bootstrap, "local");
+        let node = node(
+            &instance,
+            &shape,
+            "amd64",
+            &bootstrap,
+            &BTreeMap::new(),
+            "local",
+        );
         assert_eq!(node.metadata.labels.unwrap()["team"], "data");
         let taints: Vec<Taint> = node.spec.unwrap().taints.unwrap();
         assert_eq!(taints[0].key, "dedicated");
@@ -198,7 +256,14 @@ mod tests {
         let (mut instance, shape) = m5_large();
         instance.spot = true;
         instance.private_dns_name = None;
-        let node = node(&instance, &shape, "arm64", &bootstrap(), "local");
+        let node = node(
+            &instance,
+            &shape,
+            "arm64",
+            &bootstrap(),
+            &BTreeMap::new(),
+            "local",
+        );
         assert_eq!(node.metadata.name.as_deref(), Some("i-0123"));
         let labels = node.metadata.labels.unwrap();
         assert_eq!(labels[ARCH_LABEL], "arm64");

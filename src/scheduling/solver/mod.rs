@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Taint;
 use super::instance_types::{InstanceType, UnmetMinValues, is_well_known, unmet_min_values};
 use super::pod::{PodShape, Term, TermKind, Untolerated};
 use super::requirements::{Requirement, Requirements};
-use super::resources::{Limits, Resources, format_cpu, format_memory};
+use super::resources::{Limits, Resources};
 use crate::apis::labels::ZONE_LABEL;
 
 mod explain;
@@ -85,8 +85,11 @@ pub struct NodePoolInput {
     pub daemon_overhead: Resources,
     /// Indices into the catalog this pool may launch.
     pub instance_types: Vec<usize>,
-    /// What the pool's EC2NodeClass `kubelet` settings leave allocatable, by catalog index; a
-    /// type not here has the catalog's (EKS's default reservations).
+    /// What the kubelet reports as capacity under the pool's EC2NodeClass (its max pods and
+    /// storage), by catalog index; a type not here has the catalog's.
+    pub capacity: HashMap<usize, Resources>,
+    /// What the pool's EC2NodeClass `kubelet` settings and storage leave allocatable, by
+    /// catalog index; a type not here has the catalog's (EKS's default reservations).
     pub allocatable: HashMap<usize, Resources>,
     /// Why the pool can launch nothing at all (its EC2NodeClass is not ready), if so.
     pub not_ready: Option<String>,
@@ -165,12 +168,12 @@ pub enum Rejection {
     NoMatchingType { requirements: String },
     /// The pod (with the pool's DaemonSets) needs more than the largest type it could use.
     #[error(
-        "the pod needs cpu={}, memory={} with DaemonSets; the largest instance type it could use allocates cpu={}, memory={}",
-        format_cpu(.needed.cpu), format_memory(.needed.memory), format_cpu(.largest.cpu), format_memory(.largest.memory)
+        "the pod needs {} with DaemonSets; the largest instance type it could use allocates {}",
+        .needed.describe_for(.needed), .largest.describe_for(.needed)
     )]
     TooLarge {
-        needed: Resources,
-        largest: Resources,
+        needed: Box<Resources>,
+        largest: Box<Resources>,
     },
     /// A limit of the pool, e.g. `cpu=4`.
     #[error("limit {0} reached")]
@@ -264,6 +267,15 @@ struct Placement {
     requirements: Option<Requirements>,
     candidates: Option<Vec<usize>>,
     zone: Option<String>,
+}
+
+/// What the kubelet of a node of catalog type `i` launched by `pool` reports as capacity.
+fn capacity(problem: &Problem, pool: usize, i: usize) -> Resources {
+    problem.pools[pool]
+        .capacity
+        .get(&i)
+        .copied()
+        .unwrap_or(problem.catalog[i].capacity)
 }
 
 /// What a node of catalog type `i` launched by `pool` leaves for pods.
@@ -589,7 +601,7 @@ impl<'a> Solver<'a> {
             .copied()
             .filter(|&i| {
                 with_daemons.fits(&self.allocatable(claim.pool, i))
-                    && ceiling.is_none_or(|c| catalog[i].capacity.fits(&c))
+                    && ceiling.is_none_or(|c| capacity(self.problem, claim.pool, i).fits(&c))
                     && requirements
                         .as_ref()
                         .is_none_or(|r| catalog[i].satisfies(r))
@@ -656,15 +668,11 @@ impl<'a> Solver<'a> {
     fn limit_ceiling(&self, pool: usize, own_reservation: Resources) -> Option<Resources> {
         let input = &self.problem.pools[pool];
         let limits = input.limits;
-        if limits.cpu.is_none() && limits.memory.is_none() && limits.pods.is_none() {
+        if !limits.limits_resources() {
             return None;
         }
         let others = input.in_use + self.pool_reserved[pool] - own_reservation;
-        Some(Resources {
-            cpu: limits.cpu.map_or(i64::MAX, |l| l - others.cpu),
-            memory: limits.memory.map_or(i64::MAX, |l| l - others.memory),
-            pods: limits.pods.map_or(i64::MAX, |l| l - others.pods),
-        })
+        Some(limits.room(&others))
     }
 
     fn new_claim(&mut self, pod: usize, pool_index: usize) -> Result<(), Rejection> {
@@ -741,13 +749,16 @@ impl<'a> Solver<'a> {
             let largest = matching.iter().fold(Resources::default(), |max, &i| {
                 max.max(&self.allocatable(pool_index, i))
             });
-            return Err(Rejection::TooLarge { needed, largest });
+            return Err(Rejection::TooLarge {
+                needed: Box::new(needed),
+                largest: Box::new(largest),
+            });
         }
         let ceiling = self.limit_ceiling(pool_index, Resources::default());
         let candidates: Vec<usize> = fitting
             .iter()
             .copied()
-            .filter(|&i| ceiling.is_none_or(|c| catalog[i].capacity.fits(&c)))
+            .filter(|&i| ceiling.is_none_or(|c| capacity(self.problem, pool_index, i).fits(&c)))
             .collect();
         if candidates.is_empty() {
             let reserved = pool.in_use + self.pool_reserved[pool_index];
@@ -757,8 +768,10 @@ impl<'a> Solver<'a> {
                 .limits
                 .exceeded(&(reserved + shape.requests), nodes)
                 .or_else(|| {
-                    pool.limits
-                        .exceeded(&(reserved + catalog[fitting[0]].capacity), nodes)
+                    pool.limits.exceeded(
+                        &(reserved + capacity(self.problem, pool_index, fitting[0])),
+                        nodes,
+                    )
                 })
                 .unwrap_or_else(|| "cpu/memory".into());
             return Err(Rejection::Limit(which));
@@ -844,7 +857,9 @@ impl<'a> Solver<'a> {
                 let reserved = launch_candidates(&claim.candidates, &claim.requirements, catalog)
                     .iter()
                     .copied()
-                    .fold(Resources::default(), |max, i| max.max(&catalog[i].capacity));
+                    .fold(Resources::default(), |max, i| {
+                        max.max(&capacity(self.problem, claim.pool, i))
+                    });
                 self.pool_reserved[claim.pool] =
                     self.pool_reserved[claim.pool] - claim.reserved + reserved;
                 claim.reserved = reserved;

@@ -6,7 +6,7 @@ use super::*;
 use crate::apis::labels::{ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL};
 use crate::apis::node_pool::RequirementOperator;
 use crate::scheduling::fake;
-use crate::scheduling::instance_types::{ON_DEMAND, Offering, Shape};
+use crate::scheduling::instance_types::{Devices, ON_DEMAND, Offering, Shape};
 use crate::scheduling::pod::{Selector, TopologyKey};
 
 const GIB: i64 = 1 << 30;
@@ -32,6 +32,7 @@ fn small_catalog() -> Vec<InstanceType> {
                 vcpus: 2,
                 memory_mib: 8192,
                 max_pods: 29,
+                ..Shape::default()
             },
             offerings(0.096),
         ),
@@ -42,6 +43,7 @@ fn small_catalog() -> Vec<InstanceType> {
                 vcpus: 4,
                 memory_mib: 16384,
                 max_pods: 58,
+                ..Shape::default()
             },
             offerings(0.192),
         ),
@@ -52,6 +54,7 @@ fn small_catalog() -> Vec<InstanceType> {
                 vcpus: 4,
                 memory_mib: 16384,
                 max_pods: 58,
+                ..Shape::default()
             },
             offerings(0.154),
         ),
@@ -75,6 +78,7 @@ fn pod(name: &str, cpu: i64, memory: i64) -> PodShape {
             cpu,
             memory,
             pods: 1,
+            ..Resources::default()
         },
         requirements: vec![Requirements::default()],
         tolerations: Vec::new(),
@@ -245,11 +249,7 @@ fn limits_stop_new_claims_and_say_which() {
     let catalog = small_catalog();
     let mut limited = pool("default", &catalog);
     limited.instance_types = vec![0];
-    limited.limits = Limits {
-        cpu: Some(4000),
-        memory: Some(8 * GIB),
-        ..Limits::default()
-    };
+    limited.limits = Limits::of(Some(4000), Some(8 * GIB), None);
     let pods: Vec<_> = (0..3)
         .map(|i| pod(&format!("p{i}"), 1000, 3 * GIB))
         .collect();
@@ -271,10 +271,7 @@ fn limits_stop_new_claims_and_say_which() {
 fn a_limit_smaller_than_the_cheapest_node_is_named() {
     let catalog = small_catalog();
     let mut limited = pool("default", &catalog);
-    limited.limits = Limits {
-        cpu: Some(1000),
-        ..Limits::default()
-    };
+    limited.limits = Limits::of(Some(1000), None, None);
     let plan = solve_for(&catalog, &[limited], &[], &[pod("p", 500, GIB)]);
     assert_eq!(
         plan.unplaced[0].1.to_string(),
@@ -306,6 +303,7 @@ fn in_flight_capacity_is_used_before_new_claims() {
             cpu: 3920,
             memory: 14 * GIB,
             pods: 58,
+            ..Resources::default()
         },
         ..ExistingNode::default()
     };
@@ -404,6 +402,7 @@ fn pods_already_on_in_flight_capacity_count_for_topology() {
             cpu: 3920,
             memory: 14 * GIB,
             pods: 58,
+            ..Resources::default()
         },
         ..ExistingNode::default()
     };
@@ -449,6 +448,7 @@ fn running_nodes_count_for_topology_but_take_no_pods() {
             cpu: 3920,
             memory: 14 * GIB,
             pods: 58,
+            ..Resources::default()
         },
         topology_only: true,
         ..ExistingNode::default()
@@ -523,6 +523,56 @@ fn a_pool_whose_requirements_admit_no_type_names_the_conflict() {
 }
 
 #[test]
+fn a_gpu_pod_gets_a_gpu_type_and_is_told_when_none_has_enough() {
+    let mut catalog = small_catalog();
+    catalog.push(InstanceType::new(
+        "g5.xlarge",
+        "amd64",
+        Shape {
+            vcpus: 4,
+            memory_mib: 16384,
+            max_pods: 58,
+            devices: Devices {
+                nvidia_gpu: 1,
+                ..Devices::default()
+            },
+            ..Shape::default()
+        },
+        catalog[1]
+            .offerings
+            .iter()
+            .map(|o| Offering {
+                price: Some(1.006),
+                ..o.clone()
+            })
+            .collect(),
+    ));
+    let pools = [pool("default", &catalog)];
+    let gpu_pod = |name: &str, gpus: i64| {
+        let mut shape = pod(name, 500, GIB);
+        shape.requests.nvidia_gpu = gpus;
+        shape
+    };
+    let plan = solve_for(
+        &catalog,
+        &pools,
+        &[],
+        &[gpu_pod("one", 1), gpu_pod("two", 2)],
+    );
+    assert_eq!(plan.new_claims.len(), 1);
+    assert_eq!(
+        plan.new_claims[0].instance_types,
+        vec![3],
+        "only the g5.xlarge has a GPU"
+    );
+    let (_, Unplaced(reasons)) = &plan.unplaced[0];
+    assert_eq!(
+        reasons[0].1.to_string(),
+        "the pod needs cpu=500m, memory=1Gi, nvidia.com/gpu=2 with DaemonSets; the largest instance type it could use allocates cpu=3920m, memory=15391Mi, nvidia.com/gpu=1"
+    );
+}
+
+#[test]
 fn a_pod_larger_than_every_type_and_one_matching_no_type_get_their_own_reasons() {
     let catalog = small_catalog();
     let pools = [pool("default", &catalog)];
@@ -580,6 +630,7 @@ fn a_pod_outside_its_own_spread_selector_does_not_count_itself() {
             cpu: 3920,
             memory: 14 * GIB,
             pods: 58,
+            ..Resources::default()
         },
         topology_only,
         ..ExistingNode::default()
@@ -768,6 +819,7 @@ fn launch_candidates_keep_min_values_among_the_cheapest() {
         vcpus: 2,
         memory_mib: 8192,
         max_pods: 29,
+        ..Shape::default()
     };
     let offering = |price: f64| Offering {
         zone: "a".into(),
@@ -878,16 +930,12 @@ fn arbitrary_pool(catalog_size: usize) -> impl Strategy<Value = NodePoolInput> {
                 } else {
                     Vec::new()
                 },
-                limits: Limits {
-                    cpu: cpu.map(|c| c * 1000),
-                    memory: memory_gib.map(|g| g * GIB),
-                    pods: None,
-                    nodes,
-                },
+                limits: Limits::of(cpu.map(|c| c * 1000), memory_gib.map(|g| g * GIB), nodes),
                 daemon_overhead: Resources {
                     cpu: 100,
                     memory: 128 << 20,
                     pods: 1,
+                    ..Resources::default()
                 },
                 instance_types: (0..catalog_size).collect(),
                 ..NodePoolInput::default()
