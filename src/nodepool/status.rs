@@ -4,13 +4,11 @@
 //! more of its nodes its budgets let be disrupted. Recomputed whenever one of its NodeClaims or
 //! that report changes, and every 5 minutes (a budget's schedule can open meanwhile).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
@@ -28,7 +26,7 @@ use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::{NodePool, NodePoolStatus};
 use crate::disruption::budgets::allowed_disruptions;
 use crate::provisioning::provisioner::{PoolReport, PoolReports};
-use crate::scheduling::resources::{Resources, format_memory};
+use crate::scheduling::resources::Resources;
 use crate::status::apply_status;
 use crate::status::is_true;
 
@@ -158,14 +156,7 @@ async fn reconcile(pool: Arc<NodePool>, context: Arc<NodePools>) -> Result<Actio
                 ),
             },
         ],
-        resources: BTreeMap::from([
-            (
-                "cpu".to_owned(),
-                Quantity(crate::scheduling::resources::format_cpu(used.cpu)),
-            ),
-            ("memory".to_owned(), Quantity(format_memory(used.memory))),
-            ("pods".to_owned(), Quantity(used.pods.to_string())),
-        ]),
+        resources: used.to_list(),
         nodes,
         allowed_disruptions: allowed_disruptions(&pool, &list.items, now),
     };
