@@ -18,7 +18,7 @@ use crate::apis::labels::{
     CAPACITY_TYPE_LABEL, CLUSTER_LABEL, INSTANCE_TYPE_LABEL, NODECLAIM_TAG, NODECLASS_TAG,
     NODEPOOL_LABEL, ZONE_LABEL,
 };
-use crate::scheduling::instance_types::{ON_DEMAND, SPOT, Storage};
+use crate::scheduling::instance_types::{KubeletReservations, ON_DEMAND, SPOT, Storage};
 use crate::scheduling::requirements::Requirements;
 
 /// One launch template and the (instance type, subnet) pairs launched with it.
@@ -227,12 +227,17 @@ pub fn template_data(input: &TemplateInput, image_id: &str) -> Result<TemplateDa
     })
 }
 
+/// What a class's nodes' kubelets keep back from pods, and the filesystem they write to.
+pub fn kubelet_reservations(spec: &EC2NodeClassSpec) -> KubeletReservations {
+    KubeletReservations::of(spec.kubelet.as_ref(), storage(spec))
+}
+
 /// Where a class's nodes keep pods' ephemeral storage, as the kubelet will size it: the
 /// instance store under RAID0 (on types that have one), else the volume marked `rootVolume`,
 /// else Bottlerocket's data volume (`/dev/xvdb`), else `/dev/xvda`, else a Custom class's last
 /// volume, else the default 20 GiB root volume. A volume without a size (or an invalid one,
 /// which the launch refuses) counts as the default.
-pub fn storage(spec: &EC2NodeClassSpec) -> Storage {
+fn storage(spec: &EC2NodeClassSpec) -> Storage {
     let mappings = &spec.block_device_mappings;
     let family = bootstrap::family(spec);
     let on = |device: &str| mappings.iter().find(|m| m.device_name == device);

@@ -1,6 +1,6 @@
 //! The only folder that knows AWS: the cloud boundary over EC2 (`cloud`), the SDK calls
-//! (`client`) and their errors (`sdk_errors`), launch templates, fleet requests and the
-//! storage a node's volumes give pods (`launch`), the nodes' user data per AMI family
+//! (`client`) and their errors (`sdk_errors`), launch templates, fleet requests and what
+//! a node's kubelet keeps back and writes to (`launch`), the nodes' user data per AMI family
 //! (`bootstrap`) and the cluster it names (`cluster`), offerings that ran out of capacity
 //! (`capacity`), the EC2NodeClass controller (`nodeclass`) and the cleanup of launch
 //! templates no class uses (`launch_templates`); every SDK client is built in `sdk_clients`;
@@ -20,7 +20,7 @@ pub mod sdk_errors;
 
 pub use client::{Aws, shape_of};
 pub use cloud::AwsCloud;
-pub use launch::storage;
+pub use launch::kubelet_reservations;
 
 use sha2::{Digest, Sha256};
 

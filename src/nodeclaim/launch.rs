@@ -15,9 +15,9 @@ use crate::apis::labels::{
     CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, OS_LABEL, ZONE_LABEL, add_karpenter_aliases,
 };
 use crate::apis::node_claim::{CONDITION_LAUNCHED, NodeClaim, NodeClaimStatus};
-use crate::aws::storage;
+use crate::aws::kubelet_reservations;
 use crate::cloud::{CloudError, CloudProvider, CreateError, Launched};
-use crate::scheduling::instance_types::{KubeletReservations, Reserved, type_labels};
+use crate::scheduling::instance_types::{Reserved, type_labels};
 use crate::status::is_true;
 
 /// What a launch attempt came to.
@@ -95,7 +95,7 @@ fn record(
     if let Some(facts) = &launched.facts {
         let shape = &facts.shape;
         let reserved = class.map_or_else(Reserved::default, |spec| {
-            KubeletReservations::of(spec.kubelet.as_ref(), storage(spec)).for_shape(shape)
+            kubelet_reservations(spec).for_shape(shape)
         });
         status.capacity = shape.capacity_with(&reserved).to_list();
         status.allocatable = shape.allocatable_with(&reserved).to_list();

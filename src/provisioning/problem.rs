@@ -19,7 +19,8 @@ use crate::apis::labels::{
 };
 use crate::apis::node_claim::{CONDITION_INITIALIZED, NodeClaim};
 use crate::apis::node_pool::{NodePool, RequirementOperator};
-use crate::scheduling::instance_types::{InstanceType, KubeletReservations};
+use crate::aws::kubelet_reservations;
+use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::pod::PodShape;
 use crate::scheduling::requirements::Requirement;
 use crate::scheduling::resources::Resources;
@@ -145,7 +146,7 @@ fn class_resources(
     types: &[usize],
     catalog: &[InstanceType],
 ) -> (HashMap<usize, Resources>, HashMap<usize, Resources>) {
-    let reservations = KubeletReservations::of(class.kubelet.as_ref(), crate::aws::storage(class));
+    let reservations = kubelet_reservations(class);
     let mut capacities = HashMap::new();
     let mut allocatables = HashMap::new();
     for &i in types {

@@ -107,15 +107,10 @@ impl Resources {
 
     /// Whether `self` fits within `capacity` in every dimension.
     pub fn fits(&self, capacity: &Resources) -> bool {
-        self.cpu <= capacity.cpu
-            && self.memory <= capacity.memory
-            && self.pods <= capacity.pods
-            && self.ephemeral_storage <= capacity.ephemeral_storage
-            && self.nvidia_gpu <= capacity.nvidia_gpu
-            && self.amd_gpu <= capacity.amd_gpu
-            && self.neuron <= capacity.neuron
-            && self.neuron_core <= capacity.neuron_core
-            && self.efa <= capacity.efa
+        self.amounts()
+            .into_iter()
+            .zip(capacity.amounts())
+            .all(|(mine, room)| mine <= room)
     }
 
     /// The larger of each dimension.
