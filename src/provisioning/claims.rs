@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
@@ -54,17 +53,6 @@ pub fn node_claim(
         annotations.insert(NODECLASS_HASH_ANNOTATION.to_owned(), node_class_hash(class));
     }
     labels.insert(CLUSTER_LABEL.to_owned(), cluster.to_owned());
-    let requests = BTreeMap::from([
-        (
-            "cpu".to_owned(),
-            Quantity(format!("{}m", claim.requests.cpu)),
-        ),
-        (
-            "memory".to_owned(),
-            Quantity(claim.requests.memory.to_string()),
-        ),
-        ("pods".to_owned(), Quantity(claim.requests.pods.to_string())),
-    ]);
     NodeClaim {
         metadata: ObjectMeta {
             generate_name: Some(format!("{pool_name}-")),
@@ -82,7 +70,9 @@ pub fn node_claim(
         },
         spec: NodeClaimSpec {
             requirements: requirements.to_node_selector(),
-            resources: ResourceRequirements { requests },
+            resources: ResourceRequirements {
+                requests: claim.requests.to_list(),
+            },
             node_class_ref: template.spec.node_class_ref.clone(),
             taints: template.spec.taints.clone(),
             startup_taints: template.spec.startup_taints.clone(),
@@ -151,6 +141,7 @@ mod tests {
                 cpu: 2000,
                 memory: 6 << 30,
                 pods: 2,
+                nvidia_gpu: 1,
                 ..Resources::default()
             },
             instance_types: names
@@ -214,9 +205,22 @@ mod tests {
                 .all(|r| r.key != NODEPOOL_LABEL),
             "the nodepool is a label, not a requirement"
         );
+        let requests: Vec<(&str, &str)> = claim
+            .spec
+            .resources
+            .requests
+            .iter()
+            .map(|(name, amount)| (name.as_str(), amount.0.as_str()))
+            .collect();
         assert_eq!(
-            claim.spec.resources.requests["cpu"],
-            Quantity("2000m".into())
+            requests,
+            [
+                ("cpu", "2"),
+                ("memory", "6Gi"),
+                ("nvidia.com/gpu", "1"),
+                ("pods", "2")
+            ],
+            "every resource the pods ask for is recorded"
         );
         assert_eq!(claim.spec.taints[0].key, "dedicated");
     }
