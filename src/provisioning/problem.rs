@@ -284,7 +284,7 @@ fn cluster_view(
         .filter_map(|(node, pods)| Some((*slot_of_node.get(node)?, pods)))
         .flat_map(|(slot, pods)| pods.iter().map(move |pod| (slot, pod)))
         .filter_map(|(node, pod)| {
-            let shape = PodShape::from_pod(pod).ok()?;
+            let shape = PodShape::on_node(pod).ok()?;
             Some(BoundPod {
                 node,
                 namespace: shape.namespace,

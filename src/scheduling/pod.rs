@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::requirements::{Requirement, Requirements};
-use super::resources::Resources;
+use super::resources::{self, Resources};
 use crate::apis::labels::{HOSTNAME_LABEL, ZONE_LABEL};
 use crate::apis::node_pool::RequirementOperator;
 
@@ -20,6 +20,11 @@ pub enum PodShapeError {
     TopologyKey(String),
     #[error("node affinity operator {0:?} is not known")]
     Operator(String),
+    #[error(
+        "it requests {0}, which no instance type brings (a launched node has {requestable})",
+        requestable = resources::requestable()
+    )]
+    UncountedResource(String),
 }
 
 /// A taint of the node or NodePool that the pod does not tolerate.
@@ -137,8 +142,19 @@ pub struct PodShape {
 }
 
 impl PodShape {
-    /// Reads a pod; a constraint the simulation cannot honour is an error naming it.
+    /// Reads a pod to place; a constraint the simulation cannot honour, or a resource no
+    /// instance type brings, is an error naming it.
     pub fn from_pod(pod: &Pod) -> Result<Self, PodShapeError> {
+        let spec = pod.spec.as_ref();
+        if let Some(name) = spec.and_then(resources::uncounted_request) {
+            return Err(PodShapeError::UncountedResource(name));
+        }
+        Self::on_node(pod)
+    }
+
+    /// Reads a pod that has its node, for the topology it counts in there: whatever it
+    /// requests, its node has room for it.
+    pub fn on_node(pod: &Pod) -> Result<Self, PodShapeError> {
         let namespace = pod
             .metadata
             .namespace
@@ -380,6 +396,52 @@ mod tests {
         assert_eq!(
             refused.to_string(),
             "taint gpu=false:NoSchedule is not tolerated"
+        );
+    }
+
+    #[test]
+    fn a_resource_no_instance_type_brings_is_refused_for_placement_only() {
+        let pod = |resources: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "spec": {
+                    "initContainers": [{"name": "setup", "resources": resources}],
+                    "containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "nvidia.com/gpu": "1"}}}]
+                }
+            }))
+            .unwrap()
+        };
+        let hugepages =
+            pod(serde_json::json!({"limits": {"hugepages-2Mi": "64Mi", "memory": "1Gi"}}));
+        let refused = PodShape::from_pod(&hugepages).unwrap_err();
+        assert_eq!(
+            refused,
+            PodShapeError::UncountedResource("hugepages-2Mi".into())
+        );
+        assert_eq!(
+            refused.to_string(),
+            "it requests hugepages-2Mi, which no instance type brings (a launched node has cpu, \
+             memory, ephemeral-storage, nvidia.com/gpu, amd.com/gpu, aws.amazon.com/neuron, \
+             aws.amazon.com/neuroncore, vpc.amazonaws.com/efa)"
+        );
+        assert!(
+            PodShape::on_node(&hugepages).is_ok(),
+            "a pod already on a node still counts for topology"
+        );
+        let device = pod(serde_json::json!({"requests": {"example.com/fpga": "1"}}));
+        assert_eq!(
+            PodShape::from_pod(&device),
+            Err(PodShapeError::UncountedResource("example.com/fpga".into()))
+        );
+        let branch_interface =
+            pod(serde_json::json!({"requests": {"vpc.amazonaws.com/pod-eni": "1"}}));
+        assert_eq!(
+            PodShape::from_pod(&branch_interface)
+                .unwrap()
+                .requests
+                .nvidia_gpu,
+            1,
+            "the VPC resource controller grants pod-eni once the node joins"
         );
     }
 }

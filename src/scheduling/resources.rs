@@ -32,14 +32,48 @@ const NAMES: [(&str, f64); COUNTED] = [
     (EFA, 1.0),
 ];
 
-/// Whether the simulation counts the resource `name`: a node of some instance type may have it.
-pub fn is_counted(name: &str) -> bool {
-    NAMES.iter().any(|(counted, _)| *counted == name)
+/// Resources the VPC resource controller grants a node once it has joined (security groups
+/// for pods' branch interfaces, Windows pods' addresses). The simulation does not count them
+/// and does not refuse a pod that asks for them.
+const GRANTED_AFTER_JOINING: [&str; 2] = [
+    "vpc.amazonaws.com/pod-eni",
+    "vpc.amazonaws.com/PrivateIPv4Address",
+];
+
+/// The first resource a pod's containers request (or limit) that no instance type brings:
+/// `hugepages-2Mi`, or an extended resource a device plugin adds to some nodes. The
+/// kube-scheduler would find no room for the pod on any node Windlass could launch.
+pub fn uncounted_request(spec: &PodSpec) -> Option<String> {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .filter_map(|c| c.resources.as_ref())
+        .flat_map(|r| {
+            r.requests
+                .iter()
+                .chain(r.limits.iter())
+                .flat_map(|l| l.keys())
+        })
+        .find(|name| {
+            !NAMES.iter().any(|(counted, _)| counted == name)
+                && !GRANTED_AFTER_JOINING.contains(&name.as_str())
+        })
+        .cloned()
 }
 
-/// Resources a pod requests or a node has. A resource the kube-scheduler does not count for a
-/// pod (`hugepages-*`, an unknown extended resource) has no field: a pod requesting one is
-/// refused before it gets here.
+/// The resources a pod may request of a launched node, as a list for a message.
+pub fn requestable() -> String {
+    NAMES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| *name != "pods")
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Resources a pod requests or a node has. A resource no instance type brings (`hugepages-*`,
+/// an extended resource of a device plugin) has no field: a pod requesting one is refused
+/// with [`uncounted_request`] before it gets here.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Resources {
     /// Millicores.
@@ -372,6 +406,38 @@ mod tests {
                 )
                 .as_deref(),
             Some("memory=8Gi")
+        );
+    }
+
+    #[test]
+    fn a_gpu_limit_bounds_the_room_and_is_named_when_exceeded() {
+        let limits = Resources::limits(&BTreeMap::from([(
+            NVIDIA_GPU.to_owned(),
+            Quantity("4".into()),
+        )]));
+        assert!(limits.limits_resources());
+        let used = Resources {
+            cpu: 64_000,
+            nvidia_gpu: 3,
+            ..Resources::default()
+        };
+        let room = limits.room(&used);
+        assert_eq!(
+            (room.nvidia_gpu, room.cpu, room.amd_gpu),
+            (1, i64::MAX, i64::MAX)
+        );
+        assert_eq!(limits.exceeded(&used, 3), None);
+        assert_eq!(
+            limits
+                .exceeded(
+                    &Resources {
+                        nvidia_gpu: 5,
+                        ..used
+                    },
+                    3
+                )
+                .as_deref(),
+            Some("nvidia.com/gpu=4")
         );
     }
 }

@@ -3,11 +3,13 @@
 //! constraints and held within the NodePool's limits; a NodeClaim launches an instance through
 //! CreateFleet, falling back when an offering is out of capacity, and its Node registers and
 //! runs the pods; deleting the NodeClaim or its Node terminates the instance and removes both;
-//! a restart mid-launch launches nothing twice; and a pool that cannot launch says why.
+//! a restart mid-launch launches nothing twice; a GPU pod gets a GPU type within a GPU limit;
+//! and a pool that cannot launch says why.
 
 mod bootstrap;
 mod capacity;
 mod constraints;
+mod devices;
 mod end_to_end;
 mod failover;
 pub mod fixture;
