@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::Condition;
 use super::schema::bounded_string_list;
 
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "windlass.dev",
     version = "v1alpha1",
@@ -63,8 +64,12 @@ pub struct NodePoolSpec {
     pub template: NodeClaimTemplate,
     #[serde(default)]
     pub disruption: Disruption,
-    /// Upper bounds on the resources of all nodes of this pool together (cpu, memory, nodes, ...).
+    /// Upper bounds on the resources of all nodes of this pool together: cpu, memory, pods,
+    /// ephemeral-storage, the devices (nvidia.com/gpu, amd.com/gpu, aws.amazon.com/neuron,
+    /// aws.amazon.com/neuroncore, vpc.amazonaws.com/efa) and nodes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = LIMITABLE.len()))]
+    #[x_kube(validation = limits_rule())]
     pub limits: BTreeMap<String, Quantity>,
     /// Pools with a higher weight are tried first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +120,28 @@ pub struct NodeClaimTemplateSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
     pub termination_grace_period: Option<String>,
+}
+
+/// The resources a NodePool may limit: those the simulation counts, and `nodes`. A limit on
+/// any other would hold nothing back.
+pub const LIMITABLE: [&str; 10] = [
+    "cpu",
+    "memory",
+    "pods",
+    "ephemeral-storage",
+    "nvidia.com/gpu",
+    "amd.com/gpu",
+    "aws.amazon.com/neuron",
+    "aws.amazon.com/neuroncore",
+    "vpc.amazonaws.com/efa",
+    "nodes",
+];
+
+fn limits_rule() -> Rule {
+    let quoted: Vec<String> = LIMITABLE.iter().map(|name| format!("'{name}'")).collect();
+    Rule::new(format!("self.all(k, k in [{}])", quoted.join(", "))).message(Message::Message(
+        format!("Windlass counts and limits only {}", LIMITABLE.join(", ")),
+    ))
 }
 
 fn default_expire_after() -> String {

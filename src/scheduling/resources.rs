@@ -410,6 +410,13 @@ mod tests {
     }
 
     #[test]
+    fn a_node_pool_may_limit_exactly_the_counted_resources_and_nodes() {
+        let mut counted: Vec<&str> = NAMES.iter().map(|(name, _)| *name).collect();
+        counted.push("nodes");
+        assert_eq!(counted, crate::apis::node_pool::LIMITABLE);
+    }
+
+    #[test]
     fn a_gpu_limit_bounds_the_room_and_is_named_when_exceeded() {
         let limits = Resources::limits(&BTreeMap::from([(
             NVIDIA_GPU.to_owned(),

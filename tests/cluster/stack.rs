@@ -127,7 +127,7 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
     assert!(applied >= 9, "only {applied} example objects applied");
 
     type Mutation = fn(&mut Value);
-    let cases: [(&str, &str, Mutation, &[&str]); 21] = [
+    let cases: [(&str, &str, Mutation, &[&str]); 22] = [
         (
             "scaledobject-sqs.yaml",
             "ScaledObject",
@@ -260,6 +260,15 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
             &[
                 "spec.template.spec.requirements[3].key",
                 "Windlass sets these karpenter.k8s.aws labels only",
+            ],
+        ),
+        (
+            "nodepool.yaml",
+            "NodePool",
+            |o| o["spec"]["limits"]["hugepages-2Mi"] = json!("1Gi"),
+            &[
+                "spec.limits",
+                "Windlass counts and limits only cpu, memory, pods, ephemeral-storage, nvidia.com/gpu",
             ],
         ),
         (
