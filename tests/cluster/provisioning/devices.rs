@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
+use windlass::apis::labels::REGISTERED_LABEL;
 use windlass::apis::node_claim::NodeClaim;
 
 use super::fixture::{
@@ -39,7 +40,7 @@ async fn create_pod(pods: &Api<Pod>, name: &str, pool: &str, limits: serde_json:
 async fn failed_provisioning(env: &TestEnv, ns: &str, pod: &str, wanted: &str) -> Vec<String> {
     wait_until(
         &format!("a FailedProvisioning Event for {pod} saying {wanted:?}"),
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || async {
             let notes = event_notes(env, Some(ns), pod, "FailedProvisioning").await;
             notes.iter().any(|n| n.contains(wanted)).then_some(notes)
@@ -74,17 +75,20 @@ async fn a_gpu_pod_gets_a_gpu_type_within_the_gpu_limit_and_an_unknown_device_is
     create_pod(&pods, "trainer", &name, json!({"nvidia.com/gpu": "1"})).await;
 
     let nodes: Api<Node> = Api::all(env.client.clone());
-    // Running means kube-scheduler found the GPU in the registered Node's allocatable.
+    // Running means kube-scheduler found the GPU in the registered Node's allocatable. The
+    // instance-type labels arrive when Windlass registers the Node, which may be after the pod
+    // runs: the kubelet's own labels are the template's.
     let node = wait_until(
-        "the GPU pod to run on its Node",
-        Duration::from_secs(90),
+        "the GPU pod to run on its Node, registered by Windlass",
+        Duration::from_secs(120),
         || async {
             let pod = pods.get("trainer").await.ok()?;
             (pod.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(())?;
-            nodes
+            let node = nodes
                 .get(pod.spec.as_ref()?.node_name.as_deref()?)
                 .await
-                .ok()
+                .ok()?;
+            node.labels().contains_key(REGISTERED_LABEL).then_some(node)
         },
     )
     .await;
@@ -97,24 +101,43 @@ async fn a_gpu_pod_gets_a_gpu_type_within_the_gpu_limit_and_an_unknown_device_is
         labels
             .get("karpenter.k8s.aws/instance-gpu-manufacturer")
             .map(String::as_str),
-        Some("nvidia")
+        Some("nvidia"),
+        "{labels:?}"
     );
     let allocatable = node.status.as_ref().unwrap().allocatable.as_ref().unwrap();
     assert_eq!(allocatable["nvidia.com/gpu"].0, "1", "{allocatable:?}");
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
     let selector = format!("windlass.dev/nodepool={name}");
-    let claim = claims
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items
-        .remove(0);
+    let claim = wait_until(
+        "the NodeClaim to record its Node",
+        Duration::from_secs(30),
+        || async {
+            let listed = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            let [claim] = listed.items.as_slice() else {
+                return None;
+            };
+            claim
+                .status
+                .as_ref()?
+                .node_name
+                .is_some()
+                .then(|| claim.clone())
+        },
+    )
+    .await;
     assert_eq!(
         claim.spec.resources.requests["nvidia.com/gpu"].0, "1",
         "the NodeClaim records the GPU its pod asked for"
     );
     let status = claim.status.as_ref().unwrap();
-    assert_eq!(status.allocatable["nvidia.com/gpu"].0, "1");
+    assert_eq!(
+        status.allocatable["nvidia.com/gpu"].0, "1",
+        "{:?}",
+        status.allocatable
+    );
 
     // The node has one GPU and the pool's limit is one: the next GPU pod stays pending.
     create_pod(
