@@ -16,7 +16,7 @@ use crate::apis::node_pool::NodePool;
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::pod::PodShape;
 use crate::scheduling::resources::{format_cpu, format_memory};
-use crate::scheduling::{Plan, Problem, launch_candidates, solve};
+use crate::scheduling::{LAUNCH_CANDIDATES, Plan, Problem, cheapest_candidates, solve};
 use crate::scheduling::{catalog, pool_input, template_pods};
 use crate::{Error, Result};
 
@@ -189,7 +189,13 @@ pub fn report(inputs: &Inputs, catalog: &[InstanceType]) -> String {
             out,
             "  candidates ({} fit, the {} cheapest offered to CreateFleet): {}{more}",
             claim.instance_types.len(),
-            launch_candidates(&claim.instance_types, &claim.requirements, catalog).len(),
+            cheapest_candidates(
+                &claim.instance_types,
+                &claim.requirements,
+                catalog,
+                LAUNCH_CANDIDATES
+            )
+            .len(),
             names.join(", ")
         );
         let pods: Vec<&str> = claim

@@ -170,7 +170,7 @@ pub struct NodeSelectorRequirementWithMinValues {
     pub operator: RequirementOperator,
     /// Label values, so at most 63 characters each.
     #[serde(default)]
-    #[schemars(schema_with = "bounded_string_list::<500, 63>")]
+    #[schemars(schema_with = "bounded_string_list::<600, 63>")]
     pub values: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 50))]

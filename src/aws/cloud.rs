@@ -3,7 +3,7 @@
 //! instance catalog read at most every five minutes, and the offerings that just ran out of
 //! capacity, which both the catalog and the next launch leave out.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,6 @@ use tracing::{info, warn};
 
 use crate::apis::conditions::READY;
 use crate::apis::ec2_node_class::EC2NodeClass;
-use crate::apis::labels::INSTANCE_TYPE_LABEL;
 use crate::apis::node_claim::NodeClaim;
 use crate::aws::bootstrap::NodeSettings;
 use crate::aws::capacity::{UnavailableOfferings, is_insufficient_capacity};
@@ -173,16 +172,7 @@ impl CloudProvider for AwsCloud {
             return Err(CreateError::NodeClassNotReady(class_name));
         };
         let requirements = Requirements::from_node_pool(&claim.spec.requirements);
-        let candidates: Vec<String> = requirements
-            .get(INSTANCE_TYPE_LABEL)
-            .and_then(|r| r.finite_values())
-            .map(|v| v.iter().cloned().collect())
-            .unwrap_or_default();
-        let facts = self.aws.type_facts(&candidates).await?;
-        let architectures: BTreeMap<String, &'static str> = facts
-            .iter()
-            .map(|(name, facts)| (name.clone(), facts.arch))
-            .collect();
+        let catalog = self.instance_types().await?;
         let joins = self
             .joins
             .get()
@@ -200,17 +190,18 @@ impl CloudProvider for AwsCloud {
             node: &NodeSettings::of_claim(claim),
             spec: &class.spec,
             status: class_status,
-            architectures: &architectures,
-            unavailable: &|capacity_type, instance_type, zone| {
-                self.unavailable().is_unavailable(
-                    capacity_type,
-                    instance_type,
-                    zone,
-                    Instant::now(),
-                )
-            },
+            catalog: &catalog,
         })
         .map_err(|reason| CreateError::NoLaunchOption(Box::new(reason)))?;
+        let offered: BTreeSet<String> = request
+            .configs
+            .iter()
+            .flat_map(|c| c.overrides.iter().map(|(name, _)| name.clone()))
+            .collect();
+        let facts = self
+            .aws
+            .type_facts(&offered.into_iter().collect::<Vec<_>>())
+            .await?;
         for config in &request.configs {
             self.aws.ensure_launch_template(config).await?;
         }

@@ -18,8 +18,11 @@ use crate::apis::labels::{
     CAPACITY_TYPE_LABEL, CLUSTER_LABEL, INSTANCE_TYPE_LABEL, NODECLAIM_TAG, NODECLASS_TAG,
     NODEPOOL_LABEL, ZONE_LABEL,
 };
-use crate::scheduling::instance_types::{KubeletReservations, ON_DEMAND, SPOT, Storage};
+use crate::scheduling::instance_types::{
+    InstanceType, KubeletReservations, ON_DEMAND, Offering, SPOT, Storage,
+};
 use crate::scheduling::requirements::Requirements;
+use crate::scheduling::{LAUNCH_CANDIDATES, cheapest_candidates};
 
 /// One launch template and the (instance type, subnet) pairs launched with it.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,7 +68,9 @@ pub struct Volume {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FleetRequest {
-    /// The NodeClaim's UID: a retried CreateFleet with the same token launches nothing new.
+    /// The NodeClaim's UID and a hash of what is asked: a CreateFleet retried as it was
+    /// launches nothing new, and one asking for other offerings (after some ran out of
+    /// capacity) is a new request, not an `IdempotentParameterMismatch`.
     pub client_token: String,
     pub capacity_type: &'static str,
     pub configs: Vec<TemplateConfig>,
@@ -109,10 +114,9 @@ pub struct LaunchInput<'a> {
     pub node: &'a NodeSettings,
     pub spec: &'a EC2NodeClassSpec,
     pub status: &'a EC2NodeClassStatus,
-    /// Architecture of each candidate type, from DescribeInstanceTypes.
-    pub architectures: &'a BTreeMap<String, &'static str>,
-    /// Whether (capacity type, instance type, zone) recently ran out of capacity.
-    pub unavailable: &'a dyn Fn(&str, &str, &str) -> bool,
+    /// The region's instance types, with the offerings that recently ran out of capacity
+    /// marked unavailable.
+    pub catalog: &'a [InstanceType],
 }
 
 /// The launch template of a node class for one architecture and content.
@@ -300,16 +304,19 @@ fn volume(index: usize, mapping: &BlockDeviceMapping) -> Result<Volume, LaunchEr
     })
 }
 
+/// The CreateFleet call for a NodeClaim: spot when allowed and some candidate has a spot
+/// offering left, else on-demand; of the claim's candidates, the `LAUNCH_CANDIDATES` cheapest
+/// with an offering left in an allowed zone (keeping the claim's `minValues`), so a claim whose
+/// cheapest types ran out of capacity launches from the next ones.
 pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, LaunchError> {
     let requirements = input.requirements;
-    let types: Vec<&String> = requirements
+    let Some(claimed) = requirements
         .get(INSTANCE_TYPE_LABEL)
         .and_then(|r| r.finite_values())
-        .map(|values| values.iter().collect())
-        .unwrap_or_default();
-    if types.is_empty() {
+        .filter(|names| !names.is_empty())
+    else {
         return Err(LaunchError::NoInstanceType);
-    }
+    };
     let mut subnets: BTreeMap<&str, &str> = BTreeMap::new();
     for subnet in &input.status.subnets {
         if requirements.allows(ZONE_LABEL, &subnet.zone) {
@@ -321,7 +328,6 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, LaunchError> {
     if subnets.is_empty() {
         return Err(LaunchError::NoSubnetInZone);
     }
-    // Spot when allowed and some spot offering is available; otherwise on-demand.
     let mut capacity_types = Vec::new();
     if requirements.allows(CAPACITY_TYPE_LABEL, SPOT) {
         capacity_types.push(SPOT);
@@ -330,7 +336,9 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, LaunchError> {
         capacity_types.push(ON_DEMAND);
     }
     for capacity_type in capacity_types {
-        let configs = configs_for(input, &types, &subnets, capacity_type)?;
+        let ranked = ranked_types(input.catalog, claimed, &subnets, capacity_type);
+        let offered = cheapest_candidates(&ranked, requirements, input.catalog, LAUNCH_CANDIDATES);
+        let configs = configs_for(input, &offered, &subnets, capacity_type)?;
         if !configs.is_empty() {
             return Ok(request(input, capacity_type, configs));
         }
@@ -338,23 +346,59 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, LaunchError> {
     Err(LaunchError::NoOffering)
 }
 
-/// One template config per architecture: each available (type, one subnet per zone) pair.
+/// The catalog indices of the `claimed` types with an available `capacity_type` offering in one
+/// of the zones, by the price of the cheapest such offering; a type with no known price last.
+fn ranked_types(
+    catalog: &[InstanceType],
+    claimed: &BTreeSet<String>,
+    subnets: &BTreeMap<&str, &str>,
+    capacity_type: &str,
+) -> Vec<usize> {
+    let mut ranked: Vec<(usize, f64)> = catalog
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| claimed.contains(&it.name))
+        .filter_map(|(i, it)| {
+            let mut open = it
+                .offerings
+                .iter()
+                .filter(|o| is_open(o, capacity_type) && subnets.contains_key(o.zone.as_str()))
+                .peekable();
+            open.peek()?;
+            let price = open.filter_map(|o| o.price).fold(f64::INFINITY, f64::min);
+            Some((i, price))
+        })
+        .collect();
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+    ranked.into_iter().map(|(i, _)| i).collect()
+}
+
+/// Whether EC2 may launch the offering as `capacity_type`: it did not just run out.
+fn is_open(offering: &Offering, capacity_type: &str) -> bool {
+    offering.available && offering.capacity_type == capacity_type
+}
+
+/// One template config per architecture: each offered type in each zone it has an available
+/// `capacity_type` offering in, through that zone's subnet.
 fn configs_for(
     input: &LaunchInput,
-    types: &[&String],
+    offered: &[usize],
     subnets: &BTreeMap<&str, &str>,
     capacity_type: &str,
 ) -> Result<Vec<TemplateConfig>, LaunchError> {
     let mut configs: BTreeMap<&str, TemplateConfig> = BTreeMap::new();
-    for name in types {
-        let Some(arch) = input.architectures.get(name.as_str()) else {
-            continue;
-        };
+    for &i in offered {
+        let instance_type = &input.catalog[i];
+        let arch = instance_type.arch.as_str();
         let Some(image) = image_for(input.status, arch) else {
             continue;
         };
         for (zone, subnet) in subnets {
-            if (input.unavailable)(capacity_type, name, zone) {
+            let open = instance_type
+                .offerings
+                .iter()
+                .any(|o| is_open(o, capacity_type) && o.zone == *zone);
+            if !open {
                 continue;
             }
             let config = match configs.entry(arch) {
@@ -375,7 +419,7 @@ fn configs_for(
             };
             config
                 .overrides
-                .push(((*name).clone(), (*subnet).to_owned()));
+                .push((instance_type.name.clone(), (*subnet).to_owned()));
         }
     }
     Ok(configs.into_values().collect())
@@ -397,8 +441,19 @@ fn request(
     if let Some(pool) = input.labels.get(NODEPOOL_LABEL) {
         tags.insert(NODEPOOL_LABEL.into(), pool.clone());
     }
+    let mut asked = capacity_type.to_owned();
+    for config in &configs {
+        asked.push_str(&config.template_name);
+        for (instance_type, subnet) in &config.overrides {
+            asked.push_str(&format!(" {instance_type}@{subnet}"));
+        }
+    }
     FleetRequest {
-        client_token: input.claim_uid.to_owned(),
+        client_token: format!(
+            "{}-{}",
+            input.claim_uid,
+            crate::aws::short_hash(asked.as_bytes(), 8)
+        ),
         capacity_type,
         configs,
         tags,
@@ -412,6 +467,7 @@ mod tests {
 
     use crate::apis::ec2_node_class::{ResolvedSecurityGroup, ResolvedSubnet};
     use crate::aws::nodeclass::rules::resolved_ami;
+    use crate::scheduling::instance_types::Shape;
     use crate::scheduling::requirements::Requirement;
 
     fn spec() -> EC2NodeClassSpec {
@@ -501,10 +557,7 @@ mod tests {
             Requirement::one_of(["m5.large", "m6g.large", "gpu.huge"]),
         );
         requirements.add(CAPACITY_TYPE_LABEL, Requirement::one_of([ON_DEMAND]));
-        let architectures = BTreeMap::from([
-            ("m5.large".to_owned(), "amd64"),
-            ("m6g.large".to_owned(), "arm64"),
-        ]);
+        let catalog = catalog(&[("m5.large", "amd64", 0.096), ("m6g.large", "arm64", 0.077)]);
         let labels = BTreeMap::from([(NODEPOOL_LABEL.to_owned(), "default".to_owned())]);
         let request = fleet_request(&LaunchInput {
             cluster: "prod",
@@ -517,11 +570,14 @@ mod tests {
             node: &NodeSettings::default(),
             spec: &spec(),
             status: &status(),
-            architectures: &architectures,
-            unavailable: &|_, _, _| false,
+            catalog: &catalog,
         })
         .unwrap();
-        assert_eq!(request.client_token, "uid-1");
+        assert!(
+            request.client_token.starts_with("uid-1-"),
+            "{}",
+            request.client_token
+        );
         assert_eq!(request.capacity_type, ON_DEMAND);
         assert_eq!(request.configs.len(), 2);
         let amd = &request.configs[0];
@@ -551,7 +607,7 @@ mod tests {
         let mut requirements = Requirements::default();
         requirements.add(INSTANCE_TYPE_LABEL, Requirement::one_of(["m5.large"]));
         requirements.add(ZONE_LABEL, Requirement::one_of(["z-b"]));
-        let architectures = BTreeMap::from([("m5.large".to_owned(), "amd64")]);
+        let catalog = catalog(&[("m5.large", "amd64", 0.096)]);
         let input = LaunchInput {
             cluster: "prod",
             node_class: "default",
@@ -563,8 +619,7 @@ mod tests {
             node: &NODE,
             spec: &spec(),
             status: &status(),
-            architectures: &architectures,
-            unavailable: &|_, _, _| false,
+            catalog: &catalog,
         };
         let request = fleet_request(&input).unwrap();
         assert_eq!(request.capacity_type, SPOT);
@@ -586,7 +641,7 @@ mod tests {
         spec: &'a EC2NodeClassSpec,
         status: &'a EC2NodeClassStatus,
         requirements: &'a Requirements,
-        architectures: &'a BTreeMap<String, &'static str>,
+        catalog: &'a [InstanceType],
     ) -> LaunchInput<'a> {
         LaunchInput {
             cluster: "prod",
@@ -599,9 +654,128 @@ mod tests {
             node: &NODE,
             spec,
             status,
-            architectures,
-            unavailable: &|_, _, _| false,
+            catalog,
         }
+    }
+
+    /// Types with an on-demand and a spot offering (at a third of the price) in z-a and z-b.
+    fn catalog(types: &[(&str, &str, f64)]) -> Vec<InstanceType> {
+        types
+            .iter()
+            .map(|&(name, arch, price)| {
+                let offerings = ["z-a", "z-b"]
+                    .into_iter()
+                    .flat_map(|zone| {
+                        [(ON_DEMAND, price), (SPOT, price / 3.0)].map(|(capacity_type, price)| {
+                            Offering {
+                                zone: zone.into(),
+                                capacity_type: capacity_type.into(),
+                                price: Some(price),
+                                available: true,
+                            }
+                        })
+                    })
+                    .collect();
+                InstanceType::new(name, arch, Shape::default(), offerings)
+            })
+            .collect()
+    }
+
+    fn out_of_capacity(catalog: &mut [InstanceType], capacity_type: &str, names: &[String]) {
+        for instance_type in catalog.iter_mut().filter(|it| names.contains(&it.name)) {
+            for offering in &mut instance_type.offerings {
+                if offering.capacity_type == capacity_type {
+                    offering.available = false;
+                }
+            }
+        }
+    }
+
+    fn offered(request: &FleetRequest) -> Vec<&str> {
+        let mut names: Vec<&str> = request
+            .configs
+            .iter()
+            .flat_map(|c| c.overrides.iter().map(|(name, _)| name.as_str()))
+            .collect();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn a_launch_offers_the_cheapest_sixty_left_and_falls_back_to_the_next() {
+        let types: Vec<(String, f64)> = (0..100)
+            .map(|i| (format!("m5.s{i:03}"), 1.0 + f64::from(i)))
+            .collect();
+        let rows: Vec<(&str, &str, f64)> = types
+            .iter()
+            .map(|(name, price)| (name.as_str(), "amd64", *price))
+            .collect();
+        let mut catalog = catalog(&rows);
+        let names: Vec<String> = types.iter().map(|(name, _)| name.clone()).collect();
+        let mut requirements = Requirements::default();
+        // The claim lists its types in name order; the launch ranks them by price.
+        requirements.add(
+            INSTANCE_TYPE_LABEL,
+            Requirement::one_of(names.iter().rev().cloned()),
+        );
+        requirements.add(CAPACITY_TYPE_LABEL, Requirement::one_of([ON_DEMAND]));
+        let (spec, status) = (spec(), status());
+        let first = fleet_request(&input(&spec, &status, &requirements, &catalog)).unwrap();
+        assert_eq!(offered(&first), names[..LAUNCH_CANDIDATES]);
+        assert_eq!(
+            first.configs[0].overrides.len(),
+            2 * LAUNCH_CANDIDATES,
+            "one per zone"
+        );
+
+        out_of_capacity(&mut catalog, ON_DEMAND, &names[..LAUNCH_CANDIDATES]);
+        let next = fleet_request(&input(&spec, &status, &requirements, &catalog)).unwrap();
+        assert_eq!(offered(&next), names[LAUNCH_CANDIDATES..]);
+        assert_ne!(
+            next.client_token, first.client_token,
+            "another request, another token"
+        );
+        let again = fleet_request(&input(&spec, &status, &requirements, &catalog)).unwrap();
+        assert_eq!(
+            again.client_token, next.client_token,
+            "the same request retried"
+        );
+
+        out_of_capacity(&mut catalog, ON_DEMAND, &names);
+        assert_eq!(
+            fleet_request(&input(&spec, &status, &requirements, &catalog)).unwrap_err(),
+            LaunchError::NoOffering
+        );
+    }
+
+    #[test]
+    fn spot_out_of_capacity_everywhere_launches_on_demand_from_the_cheapest() {
+        let mut catalog = catalog(&[
+            ("m5.xlarge", "amd64", 0.192),
+            ("m5.large", "amd64", 0.096),
+            ("gone.large", "amd64", 0.01),
+        ]);
+        let mut requirements = Requirements::default();
+        requirements.add(
+            INSTANCE_TYPE_LABEL,
+            Requirement::one_of(["m5.large", "m5.xlarge", "m6i.large"]),
+        );
+        let (spec, status) = (spec(), status());
+        let spot = fleet_request(&input(&spec, &status, &requirements, &catalog)).unwrap();
+        assert_eq!(spot.capacity_type, SPOT);
+        assert_eq!(
+            offered(&spot),
+            ["m5.large", "m5.xlarge"],
+            "by price; a type not in the catalog, or not in the claim, is not offered"
+        );
+        out_of_capacity(
+            &mut catalog,
+            SPOT,
+            &["m5.large".to_owned(), "m5.xlarge".to_owned()],
+        );
+        let on_demand = fleet_request(&input(&spec, &status, &requirements, &catalog)).unwrap();
+        assert_eq!(on_demand.capacity_type, ON_DEMAND);
+        assert_eq!(offered(&on_demand), ["m5.large", "m5.xlarge"]);
     }
 
     static EMPTY: BTreeMap<String, String> = BTreeMap::new();
@@ -626,7 +800,7 @@ mod tests {
         let requirements = Requirements::default();
         let (spec, status) = (spec(), status());
         let data = template_data(
-            &input(&spec, &status, &requirements, &BTreeMap::new()).template_input(),
+            &input(&spec, &status, &requirements, &[]).template_input(),
             "ami-1",
         )
         .unwrap();
@@ -652,8 +826,7 @@ mod tests {
     fn the_template_bootstraps_the_node_into_the_cluster_and_its_name_follows_the_pools_settings() {
         let requirements = Requirements::default();
         let (spec, status) = (spec(), status());
-        let architectures = BTreeMap::new();
-        let base = input(&spec, &status, &requirements, &architectures);
+        let base = input(&spec, &status, &requirements, &[]);
         let data = template_data(&base.template_input(), "ami-1").unwrap();
         let user_data = data.user_data.clone().unwrap();
         assert!(user_data.contains("kind: NodeConfig"), "{user_data}");
@@ -712,7 +885,7 @@ mod tests {
         let mut status = status();
         status.instance_profile = Some("nodes".into());
         let data = template_data(
-            &input(&spec, &status, &requirements, &BTreeMap::new()).template_input(),
+            &input(&spec, &status, &requirements, &[]).template_input(),
             "ami-1",
         )
         .unwrap();
@@ -751,7 +924,7 @@ mod tests {
 
         spec.block_device_mappings[0].ebs.volume_size = Some(Quantity("lots".into()));
         let error = template_data(
-            &input(&spec, &status, &requirements, &BTreeMap::new()).template_input(),
+            &input(&spec, &status, &requirements, &[]).template_input(),
             "ami-1",
         )
         .unwrap_err();

@@ -18,7 +18,10 @@ use crate::apis::node_pool::NodePool;
 use crate::nodeclaim::drift::{node_class_hash, template_hash};
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::requirements::Requirement;
-use crate::scheduling::{NewClaim, Rejection, Unplaced, claim_labels, launch_candidates};
+use crate::scheduling::{
+    LAUNCH_CANDIDATES, NODE_CLAIM_CANDIDATES, NewClaim, Rejection, Unplaced, cheapest_candidates,
+    claim_labels,
+};
 
 /// The NodeClaim for a planned claim, for the install `cluster`: the pool's template, the
 /// plan's requirements with the instance types narrowed to the cheapest candidates, the pods'
@@ -37,10 +40,15 @@ pub fn node_claim(
     requirements.add(
         INSTANCE_TYPE_LABEL,
         Requirement::one_of(
-            launch_candidates(&claim.instance_types, &claim.requirements, catalog)
-                .iter()
-                .copied()
-                .map(|i| catalog[i].name.clone()),
+            cheapest_candidates(
+                &claim.instance_types,
+                &claim.requirements,
+                catalog,
+                NODE_CLAIM_CANDIDATES,
+            )
+            .iter()
+            .copied()
+            .map(|i| catalog[i].name.clone()),
         ),
     );
     let mut labels = claim_labels(&pool_name, &template.metadata.labels, &requirements);
@@ -83,19 +91,24 @@ pub fn node_claim(
     }
 }
 
-/// The candidates a launch of `claim` offers that have no known price for the offerings it may
-/// use.
+/// The candidates a first launch of `claim` offers that have no known price for the offerings
+/// it may use.
 pub fn unpriced_candidates<'a>(claim: &NewClaim, catalog: &'a [InstanceType]) -> Vec<&'a str> {
-    launch_candidates(&claim.instance_types, &claim.requirements, catalog)
-        .iter()
-        .copied()
-        .map(|i| &catalog[i])
-        .filter(|it| {
-            it.cheapest_offering(&claim.requirements)
-                .is_none_or(|offering| offering.price.is_none())
-        })
-        .map(|it| it.name.as_str())
-        .collect()
+    cheapest_candidates(
+        &claim.instance_types,
+        &claim.requirements,
+        catalog,
+        LAUNCH_CANDIDATES,
+    )
+    .iter()
+    .copied()
+    .map(|i| &catalog[i])
+    .filter(|it| {
+        it.cheapest_offering(&claim.requirements)
+            .is_none_or(|offering| offering.price.is_none())
+    })
+    .map(|it| it.name.as_str())
+    .collect()
 }
 
 /// Per NodePool whose limits left pods pending, one note per limit, such as

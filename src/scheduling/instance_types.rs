@@ -477,8 +477,8 @@ impl InstanceType {
         self
     }
 
-    /// The price of the cheapest available offering, for ordering types by price; `None` when
-    /// no available offering has a known price.
+    /// The price of the cheapest available offering, whatever a pool's requirements allow;
+    /// `None` when no available offering has a known price.
     pub fn min_price(&self) -> Option<f64> {
         self.cheapest_offering(&Requirements::default())
             .and_then(|offering| offering.price)

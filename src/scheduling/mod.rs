@@ -12,8 +12,9 @@ pub mod resources;
 mod solver;
 
 pub use solver::{
-    BoundPod, ExistingNode, LAUNCH_CANDIDATES, Mismatch, NewClaim, NodePoolInput, Plan, Problem,
-    Rejection, Unplaced, launch_candidates, no_instance_types, solve,
+    BoundPod, ExistingNode, LAUNCH_CANDIDATES, Mismatch, NODE_CLAIM_CANDIDATES, NewClaim,
+    NodePoolInput, Plan, Problem, Rejection, Unplaced, cheapest_candidates, no_instance_types,
+    solve,
 };
 
 use k8s_openapi::api::core::v1::PodSpec;

@@ -4,8 +4,9 @@
 //! planned NodeClaim keeps every instance type that still fits all its pods, cheapest first.
 //!
 //! Limits are kept by reservation: a planned NodeClaim reserves, per resource, the largest
-//! capacity among the instance types a launch may pick (the 60 cheapest candidates), so no
-//! choice CreateFleet makes can take a NodePool over its limits.
+//! capacity among the instance types its NodeClaim keeps (the 600 cheapest candidates), any of
+//! which a launch may fall back to, so no choice CreateFleet makes can take a NodePool over its
+//! limits.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -24,18 +25,23 @@ mod topology;
 pub use explain::{explain_no_instance_types, no_instance_types};
 use topology::Group;
 
-/// How many instance types a launch offers CreateFleet.
+/// How many instance types a NodeClaim keeps, cheapest first: room for a launch to fall back
+/// when the cheapest run out of capacity.
+pub const NODE_CLAIM_CANDIDATES: usize = 600;
+
+/// How many of them a launch offers CreateFleet.
 pub const LAUNCH_CANDIDATES: usize = 60;
 
-/// The candidates a launch offers CreateFleet, cheapest first: the `LAUNCH_CANDIDATES`
-/// cheapest, unless that would break a `minValues`; then, for each such requirement, the
-/// cheapest type of each value until it has its count, and the cheapest others up to the limit.
-pub fn launch_candidates<'a>(
+/// The `limit` cheapest of `candidates` (catalog indices, cheapest first), unless that would
+/// break a `minValues`; then, for each such requirement, the cheapest type of each value until
+/// it has its count, and the cheapest others up to the limit.
+pub fn cheapest_candidates<'a>(
     candidates: &'a [usize],
     requirements: &Requirements,
     catalog: &[InstanceType],
+    limit: usize,
 ) -> Cow<'a, [usize]> {
-    let cheapest = &candidates[..candidates.len().min(LAUNCH_CANDIDATES)];
+    let cheapest = &candidates[..candidates.len().min(limit)];
     if unmet_min_values(requirements, cheapest, catalog).is_none() {
         return Cow::Borrowed(cheapest);
     }
@@ -57,7 +63,7 @@ pub fn launch_candidates<'a>(
         }
     }
     for position in 0..candidates.len() {
-        if kept.len() >= LAUNCH_CANDIDATES {
+        if kept.len() >= limit {
             break;
         }
         kept.insert(position);
@@ -315,11 +321,6 @@ impl<'a> Solver<'a> {
 
     fn new(problem: &'a Problem<'a>) -> Self {
         let catalog = problem.catalog;
-        let mut by_price: Vec<usize> = (0..catalog.len()).collect();
-        by_price.sort_by(|&a, &b| {
-            let price = |i: usize| catalog[i].min_price().unwrap_or(f64::INFINITY);
-            price(a).total_cmp(&price(b)).then(a.cmp(&b))
-        });
         let mut pool_order: Vec<usize> = (0..problem.pools.len()).collect();
         pool_order.sort_by(|&a, &b| {
             let (a, b) = (&problem.pools[a], &problem.pools[b]);
@@ -337,16 +338,28 @@ impl<'a> Solver<'a> {
                 .filter_map(|n| n.labels.get(ZONE_LABEL).cloned()),
         );
 
+        // Each pool's types cheapest first at the offerings its requirements allow: an
+        // on-demand pool does not rank its types by their spot prices.
         let pool_types: Vec<Vec<usize>> = problem
             .pools
             .iter()
             .map(|pool| {
-                let allowed: BTreeSet<usize> = pool.instance_types.iter().copied().collect();
-                by_price
+                let mut types: Vec<(usize, f64)> = pool
+                    .instance_types
                     .iter()
                     .copied()
-                    .filter(|i| allowed.contains(i) && catalog[*i].satisfies(&pool.requirements))
-                    .collect()
+                    .collect::<BTreeSet<usize>>()
+                    .into_iter()
+                    .filter(|&i| catalog[i].satisfies(&pool.requirements))
+                    .map(|i| {
+                        let price = catalog[i]
+                            .cheapest_offering(&pool.requirements)
+                            .and_then(|offering| offering.price);
+                        (i, price.unwrap_or(f64::INFINITY))
+                    })
+                    .collect();
+                types.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                types.into_iter().map(|(i, _)| i).collect()
             })
             .collect();
         let pool_rejections = problem
@@ -854,12 +867,17 @@ impl<'a> Solver<'a> {
                     max.max(&allocatable(self.problem, claim.pool, i))
                 });
                 claim.candidates = candidates;
-                let reserved = launch_candidates(&claim.candidates, &claim.requirements, catalog)
-                    .iter()
-                    .copied()
-                    .fold(Resources::default(), |max, i| {
-                        max.max(&capacity(self.problem, claim.pool, i))
-                    });
+                let reserved = cheapest_candidates(
+                    &claim.candidates,
+                    &claim.requirements,
+                    catalog,
+                    NODE_CLAIM_CANDIDATES,
+                )
+                .iter()
+                .copied()
+                .fold(Resources::default(), |max, i| {
+                    max.max(&capacity(self.problem, claim.pool, i))
+                });
                 self.pool_reserved[claim.pool] =
                     self.pool_reserved[claim.pool] - claim.reserved + reserved;
                 claim.reserved = reserved;

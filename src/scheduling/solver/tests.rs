@@ -3,10 +3,10 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::apis::labels::{ARCH_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL};
+use crate::apis::labels::{ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, NODEPOOL_LABEL};
 use crate::apis::node_pool::RequirementOperator;
 use crate::scheduling::fake;
-use crate::scheduling::instance_types::{Devices, ON_DEMAND, Offering, Shape};
+use crate::scheduling::instance_types::{Devices, ON_DEMAND, Offering, SPOT, Shape};
 use crate::scheduling::pod::{Selector, TopologyKey};
 
 const GIB: i64 = 1 << 30;
@@ -264,6 +264,98 @@ fn limits_stop_new_claims_and_say_which() {
             .contains("limit memory=8Gi reached"),
         "{:?}",
         plan.unplaced
+    );
+}
+
+#[test]
+fn a_claim_reserves_the_largest_type_it_keeps_not_only_the_ones_first_offered() {
+    let shape = |vcpus: i64| Shape {
+        vcpus,
+        memory_mib: 8192,
+        max_pods: 29,
+        ..Shape::default()
+    };
+    let offering = |price: f64| {
+        vec![Offering {
+            zone: fake::ZONES[0].into(),
+            capacity_type: ON_DEMAND.into(),
+            price: Some(price),
+            available: true,
+        }]
+    };
+    // The 60 cheapest have 2 vCPUs; the dearest, which a launch falls back to once those are
+    // out of capacity, has 8.
+    let mut catalog: Vec<InstanceType> = (0..LAUNCH_CANDIDATES)
+        .map(|i| {
+            let price = 0.1 + 0.001 * i as f64;
+            InstanceType::new(&format!("a.s{i}"), "amd64", shape(2), offering(price))
+        })
+        .collect();
+    catalog.push(InstanceType::new("b.big", "amd64", shape(8), offering(1.0)));
+    let mut limited = pool("default", &catalog);
+    limited.limits = Limits::of(Some(9000), None, None);
+    let apart = |name: &str| {
+        with_term(
+            pod(name, 1000, GIB),
+            TermKind::AntiAffinity,
+            TopologyKey::Hostname,
+            "apart",
+        )
+    };
+    let plan = solve_for(&catalog, &[limited], &[], &[apart("p0"), apart("p1")]);
+    assert_eq!(plan.new_claims.len(), 1);
+    assert_eq!(
+        plan.new_claims[0].instance_types.len(),
+        LAUNCH_CANDIDATES + 1
+    );
+    assert_eq!(
+        plan.unplaced[0].1.to_string(),
+        "nodepool default: limit cpu=9 reached",
+        "the first claim may launch b.big: 8 of the 9 vCPUs are spoken for"
+    );
+}
+
+#[test]
+fn an_on_demand_pool_ranks_its_types_by_their_on_demand_prices() {
+    let shape = Shape {
+        vcpus: 2,
+        memory_mib: 8192,
+        max_pods: 29,
+        ..Shape::default()
+    };
+    let priced = |on_demand: f64, spot: f64| {
+        [(ON_DEMAND, on_demand), (SPOT, spot)]
+            .map(|(capacity_type, price)| Offering {
+                zone: fake::ZONES[0].into(),
+                capacity_type: capacity_type.into(),
+                price: Some(price),
+                available: true,
+            })
+            .to_vec()
+    };
+    let catalog = vec![
+        InstanceType::new("cheap-spot.large", "amd64", shape, priced(1.0, 0.1)),
+        InstanceType::new("cheap-on-demand.large", "amd64", shape, priced(0.5, 0.4)),
+    ];
+    let mut on_demand = pool("default", &catalog);
+    on_demand
+        .requirements
+        .add(CAPACITY_TYPE_LABEL, Requirement::one_of([ON_DEMAND]));
+    let plan = solve_for(&catalog, &[on_demand], &[], &[pod("p", 1000, GIB)]);
+    assert_eq!(
+        names(&catalog, &plan.new_claims[0]),
+        ["cheap-on-demand.large", "cheap-spot.large"]
+    );
+    let plan = solve_for(
+        &catalog,
+        &[pool("any", &catalog)],
+        &[],
+        &[pod("p", 1000, GIB)],
+    );
+    assert_eq!(
+        names(&catalog, &plan.new_claims[0]),
+        ["cheap-spot.large", "cheap-on-demand.large"],
+        "a pool that allows spot ranks by the cheapest offering"
     );
 }
 
@@ -814,7 +906,7 @@ fn a_claim_keeps_min_values_types_or_the_pod_says_why() {
 }
 
 #[test]
-fn launch_candidates_keep_min_values_among_the_cheapest() {
+fn the_cheapest_candidates_keep_min_values() {
     let shape = Shape {
         vcpus: 2,
         memory_mib: 8192,
@@ -852,7 +944,12 @@ fn launch_candidates_keep_min_values_among_the_cheapest() {
     ));
     let candidates: Vec<usize> = (0..catalog.len()).collect();
     assert_eq!(
-        launch_candidates(&candidates, &Requirements::default(), &catalog),
+        cheapest_candidates(
+            &candidates,
+            &Requirements::default(),
+            &catalog,
+            LAUNCH_CANDIDATES
+        ),
         (0..LAUNCH_CANDIDATES).collect::<Vec<_>>(),
         "without minValues, the 60 cheapest"
     );
@@ -861,7 +958,7 @@ fn launch_candidates_keep_min_values_among_the_cheapest() {
         "karpenter.k8s.aws/instance-family",
         Requirement::new(RequirementOperator::Exists, &[]).with_min_values(Some(3)),
     );
-    let kept = launch_candidates(&candidates, &families, &catalog);
+    let kept = cheapest_candidates(&candidates, &families, &catalog, LAUNCH_CANDIDATES);
     assert_eq!(kept.len(), LAUNCH_CANDIDATES);
     assert_eq!(
         &kept[..LAUNCH_CANDIDATES - 2],
@@ -959,7 +1056,7 @@ proptest! {
         for claim in &plan.new_claims {
             let pool = &pools[claim.pool];
             prop_assert!(!claim.instance_types.is_empty());
-            let launched = launch_candidates(&claim.instance_types, &claim.requirements, &catalog);
+            let launched = cheapest_candidates(&claim.instance_types, &claim.requirements, &catalog, LAUNCH_CANDIDATES);
             prop_assert_eq!(
                 crate::scheduling::instance_types::unmet_min_values(&claim.requirements, &launched, &catalog),
                 None
@@ -988,7 +1085,7 @@ proptest! {
         for (pool_index, pool) in pools.iter().enumerate() {
             let claims: Vec<_> = plan.new_claims.iter().filter(|c| c.pool == pool_index).collect();
             let worst = claims.iter().fold(Resources::default(), |sum, claim| {
-                sum + launch_candidates(&claim.instance_types, &claim.requirements, &catalog).iter().copied().fold(Resources::default(), |max, i| max.max(&catalog[i].capacity))
+                sum + cheapest_candidates(&claim.instance_types, &claim.requirements, &catalog, NODE_CLAIM_CANDIDATES).iter().copied().fold(Resources::default(), |max, i| max.max(&catalog[i].capacity))
             });
             prop_assert_eq!(pool.limits.exceeded(&Resources { pods: 0, ..worst }, claims.len() as i64), None);
         }

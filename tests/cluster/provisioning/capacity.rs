@@ -1,6 +1,7 @@
-//! Out of capacity: with every spot offering out of capacity a NodeClaim launches on-demand,
-//! and with the cheapest type out of capacity it launches the next one, which is then the only
-//! type the next NodeClaim offers.
+//! Out of capacity: with every spot offering out of capacity a NodeClaim launches on-demand;
+//! with the cheapest type out of capacity it launches the next one, which is then the only
+//! type the next NodeClaim offers; and with every type of the first 60 offered out of
+//! capacity, the NodeClaim launches from the ones it keeps beyond them.
 
 use std::time::Duration;
 
@@ -169,6 +170,88 @@ async fn the_cheapest_type_out_of_capacity_launches_the_next_and_is_left_out_aft
             .unwrap();
     }
     wait_claims_gone(&claims, &selector).await;
+    drop(windlass);
+    delete_pool_and_class(&pools, &classes, &name).await;
+    namespace.delete().await;
+}
+
+/// The families the bundled prices cover: every priced type moto's catalog has, and so the
+/// cheapest of any NodeClaim without narrower requirements.
+const PRICED_FAMILIES: [&str; 16] = [
+    "m5", "m6i", "m7i", "c5", "c6i", "c7i", "r5", "r6i", "r7i", "m6g", "c6g", "r6g", "m7g", "c7g",
+    "r7g", "t3",
+];
+
+#[tokio::test]
+async fn a_nodeclaim_whose_sixty_cheapest_types_are_out_of_capacity_launches_from_the_rest() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "fallback").await;
+    let ns = namespace.name.as_str();
+    let name = unique("fallback");
+    let (classes, pools) = node_class_and_pool(
+        &env,
+        &name,
+        json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
+        json!({}),
+    )
+    .await;
+    let windlass = start_windlass(ns);
+    windlass.catalog_read().await;
+    let everything_priced: Vec<String> = PRICED_FAMILIES
+        .iter()
+        .map(|family| format!("on-demand:{family}.*:*"))
+        .collect();
+    let exhausted = exhaust(&env, &windlass.cluster, &everything_priced.join(",")).await;
+    let pods = pending_pods(&env, ns, &name, 1).await;
+    let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    let selector = format!("windlass.dev/nodepool={name}");
+    let launched = wait_until(
+        "the NodeClaim to launch past its 60 cheapest types",
+        Duration::from_secs(120),
+        || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|c| c.labels().contains_key("node.kubernetes.io/instance-type"))
+        },
+    )
+    .await;
+    restore(&env, &exhausted).await;
+    let candidates = candidate_types(&launched);
+    assert_eq!(
+        candidates.len(),
+        600,
+        "of the catalog's 1366 types, the NodeClaim keeps the 600 cheapest that fit"
+    );
+    let instance_type = &launched.labels()["node.kubernetes.io/instance-type"];
+    let family = instance_type.split('.').next().unwrap();
+    assert!(
+        !PRICED_FAMILIES.contains(&family),
+        "{instance_type} was out of capacity"
+    );
+    let claim_name = launched.name_any();
+    let failure = event_note(&env, &claim_name, "LaunchFailed")
+        .await
+        .expect("a LaunchFailed Event for the first attempts");
+    assert!(
+        failure.contains("InsufficientInstanceCapacity"),
+        "{failure}"
+    );
+    println!(
+        "{claim_name}: {} candidate types, launched {instance_type} after: {failure}",
+        candidates.len()
+    );
+
+    delete_pods(&pods).await;
+    claims
+        .delete(&claim_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_claim_gone(&claims, &claim_name).await;
     drop(windlass);
     delete_pool_and_class(&pools, &classes, &name).await;
     namespace.delete().await;
