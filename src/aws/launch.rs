@@ -336,7 +336,7 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, LaunchError> {
         capacity_types.push(ON_DEMAND);
     }
     for capacity_type in capacity_types {
-        let ranked = ranked_types(input.catalog, claimed, &subnets, capacity_type);
+        let ranked = ranked_types(input, claimed, &subnets, capacity_type);
         let offered = cheapest_candidates(&ranked, requirements, input.catalog, LAUNCH_CANDIDATES);
         let configs = configs_for(input, &offered, &subnets, capacity_type)?;
         if !configs.is_empty() {
@@ -346,18 +346,20 @@ pub fn fleet_request(input: &LaunchInput) -> Result<FleetRequest, LaunchError> {
     Err(LaunchError::NoOffering)
 }
 
-/// The catalog indices of the `claimed` types with an available `capacity_type` offering in one
-/// of the zones, by the price of the cheapest such offering; a type with no known price last.
+/// The catalog indices of the `claimed` types the class has an image for and with an available
+/// `capacity_type` offering in one of the zones, by the price of the cheapest such offering; a
+/// type with no known price last.
 fn ranked_types(
-    catalog: &[InstanceType],
+    input: &LaunchInput,
     claimed: &BTreeSet<String>,
     subnets: &BTreeMap<&str, &str>,
     capacity_type: &str,
 ) -> Vec<usize> {
-    let mut ranked: Vec<(usize, f64)> = catalog
+    let mut ranked: Vec<(usize, f64)> = input
+        .catalog
         .iter()
         .enumerate()
-        .filter(|(_, it)| claimed.contains(&it.name))
+        .filter(|(_, it)| claimed.contains(&it.name) && image_for(input.status, &it.arch).is_some())
         .filter_map(|(i, it)| {
             let mut open = it
                 .offerings
@@ -441,13 +443,19 @@ fn request(
     if let Some(pool) = input.labels.get(NODEPOOL_LABEL) {
         tags.insert(NODEPOOL_LABEL.into(), pool.clone());
     }
-    let mut asked = capacity_type.to_owned();
-    for config in &configs {
-        asked.push_str(&config.template_name);
-        for (instance_type, subnet) in &config.overrides {
-            asked.push_str(&format!(" {instance_type}@{subnet}"));
-        }
-    }
+    // In name order: a retry after a fresh catalog read may rank the same offerings otherwise.
+    let asked: BTreeSet<String> = configs
+        .iter()
+        .flat_map(|config| {
+            config.overrides.iter().map(|(instance_type, subnet)| {
+                format!("{} {instance_type}@{subnet}", config.template_name)
+            })
+        })
+        .collect();
+    let asked = format!(
+        "{capacity_type} {}",
+        asked.into_iter().collect::<Vec<_>>().join(",")
+    );
     FleetRequest {
         client_token: format!(
             "{}-{}",
@@ -704,19 +712,19 @@ mod tests {
     #[test]
     fn a_launch_offers_the_cheapest_sixty_left_and_falls_back_to_the_next() {
         let types: Vec<(String, f64)> = (0..100)
-            .map(|i| (format!("m5.s{i:03}"), 1.0 + f64::from(i)))
+            .map(|i| (format!("m5.s{i:03}"), 100.0 - f64::from(i)))
             .collect();
         let rows: Vec<(&str, &str, f64)> = types
             .iter()
             .map(|(name, price)| (name.as_str(), "amd64", *price))
             .collect();
         let mut catalog = catalog(&rows);
-        let names: Vec<String> = types.iter().map(|(name, _)| name.clone()).collect();
+        // Cheapest first: the claim and the catalog list them in name order, dearest first.
+        let names: Vec<String> = types.iter().rev().map(|(name, _)| name.clone()).collect();
         let mut requirements = Requirements::default();
-        // The claim lists its types in name order; the launch ranks them by price.
         requirements.add(
             INSTANCE_TYPE_LABEL,
-            Requirement::one_of(names.iter().rev().cloned()),
+            Requirement::one_of(names.iter().cloned()),
         );
         requirements.add(CAPACITY_TYPE_LABEL, Requirement::one_of([ON_DEMAND]));
         let (spec, status) = (spec(), status());
