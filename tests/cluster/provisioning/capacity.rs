@@ -12,8 +12,8 @@ use serde_json::json;
 use windlass::apis::node_claim::NodeClaim;
 
 use super::fixture::{
-    candidate_types, delete_pods, delete_pool_and_class, event_note, exhaust, node_class_and_pool,
-    pending_pods, restore, wait_claim_gone, wait_claims_gone,
+    candidate_types, claim_with_label, delete_pods, delete_pool_and_class, event_note, exhaust,
+    node_class_and_pool, pending_pods, restore, wait_claim_gone, wait_claims_gone,
 };
 use crate::support::{TestEnv, TestNamespace, install_crds, start_windlass, unique, wait_until};
 
@@ -32,18 +32,12 @@ async fn spot_out_of_capacity_falls_back_to_on_demand() {
 
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
     let selector = format!("windlass.dev/nodepool={name}");
-    let launched = wait_until(
+    let launched = claim_with_label(
+        &claims,
+        &selector,
+        "windlass.dev/capacity-type",
         "the NodeClaim to launch on-demand",
         Duration::from_secs(60),
-        || async {
-            let list = claims
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .ok()?;
-            list.items
-                .into_iter()
-                .find(|c| c.labels().contains_key("windlass.dev/capacity-type"))
-        },
     )
     .await;
     restore(&env, &exhausted).await;
@@ -110,18 +104,12 @@ async fn the_cheapest_type_out_of_capacity_launches_the_next_and_is_left_out_aft
     let pods = pending_pods(&env, ns, &name, 1).await;
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
     let selector = format!("windlass.dev/nodepool={name}");
-    let first = wait_until(
+    let first = claim_with_label(
+        &claims,
+        &selector,
+        "node.kubernetes.io/instance-type",
         "the first NodeClaim to launch",
         Duration::from_secs(60),
-        || async {
-            let list = claims
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .ok()?;
-            list.items
-                .into_iter()
-                .find(|c| c.labels().contains_key("node.kubernetes.io/instance-type"))
-        },
     )
     .await;
     assert_eq!(candidate_types(&first), ["m5.2xlarge", "m5.xlarge"]);
@@ -206,18 +194,12 @@ async fn a_nodeclaim_whose_sixty_cheapest_types_are_out_of_capacity_launches_fro
     let pods = pending_pods(&env, ns, &name, 1).await;
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
     let selector = format!("windlass.dev/nodepool={name}");
-    let launched = wait_until(
+    let launched = claim_with_label(
+        &claims,
+        &selector,
+        "node.kubernetes.io/instance-type",
         "the NodeClaim to launch past its 60 cheapest types",
         Duration::from_secs(120),
-        || async {
-            let list = claims
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .ok()?;
-            list.items
-                .into_iter()
-                .find(|c| c.labels().contains_key("node.kubernetes.io/instance-type"))
-        },
     )
     .await;
     restore(&env, &exhausted).await;

@@ -278,6 +278,26 @@ pub async fn restore(env: &TestEnv, parameter: &str) {
         .unwrap();
 }
 
+/// The first of the pool's NodeClaims (`selector`) that carries `label`, which a launch sets.
+pub async fn claim_with_label(
+    claims: &Api<NodeClaim>,
+    selector: &str,
+    label: &str,
+    what: &str,
+    timeout: Duration,
+) -> NodeClaim {
+    wait_until(what, timeout, || async {
+        let list = claims
+            .list(&ListParams::default().labels(selector))
+            .await
+            .ok()?;
+        list.items
+            .into_iter()
+            .find(|c| c.labels().contains_key(label))
+    })
+    .await
+}
+
 /// The values of the NodeClaim's instance-type requirement.
 pub fn candidate_types(claim: &NodeClaim) -> Vec<String> {
     claim
