@@ -13,8 +13,9 @@ use criterion::{
 use windlass::apis::node_pool::RequirementOperator;
 use windlass::scheduling::fake;
 use windlass::scheduling::instance_types::InstanceType;
-use windlass::scheduling::pod::PodShape;
+use windlass::scheduling::pod::{NamespaceLabels, PodShape, Preference};
 use windlass::scheduling::requirements::{Requirement, Requirements};
+use windlass::scheduling::resources::Limits;
 use windlass::scheduling::{NodePoolInput, Problem, solve};
 
 fn scheduling(c: &mut Criterion) {
@@ -97,6 +98,44 @@ fn scheduling_with_karpenter_rules(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same world with every pod's terms preferred instead of required (`preferred`), and
+/// again under a node limit of a tenth of the pods, so the hostname anti-affinity pods give
+/// their preference up once the pool is full (`preferred-relaxed`).
+fn scheduling_with_preferences(c: &mut Criterion) {
+    let catalog = fake::catalog(400);
+    let mut group = c.benchmark_group("scheduling-preferences");
+    group.sample_size(10);
+    for (case, limited) in [("preferred", false), ("preferred-relaxed", true)] {
+        for count in [1_000, 10_000] {
+            let pools = [NodePoolInput {
+                name: "default".into(),
+                instance_types: (0..catalog.len()).collect(),
+                limits: Limits::of(None, None, limited.then_some(count as i64 / 10)),
+                ..NodePoolInput::default()
+            }];
+            let mut pods = fake::benchmark_pods(count, 42);
+            for pod in &mut pods {
+                for mut term in std::mem::take(&mut pod.terms) {
+                    term.preferred = true;
+                    pod.preferences.push(Preference::Term(term));
+                }
+            }
+            let problem = new_world(&catalog, &pools, &pods);
+            let plan = solve(&problem);
+            println!(
+                "{count} pods, {case}: {} nodes, {} unplaced",
+                plan.new_claims.len(),
+                plan.unplaced.len()
+            );
+            time_solve(&mut group, BenchmarkId::new(case, count), &problem);
+        }
+    }
+    group.finish();
+}
+
+static NO_NAMESPACE_LABELS: std::sync::LazyLock<NamespaceLabels> =
+    std::sync::LazyLock::new(NamespaceLabels::new);
+
 /// A batch of `pods` with no nodes yet.
 fn new_world<'a>(
     catalog: &'a [InstanceType],
@@ -109,6 +148,7 @@ fn new_world<'a>(
         existing: &[],
         bound: &[],
         pods,
+        namespaces: &NO_NAMESPACE_LABELS,
     }
 }
 
@@ -120,5 +160,10 @@ fn time_solve(group: &mut BenchmarkGroup<'_, WallTime>, id: BenchmarkId, problem
     });
 }
 
-criterion_group!(benches, scheduling, scheduling_with_karpenter_rules);
+criterion_group!(
+    benches,
+    scheduling,
+    scheduling_with_karpenter_rules,
+    scheduling_with_preferences
+);
 criterion_main!(benches);

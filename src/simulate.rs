@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::apis::labels::{CAPACITY_TYPE_LABEL, ZONE_LABEL};
 use crate::apis::node_pool::NodePool;
 use crate::scheduling::instance_types::InstanceType;
-use crate::scheduling::pod::PodShape;
+use crate::scheduling::pod::{NamespaceLabels, PodShape};
 use crate::scheduling::resources::{format_cpu, format_memory};
 use crate::scheduling::{LAUNCH_CANDIDATES, Plan, Problem, cheapest_candidates, solve};
 use crate::scheduling::{catalog, pool_input, template_pods};
@@ -26,6 +26,8 @@ pub struct Inputs {
     pub pods: Vec<PodShape>,
     pub daemon_sets: Vec<PodShape>,
     pub node_pools: Vec<NodePool>,
+    /// Namespace labels, for pod affinity's `namespaceSelector`.
+    pub namespaces: NamespaceLabels,
 }
 
 pub fn run(files: &[PathBuf]) -> Result<String> {
@@ -46,7 +48,7 @@ pub fn run(files: &[PathBuf]) -> Result<String> {
 
 /// Adds every YAML document in `text` to `inputs`: Pods (not yet bound), Deployments,
 /// ReplicaSets, StatefulSets and Jobs (one pod per replica), DaemonSets (per-node overhead)
-/// and NodePools. Other kinds are skipped.
+/// NodePools and Namespaces (for their labels). Other kinds are skipped.
 pub fn read(text: &str, inputs: &mut Inputs) -> std::result::Result<(), String> {
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value: Value = serde::Deserialize::deserialize(document)
@@ -118,6 +120,12 @@ pub fn read(text: &str, inputs: &mut Inputs) -> std::result::Result<(), String> 
                 );
             }
             "NodePool" => inputs.node_pools.push(parse(value).map_err(context)?),
+            "Namespace" => {
+                let labels: Option<std::collections::BTreeMap<String, String>> =
+                    parse(value["metadata"]["labels"].clone()).map_err(context)?;
+                let name = what.split_once(' ').map_or("?", |(_, n)| n).to_owned();
+                inputs.namespaces.insert(name, labels.unwrap_or_default());
+            }
             _ => {}
         }
     }
@@ -141,6 +149,7 @@ pub fn report(inputs: &Inputs, catalog: &[InstanceType]) -> String {
         existing: &[],
         bound: &[],
         pods: &inputs.pods,
+        namespaces: &inputs.namespaces,
     });
     let mut out = String::new();
     let mut total = 0.0;
@@ -284,6 +293,45 @@ spec: {nodeName: somewhere, containers: [{name: c, image: c}]}
         ] {
             assert!(text.contains(expected), "{expected:?} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn namespace_labels_decide_which_pods_an_affinity_term_counts() {
+        let pods = |team: &str| {
+            format!(
+                r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: shop, labels: {{team: {team}}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: web, namespace: shop, labels: {{app: web}}}}
+spec: {{containers: [{{name: c, image: c, resources: {{requests: {{cpu: 100m}}}}}}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: guard, namespace: guard}}
+spec:
+  containers: [{{name: c, image: c, resources: {{requests: {{cpu: 100m}}}}}}]
+  affinity:
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        - topologyKey: kubernetes.io/hostname
+          labelSelector: {{matchLabels: {{app: web}}}}
+          namespaceSelector: {{matchLabels: {{team: a}}}}
+"#
+            )
+        };
+        let claims = |team: &str| {
+            let mut inputs = Inputs::default();
+            read(&pods(team), &mut inputs).unwrap();
+            read(NODE_POOL, &mut inputs).unwrap();
+            let text = report(&inputs, &catalog::bundled());
+            text.matches("NodeClaim ").count()
+        };
+        assert_eq!(claims("a"), 2, "shop is selected: web and guard part");
+        assert_eq!(claims("b"), 1, "shop is not selected: they share a node");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apis::ec2_node_class::EC2NodeClass;
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
+use crate::scheduling::pod::NamespaceLabels;
 
 pub struct ClusterState {
     /// Every pod in the cluster, bound or not: a Node's pods count wherever they come from,
@@ -31,6 +32,8 @@ pub struct ClusterState {
     pub node_pools: Store<NodePool>,
     pub node_classes: Store<EC2NodeClass>,
     pub daemon_sets: Store<DaemonSet>,
+    /// For pod affinity terms that select namespaces by their labels.
+    pub namespaces: Store<Namespace>,
     /// Becomes true once every store holds its first full list; dropped if a watch ends first.
     ready: watch::Receiver<bool>,
 }
@@ -61,6 +64,7 @@ impl ClusterState {
             node_pools: watched(Api::all(client.clone()), shutdown),
             node_classes: watched(Api::all(client.clone()), shutdown),
             daemon_sets: watched(Api::all(client.clone()), shutdown),
+            namespaces: watched(Api::all(client.clone()), shutdown),
             ready,
         };
         // A store's own readiness wakes only one of the tasks waiting on it (kube-runtime's
@@ -72,16 +76,18 @@ impl ClusterState {
             state.node_pools.clone(),
             state.node_classes.clone(),
             state.daemon_sets.clone(),
+            state.namespaces.clone(),
         );
         tokio::spawn(async move {
-            let (pods, nodes, claims, pools, classes, daemon_sets) = stores;
+            let (pods, nodes, claims, pools, classes, daemon_sets, namespaces) = stores;
             let listed = async {
                 pods.wait_until_ready().await?;
                 nodes.wait_until_ready().await?;
                 claims.wait_until_ready().await?;
                 pools.wait_until_ready().await?;
                 classes.wait_until_ready().await?;
-                daemon_sets.wait_until_ready().await
+                daemon_sets.wait_until_ready().await?;
+                namespaces.wait_until_ready().await
             };
             if listed.await.is_ok() {
                 ready_tx.send_replace(true);
@@ -108,6 +114,15 @@ impl ClusterState {
         self.provisioned_namespace
             .as_deref()
             .is_none_or(|namespace| pod.metadata.namespace.as_deref() == Some(namespace))
+    }
+
+    /// Every namespace's labels.
+    pub fn namespace_labels(&self) -> NamespaceLabels {
+        self.namespaces
+            .state()
+            .iter()
+            .map(|namespace| (namespace.name_any(), namespace.labels().clone()))
+            .collect()
     }
 
     pub fn node_pool(&self, name: &str) -> Option<Arc<NodePool>> {

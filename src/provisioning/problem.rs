@@ -320,6 +320,7 @@ pub fn plan(
         existing: &view.existing,
         bound: &view.bound,
         pods,
+        namespaces: &state.namespace_labels(),
     });
     (view.node_pools, plan)
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::instance_types::{InstanceType, ON_DEMAND, Offering, SPOT, Shape};
-use super::pod::{PodShape, Selector, Term, TermKind, TopologyKey};
+use super::pod::{Namespaces, PodShape, Selector, Spread, Term, TermKind, TopologyKey};
 use super::requirements::Requirements;
 use super::resources::Resources;
 
@@ -92,14 +92,15 @@ pub fn benchmark_pods(count: usize, seed: u64) -> Vec<PodShape> {
         let term = |kind: TermKind, key: TopologyKey, selector: BTreeMap<String, String>| Term {
             kind,
             key,
-            namespace: "default".into(),
+            namespaces: Namespaces::only("default"),
             selector: Selector::with_labels(selector),
+            preferred: false,
         };
         let (labels, terms) = match kind {
             1 => (
                 label(&mut random, "my-label"),
                 vec![term(
-                    TermKind::Spread(1),
+                    TermKind::Spread(Spread::max_skew(1)),
                     TopologyKey::Zone,
                     label(&mut random, "my-label"),
                 )],
@@ -107,7 +108,7 @@ pub fn benchmark_pods(count: usize, seed: u64) -> Vec<PodShape> {
             2 => (
                 label(&mut random, "my-label"),
                 vec![term(
-                    TermKind::Spread(1),
+                    TermKind::Spread(Spread::max_skew(1)),
                     TopologyKey::Hostname,
                     label(&mut random, "my-label"),
                 )],
@@ -138,6 +139,7 @@ pub fn benchmark_pods(count: usize, seed: u64) -> Vec<PodShape> {
             tolerations: Vec::new(),
             terms,
             host_ports: Vec::new(),
+            preferences: Vec::new(),
         });
     }
     pods

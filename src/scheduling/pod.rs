@@ -1,10 +1,13 @@
 //! What the scheduling simulation needs from a pod, read once from its spec: requests, node
 //! requirements (nodeSelector with each required node-affinity term), tolerations, topology
-//! spread, pod (anti-)affinity and host ports.
+//! spread, pod (anti-)affinity, host ports, and the preferences (preferred affinities and
+//! ScheduleAnyway spreads) it holds for as long as they can be met.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, Taint, Toleration};
+use k8s_openapi::api::core::v1::{
+    NodeSelectorRequirement, Pod, PodAffinityTerm, Taint, Toleration, WeightedPodAffinityTerm,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::requirements::{Requirement, Requirements};
@@ -55,23 +58,86 @@ impl TopologyKey {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TermKind {
-    /// Topology spread with this maxSkew (whenUnsatisfiable: DoNotSchedule), counting pods only
-    /// on nodes the pod's node selector and affinity allow (`nodeAffinityPolicy: Honor`, the
-    /// default).
-    Spread(i32),
-    /// The same with `nodeAffinityPolicy: Ignore`: pods on every node count.
-    SpreadOverAllNodes(i32),
+    Spread(Spread),
     Affinity,
     AntiAffinity,
 }
 
-/// One scheduling term that counts pods: its kind, domain, namespace and selector.
+/// A topology spread constraint's rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Spread {
+    pub max_skew: i32,
+    /// Below this many eligible domains the global minimum counts as 0, so each domain takes
+    /// at most `max_skew` matching pods.
+    pub min_domains: i32,
+    /// Count pods only on nodes the pod's node selector and affinity allow
+    /// (`nodeAffinityPolicy: Honor`, the default); `false` for `Ignore`.
+    pub honor_node_affinity: bool,
+}
+
+impl Spread {
+    pub fn max_skew(max_skew: i32) -> Self {
+        Self {
+            max_skew,
+            min_domains: 1,
+            honor_node_affinity: true,
+        }
+    }
+}
+
+/// The namespaces whose pods a term counts: those it lists, and with a `namespaceSelector`
+/// every namespace whose labels match it (an empty selector matches all).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespaces {
+    pub names: BTreeSet<String>,
+    pub selector: Option<Selector>,
+}
+
+impl Namespaces {
+    /// Only the owning pod's namespace: a term that names none and selects none.
+    pub fn only(namespace: &str) -> Self {
+        Self {
+            names: BTreeSet::from([namespace.to_owned()]),
+            selector: None,
+        }
+    }
+
+    /// Whether pods in `namespace` count, given the labels of every namespace.
+    pub fn include(&self, namespace: &str, namespace_labels: &NamespaceLabels) -> bool {
+        self.names.contains(namespace)
+            || self.selector.as_ref().is_some_and(|selector| {
+                namespace_labels
+                    .get(namespace)
+                    .is_some_and(|labels| selector.matches(labels))
+            })
+    }
+}
+
+/// Each namespace's labels, for pod affinity's `namespaceSelector`.
+pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
+
+/// One scheduling term that counts pods: its kind, domain, namespaces and selector.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Term {
     pub kind: TermKind,
     pub key: TopologyKey,
-    pub namespace: String,
+    pub namespaces: Namespaces,
     pub selector: Selector,
+    /// From a preferred (anti-)affinity or a ScheduleAnyway spread: it constrains its own pod
+    /// only while that pod holds the preference, and never keeps another pod away.
+    pub preferred: bool,
+}
+
+/// A soft constraint, respected while the pod can be placed with it and given up otherwise,
+/// in Karpenter's order: preferred pod affinity, preferred pod anti-affinity, preferred node
+/// affinity (each heaviest first), then ScheduleAnyway spreads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Preference {
+    /// A preferred node-affinity term. Only the first one still held applies, narrowing every
+    /// required alternative, as Karpenter treats the heaviest preference as a requirement.
+    Node(Requirements),
+    /// A preferred pod (anti-)affinity term or a ScheduleAnyway spread.
+    Term(Term),
 }
 
 /// A label selector: matchLabels and matchExpressions.
@@ -139,6 +205,8 @@ pub struct PodShape {
     pub terms: Vec<Term>,
     /// (protocol, port) pairs the pod takes on its node.
     pub host_ports: Vec<(String, i32)>,
+    /// In the order they are given up when the pod cannot be placed with them.
+    pub preferences: Vec<Preference>,
 }
 
 impl PodShape {
@@ -170,21 +238,16 @@ impl PodShape {
             selector_requirements.add(key, Requirement::one_of([value.clone()]));
         }
         let affinity = spec.affinity.clone().unwrap_or_default();
-        let node_terms = affinity
-            .node_affinity
+        let node_affinity = affinity.node_affinity;
+        let node_terms = node_affinity
+            .clone()
             .and_then(|a| a.required_during_scheduling_ignored_during_execution)
             .map(|r| r.node_selector_terms)
             .unwrap_or_default();
         let mut requirements = Vec::new();
         for term in &node_terms {
             let mut alternative = selector_requirements.clone();
-            for expression in term.match_expressions.iter().flatten() {
-                let operator = parse_operator(&expression.operator)?;
-                alternative.add(
-                    &expression.key,
-                    Requirement::new(operator, expression.values.as_deref().unwrap_or_default()),
-                );
-            }
+            add_expressions(&mut alternative, term.match_expressions.iter().flatten())?;
             requirements.push(alternative);
         }
         if requirements.is_empty() {
@@ -192,40 +255,90 @@ impl PodShape {
         }
 
         let mut terms = Vec::new();
+        let mut preferred_spreads = Vec::new();
         for spread in spec.topology_spread_constraints.iter().flatten() {
-            if spread.when_unsatisfiable != "DoNotSchedule" {
-                continue;
-            }
-            let kind = match spread.node_affinity_policy.as_deref() {
-                Some("Ignore") => TermKind::SpreadOverAllNodes(spread.max_skew),
-                _ => TermKind::Spread(spread.max_skew),
+            let preferred = spread.when_unsatisfiable != "DoNotSchedule";
+            let key = match TopologyKey::parse(&spread.topology_key) {
+                Ok(key) => key,
+                // A preference the simulation cannot count is one it cannot be refused for.
+                Err(_) if preferred => continue,
+                Err(error) => return Err(error),
             };
-            terms.push(Term {
-                kind,
-                key: TopologyKey::parse(&spread.topology_key)?,
-                namespace: namespace.clone(),
+            let term = Term {
+                kind: TermKind::Spread(Spread {
+                    max_skew: spread.max_skew,
+                    min_domains: spread.min_domains.unwrap_or(1),
+                    honor_node_affinity: spread.node_affinity_policy.as_deref() != Some("Ignore"),
+                }),
+                key,
+                namespaces: Namespaces::only(&namespace),
                 selector: Selector::from(spread.label_selector.as_ref()),
-            });
+                preferred,
+            };
+            if preferred {
+                preferred_spreads.push(Preference::Term(term));
+            } else {
+                terms.push(term);
+            }
         }
-        let affinity_terms = [
+        let (pod_affinity, pod_anti_affinity) = (
+            affinity.pod_affinity.unwrap_or_default(),
+            affinity.pod_anti_affinity.unwrap_or_default(),
+        );
+        let required = [
             (
-                affinity
-                    .pod_affinity
-                    .and_then(|a| a.required_during_scheduling_ignored_during_execution),
+                pod_affinity.required_during_scheduling_ignored_during_execution,
                 TermKind::Affinity,
             ),
             (
-                affinity
-                    .pod_anti_affinity
-                    .and_then(|a| a.required_during_scheduling_ignored_during_execution),
+                pod_anti_affinity.required_during_scheduling_ignored_during_execution,
                 TermKind::AntiAffinity,
             ),
         ];
-        for (list, kind) in affinity_terms {
+        for (list, kind) in required {
             for term in list.unwrap_or_default() {
-                terms.push(affinity_term(term, kind, &namespace)?);
+                terms.push(affinity_term(term, kind, &namespace, false)?);
             }
         }
+
+        let mut preferences = Vec::new();
+        let preferred = [
+            (
+                pod_affinity.preferred_during_scheduling_ignored_during_execution,
+                TermKind::Affinity,
+            ),
+            (
+                pod_anti_affinity.preferred_during_scheduling_ignored_during_execution,
+                TermKind::AntiAffinity,
+            ),
+        ];
+        for (list, kind) in preferred {
+            for weighted in
+                heaviest_first(list.unwrap_or_default(), |t: &WeightedPodAffinityTerm| {
+                    t.weight
+                })
+            {
+                if let Ok(term) = affinity_term(weighted.pod_affinity_term, kind, &namespace, true)
+                {
+                    preferences.push(Preference::Term(term));
+                }
+            }
+        }
+        let preferred_node_terms = heaviest_first(
+            node_affinity
+                .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+                .unwrap_or_default(),
+            |t| t.weight,
+        );
+        for term in preferred_node_terms {
+            let mut preference = Requirements::default();
+            add_expressions(
+                &mut preference,
+                term.preference.match_expressions.iter().flatten(),
+            )?;
+            preferences.push(Preference::Node(preference));
+        }
+        preferences.extend(preferred_spreads);
         let host_ports = spec
             .containers
             .iter()
@@ -244,6 +357,7 @@ impl PodShape {
             tolerations: spec.tolerations.unwrap_or_default(),
             terms,
             host_ports,
+            preferences,
         })
     }
 
@@ -264,20 +378,49 @@ impl PodShape {
     }
 }
 
+/// A pod (anti-)affinity term as the kube-scheduler reads it: the namespaces it lists and
+/// those its `namespaceSelector` matches, or else only the pod's own.
 fn affinity_term(
     term: PodAffinityTerm,
     kind: TermKind,
     namespace: &str,
+    preferred: bool,
 ) -> Result<Term, PodShapeError> {
+    let names: BTreeSet<String> = term.namespaces.unwrap_or_default().into_iter().collect();
+    let namespaces = match term.namespace_selector {
+        None if names.is_empty() => Namespaces::only(namespace),
+        selector => Namespaces {
+            names,
+            selector: selector.as_ref().map(|s| Selector::from(Some(s))),
+        },
+    };
     Ok(Term {
         kind,
         key: TopologyKey::parse(&term.topology_key)?,
-        namespace: term
-            .namespaces
-            .and_then(|n| n.first().cloned())
-            .unwrap_or_else(|| namespace.to_owned()),
+        namespaces,
         selector: Selector::from(term.label_selector.as_ref()),
+        preferred,
     })
+}
+
+fn add_expressions<'a>(
+    requirements: &mut Requirements,
+    expressions: impl Iterator<Item = &'a NodeSelectorRequirement>,
+) -> Result<(), PodShapeError> {
+    for expression in expressions {
+        let operator = parse_operator(&expression.operator)?;
+        requirements.add(
+            &expression.key,
+            Requirement::new(operator, expression.values.as_deref().unwrap_or_default()),
+        );
+    }
+    Ok(())
+}
+
+/// Preferred terms in the order Karpenter gives them up: the heaviest first, ties as written.
+fn heaviest_first<T>(mut terms: Vec<T>, weight: impl Fn(&T) -> i32) -> Vec<T> {
+    terms.sort_by_key(|t| std::cmp::Reverse(weight(t)));
+    terms
 }
 
 fn parse_operator(operator: &str) -> Result<RequirementOperator, PodShapeError> {
@@ -348,9 +491,114 @@ mod tests {
         assert!(pod.requirements[1].allows("topology.kubernetes.io/zone", "b"));
         assert!(!pod.requirements[1].allows("kubernetes.io/arch", "amd64"));
         assert_eq!(pod.terms.len(), 2);
+        assert_eq!(
+            pod.preferences.len(),
+            1,
+            "the ScheduleAnyway spread is a preference"
+        );
         assert!(pod.terms[1].selector.matches(&pod.labels));
         assert_eq!(pod.host_ports, [("TCP".to_owned(), 8080)]);
         assert_eq!(pod.requests.cpu, 1000);
+    }
+
+    #[test]
+    fn preferences_are_read_in_the_order_karpenter_gives_them_up() {
+        let term = |app: &str| serde_json::json!({"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": app}}});
+        let zone = |z: &str| serde_json::json!({"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": [z]}]});
+        let pod = shape(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {
+                "containers": [],
+                "topologySpreadConstraints": [
+                    {"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"},
+                    {"maxSkew": 1, "minDomains": 3, "nodeAffinityPolicy": "Ignore", "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}
+                ],
+                "affinity": {
+                    "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 1, "preference": zone("light")},
+                        {"weight": 50, "preference": zone("heavy")}
+                    ]},
+                    "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 10, "podAffinityTerm": term("anti")}
+                    ]},
+                    "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 5, "podAffinityTerm": term("near-light")},
+                        {"weight": 90, "podAffinityTerm": term("near-heavy")}
+                    ]}
+                }
+            }
+        }))
+        .unwrap();
+        assert_eq!(
+            pod.terms[0].kind,
+            TermKind::Spread(Spread {
+                max_skew: 1,
+                min_domains: 3,
+                honor_node_affinity: false
+            })
+        );
+        assert_eq!(
+            pod.terms.len(),
+            1,
+            "only the DoNotSchedule spread is required"
+        );
+        let described: Vec<String> = pod
+            .preferences
+            .iter()
+            .map(|preference| match preference {
+                Preference::Node(requirements) if requirements.allows(ZONE_LABEL, "heavy") => {
+                    "node heavy".to_owned()
+                }
+                Preference::Node(_) => "node light".to_owned(),
+                Preference::Term(term) => {
+                    assert!(term.preferred);
+                    format!("{:?} {:?}", term.kind, term.selector)
+                }
+            })
+            .collect();
+        assert_eq!(described.len(), 6, "{described:?}");
+        assert!(described[0].starts_with("Affinity") && described[0].contains("near-heavy"));
+        assert!(described[1].starts_with("Affinity") && described[1].contains("near-light"));
+        assert!(described[2].starts_with("AntiAffinity"));
+        assert_eq!(described[3..5], ["node heavy", "node light"]);
+        assert!(described[5].starts_with("Spread"));
+    }
+
+    #[test]
+    fn affinity_terms_count_every_listed_and_selected_namespace() {
+        let pod = shape(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "own"},
+            "spec": {"containers": [], "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"topologyKey": "kubernetes.io/hostname", "namespaces": ["a", "b"]},
+                {"topologyKey": "kubernetes.io/hostname", "namespaceSelector": {}},
+                {"topologyKey": "kubernetes.io/hostname", "namespaces": ["a"], "namespaceSelector": {"matchLabels": {"team": "x"}}},
+                {"topologyKey": "kubernetes.io/hostname"}
+            ]}}}
+        }))
+        .unwrap();
+        let labels = NamespaceLabels::from([
+            ("a".to_owned(), BTreeMap::new()),
+            ("b".to_owned(), BTreeMap::new()),
+            (
+                "c".to_owned(),
+                BTreeMap::from([("team".to_owned(), "x".to_owned())]),
+            ),
+            ("own".to_owned(), BTreeMap::new()),
+        ]);
+        let counted = |term: &Term| -> Vec<&str> {
+            ["a", "b", "c", "own"]
+                .into_iter()
+                .filter(|n| term.namespaces.include(n, &labels))
+                .collect()
+        };
+        assert_eq!(counted(&pod.terms[0]), ["a", "b"]);
+        assert_eq!(
+            counted(&pod.terms[1]),
+            ["a", "b", "c", "own"],
+            "{{}} selects all"
+        );
+        assert_eq!(counted(&pod.terms[2]), ["a", "c"]);
+        assert_eq!(counted(&pod.terms[3]), ["own"]);
     }
 
     #[test]

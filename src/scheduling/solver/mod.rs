@@ -2,6 +2,8 @@
 //! (largest pods first): each pod goes to the first existing node or already-planned NodeClaim
 //! it fits, else to a new NodeClaim from the first NodePool (by weight) that can take it. A
 //! planned NodeClaim keeps every instance type that still fits all its pods, cheapest first.
+//! A pod first holds its preferences (preferred affinities, ScheduleAnyway spreads) as if they
+//! were required, and gives them up one at a time while it fits nowhere.
 //!
 //! Limits are kept by reservation: a planned NodeClaim reserves, per resource, the largest
 //! capacity among the instance types its NodeClaim keeps (the 600 cheapest candidates), any of
@@ -13,11 +15,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::Taint;
 
-use super::instance_types::{InstanceType, UnmetMinValues, is_well_known, unmet_min_values};
-use super::pod::{PodShape, Term, TermKind, Untolerated};
+use super::instance_types::{
+    InstanceType, ON_DEMAND, SPOT, UnmetMinValues, is_well_known, unmet_min_values,
+};
+use super::pod::{NamespaceLabels, PodShape, Preference, Term, TermKind, Untolerated};
 use super::requirements::{Requirement, Requirements};
 use super::resources::{Limits, Resources};
-use crate::apis::labels::ZONE_LABEL;
+use crate::apis::labels::{CAPACITY_TYPE_LABEL, ZONE_LABEL};
 
 mod explain;
 mod topology;
@@ -130,6 +134,8 @@ pub struct Problem<'a> {
     pub existing: &'a [ExistingNode],
     pub bound: &'a [BoundPod],
     pub pods: &'a [PodShape],
+    /// For pod affinity terms with a `namespaceSelector`.
+    pub namespaces: &'a NamespaceLabels,
 }
 
 /// A NodeClaim the simulation would create.
@@ -300,6 +306,9 @@ struct Solver<'a> {
     pool_order: Vec<usize>,
     zones: BTreeSet<String>,
     groups: Vec<Group>,
+    group_of: HashMap<Term, usize>,
+    /// Per pod, the groups of the terms it holds now: its required ones and the preferred ones
+    /// it has not given up.
     owned: Vec<Vec<usize>>,
     matched: Vec<Vec<usize>>,
     slots: Vec<Slot>,
@@ -312,6 +321,10 @@ struct Solver<'a> {
     /// For the pod being placed, per zone-spread group that honours node affinity: its
     /// matching pods per zone, on the nodes the pod's node selector and affinity allow.
     allowed_zone_counts: HashMap<usize, HashMap<String, i64>>,
+    /// Per pod, how many of its preferences it has given up.
+    relaxed: Vec<usize>,
+    /// Per pod holding a node-affinity preference, each required alternative narrowed by it.
+    preferred_requirements: Vec<Option<Vec<Requirements>>>,
 }
 
 impl<'a> Solver<'a> {
@@ -377,6 +390,7 @@ impl<'a> Solver<'a> {
             pool_order,
             zones,
             groups: Vec::new(),
+            group_of: HashMap::new(),
             owned: Vec::new(),
             matched: Vec::new(),
             slots: Vec::new(),
@@ -386,6 +400,8 @@ impl<'a> Solver<'a> {
             pool_rejections,
             existing_requirements: Vec::new(),
             allowed_zone_counts: HashMap::new(),
+            relaxed: vec![0; problem.pods.len()],
+            preferred_requirements: vec![None; problem.pods.len()],
         };
         solver.index_terms();
         for (index, node) in problem.existing.iter().enumerate() {
@@ -405,7 +421,10 @@ impl<'a> Solver<'a> {
         for bound in problem.bound {
             let zone = solver.slots[bound.node].zone.clone();
             for group in solver.groups.iter_mut() {
-                if group.term.namespace == bound.namespace
+                if group
+                    .term
+                    .namespaces
+                    .include(&bound.namespace, problem.namespaces)
                     && group.term.selector.matches(&bound.labels)
                 {
                     count(
@@ -454,7 +473,9 @@ impl<'a> Solver<'a> {
         let mut plan = Plan::default();
         let mut failed: Vec<(usize, Unplaced)> = Vec::new();
         let mut pending = order;
-        // Pods with pod affinity may need pods placed after them; retry while that helps.
+        // A pod that fits nowhere gives up one preference and waits for the next round, so
+        // the pods behind it are placed first, as in Karpenter's queue. Pods with pod affinity
+        // may need pods placed after them; retry while that helps.
         loop {
             for &pod in &pending {
                 if let Err(reason) = self.place(pod, &mut plan) {
@@ -462,8 +483,12 @@ impl<'a> Solver<'a> {
                 }
             }
             let progress = failed.len() < pending.len();
-            if failed.is_empty() || !progress || !failed.iter().any(|(p, _)| self.has_affinity(*p))
-            {
+            let mut relaxed = false;
+            for &(pod, _) in &failed {
+                relaxed |= self.relax(pod);
+            }
+            let affinity_may_help = progress && failed.iter().any(|(p, _)| self.has_affinity(*p));
+            if failed.is_empty() || !(relaxed || affinity_may_help) {
                 break;
             }
             pending = failed.drain(..).map(|(p, _)| p).collect();
@@ -488,6 +513,54 @@ impl<'a> Solver<'a> {
             })
             .collect();
         plan
+    }
+
+    /// The node requirements the pod is placed under: its required alternatives, narrowed by
+    /// the node-affinity preference it holds, if any.
+    fn requirements(&self, pod: usize) -> &[Requirements] {
+        self.preferred_requirements[pod]
+            .as_deref()
+            .unwrap_or(&self.problem.pods[pod].requirements)
+    }
+
+    /// Gives up the pod's next preference; false when it holds none.
+    fn relax(&mut self, pod: usize) -> bool {
+        if self.relaxed[pod] >= self.problem.pods[pod].preferences.len() {
+            return false;
+        }
+        self.relaxed[pod] += 1;
+        self.hold_preferences(pod);
+        true
+    }
+
+    /// Sets the pod's terms and node requirements to its required ones plus the preferences
+    /// it has not given up.
+    fn hold_preferences(&mut self, pod: usize) {
+        let shape = &self.problem.pods[pod];
+        let held = &shape.preferences[self.relaxed[pod]..];
+        let mut owned: Vec<usize> = shape.terms.iter().map(|t| self.group_of[t]).collect();
+        owned.extend(held.iter().filter_map(|preference| match preference {
+            Preference::Term(term) => Some(self.group_of[term]),
+            Preference::Node(_) => None,
+        }));
+        self.owned[pod] = owned;
+        let node_preference = held.iter().find_map(|preference| match preference {
+            Preference::Node(requirements) => Some(requirements),
+            Preference::Term(_) => None,
+        });
+        self.preferred_requirements[pod] = node_preference.map(|preference| {
+            shape
+                .requirements
+                .iter()
+                .map(|alternative| {
+                    let mut narrowed = alternative.clone();
+                    for (key, requirement) in preference.iter() {
+                        narrowed.add(key, requirement.clone());
+                    }
+                    narrowed
+                })
+                .collect()
+        });
     }
 
     fn has_affinity(&self, pod: usize) -> bool {
@@ -536,11 +609,12 @@ impl<'a> Solver<'a> {
         if !requested.fits(&slot.room) || port_taken {
             return None;
         }
+        let requirements = self.requirements(pod);
         match slot.kind {
             SlotKind::Existing(node) => {
                 let existing = &self.problem.existing[node];
                 shape.tolerates(&existing.taints).ok()?;
-                if !labels_allow(shape, &existing.labels) {
+                if !labels_allow(requirements, &existing.labels) {
                     return None;
                 }
                 let zone = self
@@ -557,7 +631,7 @@ impl<'a> Solver<'a> {
                 let pool = &self.problem.pools[claim.pool];
                 shape.tolerates(&pool.taints).ok()?;
                 // A pod whose selector the claim already meets narrows nothing.
-                let implied = shape.requirements.iter().any(|alternative| {
+                let implied = requirements.iter().any(|alternative| {
                     alternative.iter().all(|(key, wanted)| {
                         claim
                             .requirements
@@ -569,7 +643,7 @@ impl<'a> Solver<'a> {
                     vec![None]
                 } else {
                     // An alternative that narrows nothing needs no recheck of the candidates.
-                    self.alternatives(&claim.requirements, shape)
+                    self.alternatives(&claim.requirements, requirements)
                         .ok()?
                         .into_iter()
                         .map(|merged| (merged != claim.requirements).then_some(merged))
@@ -635,11 +709,11 @@ impl<'a> Solver<'a> {
     fn alternatives(
         &self,
         base: &Requirements,
-        shape: &PodShape,
+        pod_requirements: &[Requirements],
     ) -> Result<Vec<Requirements>, Mismatch> {
         let mut first_error = None;
         let mut compatible = Vec::new();
-        for alternative in &shape.requirements {
+        for alternative in pod_requirements {
             let mut merged = base.clone();
             let mut error = None;
             for (key, requirement) in alternative.iter() {
@@ -695,7 +769,7 @@ impl<'a> Solver<'a> {
             .tolerates(&pool.taints)
             .map_err(Rejection::Untolerated)?;
         let alternatives = self
-            .alternatives(&pool.requirements, shape)
+            .alternatives(&pool.requirements, self.requirements(pod))
             .map_err(Rejection::Requirements)?;
         if let Some(reason) = &pool.not_ready {
             return Err(Rejection::NotReady(reason.clone()));
@@ -792,6 +866,10 @@ impl<'a> Solver<'a> {
         if let Some(unmet) = unmet_min_values(&requirements, &candidates, catalog) {
             return Err(Rejection::MinValues(unmet));
         }
+        let mut candidates = candidates;
+        if capacity_types(&requirements) != capacity_types(&pool.requirements) {
+            rank_by_price(catalog, &mut candidates, &requirements);
+        }
         Ok((requirements, candidates, zone))
     }
 
@@ -843,7 +921,10 @@ impl<'a> Solver<'a> {
         if let SlotKind::Claim(claim_index) = slot.kind {
             let claim = &mut self.claims[claim_index];
             claim.pods.push(pod);
+            let mut capacity_types_narrowed = false;
             if let Some(requirements) = placement.requirements {
+                capacity_types_narrowed =
+                    capacity_types(&requirements) != capacity_types(&claim.requirements);
                 claim.requirements = requirements;
             }
             if let Some(zone) = &placement.zone {
@@ -862,7 +943,10 @@ impl<'a> Solver<'a> {
             {
                 slot.zone = Some((*zone).clone());
             }
-            if let Some(candidates) = placement.candidates {
+            if let Some(mut candidates) = placement.candidates {
+                if capacity_types_narrowed {
+                    rank_by_price(catalog, &mut candidates, &claim.requirements);
+                }
                 slot.room = candidates.iter().fold(Resources::default(), |max, &i| {
                     max.max(&allocatable(self.problem, claim.pool, i))
                 });
@@ -908,9 +992,31 @@ impl<'a> Solver<'a> {
     }
 }
 
+/// Which of on-demand and spot `requirements` allow.
+fn capacity_types(requirements: &Requirements) -> [bool; 2] {
+    [ON_DEMAND, SPOT].map(|capacity_type| requirements.allows(CAPACITY_TYPE_LABEL, capacity_type))
+}
+
+/// Orders a claim's candidates by their cheapest offering under its own requirements. Its
+/// pool ranks them at every capacity type the pool allows; once a pod narrows the claim to
+/// fewer, that order would keep the types cheapest at prices the claim cannot launch at.
+fn rank_by_price(catalog: &[InstanceType], candidates: &mut [usize], requirements: &Requirements) {
+    let price = |i: usize| {
+        catalog[i]
+            .cheapest_offering(requirements)
+            .and_then(|offering| offering.price)
+            .unwrap_or(f64::INFINITY)
+    };
+    let mut priced: Vec<(f64, usize)> = candidates.iter().map(|&i| (price(i), i)).collect();
+    priced.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    for (slot, (_, i)) in candidates.iter_mut().zip(priced) {
+        *slot = i;
+    }
+}
+
 /// Whether a node with these labels satisfies one of the pod's node-affinity alternatives.
-fn labels_allow(shape: &PodShape, labels: &BTreeMap<String, String>) -> bool {
-    shape.requirements.iter().any(|alternative| {
+fn labels_allow(requirements: &[Requirements], labels: &BTreeMap<String, String>) -> bool {
+    requirements.iter().any(|alternative| {
         alternative
             .iter()
             .all(|(key, requirement)| match labels.get(key) {

@@ -7,7 +7,9 @@ use crate::apis::labels::{ARCH_LABEL, CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, 
 use crate::apis::node_pool::RequirementOperator;
 use crate::scheduling::fake;
 use crate::scheduling::instance_types::{Devices, ON_DEMAND, Offering, SPOT, Shape};
-use crate::scheduling::pod::{Selector, TopologyKey};
+use crate::scheduling::pod::{
+    NamespaceLabels, Namespaces, Preference, Selector, Spread, TopologyKey,
+};
 
 const GIB: i64 = 1 << 30;
 
@@ -84,6 +86,7 @@ fn pod(name: &str, cpu: i64, memory: i64) -> PodShape {
         tolerations: Vec::new(),
         terms: Vec::new(),
         host_ports: Vec::new(),
+        preferences: Vec::new(),
     }
 }
 
@@ -93,8 +96,9 @@ fn with_term(mut pod: PodShape, kind: TermKind, key: TopologyKey, app: &str) -> 
     pod.terms.push(Term {
         kind,
         key,
-        namespace: "default".into(),
+        namespaces: Namespaces::only("default"),
         selector: Selector::with_labels(labels),
+        preferred: false,
     });
     pod
 }
@@ -111,6 +115,7 @@ fn solve_for(
         existing,
         bound: &[],
         pods,
+        namespaces: &NamespaceLabels::new(),
     })
 }
 
@@ -360,6 +365,50 @@ fn an_on_demand_pool_ranks_its_types_by_their_on_demand_prices() {
 }
 
 #[test]
+fn a_claim_narrowed_to_on_demand_ranks_its_types_by_on_demand_prices() {
+    let shape = Shape {
+        vcpus: 4,
+        memory_mib: 16384,
+        max_pods: 58,
+        ..Shape::default()
+    };
+    let offerings = |on_demand: f64, spot: f64| {
+        [(ON_DEMAND, on_demand), (SPOT, spot)]
+            .map(|(capacity_type, price)| Offering {
+                zone: fake::ZONES[0].into(),
+                capacity_type: capacity_type.into(),
+                price: Some(price),
+                available: true,
+            })
+            .to_vec()
+    };
+    let catalog = vec![
+        InstanceType::new("cheap-spot", "amd64", shape, offerings(0.30, 0.05)),
+        InstanceType::new("cheap-on-demand", "amd64", shape, offerings(0.20, 0.10)),
+    ];
+    let any_capacity = pool("default", &catalog);
+    let mut on_demand = pod("on-demand", 1000, GIB);
+    on_demand.requirements[0].add(CAPACITY_TYPE_LABEL, Requirement::one_of([ON_DEMAND]));
+    for pods in [
+        vec![on_demand.clone()],
+        vec![pod("first", 2000, GIB), on_demand],
+    ] {
+        let plan = solve_for(&catalog, std::slice::from_ref(&any_capacity), &[], &pods);
+        assert_eq!(plan.new_claims.len(), 1);
+        assert_eq!(
+            names(&catalog, &plan.new_claims[0]),
+            ["cheap-on-demand", "cheap-spot"],
+            "new or narrowed later, the claim ranks at on-demand prices"
+        );
+    }
+    let plan = solve_for(&catalog, &[any_capacity], &[], &[pod("any", 1000, GIB)]);
+    assert_eq!(
+        names(&catalog, &plan.new_claims[0]),
+        ["cheap-spot", "cheap-on-demand"]
+    );
+}
+
+#[test]
 fn a_limit_smaller_than_the_cheapest_node_is_named() {
     let catalog = small_catalog();
     let mut limited = pool("default", &catalog);
@@ -414,7 +463,7 @@ fn topology_spreads_zones_and_separates_hosts() {
         .map(|i| {
             with_term(
                 pod(&format!("s{i}"), 100, GIB),
-                TermKind::Spread(1),
+                TermKind::Spread(Spread::max_skew(1)),
                 TopologyKey::Zone,
                 "web",
             )
@@ -500,7 +549,7 @@ fn pods_already_on_in_flight_capacity_count_for_topology() {
     };
     let web = with_term(
         pod("web-1", 100, GIB),
-        TermKind::Spread(1),
+        TermKind::Spread(Spread::max_skew(1)),
         TopologyKey::Zone,
         "web",
     );
@@ -517,6 +566,7 @@ fn pods_already_on_in_flight_capacity_count_for_topology() {
         existing: &[node],
         bound: &bound,
         pods: std::slice::from_ref(&web),
+        namespaces: &NamespaceLabels::new(),
     });
     assert!(
         plan.on_existing.is_empty(),
@@ -548,7 +598,7 @@ fn running_nodes_count_for_topology_but_take_no_pods() {
     let web = |name: &str| {
         with_term(
             pod(name, 100, GIB),
-            TermKind::Spread(1),
+            TermKind::Spread(Spread::max_skew(1)),
             TopologyKey::Zone,
             "web",
         )
@@ -568,6 +618,7 @@ fn running_nodes_count_for_topology_but_take_no_pods() {
         existing: &[running],
         bound: &bound,
         pods: &pending,
+        namespaces: &NamespaceLabels::new(),
     });
     assert!(plan.on_existing.is_empty(), "{:?}", plan.on_existing);
     assert_eq!(plan.new_claims.len(), 2);
@@ -584,6 +635,222 @@ fn zone_of(claim: &NewClaim) -> String {
     let zones: Vec<&String> = zones.unwrap().iter().collect();
     assert_eq!(zones.len(), 1, "{zones:?}");
     zones[0].clone()
+}
+
+fn prefer(mut pod: PodShape, kind: TermKind, key: TopologyKey, app: &str) -> PodShape {
+    let labels = BTreeMap::from([("app".to_owned(), app.to_owned())]);
+    pod.labels = labels.clone();
+    pod.preferences.push(Preference::Term(Term {
+        kind,
+        key,
+        namespaces: Namespaces::only("default"),
+        selector: Selector::with_labels(labels),
+        preferred: true,
+    }));
+    pod
+}
+
+fn zone_preference(zone: &str) -> Preference {
+    let mut requirements = Requirements::default();
+    requirements.add(ZONE_LABEL, Requirement::one_of([zone]));
+    Preference::Node(requirements)
+}
+
+#[test]
+fn a_preferred_zone_is_honoured_and_given_up_when_no_node_can_be_there() {
+    let catalog = small_catalog();
+    let mut wants_zone_3 = pod("p", 1000, GIB);
+    wants_zone_3
+        .preferences
+        .push(zone_preference("test-zone-3"));
+    let plan = solve_for(
+        &catalog,
+        &[pool("default", &catalog)],
+        &[],
+        &[wants_zone_3.clone()],
+    );
+    assert_eq!(zone_of(&plan.new_claims[0]), "test-zone-3");
+
+    let mut elsewhere = pool("default", &catalog);
+    elsewhere
+        .requirements
+        .add(ZONE_LABEL, Requirement::one_of(["test-zone-1"]));
+    let plan = solve_for(&catalog, &[elsewhere], &[], &[wants_zone_3]);
+    assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
+    assert_eq!(zone_of(&plan.new_claims[0]), "test-zone-1");
+}
+
+#[test]
+fn only_the_heaviest_node_preference_held_applies_then_the_next() {
+    let catalog = small_catalog();
+    let mut pool_1_2 = pool("default", &catalog);
+    pool_1_2.requirements.add(
+        ZONE_LABEL,
+        Requirement::one_of(["test-zone-1", "test-zone-2"]),
+    );
+    let mut shape = pod("p", 1000, GIB);
+    // Read heaviest first: zone 3 (impossible here), then zone 2, then zone 1.
+    shape.preferences = vec![
+        zone_preference("test-zone-3"),
+        zone_preference("test-zone-2"),
+        zone_preference("test-zone-1"),
+    ];
+    let plan = solve_for(&catalog, &[pool_1_2], &[], &[shape]);
+    assert_eq!(
+        zone_of(&plan.new_claims[0]),
+        "test-zone-2",
+        "zone 3 is given up for the next preference, not for all of them"
+    );
+}
+
+#[test]
+fn preferred_hostname_anti_affinity_spreads_pods_until_the_node_limit_then_packs() {
+    let catalog = small_catalog();
+    let apart = |name: &str| {
+        prefer(
+            pod(name, 100, GIB),
+            TermKind::AntiAffinity,
+            TopologyKey::Hostname,
+            "apart",
+        )
+    };
+    let pods: Vec<PodShape> = (0..3).map(|i| apart(&format!("p{i}"))).collect();
+    let plan = solve_for(&catalog, &[pool("default", &catalog)], &[], &pods);
+    assert_eq!(plan.new_claims.len(), 3, "respected while it can be");
+
+    let mut two_nodes = pool("default", &catalog);
+    two_nodes.limits = Limits::of(None, None, Some(2));
+    let plan = solve_for(&catalog, &[two_nodes], &[], &pods);
+    assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
+    assert_eq!(plan.new_claims.len(), 2, "relaxed: the third shares a node");
+
+    let required: Vec<PodShape> = (0..3)
+        .map(|i| {
+            with_term(
+                pod(&format!("p{i}"), 100, GIB),
+                TermKind::AntiAffinity,
+                TopologyKey::Hostname,
+                "apart",
+            )
+        })
+        .collect();
+    let mut two_nodes = pool("default", &catalog);
+    two_nodes.limits = Limits::of(None, None, Some(2));
+    let plan = solve_for(&catalog, &[two_nodes], &[], &required);
+    assert_eq!(plan.unplaced.len(), 1, "a required term is never given up");
+}
+
+#[test]
+fn another_pods_preferred_anti_affinity_keeps_no_one_away() {
+    let catalog = small_catalog();
+    let mut loner = pod("loner", 1000, GIB);
+    loner.preferences.push(Preference::Term(Term {
+        kind: TermKind::AntiAffinity,
+        key: TopologyKey::Hostname,
+        namespaces: Namespaces::only("default"),
+        selector: Selector::with_labels(BTreeMap::from([("app".into(), "web".into())])),
+        preferred: true,
+    }));
+    let mut web = pod("web", 100, GIB);
+    web.labels = BTreeMap::from([("app".into(), "web".into())]);
+    let plan = solve_for(&catalog, &[pool("default", &catalog)], &[], &[loner, web]);
+    assert_eq!(plan.new_claims.len(), 1, "{:?}", plan.new_claims);
+    assert_eq!(plan.new_claims[0].pods.len(), 2);
+}
+
+#[test]
+fn a_schedule_anyway_spread_spreads_while_it_can_and_never_leaves_a_pod_pending() {
+    let catalog = small_catalog();
+    let spread = |name: &str, preferred: bool| {
+        let kind = TermKind::Spread(Spread::max_skew(1));
+        let shape = pod(name, 1500, GIB);
+        if preferred {
+            prefer(shape, kind, TopologyKey::Zone, "web")
+        } else {
+            with_term(shape, kind, TopologyKey::Zone, "web")
+        }
+    };
+    let pods: Vec<PodShape> = (0..3).map(|i| spread(&format!("p{i}"), true)).collect();
+    let plan = solve_for(&catalog, &[pool("default", &catalog)], &[], &pods);
+    let mut zones: Vec<String> = plan.new_claims.iter().map(zone_of).collect();
+    zones.sort();
+    assert_eq!(zones, fake::ZONES);
+
+    let mut one_zone = pool("default", &catalog);
+    one_zone
+        .requirements
+        .add(ZONE_LABEL, Requirement::one_of(["test-zone-1"]));
+    let plan = solve_for(&catalog, std::slice::from_ref(&one_zone), &[], &pods[..2]);
+    assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
+    let hard: Vec<PodShape> = (0..2).map(|i| spread(&format!("p{i}"), false)).collect();
+    let plan = solve_for(&catalog, &[one_zone], &[], &hard);
+    assert_eq!(plan.unplaced.len(), 1, "DoNotSchedule holds the second pod");
+}
+
+#[test]
+fn min_domains_above_the_zone_count_caps_each_zone_at_max_skew() {
+    let catalog = small_catalog();
+    let spread = |name: &str, min_domains: i32| {
+        let kind = TermKind::Spread(Spread {
+            min_domains,
+            ..Spread::max_skew(1)
+        });
+        with_term(pod(name, 100, GIB), kind, TopologyKey::Zone, "web")
+    };
+    let pods: Vec<PodShape> = (0..4).map(|i| spread(&format!("p{i}"), 5)).collect();
+    let plan = solve_for(&catalog, &[pool("default", &catalog)], &[], &pods);
+    assert_eq!(plan.unplaced.len(), 1, "three zones, one pod each");
+    let pods: Vec<PodShape> = (0..4).map(|i| spread(&format!("p{i}"), 3)).collect();
+    let plan = solve_for(&catalog, &[pool("default", &catalog)], &[], &pods);
+    assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
+}
+
+#[test]
+fn pod_anti_affinity_counts_pods_in_the_namespaces_its_selector_picks() {
+    let catalog = small_catalog();
+    let web_label = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+    let mut guard = pod("guard", 1000, GIB);
+    guard.namespace = "guard".into();
+    guard.terms.push(Term {
+        kind: TermKind::AntiAffinity,
+        key: TopologyKey::Hostname,
+        namespaces: Namespaces {
+            names: Default::default(),
+            selector: Some(Selector::with_labels(BTreeMap::from([(
+                "team".to_owned(),
+                "a".to_owned(),
+            )]))),
+        },
+        selector: Selector::with_labels(web_label.clone()),
+        preferred: false,
+    });
+    let mut web = pod("web", 100, GIB);
+    web.namespace = "shop".into();
+    web.labels = web_label;
+    let claims_with = |team: &str| {
+        let namespaces = NamespaceLabels::from([(
+            "shop".to_owned(),
+            BTreeMap::from([("team".to_owned(), team.to_owned())]),
+        )]);
+        let pools = [pool("default", &catalog)];
+        let pods = [guard.clone(), web.clone()];
+        solve(&Problem {
+            catalog: &catalog,
+            pools: &pools,
+            existing: &[],
+            bound: &[],
+            pods: &pods,
+            namespaces: &namespaces,
+        })
+        .new_claims
+        .len()
+    };
+    assert_eq!(
+        claims_with("a"),
+        2,
+        "shop is selected: web must go elsewhere"
+    );
+    assert_eq!(claims_with("b"), 1, "shop is not selected: web may share");
 }
 
 #[test]
@@ -733,7 +1000,7 @@ fn a_pod_outside_its_own_spread_selector_does_not_count_itself() {
     ];
     let web = with_term(
         pod("web-0", 100, GIB),
-        TermKind::Spread(1),
+        TermKind::Spread(Spread::max_skew(1)),
         TopologyKey::Zone,
         "web",
     );
@@ -758,6 +1025,7 @@ fn a_pod_outside_its_own_spread_selector_does_not_count_itself() {
         existing: &existing,
         bound: &bound,
         pods: &pending,
+        namespaces: &NamespaceLabels::new(),
     });
     assert!(plan.new_claims.is_empty(), "{:?}", plan.new_claims);
     assert_eq!(plan.on_existing, [(0, 1), (1, 1)]);
@@ -771,7 +1039,7 @@ fn a_zone_from_a_node_selector_counts_for_the_spread() {
     pinned.requirements[0].add(ZONE_LABEL, Requirement::one_of(["test-zone-1"]));
     let spread = with_term(
         pod("spread", 100, GIB),
-        TermKind::Spread(1),
+        TermKind::Spread(Spread::max_skew(1)),
         TopologyKey::Zone,
         "web",
     );
@@ -804,8 +1072,9 @@ fn spread_counts_only_nodes_the_pod_may_use_unless_told_to_ignore_affinity() {
         web.terms.push(Term {
             kind: TermKind::AntiAffinity,
             key: TopologyKey::Hostname,
-            namespace: "default".into(),
+            namespaces: Namespaces::only("default"),
             selector: Selector::with_labels(web.labels.clone()),
+            preferred: false,
         });
         web.requirements[0].add(NODEPOOL_LABEL, Requirement::one_of(["mine"]));
         web
@@ -829,18 +1098,23 @@ fn spread_counts_only_nodes_the_pod_may_use_unless_told_to_ignore_affinity() {
             existing: &existing,
             bound: &bound,
             pods: &pending,
+            namespaces: &NamespaceLabels::new(),
         });
         let mut zones: Vec<String> = plan.new_claims.iter().map(zone_of).collect();
         zones.sort();
         zones
     };
     assert_eq!(
-        zones(TermKind::Spread(1)),
+        zones(TermKind::Spread(Spread::max_skew(1))),
         ["test-zone-1", "test-zone-2", "test-zone-3"],
         "the other pool's pods are on nodes these pods cannot use"
     );
     assert!(
-        !zones(TermKind::SpreadOverAllNodes(1)).contains(&"test-zone-1".to_owned()),
+        !zones(TermKind::Spread(Spread {
+            honor_node_affinity: false,
+            ..Spread::max_skew(1)
+        }))
+        .contains(&"test-zone-1".to_owned()),
         "nodeAffinityPolicy: Ignore counts them"
     );
 }
@@ -982,25 +1256,62 @@ fn arbitrary_pod() -> impl Strategy<Value = PodShape> {
         prop::option::of(prop::sample::select(vec!["amd64", "arm64"])),
         any::<bool>(),
         prop::option::of(0usize..3),
+        arbitrary_preferences(),
     )
-        .prop_map(|(index, cpu, memory_mib, arch, tolerant, family)| {
-            let mut pod = pod(&format!("p{index}"), cpu, memory_mib << 20);
-            if let Some(arch) = arch {
-                pod.requirements[0].add(ARCH_LABEL, Requirement::one_of([arch]));
-            }
-            if tolerant {
-                pod.tolerations = vec![k8s_openapi::api::core::v1::Toleration {
-                    operator: Some("Exists".into()),
-                    ..Default::default()
-                }];
-            }
-            match family {
-                Some(0) => with_term(pod, TermKind::Spread(1), TopologyKey::Zone, "spread"),
-                Some(1) => with_term(pod, TermKind::AntiAffinity, TopologyKey::Hostname, "apart"),
-                Some(_) => with_term(pod, TermKind::Spread(1), TopologyKey::Hostname, "hosts"),
-                None => pod,
-            }
-        })
+        .prop_map(
+            |(index, cpu, memory_mib, arch, tolerant, family, preferences)| {
+                let mut pod = pod(&format!("p{index}"), cpu, memory_mib << 20);
+                pod.preferences = preferences;
+                if let Some(arch) = arch {
+                    pod.requirements[0].add(ARCH_LABEL, Requirement::one_of([arch]));
+                }
+                if tolerant {
+                    pod.tolerations = vec![k8s_openapi::api::core::v1::Toleration {
+                        operator: Some("Exists".into()),
+                        ..Default::default()
+                    }];
+                }
+                match family {
+                    Some(0) => with_term(
+                        pod,
+                        TermKind::Spread(Spread::max_skew(1)),
+                        TopologyKey::Zone,
+                        "spread",
+                    ),
+                    Some(1) => {
+                        with_term(pod, TermKind::AntiAffinity, TopologyKey::Hostname, "apart")
+                    }
+                    Some(_) => with_term(
+                        pod,
+                        TermKind::Spread(Spread::max_skew(1)),
+                        TopologyKey::Hostname,
+                        "hosts",
+                    ),
+                    None => pod,
+                }
+            },
+        )
+}
+
+/// Preferred zones (one that no node has among them), preferred hostname anti-affinity and a
+/// ScheduleAnyway zone spread.
+fn arbitrary_preferences() -> impl Strategy<Value = Vec<Preference>> {
+    let preference = prop_oneof![
+        prop::sample::select(vec!["test-zone-1", "test-zone-3", "nowhere"])
+            .prop_map(zone_preference),
+        prop::sample::select(vec![
+            (TermKind::AntiAffinity, TopologyKey::Hostname),
+            (TermKind::Spread(Spread::max_skew(1)), TopologyKey::Zone),
+        ])
+        .prop_map(|(kind, key)| Preference::Term(Term {
+            kind,
+            key,
+            namespaces: Namespaces::only("default"),
+            selector: Selector::with_labels(BTreeMap::from([("app".into(), "shy".into())])),
+            preferred: true,
+        })),
+    ];
+    prop::collection::vec(preference, 0..3)
 }
 
 fn arbitrary_pool(catalog_size: usize) -> impl Strategy<Value = NodePoolInput> {
@@ -1094,5 +1405,19 @@ proptest! {
             prop_assert!(!reason.to_string().is_empty());
         }
         prop_assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
+    }
+
+    /// Preferences decide where a pod goes, never whether it goes: alone, a pod is placed
+    /// with them exactly when it is placed without them.
+    #[test]
+    fn preferences_never_leave_a_pod_pending(
+        shape in arbitrary_pod(),
+        pools in prop::collection::vec(arbitrary_pool(12), 1..3),
+    ) {
+        let catalog = fake::catalog(12);
+        let with = solve_for(&catalog, &pools, &[], std::slice::from_ref(&shape));
+        let without = PodShape { preferences: Vec::new(), ..shape };
+        let plain = solve_for(&catalog, &pools, &[], &[without]);
+        prop_assert_eq!(with.unplaced.len(), plain.unplaced.len());
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::{SlotKind, Solver, TopologyViolation, labels_allow};
 use crate::apis::labels::ZONE_LABEL;
 use crate::scheduling::instance_types::is_well_known;
-use crate::scheduling::pod::{PodShape, Term, TermKind, TopologyKey};
+use crate::scheduling::pod::{Preference, Spread, Term, TermKind, TopologyKey};
 use crate::scheduling::requirements::Requirements;
 
 /// Pod-counting state of one distinct term.
@@ -23,18 +23,27 @@ pub(super) struct Group {
 }
 
 impl Solver<'_> {
-    /// One group per distinct term; each pod's own terms and the groups whose selector it matches.
+    /// One group per distinct term, required or preferred; each pod's own terms and the groups
+    /// whose selector it matches.
     pub(super) fn index_terms(&mut self) {
-        let mut index: HashMap<&Term, usize> = HashMap::new();
+        let preferred = self.problem.pods.iter().flat_map(|p| {
+            p.preferences
+                .iter()
+                .filter_map(|preference| match preference {
+                    Preference::Term(term) => Some(term),
+                    Preference::Node(_) => None,
+                })
+        });
         let terms = self
             .problem
             .pods
             .iter()
             .flat_map(|p| p.terms.iter())
+            .chain(preferred)
             .chain(self.problem.bound.iter().flat_map(|b| b.terms.iter()));
         for term in terms {
-            if !index.contains_key(term) {
-                index.insert(term, self.groups.len());
+            if !self.group_of.contains_key(term) {
+                self.group_of.insert(term.clone(), self.groups.len());
                 self.groups.push(Group {
                     term: term.clone(),
                     zone_counts: HashMap::new(),
@@ -45,15 +54,17 @@ impl Solver<'_> {
                 });
             }
         }
-        for pod in self.problem.pods {
-            self.owned
-                .push(pod.terms.iter().map(|t| index[t]).collect());
+        let namespaces = self.problem.namespaces;
+        for (index, pod) in self.problem.pods.iter().enumerate() {
+            self.owned.push(Vec::new());
+            self.hold_preferences(index);
             self.matched.push(
                 self.groups
                     .iter()
                     .enumerate()
                     .filter(|(_, g)| {
-                        g.term.namespace == pod.namespace && g.term.selector.matches(&pod.labels)
+                        g.term.namespaces.include(&pod.namespace, namespaces)
+                            && g.term.selector.matches(&pod.labels)
                     })
                     .map(|(i, _)| i)
                     .collect(),
@@ -66,8 +77,8 @@ impl Solver<'_> {
     /// go to do not count.
     pub(super) fn count_allowed_nodes(&mut self, pod: usize) {
         self.allowed_zone_counts.clear();
-        let shape = &self.problem.pods[pod];
-        if shape.requirements.iter().all(Requirements::is_empty) {
+        let requirements = self.requirements(pod);
+        if requirements.iter().all(Requirements::is_empty) {
             return;
         }
         let honoring: Vec<usize> = self.owned[pod]
@@ -75,7 +86,8 @@ impl Solver<'_> {
             .copied()
             .filter(|&g| {
                 let term = &self.groups[g].term;
-                matches!(term.kind, TermKind::Spread(_)) && term.key == TopologyKey::Zone
+                matches!(term.kind, TermKind::Spread(s) if s.honor_node_affinity)
+                    && term.key == TopologyKey::Zone
             })
             .collect();
         if honoring.is_empty() {
@@ -86,7 +98,7 @@ impl Solver<'_> {
             .iter()
             .enumerate()
             .filter_map(|(index, slot)| Some((index, slot.zone.as_ref()?)))
-            .filter(|&(index, _)| self.node_affinity_allows(shape, index))
+            .filter(|&(index, _)| self.node_affinity_allows(requirements, index))
             .collect();
         for g in honoring {
             let mut counts: HashMap<String, i64> = HashMap::new();
@@ -101,12 +113,14 @@ impl Solver<'_> {
     }
 
     /// Whether the node of a slot can satisfy the pod's node selector and required affinity.
-    fn node_affinity_allows(&self, shape: &PodShape, slot: usize) -> bool {
+    fn node_affinity_allows(&self, pod_requirements: &[Requirements], slot: usize) -> bool {
         match self.slots[slot].kind {
-            SlotKind::Existing(node) => labels_allow(shape, &self.problem.existing[node].labels),
+            SlotKind::Existing(node) => {
+                labels_allow(pod_requirements, &self.problem.existing[node].labels)
+            }
             SlotKind::Claim(claim) => {
                 let requirements = &self.claims[claim].requirements;
-                shape.requirements.iter().any(|alternative| {
+                pod_requirements.iter().any(|alternative| {
                     alternative
                         .iter()
                         .all(|(key, requirement)| match requirements.get(key) {
@@ -127,6 +141,7 @@ impl Solver<'_> {
         requirements: &Requirements,
     ) -> Result<Option<String>, TopologyViolation> {
         let shape = &self.problem.pods[pod];
+        let pod_requirements = self.requirements(pod);
         let fixed_zone = self.slots.get(slot).and_then(|s| s.zone.clone());
         let mut options: Option<BTreeSet<String>> = None;
         let zone_options = |options: &mut Option<BTreeSet<String>>| -> BTreeSet<String> {
@@ -150,16 +165,19 @@ impl Solver<'_> {
             // As the kube-scheduler: the pod counts towards its own spread only if it matches.
             let own = i64::from(self_match);
             match (group.term.kind, group.term.key) {
-                (
-                    TermKind::Spread(skew) | TermKind::SpreadOverAllNodes(skew),
-                    TopologyKey::Hostname,
-                ) => {
-                    if slot_count(&group.slot_counts) + own > i64::from(skew) {
+                // A new node is always a domain with no matching pod, so the minimum is 0 and
+                // minDomains changes nothing.
+                (TermKind::Spread(Spread { max_skew, .. }), TopologyKey::Hostname) => {
+                    if slot_count(&group.slot_counts) + own > i64::from(max_skew) {
                         return Err(TopologyViolation::HostnameSpread);
                     }
                 }
                 (
-                    TermKind::Spread(skew) | TermKind::SpreadOverAllNodes(skew),
+                    TermKind::Spread(Spread {
+                        max_skew,
+                        min_domains,
+                        ..
+                    }),
                     TopologyKey::Zone,
                 ) => {
                     let counts = self
@@ -169,17 +187,23 @@ impl Solver<'_> {
                     let eligible: Vec<&String> = self
                         .zones
                         .iter()
-                        .filter(|z| shape.requirements.iter().any(|r| r.allows(ZONE_LABEL, z)))
+                        .filter(|z| pod_requirements.iter().any(|r| r.allows(ZONE_LABEL, z)))
                         .collect();
-                    let min = eligible
-                        .iter()
-                        .map(|z| counts.get(*z).copied().unwrap_or(0))
-                        .min()
-                        .unwrap_or(0);
+                    // Fewer eligible zones than minDomains: the kube-scheduler's global
+                    // minimum is 0, so every zone takes at most maxSkew matching pods.
+                    let min = if (eligible.len() as i64) < i64::from(min_domains) {
+                        0
+                    } else {
+                        eligible
+                            .iter()
+                            .map(|z| counts.get(*z).copied().unwrap_or(0))
+                            .min()
+                            .unwrap_or(0)
+                    };
                     let allowed: BTreeSet<String> = zone_options(&mut options)
                         .into_iter()
                         .filter(|z| {
-                            counts.get(z).copied().unwrap_or(0) + own - min <= i64::from(skew)
+                            counts.get(z).copied().unwrap_or(0) + own - min <= i64::from(max_skew)
                         })
                         .collect();
                     options = Some(allowed);
@@ -215,9 +239,11 @@ impl Solver<'_> {
                 }
             }
         }
+        // Only others' required anti-affinity keeps a pod away; a preferred one binds its
+        // owner alone.
         for &g in &self.matched[pod] {
             let group = &self.groups[g];
-            if group.term.kind != TermKind::AntiAffinity {
+            if group.term.kind != TermKind::AntiAffinity || group.term.preferred {
                 continue;
             }
             match group.term.key {
