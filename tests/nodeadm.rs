@@ -73,7 +73,10 @@ async fn metadata_service(user_data: String) -> String {
             "/latest/dynamic/instance-identity/document",
             get(|| async { identity }),
         )
-        .route("/latest/meta-data/mac", get(|| async { "02:00:00:00:00:01" }))
+        .route(
+            "/latest/meta-data/mac",
+            get(|| async { "02:00:00:00:00:01" }),
+        )
         .route(
             "/latest/meta-data/services/domain",
             get(|| async { "amazonaws.com" }),
@@ -238,7 +241,10 @@ async fn a_bare_class_joins_with_its_cluster_labels_and_taints() {
         "https://ABC.gr7.us-east-1.eks.amazonaws.com"
     );
     assert_eq!(spec["cluster"]["cidr"], "172.20.0.0/16");
-    assert_eq!(spec["kubelet"]["config"]["clusterDNS"], json!(["172.20.0.10"]));
+    assert_eq!(
+        spec["kubelet"]["config"]["clusterDNS"],
+        json!(["172.20.0.10"])
+    );
     assert_eq!(
         spec["kubelet"]["flags"],
         json!(["--node-labels=team=data,windlass.dev/nodepool=default"])
@@ -295,7 +301,10 @@ async fn an_ipv6_cluster_and_raid0_are_accepted() {
         .await
         .loaded();
     assert_eq!(loaded["spec"]["cluster"]["cidr"], "fd12:3456:789a::/108");
-    assert_eq!(loaded["spec"]["instance"]["localStorage"]["strategy"], "RAID0");
+    assert_eq!(
+        loaded["spec"]["instance"]["localStorage"]["strategy"],
+        "RAID0"
+    );
 }
 
 /// nodeadm merges the NodeConfig parts in order, so Windlass' (last) wins what both set and the
@@ -376,5 +385,8 @@ async fn broken_documents_are_refused() {
         .map(|line| format!("{line}\n"))
         .collect();
     let error = check(&no_endpoint).await.error();
-    assert_eq!(error, "Apiserver endpoint is missing in cluster configuration");
+    assert_eq!(
+        error,
+        "Apiserver endpoint is missing in cluster configuration"
+    );
 }
