@@ -21,6 +21,9 @@ if $own_stack; then
   hack/stack/stack.sh build > "${TMPDIR:-/tmp}/windlass-stack-build.log" 2>&1 &
   stack_build=$!
 fi
+# nodeadm's first build takes a few minutes too; it runs alongside.
+hack/nodeadm-check.sh build > "${TMPDIR:-/tmp}/windlass-nodeadm-build.log" 2>&1 &
+nodeadm_build=$!
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -46,6 +49,12 @@ else
 fi
 # Every cargo call selects the whole workspace, so dependency features unify the same way each
 # time and the dependencies build once.
+step "the AL2023 user data read by the real nodeadm"
+if ! wait "$nodeadm_build"; then
+  cat "${TMPDIR:-/tmp}/windlass-nodeadm-build.log"
+  exit 1
+fi
+hack/nodeadm-check.sh
 step "the data-processor worker against SQS"
 cargo test --workspace --locked --features data-processor/sqs-tests --test worker
 step "integration tests"
