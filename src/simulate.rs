@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::apis::labels::{CAPACITY_TYPE_LABEL, ZONE_LABEL};
 use crate::apis::node_pool::NodePool;
 use crate::scheduling::instance_types::InstanceType;
-use crate::scheduling::pod::{NamespaceLabels, PodShape};
+use crate::scheduling::pod::{NAMESPACE_NAME_LABEL, NamespaceLabels, PodShape};
 use crate::scheduling::resources::{format_cpu, format_memory};
 use crate::scheduling::{LAUNCH_CANDIDATES, Plan, Problem, cheapest_candidates, solve};
 use crate::scheduling::{catalog, pool_input, template_pods};
@@ -124,7 +124,9 @@ pub fn read(text: &str, inputs: &mut Inputs) -> std::result::Result<(), String> 
                 let labels: Option<std::collections::BTreeMap<String, String>> =
                     parse(value["metadata"]["labels"].clone()).map_err(context)?;
                 let name = what.split_once(' ').map_or("?", |(_, n)| n).to_owned();
-                inputs.namespaces.insert(name, labels.unwrap_or_default());
+                let mut labels = labels.unwrap_or_default();
+                labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
+                inputs.namespaces.insert(name, labels);
             }
             _ => {}
         }
@@ -323,11 +325,13 @@ spec:
 "#
             )
         };
+        let unlimited = NODE_POOL.replace("  limits: {cpu: \"4\", memory: 8Gi}\n", "");
         let claims = |team: &str| {
             let mut inputs = Inputs::default();
             read(&pods(team), &mut inputs).unwrap();
-            read(NODE_POOL, &mut inputs).unwrap();
+            read(&unlimited, &mut inputs).unwrap();
             let text = report(&inputs, &catalog::bundled());
+            assert!(!text.contains("Pending"), "{text}");
             text.matches("NodeClaim ").count()
         };
         assert_eq!(claims("a"), 2, "shop is selected: web and guard part");

@@ -102,16 +102,24 @@ impl Namespaces {
         }
     }
 
-    /// Whether pods in `namespace` count, given the labels of every namespace.
-    pub fn include(&self, namespace: &str, namespace_labels: &NamespaceLabels) -> bool {
+    /// Whether pods in `namespace` count, given the labels of every namespace. A namespace
+    /// not in `namespace_labels` has only the label the API server gives every namespace.
+    pub fn includes(&self, namespace: &str, namespace_labels: &NamespaceLabels) -> bool {
         self.names.contains(namespace)
             || self.selector.as_ref().is_some_and(|selector| {
-                namespace_labels
-                    .get(namespace)
-                    .is_some_and(|labels| selector.matches(labels))
+                match namespace_labels.get(namespace) {
+                    Some(labels) => selector.matches(labels),
+                    None => selector.matches(&BTreeMap::from([(
+                        NAMESPACE_NAME_LABEL.to_owned(),
+                        namespace.to_owned(),
+                    )])),
+                }
             })
     }
 }
+
+/// The label the API server sets on every namespace, to its name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// Each namespace's labels, for pod affinity's `namespaceSelector`.
 pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
@@ -145,6 +153,8 @@ pub enum Preference {
 pub struct Selector {
     labels: BTreeMap<String, String>,
     expressions: Vec<(String, String, Vec<String>)>,
+    /// A term with no selector at all matches no pod, as the kube-scheduler reads it.
+    matches_nothing: bool,
 }
 
 impl Selector {
@@ -152,13 +162,16 @@ impl Selector {
     pub fn with_labels(labels: BTreeMap<String, String>) -> Self {
         Self {
             labels,
-            expressions: Vec::new(),
+            ..Self::default()
         }
     }
 
     fn from(selector: Option<&LabelSelector>) -> Self {
         let Some(selector) = selector else {
-            return Self::default();
+            return Self {
+                matches_nothing: true,
+                ..Self::default()
+            };
         };
         Self {
             labels: selector.match_labels.clone().unwrap_or_default(),
@@ -174,11 +187,13 @@ impl Selector {
                     )
                 })
                 .collect(),
+            matches_nothing: false,
         }
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        !self.matches_nothing
+            && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
             && self.expressions.iter().all(|(key, operator, values)| {
                 let value = labels.get(key);
                 match operator.as_str() {
@@ -588,7 +603,7 @@ mod tests {
         let counted = |term: &Term| -> Vec<&str> {
             ["a", "b", "c", "own"]
                 .into_iter()
-                .filter(|n| term.namespaces.include(n, &labels))
+                .filter(|n| term.namespaces.includes(n, &labels))
                 .collect()
         };
         assert_eq!(counted(&pod.terms[0]), ["a", "b"]);
@@ -599,6 +614,20 @@ mod tests {
         );
         assert_eq!(counted(&pod.terms[2]), ["a", "c"]);
         assert_eq!(counted(&pod.terms[3]), ["own"]);
+        let unlisted = NamespaceLabels::new();
+        assert!(
+            pod.terms[1].namespaces.includes("new", &unlisted),
+            "{{}} selects all"
+        );
+        let by_name = Namespaces {
+            names: BTreeSet::new(),
+            selector: Some(Selector::with_labels(BTreeMap::from([(
+                NAMESPACE_NAME_LABEL.to_owned(),
+                "new".to_owned(),
+            )]))),
+        };
+        assert!(by_name.includes("new", &unlisted));
+        assert!(!by_name.includes("other", &unlisted));
     }
 
     #[test]

@@ -305,6 +305,13 @@ struct Solver<'a> {
     pool_types: Vec<Vec<usize>>,
     pool_order: Vec<usize>,
     zones: BTreeSet<String>,
+    /// Per pool, the zones it can launch in: its types' offerings its requirements allow.
+    pool_zones: Vec<BTreeSet<String>>,
+    /// The zones of every Node and in-flight NodeClaim, managed or not.
+    node_zones: BTreeSet<String>,
+    /// For the pod being placed, the zones its zone spreads count: those of the pools whose
+    /// taints it tolerates and of the nodes, that its node requirements allow.
+    spread_zones: Vec<String>,
     groups: Vec<Group>,
     group_of: HashMap<Term, usize>,
     /// Per pod, the groups of the terms it holds now: its required ones and the preferred ones
@@ -375,6 +382,32 @@ impl<'a> Solver<'a> {
                 types.into_iter().map(|(i, _)| i).collect()
             })
             .collect();
+        let pool_zones = problem
+            .pools
+            .iter()
+            .zip(&pool_types)
+            .map(|(pool, types)| {
+                if pool.not_ready.is_some() {
+                    return BTreeSet::new();
+                }
+                types
+                    .iter()
+                    .flat_map(|&i| &catalog[i].offerings)
+                    .filter(|o| {
+                        pool.requirements.allows(ZONE_LABEL, &o.zone)
+                            && pool
+                                .requirements
+                                .allows(CAPACITY_TYPE_LABEL, &o.capacity_type)
+                    })
+                    .map(|o| o.zone.clone())
+                    .collect()
+            })
+            .collect();
+        let node_zones = problem
+            .existing
+            .iter()
+            .filter_map(|n| n.labels.get(ZONE_LABEL).cloned())
+            .collect();
         let pool_rejections = problem
             .pools
             .iter()
@@ -389,6 +422,9 @@ impl<'a> Solver<'a> {
             pool_types,
             pool_order,
             zones,
+            pool_zones,
+            node_zones,
+            spread_zones: Vec::new(),
             groups: Vec::new(),
             group_of: HashMap::new(),
             owned: Vec::new(),
@@ -424,7 +460,7 @@ impl<'a> Solver<'a> {
                 if group
                     .term
                     .namespaces
-                    .include(&bound.namespace, problem.namespaces)
+                    .includes(&bound.namespace, problem.namespaces)
                     && group.term.selector.matches(&bound.labels)
                 {
                     count(
@@ -473,22 +509,16 @@ impl<'a> Solver<'a> {
         let mut plan = Plan::default();
         let mut failed: Vec<(usize, Unplaced)> = Vec::new();
         let mut pending = order;
-        // A pod that fits nowhere gives up one preference and waits for the next round, so
-        // the pods behind it are placed first, as in Karpenter's queue. Pods with pod affinity
-        // may need pods placed after them; retry while that helps.
+        // Pods with pod affinity may need pods placed after them; retry while that helps.
         loop {
             for &pod in &pending {
-                if let Err(reason) = self.place(pod, &mut plan) {
+                if let Err(reason) = self.place_relaxing(pod, &mut plan) {
                     failed.push((pod, reason));
                 }
             }
             let progress = failed.len() < pending.len();
-            let mut relaxed = false;
-            for &(pod, _) in &failed {
-                relaxed |= self.relax(pod);
-            }
-            let affinity_may_help = progress && failed.iter().any(|(p, _)| self.has_affinity(*p));
-            if failed.is_empty() || !(relaxed || affinity_may_help) {
+            if failed.is_empty() || !progress || !failed.iter().any(|(p, _)| self.has_affinity(*p))
+            {
                 break;
             }
             pending = failed.drain(..).map(|(p, _)| p).collect();
@@ -569,8 +599,28 @@ impl<'a> Solver<'a> {
             .any(|&g| self.groups[g].term.kind == TermKind::Affinity)
     }
 
+    /// Places the pod, giving up its preferences one at a time, in its place in the queue, as
+    /// Karpenter does; a pod that fits nowhere even without them takes them back for a later
+    /// round.
+    fn place_relaxing(&mut self, pod: usize, plan: &mut Plan) -> Result<(), Unplaced> {
+        loop {
+            match self.place(pod, plan) {
+                Ok(()) => return Ok(()),
+                Err(reason) => {
+                    if !self.relax(pod) {
+                        if self.relaxed[pod] > 0 {
+                            self.relaxed[pod] = 0;
+                            self.hold_preferences(pod);
+                        }
+                        return Err(reason);
+                    }
+                }
+            }
+        }
+    }
+
     fn place(&mut self, pod: usize, plan: &mut Plan) -> Result<(), Unplaced> {
-        self.count_allowed_nodes(pod);
+        self.prepare_topology(pod);
         for slot in 0..self.slots.len() {
             if let Some(placement) = self.try_slot(pod, slot) {
                 self.commit(pod, slot, placement);

@@ -776,15 +776,78 @@ fn a_schedule_anyway_spread_spreads_while_it_can_and_never_leaves_a_pod_pending(
     zones.sort();
     assert_eq!(zones, fake::ZONES);
 
-    let mut one_zone = pool("default", &catalog);
-    one_zone
+    // Running elsewhere: a node in zone 1 and a web pod in zone 2; the pool has only zone 2.
+    let running = |name: &str, zone: &str| ExistingNode {
+        name: name.into(),
+        labels: BTreeMap::from([(ZONE_LABEL.to_owned(), zone.to_owned())]),
+        topology_only: true,
+        ..ExistingNode::default()
+    };
+    let existing = [running("a", "test-zone-1"), running("b", "test-zone-2")];
+    let bound = [BoundPod {
+        node: 1,
+        namespace: "default".into(),
+        labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
+        terms: Vec::new(),
+    }];
+    let mut zone_2 = pool("default", &catalog);
+    zone_2
         .requirements
-        .add(ZONE_LABEL, Requirement::one_of(["test-zone-1"]));
-    let plan = solve_for(&catalog, std::slice::from_ref(&one_zone), &[], &pods[..2]);
-    assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
-    let hard: Vec<PodShape> = (0..2).map(|i| spread(&format!("p{i}"), false)).collect();
-    let plan = solve_for(&catalog, &[one_zone], &[], &hard);
-    assert_eq!(plan.unplaced.len(), 1, "DoNotSchedule holds the second pod");
+        .add(ZONE_LABEL, Requirement::one_of(["test-zone-2"]));
+    let unplaced = |pod: PodShape| {
+        let pods = [pod];
+        solve(&Problem {
+            catalog: &catalog,
+            pools: std::slice::from_ref(&zone_2),
+            existing: &existing,
+            bound: &bound,
+            pods: &pods,
+            namespaces: &NamespaceLabels::new(),
+        })
+        .unplaced
+        .len()
+    };
+    assert_eq!(
+        unplaced(spread("hard", false)),
+        1,
+        "DoNotSchedule: zone 2 would be 2 to 0"
+    );
+    assert_eq!(
+        unplaced(spread("soft", true)),
+        0,
+        "ScheduleAnyway gives way"
+    );
+}
+
+#[test]
+fn a_zone_spread_counts_the_zones_its_pools_and_nodes_offer_not_the_whole_region() {
+    let catalog = small_catalog();
+    let mut two_zones = pool("default", &catalog);
+    two_zones.requirements.add(
+        ZONE_LABEL,
+        Requirement::one_of(["test-zone-1", "test-zone-2"]),
+    );
+    let spread = |name: &str, min_domains: i32| {
+        let kind = TermKind::Spread(Spread {
+            min_domains,
+            ..Spread::max_skew(1)
+        });
+        with_term(pod(name, 100, GIB), kind, TopologyKey::Zone, "web")
+    };
+    let placed = |min_domains: i32| {
+        let pods: Vec<PodShape> = (0..4)
+            .map(|i| spread(&format!("p{i}"), min_domains))
+            .collect();
+        let plan = solve_for(&catalog, std::slice::from_ref(&two_zones), &[], &pods);
+        4 - plan.unplaced.len()
+    };
+    assert_eq!(placed(1), 4, "test-zone-3 has no subnet: it is no domain");
+    assert_eq!(placed(2), 4);
+    assert_eq!(
+        placed(3),
+        2,
+        "fewer zones than minDomains: one pod per zone"
+    );
 }
 
 #[test]
@@ -1407,17 +1470,43 @@ proptest! {
         prop_assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
     }
 
-    /// Preferences decide where a pod goes, never whether it goes: alone, a pod is placed
-    /// with them exactly when it is placed without them.
+    /// Preferences decide where a pod goes, never whether it goes: alone among pods already
+    /// running (some of them `app=shy` in one zone, so its preferred spread and zone can
+    /// clash), a pod is placed with them exactly when it is placed without them.
     #[test]
-    fn preferences_never_leave_a_pod_pending(
+    fn preferences_never_leave_a_lone_pod_pending(
         shape in arbitrary_pod(),
         pools in prop::collection::vec(arbitrary_pool(12), 1..3),
+        shy_running in 0usize..4,
     ) {
         let catalog = fake::catalog(12);
-        let with = solve_for(&catalog, &pools, &[], std::slice::from_ref(&shape));
-        let without = PodShape { preferences: Vec::new(), ..shape };
-        let plain = solve_for(&catalog, &pools, &[], &[without]);
-        prop_assert_eq!(with.unplaced.len(), plain.unplaced.len());
+        let running = ExistingNode {
+            name: "running".into(),
+            labels: BTreeMap::from([(ZONE_LABEL.to_owned(), "test-zone-1".to_owned())]),
+            topology_only: true,
+            ..ExistingNode::default()
+        };
+        let bound: Vec<BoundPod> = (0..shy_running)
+            .map(|_| BoundPod {
+                node: 0,
+                namespace: "default".into(),
+                labels: BTreeMap::from([("app".to_owned(), "shy".to_owned())]),
+                terms: Vec::new(),
+            })
+            .collect();
+        let solve_alone = |pod: PodShape| {
+            let pods = [pod];
+            solve(&Problem {
+                catalog: &catalog,
+                pools: &pools,
+                existing: std::slice::from_ref(&running),
+                bound: &bound,
+                pods: &pods,
+                namespaces: &NamespaceLabels::new(),
+            })
+        };
+        let with = solve_alone(shape.clone());
+        let without = solve_alone(PodShape { preferences: Vec::new(), ..shape });
+        prop_assert_eq!(with.unplaced.len(), without.unplaced.len());
     }
 }

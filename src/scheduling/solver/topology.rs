@@ -63,7 +63,7 @@ impl Solver<'_> {
                     .iter()
                     .enumerate()
                     .filter(|(_, g)| {
-                        g.term.namespaces.include(&pod.namespace, namespaces)
+                        g.term.namespaces.includes(&pod.namespace, namespaces)
                             && g.term.selector.matches(&pod.labels)
                     })
                     .map(|(i, _)| i)
@@ -72,12 +72,38 @@ impl Solver<'_> {
         }
     }
 
+    /// Before the pod is placed: the zones its zone spreads count, as Karpenter's domains are
+    /// the zones its NodePools (whose taints the pod tolerates) and the nodes offer, and the
+    /// matching pods per zone on the nodes its spreads count.
+    pub(super) fn prepare_topology(&mut self, pod: usize) {
+        self.spread_zones.clear();
+        let spreads_zones = self.owned[pod].iter().any(|&g| {
+            let term = &self.groups[g].term;
+            matches!(term.kind, TermKind::Spread(_)) && term.key == TopologyKey::Zone
+        });
+        if spreads_zones {
+            let shape = &self.problem.pods[pod];
+            let requirements = self.requirements(pod);
+            let mut zones = self.node_zones.clone();
+            for (pool, pool_zones) in self.problem.pools.iter().zip(&self.pool_zones) {
+                if shape.tolerates(&pool.taints).is_ok() {
+                    zones.extend(pool_zones.iter().cloned());
+                }
+            }
+            self.spread_zones = zones
+                .into_iter()
+                .filter(|z| requirements.iter().any(|r| r.allows(ZONE_LABEL, z)))
+                .collect();
+        }
+        self.count_allowed_nodes(pod);
+    }
+
     /// Fills `allowed_zone_counts` for the pod's zone spreads that honour node affinity (the
-    /// kube-scheduler's default `nodeAffinityPolicy: Honor`): pods on nodes the pod could not
-    /// go to do not count.
-    pub(super) fn count_allowed_nodes(&mut self, pod: usize) {
+    /// kube-scheduler's default `nodeAffinityPolicy: Honor`): pods on nodes the pod's node
+    /// selector and required affinity (not its preferences) rule out do not count.
+    fn count_allowed_nodes(&mut self, pod: usize) {
         self.allowed_zone_counts.clear();
-        let requirements = self.requirements(pod);
+        let requirements = &self.problem.pods[pod].requirements;
         if requirements.iter().all(Requirements::is_empty) {
             return;
         }
@@ -141,7 +167,6 @@ impl Solver<'_> {
         requirements: &Requirements,
     ) -> Result<Option<String>, TopologyViolation> {
         let shape = &self.problem.pods[pod];
-        let pod_requirements = self.requirements(pod);
         let fixed_zone = self.slots.get(slot).and_then(|s| s.zone.clone());
         let mut options: Option<BTreeSet<String>> = None;
         let zone_options = |options: &mut Option<BTreeSet<String>>| -> BTreeSet<String> {
@@ -184,19 +209,15 @@ impl Solver<'_> {
                         .allowed_zone_counts
                         .get(&g)
                         .unwrap_or(&group.zone_counts);
-                    let eligible: Vec<&String> = self
-                        .zones
-                        .iter()
-                        .filter(|z| pod_requirements.iter().any(|r| r.allows(ZONE_LABEL, z)))
-                        .collect();
-                    // Fewer eligible zones than minDomains: the kube-scheduler's global
-                    // minimum is 0, so every zone takes at most maxSkew matching pods.
+                    let eligible = &self.spread_zones;
+                    // Fewer eligible zones than minDomains: the global minimum is 0, so every
+                    // zone takes at most maxSkew matching pods.
                     let min = if (eligible.len() as i64) < i64::from(min_domains) {
                         0
                     } else {
                         eligible
                             .iter()
-                            .map(|z| counts.get(*z).copied().unwrap_or(0))
+                            .map(|z| counts.get(z).copied().unwrap_or(0))
                             .min()
                             .unwrap_or(0)
                     };
