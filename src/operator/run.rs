@@ -319,7 +319,9 @@ impl Writers {
         }
         // Only reads; nothing to drain on shutdown.
         if let Some((prices, price_list)) = self.prices {
-            drop(tokio::spawn(prices.keep_fresh(price_list, shutdown.clone())));
+            drop(tokio::spawn(
+                prices.keep_fresh(price_list, shutdown.clone()),
+            ));
         }
         // Stops with the others on shutdown; it holds nothing that needs draining.
         drop(tokio::spawn(provisioner::run(

@@ -31,7 +31,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// cannot be asked: GovCloud, China and the isolated partitions keep their own credentials
 /// (China's list is in CNY), so their regions are priced from bundled tables only.
 pub fn price_list_region(region: &str) -> Option<&'static str> {
-    if region.is_empty() || region.starts_with("us-gov-") || region.starts_with("cn-") || region.contains("-iso") {
+    if region.is_empty()
+        || region.starts_with("us-gov-")
+        || region.starts_with("cn-")
+        || region.contains("-iso")
+    {
         None
     } else if region.starts_with("ap-") {
         Some("ap-south-1")
@@ -155,8 +159,10 @@ impl PriceList {
             .send();
         let mut prices = Prices::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| PricingError::GetProducts(super::sdk_errors::describe(&e)))?;
-            let (priced, unpriced) = price_list::prices(page.price_list().iter().map(String::as_str));
+            let page =
+                page.map_err(|e| PricingError::GetProducts(super::sdk_errors::describe(&e)))?;
+            let (priced, unpriced) =
+                price_list::prices(page.price_list().iter().map(String::as_str));
             for reason in unpriced {
                 debug!(%reason, "a Price List product gave no price");
             }
@@ -191,7 +197,10 @@ impl OnDemandPrices {
                 stand_in,
                 "no bundled on-demand price table for this region: until the AWS Price List answers, types are priced from the stand-in region's table"
             ),
-            _ => info!(region, "on-demand prices from the bundled table until the AWS Price List answers"),
+            _ => info!(
+                region,
+                "on-demand prices from the bundled table until the AWS Price List answers"
+            ),
         }
         let current = RwLock::new(Arc::new(RegionPrices {
             prices: fallback.clone(),
@@ -231,7 +240,11 @@ impl OnDemandPrices {
         loop {
             let wait = match price_list.on_demand_prices().await {
                 Ok(live) => {
-                    info!(region = price_list.region(), types = live.len(), "read on-demand prices from the AWS Price List");
+                    info!(
+                        region = price_list.region(),
+                        types = live.len(),
+                        "read on-demand prices from the AWS Price List"
+                    );
                     self.answered(live);
                     REFRESH
                 }
@@ -259,7 +272,13 @@ mod tests {
         assert_eq!(price_list_region("sa-east-1"), Some("us-east-1"));
         assert_eq!(price_list_region("eu-west-1"), Some("eu-central-1"));
         assert_eq!(price_list_region("ap-northeast-1"), Some("ap-south-1"));
-        for region in ["", "us-gov-west-1", "cn-north-1", "us-iso-east-1", "us-isob-east-1"] {
+        for region in [
+            "",
+            "us-gov-west-1",
+            "cn-north-1",
+            "us-iso-east-1",
+            "us-isob-east-1",
+        ] {
             assert_eq!(price_list_region(region), None, "{region}");
         }
     }
@@ -269,13 +288,19 @@ mod tests {
         let prices = OnDemandPrices::new("eu-west-1");
         let before = prices.current();
         assert_eq!(before.origin, PriceOrigin::StandIn("us-east-1"));
-        assert!(Arc::ptr_eq(&before, &prices.current()), "unchanged prices are the same Arc");
+        assert!(
+            Arc::ptr_eq(&before, &prices.current()),
+            "unchanged prices are the same Arc"
+        );
         prices.answered(Prices::from([("m5.large".into(), 0.107)]));
         let after = prices.current();
         assert!(!Arc::ptr_eq(&before, &after));
         assert_eq!(after.origin, PriceOrigin::Live);
         assert_eq!(after.prices["m5.large"], 0.107);
-        assert_eq!(after.prices["c5.large"], 0.085, "the fallback fills the gaps");
+        assert_eq!(
+            after.prices["c5.large"], 0.085,
+            "the fallback fills the gaps"
+        );
     }
 
     #[tokio::test]
@@ -284,15 +309,21 @@ mod tests {
         let config = SdkConfig::builder()
             .endpoint_url("http://127.0.0.1:9")
             .region(aws_config::Region::new("eu-west-1"))
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-                aws_credential_types::Credentials::new("AKID", "secret", None, None, "test"),
-            ))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new("AKID", "secret", None, None, "test"),
+                ),
+            )
             .behavior_version(aws_config::BehaviorVersion::latest())
             .build();
         let price_list = PriceList::new(&config, "eu-west-1").unwrap();
         let started = std::time::Instant::now();
         let error = price_list.on_demand_prices().await.unwrap_err();
         assert!(matches!(error, PricingError::GetProducts(_)), "{error}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -86,9 +86,7 @@ pub fn product_price(document: &str) -> Result<(String, f64), UnpricedProduct> {
 
 /// The prices in a set of product documents, and why the others gave none. A type priced by
 /// several documents keeps its lowest price.
-pub fn prices<'a>(
-    documents: impl IntoIterator<Item = &'a str>,
-) -> (Prices, Vec<UnpricedProduct>) {
+pub fn prices<'a>(documents: impl IntoIterator<Item = &'a str>) -> (Prices, Vec<UnpricedProduct>) {
     let mut prices = Prices::new();
     let mut unpriced = Vec::new();
     for document in documents {
@@ -213,7 +211,13 @@ mod tests {
 
     #[test]
     fn a_malformed_document_is_an_error_not_a_panic() {
-        for document in ["", "not json", "[]", r#"{"product": 3}"#, r#"{"terms": {}}"#] {
+        for document in [
+            "",
+            "not json",
+            "[]",
+            r#"{"product": 3}"#,
+            r#"{"terms": {}}"#,
+        ] {
             let error = product_price(document).unwrap_err();
             assert!(
                 matches!(error, UnpricedProduct::Malformed(_)),

@@ -144,14 +144,24 @@ mod tests {
             ("us-gov-east-1", "c5.large", 0.102),
         ];
         for (region, name, price) in published {
-            assert_eq!(bundled(region).unwrap().get(name), Some(&price), "{region} {name}");
+            assert_eq!(
+                bundled(region).unwrap().get(name),
+                Some(&price),
+                "{region} {name}"
+            );
         }
     }
 
     #[test]
     fn bundled_tables_cover_more_than_the_simulation_catalog() {
         let prices = bundled("us-east-1").unwrap();
-        for name in ["m5.metal", "g5.xlarge", "p4d.24xlarge", "t4g.nano", "x2iedn.xlarge"] {
+        for name in [
+            "m5.metal",
+            "g5.xlarge",
+            "p4d.24xlarge",
+            "t4g.nano",
+            "x2iedn.xlarge",
+        ] {
             assert!(prices.contains_key(name), "{name}");
         }
     }
@@ -184,7 +194,10 @@ mod tests {
             ("u-6tb1.112xlarge".into(), 54.6),
         ]);
         let text = format_table(&prices);
-        assert_eq!(text, "c5.large\t0.085\nm5.large\t0.096\nu-6tb1.112xlarge\t54.6\n");
+        assert_eq!(
+            text,
+            "c5.large\t0.085\nm5.large\t0.096\nu-6tb1.112xlarge\t54.6\n"
+        );
         assert_eq!(parse_table(&text), Ok(prices));
     }
 
