@@ -31,6 +31,16 @@ pub enum Command {
     /// Print the NodeClaims Windlass would launch for pending pods, with instance types and
     /// $/hour, from YAML files alone: no cluster, no AWS.
     Simulate(SimulateArgs),
+    /// Print a region's on-demand prices from the live AWS Price List, in the format of the
+    /// bundled tables (src/aws/pricing/data/<region>.tsv); needs AWS credentials.
+    Prices(PricesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PricesArgs {
+    /// The region to price (the SDK's region, from AWS_REGION or the profile, if unset).
+    #[arg(long, env = "WINDLASS_PRICES_REGION")]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +145,11 @@ pub struct RunArgs {
     /// report less memory than planned.
     #[arg(long, env = "WINDLASS_VM_MEMORY_OVERHEAD_PERCENT", default_value = "0.075", value_parser = share)]
     pub vm_memory_overhead_percent: f64,
+
+    /// The cluster has no route to the AWS Price List (an isolated VPC): on-demand prices come
+    /// from the bundled tables only, and the Price List is never asked.
+    #[arg(long, env = "WINDLASS_ISOLATED_VPC", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub isolated_vpc: bool,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +238,34 @@ mod tests {
             args.leader_elect_lease_duration,
             std::time::Duration::from_secs(15)
         );
+    }
+
+    #[test]
+    fn live_pricing_is_on_unless_the_vpc_is_isolated() {
+        let isolated = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("expected run")
+            };
+            args.isolated_vpc
+        };
+        assert!(!isolated(&["windlass", "run"]));
+        assert!(isolated(&["windlass", "run", "--isolated-vpc"]));
+        assert!(isolated(&["windlass", "run", "--isolated-vpc=true"]));
+        assert!(!isolated(&["windlass", "run", "--isolated-vpc=false"]));
+    }
+
+    #[test]
+    fn prices_takes_a_region_or_the_sdks() {
+        let region = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Prices(args) => args.region,
+            _ => panic!("expected prices"),
+        };
+        assert_eq!(
+            region(&["windlass", "prices", "--region", "eu-west-1"]).as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(region(&["windlass", "prices"]), None);
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub enum Error {
     #[error("cannot install the signal handler: {0}")]
     Signal(#[source] std::io::Error),
 
+    #[error("cannot read the AWS Price List: {0}")]
+    Pricing(#[from] crate::aws::pricing::PricingError),
+
     #[error(transparent)]
     Leader(#[from] crate::operator::leader::LeaderError),
 

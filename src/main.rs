@@ -31,6 +31,14 @@ fn main() -> ExitCode {
         Command::Simulate(args) => {
             windlass::simulate::run(&args.files).map(|text| print!("{text}"))
         }
+        Command::Prices(args) => tokio::runtime::Runtime::new()
+            .map_err(windlass::Error::Runtime)
+            .and_then(|runtime| {
+                runtime
+                    .block_on(windlass::aws::pricing::live_table(args.region))
+                    .map_err(windlass::Error::from)
+            })
+            .map(|table| print!("{table}")),
         Command::Openapi => {
             print!("{}", windlass::jobs::api::openapi_json());
             Ok(())

@@ -1,7 +1,8 @@
 //! `AwsCloud`, the cloud boundary over EC2: a NodeClaim's launch (launch templates, one
 //! CreateFleet, the instance a lost answer left behind adopted instead of launched again), the
-//! instance catalog read at most every five minutes, and the offerings that just ran out of
-//! capacity, which both the catalog and the next launch leave out.
+//! instance catalog read at most every five minutes and again once the on-demand prices change,
+//! and the offerings that just ran out of capacity, which both the catalog and the next launch
+//! leave out.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -19,9 +20,9 @@ use crate::aws::client::{Aws, FleetOutcome};
 use crate::aws::cluster::ClusterSource;
 use crate::aws::instance_id;
 use crate::aws::launch::{LaunchInput, fleet_request};
+use crate::aws::pricing::{OnDemandPrices, RegionPrices};
 use crate::cloud::{CloudError, CloudProvider, CreateError, Instance, Launched};
 use crate::metrics::Metrics;
-use crate::scheduling::catalog;
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::requirements::Requirements;
 use crate::status::is_true;
@@ -38,13 +39,15 @@ pub struct AwsCloud {
     /// Tags every instance, and finds the ones this install launched.
     cluster: String,
     unavailable: Mutex<UnavailableOfferings>,
+    prices: Arc<OnDemandPrices>,
     catalog: tokio::sync::Mutex<Catalog>,
     metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
 struct Catalog {
-    read: Option<(Instant, Vec<InstanceType>)>,
+    /// When it was read, with the prices it was priced from.
+    read: Option<(Instant, Arc<RegionPrices>, Vec<InstanceType>)>,
     failed: Option<(Instant, CloudError)>,
 }
 
@@ -53,12 +56,14 @@ impl AwsCloud {
         aws: Aws,
         joins: Arc<ClusterSource>,
         cluster: String,
+        prices: Arc<OnDemandPrices>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             aws,
             joins,
             cluster,
+            prices,
             unavailable: Mutex::default(),
             catalog: tokio::sync::Mutex::default(),
             metrics,
@@ -71,11 +76,14 @@ impl AwsCloud {
             .expect("the offerings lock is never poisoned")
     }
 
-    /// The catalog as last read, read again once it is `CATALOG_LIFETIME` old.
+    /// The catalog as last read, read again once it is `CATALOG_LIFETIME` old or the on-demand
+    /// prices changed.
     async fn catalog(&self) -> Result<Vec<InstanceType>, CloudError> {
         let mut catalog = self.catalog.lock().await;
-        if let Some((read, types)) = &catalog.read
+        let prices = self.prices.current();
+        if let Some((read, priced_from, types)) = &catalog.read
             && read.elapsed() < CATALOG_LIFETIME
+            && Arc::ptr_eq(priced_from, &prices)
         {
             return Ok(types.clone());
         }
@@ -85,21 +93,19 @@ impl AwsCloud {
             return Err(error.clone());
         }
         let started = Instant::now();
-        match self
-            .aws
-            .instance_catalog(&catalog::on_demand_prices())
-            .await
-        {
+        match self.aws.instance_catalog(&prices.prices).await {
             Ok(types) => {
                 info!(
                     types = types.len(),
+                    priced = types.iter().filter(|t| t.min_price().is_some()).count(),
+                    prices = ?prices.origin,
                     elapsed_ms = started.elapsed().as_millis(),
                     "read the instance catalog"
                 );
                 self.metrics
                     .instance_types
                     .set(i64::try_from(types.len()).unwrap_or(i64::MAX));
-                catalog.read = Some((Instant::now(), types.clone()));
+                catalog.read = Some((Instant::now(), prices, types.clone()));
                 catalog.failed = None;
                 Ok(types)
             }

@@ -2,8 +2,9 @@
 //! (`client`) and their errors (`sdk_errors`), launch templates, fleet requests and what
 //! a node's kubelet keeps back and writes to (`launch`), the nodes' user data per AMI family
 //! (`bootstrap`) and the cluster it names (`cluster`), offerings that ran out of capacity
-//! (`capacity`), the EC2NodeClass controller (`nodeclass`) and the cleanup of launch
-//! templates no class uses (`launch_templates`); every SDK client is built in `sdk_clients`;
+//! (`capacity`), the on-demand prices from the AWS Price List or bundled tables (`pricing`), the
+//! EC2NodeClass controller (`nodeclass`) and the cleanup of launch templates no class uses
+//! (`launch_templates`); every SDK client is built in `sdk_clients`;
 //! plus the providerID format, shared with the test stack's node registrar.
 
 pub mod bootstrap;
@@ -15,6 +16,7 @@ pub mod interruption;
 mod launch;
 pub mod launch_templates;
 pub mod nodeclass;
+pub mod pricing;
 pub mod sdk_clients;
 pub mod sdk_errors;
 

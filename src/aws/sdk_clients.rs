@@ -26,6 +26,7 @@ client!(iam, aws_sdk_iam);
 client!(sqs, aws_sdk_sqs);
 client!(sts, aws_sdk_sts);
 client!(eks, aws_sdk_eks);
+client!(pricing, aws_sdk_pricing);
 
 #[cfg(feature = "cluster-tests")]
 mod call_log {

@@ -17,6 +17,7 @@ use crate::aws::cluster::{ClusterFlags, ClusterSource};
 use crate::aws::interruption::{self, Interruptions};
 use crate::aws::launch_templates;
 use crate::aws::nodeclass::controller::{self as node_classes, NodeClasses};
+use crate::aws::pricing::{OnDemandPrices, PriceList};
 use crate::aws::{Aws, AwsCloud};
 use crate::cli::RunArgs;
 use crate::disruption::{self, Disruption};
@@ -69,10 +70,22 @@ pub async fn run(args: RunArgs) -> Result<()> {
         crate::aws::sdk_clients::eks(&aws),
         client.clone(),
     ));
+    let region = aws.region().map(ToString::to_string).unwrap_or_default();
+    let prices = Arc::new(OnDemandPrices::new(&region));
+    let price_list = if args.isolated_vpc {
+        info!("--isolated-vpc: on-demand prices come from the bundled tables only");
+        None
+    } else {
+        PriceList::new(&aws, &region).or_else(|| {
+            info!(region, "the AWS Price List does not serve this region's partition: on-demand prices come from the bundled tables only");
+            None
+        })
+    };
     let cloud = Arc::new(AwsCloud::new(
         Aws::new(&aws).with_vm_memory_overhead(args.vm_memory_overhead_percent),
         joins.clone(),
         args.cluster_name.clone(),
+        prices.clone(),
         metrics.clone(),
     ));
     let cluster_state = Arc::new(ClusterState::watch(
@@ -182,6 +195,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         disruption,
         interruptions,
         provisioner,
+        prices: price_list.map(|price_list| (prices, price_list)),
     };
     readiness.set_ready(true);
     info!(health = %args.health_addr, metrics = %args.metrics_addr, jobs = %jobs_api, "windlass is serving");
@@ -257,6 +271,8 @@ struct Writers {
     interruptions: Option<Arc<Interruptions>>,
     provisioner: Arc<Provisioner<AwsCloud>>,
     launch_templates: (Aws, Arc<ClusterSource>, kube::Client, String),
+    /// The live Price List to keep the prices fresh from, unless it is not asked.
+    prices: Option<(Arc<OnDemandPrices>, PriceList)>,
 }
 
 /// The writers that drain in-flight work on shutdown.
@@ -300,6 +316,12 @@ impl Writers {
                 interruptions,
                 shutdown.clone(),
             )));
+        }
+        // Only reads; nothing to drain on shutdown.
+        if let Some((prices, price_list)) = self.prices {
+            drop(tokio::spawn(
+                prices.keep_fresh(price_list, shutdown.clone()),
+            ));
         }
         // Stops with the others on shutdown; it holds nothing that needs draining.
         drop(tokio::spawn(provisioner::run(

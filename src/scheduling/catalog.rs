@@ -1,6 +1,7 @@
 //! The bundled instance catalog: shapes and on-demand prices for common EC2 types in
 //! us-east-1, so `windlass simulate` works with no AWS account. See
-//! `src/provisioning/data/README.md` for where the numbers come from and how to refresh them.
+//! `src/scheduling/data/README.md` for where the numbers come from and how to refresh them.
+//! The controller prices its catalog from `crate::aws::pricing` instead.
 
 use serde::Deserialize;
 
@@ -27,15 +28,6 @@ struct Row {
     enis: i64,
     ipv4_per_eni: i64,
     on_demand_price: f64,
-}
-
-/// The bundled on-demand prices, by instance type.
-pub fn on_demand_prices() -> std::collections::HashMap<String, f64> {
-    bundle()
-        .instance_types
-        .into_iter()
-        .map(|row| (row.name, row.on_demand_price))
-        .collect()
 }
 
 fn bundle() -> Bundle {

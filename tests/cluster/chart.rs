@@ -132,6 +132,7 @@ fn lint_and_template_accept_the_defaults_and_refuse_wrong_values_with_a_message(
         "WINDLASS_CLUSTER_NAME",
         "WINDLASS_LEADER_ELECT_LEASE_NAME",
         "WINDLASS_JOBS_TOKEN",
+        "WINDLASS_ISOLATED_VPC",
         "RUST_LOG",
     ] {
         assert!(env.contains(name), "{name} not set: {env:?}");
@@ -146,6 +147,7 @@ fn lint_and_template_accept_the_defaults_and_refuse_wrong_values_with_a_message(
         "settings.clusterEndpoint=https://prod.example",
         "settings.clusterCABundle=Q0E=",
         "settings.clusterServiceCIDR=10.100.0.0/16",
+        "settings.isolatedVpc=true",
     ])
     .unwrap();
     let joined_env =
@@ -154,6 +156,7 @@ fn lint_and_template_accept_the_defaults_and_refuse_wrong_values_with_a_message(
         ("WINDLASS_CLUSTER_ENDPOINT", "https://prod.example"),
         ("WINDLASS_CLUSTER_CA_BUNDLE", "Q0E="),
         ("WINDLASS_CLUSTER_SERVICE_CIDR", "10.100.0.0/16"),
+        ("WINDLASS_ISOLATED_VPC", "true"),
     ] {
         assert!(
             joined_env

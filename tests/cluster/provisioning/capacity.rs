@@ -12,8 +12,8 @@ use serde_json::json;
 use windlass::apis::node_claim::NodeClaim;
 
 use super::fixture::{
-    candidate_types, claim_with_label, delete_pods, delete_pool_and_class, event_note, exhaust,
-    node_class_and_pool, pending_pods, restore, wait_claim_gone, wait_claims_gone,
+    candidate_types, claim_with_label, delete_pods, delete_pool_and_class, ec2_catalog, event_note,
+    exhaust, node_class_and_pool, pending_pods, restore, wait_claim_gone, wait_claims_gone,
 };
 use crate::support::{TestEnv, TestNamespace, install_crds, start_windlass, unique, wait_until};
 
@@ -163,12 +163,36 @@ async fn the_cheapest_type_out_of_capacity_launches_the_next_and_is_left_out_aft
     namespace.delete().await;
 }
 
-/// The families the bundled prices cover: every priced type moto's catalog has, and so the
-/// cheapest of any NodeClaim without narrower requirements.
-const PRICED_FAMILIES: [&str; 16] = [
-    "m5", "m6i", "m7i", "c5", "c6i", "c7i", "r5", "r6i", "r7i", "m6g", "c6g", "r6g", "m7g", "c7g",
-    "r7g", "t3",
-];
+/// The cheapest types of the catalog, in price order, up to and with every type as cheap as
+/// the 60th that surely fits a pod of `pending_pods` (1 CPU, 3 GiB): whichever 60 types fit
+/// it best, they are all among these.
+fn past_the_sixty_cheapest_that_fit(
+    mut catalog: Vec<windlass::scheduling::instance_types::InstanceType>,
+) -> Vec<String> {
+    const GIB: i64 = 1 << 30;
+    let on_demand_price = |it: &windlass::scheduling::instance_types::InstanceType| {
+        it.offerings
+            .iter()
+            .filter(|o| o.capacity_type == "on-demand")
+            .filter_map(|o| o.price)
+            .reduce(f64::min)
+    };
+    catalog.retain(|it| on_demand_price(it).is_some());
+    catalog.sort_by(|a, b| {
+        on_demand_price(a)
+            .unwrap()
+            .total_cmp(&on_demand_price(b).unwrap())
+    });
+    let surely_fits = catalog
+        .iter()
+        .filter(|it| it.allocatable.cpu >= 2000 && it.allocatable.memory >= 6 * GIB);
+    let sixtieth = on_demand_price(surely_fits.clone().nth(59).expect("60 types fit")).unwrap();
+    catalog
+        .iter()
+        .take_while(|it| on_demand_price(it).unwrap() <= sixtieth)
+        .map(|it| it.name.clone())
+        .collect()
+}
 
 #[tokio::test]
 async fn a_nodeclaim_whose_sixty_cheapest_types_are_out_of_capacity_launches_from_the_rest() {
@@ -186,11 +210,12 @@ async fn a_nodeclaim_whose_sixty_cheapest_types_are_out_of_capacity_launches_fro
     .await;
     let windlass = start_windlass(ns);
     windlass.catalog_read().await;
-    let everything_priced: Vec<String> = PRICED_FAMILIES
+    let cheapest = past_the_sixty_cheapest_that_fit(ec2_catalog(&env).await);
+    let out_of_capacity: Vec<String> = cheapest
         .iter()
-        .map(|family| format!("on-demand:{family}.*:*"))
+        .map(|name| format!("on-demand:{name}:*"))
         .collect();
-    let exhausted = exhaust(&env, &windlass.cluster, &everything_priced.join(",")).await;
+    let exhausted = exhaust(&env, &windlass.cluster, &out_of_capacity.join(",")).await;
     let pods = pending_pods(&env, ns, &name, 1).await;
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
     let selector = format!("windlass.dev/nodepool={name}");
@@ -210,9 +235,8 @@ async fn a_nodeclaim_whose_sixty_cheapest_types_are_out_of_capacity_launches_fro
         "of the catalog's 1366 types, the NodeClaim keeps the 600 cheapest that fit"
     );
     let instance_type = &launched.labels()["node.kubernetes.io/instance-type"];
-    let family = instance_type.split('.').next().unwrap();
     assert!(
-        !PRICED_FAMILIES.contains(&family),
+        !cheapest.contains(instance_type),
         "{instance_type} was out of capacity"
     );
     let claim_name = launched.name_any();

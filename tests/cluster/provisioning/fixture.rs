@@ -85,10 +85,17 @@ pub async fn node_class_and_pool_with(
     (classes, pools)
 }
 
-/// The instance types the controller plans with: moto's, priced from the bundled table.
+/// The instance types the controller plans with: moto's, priced from the bundled table of the
+/// stack's region (moto serves no Price List, so the controller falls back to it too).
 pub async fn ec2_catalog(env: &TestEnv) -> Vec<windlass::scheduling::instance_types::InstanceType> {
+    let region = env
+        .aws
+        .region()
+        .expect("the stack sets AWS_REGION")
+        .to_string();
+    let (prices, _) = windlass::aws::pricing::tables::fallback(&region);
     windlass::aws::Aws::new(&env.aws)
-        .instance_catalog(&windlass::scheduling::catalog::on_demand_prices())
+        .instance_catalog(&prices)
         .await
         .unwrap()
 }

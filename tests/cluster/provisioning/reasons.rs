@@ -22,14 +22,14 @@ async fn pools_that_cannot_launch_say_why_and_an_unpriced_type_still_launches() 
     install_crds(&env.client).await;
     let namespace = TestNamespace::create(&env.client, "why").await;
     let ns = namespace.name.as_str();
-    let name = unique("graviton");
-    // t4g.medium is arm64 and has no bundled on-demand price.
+    let name = unique("unpriced");
+    // t8i.medium is amd64 and has no bundled on-demand price (it is newer than the table).
     let (classes, pools) = node_class_and_pool(
         &env,
         &name,
         json!([
-            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["t4g.medium"]},
+            {"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]},
+            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["t8i.medium"]},
             {"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}
         ]),
         json!({}),
@@ -49,10 +49,10 @@ async fn pools_that_cannot_launch_say_why_and_an_unpriced_type_still_launches() 
     let windlass = start_windlass(ns);
     windlass.catalog_read().await;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    pod_for_pool(&pods, "graviton", &name).await;
+    pod_for_pool(&pods, "unpriced", &name).await;
     pod_for_pool(&pods, "unready", &unready).await;
 
-    let conflict = "kubernetes.io/arch In [amd64] and node.kubernetes.io/instance-type In [t4g.medium] admit no instance type together";
+    let conflict = "kubernetes.io/arch In [arm64] and node.kubernetes.io/instance-type In [t8i.medium] admit no instance type together";
     let condition = wait_until(
         "the NodePool to say its requirements admit no instance type",
         Duration::from_secs(60),
@@ -73,7 +73,7 @@ async fn pools_that_cannot_launch_say_why_and_an_unpriced_type_still_launches() 
         "the pod's FailedProvisioning Event",
         Duration::from_secs(30),
         || async {
-            event_notes(&env, Some(ns), "graviton", "FailedProvisioning")
+            event_notes(&env, Some(ns), "unpriced", "FailedProvisioning")
                 .await
                 .into_iter()
                 .next()
@@ -111,8 +111,8 @@ async fn pools_that_cannot_launch_say_why_and_an_unpriced_type_still_launches() 
             &kube::api::PatchParams::default(),
             &kube::api::Patch::Merge(json!({"spec": {
                 "template": {"spec": {"requirements": [
-                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]},
-                    {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["t4g.medium"]},
+                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                    {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["t8i.medium"]},
                     {"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}
                 ]}},
                 "limits": {"cpu": "1"}
@@ -130,7 +130,7 @@ async fn pools_that_cannot_launch_say_why_and_an_unpriced_type_still_launches() 
         "a FailedProvisioning Event naming the limit",
         Duration::from_secs(30),
         || async {
-            let notes = event_notes(&env, Some(ns), "graviton", "FailedProvisioning").await;
+            let notes = event_notes(&env, Some(ns), "unpriced", "FailedProvisioning").await;
             notes
                 .iter()
                 .any(|n| n.contains(&format!("nodepool {name}: limit cpu=1 reached")))
@@ -153,7 +153,7 @@ async fn pools_that_cannot_launch_say_why_and_an_unpriced_type_still_launches() 
     let claims: Api<NodeClaim> = Api::all(env.client.clone());
     let selector = format!("windlass.dev/nodepool={name}");
     let claim = wait_until(
-        "a NodeClaim for t4g.medium",
+        "a NodeClaim for t8i.medium",
         Duration::from_secs(60),
         || async {
             let list = claims
@@ -164,7 +164,7 @@ async fn pools_that_cannot_launch_say_why_and_an_unpriced_type_still_launches() 
         },
     )
     .await;
-    assert_eq!(candidate_types(&claim), ["t4g.medium"]);
+    assert_eq!(candidate_types(&claim), ["t8i.medium"]);
     let unknown = wait_until(
         "the UnknownPrice Event",
         Duration::from_secs(30),
@@ -176,9 +176,9 @@ async fn pools_that_cannot_launch_say_why_and_an_unpriced_type_still_launches() 
         },
     )
     .await;
-    assert!(unknown.contains("t4g.medium"), "{unknown}");
+    assert!(unknown.contains("t8i.medium"), "{unknown}");
     wait_until(
-        "the t4g.medium instance",
+        "the t8i.medium instance",
         Duration::from_secs(60),
         || async { (live_instances(&env, &windlass.cluster).await.len() == 1).then_some(()) },
     )
