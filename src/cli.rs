@@ -31,6 +31,18 @@ pub enum Command {
     /// Print the NodeClaims Windlass would launch for pending pods, with instance types and
     /// $/hour, from YAML files alone: no cluster, no AWS.
     Simulate(SimulateArgs),
+    /// A live view of every ScaledObject, ScaledJob and NodePool in the cluster from
+    /// KUBECONFIG; `q` or Ctrl-C quits. When stdout is not a terminal it prints one table and
+    /// exits.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// When stdout is not a terminal, keep printing: a new table whenever something changed
+    /// (at most one a second) until interrupted.
+    #[arg(long, env = "WINDLASS_TOP_WATCH")]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,9 @@ fn main() -> ExitCode {
         Command::Simulate(args) => {
             windlass::simulate::run(&args.files).map(|text| print!("{text}"))
         }
+        Command::Top(args) => tokio::runtime::Runtime::new()
+            .map_err(windlass::Error::Runtime)
+            .and_then(|runtime| runtime.block_on(windlass::top::run_with_kubeconfig(args.watch))),
         Command::Openapi => {
             print!("{}", windlass::jobs::api::openapi_json());
             Ok(())
