@@ -158,7 +158,10 @@ async fn on_pipe(watches: &Watches, watch: bool) -> Result<(), TopError> {
     write!(stdout, "{printed}")
         .and_then(|()| stdout.flush())
         .map_err(TopError::Stdout)?;
-    while watch {
+    if !watch {
+        return Ok(());
+    }
+    loop {
         tokio::select! {
             _ = watches.changed.notified() => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -172,7 +175,6 @@ async fn on_pipe(watches: &Watches, watch: bool) -> Result<(), TopError> {
             printed = text;
         }
     }
-    Ok(())
 }
 
 /// What a key or terminal event asks for.
