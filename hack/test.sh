@@ -25,6 +25,14 @@ fi
 hack/nodeadm-check.sh build > "${TMPDIR:-/tmp}/windlass-nodeadm-build.log" 2>&1 &
 nodeadm_build=$!
 
+# The `windlass top` integration test drives the binary in a real terminal under tmux.
+if ! command -v tmux > /dev/null; then
+  step "installing tmux"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update && $sudo apt-get install -y tmux
+fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy"

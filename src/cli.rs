@@ -34,6 +34,10 @@ pub enum Command {
     /// Print a region's on-demand prices from the live AWS Price List, in the format of the
     /// bundled tables (src/aws/pricing/data/<region>.tsv); needs AWS credentials.
     Prices(PricesArgs),
+    /// A live view of every ScaledObject, ScaledJob and NodePool in the cluster from
+    /// KUBECONFIG; `q` or Ctrl-C quits. When stdout is not a terminal it prints one table and
+    /// exits.
+    Top(TopArgs),
 }
 
 #[derive(Debug, Args)]
@@ -41,6 +45,14 @@ pub struct PricesArgs {
     /// The region to price (the SDK's region, from AWS_REGION or the profile, if unset).
     #[arg(long, env = "WINDLASS_PRICES_REGION")]
     pub region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// When stdout is not a terminal, keep printing: a new table whenever something changed
+    /// (at most one a second) until interrupted.
+    #[arg(long, env = "WINDLASS_TOP_WATCH")]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args)]

@@ -68,6 +68,9 @@ pub enum Error {
     #[error(transparent)]
     Leader(#[from] crate::operator::leader::LeaderError),
 
+    #[error(transparent)]
+    Top(#[from] crate::top::TopError),
+
     #[error("lost the leader Lease {lease}: stopped so that the new leader acts alone")]
     LeadershipLost { lease: String },
 }

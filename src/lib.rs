@@ -22,5 +22,6 @@ pub mod simulate;
 pub mod state;
 pub mod status;
 pub mod termination;
+pub mod top;
 
 pub use error::{Error, Result};

@@ -39,6 +39,9 @@ fn main() -> ExitCode {
                     .map_err(windlass::Error::from)
             })
             .map(|table| print!("{table}")),
+        Command::Top(args) => tokio::runtime::Runtime::new()
+            .map_err(windlass::Error::Runtime)
+            .and_then(|runtime| runtime.block_on(windlass::top::run_with_kubeconfig(args.watch))),
         Command::Openapi => {
             print!("{}", windlass::jobs::api::openapi_json());
             Ok(())

@@ -1,6 +1,8 @@
 //! ScaledJob: creates Kubernetes Jobs from trigger metrics with KEDA's scaling strategies, and
 //! keeps counters of job outcomes that survive history cleanup.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::batch::v1::JobSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
@@ -9,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Condition;
 use super::schema::without_descriptions;
-use super::triggers::Trigger;
+use super::triggers::{Trigger, TriggerValue};
 
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -202,4 +204,10 @@ pub struct ScaledJobStatus {
     /// history cleanup deletes only Jobs listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counted_jobs: Vec<String>,
+    /// Per trigger: the value it last read and its target, from the last poll that read it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trigger_values: BTreeMap<String, TriggerValue>,
+    /// When Windlass last created Jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
 }

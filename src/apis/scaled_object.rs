@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Condition;
 use super::schema::without_descriptions;
-use super::triggers::{MetricType, Trigger};
+use super::triggers::{MetricType, Trigger, TriggerValue};
 
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -231,6 +231,12 @@ pub struct ScaledObjectStatus {
     pub health: BTreeMap<String, TriggerHealth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_replica_count: Option<i32>,
+    /// Per trigger: the value it last read and its target, from the last poll that read it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trigger_values: BTreeMap<String, TriggerValue>,
+    /// When Windlass last changed the target's replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -10,6 +10,17 @@ use serde::{Deserialize, Serialize};
 
 use super::schema::bounded_string_map;
 
+/// A trigger's last reading, kept in status so that a view of the cluster (`windlass top`)
+/// shows the queue behind each decision without reaching the event source itself.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerValue {
+    /// What the trigger last read: an SQS queue's counted messages.
+    pub value: f64,
+    /// How much of `value` one replica or Job takes on (the trigger's `queueLength`).
+    pub target: f64,
+}
+
 /// One event source that drives scaling.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]

@@ -13,3 +13,4 @@ mod scaled_job;
 mod scaled_object;
 mod stack;
 mod support;
+mod top;

@@ -14,7 +14,13 @@ use crate::support::{
     TestEnv, TestNamespace, delete_node, install_crds, start_windlass, test_node, wait_until,
 };
 
-fn scaled_job(name: &str, queue_url: &str, max: i32, pod: Value, limits: (i32, i32)) -> ScaledJob {
+pub fn scaled_job(
+    name: &str,
+    queue_url: &str,
+    max: i32,
+    pod: Value,
+    limits: (i32, i32),
+) -> ScaledJob {
     serde_json::from_value(json!({
         "apiVersion": "windlass.dev/v1alpha1",
         "kind": "ScaledJob",
@@ -32,7 +38,7 @@ fn scaled_job(name: &str, queue_url: &str, max: i32, pod: Value, limits: (i32, i
 }
 
 /// A Job pod template: pinned to `node_label`'s node, failing when `fail`.
-fn pod(node_label: &str, fail: bool) -> Value {
+pub fn pod(node_label: &str, fail: bool) -> Value {
     let annotations = if fail {
         json!({"windlass.dev/test-outcome": "fail"})
     } else {

@@ -25,6 +25,7 @@ use super::strategy::{JobPolicy, QueueReading, jobs_to_create};
 use crate::apis::conditions::{self, condition};
 use crate::apis::labels::{SCALED_JOB_GENERATION_LABEL, SCALED_JOB_LABEL};
 use crate::apis::scaled_job::{RolloutStrategy, ScaledJob, ScaledJobStatus};
+use crate::apis::triggers::TriggerValue;
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
 use crate::scaling::scalers::Scaler;
 use crate::scaling::triggers::SetupError;
@@ -272,6 +273,10 @@ async fn poll(
 
     let mut readings = Vec::new();
     let mut errors = Vec::new();
+    // A trigger that cannot be read keeps the value it last read.
+    status
+        .trigger_values
+        .retain(|name, _| setup.triggers.iter().any(|(t, _)| t == name));
     for (trigger, scaler) in &setup.triggers {
         match scaler.read(tick).await {
             Ok(reading) => {
@@ -285,6 +290,13 @@ async fn poll(
                     .scaler_value
                     .get_or_create(&labels)
                     .set(reading.value);
+                status.trigger_values.insert(
+                    trigger.clone(),
+                    TriggerValue {
+                        value: reading.value,
+                        target: reading.target,
+                    },
+                );
                 if reading.value > reading.activation {
                     readings.push(QueueReading {
                         queue_length: reading.value,
@@ -380,6 +392,9 @@ async fn poll(
     status.pending_jobs = counts.pending + create;
     if active {
         status.last_active_time = Some(Time(now));
+    }
+    if create > 0 {
+        status.last_scale_time = Some(Time(now));
     }
     if !write_status(scaling, object, &previous, &status).await {
         return Ok(());

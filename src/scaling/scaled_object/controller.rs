@@ -27,6 +27,7 @@ use crate::apis::labels::{
 };
 use crate::apis::scaled_object::{HealthStatus, ScaledObject, ScaledObjectStatus, TriggerHealth};
 use crate::apis::triggers::MetricType;
+use crate::apis::triggers::TriggerValue;
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
 use crate::scaling::scalers::Scaler;
 use crate::scaling::target::{ScaleTarget, TargetError};
@@ -390,6 +391,13 @@ async fn poll(
     let mut reports = Vec::with_capacity(setup.triggers.len());
     let mut health = BTreeMap::new();
     let mut trigger_errors = Vec::new();
+    // A trigger that cannot be read keeps the value it last read.
+    let mut trigger_values = object
+        .status
+        .as_ref()
+        .map(|s| s.trigger_values.clone())
+        .unwrap_or_default();
+    trigger_values.retain(|name, _| setup.triggers.iter().any(|(t, _, _)| t == name));
     for (index, (trigger, metric_type, scaler)) in setup.triggers.iter().enumerate() {
         let labels = TriggerLabels {
             namespace: namespace.clone(),
@@ -404,6 +412,13 @@ async fn poll(
                     .scaler_value
                     .get_or_create(&labels)
                     .set(reading.value);
+                trigger_values.insert(
+                    trigger.clone(),
+                    TriggerValue {
+                        value: reading.value,
+                        target: reading.target,
+                    },
+                );
                 reports.push(TriggerReport::Metric {
                     value: reading.value,
                     target: reading.target,
@@ -557,6 +572,12 @@ async fn poll(
         last_active_time: state.last_active.map(Time),
         health,
         paused_replica_count: pause.replicas,
+        trigger_values,
+        last_scale_time: if replicas != current {
+            Some(Time(now))
+        } else {
+            previous.last_scale_time.clone()
+        },
     };
     write_status(scaling, object, &previous, status).await;
     Ok(())
