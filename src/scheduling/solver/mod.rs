@@ -540,7 +540,7 @@ impl<'a> Solver<'a> {
             SlotKind::Existing(node) => {
                 let existing = &self.problem.existing[node];
                 shape.tolerates(&existing.taints).ok()?;
-                if !labels_allow(shape, &existing.labels) {
+                if !labels_allow(&shape.requirements, &existing.labels) {
                     return None;
                 }
                 let zone = self
@@ -908,9 +908,9 @@ impl<'a> Solver<'a> {
     }
 }
 
-/// Whether a node with these labels satisfies one of the pod's node-affinity alternatives.
-fn labels_allow(shape: &PodShape, labels: &BTreeMap<String, String>) -> bool {
-    shape.requirements.iter().any(|alternative| {
+/// Whether a node with these labels satisfies one of a pod's requirement alternatives.
+fn labels_allow(alternatives: &[Requirements], labels: &BTreeMap<String, String>) -> bool {
+    alternatives.iter().any(|alternative| {
         alternative
             .iter()
             .all(|(key, requirement)| match labels.get(key) {

@@ -67,7 +67,7 @@ impl Solver<'_> {
     pub(super) fn count_allowed_nodes(&mut self, pod: usize) {
         self.allowed_zone_counts.clear();
         let shape = &self.problem.pods[pod];
-        if shape.requirements.iter().all(Requirements::is_empty) {
+        if shape.node_affinity().iter().all(Requirements::is_empty) {
             return;
         }
         let honoring: Vec<usize> = self.owned[pod]
@@ -103,10 +103,12 @@ impl Solver<'_> {
     /// Whether the node of a slot can satisfy the pod's node selector and required affinity.
     fn node_affinity_allows(&self, shape: &PodShape, slot: usize) -> bool {
         match self.slots[slot].kind {
-            SlotKind::Existing(node) => labels_allow(shape, &self.problem.existing[node].labels),
+            SlotKind::Existing(node) => {
+                labels_allow(shape.node_affinity(), &self.problem.existing[node].labels)
+            }
             SlotKind::Claim(claim) => {
                 let requirements = &self.claims[claim].requirements;
-                shape.requirements.iter().any(|alternative| {
+                shape.node_affinity().iter().any(|alternative| {
                     alternative
                         .iter()
                         .all(|(key, requirement)| match requirements.get(key) {
@@ -169,7 +171,12 @@ impl Solver<'_> {
                     let eligible: Vec<&String> = self
                         .zones
                         .iter()
-                        .filter(|z| shape.requirements.iter().any(|r| r.allows(ZONE_LABEL, z)))
+                        .filter(|z| {
+                            shape
+                                .node_affinity()
+                                .iter()
+                                .any(|r| r.allows(ZONE_LABEL, z))
+                        })
                         .collect();
                     let min = eligible
                         .iter()
