@@ -135,7 +135,7 @@ async fn a_pod_with_a_zonal_volume_gets_a_node_in_that_zone() {
     let planned = first_claim(&claims, &selector).await;
     assert_eq!(
         claim_zones(&planned),
-        [volume_zone.clone()],
+        [volume_zone.as_str()],
         "the NodeClaim is pinned to the volume's zone"
     );
     // Bound means the kube-scheduler's VolumeBinding found the volume's affinity on the Node.
@@ -258,7 +258,7 @@ async fn an_unbound_claim_waiting_for_its_pod_is_provisioned_within_its_class_zo
     let planned = first_claim(&claims, &selector).await;
     assert_eq!(
         claim_zones(&planned),
-        [allowed_zone.clone()],
+        [allowed_zone.as_str()],
         "the class's topology pins the NodeClaim"
     );
     let nodes: Api<Node> = Api::all(env.client.clone());
