@@ -1,13 +1,19 @@
-//! The cluster as the node side sees it: pods, Nodes, NodeClaims, NodePools, EC2NodeClasses
-//! and DaemonSets, each watched once into a reflector store that the provisioner and the
-//! NodeClaim controller read instead of listing.
+//! The cluster as the node side sees it: pods, Nodes, NodeClaims, NodePools, EC2NodeClasses,
+//! DaemonSets, and the PersistentVolumeClaims, PersistentVolumes and StorageClasses that say
+//! where a pod's volumes can be reached, each watched once into a reflector store that the
+//! provisioner and the NodeClaim controller read instead of listing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeSpec, Pod,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -15,9 +21,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::apis::ec2_node_class::EC2NodeClass;
+use crate::apis::labels::DEFAULT_STORAGE_CLASS_ANNOTATIONS;
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::scheduling::pod::NamespaceLabels;
+use crate::scheduling::volumes::StorageObjects;
 
 pub struct ClusterState {
     /// Every pod in the cluster, bound or not: a Node's pods count wherever they come from,
@@ -34,6 +42,10 @@ pub struct ClusterState {
     pub daemon_sets: Store<DaemonSet>,
     /// For pod affinity terms that select namespaces by their labels.
     pub namespaces: Store<Namespace>,
+    /// Trimmed to what says where a volume can be reached (see [`trim_claim`] and the others).
+    pub persistent_volume_claims: Store<PersistentVolumeClaim>,
+    pub persistent_volumes: Store<PersistentVolume>,
+    pub storage_classes: Store<StorageClass>,
     /// Becomes true once every store holds its first full list; dropped if a watch ends first.
     ready: watch::Receiver<bool>,
 }
@@ -65,6 +77,13 @@ impl ClusterState {
             node_classes: watched(Api::all(client.clone()), shutdown),
             daemon_sets: watched(Api::all(client.clone()), shutdown),
             namespaces: watched(Api::all(client.clone()), shutdown),
+            persistent_volume_claims: watched_trimmed(
+                Api::all(client.clone()),
+                shutdown,
+                trim_claim,
+            ),
+            persistent_volumes: watched_trimmed(Api::all(client.clone()), shutdown, trim_volume),
+            storage_classes: watched_trimmed(Api::all(client.clone()), shutdown, trim_class),
             ready,
         };
         // A store's own readiness wakes only one of the tasks waiting on it (kube-runtime's
@@ -77,9 +96,15 @@ impl ClusterState {
             state.node_classes.clone(),
             state.daemon_sets.clone(),
             state.namespaces.clone(),
+            (
+                state.persistent_volume_claims.clone(),
+                state.persistent_volumes.clone(),
+                state.storage_classes.clone(),
+            ),
         );
         tokio::spawn(async move {
-            let (pods, nodes, claims, pools, classes, daemon_sets, namespaces) = stores;
+            let (pods, nodes, claims, pools, classes, daemon_sets, namespaces, storage) = stores;
+            let (volume_claims, volumes, storage_classes) = storage;
             let listed = async {
                 pods.wait_until_ready().await?;
                 nodes.wait_until_ready().await?;
@@ -87,7 +112,10 @@ impl ClusterState {
                 pools.wait_until_ready().await?;
                 classes.wait_until_ready().await?;
                 daemon_sets.wait_until_ready().await?;
-                namespaces.wait_until_ready().await
+                namespaces.wait_until_ready().await?;
+                volume_claims.wait_until_ready().await?;
+                volumes.wait_until_ready().await?;
+                storage_classes.wait_until_ready().await
             };
             if listed.await.is_ok() {
                 ready_tx.send_replace(true);
@@ -173,6 +201,66 @@ impl ClusterState {
     }
 }
 
+impl StorageObjects for ClusterState {
+    fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        self.persistent_volume_claims
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        self.persistent_volumes.get(&ObjectRef::new(name))
+    }
+
+    fn storage_classes(&self) -> Vec<Arc<StorageClass>> {
+        self.storage_classes.state()
+    }
+}
+
+/// A claim keeps what says where its volume is: the volume it is bound to, its class, and
+/// whether it is going away.
+fn trim_claim(claim: &mut PersistentVolumeClaim) {
+    trim_metadata(&mut claim.metadata);
+    claim.status = None;
+    let spec = claim.spec.take().unwrap_or_default();
+    claim.spec = Some(PersistentVolumeClaimSpec {
+        volume_name: spec.volume_name,
+        storage_class_name: spec.storage_class_name,
+        ..PersistentVolumeClaimSpec::default()
+    });
+}
+
+/// A volume keeps its node affinity only.
+fn trim_volume(volume: &mut PersistentVolume) {
+    trim_metadata(&mut volume.metadata);
+    volume.status = None;
+    let spec = volume.spec.take().unwrap_or_default();
+    volume.spec = Some(PersistentVolumeSpec {
+        node_affinity: spec.node_affinity,
+        ..PersistentVolumeSpec::default()
+    });
+}
+
+/// A class keeps its binding mode, allowed topologies and whether it is the default.
+fn trim_class(class: &mut StorageClass) {
+    let annotations = class.metadata.annotations.take().unwrap_or_default();
+    trim_metadata(&mut class.metadata);
+    let default: std::collections::BTreeMap<String, String> = annotations
+        .into_iter()
+        .filter(|(key, _)| DEFAULT_STORAGE_CLASS_ANNOTATIONS.contains(&key.as_str()))
+        .collect();
+    class.metadata.annotations = (!default.is_empty()).then_some(default);
+    class.parameters = None;
+    class.mount_options = None;
+}
+
+fn trim_metadata(metadata: &mut ObjectMeta) {
+    metadata.annotations = None;
+    metadata.labels = None;
+    metadata.managed_fields = None;
+    metadata.owner_references = None;
+    metadata.finalizers = None;
+}
+
 fn is_finished(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -246,10 +334,48 @@ where
     watched_with(api, shutdown, |_| {})
 }
 
+/// A store of `api`'s objects with only what `trim` leaves of each.
+fn watched_trimmed<K>(api: Api<K>, shutdown: &CancellationToken, trim: fn(&mut K)) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    spawn_store(api, shutdown, trim, |_| {})
+}
+
 /// A store of `api`'s objects, with `observe` shown every watch event once the store has it.
 fn watched_with<K>(
     api: Api<K>,
     shutdown: &CancellationToken,
+    observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    // Managed fields are the bulk of most objects and nothing here reads them.
+    spawn_store(
+        api,
+        shutdown,
+        |object| object.managed_fields_mut().clear(),
+        observe,
+    )
+}
+
+fn spawn_store<K>(
+    api: Api<K>,
+    shutdown: &CancellationToken,
+    trim: fn(&mut K),
     mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
 ) -> Store<K>
 where
@@ -262,10 +388,9 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    // Managed fields are the bulk of most objects and nothing here reads them.
     let events = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|object| object.managed_fields_mut().clear());
+        .modify(trim);
     let stream = reflector::reflector(writer, events)
         .take_until(shutdown.clone().cancelled_owned())
         .for_each(move |event| {
@@ -301,6 +426,51 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn storage_objects_keep_only_what_says_where_a_volume_is() {
+        let mut claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "data", "namespace": "ns", "annotations": {"a": "b"},
+                         "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"volumeName": "pv-1", "storageClassName": "gp3", "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Bound"}
+        }))
+        .unwrap();
+        trim_claim(&mut claim);
+        assert_eq!(
+            serde_json::to_value(&claim).unwrap(),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": "ns", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+                   "spec": {"volumeName": "pv-1", "storageClassName": "gp3"}})
+        );
+        let affinity = json!({"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}]}]}});
+        let mut volume: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": "pv-1", "labels": {"x": "y"}},
+            "spec": {"capacity": {"storage": "1Gi"}, "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"},
+                     "nodeAffinity": affinity}
+        }))
+        .unwrap();
+        trim_volume(&mut volume);
+        assert_eq!(
+            serde_json::to_value(&volume).unwrap(),
+            json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-1"}, "spec": {"nodeAffinity": affinity}})
+        );
+        let mut class: StorageClass = serde_json::from_value(json!({
+            "metadata": {"name": "gp3", "annotations": {
+                "storageclass.kubernetes.io/is-default-class": "true",
+                "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "provisioner": "ebs.csi.aws.com", "parameters": {"type": "gp3"},
+            "volumeBindingMode": "WaitForFirstConsumer"
+        }))
+        .unwrap();
+        trim_class(&mut class);
+        assert_eq!(
+            serde_json::to_value(&class).unwrap(),
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "gp3", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                   "provisioner": "ebs.csi.aws.com", "volumeBindingMode": "WaitForFirstConsumer"})
+        );
     }
 
     #[test]

@@ -14,6 +14,23 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 pub const ARCH_LABEL: &str = "kubernetes.io/arch";
 pub const OS_LABEL: &str = "kubernetes.io/os";
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// Zone keys a volume's topology may name instead of `topology.kubernetes.io/zone`: the EBS CSI
+/// driver's, and the legacy beta label of in-tree EBS volumes. Read as the zone.
+pub const VOLUME_ZONE_ALIASES: [&str; 2] = [
+    "topology.ebs.csi.aws.com/zone",
+    "failure-domain.beta.kubernetes.io/zone",
+];
+/// Region keys a volume's topology may name (in-tree EBS volumes name both zone and region).
+/// Every node Windlass launches is in the one region it launches in, so they narrow nothing.
+pub const VOLUME_REGION_KEYS: [&str; 2] = [
+    "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/region",
+];
+/// The StorageClass annotations that make a class the default, the GA key and the beta one.
+pub const DEFAULT_STORAGE_CLASS_ANNOTATIONS: [&str; 2] = [
+    "storageclass.kubernetes.io/is-default-class",
+    "storageclass.beta.kubernetes.io/is-default-class",
+];
 
 /// Karpenter's labels for what a node's instance type is, which Windlass sets too, so that a
 /// NodePool or pod written for Karpenter keeps its meaning.

@@ -1,7 +1,7 @@
 //! Where the pods of the nodes about to be disrupted would go, without I/O: the provisioner's
 //! scheduling simulation, asked with those nodes left out of the cluster. Their pods either fit
 //! on the other nodes (delete them), need new nodes (launch those first, then delete them), or
-//! fit nowhere (leave them, and say why).
+//! fit nowhere (leave them, and say why). A pod goes only where its volumes can be reached.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use crate::apis::node_pool::NodePool;
 use crate::provisioning::problem::plan;
 use crate::scheduling::NewClaim;
 use crate::scheduling::instance_types::InstanceType;
-use crate::scheduling::pod::PodShape;
+use crate::scheduling::volumes::placement_shape;
 use crate::state::ClusterState;
 
 /// What disrupting a node takes.
@@ -53,7 +53,7 @@ pub fn reschedule(
     }
     let mut shapes = Vec::with_capacity(pods.len());
     for pod in &pods {
-        match PodShape::from_pod(pod) {
+        match placement_shape(pod, state) {
             Ok(shape) => shapes.push(shape),
             Err(error) => return Outcome::Blocked(format!("pod {}: {error}", pod.name_any())),
         }

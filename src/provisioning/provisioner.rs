@@ -27,7 +27,7 @@ use crate::apis::node_pool::NodePool;
 use crate::cloud::CloudProvider;
 use crate::metrics::{Metrics, PoolLabels};
 use crate::scheduling::instance_types::InstanceType;
-use crate::scheduling::pod::PodShape;
+use crate::scheduling::volumes::placement_shape;
 use crate::scheduling::{NodePoolInput, no_instance_types};
 use crate::state::ClusterState;
 
@@ -241,7 +241,7 @@ async fn provision<C>(
     let mut shapes = Vec::new();
     let mut shaped_pods = Vec::new();
     for pod in pending {
-        match PodShape::from_pod(pod) {
+        match placement_shape(pod, state.as_ref()) {
             Ok(shape) => {
                 shapes.push(shape);
                 shaped_pods.push(pod.clone());

@@ -136,6 +136,7 @@ pub fn benchmark_pods(count: usize, seed: u64) -> Vec<PodShape> {
             labels,
             requests,
             requirements: vec![Requirements::default()],
+            node_affinity: None,
             tolerations: Vec::new(),
             terms,
             host_ports: Vec::new(),

@@ -10,6 +10,7 @@ pub mod pod;
 pub mod requirements;
 pub mod resources;
 mod solver;
+pub mod volumes;
 
 pub use solver::{
     BoundPod, ExistingNode, LAUNCH_CANDIDATES, Mismatch, NODE_CLAIM_CANDIDATES, NewClaim,

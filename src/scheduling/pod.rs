@@ -28,6 +28,13 @@ pub enum PodShapeError {
         requestable = resources::requestable()
     )]
     UncountedResource(String),
+    #[error(transparent)]
+    Volume(#[from] super::volumes::VolumeError),
+    /// Its node selector and affinity, and its volumes' topology, admit no node together.
+    #[error(
+        "its volumes can be reached only where its node affinity does not allow ({key} {wanted})"
+    )]
+    VolumeTopology { key: String, wanted: String },
 }
 
 /// A taint of the node or NodePool that the pod does not tolerate.
@@ -214,8 +221,12 @@ pub struct PodShape {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub requests: Resources,
-    /// Alternatives (one per required node-affinity term); a node must satisfy one.
+    /// Alternatives (one per required node-affinity term, each narrowed to where the pod's
+    /// volumes can be reached); a node must satisfy one.
     pub requirements: Vec<Requirements>,
+    /// The pod's own node selector and affinity, where its volumes narrowed `requirements`:
+    /// as in the kube-scheduler, a zone spread counts the nodes these allow, not its volumes'.
+    pub node_affinity: Option<Vec<Requirements>>,
     pub tolerations: Vec<Toleration>,
     pub terms: Vec<Term>,
     /// (protocol, port) pairs the pod takes on its node.
@@ -369,11 +380,38 @@ impl PodShape {
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             requests: Resources::of_pod(&spec),
             requirements,
+            node_affinity: None,
             tolerations: spec.tolerations.unwrap_or_default(),
             terms,
             host_ports,
             preferences,
         })
+    }
+
+    /// The same pod placed only where its volumes can be reached: each of its own alternatives
+    /// with each of `volumes`' (a node must satisfy one). A combination no node can satisfy is
+    /// dropped; if none is left, the error names a key on which they conflict.
+    pub fn within_volume_topology(
+        mut self,
+        volumes: &[Requirements],
+    ) -> Result<Self, PodShapeError> {
+        let combined = super::volumes::and(&self.requirements, volumes);
+        let satisfiable = super::volumes::satisfiable(combined).map_err(|key| {
+            let wanted = volumes
+                .iter()
+                .filter_map(|alternative| alternative.get(&key))
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" or ");
+            PodShapeError::VolumeTopology { key, wanted }
+        })?;
+        self.node_affinity = Some(std::mem::replace(&mut self.requirements, satisfiable));
+        Ok(self)
+    }
+
+    /// The pod's own node selector and affinity alternatives, without its volumes'.
+    pub fn node_affinity(&self) -> &[Requirements] {
+        self.node_affinity.as_deref().unwrap_or(&self.requirements)
     }
 
     /// Whether the pod tolerates every NoSchedule and NoExecute taint.
@@ -423,7 +461,8 @@ fn add_expressions<'a>(
     expressions: impl Iterator<Item = &'a NodeSelectorRequirement>,
 ) -> Result<(), PodShapeError> {
     for expression in expressions {
-        let operator = parse_operator(&expression.operator)?;
+        let operator = parse_operator(&expression.operator)
+            .ok_or_else(|| PodShapeError::Operator(expression.operator.clone()))?;
         requirements.add(
             &expression.key,
             Requirement::new(operator, expression.values.as_deref().unwrap_or_default()),
@@ -438,15 +477,15 @@ fn heaviest_first<T>(mut terms: Vec<T>, weight: impl Fn(&T) -> i32) -> Vec<T> {
     terms
 }
 
-fn parse_operator(operator: &str) -> Result<RequirementOperator, PodShapeError> {
-    Ok(match operator {
+pub(super) fn parse_operator(operator: &str) -> Option<RequirementOperator> {
+    Some(match operator {
         "In" => RequirementOperator::In,
         "NotIn" => RequirementOperator::NotIn,
         "Exists" => RequirementOperator::Exists,
         "DoesNotExist" => RequirementOperator::DoesNotExist,
         "Gt" => RequirementOperator::Gt,
         "Lt" => RequirementOperator::Lt,
-        other => return Err(PodShapeError::Operator(other.to_owned())),
+        _ => return None,
     })
 }
 

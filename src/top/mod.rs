@@ -25,7 +25,7 @@ use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::apis::scaled_job::ScaledJob;
 use crate::apis::scaled_object::ScaledObject;
-use crate::scheduling::catalog;
+use crate::aws::pricing::tables;
 use snapshot::{Objects, Snapshot};
 
 /// Changes that come together (a poll writes several statuses) are drawn once: at most this
@@ -67,7 +67,7 @@ impl Watches {
             node_claims: watched(Api::all(client.clone()), &changed, shutdown),
             nodes: watched(Api::all(client.clone()), &changed, shutdown),
             changed,
-            prices: catalog::on_demand_prices(),
+            prices: tables::fallback(tables::STAND_IN_REGION).0,
         }
     }
 

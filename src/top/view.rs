@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Paragraph, Row, Table};
 use super::snapshot::{Decision, NodePoolRow, Scale, Snapshot, Usage, WorkloadKind, WorkloadRow};
 
 /// Where `$/HOUR` comes from; NodeClaims record no price, so the bundled list prices stand in.
-pub const PRICE_SOURCE: &str = "$/HOUR: on-demand list prices from the bundled us-east-1 catalog, \
+pub const PRICE_SOURCE: &str = "$/HOUR: on-demand list prices from the bundled us-east-1 table, \
      by each Node's node.kubernetes.io/instance-type (spot nodes at that price too)";
 
 const WORKLOAD_HEADER: [&str; 6] = [

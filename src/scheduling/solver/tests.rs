@@ -83,6 +83,7 @@ fn pod(name: &str, cpu: i64, memory: i64) -> PodShape {
             ..Resources::default()
         },
         requirements: vec![Requirements::default()],
+        node_affinity: None,
         tolerations: Vec::new(),
         terms: Vec::new(),
         host_ports: Vec::new(),

@@ -83,7 +83,8 @@ impl Solver<'_> {
         });
         if spreads_zones {
             let shape = &self.problem.pods[pod];
-            let requirements = self.requirements(pod);
+            // As the kube-scheduler counts: by the pod's own affinity, not its volumes' zones.
+            let requirements = shape.node_affinity();
             let mut zones = self.node_zones.clone();
             for (pool, pool_zones) in self.problem.pools.iter().zip(&self.pool_zones) {
                 if shape.tolerates(&pool.taints).is_ok() {
@@ -103,7 +104,7 @@ impl Solver<'_> {
     /// selector and required affinity (not its preferences) rule out do not count.
     fn count_allowed_nodes(&mut self, pod: usize) {
         self.allowed_zone_counts.clear();
-        let requirements = &self.problem.pods[pod].requirements;
+        let requirements = self.problem.pods[pod].node_affinity();
         if requirements.iter().all(Requirements::is_empty) {
             return;
         }

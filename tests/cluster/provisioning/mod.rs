@@ -4,7 +4,8 @@
 //! CreateFleet, falling back when an offering is out of capacity, and its Node registers and
 //! runs the pods; deleting the NodeClaim or its Node terminates the instance and removes both;
 //! a restart mid-launch launches nothing twice; a GPU pod gets a GPU type within a GPU limit;
-//! and a pool that cannot launch says why.
+//! a pod's zonal volume pins its NodeClaim to that zone; and a pool that cannot launch says
+//! why.
 
 mod bootstrap;
 mod capacity;
@@ -16,3 +17,4 @@ pub mod fixture;
 mod node_deletion;
 mod reasons;
 mod restart;
+mod volumes;
