@@ -31,6 +31,24 @@ pub enum Command {
     /// Print the NodeClaims Windlass would launch for pending pods, with instance types and
     /// $/hour, from YAML files alone: no cluster, no AWS.
     Simulate(SimulateArgs),
+    /// Rewrite KEDA and Karpenter manifests (ScaledObject, ScaledJob, TriggerAuthentication,
+    /// ClusterTriggerAuthentication, NodePool, Provisioner, EC2NodeClass, AWSNodeTemplate) as
+    /// Windlass manifests on stdout; every dropped field is a warning on stderr.
+    Convert(ConvertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// YAML files to convert, `-` for stdin; repeat the flag for several files. Objects of other
+    /// kinds pass through unchanged.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "WINDLASS_CONVERT_FILES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
