@@ -36,7 +36,7 @@ async fn converted_manifests_are_accepted_by_the_api_server() {
             let name = object["metadata"]["name"].as_str().unwrap().to_owned();
             let resource = ApiResource::from_gvk_with_plural(
                 &GroupVersionKind::gvk("windlass.dev", "v1alpha1", &kind),
-                &format!("{}s", kind.to_lowercase()),
+                &plural(&kind),
             );
             let api: Api<DynamicObject> = if NAMESPACED.contains(&kind.as_str()) {
                 object["metadata"]["namespace"] = namespace.name.clone().into();
@@ -59,4 +59,14 @@ async fn converted_manifests_are_accepted_by_the_api_server() {
     }
     assert!(accepted >= 15, "only {accepted} objects applied");
     namespace.delete().await;
+}
+
+/// The resource name of a Windlass kind (`EC2NodeClass` → `ec2nodeclasses`).
+fn plural(kind: &str) -> String {
+    let lower = kind.to_lowercase();
+    if lower.ends_with('s') {
+        format!("{lower}es")
+    } else {
+        format!("{lower}s")
+    }
 }
