@@ -627,16 +627,15 @@ fn node_class(
     }
     if let Some(Value::Array(terms)) = spec.get("amiSelectorTerms") {
         for (index, term) in terms.iter().enumerate() {
-            if let Some(alias) = term["alias"].as_str() {
-                if !["al2@", "al2023@", "bottlerocket@"]
+            if let Some(alias) = term["alias"].as_str()
+                && !["al2@", "al2023@", "bottlerocket@"]
                     .iter()
                     .any(|f| alias.starts_with(f))
-                {
-                    return Err(ctx.unconvertible(
-                        format!("spec.amiSelectorTerms[{index}].alias"),
-                        format!("{alias}: Windlass bootstraps AL2, AL2023 and Bottlerocket only"),
-                    ));
-                }
+            {
+                return Err(ctx.unconvertible(
+                    format!("spec.amiSelectorTerms[{index}].alias"),
+                    format!("{alias}: Windlass bootstraps AL2, AL2023 and Bottlerocket only"),
+                ));
             }
         }
     }
