@@ -38,6 +38,10 @@ pub enum Command {
     /// KUBECONFIG; `q` or Ctrl-C quits. When stdout is not a terminal it prints one table and
     /// exits.
     Top(TopArgs),
+    /// Rewrite KEDA and Karpenter manifests (ScaledObject, ScaledJob, TriggerAuthentication,
+    /// ClusterTriggerAuthentication, NodePool, Provisioner, EC2NodeClass, AWSNodeTemplate) as
+    /// Windlass manifests on stdout; every dropped field is a warning on stderr.
+    Convert(ConvertArgs),
 }
 
 #[derive(Debug, Args)]
@@ -53,6 +57,20 @@ pub struct TopArgs {
     /// (at most one a second) until interrupted.
     #[arg(long, env = "WINDLASS_TOP_WATCH")]
     pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// YAML files to convert, `-` for stdin; repeat the flag for several files. Objects of other
+    /// kinds pass through unchanged.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "WINDLASS_CONVERT_FILES",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -49,6 +49,12 @@ pub enum Error {
     #[error("{0}")]
     Simulate(String),
 
+    #[error("cannot read stdin: {0}")]
+    ReadStdin(#[source] std::io::Error),
+
+    #[error(transparent)]
+    Convert(#[from] crate::convert::ConvertError),
+
     #[error("cannot render CRD {name} as YAML: {source}")]
     RenderCrd {
         name: String,

@@ -5,6 +5,7 @@ pub mod apis;
 pub mod aws;
 pub mod cli;
 pub mod cloud;
+pub mod convert;
 pub mod crdgen;
 pub mod disruption;
 pub mod error;

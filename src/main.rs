@@ -42,6 +42,12 @@ fn main() -> ExitCode {
         Command::Top(args) => tokio::runtime::Runtime::new()
             .map_err(windlass::Error::Runtime)
             .and_then(|runtime| runtime.block_on(windlass::top::run_with_kubeconfig(args.watch))),
+        Command::Convert(args) => convert(&args.files).map(|conversion| {
+            for warning in &conversion.warnings {
+                eprintln!("{warning}");
+            }
+            print!("{}", conversion.yaml);
+        }),
         Command::Openapi => {
             print!("{}", windlass::jobs::api::openapi_json());
             Ok(())
@@ -54,4 +60,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reads every file (`-` is stdin) and converts them together, so a NodePool's kubelet settings
+/// can reach an EC2NodeClass from another file.
+fn convert(files: &[std::path::PathBuf]) -> windlass::Result<windlass::convert::Conversion> {
+    let mut sources = Vec::new();
+    for file in files {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(windlass::Error::ReadStdin)?
+        } else {
+            std::fs::read_to_string(file).map_err(|source| windlass::Error::ReadFile {
+                path: file.clone(),
+                source,
+            })?
+        };
+        let name = if file.as_os_str() == "-" {
+            "stdin".to_owned()
+        } else {
+            file.display().to_string()
+        };
+        sources.push((name, text));
+    }
+    Ok(windlass::convert::convert(&sources)?)
 }

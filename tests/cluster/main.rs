@@ -4,6 +4,7 @@
 
 mod chart;
 mod controller;
+mod convert;
 mod disruption;
 mod jobs_api;
 mod node_classes;
