@@ -186,12 +186,11 @@ fn scaled_job(spec: &mut Map<String, Value>, ctx: &mut Context<'_>) -> Result<()
         ],
     );
     // KEDA reads the percentage as a string; YAML written as a number means the same.
-    if let Some(Value::Object(strategy)) = spec.get_mut("scalingStrategy") {
-        if let Some(percentage @ Value::Number(_)) =
+    if let Some(Value::Object(strategy)) = spec.get_mut("scalingStrategy")
+        && let Some(percentage @ Value::Number(_)) =
             strategy.get_mut("customScalingRunningJobPercentage")
-        {
-            *percentage = Value::String(percentage.to_string());
-        }
+    {
+        *percentage = Value::String(percentage.to_string());
     }
     triggers(spec, ctx)
 }
