@@ -170,11 +170,28 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     note: String,
     action: &str,
 ) {
+    publish_regarding(
+        recorder,
+        object.object_ref(&()),
+        type_,
+        reason,
+        note,
+        action,
+    )
+    .await;
+}
+
+/// Publishes an Event about the object `regarding` refers to.
+pub async fn publish_regarding(
+    recorder: &Recorder,
+    regarding: ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    action: &str,
+) {
     let note = note_within_limit(note);
-    if let Err(error) = recorder
-        .send(object.object_ref(&()), type_, reason, note, action)
-        .await
-    {
+    if let Err(error) = recorder.send(regarding, type_, reason, note, action).await {
         warn!(%error, reason, "publishing an Event failed");
     }
 }

@@ -69,6 +69,9 @@ pub struct Metrics {
     pub sqs_get_queue_attributes: Family<QueueLabels, Counter>,
     /// NodeClaims the provisioner created.
     pub nodeclaims_created: Family<PoolLabels, Counter>,
+    /// Of those, the ones created for pods a scale-out was about to make, before they were
+    /// pending.
+    pub nodeclaims_created_ahead: Family<PoolLabels, Counter>,
     /// NodeClaims whose instance launched.
     pub nodeclaims_launched: Family<PoolLabels, Counter>,
     /// CreateFleet calls that launched nothing.
@@ -109,6 +112,7 @@ impl Default for Metrics {
             scaler_active: Family::default(),
             sqs_get_queue_attributes: Family::default(),
             nodeclaims_created: Family::default(),
+            nodeclaims_created_ahead: Family::default(),
             nodeclaims_launched: Family::default(),
             nodeclaims_launch_failures: Family::default(),
             disruption_actions: Family::default(),
@@ -151,6 +155,11 @@ impl Default for Metrics {
             "nodeclaims_created",
             "NodeClaims the provisioner created",
             metrics.nodeclaims_created.clone(),
+        );
+        registry.register(
+            "nodeclaims_created_ahead",
+            "NodeClaims created for pods a ScaledObject or ScaledJob was about to make, before they were pending",
+            metrics.nodeclaims_created_ahead.clone(),
         );
         registry.register(
             "nodeclaims_launched",
@@ -266,6 +275,7 @@ mod tests {
             .get_or_create(&QueueLabels { queue: "q".into() })
             .inc();
         metrics.nodeclaims_created.get_or_create(&pool).inc();
+        metrics.nodeclaims_created_ahead.get_or_create(&pool).inc();
         metrics.nodeclaims_launched.get_or_create(&pool).inc();
         metrics
             .nodeclaims_launch_failures

@@ -121,6 +121,9 @@ pub const REPLACES_ANNOTATION: &str = "windlass.dev/replaces";
 pub const DISRUPTION_ANNOTATION: &str = "windlass.dev/disruption";
 /// On a NodeClaim being replaced: its replacements' names, comma-separated.
 pub const REPLACED_BY_ANNOTATION: &str = "windlass.dev/replaced-by";
+/// `"false"` on a ScaledObject or ScaledJob: its scale-outs launch no capacity ahead of its
+/// pods; they wait to be pending like any other pod.
+pub const DEMAND_AWARE_ANNOTATION: &str = "windlass.dev/demand-aware";
 
 /// On ScaledObjects: the target's replicas are restored before the object goes.
 pub const SCALED_OBJECT_FINALIZER: &str = "windlass.dev/scaledobject";

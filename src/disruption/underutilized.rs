@@ -279,8 +279,10 @@ mod tests {
     fn a_pool_is_held_where_a_scaling_out_object_runs_pods() {
         let out = ScaleOut {
             object: "ScaledObject/ns/worker".into(),
+            regarding: Default::default(),
             namespace: "ns".into(),
             pod_labels: BTreeMap::from([("app".into(), "worker".into())]),
+            demand: None,
             until: Timestamp::from_second(1_800_000_000).unwrap(),
         };
         let pods = HashMap::from([

@@ -94,6 +94,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         &shutdown,
     ));
     let (pool_reports, pool_reports_seen) = tokio::sync::watch::channel(PoolReports::new());
+    let scale_outs = Arc::new(ScaleOuts::default());
     let provisioner = Arc::new(Provisioner {
         client: client.clone(),
         state: cluster_state.clone(),
@@ -104,8 +105,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         cluster: args.cluster_name.clone(),
         batch_idle: args.batch_idle_duration,
         batch_max: args.batch_max_duration,
+        scale_outs: scale_outs.clone(),
     });
-    let scale_outs = Arc::new(ScaleOuts::default());
     let disruption = Arc::new(Disruption {
         scale_outs: scale_outs.clone(),
         client: client.clone(),

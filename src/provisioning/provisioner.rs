@@ -4,6 +4,11 @@
 //! it, so the pods it was made for find it again in every later batch, and after a restart:
 //! nothing is provisioned twice, and nothing depends on memory. Launching the NodeClaims is
 //! the NodeClaim controller's work.
+//!
+//! Demand-aware provisioning: when a ScaledObject or ScaledJob scales out, its demand is
+//! planned at once (`ahead`), without waiting for its pods to be marked Unschedulable and for
+//! the batch window. That pass plans onto every live NodeClaim's free room, since the pods it
+//! plans have not been turned away from any Node yet, so a demand that fits launches nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::ahead::{AheadPod, ahead_pods};
 use super::batcher::Batcher;
 use super::claims::{limit_notes, node_claim, unpriced_candidates};
 use super::problem::{is_unschedulable, plan, pool_inputs, takes_pods};
@@ -26,6 +32,7 @@ use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::cloud::CloudProvider;
 use crate::metrics::{Metrics, PoolLabels};
+use crate::scale_outs::{ScaleOut, ScaleOuts};
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::volumes::placement_shape;
 use crate::scheduling::{NodePoolInput, no_instance_types};
@@ -51,6 +58,8 @@ pub struct Provisioner<C> {
     pub cluster: String,
     pub batch_idle: Duration,
     pub batch_max: Duration,
+    /// What is scaling out, with its demand.
+    pub scale_outs: Arc<ScaleOuts>,
 }
 
 /// What the provisioner found about one NodePool.
@@ -85,9 +94,14 @@ pub async fn run<C: CloudProvider>(provisioner: Arc<Provisioner<C>>, shutdown: C
     let mut checked_pools: Option<(PoolVersions, Instant)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
-        tokio::select! {
+        let demanded = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tick.tick() => false,
+            _ = provisioner.scale_outs.demanded.notified() => true,
+        };
+        if demanded {
+            provision_ahead(&provisioner, &mut created).await;
+            continue;
         }
         let claims: HashMap<String, Arc<NodeClaim>> = state
             .node_claims
@@ -137,7 +151,8 @@ pub async fn run<C: CloudProvider>(provisioner: Arc<Provisioner<C>>, shutdown: C
         let Ok(types) = provisioner.cloud.instance_types().await else {
             continue;
         };
-        provision(&provisioner, &types, &pending, &mut created).await;
+        let planned: Vec<Planned> = pending.into_iter().map(Planned::Pending).collect();
+        provision(&provisioner, &types, &planned, &[], &mut created).await;
     }
 }
 
@@ -231,36 +246,87 @@ fn uid(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
 
+/// Plans the demand of every scale-out, with the pods already pending, and creates the
+/// NodeClaims that needs.
+async fn provision_ahead<C: CloudProvider>(provisioner: &Provisioner<C>, created: &mut Created) {
+    let state = &provisioner.state;
+    let scale_outs = provisioner.scale_outs.active(Timestamp::now());
+    let pods = state.pods.state();
+    let ahead: Vec<AheadPod> = ahead_pods(&scale_outs, &pods)
+        .into_iter()
+        .filter(|a| state.provisions_for(&a.pod))
+        .collect();
+    if ahead.is_empty() {
+        return;
+    }
+    let Ok(types) = provisioner.cloud.instance_types().await else {
+        return;
+    };
+    let planned: Vec<Planned> = pods
+        .into_iter()
+        .filter(|pod| state.provisions_for(pod) && is_unschedulable(pod))
+        .map(Planned::Pending)
+        .chain(ahead.into_iter().map(Planned::Ahead))
+        .collect();
+    provision(provisioner, &types, &planned, &scale_outs, created).await;
+}
+
+/// A pod a pass plans: one the kube-scheduler marked Unschedulable, or one a scale-out is
+/// about to need room for.
+enum Planned {
+    Pending(Arc<Pod>),
+    Ahead(AheadPod),
+}
+
+impl Planned {
+    fn pod(&self) -> &Arc<Pod> {
+        match self {
+            Planned::Pending(pod) => pod,
+            Planned::Ahead(ahead) => &ahead.pod,
+        }
+    }
+}
+
+/// Plans `planned` and creates the NodeClaims the plan needs. A pass with pods planned ahead
+/// (`scale_outs` their scale-outs) plans onto every live NodeClaim's free room and creates only
+/// the NodeClaims that hold some of them; it leaves the pending pods' NodeClaims, Events and
+/// the NodePools' limit reports to the pending pass, which sees what the kube-scheduler
+/// turned away.
 async fn provision<C>(
     provisioner: &Provisioner<C>,
     catalog: &[InstanceType],
-    pending: &[Arc<Pod>],
+    planned: &[Planned],
+    scale_outs: &[ScaleOut],
     created: &mut Created,
 ) {
     let state = &provisioner.state;
+    let ahead_pass = planned.iter().any(|p| matches!(p, Planned::Ahead(_)));
     let mut shapes = Vec::new();
-    let mut shaped_pods = Vec::new();
-    for pod in pending {
-        match placement_shape(pod, state.as_ref()) {
+    let mut shaped = Vec::new();
+    for entry in planned {
+        match placement_shape(entry.pod(), state.as_ref()) {
             Ok(shape) => {
                 shapes.push(shape);
-                shaped_pods.push(pod.clone());
+                shaped.push(entry);
             }
             Err(reason) => {
-                publish(
-                    provisioner,
-                    pod.as_ref(),
-                    "FailedProvisioning",
-                    reason.to_string(),
-                )
-                .await
+                if let Planned::Pending(pod) = entry {
+                    publish(
+                        provisioner,
+                        pod.as_ref(),
+                        "FailedProvisioning",
+                        reason.to_string(),
+                    )
+                    .await
+                }
             }
         }
     }
     let mut claims = state.node_claims.state();
     claims.extend(created.values().map(|(_, claim)| claim.clone()));
-    // NodeClaims in flight (and just initialized) take planned pods; every other Node only
-    // counts for topology, since the kube-scheduler already found no room there.
+    // NodeClaims in flight (and just initialized) take pending pods; every other Node only
+    // counts for topology, since the kube-scheduler already found no room there. Pods planned
+    // ahead were turned away nowhere: every live NodeClaim's free room is theirs.
     let now = Timestamp::now();
     let started = Instant::now();
     let (node_pools, plan) = plan(
@@ -268,7 +334,13 @@ async fn provision<C>(
         catalog,
         &claims,
         &state.pods_by_node(),
-        |c| takes_pods(c, now),
+        |c| {
+            if ahead_pass {
+                c.metadata.deletion_timestamp.is_none()
+            } else {
+                takes_pods(c, now)
+            }
+        },
         &BTreeSet::new(),
         &shapes,
     );
@@ -276,17 +348,34 @@ async fn provision<C>(
         .metrics
         .scheduling_duration
         .observe(started.elapsed().as_secs_f64());
-    provisioner.metrics.pending_pods.set(shapes.len() as i64);
+    let pending = shaped
+        .iter()
+        .filter(|p| matches!(p, Planned::Pending(_)))
+        .count();
+    provisioner.metrics.pending_pods.set(pending as i64);
     info!(
         pods = shapes.len(),
+        ahead = shapes.len() - pending,
         new_claims = plan.new_claims.len(),
-        onto_in_flight = plan.on_existing.len(),
+        onto_existing = plan.on_existing.len(),
         unplaced = plan.unplaced.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "planned a batch"
     );
     let api: Api<NodeClaim> = Api::all(provisioner.client.clone());
     for claim in &plan.new_claims {
+        let ahead: Vec<&AheadPod> = claim
+            .pods
+            .iter()
+            .filter_map(|&pod| match shaped[pod] {
+                Planned::Ahead(ahead) => Some(ahead),
+                Planned::Pending(_) => None,
+            })
+            .collect();
+        // Pending pods alone are the pending pass's: it batches them.
+        if ahead_pass && ahead.is_empty() {
+            continue;
+        }
         let node_pool = &node_pools[claim.pool];
         let class = state.node_class(&node_pool.spec.template.spec.node_class_ref.name);
         let object = node_claim(
@@ -314,24 +403,36 @@ async fn provision<C>(
                     )
                     .await;
                 }
-                created.insert(new.name_any(), (Instant::now(), Arc::new(new)));
+                let pool_labels = PoolLabels {
+                    nodepool: node_pool.name_any(),
+                };
                 provisioner
                     .metrics
                     .nodeclaims_created
-                    .get_or_create(&PoolLabels {
-                        nodepool: node_pool.name_any(),
-                    })
+                    .get_or_create(&pool_labels)
                     .inc();
+                if !ahead.is_empty() {
+                    provisioner
+                        .metrics
+                        .nodeclaims_created_ahead
+                        .get_or_create(&pool_labels)
+                        .inc();
+                    announce_ahead(provisioner, &new, &ahead, scale_outs).await;
+                }
+                created.insert(new.name_any(), (Instant::now(), Arc::new(new)));
             }
             Err(error) => {
                 warn!(%error, nodepool = %node_pool.name_any(), "creating a NodeClaim failed")
             }
         }
     }
+    if ahead_pass {
+        return;
+    }
     for (pod, unplaced) in &plan.unplaced {
         publish(
             provisioner,
-            shaped_pods[*pod].as_ref(),
+            shaped[*pod].pod().as_ref(),
             "FailedProvisioning",
             unplaced.to_string(),
         )
@@ -362,6 +463,34 @@ async fn provision<C>(
         }
         *reports != before
     });
+}
+
+/// A Normal Event on each scaling object `ahead` holds pods for: the NodeClaim launched for
+/// them before they were pending.
+async fn announce_ahead<C>(
+    provisioner: &Provisioner<C>,
+    claim: &NodeClaim,
+    ahead: &[&AheadPod],
+    scale_outs: &[ScaleOut],
+) {
+    let mut pods_of: BTreeMap<usize, usize> = BTreeMap::new();
+    for pod in ahead {
+        *pods_of.entry(pod.scale_out).or_default() += 1;
+    }
+    for (scale_out, pods) in pods_of {
+        crate::events::publish_regarding(
+            &provisioner.recorder,
+            scale_outs[scale_out].regarding.clone(),
+            EventType::Normal,
+            "LaunchedAhead",
+            format!(
+                "NodeClaim {} launched for {pods} of its pods before they were pending",
+                claim.name_any()
+            ),
+            "Provisioning",
+        )
+        .await;
+    }
 }
 
 async fn publish<C, K: Resource<DynamicType = ()>>(

@@ -2,8 +2,7 @@
 //! discovery, read and written through that subresource. Its containers' environment feeds
 //! `...FromEnv` trigger metadata.
 
-use std::collections::BTreeMap;
-
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery;
@@ -113,14 +112,13 @@ impl ScaleTarget {
             .unwrap_or_default())
     }
 
-    /// The labels of the target's pod template (`spec.template.metadata.labels`): what its
-    /// pods carry.
-    pub async fn pod_labels(&self) -> Result<BTreeMap<String, String>, TargetError> {
+    /// The target's pod template (`spec.template`) as it is now, if it has one that reads as
+    /// one: what its pods look like.
+    pub async fn pod_template(&self) -> Result<Option<PodTemplateSpec>, TargetError> {
         Ok(self
-            .template_field("/spec/template/metadata/labels")
+            .template_field("/spec/template")
             .await?
-            .and_then(|labels| serde_json::from_value(labels).ok())
-            .unwrap_or_default())
+            .and_then(|template| serde_json::from_value(template).ok()))
     }
 
     /// The field at `pointer` of the target as it is now.

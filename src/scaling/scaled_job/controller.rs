@@ -27,6 +27,7 @@ use crate::apis::labels::{SCALED_JOB_GENERATION_LABEL, SCALED_JOB_LABEL};
 use crate::apis::scaled_job::{RolloutStrategy, ScaledJob, ScaledJobStatus};
 use crate::apis::triggers::TriggerValue;
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
+use crate::scale_outs::Demand;
 use crate::scaling::scalers::Scaler;
 use crate::scaling::triggers::SetupError;
 use crate::scaling::{
@@ -324,10 +325,9 @@ async fn poll(
         let interval =
             jiff::SignedDuration::from_secs(i64::from(object.spec.polling_interval.max(1)));
         scaling.scale_outs.raised(
-            "ScaledJob",
-            &object.namespace().unwrap_or_default(),
-            &name,
+            object.object_ref(&()),
             BTreeMap::from([(SCALED_JOB_LABEL.to_owned(), name.clone())]),
+            job_demand(object, counts.running + create),
             interval,
             jiff::Timestamp::now(),
         );
@@ -442,6 +442,18 @@ pub fn job_for(object: &ScaledJob) -> Job {
         spec: Some(spec),
         status: None,
     }
+}
+
+/// The pods `jobs` unfinished Jobs of `object` run at once: each its parallelism of its template.
+fn job_demand(object: &ScaledJob, jobs: i64) -> Option<Demand> {
+    let spec = job_for(object).spec?;
+    let per_job = spec.parallelism.unwrap_or(1).max(0) as usize;
+    Demand::of(
+        object.annotations(),
+        &object.namespace().unwrap_or_default(),
+        &spec.template,
+        jobs.max(0) as usize * per_job,
+    )
 }
 
 async fn create_job(scaling: &Scaling, object: &ScaledJob) -> Result<(), kube::Error> {

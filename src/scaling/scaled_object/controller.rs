@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{Controller, watcher};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -29,6 +29,7 @@ use crate::apis::scaled_object::{HealthStatus, ScaledObject, ScaledObjectStatus,
 use crate::apis::triggers::MetricType;
 use crate::apis::triggers::TriggerValue;
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
+use crate::scale_outs::Demand;
 use crate::scaling::scalers::Scaler;
 use crate::scaling::target::{ScaleTarget, TargetError};
 use crate::scaling::triggers::SetupError;
@@ -303,8 +304,8 @@ async fn scale_loop(
 
 const KIND: &str = "ScaledObject";
 
-/// Tells disruption what is scaling out: a raise holds consolidation off the pools its pods
-/// run in, a cut ends that.
+/// Tells disruption and the provisioner what is scaling out: a raise holds consolidation off
+/// the pools its pods run in and hands the provisioner its demand; a cut ends both.
 async fn record_scale_out(
     scaling: &Scaling,
     object: &ScaledObject,
@@ -317,19 +318,24 @@ async fn record_scale_out(
         scaling.scale_outs.ended(KIND, &namespace, &name);
         return;
     }
-    let pod_labels = match target.pod_labels().await {
-        Ok(labels) => labels,
+    let template = match target.pod_template().await {
+        Ok(template) => template.unwrap_or_default(),
         Err(error) => {
-            warn!(%namespace, %name, %error, "reading the target's pod labels failed; its scale-out holds no consolidation");
+            warn!(%namespace, %name, %error, "reading the target's pod template failed; its scale-out holds no consolidation and launches nothing ahead");
             return;
         }
     };
+    let pod_labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let demand = Demand::of(object.annotations(), &namespace, &template, to as usize);
     let interval = SignedDuration::from_secs(i64::from(object.spec.polling_interval.max(1)));
     scaling.scale_outs.raised(
-        KIND,
-        &namespace,
-        &name,
+        object.object_ref(&()),
         pod_labels,
+        demand,
         interval,
         Timestamp::now(),
     );

@@ -4,9 +4,10 @@
 //! CreateFleet, falling back when an offering is out of capacity, and its Node registers and
 //! runs the pods; deleting the NodeClaim or its Node terminates the instance and removes both;
 //! a restart mid-launch launches nothing twice; a GPU pod gets a GPU type within a GPU limit;
-//! a pod's zonal volume pins its NodeClaim to that zone; and a pool that cannot launch says
-//! why.
+//! a pod's zonal volume pins its NodeClaim to that zone; a pool that cannot launch says
+//! why; and a scale-out's nodes are launched before its pods are pending.
 
+mod ahead;
 mod bootstrap;
 mod capacity;
 mod constraints;
