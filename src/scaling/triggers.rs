@@ -109,7 +109,7 @@ pub async fn scaler(
                 &scaling.client,
                 namespace,
                 &scaling.controller_namespace,
-                trigger.authentication_ref.as_ref(),
+                sqs.authentication(trigger.authentication_ref.as_ref()),
                 &env.pod_spec,
             )
             .await?;

@@ -452,6 +452,47 @@ async fn paused_replicas_hold_the_target_until_the_annotation_is_removed() {
     )
     .await;
     wait_for_condition(&objects, "worker", "Paused", "False").await;
+
+    // KEDA's spelling works as Windlass's, and Windlass's wins when both are set.
+    let annotate_both = |windlass: Value, keda: Value| {
+        Patch::Merge(json!({"metadata": {"annotations": {
+            "autoscaling.windlass.dev/paused-replicas": windlass,
+            "autoscaling.keda.sh/paused-replicas": keda,
+        }}}))
+    };
+    objects
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &annotate_both(Value::Null, json!("2")),
+        )
+        .await
+        .unwrap();
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        2,
+        Duration::from_secs(15),
+    )
+    .await;
+    wait_for_condition(&objects, "worker", "Paused", "True").await;
+    objects
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &annotate_both(json!("3"), json!("2")),
+        )
+        .await
+        .unwrap();
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        3,
+        Duration::from_secs(15),
+    )
+    .await;
     clean_up(&env, namespace, &objects, &node).await;
 }
 
@@ -585,6 +626,21 @@ async fn missing_secret_is_a_condition_and_an_event_and_never_scales_to_zero() {
         Some(2),
         "replicas untouched past the cooldown"
     );
+
+    // KEDA's legacy `identityOwner: operator`: the controller's own identity, whatever the
+    // authentication names, so the missing Secret no longer matters.
+    let as_operator = json!({"spec": {"triggers": [{"type": "aws-sqs-queue", "name": "queue",
+        "metadata": {"queueURL": queue, "queueLength": "5", "identityOwner": "operator"},
+        "authenticationRef": {"name": "keys"}}]}});
+    objects
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &Patch::Merge(as_operator),
+        )
+        .await
+        .unwrap();
+    wait_for_condition(&objects, "worker", "Ready", "True").await;
     clean_up(&env, namespace, &objects, &node).await;
 }
 

@@ -23,7 +23,7 @@ use crate::apis::conditions::{self, condition};
 use crate::apis::labels::SCALED_OBJECT_FINALIZER;
 use crate::apis::labels::{
     FORCE_ACTIVATION_ANNOTATION, PAUSED_ANNOTATION, PAUSED_REPLICAS_ANNOTATION,
-    PAUSED_SCALE_IN_ANNOTATION, PAUSED_SCALE_OUT_ANNOTATION,
+    PAUSED_SCALE_IN_ANNOTATION, PAUSED_SCALE_OUT_ANNOTATION, autoscaling_annotation,
 };
 use crate::apis::scaled_object::{HealthStatus, ScaledObject, ScaledObjectStatus, TriggerHealth};
 use crate::apis::triggers::MetricType;
@@ -345,10 +345,11 @@ struct Pause {
     force_active: bool,
 }
 
+/// Each switch is read under `autoscaling.windlass.dev/` or KEDA's `autoscaling.keda.sh/`
+/// ([`autoscaling_annotation`]: Windlass's key wins when both are set).
 fn pause(annotations: &BTreeMap<String, String>) -> Pause {
-    let on = |key: &str| annotations.get(key).is_some_and(|v| v == "true");
-    let replicas = annotations
-        .get(PAUSED_REPLICAS_ANNOTATION)
+    let on = |key: &str| autoscaling_annotation(annotations, key).is_some_and(|v| v == "true");
+    let replicas = autoscaling_annotation(annotations, PAUSED_REPLICAS_ANNOTATION)
         .and_then(|v| v.trim().parse().ok())
         .filter(|n: &i32| *n >= 0);
     Pause {
@@ -666,6 +667,32 @@ mod tests {
         let no_out = pause(&annotations(&[(PAUSED_SCALE_OUT_ANNOTATION, "true")]));
         assert_eq!(apply_pause(no_out, 4, 9), 4);
         assert_eq!(apply_pause(no_out, 4, 1), 1);
+    }
+
+    #[test]
+    fn keda_spelled_switches_work_and_windlass_spelled_ones_win() {
+        let keda = pause(&annotations(&[
+            ("autoscaling.keda.sh/paused-scale-in", "true"),
+            ("autoscaling.keda.sh/force-activation", "true"),
+        ]));
+        assert!(keda.scale_in && keda.force_active && !keda.paused);
+        let pinned = pause(&annotations(&[(
+            "autoscaling.keda.sh/paused-replicas",
+            "3",
+        )]));
+        assert_eq!(apply_pause(pinned, 4, 10), 3);
+        let both = pause(&annotations(&[
+            ("autoscaling.keda.sh/paused-replicas", "3"),
+            (PAUSED_REPLICAS_ANNOTATION, "1"),
+            ("autoscaling.keda.sh/paused", "true"),
+            (PAUSED_ANNOTATION, "false"),
+        ]));
+        assert_eq!(apply_pause(both, 4, 10), 1);
+        let unpaused = pause(&annotations(&[
+            ("autoscaling.keda.sh/paused", "true"),
+            (PAUSED_ANNOTATION, "false"),
+        ]));
+        assert!(!unpaused.paused, "windlass's false overrides KEDA's true");
     }
 
     #[test]
