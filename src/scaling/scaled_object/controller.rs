@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::modifiers::Composition;
 use super::replicas::{Behavior, Decision, ReplicaPolicy, ScalerState, TriggerReport, decide};
 use crate::apis::conditions::{self, condition};
 use crate::apis::labels::SCALED_OBJECT_FINALIZER;
@@ -149,6 +150,8 @@ struct Setup {
     target: ScaleTarget,
     policy: ReplicaPolicy,
     triggers: Vec<(String, MetricType, Box<dyn Scaler>)>,
+    /// The scalingModifiers formula that replaces the triggers' readings, when set.
+    composition: Option<Composition>,
     built_at: tokio::time::Instant,
 }
 
@@ -162,6 +165,12 @@ async fn setup(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupE
             .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
             .and_then(|h| h.behavior.as_ref()),
     )?;
+    let composition = spec
+        .advanced
+        .as_ref()
+        .and_then(|a| a.scaling_modifiers.as_ref())
+        .map(|modifiers| Composition::compile(modifiers, &spec.triggers))
+        .transpose()?;
     let created_at = object
         .metadata
         .creation_timestamp
@@ -197,6 +206,7 @@ async fn setup(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupE
         target,
         policy,
         triggers: built,
+        composition,
         built_at: tokio::time::Instant::now(),
     })
 }
@@ -215,7 +225,10 @@ async fn scale_loop(
             .and_then(|s| s.last_active_time.as_ref())
             .map(|t| t.0),
     );
-    let mut failures = vec![0u32; first.spec.triggers.len()];
+    let mut failures = Failures {
+        triggers: vec![0; first.spec.triggers.len()],
+        formula: 0,
+    };
     let mut ready: Option<Setup> = None;
     let mut last_problem: Option<String> = None;
     let mut clock = scaling.queue_depths.poll_clock(interval);
@@ -303,6 +316,12 @@ async fn scale_loop(
 
 const KIND: &str = "ScaledObject";
 
+/// Consecutive failed polls, per trigger and of the scalingModifiers formula.
+struct Failures {
+    triggers: Vec<u32>,
+    formula: u32,
+}
+
 /// Tells disruption what is scaling out: a raise holds consolidation off the pools its pods
 /// run in, a cut ends that.
 async fn record_scale_out(
@@ -382,7 +401,7 @@ async fn poll(
     setup: &Setup,
     tick: tokio::time::Instant,
     state: &mut ScalerState,
-    failures: &mut [u32],
+    failures: &mut Failures,
     last_problem: &mut Option<String>,
 ) -> Result<(), TargetError> {
     let namespace = object.namespace().unwrap_or_default();
@@ -407,7 +426,7 @@ async fn poll(
         };
         match scaler.read(tick).await {
             Ok(reading) => {
-                failures[index] = 0;
+                failures.triggers[index] = 0;
                 scaling
                     .metrics
                     .scaler_value
@@ -428,7 +447,7 @@ async fn poll(
                 });
             }
             Err(error) => {
-                failures[index] += 1;
+                failures.triggers[index] += 1;
                 let error_labels = ErrorLabels {
                     namespace: namespace.clone(),
                     name: name.clone(),
@@ -441,11 +460,11 @@ async fn poll(
                     .inc();
                 trigger_errors.push(format!("{trigger}: {error}"));
                 reports.push(TriggerReport::Failed {
-                    consecutive: failures[index],
+                    consecutive: failures.triggers[index],
                 });
             }
         }
-        let status = if failures[index] == 0 {
+        let status = if failures.triggers[index] == 0 {
             HealthStatus::Happy
         } else {
             HealthStatus::Failing
@@ -453,10 +472,28 @@ async fn poll(
         health.insert(
             trigger.clone(),
             TriggerHealth {
-                number_of_failures: failures[index] as i32,
+                number_of_failures: failures.triggers[index] as i32,
                 status,
             },
         );
+    }
+
+    if let Some(composition) = &setup.composition {
+        let (composed, error) = composition.compose(&reports, &mut failures.formula);
+        if let Some(error) = error {
+            let error_labels = ErrorLabels {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                error: "scaling_modifiers".into(),
+            };
+            scaling
+                .metrics
+                .scaler_errors
+                .get_or_create(&error_labels)
+                .inc();
+            trigger_errors.push(error.to_string());
+        }
+        reports = vec![composed];
     }
 
     let pause = pause(object.annotations());
