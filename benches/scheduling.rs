@@ -115,8 +115,7 @@ fn scheduling_with_preferences(c: &mut Criterion) {
             }];
             let mut pods = fake::benchmark_pods(count, 42);
             for pod in &mut pods {
-                for mut term in std::mem::take(&mut pod.terms) {
-                    term.preferred = true;
+                for term in std::mem::take(&mut pod.terms) {
                     pod.preferences.push(Preference::Term(term));
                 }
             }

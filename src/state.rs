@@ -321,48 +321,49 @@ fn insert(index: &mut HashMap<String, HashSet<ObjectRef<Pod>>>, pod: &Pod) {
     }
 }
 
-fn watched<K>(api: Api<K>, shutdown: &CancellationToken) -> Store<K>
-where
+/// What a reflector store can hold: a cluster-scoped or namespaced kind with a static type,
+/// shared across the watch task and its readers.
+pub(crate) trait Watchable:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watchable for K where
     K: Resource<DynamicType = ()>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
+}
+
+fn watched<K: Watchable>(api: Api<K>, shutdown: &CancellationToken) -> Store<K> {
     watched_with(api, shutdown, |_| {})
 }
 
 /// A store of `api`'s objects with only what `trim` leaves of each.
-fn watched_trimmed<K>(api: Api<K>, shutdown: &CancellationToken, trim: fn(&mut K)) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+fn watched_trimmed<K: Watchable>(
+    api: Api<K>,
+    shutdown: &CancellationToken,
+    trim: fn(&mut K),
+) -> Store<K> {
     spawn_store(api, shutdown, trim, |_| {})
 }
 
 /// A store of `api`'s objects, with `observe` shown every watch event once the store has it.
-fn watched_with<K>(
+pub(crate) fn watched_with<K: Watchable>(
     api: Api<K>,
     shutdown: &CancellationToken,
     observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+) -> Store<K> {
     // Managed fields are the bulk of most objects and nothing here reads them.
     spawn_store(
         api,
@@ -372,21 +373,12 @@ where
     )
 }
 
-fn spawn_store<K>(
+fn spawn_store<K: Watchable>(
     api: Api<K>,
     shutdown: &CancellationToken,
     trim: fn(&mut K),
     mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+) -> Store<K> {
     let (reader, writer) = reflector::store();
     let events = watcher(api, watcher::Config::default())
         .default_backoff()

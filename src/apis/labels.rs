@@ -144,11 +144,57 @@ pub const PAUSED_SCALE_IN_ANNOTATION: &str = "autoscaling.windlass.dev/paused-sc
 pub const PAUSED_SCALE_OUT_ANNOTATION: &str = "autoscaling.windlass.dev/paused-scale-out";
 /// `"true"` treats the object as active whatever the triggers say.
 pub const FORCE_ACTIVATION_ANNOTATION: &str = "autoscaling.windlass.dev/force-activation";
+/// KEDA's prefix for the same switches: a manifest written for KEDA keeps its pause and
+/// activation switches without `windlass convert`.
+pub const KEDA_ANNOTATION_PREFIX: &str = "autoscaling.keda.sh/";
+
+/// The value of the switch `key` (an `autoscaling.windlass.dev/` key), or else of KEDA's
+/// spelling of it. Windlass's own key wins when both are set: it is the one written for
+/// Windlass, so a KEDA annotation left over from a port cannot override it.
+pub fn autoscaling_annotation<'a>(
+    annotations: &'a std::collections::BTreeMap<String, String>,
+    key: &str,
+) -> Option<&'a String> {
+    annotations.get(key).or_else(|| {
+        let switch = key.strip_prefix(ANNOTATION_PREFIX)?;
+        annotations.get(&format!("{KEDA_ANNOTATION_PREFIX}{switch}"))
+    })
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn keda_switches_read_as_windlass_switches_and_windlass_wins_over_keda() {
+        let keda = BTreeMap::from([
+            ("autoscaling.keda.sh/paused".to_owned(), "true".to_owned()),
+            (
+                "autoscaling.keda.sh/paused-replicas".to_owned(),
+                "2".to_owned(),
+            ),
+        ]);
+        assert_eq!(
+            autoscaling_annotation(&keda, PAUSED_ANNOTATION).map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            autoscaling_annotation(&keda, PAUSED_SCALE_IN_ANNOTATION),
+            None
+        );
+        let mut both = keda.clone();
+        both.insert(PAUSED_REPLICAS_ANNOTATION.to_owned(), "5".to_owned());
+        assert_eq!(
+            autoscaling_annotation(&both, PAUSED_REPLICAS_ANNOTATION).map(String::as_str),
+            Some("5")
+        );
+        assert_eq!(
+            autoscaling_annotation(&keda, "windlass.dev/do-not-disrupt"),
+            None,
+            "only autoscaling switches have a KEDA spelling"
+        );
+    }
 
     #[test]
     fn karpenter_keys_read_as_windlass_keys_and_are_written_beside_them() {

@@ -69,6 +69,7 @@ use super::triggers::{MetricType, Trigger, TriggerValue};
 #[x_kube(validation = Rule::new("self.maxReplicaCount < 1 || self.minReplicaCount <= self.maxReplicaCount").message("minReplicaCount must not exceed maxReplicaCount").field_path(".minReplicaCount"))]
 #[x_kube(validation = Rule::new("!has(self.idleReplicaCount) || self.idleReplicaCount < self.minReplicaCount").message("idleReplicaCount must be less than minReplicaCount").field_path(".idleReplicaCount"))]
 #[x_kube(validation = Rule::new("!has(self.fallback) || self.triggers.all(t, !has(t.metricType) || t.metricType == 'AverageValue')").message("fallback requires every trigger to use metricType AverageValue").field_path(".fallback"))]
+#[x_kube(validation = Rule::new("!has(self.advanced) || !has(self.advanced.scalingModifiers) || self.triggers.all(t, has(t.name) && t.name != '')").message("scalingModifiers requires every trigger to have a name: the formula names triggers by it").field_path(".triggers"))]
 pub struct ScaledObjectSpec {
     /// The workload to scale.
     pub scale_target_ref: ScaleTargetRef,
@@ -190,18 +191,25 @@ pub struct HorizontalPodAutoscalerConfig {
     pub behavior: Option<HorizontalPodAutoscalerBehavior>,
 }
 
-/// Combines named triggers into one metric with a formula.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Combines the named triggers into one metric with a formula, which replaces them in the
+/// replica decision.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.target.matches('^[+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$') && double(self.target) > 0.0").message("target must be a number above 0").field_path(".target"))]
+#[x_kube(validation = Rule::new("!has(self.activationTarget) || self.activationTarget.matches('^[+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$')").message("activationTarget must be a number of 0 or more").field_path(".activationTarget"))]
+#[x_kube(validation = Rule::new("!has(self.metricType) || self.metricType != 'Utilization'").message("metricType Utilization is not supported with scalingModifiers; use AverageValue or Value").field_path(".metricType"))]
 pub struct ScalingModifiers {
-    /// An expression over trigger names, e.g. `(queue_a + queue_b) / 2`.
-    #[schemars(length(min = 1))]
+    /// An expr-lang expression over the triggers' names, e.g. `(queue_a + queue_b) / 2`.
+    #[schemars(length(min = 1, max = 4096))]
     pub formula: String,
-    /// Target value of the composed metric.
-    #[schemars(length(min = 1))]
+    /// Target value of the composed metric, a number above 0.
+    #[schemars(length(min = 1, max = 64))]
     pub target: String,
+    /// The composed metric above this value makes the object active; 0 if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub activation_target: Option<String>,
+    /// How the composed metric is compared with the target: AverageValue (default) or Value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric_type: Option<MetricType>,
 }

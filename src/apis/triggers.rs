@@ -29,6 +29,7 @@ pub struct TriggerValue {
 #[x_kube(validation = Rule::new("!('activationQueueLength' in self.metadata) || self.metadata['activationQueueLength'].matches('^[0-9]+$')").message("metadata.activationQueueLength must be a non-negative integer"))]
 #[x_kube(validation = Rule::new("!('scaleOnInFlight' in self.metadata) || self.metadata['scaleOnInFlight'] in ['true', 'false']").message("metadata.scaleOnInFlight must be \"true\" or \"false\""))]
 #[x_kube(validation = Rule::new("!('scaleOnDelayed' in self.metadata) || self.metadata['scaleOnDelayed'] in ['true', 'false']").message("metadata.scaleOnDelayed must be \"true\" or \"false\""))]
+#[x_kube(validation = Rule::new("!('identityOwner' in self.metadata) || self.metadata['identityOwner'] in ['pod', 'operator']").message("metadata.identityOwner must be \"pod\" or \"operator\""))]
 pub struct Trigger {
     /// The event source.
     pub r#type: TriggerType,
@@ -98,6 +99,19 @@ pub struct AwsSqsQueueTrigger {
     pub scale_on_in_flight: bool,
     /// Count messages still in their delivery delay.
     pub scale_on_delayed: bool,
+    /// KEDA's legacy `identityOwner` metadata.
+    pub identity_owner: TriggerIdentityOwner,
+}
+
+/// Whose credentials the trigger uses, KEDA's legacy `identityOwner` metadata of the AWS
+/// scalers: `pod` (the default) those its `authenticationRef` gives (with KEDA's removed
+/// `aws-eks` provider, the workload's role: Windlass's `identityOwner: workload`); `operator`
+/// the controller's own identity, whatever the `authenticationRef` says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TriggerIdentityOwner {
+    #[default]
+    Pod,
+    Operator,
 }
 
 /// Where the queue URL comes from.
@@ -119,6 +133,18 @@ pub struct TriggerMetadataError {
 impl AwsSqsQueueTrigger {
     pub const DEFAULT_QUEUE_LENGTH: i64 = 5;
     pub const DEFAULT_ACTIVATION_QUEUE_LENGTH: i64 = 0;
+
+    /// The authentication the trigger's credentials come from: none (the controller's own
+    /// identity) for `identityOwner: operator`, whatever `reference` names.
+    pub fn authentication<'a>(
+        &self,
+        reference: Option<&'a AuthenticationRef>,
+    ) -> Option<&'a AuthenticationRef> {
+        match self.identity_owner {
+            TriggerIdentityOwner::Pod => reference,
+            TriggerIdentityOwner::Operator => None,
+        }
+    }
 
     /// Parses the metadata of an `aws-sqs-queue` trigger.
     pub fn from_metadata(
@@ -163,6 +189,16 @@ impl AwsSqsQueueTrigger {
             aws_endpoint: non_empty(metadata, "awsEndpoint").map(str::to_owned),
             scale_on_in_flight: boolean(metadata, "scaleOnInFlight", true)?,
             scale_on_delayed: boolean(metadata, "scaleOnDelayed", false)?,
+            identity_owner: match non_empty(metadata, "identityOwner") {
+                None | Some("pod") => TriggerIdentityOwner::Pod,
+                Some("operator") => TriggerIdentityOwner::Operator,
+                Some(other) => {
+                    return Err(TriggerMetadataError {
+                        key: "identityOwner",
+                        reason: format!("{other:?} is neither pod nor operator"),
+                    });
+                }
+            },
         })
     }
 }
@@ -272,5 +308,31 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(bad_flag.key, "scaleOnDelayed");
+    }
+
+    #[test]
+    fn identity_owner_operator_drops_the_authentication_and_pod_keeps_it() {
+        let keys = AuthenticationRef {
+            name: "keys".into(),
+            kind: AuthenticationKind::TriggerAuthentication,
+        };
+        let parsed = |owner: Option<&str>| {
+            let mut pairs = vec![("queueURL", "u")];
+            pairs.extend(owner.map(|owner| ("identityOwner", owner)));
+            AwsSqsQueueTrigger::from_metadata(&metadata(&pairs))
+        };
+        let default = parsed(None).unwrap();
+        assert_eq!(default.identity_owner, TriggerIdentityOwner::Pod);
+        assert_eq!(default.authentication(Some(&keys)), Some(&keys));
+        let pod = parsed(Some("pod")).unwrap();
+        assert_eq!(pod.authentication(Some(&keys)), Some(&keys));
+        let operator = parsed(Some("operator")).unwrap();
+        assert_eq!(operator.identity_owner, TriggerIdentityOwner::Operator);
+        assert_eq!(operator.authentication(Some(&keys)), None);
+        let unknown = parsed(Some("workload")).unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "trigger metadata identityOwner: \"workload\" is neither pod nor operator"
+        );
     }
 }

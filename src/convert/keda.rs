@@ -124,8 +124,6 @@ fn scaled_object(spec: &mut Map<String, Value>, ctx: &mut Context<'_>) -> Result
         "spec",
         &["failureThreshold", "replicas", "behavior"],
     );
-    // Windlass does not evaluate scalingModifiers: kept, the object would be accepted and
-    // scale by the largest trigger instead of the formula.
     ctx.keep_known_in(
         spec,
         "advanced",
@@ -133,6 +131,7 @@ fn scaled_object(spec: &mut Map<String, Value>, ctx: &mut Context<'_>) -> Result
         &[
             "restoreToOriginalReplicaCount",
             "horizontalPodAutoscalerConfig",
+            "scalingModifiers",
         ],
     );
     if let Some(Value::Object(advanced)) = spec.get_mut("advanced") {
@@ -141,6 +140,12 @@ fn scaled_object(spec: &mut Map<String, Value>, ctx: &mut Context<'_>) -> Result
             "horizontalPodAutoscalerConfig",
             "spec.advanced",
             &["name", "behavior"],
+        );
+        ctx.keep_known_in(
+            advanced,
+            "scalingModifiers",
+            "spec.advanced",
+            &["formula", "target", "activationTarget", "metricType"],
         );
     }
     triggers(spec, ctx)

@@ -16,6 +16,7 @@ use super::emptiness::{ClaimedNode, may_disrupt, needs_home};
 use crate::apis::labels::{CLUSTER_LABEL, NODEPOOL_LABEL, REPLACES_ANNOTATION, SCALED_JOB_LABEL};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::{DisruptionReason, NodePool};
+use crate::scheduling::pod::NamespaceLabels;
 use crate::state::ClusterState;
 use crate::termination::drain::has_do_not_disrupt;
 
@@ -31,6 +32,8 @@ pub struct Pass {
     pub claims: Vec<Arc<NodeClaim>>,
     nodes: HashMap<String, Arc<Node>>,
     pods: HashMap<String, Vec<Arc<Pod>>>,
+    /// Every namespace's labels, for the simulations of this pass.
+    namespace_labels: NamespaceLabels,
     pools: HashMap<String, Arc<NodePool>>,
     /// Per pool: its NodeClaims, and how many of them are being disrupted.
     sizes: HashMap<String, (usize, usize)>,
@@ -76,6 +79,7 @@ impl Pass {
                 .map(|n| (n.name_any(), n))
                 .collect(),
             pods: state.pods_by_node(),
+            namespace_labels: state.namespace_labels(),
             pools: state
                 .node_pools
                 .state()
@@ -107,6 +111,10 @@ impl Pass {
     /// Every Node's unfinished pods, by Node name.
     pub fn pods_by_node(&self) -> &HashMap<String, Vec<Arc<Pod>>> {
         &self.pods
+    }
+
+    pub fn namespace_labels(&self) -> &NamespaceLabels {
+        &self.namespace_labels
     }
 
     pub fn pool(&self, claim: &NodeClaim) -> Option<&Arc<NodePool>> {

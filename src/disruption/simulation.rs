@@ -13,7 +13,7 @@ use super::emptiness::needs_home;
 use super::pass::{Pass, is_scaled_job_pod};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
-use crate::provisioning::problem::plan;
+use crate::provisioning::problem::{BoundPods, plan};
 use crate::scheduling::NewClaim;
 use crate::scheduling::instance_types::InstanceType;
 use crate::scheduling::volumes::placement_shape;
@@ -63,7 +63,10 @@ pub fn reschedule(
         state,
         catalog,
         &state.node_claims.state(),
-        pass.pods_by_node(),
+        BoundPods {
+            by_node: pass.pods_by_node(),
+            namespace_labels: pass.namespace_labels(),
+        },
         |c| c.metadata.deletion_timestamp.is_none() && !pass.is_disrupting(c),
         &leaving,
         &shapes,

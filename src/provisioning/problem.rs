@@ -21,7 +21,7 @@ use crate::apis::node_claim::{CONDITION_INITIALIZED, NodeClaim};
 use crate::apis::node_pool::{NodePool, RequirementOperator};
 use crate::aws::kubelet_reservations;
 use crate::scheduling::instance_types::InstanceType;
-use crate::scheduling::pod::PodShape;
+use crate::scheduling::pod::{NamespaceLabels, PodShape};
 use crate::scheduling::requirements::Requirement;
 use crate::scheduling::resources::Resources;
 use crate::scheduling::{
@@ -301,6 +301,14 @@ fn cluster_view(
     }
 }
 
+/// The pods already on Nodes, as a plan counts them for topology: by Node, and the labels of
+/// every namespace. Read once per provisioning batch or disruption pass, not once per plan:
+/// disruption plans once per candidate.
+pub struct BoundPods<'a> {
+    pub by_node: &'a HashMap<String, Vec<Arc<Pod>>>,
+    pub namespace_labels: &'a NamespaceLabels,
+}
+
 /// Where `pods` would go in the cluster [`cluster_view`] builds from the same arguments: the
 /// one simulation the provisioner and disruption both ask. Returns the pools the plan's new
 /// NodeClaims index into, and the plan.
@@ -308,19 +316,19 @@ pub fn plan(
     state: &ClusterState,
     catalog: &[InstanceType],
     claims: &[Arc<NodeClaim>],
-    pods_by_node: &HashMap<String, Vec<Arc<Pod>>>,
+    bound: BoundPods<'_>,
     takes: impl Fn(&NodeClaim) -> bool,
     leaving: &BTreeSet<String>,
     pods: &[PodShape],
 ) -> (Vec<Arc<NodePool>>, Plan) {
-    let view = cluster_view(state, catalog, claims, pods_by_node, takes, leaving);
+    let view = cluster_view(state, catalog, claims, bound.by_node, takes, leaving);
     let plan = solve(&Problem {
         catalog,
         pools: &view.pools,
         existing: &view.existing,
         bound: &view.bound,
         pods,
-        namespaces: &state.namespace_labels(),
+        namespaces: bound.namespace_labels,
     });
     (view.node_pools, plan)
 }

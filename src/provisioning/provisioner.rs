@@ -27,7 +27,7 @@ use tracing::{info, warn};
 use super::ahead::{AheadPod, ahead_pods};
 use super::batcher::Batcher;
 use super::claims::{limit_notes, node_claim, unpriced_candidates};
-use super::problem::{is_unschedulable, plan, pool_inputs, takes_pods};
+use super::problem::{BoundPods, is_unschedulable, plan, pool_inputs, takes_pods};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::cloud::CloudProvider;
@@ -333,7 +333,10 @@ async fn provision<C>(
         state,
         catalog,
         &claims,
-        &state.pods_by_node(),
+        BoundPods {
+            by_node: &state.pods_by_node(),
+            namespace_labels: &state.namespace_labels(),
+        },
         |c| {
             if ahead_pass {
                 c.metadata.deletion_timestamp.is_none()

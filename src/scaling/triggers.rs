@@ -4,6 +4,7 @@
 use super::Scaling;
 use super::auth::{self, AuthError};
 use super::queue_depths::QueueKey;
+use super::scaled_object::modifiers::ModifierError;
 use super::scaled_object::replicas::BehaviorError;
 use super::scalers::Scaler;
 use super::scalers::aws_sqs::AwsSqsScaler;
@@ -27,6 +28,8 @@ pub enum SetupError {
     Auth { index: usize, source: AuthError },
     #[error(transparent)]
     Behavior(#[from] BehaviorError),
+    #[error(transparent)]
+    Modifiers(#[from] ModifierError),
 }
 
 impl SetupError {
@@ -36,6 +39,7 @@ impl SetupError {
             SetupError::Metadata { .. } => "TriggerMetadataError",
             SetupError::Auth { .. } => "AuthenticationError",
             SetupError::Behavior(_) => "BehaviorError",
+            SetupError::Modifiers(_) => "ScalingModifiersError",
         }
     }
 
@@ -45,6 +49,7 @@ impl SetupError {
             SetupError::Metadata { .. } => "metadata",
             SetupError::Auth { source, .. } => source.metric_label(),
             SetupError::Behavior(_) => "behavior",
+            SetupError::Modifiers(_) => "scaling_modifiers",
         }
     }
 }
@@ -109,7 +114,7 @@ pub async fn scaler(
                 &scaling.client,
                 namespace,
                 &scaling.controller_namespace,
-                trigger.authentication_ref.as_ref(),
+                sqs.authentication(trigger.authentication_ref.as_ref()),
                 &env.pod_spec,
             )
             .await?;

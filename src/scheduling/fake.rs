@@ -94,7 +94,6 @@ pub fn benchmark_pods(count: usize, seed: u64) -> Vec<PodShape> {
             key,
             namespaces: Namespaces::only("default"),
             selector: Selector::with_labels(selector),
-            preferred: false,
         };
         let (labels, terms) = match kind {
             1 => (

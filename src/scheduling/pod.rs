@@ -138,9 +138,6 @@ pub struct Term {
     pub key: TopologyKey,
     pub namespaces: Namespaces,
     pub selector: Selector,
-    /// From a preferred (anti-)affinity or a ScheduleAnyway spread: it constrains its own pod
-    /// only while that pod holds the preference, and never keeps another pod away.
-    pub preferred: bool,
 }
 
 /// A soft constraint, respected while the pod can be placed with it and given up otherwise,
@@ -151,7 +148,8 @@ pub enum Preference {
     /// A preferred node-affinity term. Only the first one still held applies, narrowing every
     /// required alternative, as Karpenter treats the heaviest preference as a requirement.
     Node(Requirements),
-    /// A preferred pod (anti-)affinity term or a ScheduleAnyway spread.
+    /// A preferred pod (anti-)affinity term or a ScheduleAnyway spread: it constrains its own
+    /// pod only while that pod holds the preference, and never keeps another pod away.
     Term(Term),
 }
 
@@ -299,7 +297,6 @@ impl PodShape {
                 key,
                 namespaces: Namespaces::only(&namespace),
                 selector: Selector::from(spread.label_selector.as_ref()),
-                preferred,
             };
             if preferred {
                 preferred_spreads.push(Preference::Term(term));
@@ -323,7 +320,7 @@ impl PodShape {
         ];
         for (list, kind) in required {
             for term in list.unwrap_or_default() {
-                terms.push(affinity_term(term, kind, &namespace, false)?);
+                terms.push(affinity_term(term, kind, &namespace)?);
             }
         }
 
@@ -344,8 +341,7 @@ impl PodShape {
                     t.weight
                 })
             {
-                if let Ok(term) = affinity_term(weighted.pod_affinity_term, kind, &namespace, true)
-                {
+                if let Ok(term) = affinity_term(weighted.pod_affinity_term, kind, &namespace) {
                     preferences.push(Preference::Term(term));
                 }
             }
@@ -437,7 +433,6 @@ fn affinity_term(
     term: PodAffinityTerm,
     kind: TermKind,
     namespace: &str,
-    preferred: bool,
 ) -> Result<Term, PodShapeError> {
     let names: BTreeSet<String> = term.namespaces.unwrap_or_default().into_iter().collect();
     let namespaces = match term.namespace_selector {
@@ -452,7 +447,6 @@ fn affinity_term(
         key: TopologyKey::parse(&term.topology_key)?,
         namespaces,
         selector: Selector::from(term.label_selector.as_ref()),
-        preferred,
     })
 }
 
@@ -604,10 +598,7 @@ mod tests {
                     "node heavy".to_owned()
                 }
                 Preference::Node(_) => "node light".to_owned(),
-                Preference::Term(term) => {
-                    assert!(term.preferred);
-                    format!("{:?} {:?}", term.kind, term.selector)
-                }
+                Preference::Term(term) => format!("{:?} {:?}", term.kind, term.selector),
             })
             .collect();
         assert_eq!(described.len(), 6, "{described:?}");

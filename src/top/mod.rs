@@ -11,12 +11,10 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::Api;
+use kube::runtime::reflector::Store;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +24,7 @@ use crate::apis::node_pool::NodePool;
 use crate::apis::scaled_job::ScaledJob;
 use crate::apis::scaled_object::ScaledObject;
 use crate::aws::pricing::tables;
+use crate::state::{Watchable, watched_with};
 use snapshot::{Objects, Snapshot};
 
 /// Changes that come together (a poll writes several statuses) are drawn once: at most this
@@ -99,30 +98,14 @@ impl Watches {
     }
 }
 
-/// A store of `api`'s objects that wakes `changed` on every watch event.
-fn watched<K>(api: Api<K>, changed: &Arc<Notify>, shutdown: &CancellationToken) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|object| object.managed_fields_mut().clear());
+/// A store of `api`'s objects that wakes `changed` on every change to it.
+fn watched<K: Watchable>(
+    api: Api<K>,
+    changed: &Arc<Notify>,
+    shutdown: &CancellationToken,
+) -> Store<K> {
     let changed = changed.clone();
-    let stream = reflector::reflector(writer, events)
-        .take_until(shutdown.clone().cancelled_owned())
-        .for_each(move |_| {
-            changed.notify_one();
-            futures::future::ready(())
-        });
-    tokio::spawn(stream);
-    reader
+    watched_with(api, shutdown, move |_| changed.notify_one())
 }
 
 /// [`run`] against the cluster KUBECONFIG (or the in-cluster config) names.

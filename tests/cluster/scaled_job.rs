@@ -334,3 +334,50 @@ async fn a_spec_change_replaces_unfinished_jobs_unless_the_rollout_is_gradual() 
     );
     clean_up(&env, namespace, None).await;
 }
+
+/// KEDA's `autoscaling.keda.sh/paused` on a ScaledJob: no Jobs while it is set, whatever the
+/// queue holds; Jobs once it is removed.
+#[tokio::test]
+async fn a_paused_scaled_job_creates_no_jobs_until_unpaused() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "sj-pause").await;
+    let queue = env.queue("sj-pause").await;
+    env.send_messages(&queue, 3).await;
+    let api: Api<ScaledJob> = Api::namespaced(env.client.clone(), &namespace.name);
+    let mut paused = scaled_job("paused", &queue, 10, pod("no-such-node", false), (100, 100));
+    paused.metadata.annotations = Some(
+        [("autoscaling.keda.sh/paused".to_owned(), "true".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    api.create(&PostParams::default(), &paused).await.unwrap();
+    let _windlass = start_windlass(&namespace.name);
+    wait_until("Paused=True", Duration::from_secs(30), || async {
+        status(&api, "paused")
+            .await
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Paused" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    // Three polls at a 1 s interval with 3 messages waiting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        jobs_of(&env.client, &namespace.name, "paused")
+            .await
+            .is_empty(),
+        "a paused ScaledJob created Jobs"
+    );
+
+    let unpause = json!({"metadata": {"annotations": {"autoscaling.keda.sh/paused": null}}});
+    api.patch("paused", &PatchParams::default(), &Patch::Merge(unpause))
+        .await
+        .unwrap();
+    wait_until("3 Jobs once unpaused", Duration::from_secs(30), || async {
+        (jobs_of(&env.client, &namespace.name, "paused").await.len() == 3).then_some(())
+    })
+    .await;
+    clean_up(&env, namespace, None).await;
+}

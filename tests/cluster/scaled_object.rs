@@ -1,7 +1,8 @@
 //! ScaledObjects against the real cluster and SQS: scale from zero on messages and back after
 //! the cooldown, share one GetQueueAttributes per interval yet read afresh on every poll,
 //! pause, fall back, report a missing queue and bad authentication without touching the
-//! replicas; and TriggerAuthentications' own Ready.
+//! replicas, combine two queues with a scalingModifiers formula; and TriggerAuthentications'
+//! own Ready.
 
 use std::time::{Duration, Instant};
 
@@ -452,6 +453,47 @@ async fn paused_replicas_hold_the_target_until_the_annotation_is_removed() {
     )
     .await;
     wait_for_condition(&objects, "worker", "Paused", "False").await;
+
+    // KEDA's spelling works as Windlass's, and Windlass's wins when both are set.
+    let annotate_both = |windlass: Value, keda: Value| {
+        Patch::Merge(json!({"metadata": {"annotations": {
+            "autoscaling.windlass.dev/paused-replicas": windlass,
+            "autoscaling.keda.sh/paused-replicas": keda,
+        }}}))
+    };
+    objects
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &annotate_both(Value::Null, json!("2")),
+        )
+        .await
+        .unwrap();
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        2,
+        Duration::from_secs(15),
+    )
+    .await;
+    wait_for_condition(&objects, "worker", "Paused", "True").await;
+    objects
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &annotate_both(json!("3"), json!("2")),
+        )
+        .await
+        .unwrap();
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        3,
+        Duration::from_secs(15),
+    )
+    .await;
     clean_up(&env, namespace, &objects, &node).await;
 }
 
@@ -585,6 +627,21 @@ async fn missing_secret_is_a_condition_and_an_event_and_never_scales_to_zero() {
         Some(2),
         "replicas untouched past the cooldown"
     );
+
+    // KEDA's legacy `identityOwner: operator`: the controller's own identity, whatever the
+    // authentication names, so the missing Secret no longer matters.
+    let as_operator = json!({"spec": {"triggers": [{"type": "aws-sqs-queue", "name": "queue",
+        "metadata": {"queueURL": queue, "queueLength": "5", "identityOwner": "operator"},
+        "authenticationRef": {"name": "keys"}}]}});
+    objects
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &Patch::Merge(as_operator),
+        )
+        .await
+        .unwrap();
+    wait_for_condition(&objects, "worker", "Ready", "True").await;
     clean_up(&env, namespace, &objects, &node).await;
 }
 
@@ -915,4 +972,116 @@ async fn cluster_trigger_authentication_reads_its_secret_from_the_controllers_na
         .await
         .unwrap();
     home.delete().await;
+}
+
+#[tokio::test]
+async fn scaling_modifiers_formula_over_two_queues_decides_the_replicas() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-formula").await;
+    let node = test_node(&env.client, "kwok-formula").await;
+    deployment(&env.client, &namespace.name, "worker", &node, 0).await;
+    let (orders, refunds) = (
+        env.queue("so-formula-orders").await,
+        env.queue("so-formula-refunds").await,
+    );
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), &namespace.name);
+    let modifiers = |formula: &str, metric_type: &str| {
+        json!({"spec": {
+            "advanced": {"scalingModifiers": {"formula": formula, "target": "1", "metricType": metric_type}},
+            "triggers": [
+                {"type": "aws-sqs-queue", "name": "orders", "metadata": {"queueURL": orders, "queueLength": "1"}},
+                {"type": "aws-sqs-queue", "name": "refunds", "metadata": {"queueURL": refunds, "queueLength": "1"}}
+            ]
+        }})
+    };
+
+    let refused = objects
+        .create(
+            &PostParams::default(),
+            &scaled_object(
+                "worker",
+                "worker",
+                &orders,
+                modifiers("orders", "Utilization"),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("metricType Utilization is not supported with scalingModifiers"),
+        "{refused}"
+    );
+
+    env.send_messages(&orders, 6).await;
+    env.send_messages(&refunds, 2).await;
+    objects
+        .create(
+            &PostParams::default(),
+            &scaled_object(
+                "worker",
+                "worker",
+                &orders,
+                modifiers("(orders + refunds) / 2", "AverageValue"),
+            ),
+        )
+        .await
+        .unwrap();
+    let _windlass = start_windlass(&namespace.name);
+    // Each trigger alone asks for 6 and 2 replicas (queueLength 1), so the highest would be 6;
+    // the formula gives (6 + 2) / 2 = 4 against a target of 1.
+    wait_for_replicas(
+        &env.client,
+        &namespace.name,
+        "worker",
+        4,
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_for_condition(&objects, "worker", "Ready", "True").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        replicas(&env.client, &namespace.name, "worker").await,
+        Some(4),
+        "the formula's replicas hold"
+    );
+
+    objects
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &Patch::Merge(modifiers("orders + returns", "AverageValue")),
+        )
+        .await
+        .unwrap();
+    let (_, reason, message) = wait_for_condition(&objects, "worker", "Ready", "False").await;
+    assert_eq!(reason, "ScalingModifiersError");
+    assert_eq!(
+        message,
+        "scalingModifiers.formula cannot be evaluated: unknown variable: returns"
+    );
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &namespace.name);
+    wait_until(
+        "a Warning Event naming the unknown trigger",
+        Duration::from_secs(15),
+        || async {
+            let list = events
+                .list(&ListParams::default().fields("involvedObject.name=worker"))
+                .await
+                .ok()?;
+            list.items.into_iter().find(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.message.as_deref() == Some(message.as_str())
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        replicas(&env.client, &namespace.name, "worker").await,
+        Some(4),
+        "a bad formula leaves the replicas alone"
+    );
+    clean_up(&env, namespace, &objects, &node).await;
 }

@@ -23,7 +23,9 @@ use tracing::{info, warn};
 use super::accounting::{beyond_history, count_finished, counts};
 use super::strategy::{JobPolicy, QueueReading, jobs_to_create};
 use crate::apis::conditions::{self, condition};
-use crate::apis::labels::{SCALED_JOB_GENERATION_LABEL, SCALED_JOB_LABEL};
+use crate::apis::labels::{
+    PAUSED_ANNOTATION, SCALED_JOB_GENERATION_LABEL, SCALED_JOB_LABEL, autoscaling_annotation,
+};
 use crate::apis::scaled_job::{RolloutStrategy, ScaledJob, ScaledJobStatus};
 use crate::apis::triggers::TriggerValue;
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
@@ -314,8 +316,13 @@ async fn poll(
         &pods,
         &object.spec.scaling_strategy.pending_pod_conditions,
     );
-    // A trigger that cannot be read creates nothing beyond minReplicaCount.
-    let create = if errors.is_empty() {
+    let paused = is_paused(object.annotations());
+    // A paused ScaledJob creates no Job, as KEDA's stops its loop; the triggers are still read
+    // so status shows the queue. A trigger that cannot be read creates nothing beyond
+    // minReplicaCount.
+    let create = if paused {
+        0
+    } else if errors.is_empty() {
         jobs_to_create(&policy(object), &readings, counts)
     } else {
         jobs_to_create(&policy(object), &[], counts)
@@ -382,6 +389,19 @@ async fn poll(
                 "ScalerActive"
             } else {
                 "ScalerNotActive"
+            },
+            "",
+            generation,
+            now,
+        ),
+        condition(
+            existing,
+            conditions::PAUSED,
+            paused,
+            if paused {
+                "ScaledJobPaused"
+            } else {
+                "ScaledJobUnpaused"
             },
             "",
             generation,
@@ -468,6 +488,12 @@ async fn create_job(scaling: &Scaling, object: &ScaledJob) -> Result<(), kube::E
 
 /// Writes status when it changed (lastActiveTime alone at most once a minute). Returns whether
 /// the status in the API server is now `status`.
+/// `autoscaling.windlass.dev/paused: "true"`, or KEDA's `autoscaling.keda.sh/paused` (Windlass's
+/// key wins when both are set).
+fn is_paused(annotations: &BTreeMap<String, String>) -> bool {
+    autoscaling_annotation(annotations, PAUSED_ANNOTATION).is_some_and(|v| v == "true")
+}
+
 async fn write_status(
     scaling: &Scaling,
     object: &ScaledJob,
@@ -503,6 +529,26 @@ mod tests {
     use super::*;
     use crate::scaling::scaled_job::strategy::JobCounts;
     use serde_json::json;
+
+    #[test]
+    fn paused_under_either_prefix_and_windlass_wins() {
+        let of = |pairs: &[(&str, &str)]| {
+            is_paused(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        assert!(of(&[(PAUSED_ANNOTATION, "true")]));
+        assert!(of(&[("autoscaling.keda.sh/paused", "true")]));
+        assert!(!of(&[("autoscaling.keda.sh/paused", "yes")]));
+        assert!(!of(&[
+            ("autoscaling.keda.sh/paused", "true"),
+            (PAUSED_ANNOTATION, "false")
+        ]));
+        assert!(!of(&[]));
+    }
 
     #[test]
     fn jobs_are_labelled_owned_and_named_after_their_scaled_job() {

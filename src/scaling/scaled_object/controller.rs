@@ -18,12 +18,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::modifiers::Composition;
 use super::replicas::{Behavior, Decision, ReplicaPolicy, ScalerState, TriggerReport, decide};
 use crate::apis::conditions::{self, condition};
 use crate::apis::labels::SCALED_OBJECT_FINALIZER;
 use crate::apis::labels::{
     FORCE_ACTIVATION_ANNOTATION, PAUSED_ANNOTATION, PAUSED_REPLICAS_ANNOTATION,
-    PAUSED_SCALE_IN_ANNOTATION, PAUSED_SCALE_OUT_ANNOTATION,
+    PAUSED_SCALE_IN_ANNOTATION, PAUSED_SCALE_OUT_ANNOTATION, autoscaling_annotation,
 };
 use crate::apis::scaled_object::{HealthStatus, ScaledObject, ScaledObjectStatus, TriggerHealth};
 use crate::apis::triggers::MetricType;
@@ -150,6 +151,8 @@ struct Setup {
     target: ScaleTarget,
     policy: ReplicaPolicy,
     triggers: Vec<(String, MetricType, Box<dyn Scaler>)>,
+    /// The scalingModifiers formula that replaces the triggers' readings, when set.
+    composition: Option<Composition>,
     built_at: tokio::time::Instant,
 }
 
@@ -163,6 +166,12 @@ async fn setup(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupE
             .and_then(|a| a.horizontal_pod_autoscaler_config.as_ref())
             .and_then(|h| h.behavior.as_ref()),
     )?;
+    let composition = spec
+        .advanced
+        .as_ref()
+        .and_then(|a| a.scaling_modifiers.as_ref())
+        .map(|modifiers| Composition::compile(modifiers, &spec.triggers))
+        .transpose()?;
     let created_at = object
         .metadata
         .creation_timestamp
@@ -198,6 +207,7 @@ async fn setup(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupE
         target,
         policy,
         triggers: built,
+        composition,
         built_at: tokio::time::Instant::now(),
     })
 }
@@ -216,7 +226,10 @@ async fn scale_loop(
             .and_then(|s| s.last_active_time.as_ref())
             .map(|t| t.0),
     );
-    let mut failures = vec![0u32; first.spec.triggers.len()];
+    let mut failures = Failures {
+        triggers: vec![0; first.spec.triggers.len()],
+        formula: 0,
+    };
     let mut ready: Option<Setup> = None;
     let mut last_problem: Option<String> = None;
     let mut clock = scaling.queue_depths.poll_clock(interval);
@@ -304,6 +317,12 @@ async fn scale_loop(
 
 const KIND: &str = "ScaledObject";
 
+/// Consecutive failed polls, per trigger and of the scalingModifiers formula.
+struct Failures {
+    triggers: Vec<u32>,
+    formula: u32,
+}
+
 /// Tells disruption and the provisioner what is scaling out: a raise holds consolidation off
 /// the pools its pods run in and hands the provisioner its demand; a cut ends both.
 async fn record_scale_out(
@@ -351,10 +370,11 @@ struct Pause {
     force_active: bool,
 }
 
+/// Each switch is read under `autoscaling.windlass.dev/` or KEDA's `autoscaling.keda.sh/`
+/// ([`autoscaling_annotation`]: Windlass's key wins when both are set).
 fn pause(annotations: &BTreeMap<String, String>) -> Pause {
-    let on = |key: &str| annotations.get(key).is_some_and(|v| v == "true");
-    let replicas = annotations
-        .get(PAUSED_REPLICAS_ANNOTATION)
+    let on = |key: &str| autoscaling_annotation(annotations, key).is_some_and(|v| v == "true");
+    let replicas = autoscaling_annotation(annotations, PAUSED_REPLICAS_ANNOTATION)
         .and_then(|v| v.trim().parse().ok())
         .filter(|n: &i32| *n >= 0);
     Pause {
@@ -387,7 +407,7 @@ async fn poll(
     setup: &Setup,
     tick: tokio::time::Instant,
     state: &mut ScalerState,
-    failures: &mut [u32],
+    failures: &mut Failures,
     last_problem: &mut Option<String>,
 ) -> Result<(), TargetError> {
     let namespace = object.namespace().unwrap_or_default();
@@ -412,7 +432,7 @@ async fn poll(
         };
         match scaler.read(tick).await {
             Ok(reading) => {
-                failures[index] = 0;
+                failures.triggers[index] = 0;
                 scaling
                     .metrics
                     .scaler_value
@@ -433,7 +453,7 @@ async fn poll(
                 });
             }
             Err(error) => {
-                failures[index] += 1;
+                failures.triggers[index] += 1;
                 let error_labels = ErrorLabels {
                     namespace: namespace.clone(),
                     name: name.clone(),
@@ -446,11 +466,11 @@ async fn poll(
                     .inc();
                 trigger_errors.push(format!("{trigger}: {error}"));
                 reports.push(TriggerReport::Failed {
-                    consecutive: failures[index],
+                    consecutive: failures.triggers[index],
                 });
             }
         }
-        let status = if failures[index] == 0 {
+        let status = if failures.triggers[index] == 0 {
             HealthStatus::Happy
         } else {
             HealthStatus::Failing
@@ -458,10 +478,28 @@ async fn poll(
         health.insert(
             trigger.clone(),
             TriggerHealth {
-                number_of_failures: failures[index] as i32,
+                number_of_failures: failures.triggers[index] as i32,
                 status,
             },
         );
+    }
+
+    if let Some(composition) = &setup.composition {
+        let (composed, error) = composition.compose(&reports, &mut failures.formula);
+        if let Some(error) = error {
+            let error_labels = ErrorLabels {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                error: "scaling_modifiers".into(),
+            };
+            scaling
+                .metrics
+                .scaler_errors
+                .get_or_create(&error_labels)
+                .inc();
+            trigger_errors.push(error.to_string());
+        }
+        reports = vec![composed];
     }
 
     let pause = pause(object.annotations());
@@ -672,6 +710,32 @@ mod tests {
         let no_out = pause(&annotations(&[(PAUSED_SCALE_OUT_ANNOTATION, "true")]));
         assert_eq!(apply_pause(no_out, 4, 9), 4);
         assert_eq!(apply_pause(no_out, 4, 1), 1);
+    }
+
+    #[test]
+    fn keda_spelled_switches_work_and_windlass_spelled_ones_win() {
+        let keda = pause(&annotations(&[
+            ("autoscaling.keda.sh/paused-scale-in", "true"),
+            ("autoscaling.keda.sh/force-activation", "true"),
+        ]));
+        assert!(keda.scale_in && keda.force_active && !keda.paused);
+        let pinned = pause(&annotations(&[(
+            "autoscaling.keda.sh/paused-replicas",
+            "3",
+        )]));
+        assert_eq!(apply_pause(pinned, 4, 10), 3);
+        let both = pause(&annotations(&[
+            ("autoscaling.keda.sh/paused-replicas", "3"),
+            (PAUSED_REPLICAS_ANNOTATION, "1"),
+            ("autoscaling.keda.sh/paused", "true"),
+            (PAUSED_ANNOTATION, "false"),
+        ]));
+        assert_eq!(apply_pause(both, 4, 10), 1);
+        let unpaused = pause(&annotations(&[
+            ("autoscaling.keda.sh/paused", "true"),
+            (PAUSED_ANNOTATION, "false"),
+        ]));
+        assert!(!unpaused.paused, "windlass's false overrides KEDA's true");
     }
 
     #[test]

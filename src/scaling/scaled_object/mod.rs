@@ -1,7 +1,9 @@
-//! ScaledObjects: the HPA arithmetic and behavior policies (`replicas`, pure) and the
-//! controller with its polling loop (`controller`).
+//! ScaledObjects: the HPA arithmetic and behavior policies (`replicas`, pure), the
+//! scalingModifiers formula (`modifiers`, pure) and the controller with its polling loop
+//! (`controller`).
 
 pub mod controller;
+pub mod modifiers;
 pub mod replicas;
 
 pub use controller::run;

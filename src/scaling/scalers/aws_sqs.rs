@@ -177,6 +177,7 @@ mod tests {
             aws_endpoint: None,
             scale_on_in_flight,
             scale_on_delayed,
+            identity_owner: Default::default(),
         }
     }
 

@@ -313,7 +313,10 @@ struct Solver<'a> {
     /// taints it tolerates and of the nodes, that its node requirements allow.
     spread_zones: Vec<String>,
     groups: Vec<Group>,
+    /// The group of each required term, and apart from them of each preferred one: the same
+    /// term binds differently when it is only preferred.
     group_of: HashMap<Term, usize>,
+    preferred_group_of: HashMap<Term, usize>,
     /// Per pod, the groups of the terms it holds now: its required ones and the preferred ones
     /// it has not given up.
     owned: Vec<Vec<usize>>,
@@ -427,6 +430,7 @@ impl<'a> Solver<'a> {
             spread_zones: Vec::new(),
             groups: Vec::new(),
             group_of: HashMap::new(),
+            preferred_group_of: HashMap::new(),
             owned: Vec::new(),
             matched: Vec::new(),
             slots: Vec::new(),
@@ -471,7 +475,7 @@ impl<'a> Solver<'a> {
                         bound.node,
                     );
                 }
-                if bound.terms.contains(&group.term) {
+                if !group.preferred && bound.terms.contains(&group.term) {
                     let mut ignored = 0;
                     count(
                         &mut group.owner_zones,
@@ -570,7 +574,7 @@ impl<'a> Solver<'a> {
         let held = &shape.preferences[self.relaxed[pod]..];
         let mut owned: Vec<usize> = shape.terms.iter().map(|t| self.group_of[t]).collect();
         owned.extend(held.iter().filter_map(|preference| match preference {
-            Preference::Term(term) => Some(self.group_of[term]),
+            Preference::Term(term) => Some(self.preferred_group_of[term]),
             Preference::Node(_) => None,
         }));
         self.owned[pod] = owned;

@@ -14,18 +14,33 @@ use crate::scheduling::pod::{
 const GIB: i64 = 1 << 30;
 
 /// m5.large- and m5.xlarge-like types in three zones.
+/// An available offering at `price`.
+fn offering(zone: &str, capacity_type: &str, price: f64) -> Offering {
+    Offering {
+        zone: zone.into(),
+        capacity_type: capacity_type.into(),
+        price: Some(price),
+        available: true,
+    }
+}
+
+/// On-demand in every zone at `price`.
+fn offerings(price: f64) -> Vec<Offering> {
+    fake::ZONES
+        .iter()
+        .map(|zone| offering(zone, ON_DEMAND, price))
+        .collect()
+}
+
+/// On-demand and spot in the first zone, at these prices.
+fn on_demand_and_spot(on_demand: f64, spot: f64) -> Vec<Offering> {
+    vec![
+        offering(fake::ZONES[0], ON_DEMAND, on_demand),
+        offering(fake::ZONES[0], SPOT, spot),
+    ]
+}
+
 fn small_catalog() -> Vec<InstanceType> {
-    let offerings = |price: f64| {
-        fake::ZONES
-            .iter()
-            .map(|zone| Offering {
-                zone: (*zone).into(),
-                capacity_type: ON_DEMAND.into(),
-                price: Some(price),
-                available: true,
-            })
-            .collect()
-    };
     vec![
         InstanceType::new(
             "m5.large",
@@ -99,7 +114,6 @@ fn with_term(mut pod: PodShape, kind: TermKind, key: TopologyKey, app: &str) -> 
         key,
         namespaces: Namespaces::only("default"),
         selector: Selector::with_labels(labels),
-        preferred: false,
     });
     pod
 }
@@ -329,19 +343,19 @@ fn an_on_demand_pool_ranks_its_types_by_their_on_demand_prices() {
         max_pods: 29,
         ..Shape::default()
     };
-    let priced = |on_demand: f64, spot: f64| {
-        [(ON_DEMAND, on_demand), (SPOT, spot)]
-            .map(|(capacity_type, price)| Offering {
-                zone: fake::ZONES[0].into(),
-                capacity_type: capacity_type.into(),
-                price: Some(price),
-                available: true,
-            })
-            .to_vec()
-    };
     let catalog = vec![
-        InstanceType::new("cheap-spot.large", "amd64", shape, priced(1.0, 0.1)),
-        InstanceType::new("cheap-on-demand.large", "amd64", shape, priced(0.5, 0.4)),
+        InstanceType::new(
+            "cheap-spot.large",
+            "amd64",
+            shape,
+            on_demand_and_spot(1.0, 0.1),
+        ),
+        InstanceType::new(
+            "cheap-on-demand.large",
+            "amd64",
+            shape,
+            on_demand_and_spot(0.5, 0.4),
+        ),
     ];
     let mut on_demand = pool("default", &catalog);
     on_demand
@@ -373,19 +387,14 @@ fn a_claim_narrowed_to_on_demand_ranks_its_types_by_on_demand_prices() {
         max_pods: 58,
         ..Shape::default()
     };
-    let offerings = |on_demand: f64, spot: f64| {
-        [(ON_DEMAND, on_demand), (SPOT, spot)]
-            .map(|(capacity_type, price)| Offering {
-                zone: fake::ZONES[0].into(),
-                capacity_type: capacity_type.into(),
-                price: Some(price),
-                available: true,
-            })
-            .to_vec()
-    };
     let catalog = vec![
-        InstanceType::new("cheap-spot", "amd64", shape, offerings(0.30, 0.05)),
-        InstanceType::new("cheap-on-demand", "amd64", shape, offerings(0.20, 0.10)),
+        InstanceType::new("cheap-spot", "amd64", shape, on_demand_and_spot(0.30, 0.05)),
+        InstanceType::new(
+            "cheap-on-demand",
+            "amd64",
+            shape,
+            on_demand_and_spot(0.20, 0.10),
+        ),
     ];
     let any_capacity = pool("default", &catalog);
     let mut on_demand = pod("on-demand", 1000, GIB);
@@ -646,7 +655,6 @@ fn prefer(mut pod: PodShape, kind: TermKind, key: TopologyKey, app: &str) -> Pod
         key,
         namespaces: Namespaces::only("default"),
         selector: Selector::with_labels(labels),
-        preferred: true,
     }));
     pod
 }
@@ -750,7 +758,6 @@ fn another_pods_preferred_anti_affinity_keeps_no_one_away() {
         key: TopologyKey::Hostname,
         namespaces: Namespaces::only("default"),
         selector: Selector::with_labels(BTreeMap::from([("app".into(), "web".into())])),
-        preferred: true,
     }));
     let mut web = pod("web", 100, GIB);
     web.labels = BTreeMap::from([("app".into(), "web".into())]);
@@ -886,7 +893,6 @@ fn pod_anti_affinity_counts_pods_in_the_namespaces_its_selector_picks() {
             )]))),
         },
         selector: Selector::with_labels(web_label.clone()),
-        preferred: false,
     });
     let mut web = pod("web", 100, GIB);
     web.namespace = "shop".into();
@@ -1138,7 +1144,6 @@ fn spread_counts_only_nodes_the_pod_may_use_unless_told_to_ignore_affinity() {
             key: TopologyKey::Hostname,
             namespaces: Namespaces::only("default"),
             selector: Selector::with_labels(web.labels.clone()),
-            preferred: false,
         });
         web.requirements[0].add(NODEPOOL_LABEL, Requirement::one_of(["mine"]));
         web
@@ -1372,7 +1377,6 @@ fn arbitrary_preferences() -> impl Strategy<Value = Vec<Preference>> {
             key,
             namespaces: Namespaces::only("default"),
             selector: Selector::with_labels(BTreeMap::from([("app".into(), "shy".into())])),
-            preferred: true,
         })),
     ];
     prop::collection::vec(preference, 0..3)

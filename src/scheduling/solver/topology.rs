@@ -13,6 +13,8 @@ use crate::scheduling::requirements::Requirements;
 /// Pod-counting state of one distinct term.
 pub(super) struct Group {
     pub(super) term: Term,
+    /// From a preference (see [`Preference::Term`]).
+    pub(super) preferred: bool,
     /// Matching pods per zone and per slot.
     pub(super) zone_counts: HashMap<String, i64>,
     pub(super) slot_counts: Vec<i64>,
@@ -30,22 +32,29 @@ impl Solver<'_> {
             p.preferences
                 .iter()
                 .filter_map(|preference| match preference {
-                    Preference::Term(term) => Some(term),
+                    Preference::Term(term) => Some((term, true)),
                     Preference::Node(_) => None,
                 })
         });
+        let bound = self.problem.bound.iter().flat_map(|b| b.terms.iter());
         let terms = self
             .problem
             .pods
             .iter()
-            .flat_map(|p| p.terms.iter())
+            .flat_map(|p| p.terms.iter().map(|term| (term, false)))
             .chain(preferred)
-            .chain(self.problem.bound.iter().flat_map(|b| b.terms.iter()));
-        for term in terms {
-            if !self.group_of.contains_key(term) {
-                self.group_of.insert(term.clone(), self.groups.len());
+            .chain(bound.map(|term| (term, false)));
+        for (term, preferred) in terms {
+            let group_of = if preferred {
+                &mut self.preferred_group_of
+            } else {
+                &mut self.group_of
+            };
+            if !group_of.contains_key(term) {
+                group_of.insert(term.clone(), self.groups.len());
                 self.groups.push(Group {
                     term: term.clone(),
+                    preferred,
                     zone_counts: HashMap::new(),
                     slot_counts: Vec::new(),
                     owner_zones: HashMap::new(),
@@ -265,7 +274,7 @@ impl Solver<'_> {
         // owner alone.
         for &g in &self.matched[pod] {
             let group = &self.groups[g];
-            if group.term.kind != TermKind::AntiAffinity || group.term.preferred {
+            if group.term.kind != TermKind::AntiAffinity || group.preferred {
                 continue;
             }
             match group.term.key {

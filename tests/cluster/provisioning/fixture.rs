@@ -1,7 +1,7 @@
 //! What the provisioning tests share: a NodeClass and NodePool of their own, pods only that pool
 //! can take, cleanup that waits until things are gone, and reading back what the controller
 //! did: NodeClaims, NodePool conditions, Events, metrics, and instances and launch templates
-//! in moto (including its fault injection).
+//! in moto (including its fault injection); and a pool for a pod whose volume pins its node.
 
 use std::time::Duration;
 
@@ -17,7 +17,10 @@ use windlass::apis::node_claim::{NodeClaim, NodeClaimStatus};
 use windlass::apis::node_pool::NodePool;
 use windlass::aws::instance_id;
 
-use crate::support::{TestEnv, Windlass, wait_until};
+use crate::support::{
+    ChildProcess, TestEnv, TestNamespace, Windlass, install_crds, start_registrar, start_windlass,
+    unique, wait_until,
+};
 
 /// An EC2NodeClass on the stack's subnets and security group, and a NodePool on it whose taint
 /// keeps other tests' pods away.
@@ -505,5 +508,122 @@ pub async fn create_apart_pods(pods: &Api<Pod>, name: &str, count: usize) {
         pods.create(&kube::api::PostParams::default(), &pod)
             .await
             .unwrap();
+    }
+}
+
+/// A namespace and an on-demand NodePool of their own, for a pod whose volume decides where
+/// its node goes.
+pub struct VolumePool {
+    pub env: TestEnv,
+    pub namespace: TestNamespace,
+    /// The NodePool's and EC2NodeClass's name.
+    pub name: String,
+    classes: Api<EC2NodeClass>,
+    pools: Api<NodePool>,
+}
+
+/// Windlass and the registrar running, and the pod with a volume that only the pool can take.
+pub struct VolumePod {
+    windlass: Windlass,
+    _registrar: ChildProcess,
+    pub pods: Api<Pod>,
+    pub claims: Api<NodeClaim>,
+    /// The first NodeClaim planned for the pool.
+    pub planned: NodeClaim,
+    selector: String,
+}
+
+impl VolumePool {
+    pub async fn create(prefix: &str) -> Self {
+        let env = TestEnv::connect().await;
+        install_crds(&env.client).await;
+        let namespace = TestNamespace::create(&env.client, prefix).await;
+        let name = unique(prefix);
+        let (classes, pools) = node_class_and_pool(
+            &env,
+            &name,
+            json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
+            json!({}),
+        )
+        .await;
+        Self {
+            env,
+            namespace,
+            name,
+            classes,
+            pools,
+        }
+    }
+
+    /// The stack's zone with this letter (`a`, `b` or `c`).
+    pub fn zone(&self, letter: char) -> String {
+        format!("{}{letter}", self.env.aws.region().unwrap())
+    }
+
+    /// Starts Windlass and the registrar, creates the pod `pod` (1 vCPU / 1 GiB) with the
+    /// claim `claim` as its volume, and waits for the pool's first NodeClaim.
+    pub async fn launch_pod_with_claim(&self, pod: &str, claim: &str) -> VolumePod {
+        let ns = self.namespace.name.as_str();
+        let windlass = start_windlass(ns);
+        windlass.catalog_read().await;
+        let registrar = start_registrar(&windlass.cluster, 1);
+        let pods: Api<Pod> = Api::namespaced(self.env.client.clone(), ns);
+        let with_claim: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
+            "spec": {
+                "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": self.name, "effect": "NoSchedule"}],
+                "nodeSelector": {"windlass.dev/nodepool": self.name},
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+                "containers": [{"name": "worker", "image": "worker",
+                                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                                "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]
+            }
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &with_claim)
+            .await
+            .unwrap();
+        let claims: Api<NodeClaim> = Api::all(self.env.client.clone());
+        let selector = format!("windlass.dev/nodepool={}", self.name);
+        let planned = wait_until("a NodeClaim", Duration::from_secs(30), || async {
+            let list = claims
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            list.items.into_iter().next()
+        })
+        .await;
+        VolumePod {
+            windlass,
+            _registrar: registrar,
+            pods,
+            claims,
+            planned,
+            selector,
+        }
+    }
+
+    /// Deletes the NodePool, its class and the namespace.
+    pub async fn delete(self) {
+        delete_pool_and_class(&self.pools, &self.classes, &self.name).await;
+        self.namespace.delete().await;
+    }
+}
+
+impl VolumePod {
+    /// Every NodeClaim of the pool.
+    pub async fn pool_claims(&self) -> Vec<NodeClaim> {
+        self.claims
+            .list(&ListParams::default().labels(&self.selector))
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// Deletes the pod and the pool's NodeClaims, then stops Windlass and the registrar.
+    pub async fn delete(self) {
+        delete_pods(&self.pods).await;
+        delete_claims(&self.claims, &self.selector).await;
+        drop(self.windlass);
     }
 }

@@ -11,35 +11,17 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use windlass::apis::node_claim::NodeClaim;
 
-use super::fixture::{delete_claims, delete_pods, delete_pool_and_class, node_class_and_pool};
-use crate::support::{
-    TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, unique, wait_until,
-};
+use super::fixture::VolumePool;
+use crate::support::{unique, wait_until};
 
 const ZONE: &str = "topology.kubernetes.io/zone";
-
-/// A 1 vCPU / 1 GiB pod that only `pool` can take, with the claim `claim` as its volume.
-fn pod_with_claim(name: &str, pool: &str, claim: &str) -> Pod {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {
-            "tolerations": [{"key": "windlass.dev/test", "operator": "Equal", "value": pool, "effect": "NoSchedule"}],
-            "nodeSelector": {"windlass.dev/nodepool": pool},
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
-            "containers": [{"name": "worker", "image": "worker",
-                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]
-        }
-    }))
-    .unwrap()
-}
 
 /// The values of the NodeClaim's zone requirement.
 fn claim_zones(claim: &NodeClaim) -> Vec<String> {
@@ -52,34 +34,11 @@ fn claim_zones(claim: &NodeClaim) -> Vec<String> {
         .collect()
 }
 
-/// The pool's first NodeClaim.
-async fn first_claim(claims: &Api<NodeClaim>, selector: &str) -> NodeClaim {
-    wait_until("a NodeClaim", Duration::from_secs(30), || async {
-        let list = claims
-            .list(&ListParams::default().labels(selector))
-            .await
-            .ok()?;
-        list.items.into_iter().next()
-    })
-    .await
-}
-
 #[tokio::test]
 async fn a_pod_with_a_zonal_volume_gets_a_node_in_that_zone() {
-    let env = TestEnv::connect().await;
-    install_crds(&env.client).await;
-    let namespace = TestNamespace::create(&env.client, "zonal-volume").await;
-    let ns = namespace.name.as_str();
-    let name = unique("zonal-volume");
-    let (classes, pools) = node_class_and_pool(
-        &env,
-        &name,
-        json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
-        json!({}),
-    )
-    .await;
-    let region = env.aws.region().unwrap().to_string();
-    let volume_zone = format!("{region}c");
+    let pool = VolumePool::create("zonal-volume").await;
+    let (env, ns, name) = (&pool.env, pool.namespace.name.as_str(), &pool.name);
+    let volume_zone = pool.zone('c');
 
     // A volume in the last of the stack's zones, bound to the claim ahead of time.
     let volumes: Api<PersistentVolume> = Api::all(env.client.clone());
@@ -119,22 +78,9 @@ async fn a_pod_with_a_zonal_volume_gets_a_node_in_that_zone() {
     })
     .await;
 
-    let windlass = start_windlass(ns);
-    windlass.catalog_read().await;
-    let _registrar = start_registrar(&windlass.cluster, 1);
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    pods.create(
-        &PostParams::default(),
-        &pod_with_claim("stateful", &name, "data"),
-    )
-    .await
-    .unwrap();
-
-    let claims: Api<NodeClaim> = Api::all(env.client.clone());
-    let selector = format!("windlass.dev/nodepool={name}");
-    let planned = first_claim(&claims, &selector).await;
+    let launched = pool.launch_pod_with_claim("stateful", "data").await;
     assert_eq!(
-        claim_zones(&planned),
+        claim_zones(&launched.planned),
         [volume_zone.as_str()],
         "the NodeClaim is pinned to the volume's zone"
     );
@@ -144,7 +90,7 @@ async fn a_pod_with_a_zonal_volume_gets_a_node_in_that_zone() {
         "the pod to be bound to a Node",
         Duration::from_secs(90),
         || async {
-            let pod = pods.get("stateful").await.ok()?;
+            let pod = launched.pods.get("stateful").await.ok()?;
             nodes
                 .get(pod.spec.as_ref()?.node_name.as_deref()?)
                 .await
@@ -160,14 +106,10 @@ async fn a_pod_with_a_zonal_volume_gets_a_node_in_that_zone() {
     );
     assert_eq!(
         node.labels().get("windlass.dev/nodepool"),
-        Some(&name),
+        Some(name),
         "the pod runs on the Node launched for it"
     );
-    let all: Vec<NodeClaim> = claims
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items;
+    let all = launched.pool_claims().await;
     assert_eq!(
         all.len(),
         1,
@@ -179,9 +121,7 @@ async fn a_pod_with_a_zonal_volume_gets_a_node_in_that_zone() {
         node.name_any()
     );
 
-    delete_pods(&pods).await;
-    delete_claims(&claims, &selector).await;
-    drop(windlass);
+    launched.delete().await;
     volume_claims
         .delete("data", &DeleteParams::default())
         .await
@@ -190,8 +130,7 @@ async fn a_pod_with_a_zonal_volume_gets_a_node_in_that_zone() {
         .delete(&volume_name, &DeleteParams::default())
         .await
         .unwrap();
-    delete_pool_and_class(&pools, &classes, &name).await;
-    namespace.delete().await;
+    pool.delete().await;
 }
 
 /// An unbound claim of a WaitForFirstConsumer class is provisioned where its pod lands, within
@@ -200,20 +139,9 @@ async fn a_pod_with_a_zonal_volume_gets_a_node_in_that_zone() {
 /// (`volume.kubernetes.io/selected-node`), made only on a Node in an allowed zone.
 #[tokio::test]
 async fn an_unbound_claim_waiting_for_its_pod_is_provisioned_within_its_class_zones() {
-    let env = TestEnv::connect().await;
-    install_crds(&env.client).await;
-    let namespace = TestNamespace::create(&env.client, "wffc-volume").await;
-    let ns = namespace.name.as_str();
-    let name = unique("wffc-volume");
-    let (classes, pools) = node_class_and_pool(
-        &env,
-        &name,
-        json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
-        json!({}),
-    )
-    .await;
-    let region = env.aws.region().unwrap().to_string();
-    let allowed_zone = format!("{region}b");
+    let pool = VolumePool::create("wffc-volume").await;
+    let (env, ns, name) = (&pool.env, pool.namespace.name.as_str(), &pool.name);
+    let allowed_zone = pool.zone('b');
 
     let storage_classes: Api<StorageClass> = Api::all(env.client.clone());
     let class_name = unique("zonal-class");
@@ -242,22 +170,9 @@ async fn an_unbound_claim_waiting_for_its_pod_is_provisioned_within_its_class_zo
         .await
         .unwrap();
 
-    let windlass = start_windlass(ns);
-    windlass.catalog_read().await;
-    let _registrar = start_registrar(&windlass.cluster, 1);
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    pods.create(
-        &PostParams::default(),
-        &pod_with_claim("waiting", &name, "scratch"),
-    )
-    .await
-    .unwrap();
-
-    let claims: Api<NodeClaim> = Api::all(env.client.clone());
-    let selector = format!("windlass.dev/nodepool={name}");
-    let planned = first_claim(&claims, &selector).await;
+    let launched = pool.launch_pod_with_claim("waiting", "scratch").await;
     assert_eq!(
-        claim_zones(&planned),
+        claim_zones(&launched.planned),
         [allowed_zone.as_str()],
         "the class's topology pins the NodeClaim"
     );
@@ -277,7 +192,7 @@ async fn an_unbound_claim_waiting_for_its_pod_is_provisioned_within_its_class_zo
     .await;
     assert_eq!(
         selected.labels().get("windlass.dev/nodepool"),
-        Some(&name),
+        Some(name),
         "the Node launched for the pod"
     );
     assert_eq!(selected.labels().get(ZONE), Some(&allowed_zone));
@@ -286,9 +201,7 @@ async fn an_unbound_claim_waiting_for_its_pod_is_provisioned_within_its_class_zo
         selected.name_any()
     );
 
-    delete_pods(&pods).await;
-    delete_claims(&claims, &selector).await;
-    drop(windlass);
+    launched.delete().await;
     volume_claims
         .delete("scratch", &DeleteParams::default())
         .await
@@ -297,6 +210,5 @@ async fn an_unbound_claim_waiting_for_its_pod_is_provisioned_within_its_class_zo
         .delete(&class_name, &DeleteParams::default())
         .await
         .unwrap();
-    delete_pool_and_class(&pools, &classes, &name).await;
-    namespace.delete().await;
+    pool.delete().await;
 }
