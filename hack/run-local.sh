@@ -25,7 +25,8 @@ jobs_addr=${WINDLASS_JOBS_ADDR:-127.0.0.1:8082}
 # Built first, so nothing answers on the printed addresses before Windlass does; built as
 # hack/test.sh's unit tests build it (dev-dependencies change shared crates' features), so
 # either reuses the other's build.
-cargo test --workspace --locked --no-run
+# The data-processor feature builds the example worker too, which the registrar runs for Job pods.
+cargo test --workspace --locked --features data-processor/sqs-tests --no-run
 eval "$(hack/stack/stack.sh up)"
 # This script installs them: it takes over fields another applier (an older checkout, a test)
 # set.
