@@ -32,7 +32,8 @@ pub enum Command {
     /// $/hour, from YAML files alone: no cluster, no AWS.
     Simulate(SimulateArgs),
     /// Print a region's on-demand prices from the live AWS Price List, in the format of the
-    /// bundled tables (src/aws/pricing/data/<region>.tsv); needs AWS credentials.
+    /// bundled tables (src/aws/pricing/data/<region>.tsv); needs AWS credentials. With
+    /// `--bundled`, print the table Windlass falls back to instead, offline.
     Prices(PricesArgs),
     /// A live view of every ScaledObject, ScaledJob and NodePool in the cluster from
     /// KUBECONFIG; `q` or Ctrl-C quits. When stdout is not a terminal it prints one table and
@@ -49,6 +50,10 @@ pub struct PricesArgs {
     /// The region to price (the SDK's region, from AWS_REGION or the profile, if unset).
     #[arg(long, env = "WINDLASS_PRICES_REGION")]
     pub region: Option<String>,
+    /// Print the bundled table of `--region` (us-east-1's for a region without one) instead of
+    /// asking the Price List: what `windlass run` plans with when the Price List cannot answer.
+    #[arg(long, requires = "region")]
+    pub bundled: bool,
 }
 
 #[derive(Debug, Args)]
@@ -296,6 +301,27 @@ mod tests {
             Some("eu-west-1")
         );
         assert_eq!(region(&["windlass", "prices"]), None);
+    }
+
+    #[test]
+    fn bundled_prices_need_a_region() {
+        let bundled = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Prices(args)) => Ok(args.bundled),
+            Ok(_) => panic!("expected prices"),
+            Err(error) => Err(error.kind()),
+        };
+        assert_eq!(
+            bundled(&["windlass", "prices", "--bundled", "--region", "us-east-1"]),
+            Ok(true)
+        );
+        assert_eq!(
+            bundled(&["windlass", "prices", "--region", "us-east-1"]),
+            Ok(false)
+        );
+        assert_eq!(
+            bundled(&["windlass", "prices", "--bundled"]),
+            Err(clap::error::ErrorKind::MissingRequiredArgument)
+        );
     }
 
     #[test]

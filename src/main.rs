@@ -31,6 +31,15 @@ fn main() -> ExitCode {
         Command::Simulate(args) => {
             windlass::simulate::run(&args.files).map(|text| print!("{text}"))
         }
+        Command::Prices(args) if args.bundled => {
+            let region = args.region.unwrap_or_default();
+            let (prices, origin) = windlass::aws::pricing::tables::fallback(&region);
+            if let windlass::aws::pricing::tables::PriceOrigin::StandIn(stand_in) = origin {
+                eprintln!("windlass: no bundled table for {region}; printing {stand_in}'s");
+            }
+            print!("{}", windlass::aws::pricing::tables::format_table(&prices));
+            Ok(())
+        }
         Command::Prices(args) => tokio::runtime::Runtime::new()
             .map_err(windlass::Error::Runtime)
             .and_then(|runtime| {

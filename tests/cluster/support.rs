@@ -61,6 +61,30 @@ impl TestEnv {
         output.queue_url().unwrap().to_owned()
     }
 
+    /// Every message on the queue, visible or held by a receiver.
+    pub async fn messages_on(&self, queue_url: &str) -> u64 {
+        use aws_sdk_sqs::types::QueueAttributeName::{
+            ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible,
+        };
+        let output = self
+            .sqs()
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(ApproximateNumberOfMessages)
+            .attribute_names(ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let attributes = output.attributes().unwrap();
+        [
+            ApproximateNumberOfMessages,
+            ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .map(|name| attributes[name].parse::<u64>().unwrap())
+        .sum()
+    }
+
     pub async fn send_messages(&self, queue_url: &str, count: usize) {
         for n in 0..count {
             self.sqs()
@@ -256,11 +280,37 @@ impl Drop for ChildProcess {
     }
 }
 
+/// The example worker's image, whose pods the registrar runs as the local [`data_processor`]
+/// binary when they carry `windlass.dev/test-outcome: run`.
+pub const DATA_PROCESSOR_IMAGE: &str = "registry.example.com/data-processor";
+
+/// The example worker (examples/data-processor) built beside this package's binaries: cargo
+/// builds it for the workspace (`cargo test --workspace --no-run`, as hack/test.sh's worker
+/// step does), not for this test target alone.
+pub fn data_processor() -> std::path::PathBuf {
+    let path =
+        Path::new(env!("CARGO_BIN_EXE_windlass-node-registrar")).with_file_name("data-processor");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo test --workspace --locked --no-run)",
+        path.display()
+    );
+    path
+}
+
 /// The node registrar for instances tagged with `cluster`, as its own process.
-/// It joins only instances whose user data bootstraps into this cluster's API server and CA.
+/// It joins only instances whose user data bootstraps into this cluster's API server and CA,
+/// and runs the [`DATA_PROCESSOR_IMAGE`] pods held for a local run on its Nodes.
 pub fn start_registrar(cluster: &str, boot_delay_seconds: u64) -> ChildProcess {
     let access = crate::release::cluster_access();
+    let run_image = format!(
+        "{DATA_PROCESSOR_IMAGE}={}",
+        Path::new(env!("CARGO_BIN_EXE_windlass-node-registrar"))
+            .with_file_name("data-processor")
+            .display()
+    );
     let child = Command::new(env!("CARGO_BIN_EXE_windlass-node-registrar"))
+        .args(["--run-image", &run_image])
         .args([
             "--cluster-name",
             cluster,

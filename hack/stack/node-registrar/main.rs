@@ -3,9 +3,11 @@
 //! back from EC2 and, once the instance has been up for the boot delay, creates the Node a
 //! kubelet bootstrapped by it would register: only if the user data joins this cluster (its
 //! name, API endpoint and CA), with the labels, taints, max pods and reservations it sets. It
-//! deletes that Node when the instance is gone. kwok then keeps the Node Ready and runs its pods.
+//! deletes that Node when the instance is gone. kwok then keeps the Node Ready and runs its pods;
+//! for the images `--run-image` names, the registrar runs the container's binary itself.
 
 mod bootstrap;
+mod containers;
 mod node;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -13,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ec2::types::{Filter, InstanceAttributeName, InstanceType};
 use clap::Parser;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
@@ -21,6 +23,7 @@ use windlass::apis::labels::CLUSTER_LABEL;
 use windlass::aws::instance_id;
 
 use bootstrap::Bootstrap;
+use containers::LocalImage;
 use node::{Instance, REGISTERED_FOR_LABEL, Shape};
 use windlass::aws::shape_of;
 
@@ -60,6 +63,14 @@ struct Args {
         default_value_t = windlass::scheduling::instance_types::DEFAULT_VM_MEMORY_OVERHEAD
     )]
     vm_memory_overhead_percent: f64,
+    /// `IMAGE=PATH`: on the Nodes it registered, pods of image IMAGE (any tag) annotated
+    /// `windlass.dev/test-outcome: run` run the local binary PATH, and end by its exit code.
+    #[arg(
+        long = "run-image",
+        env = "WINDLASS_REGISTRAR_RUN_IMAGES",
+        value_delimiter = ','
+    )]
+    run_images: Vec<LocalImage>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -76,6 +87,10 @@ struct Registrar {
     /// Shape and Kubernetes architecture per instance type.
     shapes: HashMap<String, (Shape, &'static str)>,
     vm_memory_overhead: f64,
+    pods: Api<Pod>,
+    run_images: Vec<LocalImage>,
+    /// The uids of the pods whose container runs (or ran) here.
+    started: HashSet<String>,
 }
 
 #[tokio::main]
@@ -95,10 +110,13 @@ async fn main() -> Result<(), BoxError> {
         ca_bundle: args.cluster_ca_bundle,
         boot_delay: Duration::from_secs(args.boot_delay_seconds),
         ec2: aws_sdk_ec2::Client::new(&aws),
-        nodes: Api::all(client),
+        nodes: Api::all(client.clone()),
         unjoined: HashSet::new(),
         shapes: HashMap::new(),
         vm_memory_overhead: args.vm_memory_overhead_percent,
+        pods: Api::all(client),
+        run_images: args.run_images,
+        started: HashSet::new(),
     };
     info!(cluster = %registrar.cluster, "registering Nodes for instances");
     let mut interval = tokio::time::interval(Duration::from_millis(args.interval_millis));
@@ -123,6 +141,14 @@ impl Registrar {
             .list(&ListParams::default().labels(&selector))
             .await?;
         let mut registered_ids = HashSet::new();
+        let node_names: HashSet<String> = registered
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        if !self.run_images.is_empty() {
+            containers::start_runs(&self.pods, &node_names, &self.run_images, &mut self.started)
+                .await?;
+        }
         for existing in registered {
             let id = existing
                 .spec

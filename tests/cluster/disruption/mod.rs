@@ -11,11 +11,12 @@ mod orphans;
 mod protection;
 mod replacement;
 mod seed;
+mod seed_jobs;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -290,4 +291,18 @@ pub async fn patch_pool(pools: &Api<NodePool>, name: &str, spec: serde_json::Val
         )
         .await
         .unwrap();
+}
+
+/// What a seed test saw and when, printed as it happens in seconds since its start: the
+/// pipeline's timeline, read from `--nocapture` output.
+pub struct Timeline(Instant);
+
+impl Timeline {
+    pub fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    pub fn mark(&self, what: &str) {
+        eprintln!("{:>6.1}s {what}", self.0.elapsed().as_secs_f64());
+    }
 }

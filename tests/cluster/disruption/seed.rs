@@ -1,28 +1,35 @@
 //! Seed 001 end to end, both halves in one process: messages arrive, the ScaledObject scales
-//! its Deployment out, Windlass launches a node per pod, the queue drains, the replicas go to
-//! zero, and every launched instance is terminated, one node at a time under a budget of one.
+//! its Deployment out, Windlass launches a node per pod, a replica pinned by hand beyond the
+//! NodePool's limits stays Pending with the limit as its reason, the queue drains, the replicas
+//! go to zero, and every launched instance is terminated, one node at a time under a budget of
+//! one.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
+use windlass::apis::labels::PAUSED_REPLICAS_ANNOTATION;
 use windlass::apis::scaled_object::ScaledObject;
 
-use super::{MostAtOnce, PoolRun, wait_pods_running, worker_deployment};
-use crate::provisioning::fixture::{assert_terminated, claim_instance, live_instances};
+use super::{MostAtOnce, PoolRun, Timeline, pool_claims, wait_pods_running, worker_deployment};
+use crate::provisioning::fixture::{
+    assert_terminated, claim_instance, event_notes, live_instances, pool_condition,
+};
 use crate::support::wait_until;
 
-const REPLICAS: usize = 3;
+/// maxReplicaCount, at queueLength 1: one replica per message.
+const REPLICAS: usize = 2;
 
 #[tokio::test]
 async fn seed_001_scales_out_launches_nodes_and_gives_every_instance_back() {
     let run = PoolRun::start(
         "seed",
         json!({"disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s",
-                              "budgets": [{"nodes": "1"}]}}),
+                              "budgets": [{"nodes": "1"}]},
+               "limits": {"cpu": "4", "memory": "8Gi"}}),
     )
     .await;
     let (env, ns, claims, name) = (&run.env, run.ns(), &run.claims, &run.name);
@@ -38,7 +45,7 @@ async fn seed_001_scales_out_launches_nodes_and_gives_every_instance_back() {
             "pollingInterval": 1,
             "cooldownPeriod": 5,
             "maxReplicaCount": REPLICAS,
-            "triggers": [{"type": "aws-sqs-queue", "name": "queue", "metadata": {"queueURL": queue, "queueLength": "2"}}]
+            "triggers": [{"type": "aws-sqs-queue", "name": "queue", "metadata": {"queueURL": queue, "queueLength": "1"}}]
         }
     }))
     .unwrap();
@@ -50,10 +57,10 @@ async fn seed_001_scales_out_launches_nodes_and_gives_every_instance_back() {
     // The budget holds over the whole run: never two of the pool's NodeClaims deleting at once.
     let deleting = MostAtOnce::watch(claims, name, |c| c.metadata.deletion_timestamp.is_some());
 
-    let started = Instant::now();
-    let mark = |what: &str| println!("{:>6.1}s {what}", started.elapsed().as_secs_f64());
-    env.send_messages(&queue, 2 * REPLICAS).await;
-    mark(&format!("{} messages on the queue", 2 * REPLICAS));
+    let timeline = Timeline::start();
+    let mark = |what: &str| timeline.mark(what);
+    env.send_messages(&queue, REPLICAS).await;
+    mark(&format!("{REPLICAS} messages on the queue"));
     wait_until("the scale-out", Duration::from_secs(30), || async {
         let d = deployments.get("worker").await.ok()?;
         (d.spec?.replicas? == REPLICAS as i32).then_some(())
@@ -96,6 +103,74 @@ async fn seed_001_scales_out_launches_nodes_and_gives_every_instance_back() {
         .filter_map(|c| c.status.as_ref()?.node_name.clone())
         .collect();
     assert_eq!(instances.len(), REPLICAS, "one instance per pod");
+
+    // By hand, the way KEDA users pin replicas: paused-replicas holds the Deployment at 3 and
+    // stops the ScaledObject from scaling it, so the third pod asks for a node past the limits.
+    objects
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {PAUSED_REPLICAS_ANNOTATION: "3"}}})),
+        )
+        .await
+        .unwrap();
+    wait_until(
+        "the Deployment pinned at 3",
+        Duration::from_secs(30),
+        || async {
+            let d = deployments.get("worker").await.ok()?;
+            (d.spec?.replicas? == 3).then_some(())
+        },
+    )
+    .await;
+    mark("paused-replicas 3 set by hand: Deployment at 3");
+    let limit = format!("nodepool {name}: limit ");
+    let (pending, note) = wait_until(
+        "the third pod's FailedProvisioning Event naming the limit",
+        Duration::from_secs(60),
+        || async {
+            let list = pods.list(&ListParams::default()).await.ok()?;
+            let pending = list.items.into_iter().find(|p| {
+                p.spec.as_ref().is_some_and(|s| s.node_name.is_none())
+                    && p.metadata.deletion_timestamp.is_none()
+            })?;
+            let pending = pending.name_any();
+            let notes = event_notes(env, Some(ns), &pending, "FailedProvisioning").await;
+            let note = notes
+                .into_iter()
+                .find(|n| n.contains(&limit) && n.contains("reached"))?;
+            Some((pending, note))
+        },
+    )
+    .await;
+    mark(&format!("pod {pending} stays Pending: {note}"));
+    let reached = wait_until(
+        "the NodePool's LimitReached condition",
+        Duration::from_secs(30),
+        || pool_condition(&run.pools, name, "LimitReached", "True"),
+    )
+    .await;
+    mark(&format!("NodePool LimitReached: {}", reached.message));
+    assert_eq!(
+        pool_claims(claims, name).await.len(),
+        REPLICAS,
+        "no NodeClaim beyond the limits"
+    );
+    let pod = pods.get(&pending).await.unwrap();
+    assert_eq!(
+        pod.status.and_then(|s| s.phase).as_deref(),
+        Some("Pending"),
+        "the pod past the limits is not running"
+    );
+    objects
+        .patch(
+            "worker",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {PAUSED_REPLICAS_ANNOTATION: null}}})),
+        )
+        .await
+        .unwrap();
+    mark("paused-replicas taken off");
 
     env.sqs()
         .purge_queue()
