@@ -105,6 +105,7 @@ def main():
     say(f"{ORDERS} messages on the orders queue (ScaledObject order-processor: 1 replica per 5)")
 
     claims = {}  # name -> {type, created, gone}
+    top_shown = False
     drained = False
     last = None
     while time.monotonic() - started < TIMEOUT:
@@ -155,6 +156,13 @@ def main():
         if line != last:
             say(line)
             last = line
+
+        if not top_shown and any(c["joined"] for c in claims.values()):
+            # The same moment as `windlass top` shows it, live, in another terminal.
+            top = subprocess.run([windlass, "top"], check=True, capture_output=True, text=True).stdout
+            say("what `windlass top` shows now (run it in another terminal to watch it live):")
+            print("\n".join("    " + line for line in top.rstrip().splitlines()), flush=True)
+            top_shown = True
 
         if not drained and ready >= 1:
             sqs(queues["orders"], Action="PurgeQueue")
