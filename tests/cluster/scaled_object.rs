@@ -1048,6 +1048,21 @@ async fn scaling_modifiers_formula_over_two_queues_decides_the_replicas() {
         Some(4),
         "the formula's replicas hold"
     );
+    let read: Vec<(String, f64)> = objects
+        .get("worker")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .trigger_values
+        .into_iter()
+        .map(|(name, value)| (name, value.value))
+        .collect();
+    assert_eq!(
+        read,
+        [("orders".to_owned(), 3.0), ("refunds".to_owned(), 1.0)],
+        "each trigger's own reading stays in status"
+    );
 
     objects
         .patch(

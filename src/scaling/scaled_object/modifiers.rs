@@ -260,6 +260,7 @@ mod tests {
                 [3.0, 0.5, 0.0],
                 0.0,
             ),
+            ("abs(trig_one - 10)", [3.0, 0.0, 0.0], 7.0),
             ("float(trig_one + 1)", [3.0, 0.0, 0.0], 4.0),
         ];
         for (formula, values, expected) in cases {
