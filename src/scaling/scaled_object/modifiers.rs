@@ -50,9 +50,10 @@ pub struct Composition {
 
 impl Composition {
     /// Checks what KEDA's admission webhook checks: a target above 0, no Utilization, and a
-    /// formula that evaluates over the triggers' names. As KEDA does, the check evaluates it
-    /// once with a dummy value for every trigger, so an unknown name in a branch that dummy
-    /// values do not take is only found when a poll takes it (and fails as the formula).
+    /// formula that evaluates over the triggers' names with a dummy value for each. KEDA's
+    /// compiler also checks names in branches the dummies do not take; expr-lang's crate
+    /// keeps its syntax tree private, so such a name is found when a poll takes that branch
+    /// (and fails as the formula).
     pub fn compile(
         modifiers: &ScalingModifiers,
         triggers: &[Trigger],
