@@ -1015,8 +1015,8 @@ async fn scaling_modifiers_formula_over_two_queues_decides_the_replicas() {
         "{refused}"
     );
 
-    env.send_messages(&orders, 6).await;
-    env.send_messages(&refunds, 2).await;
+    env.send_messages(&orders, 3).await;
+    env.send_messages(&refunds, 1).await;
     objects
         .create(
             &PostParams::default(),
@@ -1024,14 +1024,15 @@ async fn scaling_modifiers_formula_over_two_queues_decides_the_replicas() {
                 "worker",
                 "worker",
                 &orders,
-                modifiers("(orders + refunds) / 2", "AverageValue"),
+                modifiers("orders > 2 ? orders + refunds : 1", "AverageValue"),
             ),
         )
         .await
         .unwrap();
     let _windlass = start_windlass(&namespace.name);
-    // Each trigger alone asks for 6 and 2 replicas (queueLength 1), so the highest would be 6;
-    // the formula gives (6 + 2) / 2 = 4 against a target of 1.
+    // Each trigger alone asks for 3 and 1 replicas (queueLength 1), so the highest would be 3;
+    // the formula gives 3 + 1 = 4 against a target of 1. (Both stay within the HPA's default
+    // scale-up of 4 pods per 15 s, so the rate limit does not decide.)
     wait_for_replicas(
         &env.client,
         &namespace.name,
@@ -1046,6 +1047,21 @@ async fn scaling_modifiers_formula_over_two_queues_decides_the_replicas() {
         replicas(&env.client, &namespace.name, "worker").await,
         Some(4),
         "the formula's replicas hold"
+    );
+    let read: Vec<(String, f64)> = objects
+        .get("worker")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .trigger_values
+        .into_iter()
+        .map(|(name, value)| (name, value.value))
+        .collect();
+    assert_eq!(
+        read,
+        [("orders".to_owned(), 3.0), ("refunds".to_owned(), 1.0)],
+        "each trigger's own reading stays in status"
     );
 
     objects

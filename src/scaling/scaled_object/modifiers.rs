@@ -50,9 +50,10 @@ pub struct Composition {
 
 impl Composition {
     /// Checks what KEDA's admission webhook checks: a target above 0, no Utilization, and a
-    /// formula that evaluates over the triggers' names. As KEDA does, the check evaluates it
-    /// once with a dummy value for every trigger, so an unknown name in a branch that dummy
-    /// values do not take is only found when a poll takes it (and fails as the formula).
+    /// formula that evaluates over the triggers' names with a dummy value for each. KEDA's
+    /// compiler also checks names in branches the dummies do not take; expr-lang's crate
+    /// keeps its syntax tree private, so such a name is found when a poll takes that branch
+    /// (and fails as the formula).
     pub fn compile(
         modifiers: &ScalingModifiers,
         triggers: &[Trigger],
@@ -181,8 +182,11 @@ impl Composition {
 mod tests {
     use std::collections::BTreeMap;
 
+    use jiff::{SignedDuration, Timestamp};
+
     use super::*;
     use crate::apis::triggers::TriggerType;
+    use crate::scaling::scaled_object::replicas::{Behavior, ReplicaPolicy, ScalerState, decide};
 
     fn triggers(names: &[&str]) -> Vec<Trigger> {
         names
@@ -260,6 +264,7 @@ mod tests {
                 [3.0, 0.5, 0.0],
                 0.0,
             ),
+            ("abs(trig_one - 10)", [3.0, 0.0, 0.0], 7.0),
             ("float(trig_one + 1)", [3.0, 0.0, 0.0], 4.0),
         ];
         for (formula, values, expected) in cases {
@@ -409,5 +414,50 @@ mod tests {
         let (report, _) = composition.compose(&[metric(1.0), metric(2.0)], &mut failures);
         assert!(matches!(report, TriggerReport::Metric { value, .. } if value == 0.5));
         assert_eq!(failures, 0);
+    }
+
+    #[test]
+    fn the_composed_metric_alone_decides_activation_and_replicas() {
+        let mut spec = modifiers("(a + b) / 2", "2");
+        spec.activation_target = Some("3".into());
+        let composition = Composition::compile(&spec, &triggers(&["a", "b"])).unwrap();
+        let policy = ReplicaPolicy {
+            min: 0,
+            max: 100,
+            idle: None,
+            cooldown: SignedDuration::from_secs(300),
+            initial_cooldown: SignedDuration::from_secs(300),
+            created_at: Timestamp::UNIX_EPOCH,
+            fallback: None,
+            behavior: Behavior::default(),
+        };
+        let now = Timestamp::UNIX_EPOCH + SignedDuration::from_secs(60);
+        let mut failures = 0;
+        // Trigger a alone is far above its own activation (0), but (5 + 1) / 2 = 3 is not
+        // above the formula's activationTarget of 3: the object stays asleep.
+        let (report, _) = composition.compose(&[metric(5.0), metric(1.0)], &mut failures);
+        let asleep = decide(
+            &policy,
+            &mut ScalerState::default(),
+            now,
+            0,
+            &[report],
+            false,
+        );
+        assert!(!asleep.active);
+        assert_eq!(asleep.replicas, 0);
+        // (9 + 7) / 2 = 8 against a target of 2: 4 replicas, where trigger a alone (9 messages,
+        // 5 per replica) would ask for 2.
+        let (report, _) = composition.compose(&[metric(9.0), metric(7.0)], &mut failures);
+        let awake = decide(
+            &policy,
+            &mut ScalerState::default(),
+            now,
+            1,
+            &[report],
+            false,
+        );
+        assert!(awake.active);
+        assert_eq!(awake.replicas, 4);
     }
 }
