@@ -185,6 +185,12 @@ pub struct RunArgs {
     /// from the bundled tables only, and the Price List is never asked.
     #[arg(long, env = "WINDLASS_ISOLATED_VPC", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub isolated_vpc: bool,
+
+    /// Consolidation may replace spot nodes by cheaper spot ones (Karpenter's
+    /// `SpotToSpotConsolidation` feature gate): a single spot node only when at least 15 spot
+    /// types are cheaper. Off, consolidation deletes spot nodes but never replaces them by spot.
+    #[arg(long, env = "WINDLASS_SPOT_TO_SPOT_CONSOLIDATION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub spot_to_spot_consolidation: bool,
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +279,28 @@ mod tests {
             args.leader_elect_lease_duration,
             std::time::Duration::from_secs(15)
         );
+    }
+
+    #[test]
+    fn spot_to_spot_consolidation_is_off_unless_asked_for() {
+        let spot_to_spot = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("expected run")
+            };
+            args.spot_to_spot_consolidation
+        };
+        assert!(!spot_to_spot(&["windlass", "run"]));
+        assert!(spot_to_spot(&[
+            "windlass",
+            "run",
+            "--spot-to-spot-consolidation"
+        ]));
+        assert!(!spot_to_spot(&[
+            "windlass",
+            "run",
+            "--spot-to-spot-consolidation=false"
+        ]));
     }
 
     #[test]

@@ -10,6 +10,10 @@
    windlass.dev/cluster=<cluster> leaves out the overrides they match and reports each as
    InsufficientInstanceCapacity, as EC2 does for an instant fleet. One parameter per cluster
    name keeps concurrent tests apart.
+3. Security groups for fleet instances. moto's CreateFleet ignores the launch template's groups:
+   a spot instance gets the VPC's default group and an on-demand one none at all, where EC2 gives
+   both the template's (SecurityGroupIds, or the first network interface's Groups). Windlass
+   reads them back for drift, so each launched instance is given its template version's groups.
 """
 
 import fnmatch
@@ -69,11 +73,31 @@ def exhausted_offerings(account, region, cluster):
     return [entry.strip().split(":") for entry in parameter.value.split(",") if entry.count(":") == 2]
 
 
+def template_security_groups(ec2_backend, specification):
+    data = ec2_backend.get_launch_template(specification["LaunchTemplateId"]).get_version(specification["Version"]).data
+    if data.get("SecurityGroupIds"):
+        return data["SecurityGroupIds"]
+    interfaces = data.get("NetworkInterfaces") or [{}]
+    return interfaces[0].get("Groups") or []
+
+
+def launch_fleet(self):
+    result = _moto_create_fleet(self)
+    for launched in result.result.get("Instances") or []:
+        specification = launched["LaunchTemplateAndOverrides"]["LaunchTemplateSpecification"]
+        groups = template_security_groups(self.ec2_backend, specification)
+        if not groups:
+            continue
+        for instance_id in launched["InstanceIds"]:
+            self.ec2_backend.modify_instance_security_groups(instance_id, groups)
+    return result
+
+
 def create_fleet(self):
     cluster = fleet_cluster(self._get_param("TagSpecifications", []))
     exhausted = exhausted_offerings(self.current_account, self.region, cluster)
     if not exhausted:
-        return _moto_create_fleet(self)
+        return launch_fleet(self)
     capacity = self._get_param("TargetCapacitySpecification", {})
     capacity_type = capacity.get("DefaultTargetCapacityType", "on-demand")
     configs = self._get_param("LaunchTemplateConfigs", [])
@@ -103,7 +127,7 @@ def create_fleet(self):
     get_param = self._get_param
     self._get_param = lambda name, if_none=None: kept_configs if name == "LaunchTemplateConfigs" else get_param(name, if_none)
     try:
-        result = _moto_create_fleet(self)
+        result = launch_fleet(self)
     finally:
         self._get_param = get_param
     return ActionResult({**result.result, "Errors": errors})

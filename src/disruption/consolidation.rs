@@ -15,7 +15,8 @@ use crate::apis::labels::{CAPACITY_TYPE_LABEL, INSTANCE_TYPE_LABEL, ZONE_LABEL};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::scheduling::NewClaim;
-use crate::scheduling::instance_types::{InstanceType, unmet_min_values};
+use crate::scheduling::instance_types::{InstanceType, SPOT, unmet_min_values};
+use crate::scheduling::requirements::Requirement;
 
 /// How long a consolidation decision must hold before it is acted on.
 pub const VALIDATION: SignedDuration = SignedDuration::from_secs(15);
@@ -44,6 +45,11 @@ pub fn node_price(node: &Node, catalog: &[InstanceType]) -> Option<f64> {
                 && Some(&o.capacity_type) == labels.get(CAPACITY_TYPE_LABEL)
         })?
         .price
+}
+
+/// Whether the node is a spot instance, by its capacity-type label.
+pub fn is_spot(node: &Node) -> bool {
+    node.labels().get(CAPACITY_TYPE_LABEL).map(String::as_str) == Some(SPOT)
 }
 
 /// The planned replacement narrowed to the instance types cheaper than `current` and not named
@@ -81,6 +87,74 @@ pub fn cheaper(
         },
         cheapest,
     ))
+}
+
+/// The fewest cheaper spot types a single spot node's replacement must be offered, and the
+/// most it is (Karpenter's `MinInstanceTypesForSpotToSpotConsolidation`). A spot launch picks by
+/// availability as well as price, so offered every cheaper type it could land on one only a
+/// little cheaper, which would then be replaced in turn; offered only the 15 cheapest, the node
+/// it gets is not cheaper than 15 others, and is not replaced again at once.
+pub const SPOT_TO_SPOT_TYPES: usize = 15;
+
+/// The nodes a replacement would take over.
+#[derive(Clone, Copy, Debug)]
+pub struct Replaced<'a> {
+    /// Their hourly price together.
+    pub price: f64,
+    /// Whether every one of them is a spot instance.
+    pub all_spot: bool,
+    /// Whether it is one node (single-node consolidation).
+    pub single: bool,
+    /// Instance types the replacement may not have.
+    pub excluded: &'a [&'a str],
+}
+
+/// The replacement `claim` narrowed to what consolidation may launch for `replaced`, and its
+/// price, as Karpenter decides. Spot nodes whose replacement could be spot are replaced only
+/// with `spot_to_spot` on, by spot alone, and a single node only when at least
+/// [`SPOT_TO_SPOT_TYPES`] spot types are cheaper (offered the cheapest of them, more only as a
+/// `minValues` needs). Otherwise (an on-demand node going to spot, say) any cheaper type goes.
+pub fn replacement(
+    claim: &NewClaim,
+    catalog: &[InstanceType],
+    replaced: Replaced<'_>,
+    spot_to_spot: bool,
+) -> Option<(NewClaim, f64)> {
+    if !replaced.all_spot || !claim.requirements.allows(CAPACITY_TYPE_LABEL, SPOT) {
+        return cheaper(claim, catalog, replaced.price, replaced.excluded);
+    }
+    if !spot_to_spot {
+        return None;
+    }
+    let mut spot = claim.clone();
+    spot.requirements
+        .add(CAPACITY_TYPE_LABEL, Requirement::one_of([SPOT]));
+    let (mut narrowed, price) = cheaper(&spot, catalog, replaced.price, replaced.excluded)?;
+    if !replaced.single {
+        return Some((narrowed, price));
+    }
+    if narrowed.instance_types.len() < SPOT_TO_SPOT_TYPES {
+        return None;
+    }
+    let spot_price = |index: usize| {
+        catalog[index]
+            .cheapest_offering(&narrowed.requirements)
+            .and_then(|o| o.price)
+            .unwrap_or(f64::INFINITY)
+    };
+    narrowed
+        .instance_types
+        .sort_by(|&a, &b| spot_price(a).total_cmp(&spot_price(b)));
+    let kept = (SPOT_TO_SPOT_TYPES..=narrowed.instance_types.len()).find(|&count| {
+        unmet_min_values(
+            &narrowed.requirements,
+            &narrowed.instance_types[..count],
+            catalog,
+        )
+        .is_none()
+    })?;
+    narrowed.instance_types.truncate(kept);
+    Some((narrowed, price))
 }
 
 /// How long a cluster found consolidated stays so while nothing in it changes.
@@ -357,6 +431,111 @@ mod tests {
                 .instance_types,
             [index("m5.large"), index("m5.xlarge")]
         );
+    }
+
+    /// A planned replacement that may be spot or on-demand, of any of `types`.
+    fn spot_or_on_demand(types: Vec<usize>) -> NewClaim {
+        let mut requirements = Requirements::default();
+        requirements.add(
+            CAPACITY_TYPE_LABEL,
+            Requirement::one_of([SPOT, "on-demand"]),
+        );
+        NewClaim {
+            pool: 0,
+            requirements,
+            pods: vec![0],
+            requests: Default::default(),
+            instance_types: types,
+        }
+    }
+
+    fn spot_price(catalog: &[InstanceType], index: usize) -> f64 {
+        catalog[index]
+            .offerings
+            .iter()
+            .filter(|o| o.capacity_type == SPOT)
+            .filter_map(|o| o.price)
+            .min_by(f64::total_cmp)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_spot_node_is_replaced_by_spot_only_with_the_gate_on_and_fifteen_cheaper_types() {
+        let catalog = catalog::bundled();
+        let with_spot: Vec<usize> = (0..catalog.len())
+            .filter(|&i| {
+                catalog[i]
+                    .offerings
+                    .iter()
+                    .any(|o| o.capacity_type == SPOT && o.price.is_some())
+            })
+            .collect();
+        let mut by_price = with_spot.clone();
+        by_price.sort_by(|&a, &b| spot_price(&catalog, a).total_cmp(&spot_price(&catalog, b)));
+        let planned = spot_or_on_demand(with_spot);
+        // A spot node dearer than the 20 cheapest spot types.
+        let current = spot_price(&catalog, by_price[20]);
+        let cheaper_types = by_price
+            .iter()
+            .filter(|&&i| spot_price(&catalog, i) < current)
+            .count();
+        assert!(cheaper_types >= SPOT_TO_SPOT_TYPES, "{cheaper_types}");
+        let spot_node = Replaced {
+            price: current,
+            all_spot: true,
+            single: true,
+            excluded: &[],
+        };
+        assert!(
+            replacement(&planned, &catalog, spot_node, false).is_none(),
+            "the gate is off"
+        );
+        let (narrowed, price) = replacement(&planned, &catalog, spot_node, true).unwrap();
+        assert_eq!(narrowed.instance_types, by_price[..SPOT_TO_SPOT_TYPES]);
+        assert!(narrowed.requirements.allows(CAPACITY_TYPE_LABEL, SPOT));
+        assert!(
+            !narrowed
+                .requirements
+                .allows(CAPACITY_TYPE_LABEL, "on-demand"),
+            "the replacement is spot"
+        );
+        assert_eq!(price, spot_price(&catalog, by_price[0]));
+
+        // Fewer than 15 cheaper spot types: no replacement, even with the gate on.
+        let few = Replaced {
+            price: spot_price(&catalog, by_price[SPOT_TO_SPOT_TYPES - 1]),
+            ..spot_node
+        };
+        assert!(replacement(&planned, &catalog, few, true).is_none());
+        // Several spot nodes at once need no such minimum.
+        let several = Replaced {
+            single: false,
+            ..few
+        };
+        assert!(replacement(&planned, &catalog, several, true).is_some());
+        assert!(replacement(&planned, &catalog, several, false).is_none());
+    }
+
+    #[test]
+    fn an_on_demand_node_is_replaced_by_a_cheaper_spot_one_with_the_gate_off() {
+        let catalog = catalog::bundled();
+        let index = |name: &str| catalog.iter().position(|it| it.name == name).unwrap();
+        let planned = spot_or_on_demand(vec![index("m5.large"), index("m5.xlarge")]);
+        let on_demand = catalog[index("m5.xlarge")]
+            .offerings
+            .iter()
+            .find(|o| o.capacity_type == "on-demand")
+            .and_then(|o| o.price)
+            .unwrap();
+        let on_demand_node = Replaced {
+            price: on_demand,
+            all_spot: false,
+            single: true,
+            excluded: &[],
+        };
+        let (narrowed, price) = replacement(&planned, &catalog, on_demand_node, false).unwrap();
+        assert!(price < on_demand);
+        assert!(narrowed.instance_types.contains(&index("m5.large")));
     }
 
     use proptest::prelude::*;

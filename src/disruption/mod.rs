@@ -55,6 +55,9 @@ pub struct Disruption<C> {
     pub cluster: String,
     /// What the scaling side is scaling out: consolidation holds off their pools.
     pub scale_outs: Arc<ScaleOuts>,
+    /// Whether consolidation may replace spot nodes by cheaper spot ones (Karpenter's
+    /// `SpotToSpotConsolidation` feature gate).
+    pub spot_to_spot_consolidation: bool,
 }
 
 /// Why a node is disrupted.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 
-use super::consolidation::cheaper;
+use super::consolidation::{Replaced, replacement};
 use super::pass::Pass;
 use super::simulation::{Outcome, reschedule};
 use super::underutilized::{Action, Candidate, Decision};
@@ -30,6 +30,7 @@ pub fn decide(
     catalog: &[InstanceType],
     pass: &Pass,
     candidates: &[Candidate],
+    spot_to_spot: bool,
 ) -> Option<Decision> {
     let mut by_pool: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
     for candidate in candidates {
@@ -45,7 +46,7 @@ pub fn decide(
             .map_or(0, |p| pass.room(p, DisruptionReason::Underutilized));
         let most = candidates.len().min(MAX_CANDIDATES).min(room);
         let found = longest(most, deadline, |count| {
-            consolidate(state, catalog, pass, &candidates[..count])
+            consolidate(state, catalog, pass, &candidates[..count], spot_to_spot)
         });
         if found.is_some() {
             return found;
@@ -77,12 +78,13 @@ fn longest(
 }
 
 /// Whether the candidates can go together: deleted, or replaced by one cheaper node of a type
-/// none of them has.
+/// none of them has (spot nodes by a spot one only with spot-to-spot consolidation on).
 fn consolidate(
     state: &ClusterState,
     catalog: &[InstanceType],
     pass: &Pass,
     candidates: &[&Candidate],
+    spot_to_spot: bool,
 ) -> Option<Decision> {
     let claims: Vec<&_> = candidates.iter().map(|c| c.claim.as_ref()).collect();
     let current: Option<f64> = candidates.iter().map(|c| c.price).sum();
@@ -97,7 +99,13 @@ fn consolidate(
                 .filter_map(|node| node.labels().get(INSTANCE_TYPE_LABEL))
                 .map(String::as_str)
                 .collect();
-            let (claim, price) = cheaper(&claims[0], catalog, current?, &types)?;
+            let replaced = Replaced {
+                price: current?,
+                all_spot: candidates.iter().all(|c| c.spot),
+                single: false,
+                excluded: &types,
+            };
+            let (claim, price) = replacement(&claims[0], catalog, replaced, spot_to_spot)?;
             Action::Replace {
                 node_pools,
                 claim,

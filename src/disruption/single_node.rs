@@ -1,9 +1,10 @@
 //! Single-node consolidation: the first candidate (fewest pods first) whose pods fit on the
-//! other nodes is deleted, or the first that one cheaper node can take over is replaced by it.
+//! other nodes is deleted, or the first that one cheaper node can take over is replaced by it
+//! (a spot node by a spot one only as `consolidation::replacement` allows).
 
 use std::sync::Arc;
 
-use super::consolidation::cheaper;
+use super::consolidation::{Replaced, replacement};
 use super::pass::Pass;
 use super::simulation::{Outcome, reschedule};
 use super::underutilized::{Action, Candidate, Decision};
@@ -15,6 +16,7 @@ pub fn decide(
     catalog: &[InstanceType],
     pass: &Pass,
     candidates: &[Candidate],
+    spot_to_spot: bool,
 ) -> Option<Decision> {
     for candidate in candidates {
         let action = match reschedule(state, catalog, pass, &[&candidate.claim]) {
@@ -23,10 +25,15 @@ pub fn decide(
             Outcome::Replace { node_pools, claims }
                 if claims.len() == 1 && !pass.runs_scaled_jobs(&candidate.claim) =>
             {
-                let Some((claim, price)) = candidate
-                    .price
-                    .and_then(|current| cheaper(&claims[0], catalog, current, &[]))
-                else {
+                let Some((claim, price)) = candidate.price.and_then(|price| {
+                    let replaced = Replaced {
+                        price,
+                        all_spot: candidate.spot,
+                        single: true,
+                        excluded: &[],
+                    };
+                    replacement(&claims[0], catalog, replaced, spot_to_spot)
+                }) else {
                     continue;
                 };
                 Action::Replace {

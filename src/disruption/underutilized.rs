@@ -51,6 +51,8 @@ pub struct Candidate {
     pub claim: Arc<NodeClaim>,
     /// Its node's hourly price.
     pub price: Option<f64>,
+    /// Whether its node is a spot instance.
+    pub spot: bool,
 }
 
 /// What consolidation would do.
@@ -142,11 +144,13 @@ pub async fn consolidate<C: CloudProvider>(
         .into_iter()
         .map(|(_, claim)| Candidate {
             price: pass.node(&claim).and_then(|n| node_price(n, &catalog)),
+            spot: pass.node(&claim).is_some_and(|n| consolidation::is_spot(n)),
             claim,
         })
         .collect();
-    let decision = multi_node::decide(state, &catalog, pass, &candidates)
-        .or_else(|| single_node::decide(state, &catalog, pass, &candidates));
+    let spot_to_spot = disruption.spot_to_spot_consolidation;
+    let decision = multi_node::decide(state, &catalog, pass, &candidates, spot_to_spot)
+        .or_else(|| single_node::decide(state, &catalog, pass, &candidates, spot_to_spot));
     let Some(decision) = decision else {
         memory.pending.clear();
         memory.consolidated.mark(fingerprint, now);

@@ -158,8 +158,13 @@ pub fn drift(
         .iter()
         .map(|g| g.id.as_str())
         .collect();
-    if !launched.is_empty() && !resolved.is_empty() && launched != resolved {
-        let join = |set: BTreeSet<&str>| set.into_iter().collect::<Vec<_>>().join(", ");
+    // As Karpenter: an instance with no groups while the class resolves some has drifted; a
+    // class that resolves none yet says nothing either way.
+    if !resolved.is_empty() && launched != resolved {
+        let join = |set: BTreeSet<&str>| match set.is_empty() {
+            true => "(none)".to_string(),
+            false => set.into_iter().collect::<Vec<_>>().join(", "),
+        };
         return Some(Drift::SecurityGroups {
             class: class_name,
             launched: join(launched),
@@ -374,6 +379,36 @@ mod tests {
             drift(&claim, &on_demand(), None, &pool, Some(&class)),
             None,
             "not listed yet"
+        );
+    }
+
+    #[test]
+    fn an_instance_without_security_groups_has_drifted_unless_the_class_resolves_none() {
+        let pool = pool(json!({}));
+        let mut class = class("", &["ami-1"]);
+        let claim = claim(&pool, &class, "ami-1");
+        let instance = Instance {
+            id: "i-1".into(),
+            provider_id: "aws:///us-east-1a/i-1".into(),
+            claim: None,
+            instance_type: "m5.large".into(),
+            zone: "us-east-1a".into(),
+            image_id: Some("ami-1".into()),
+            subnet_id: None,
+            security_group_ids: Vec::new(),
+        };
+        let check =
+            |class: &EC2NodeClass| drift(&claim, &on_demand(), Some(&instance), &pool, Some(class));
+        assert_eq!(check(&class), None, "the class resolves no groups yet");
+        class.status.as_mut().unwrap().security_groups =
+            serde_json::from_value(json!([{"id": "sg-1"}])).unwrap();
+        let groups = check(&class).expect("drift");
+        assert_eq!(groups.reason(), "SecurityGroupsDrifted");
+        assert!(
+            groups
+                .to_string()
+                .contains("security groups (none) are not"),
+            "{groups}"
         );
     }
 

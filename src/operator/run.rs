@@ -115,6 +115,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         recorder: Recorder::new(client.clone(), reporter.clone()),
         cloud: cloud.clone(),
         cluster: args.cluster_name.clone(),
+        spot_to_spot_consolidation: args.spot_to_spot_consolidation,
     });
     let interruptions = args.interruption_queue.map(|queue| {
         Arc::new(Interruptions {

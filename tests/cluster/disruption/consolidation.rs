@@ -2,7 +2,9 @@
 //! fits a cheaper type is replaced by it (replace), two nodes are replaced together by one
 //! cheaper node (multi-node), the replacements Initialized first; the hourly savings are in
 //! the Event and the metric. While a ScaledObject whose pods run in the pool scales out, the
-//! pool is not consolidated.
+//! pool is not consolidated. A spot node stays put: neither drifted (its instance carries its
+//! launch template's security groups) nor replaced by a cheaper spot one with spot-to-spot
+//! consolidation off.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ use super::{
     pool_claims, wait_pods_running,
 };
 use crate::provisioning::fixture::{
-    assert_terminated, claim_instance, event_notes, wait_claim_gone,
+    assert_terminated, claim_instance, describe_instance, event_notes, wait_claim_gone,
 };
 use crate::support::wait_until;
 
@@ -443,5 +445,84 @@ async fn a_pool_is_not_consolidated_while_a_scaled_object_scales_out_onto_it() {
         },
     )
     .await;
+    run.finish().await;
+}
+
+#[tokio::test]
+async fn a_spot_node_is_neither_drifted_nor_replaced_by_spot() {
+    let run = PoolRun::start(
+        "spotstays",
+        json!({"disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5s"},
+               "template": {"spec": {"requirements": [
+                   {"key": "windlass.dev/capacity-type", "operator": "In", "values": ["spot", "on-demand"]}
+               ]}}}),
+    )
+    .await;
+    let (env, ns, claims, name) = (&run.env, run.ns(), &run.claims, &run.name);
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    deployment(env, ns, name, "worker", 1, "1", json!({})).await;
+    let claim = initialized_claims(claims, name, 1).await.remove(0);
+    wait_pods_running(&pods, 1).await;
+    let node_name = claim.status.as_ref().unwrap().node_name.clone().unwrap();
+    let node = nodes.get(&node_name).await.unwrap();
+    assert_eq!(
+        node.labels()
+            .get("windlass.dev/capacity-type")
+            .map(String::as_str),
+        Some("spot"),
+        "a pool allowing spot launches spot"
+    );
+    let instance = describe_instance(env, &claim_instance(claim.status.as_ref().unwrap())).await;
+    let mut launched: Vec<&str> = instance
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id())
+        .collect();
+    launched.sort_unstable();
+    let class = run.classes.get(name).await.unwrap();
+    let mut resolved: Vec<&str> = class
+        .status
+        .as_ref()
+        .unwrap()
+        .security_groups
+        .iter()
+        .map(|g| g.id.as_str())
+        .collect();
+    resolved.sort_unstable();
+    assert_eq!(
+        launched, resolved,
+        "the instance has its launch template's groups"
+    );
+
+    // Drift and consolidation both look at the node within this window: a listing of
+    // instances every 30 s, and consolidation once it is Consolidatable (5 s after its pod).
+    let started = Instant::now();
+    let mut consolidatable = false;
+    while started.elapsed() < Duration::from_secs(90) {
+        let list = pool_claims(claims, name).await;
+        assert_eq!(
+            list.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
+            [claim.name_any()],
+            "the same NodeClaim, alone, after {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
+        let conditions = &list[0].status.as_ref().unwrap().conditions;
+        let drifted = conditions.iter().find(|c| c.type_ == "Drifted");
+        assert!(drifted.is_none(), "drifted: {drifted:?}");
+        assert!(list[0].metadata.deletion_timestamp.is_none());
+        consolidatable |= conditions
+            .iter()
+            .any(|c| c.type_ == "Consolidatable" && c.status == "True");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(consolidatable, "consolidation had the node as a candidate");
+    println!(
+        "spot node {node_name} ({}) kept for {:.0}s, not drifted",
+        node.labels()
+            .get("node.kubernetes.io/instance-type")
+            .map_or("?", String::as_str),
+        started.elapsed().as_secs_f64()
+    );
     run.finish().await;
 }
