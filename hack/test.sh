@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/windlass/target}
 export CARGO_TERM_COLOR=never
+# A CI run builds once; incremental state would only double the target directory's size on a
+# disk a CI run once filled.
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL=0
+fi
 
 step() { printf '\n== %s\n' "$*"; }
 

@@ -1,7 +1,8 @@
 //! Demand-aware provisioning, the pure part: which pods a scale-out is about to need room for.
 //! A scale-out's demand says how many pods its object wants in all; those it has count, and
-//! the rest are still to come. Its pods that exist but that the kube-scheduler has not marked
-//! Unschedulable yet are planned as they are; the ones to come are planned from its template.
+//! the rest are still to come. Its unbound pods are planned as they are, whether or not the
+//! kube-scheduler has marked them Unschedulable yet (it often has by the time the pass runs);
+//! the ones to come are planned from its template.
 //! Counting what exists, rather than remembering what was planned, is what keeps a demand from
 //! launching twice: once its pods exist they are pods like any other, and the NodeClaims made
 //! for them ahead are in flight, with room for them.
@@ -10,7 +11,6 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::problem::is_unschedulable;
 use crate::scale_outs::ScaleOut;
 
 /// A pod planned ahead of being pending, with the index of the scale-out it is for.
@@ -35,7 +35,7 @@ pub fn ahead_pods(scale_outs: &[ScaleOut], pods: &[Arc<Pod>]) -> Vec<AheadPod> {
             .collect();
         ahead.extend(
             live.iter()
-                .filter(|pod| waits_for_the_scheduler(pod))
+                .filter(|pod| awaits_a_node(pod))
                 .map(|pod| AheadPod {
                     scale_out: index,
                     pod: Arc::clone(pod),
@@ -62,14 +62,13 @@ fn is_live(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
-/// Unbound, neither marked Unschedulable yet nor held back by a scheduling gate.
-fn waits_for_the_scheduler(pod: &Pod) -> bool {
+/// Unbound and not held back by a scheduling gate.
+fn awaits_a_node(pod: &Pod) -> bool {
     let spec = pod.spec.as_ref();
     spec.is_some_and(|s| s.node_name.is_none())
         && spec
             .and_then(|s| s.scheduling_gates.as_ref())
             .is_none_or(Vec::is_empty)
-        && !is_unschedulable(pod)
 }
 
 #[cfg(test)]
@@ -162,9 +161,13 @@ mod tests {
         let ahead = ahead_pods(&[scale_out("worker", Some(4))], &pods);
         assert_eq!(
             names(&ahead),
-            vec![(0, "new".into(), false), (0, "worker-ahead-3".into(), true)],
-            "the bound pod and the pending one (the provisioner plans it anyway) are not planned \
-             ahead, the unmarked one is, and one more is to come"
+            vec![
+                (0, "pending".into(), false),
+                (0, "new".into(), false),
+                (0, "worker-ahead-3".into(), true)
+            ],
+            "the bound pod is not planned, the unbound ones are, marked or not, and one more is \
+             to come"
         );
         assert!(
             ahead_pods(&[scale_out("worker", Some(2))], &pods)

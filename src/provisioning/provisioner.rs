@@ -262,9 +262,15 @@ async fn provision_ahead<C: CloudProvider>(provisioner: &Provisioner<C>, created
     let Ok(types) = provisioner.cloud.instance_types().await else {
         return;
     };
+    let planned_ahead: BTreeSet<String> = ahead
+        .iter()
+        .filter(|a| !a.to_come)
+        .map(|a| uid(&a.pod))
+        .collect();
     let planned: Vec<Planned> = pods
         .into_iter()
         .filter(|pod| state.provisions_for(pod) && is_unschedulable(pod))
+        .filter(|pod| !planned_ahead.contains(&uid(pod)))
         .map(Planned::Pending)
         .chain(ahead.into_iter().map(Planned::Ahead))
         .collect();

@@ -1,9 +1,10 @@
 //! Demand-aware provisioning: a ScaledObject's scale-out launches its nodes in the tick it
 //! decides, before its pods exist and are marked Unschedulable, and nothing is launched again
-//! when they come. Side by side in one run, a second ScaledObject on the same pool opts out
-//! (`windlass.dev/demand-aware: "false"`) and takes the pending-pod path: the test prints each
-//! path's message → pod Running latency and checks that the demand-aware one is not slower.
-//! A later scale-out that fits the nodes already there launches nothing.
+//! when they come. Side by side in one run, a second ScaledObject that opts out
+//! (`windlass.dev/demand-aware: "false"`) takes the pending-pod path, on a NodePool of its own so
+//! neither takes the other's room: the test prints each path's message → pod Running latency
+//! and checks that the demand-aware one is not slower. A later scale-out that fits the nodes
+//! already there launches nothing.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,8 +16,9 @@ use kube::api::{ListParams, PostParams};
 use serde_json::json;
 use windlass::apis::scaled_object::ScaledObject;
 
-use crate::disruption::{PoolRun, deployment_sized};
-use crate::support::{TestEnv, wait_until};
+use super::fixture::{delete_pool_and_class, node_class_and_pool};
+use crate::disruption::{PoolRun, deployment_sized, patch_pool};
+use crate::support::{TestEnv, unique, wait_until};
 
 const REPLICAS: usize = 3;
 
@@ -115,25 +117,36 @@ async fn a_scale_out_launches_its_nodes_before_its_pods_are_pending() {
     )
     .await;
     let (env, ns, name) = (&run.env, run.ns(), &run.name);
+    let other = unique("pending");
+    let (other_classes, other_pools) = node_class_and_pool(
+        env,
+        &other,
+        json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
+        json!({}),
+    )
+    .await;
+    patch_pool(
+        &other_pools,
+        &other,
+        json!({"disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"}}),
+    )
+    .await;
     let size = ("1", "3Gi");
-    for app in ["ahead", "pending"] {
-        deployment_sized(env, ns, name, app, 0, size, apart(app)).await;
-    }
+    deployment_sized(env, ns, name, "ahead", 0, size, apart("ahead")).await;
+    deployment_sized(env, ns, &other, "pending", 0, size, apart("pending")).await;
     let (ahead_queue, pending_queue) = (env.queue("ahead").await, env.queue("pending").await);
     scaled_object(env, ns, "ahead", &ahead_queue, true).await;
     scaled_object(env, ns, "pending", &pending_queue, false).await;
-    let pool_label = format!("{{nodepool=\"{name}\"}}");
-    let created = || {
+    let metric = |metric: &str, pool: &str| {
         run.windlass
-            .metric(&format!("windlass_nodeclaims_created_total{pool_label}"))
+            .metric(&format!("windlass_{metric}_total{{nodepool=\"{pool}\"}}"))
             .unwrap_or(0.0)
     };
-    let created_ahead = || {
-        run.windlass
-            .metric(&format!(
-                "windlass_nodeclaims_created_ahead_total{pool_label}"
-            ))
-            .unwrap_or(0.0)
+    let created = |pool: &str| {
+        (
+            metric("nodeclaims_created", pool),
+            metric("nodeclaims_created_ahead", pool),
+        )
     };
 
     let started = Instant::now();
@@ -156,15 +169,16 @@ async fn a_scale_out_launches_its_nodes_before_its_pods_are_pending() {
         median("ahead") <= median("pending"),
         "the demand-aware path is slower: {times:?}"
     );
+    let one_each = REPLICAS as f64;
     assert_eq!(
-        created(),
-        2.0 * REPLICAS as f64,
-        "one NodeClaim per pod: nothing was launched twice"
+        created(name),
+        (one_each, one_each),
+        "the demand-aware pool: one NodeClaim per pod, each created ahead, none again"
     );
     assert_eq!(
-        created_ahead(),
-        REPLICAS as f64,
-        "the demand-aware object's NodeClaims were created ahead, the other's were not"
+        created(&other),
+        (one_each, 0.0),
+        "the pool of the object that opted out: one NodeClaim per pod, none ahead"
     );
     let launched = wait_until(
         "the LaunchedAhead Events",
@@ -200,9 +214,10 @@ async fn a_scale_out_launches_its_nodes_before_its_pods_are_pending() {
     })
     .await;
     assert_eq!(
-        (created(), created_ahead()),
-        (2.0 * REPLICAS as f64, REPLICAS as f64),
+        created(name),
+        (one_each, one_each),
         "no NodeClaim for a demand that fits"
     );
+    delete_pool_and_class(&other_pools, &other_classes, &other).await;
     run.finish().await;
 }
