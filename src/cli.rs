@@ -52,7 +52,7 @@ pub struct PricesArgs {
     pub region: Option<String>,
     /// Print the bundled table of `--region` (us-east-1's for a region without one) instead of
     /// asking the Price List: what `windlass run` plans with when the Price List cannot answer.
-    #[arg(long, requires = "region")]
+    #[arg(long, env = "WINDLASS_PRICES_BUNDLED", requires = "region", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub bundled: bool,
 }
 
