@@ -277,7 +277,18 @@ async fn scale_loop(
     let mut clock = scaling.queue_depths.poll_clock(interval);
     loop {
         let tick = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                // Stopped for a deletion while polling: the cleanup may have dropped the
+                // object's KEDA series before the poll wrote them again.
+                if !scaling.scaled_object_loops.runs(&first) {
+                    scaling.metrics.keda.forget(
+                        ScalableKind::ScaledObject,
+                        &first.namespace().unwrap_or_default(),
+                        &first.name_any(),
+                    );
+                }
+                return;
+            }
             tick = clock.tick() => tick,
         };
         let object = latest.borrow().clone();
