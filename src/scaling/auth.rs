@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use aws_config::SdkConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_sdk_sqs::config::{Credentials, Region, SharedCredentialsProvider};
+use aws_types::origin::Origin;
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::{Api, Client};
@@ -116,15 +117,8 @@ impl ResolvedAuth {
         region: Option<&str>,
         endpoint: Option<&str>,
     ) -> SdkConfig {
-        let mut builder = base.to_builder();
-        if let Some(region) = region {
-            builder = builder.region(Region::new(region.to_owned()));
-        }
-        if let Some(endpoint) = endpoint {
-            builder = builder.endpoint_url(endpoint);
-        }
         // Without credentials: what STS is called with to get the workload's.
-        let plain = builder.build();
+        let plain = located(base, region, endpoint);
         let mut builder = plain.to_builder();
         match &self.identity {
             AwsIdentity::Controller => {}
@@ -173,6 +167,22 @@ impl ResolvedAuth {
             .credentials_provider(SharedCredentialsProvider::new(provider))
             .build()
     }
+}
+
+/// `base` in `region` and at `endpoint` when given. The endpoint is marked as set in code: a
+/// client built from the config then prefers it to a service-specific endpoint from the
+/// environment or a profile (`AWS_ENDPOINT_URL_SQS`), which it otherwise puts first, so a
+/// trigger's `awsEndpoint` would lose to the controller's own SQS endpoint.
+fn located(base: &SdkConfig, region: Option<&str>, endpoint: Option<&str>) -> SdkConfig {
+    let mut builder = base.to_builder();
+    if let Some(region) = region {
+        builder = builder.region(Region::new(region.to_owned()));
+    }
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint);
+        builder.insert_origin("endpoint_url", Origin::shared_config());
+    }
+    builder.build()
 }
 
 /// Why a trigger's authentication could not be resolved; shown as a condition and an Event.
@@ -829,6 +839,52 @@ mod tests {
             ),
             Ok(()),
             "the workload's role is read when a workload uses it"
+        );
+    }
+
+    /// The SDK's reading of `AWS_ENDPOINT_URL_SQS` (or a profile's `services` section).
+    #[derive(Debug)]
+    struct SqsEndpointSetting(String);
+
+    impl aws_types::service_config::LoadServiceConfig for SqsEndpointSetting {
+        fn load_config(
+            &self,
+            key: aws_types::service_config::ServiceConfigKey<'_>,
+        ) -> Option<String> {
+            (key.service_id() == "SQS" && key.env() == "AWS_ENDPOINT_URL").then(|| self.0.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_triggers_endpoint_wins_over_the_controllers_own_sqs_endpoint_setting() {
+        let trigger_endpoint = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Nothing listens on port 1: a request sent there is refused and never accepted below.
+        let base = SdkConfig::builder()
+            .service_config(SqsEndpointSetting("http://127.0.0.1:1".into()))
+            .region(Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "AKID", "secret", None, None, "test",
+            )))
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let endpoint = format!("http://{}", trigger_endpoint.local_addr().unwrap());
+        let sqs = crate::aws::sdk_clients::sqs(&located(&base, None, Some(&endpoint)));
+        let request = tokio::spawn(async move {
+            sqs.get_queue_attributes()
+                .queue_url("http://127.0.0.1:1/000000000000/orders")
+                .send()
+                .await
+        });
+        let accepted = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            trigger_endpoint.accept(),
+        )
+        .await;
+        request.abort();
+        assert!(
+            accepted.is_ok_and(|connection| connection.is_ok()),
+            "GetQueueAttributes did not reach the trigger's awsEndpoint"
         );
     }
 }

@@ -1,15 +1,18 @@
 //! ScaledJobs against the real cluster and SQS: one Job per message up to max, no extra Jobs
-//! while their pods wait for a node, and outcome counters that survive history cleanup and
-//! controller restarts without counting a Job twice.
+//! while their pods wait for a node, each strategy's and multi-trigger calculation's count,
+//! activation and pause, pendingPodConditions, rollouts and their propagation, and outcome
+//! counters that survive history cleanup and controller restarts without counting a Job twice.
 
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use windlass::apis::scaled_job::{ScaledJob, ScaledJobStatus};
 
+use crate::scaled_object::merge;
 use crate::support::{
     TestEnv, TestNamespace, delete_node, install_crds, start_windlass, test_node, wait_until,
 };
@@ -435,5 +438,372 @@ async fn a_paused_scaled_job_creates_no_jobs_until_unpaused() {
         (jobs_of(&env.client, &namespace.name, "paused").await.len() == 3).then_some(())
     })
     .await;
+    clean_up(&env, namespace, None).await;
+}
+
+/// [`scaled_job`] (history limits 100) with `extra` merged into it.
+fn scaled_job_with(name: &str, queue_url: &str, max: i32, pod: Value, extra: Value) -> ScaledJob {
+    let mut object =
+        serde_json::to_value(scaled_job(name, queue_url, max, pod, (100, 100))).unwrap();
+    merge(&mut object, extra);
+    serde_json::from_value(object).unwrap()
+}
+
+/// An `aws-sqs-queue` trigger on `queue_url` (queueLength 1) with `metadata` added.
+fn queue_trigger(queue_url: &str, metadata: Value) -> Value {
+    let mut trigger =
+        json!({"type": "aws-sqs-queue", "metadata": {"queueURL": queue_url, "queueLength": "1"}});
+    merge(&mut trigger["metadata"], metadata);
+    trigger
+}
+
+fn generation(job: &Job) -> Option<&str> {
+    job.labels()
+        .get("windlass.dev/scaled-job-generation")
+        .map(String::as_str)
+}
+
+/// Every scaling strategy, multipleScalersCalculation, activation threshold and pause switch,
+/// with Job pods that no node takes (as while they wait for a new node), each holding at its
+/// count over four more polls. On 4 messages: `custom` (deduction 1, running share 0.5) makes
+/// 3, 2, 1 Jobs in three polls and holds at 6; `accurate` with max 6 makes 4 and holds, where
+/// KEDA's comparison would add 2 idle Jobs; `eager` makes 4, then 2 into the free slots (max
+/// 10 less 4 running less 4 pending), and holds at 6. On 2 and 6 messages: max 6, min 2, avg 4,
+/// sum 8. An activationQueueLength of 4 makes none, of 3 makes 4. `paused` makes none, and a
+/// Windlass `paused: "false"` beats KEDA's `"true"`.
+#[tokio::test]
+async fn strategies_calculations_activation_and_pause_decide_the_jobs_while_pods_wait() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "sj-strategies").await;
+    let ns = namespace.name.as_str();
+    let (four, two, six) = (
+        env.queue("sj-four").await,
+        env.queue("sj-two").await,
+        env.queue("sj-six").await,
+    );
+    env.send_messages(&four, 4).await;
+    env.send_messages(&two, 2).await;
+    env.send_messages(&six, 6).await;
+    let strategy = |strategy: Value| json!({"spec": {"scalingStrategy": strategy}});
+    let calculation = |how: &str| {
+        json!({"spec": {"scalingStrategy": {"multipleScalersCalculation": how},
+            "triggers": [queue_trigger(&two, json!({})), queue_trigger(&six, json!({}))]}})
+    };
+    let activation = |threshold: &str| json!({"spec": {"triggers": [queue_trigger(&four, json!({"activationQueueLength": threshold}))]}});
+    let annotated = |annotations: Value| json!({"metadata": {"annotations": annotations}});
+    // (object, maxReplicaCount, its settings, the Jobs it holds at)
+    let cases = [
+        (
+            "custom",
+            10,
+            strategy(
+                json!({"strategy": "custom", "customScalingQueueLengthDeduction": 1,
+                "customScalingRunningJobPercentage": "0.5"}),
+            ),
+            6,
+        ),
+        ("accurate", 6, strategy(json!({"strategy": "accurate"})), 4),
+        ("eager", 10, strategy(json!({"strategy": "eager"})), 6),
+        ("max", 20, calculation("max"), 6),
+        ("min", 20, calculation("min"), 2),
+        ("avg", 20, calculation("avg"), 4),
+        ("sum", 20, calculation("sum"), 8),
+        ("below-activation", 10, activation("4"), 0),
+        ("above-activation", 10, activation("3"), 4),
+        (
+            "paused",
+            10,
+            annotated(json!({"autoscaling.windlass.dev/paused": "true"})),
+            0,
+        ),
+        (
+            "unpaused-by-windlass",
+            10,
+            annotated(json!({"autoscaling.keda.sh/paused": "true",
+                "autoscaling.windlass.dev/paused": "false"})),
+            4,
+        ),
+    ];
+    let api: Api<ScaledJob> = Api::namespaced(env.client.clone(), ns);
+    let nowhere = pod("no-such-node", false);
+    for (name, max, settings, _) in &cases {
+        api.create(
+            &PostParams::default(),
+            &scaled_job_with(name, &four, *max, nowhere.clone(), settings.clone()),
+        )
+        .await
+        .unwrap();
+    }
+    let _windlass = start_windlass(ns);
+
+    for (name, _, _, expected) in &cases {
+        wait_until(
+            &format!("{name} to have {expected} Jobs after reading its queues"),
+            Duration::from_secs(30),
+            || async {
+                let polled = !status(&api, name).await.trigger_values.is_empty();
+                let jobs = jobs_of(&env.client, ns, name).await.len();
+                (polled && jobs == *expected).then_some(())
+            },
+        )
+        .await;
+    }
+    // Four more polls with the same messages and every Job still waiting.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (name, _, _, expected) in &cases {
+        assert_eq!(
+            jobs_of(&env.client, ns, name).await.len(),
+            *expected,
+            "{name} did not hold at {expected} Jobs"
+        );
+    }
+    let eager = status(&api, "eager").await;
+    assert_eq!((eager.running_jobs, eager.pending_jobs), (6, 6));
+    let condition = |status: &ScaledJobStatus, type_: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status.clone())
+    };
+    let below = status(&api, "below-activation").await;
+    assert_eq!(condition(&below, "Active").as_deref(), Some("False"));
+    assert_eq!(below.trigger_values["trigger-0"].value, 4.0);
+    let paused = status(&api, "paused").await;
+    assert_eq!(condition(&paused, "Paused").as_deref(), Some("True"));
+    let unpaused = status(&api, "unpaused-by-windlass").await;
+    assert_eq!(condition(&unpaused, "Paused").as_deref(), Some("False"));
+    clean_up(&env, namespace, None).await;
+}
+
+/// `pendingPodConditions` decide which started Jobs are still pending. With `["Ready",
+/// "example.com/warm-cache"]`, Jobs whose pods run (and are Ready) without the second condition
+/// stay pending, so the accurate strategy (2 messages, max 4) holds at 2; once the test sets
+/// that condition on their pods, 2 more Jobs follow. The same ScaledJob without
+/// pendingPodConditions counts a running pod as started and reaches 4 by itself.
+#[tokio::test]
+async fn pending_pod_conditions_decide_which_running_jobs_are_pending() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "sj-pending").await;
+    let ns = namespace.name.as_str();
+    let node = test_node(&env.client, "kwok-sj-pending").await;
+    let queue = env.queue("sj-pending").await;
+    env.send_messages(&queue, 2).await;
+    // Runs until the annotation is taken off (the stack's kwok stages).
+    let mut running = pod(&node, false);
+    running["metadata"]["annotations"] = json!({"windlass.dev/test-outcome": "hold"});
+    let api: Api<ScaledJob> = Api::namespaced(env.client.clone(), ns);
+    for (name, conditions) in [
+        ("by-phase", json!([])),
+        ("by-conditions", json!(["Ready", "example.com/warm-cache"])),
+    ] {
+        let settings = json!({"spec": {"scalingStrategy":
+            {"strategy": "accurate", "pendingPodConditions": conditions}}});
+        api.create(
+            &PostParams::default(),
+            &scaled_job_with(name, &queue, 4, running.clone(), settings),
+        )
+        .await
+        .unwrap();
+    }
+    let _windlass = start_windlass(ns);
+
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let running_pods = |name: &str| {
+        let pods = pods.clone();
+        let selector = format!("windlass.dev/scaled-job={name}");
+        async move {
+            pods.list(&ListParams::default().labels(&selector))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .map(|p| p.name_any())
+                .collect::<Vec<_>>()
+        }
+    };
+    wait_until(
+        "by-phase to have 4 Jobs",
+        Duration::from_secs(30),
+        || async { (jobs_of(&env.client, ns, "by-phase").await.len() == 4).then_some(()) },
+    )
+    .await;
+    let warming = wait_until(
+        "by-conditions' 2 pods to run",
+        Duration::from_secs(30),
+        || async { Some(running_pods("by-conditions").await).filter(|p| p.len() == 2) },
+    )
+    .await;
+    // Three more polls with both pods running.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        jobs_of(&env.client, ns, "by-conditions").await.len(),
+        2,
+        "Jobs whose pods lack a pendingPodConditions condition counted as started"
+    );
+    let held = status(&api, "by-conditions").await;
+    assert_eq!((held.running_jobs, held.pending_jobs), (2, 2));
+
+    let warm =
+        json!({"status": {"conditions": [{"type": "example.com/warm-cache", "status": "True"}]}});
+    for pod in &warming {
+        pods.patch_status(
+            pod,
+            &PatchParams::default(),
+            &Patch::Strategic(warm.clone()),
+        )
+        .await
+        .unwrap();
+    }
+    wait_until(
+        "by-conditions to have 4 Jobs once its pods are warm",
+        Duration::from_secs(30),
+        || async { (jobs_of(&env.client, ns, "by-conditions").await.len() == 4).then_some(()) },
+    )
+    .await;
+    clean_up(&env, namespace, Some(&node)).await;
+}
+
+/// `rollout.propagationPolicy` of the default rollout, on a spec change: `foreground` leaves the
+/// old Job in the API, deleting, until its pod is gone; `background` removes the Job at once and
+/// leaves its pod to the garbage collector. The old pods carry a finalizer of the test's, so
+/// they outlive their deletion until the test lets them go; then the old Job goes too, and each
+/// ScaledJob has a Job of the new generation.
+#[tokio::test]
+async fn rollout_propagation_policy_decides_whether_old_jobs_wait_for_their_pods() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "sj-propagation").await;
+    let ns = namespace.name.as_str();
+    let queue = env.queue("sj-propagation").await;
+    env.send_messages(&queue, 1).await;
+    let mut kept = pod("no-such-node", false);
+    kept["metadata"]["finalizers"] = json!(["windlass.dev/test-keep"]);
+    let api: Api<ScaledJob> = Api::namespaced(env.client.clone(), ns);
+    for policy in ["foreground", "background"] {
+        let settings = json!({"spec": {"rollout": {"propagationPolicy": policy}}});
+        api.create(
+            &PostParams::default(),
+            &scaled_job_with(policy, &queue, 5, kept.clone(), settings),
+        )
+        .await
+        .unwrap();
+    }
+    let _windlass = start_windlass(ns);
+
+    let jobs: Api<Job> = Api::namespaced(env.client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let mut old = Vec::new();
+    for name in ["foreground", "background"] {
+        let job = wait_until(
+            &format!("{name}'s Job of generation 1, with its pod"),
+            Duration::from_secs(30),
+            || async {
+                let job = jobs_of(&env.client, ns, name).await.into_iter().next()?;
+                let selector = format!("batch.kubernetes.io/job-name={}", job.name_any());
+                let pod = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .next()?;
+                (generation(&job) == Some("1")).then(|| (job.name_any(), pod.name_any()))
+            },
+        )
+        .await;
+        old.push(job);
+        // The new generation's pods carry no finalizer of the test's.
+        let change = json!({"spec": {"jobTargetRef": {"template": {"metadata":
+            {"labels": {"revision": "2"}, "finalizers": null}}}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(change))
+            .await
+            .unwrap();
+    }
+    let [
+        (foreground_job, foreground_pod),
+        (background_job, background_pod),
+    ] = <[_; 2]>::try_from(old).unwrap();
+
+    wait_until(
+        "background's old Job to be gone",
+        Duration::from_secs(30),
+        || async {
+            jobs.get_opt(&background_job)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    // The garbage collector deletes it after its Job; the test's finalizer keeps it.
+    wait_until(
+        "background's old pod to be deleting",
+        Duration::from_secs(30),
+        || async {
+            let pod = pods.get_opt(&background_pod).await.unwrap()?;
+            pod.metadata.deletion_timestamp.map(drop)
+        },
+    )
+    .await;
+    let deleting = |job: &Job| {
+        job.metadata.deletion_timestamp.is_some()
+            && job.finalizers().iter().any(|f| f == "foregroundDeletion")
+    };
+    wait_until(
+        "foreground's old Job to be deleting in the foreground",
+        Duration::from_secs(30),
+        || async {
+            jobs.get_opt(&foreground_job)
+                .await
+                .unwrap()
+                .filter(deleting)
+        },
+    )
+    .await;
+    // Two more polls: the Job waits for its pod.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = jobs.get_opt(&foreground_job).await.unwrap();
+    assert!(
+        waiting.as_ref().is_some_and(deleting),
+        "foreground's old Job went while its pod remained: {waiting:?}"
+    );
+
+    let release = json!({"metadata": {"finalizers": null}});
+    for pod in [&foreground_pod, &background_pod] {
+        pods.patch(pod, &PatchParams::default(), &Patch::Merge(release.clone()))
+            .await
+            .unwrap();
+    }
+    wait_until(
+        "foreground's old Job to go once its pod is gone",
+        Duration::from_secs(30),
+        || async {
+            jobs.get_opt(&foreground_job)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    for name in ["foreground", "background"] {
+        wait_until(
+            &format!("{name}'s Job of generation 2"),
+            Duration::from_secs(30),
+            || async {
+                jobs_of(&env.client, ns, name)
+                    .await
+                    .iter()
+                    .any(|j| generation(j) == Some("2") && j.metadata.deletion_timestamp.is_none())
+                    .then_some(())
+            },
+        )
+        .await;
+    }
     clean_up(&env, namespace, None).await;
 }

@@ -1,8 +1,9 @@
 //! ScaledObjects against the real cluster and SQS: scale from zero on messages and back after
 //! the cooldown, share one GetQueueAttributes per interval yet read afresh on every poll,
-//! pause, fall back, report a missing queue and bad authentication without touching the
-//! replicas, combine two queues with a scalingModifiers formula; and TriggerAuthentications'
-//! own Ready.
+//! count messages by activation, in-flight and delayed settings, wait out an initial cooldown,
+//! pause by every switch, fall back by every behavior, read the queue where awsEndpoint says,
+//! report a missing queue and bad authentication without touching the replicas, combine two
+//! queues with a scalingModifiers formula; and TriggerAuthentications' own Ready.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use windlass::apis::trigger_auth::{ClusterTriggerAuthentication, TriggerAuthenti
 
 use crate::support::{
     TestEnv, TestNamespace, delete_node, install_crds, start_windlass, start_windlass_in,
-    test_node, wait_until,
+    start_windlass_with_env, test_node, wait_until,
 };
 
 pub(crate) async fn deployment(
@@ -69,7 +70,8 @@ pub(crate) fn scaled_object(
     serde_json::from_value(object).unwrap()
 }
 
-fn merge(base: &mut Value, extra: Value) {
+/// Merges `extra` into `base` as a JSON merge patch would, without its null deletions.
+pub fn merge(base: &mut Value, extra: Value) {
     match (base, extra) {
         (Value::Object(base), Value::Object(extra)) => {
             for (key, value) in extra {
@@ -1110,5 +1112,464 @@ async fn scaling_modifiers_formula_over_two_queues_decides_the_replicas() {
         Some(4),
         "a bad formula leaves the replicas alone"
     );
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+/// `{"spec": {"triggers": [...]}}` for one `queue` trigger on `queue_url` (queueLength 2), with
+/// `metadata` added to its own.
+fn sqs_trigger(queue_url: &str, metadata: Value) -> Value {
+    let mut trigger = json!({"type": "aws-sqs-queue", "name": "queue",
+        "metadata": {"queueURL": queue_url, "queueLength": "2"}});
+    merge(&mut trigger["metadata"], metadata);
+    json!({"spec": {"triggers": [trigger]}})
+}
+
+/// What the object's `queue` trigger last read, once a poll has written it.
+async fn queue_value(api: &Api<ScaledObject>, name: &str) -> Option<f64> {
+    Some(
+        api.get(name)
+            .await
+            .ok()?
+            .status?
+            .trigger_values
+            .get("queue")?
+            .value,
+    )
+}
+
+/// What counts toward scaling, and when a never-active object may rest. The queue holds
+/// exactly activationQueueLength messages: nothing wakes, and one more message wakes it.
+/// Received messages count unless `scaleOnInFlight: "false"`; delayed ones only with
+/// `scaleOnDelayed: "true"` (each beside an object with the other setting on the same queue).
+/// A never-active object with `initialCooldownPeriod: 15` keeps its replica that long after its
+/// creation, while one without goes to zero at its first poll.
+#[tokio::test]
+async fn activation_in_flight_delayed_and_initial_cooldown_decide_the_replicas() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-counts").await;
+    let ns = namespace.name.as_str();
+    let node = test_node(&env.client, "kwok-counts").await;
+    let (threshold, in_flight, delayed, empty) = (
+        env.queue("so-threshold").await,
+        env.queue("so-in-flight").await,
+        env.queue("so-delayed").await,
+        env.queue("so-empty").await,
+    );
+    env.send_messages(&threshold, 3).await;
+    env.send_messages(&in_flight, 4).await;
+    // Received and never deleted: in flight for ten minutes.
+    let mut received = 0;
+    while received < 4 {
+        let output = env
+            .sqs()
+            .receive_message()
+            .queue_url(&in_flight)
+            .max_number_of_messages(10)
+            .visibility_timeout(600)
+            .send()
+            .await
+            .unwrap();
+        received += output.messages().len();
+    }
+    for n in 0..4 {
+        env.sqs()
+            .send_message()
+            .queue_url(&delayed)
+            .message_body(format!("delayed {n}"))
+            .delay_seconds(900)
+            .send()
+            .await
+            .unwrap();
+    }
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
+    let cases = [
+        (
+            "below-activation",
+            &threshold,
+            json!({"activationQueueLength": "3"}),
+            0,
+        ),
+        ("in-flight", &in_flight, json!({}), 0),
+        (
+            "in-flight-ignored",
+            &in_flight,
+            json!({"scaleOnInFlight": "false"}),
+            0,
+        ),
+        ("delayed", &delayed, json!({"scaleOnDelayed": "true"}), 0),
+        ("delayed-ignored", &delayed, json!({}), 0),
+        ("no-initial-cooldown", &empty, json!({}), 1),
+    ];
+    for (name, queue, metadata, replicas) in cases {
+        deployment(&env.client, ns, name, &node, replicas).await;
+        let object = scaled_object(name, name, queue, sqs_trigger(queue, metadata));
+        objects
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap();
+    }
+    let _windlass = start_windlass(ns);
+    // Created once the controller runs, so its clock starts with the controller's first look.
+    deployment(&env.client, ns, "initial-cooldown", &node, 1).await;
+    // creationTimestamp has whole seconds: the object may count as created up to 1 s earlier.
+    let created = Instant::now();
+    let waits = scaled_object(
+        "initial-cooldown",
+        "initial-cooldown",
+        &empty,
+        json!({"spec": {"initialCooldownPeriod": 15}}),
+    );
+    objects
+        .create(&PostParams::default(), &waits)
+        .await
+        .unwrap();
+
+    wait_for_replicas(
+        &env.client,
+        ns,
+        "no-initial-cooldown",
+        0,
+        Duration::from_secs(30),
+    )
+    .await;
+    // Status follows the poll's scale decision.
+    wait_until(
+        "initial-cooldown's first poll",
+        Duration::from_secs(30),
+        || queue_value(&objects, "initial-cooldown"),
+    )
+    .await;
+    assert!(
+        created.elapsed() < Duration::from_secs(13),
+        "the first poll came too late to tell the initial cooldown apart: {:?}",
+        created.elapsed()
+    );
+    assert_eq!(
+        replicas(&env.client, ns, "initial-cooldown").await,
+        Some(1),
+        "a never-active object rested within its initialCooldownPeriod"
+    );
+
+    // 4 messages at queueLength 2.
+    wait_for_replicas(&env.client, ns, "in-flight", 2, Duration::from_secs(30)).await;
+    wait_for_replicas(&env.client, ns, "delayed", 2, Duration::from_secs(30)).await;
+    for (name, expected) in [
+        ("in-flight", 4.0),
+        ("in-flight-ignored", 0.0),
+        ("delayed", 4.0),
+        ("delayed-ignored", 0.0),
+        ("below-activation", 3.0),
+    ] {
+        let read = wait_until(
+            &format!("{name}'s first reading"),
+            Duration::from_secs(30),
+            || queue_value(&objects, name),
+        )
+        .await;
+        assert_eq!(read, expected, "{name} counted {read} messages");
+    }
+    wait_for_condition(&objects, "below-activation", "Active", "False").await;
+    for name in ["in-flight-ignored", "delayed-ignored", "below-activation"] {
+        assert_eq!(replicas(&env.client, ns, name).await, Some(0), "{name}");
+    }
+
+    env.send_messages(&threshold, 1).await;
+    wait_for_replicas(
+        &env.client,
+        ns,
+        "below-activation",
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_for_condition(&objects, "below-activation", "Active", "True").await;
+
+    wait_for_replicas(
+        &env.client,
+        ns,
+        "initial-cooldown",
+        0,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        created.elapsed() >= Duration::from_secs(14),
+        "rested {:?} after creation, before its 15 s initialCooldownPeriod",
+        created.elapsed()
+    );
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+/// Every pause switch, under `autoscaling.windlass.dev/` and KEDA's `autoscaling.keda.sh/`,
+/// beside two objects without switches on the same 4 messages (queueLength 2): one rises from 1
+/// to 2 replicas, one falls from 3 to 2. `paused` holds 1, `paused-scale-in` holds 3,
+/// `paused-scale-out` holds 1, each until its annotation is removed; `force-activation` wakes an
+/// object on an empty queue to 1 replica until it is removed. A Windlass `paused: "false"`
+/// overrides KEDA's `"true"`.
+#[tokio::test]
+async fn pause_switches_under_either_prefix_hold_or_bound_the_replicas() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-switches").await;
+    let ns = namespace.name.as_str();
+    let node = test_node(&env.client, "kwok-switches").await;
+    let (four, empty) = (
+        env.queue("so-switches-four").await,
+        env.queue("so-switches-empty").await,
+    );
+    env.send_messages(&four, 4).await;
+    let windlass = |switch: &str| format!("autoscaling.windlass.dev/{switch}");
+    let keda = |switch: &str| format!("autoscaling.keda.sh/{switch}");
+    // (object, its annotations, the Deployment's replicas, its queue, the replicas it holds)
+    let held = [
+        ("paused", vec![(windlass("paused"), "true")], 1, &four),
+        ("keda-paused", vec![(keda("paused"), "true")], 1, &four),
+        (
+            "no-scale-in",
+            vec![(windlass("paused-scale-in"), "true")],
+            3,
+            &four,
+        ),
+        (
+            "keda-no-scale-in",
+            vec![(keda("paused-scale-in"), "true")],
+            3,
+            &four,
+        ),
+        (
+            "no-scale-out",
+            vec![(windlass("paused-scale-out"), "true")],
+            1,
+            &four,
+        ),
+        (
+            "keda-no-scale-out",
+            vec![(keda("paused-scale-out"), "true")],
+            1,
+            &four,
+        ),
+    ];
+    let moved = [
+        ("rises", vec![], 1, &four),
+        ("falls", vec![], 3, &four),
+        (
+            "unpaused-by-windlass",
+            vec![(keda("paused"), "true"), (windlass("paused"), "false")],
+            1,
+            &four,
+        ),
+        (
+            "forced",
+            vec![(windlass("force-activation"), "true")],
+            0,
+            &empty,
+        ),
+        (
+            "keda-forced",
+            vec![(keda("force-activation"), "true")],
+            0,
+            &empty,
+        ),
+    ];
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
+    for (name, annotations, replicas, queue) in held.iter().chain(&moved) {
+        deployment(&env.client, ns, name, &node, *replicas).await;
+        let annotations: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(key, value)| (key.clone(), json!(value)))
+            .collect();
+        let object = scaled_object(
+            name,
+            name,
+            queue,
+            json!({"metadata": {"annotations": annotations}}),
+        );
+        objects
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap();
+    }
+    let _windlass = start_windlass(ns);
+
+    for (name, expected) in [
+        ("rises", 2),
+        ("falls", 2),
+        ("unpaused-by-windlass", 2),
+        ("forced", 1),
+        ("keda-forced", 1),
+    ] {
+        wait_for_replicas(&env.client, ns, name, expected, Duration::from_secs(30)).await;
+    }
+    wait_for_condition(&objects, "forced", "Active", "True").await;
+    wait_for_condition(&objects, "keda-forced", "Active", "True").await;
+    wait_for_condition(&objects, "unpaused-by-windlass", "Paused", "False").await;
+    wait_for_condition(&objects, "paused", "Paused", "True").await;
+    wait_for_condition(&objects, "keda-paused", "Paused", "True").await;
+    // Each held object has read its 4 messages, then three more polls.
+    for (name, ..) in &held {
+        wait_until(
+            &format!("{name}'s first reading"),
+            Duration::from_secs(30),
+            || async { queue_value(&objects, name).await.filter(|v| *v == 4.0) },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (name, _, replicas_at_start, _) in &held {
+        assert_eq!(
+            replicas(&env.client, ns, name).await,
+            Some(*replicas_at_start),
+            "{name} moved despite its switch"
+        );
+    }
+
+    for (name, annotations, ..) in held.iter().chain(&moved[3..]) {
+        let removed: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(key, _)| (key.clone(), Value::Null))
+            .collect();
+        objects
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": removed}})),
+            )
+            .await
+            .unwrap();
+    }
+    for (name, ..) in &held {
+        wait_for_replicas(&env.client, ns, name, 2, Duration::from_secs(30)).await;
+    }
+    // Without force-activation the empty queue is inactive: zero after the 5 s cooldown.
+    for name in ["forced", "keda-forced"] {
+        wait_for_replicas(&env.client, ns, name, 0, Duration::from_secs(30)).await;
+    }
+    wait_for_condition(&objects, "paused", "Paused", "False").await;
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+/// Each fallback behavior once a trigger fails failureThreshold (3) times in a row, against a
+/// queue that does not exist, with `fallback.replicas: 3`: `static` raises 1 to 3,
+/// `currentReplicas` keeps 2, `currentReplicasIfHigher` raises 1 to 3 and keeps 5,
+/// `currentReplicasIfLower` lowers 5 to 3 and keeps 1; each says Fallback=True. With
+/// `failureThreshold: 8`, four failures leave the replicas and Fallback=False.
+#[tokio::test]
+async fn each_fallback_behavior_applies_from_the_failure_threshold() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-fallbacks").await;
+    let ns = namespace.name.as_str();
+    let node = test_node(&env.client, "kwok-fallbacks").await;
+    // SQS answers at once that it does not exist, so every poll fails within the interval.
+    let missing = format!("{}-never-created", env.queue("so-fallbacks").await);
+    // (object, behavior, failureThreshold, replicas before, replicas in fallback)
+    let cases = [
+        ("static", "static", 3, 1, 3),
+        ("current", "currentReplicas", 3, 2, 2),
+        ("if-higher-raises", "currentReplicasIfHigher", 3, 1, 3),
+        ("if-higher-keeps", "currentReplicasIfHigher", 3, 5, 5),
+        ("if-lower-lowers", "currentReplicasIfLower", 3, 5, 3),
+        ("if-lower-keeps", "currentReplicasIfLower", 3, 1, 1),
+        ("late", "static", 8, 1, 3),
+    ];
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
+    for (name, behavior, threshold, before, _) in cases {
+        deployment(&env.client, ns, name, &node, before).await;
+        let fallback = json!({"spec": {"fallback":
+            {"failureThreshold": threshold, "replicas": 3, "behavior": behavior}}});
+        objects
+            .create(
+                &PostParams::default(),
+                &scaled_object(name, name, &missing, fallback),
+            )
+            .await
+            .unwrap();
+    }
+    let _windlass = start_windlass(ns);
+
+    let failures = |object: &ScaledObject| {
+        object
+            .status
+            .as_ref()
+            .and_then(|s| s.health.get("queue"))
+            .map_or(0, |h| h.number_of_failures)
+    };
+    let early = wait_until("late's fourth failure", Duration::from_secs(30), || async {
+        let object = objects.get("late").await.ok()?;
+        (failures(&object) >= 4).then_some(object)
+    })
+    .await;
+    assert_eq!(
+        condition(&early, "Fallback").map(|(status, ..)| status),
+        Some("False".to_owned()),
+        "fallback before failureThreshold 8: {:?}",
+        early.status
+    );
+    assert_eq!(
+        replicas(&env.client, ns, "late").await,
+        Some(1),
+        "replicas changed before failureThreshold 8"
+    );
+
+    for (name, _, _, _, fallback) in cases {
+        wait_for_replicas(&env.client, ns, name, fallback, Duration::from_secs(30)).await;
+        let (_, reason, _) = wait_for_condition(&objects, name, "Fallback", "True").await;
+        assert_eq!(reason, "FallbackApplied");
+    }
+    let late = objects.get("late").await.unwrap();
+    assert!(
+        failures(&late) >= 8,
+        "late fell back after {} failures",
+        failures(&late)
+    );
+    // The kept replicas hold over further failing polls.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (name, _, _, _, fallback) in cases {
+        assert_eq!(
+            replicas(&env.client, ns, name).await,
+            Some(fallback),
+            "{name}"
+        );
+    }
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+/// `awsEndpoint` decides where a trigger reads its queue. The controller's own SQS endpoint is
+/// dead here (`AWS_ENDPOINT_URL_SQS`, which the SDK prefers to `AWS_ENDPOINT_URL` for SQS):
+/// an object without `awsEndpoint` cannot read its queue and stays at 0, while one naming the
+/// stack's endpoint reads it and scales.
+#[tokio::test]
+async fn aws_endpoint_overrides_the_controllers_own_sqs_endpoint() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-endpoint").await;
+    let ns = namespace.name.as_str();
+    let node = test_node(&env.client, "kwok-endpoint").await;
+    let queue = env.queue("so-endpoint").await;
+    env.send_messages(&queue, 4).await;
+    let stack_endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
+    for (name, metadata) in [
+        ("named", json!({"awsEndpoint": stack_endpoint})),
+        ("unnamed", json!({})),
+    ] {
+        deployment(&env.client, ns, name, &node, 0).await;
+        objects
+            .create(
+                &PostParams::default(),
+                &scaled_object(name, name, &queue, sqs_trigger(&queue, metadata)),
+            )
+            .await
+            .unwrap();
+    }
+    let _windlass = start_windlass_with_env(ns, &[("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:1")]);
+
+    let (_, reason, message) = wait_for_condition(&objects, "unnamed", "Ready", "False").await;
+    println!("{message}");
+    assert_eq!(reason, "TriggerError");
+    wait_for_replicas(&env.client, ns, "named", 2, Duration::from_secs(30)).await;
+    wait_for_condition(&objects, "named", "Ready", "True").await;
+    assert_eq!(replicas(&env.client, ns, "unnamed").await, Some(0));
     clean_up(&env, namespace, &objects, &node).await;
 }

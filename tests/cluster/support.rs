@@ -419,6 +419,23 @@ pub fn start_windlass_without(
     extra: &[&str],
     unset: &[&str],
 ) -> Windlass {
+    start_windlass_configured(namespace, home, cluster, extra, unset, &[])
+}
+
+/// `windlass run` handling `namespace` with environment variables of its own on top of the
+/// release's and the test's (an SDK setting the controller reads, say).
+pub fn start_windlass_with_env(namespace: &str, env: &[(&str, &str)]) -> Windlass {
+    start_windlass_configured(namespace, "windlass", &unique("cluster"), &[], &[], env)
+}
+
+fn start_windlass_configured(
+    namespace: &str,
+    home: &str,
+    cluster: &str,
+    extra: &[&str],
+    unset: &[&str],
+    env: &[(&str, &str)],
+) -> Windlass {
     let release = suite_release();
     let (health_port, metrics_port, jobs_port) = (free_port(), free_port(), free_port());
     let cluster = cluster.to_owned();
@@ -430,6 +447,7 @@ pub fn start_windlass_without(
                 .filter(|(name, _)| !unset.contains(&name.as_str()))
                 .map(|(name, value)| (name, value)),
         )
+        .envs(env.iter().copied())
         .env("KUBECONFIG", &release.kubeconfig)
         .args(&release.args)
         .args(["--watch-namespace", namespace, "--namespace", home])
