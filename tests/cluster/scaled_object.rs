@@ -19,7 +19,13 @@ use crate::support::{
     test_node, wait_until,
 };
 
-async fn deployment(client: &Client, namespace: &str, name: &str, node: &str, replicas: i32) {
+pub(crate) async fn deployment(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    node: &str,
+    replicas: i32,
+) {
     deployment_with(client, namespace, name, node, replicas, json!({})).await;
 }
 
@@ -55,7 +61,12 @@ async fn deployment_with(
         .unwrap();
 }
 
-fn scaled_object(name: &str, target: &str, queue_url: &str, extra: Value) -> ScaledObject {
+pub(crate) fn scaled_object(
+    name: &str,
+    target: &str,
+    queue_url: &str,
+    extra: Value,
+) -> ScaledObject {
     let mut object = json!({
         "apiVersion": "windlass.dev/v1alpha1",
         "kind": "ScaledObject",
@@ -85,7 +96,7 @@ fn merge(base: &mut Value, extra: Value) {
 
 /// Deletes the test's ScaledObjects while its controller still runs (it removes their
 /// finalizers), then the namespace and the node.
-async fn clean_up(
+pub(crate) async fn clean_up(
     env: &TestEnv,
     namespace: TestNamespace,
     objects: &Api<ScaledObject>,
