@@ -139,10 +139,10 @@ pub struct ScalingStrategy {
     /// `custom`: subtracted from the number of Jobs to create; 0 if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_scaling_queue_length_deduction: Option<i32>,
-    /// `custom`: the share of running Jobs (a decimal such as "0.5") counted as still busy.
-    /// Without it, `custom` works as `default` (as in KEDA).
+    /// `custom`: the share of running Jobs counted as still busy, a decimal number such as
+    /// "0.5" (KEDA reads it as a float). Without it, `custom` works as `default` (as in KEDA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(0(\.[0-9]+)?|1(\.0+)?)$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)$"))]
     pub custom_scaling_running_job_percentage: Option<String>,
     /// Pod conditions that all must be True for a Job to count as no longer pending.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -114,10 +114,11 @@ pub enum TriggerIdentityOwner {
     Operator,
 }
 
-/// Where the queue URL comes from.
+/// Where the queue comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueueSource {
-    Url(String),
+    /// `queueURL` as written: a queue URL, or a queue's name (looked up with GetQueueUrl).
+    Given(String),
     /// The name of an environment variable of the scale target's container.
     FromEnv(String),
 }
@@ -154,7 +155,7 @@ impl AwsSqsQueueTrigger {
             non_empty(metadata, "queueURL"),
             non_empty(metadata, "queueURLFromEnv"),
         ) {
-            (Some(url), _) => QueueSource::Url(url.to_owned()),
+            (Some(queue), _) => QueueSource::Given(queue.to_owned()),
             (None, Some(var)) => QueueSource::FromEnv(var.to_owned()),
             (None, None) => {
                 return Err(TriggerMetadataError {
@@ -251,7 +252,7 @@ mod tests {
     fn sqs_trigger_defaults_match_keda() {
         let trigger =
             AwsSqsQueueTrigger::from_metadata(&metadata(&[("queueURL", "https://sqs/q")])).unwrap();
-        assert_eq!(trigger.queue, QueueSource::Url("https://sqs/q".into()));
+        assert_eq!(trigger.queue, QueueSource::Given("https://sqs/q".into()));
         assert_eq!(trigger.queue_length, 5);
         assert_eq!(trigger.activation_queue_length, 0);
         assert!(trigger.scale_on_in_flight);

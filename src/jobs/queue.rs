@@ -4,10 +4,9 @@
 use kube::Api;
 
 use crate::apis::scaled_job::ScaledJob;
-use crate::apis::triggers::{AwsSqsQueueTrigger, QueueSource};
 use crate::aws::sdk_errors;
-use crate::scaling::target::container_env;
-use crate::scaling::{Scaling, auth};
+use crate::scaling::Scaling;
+use crate::scaling::triggers::{self, EnvSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
@@ -78,40 +77,21 @@ pub async fn send(
         .triggers
         .first()
         .ok_or_else(|| unusable("it has no trigger".into()))?;
-    let sqs = AwsSqsQueueTrigger::from_metadata(&trigger.metadata)
-        .map_err(|e| unusable(e.to_string()))?;
-    let pod_spec =
-        serde_json::to_value(&scaled_job.spec.job_target_ref.template.spec).unwrap_or_default();
-    let queue_url = match &sqs.queue {
-        QueueSource::Url(url) => url.clone(),
-        QueueSource::FromEnv(var) => container_env(
-            &pod_spec,
-            scaled_job.spec.env_source_container_name.as_deref(),
-            var,
-        )
-        .ok_or_else(|| {
-            unusable(format!(
-                "queueURLFromEnv {var:?} is not set in the Job template"
-            ))
-        })?,
+    let env = EnvSource {
+        pod_spec: serde_json::to_value(&scaled_job.spec.job_target_ref.template.spec)
+            .unwrap_or_default(),
+        owner: format!("ScaledJob {name:?} jobTargetRef"),
     };
-    let credentials = auth::load(
-        &scaling.client,
+    let queue = triggers::resolve_sqs_queue(
+        scaling,
         &namespace,
-        &scaling.controller_namespace,
-        trigger.authentication_ref.as_ref(),
-        &pod_spec,
+        trigger,
+        &env,
+        scaled_job.spec.env_source_container_name.as_deref(),
     )
     .await
     .map_err(|e| unusable(e.to_string()))?;
-    let client = scaling
-        .sqs
-        .client(
-            &credentials,
-            sqs.aws_region.as_deref(),
-            sqs.aws_endpoint.as_deref(),
-        )
-        .await;
+    let (client, queue_url) = (queue.client, queue.url);
     let mut request = client
         .send_message()
         .queue_url(&queue_url)

@@ -2,7 +2,7 @@
 //! to the AWS identity a scaler uses, and that identity turned into SDK configuration.
 //! Resolving is pure over the Secrets it names; reading them is the caller's one I/O step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_config::SdkConfig;
 use aws_config::sts::AssumeRoleProvider;
@@ -12,7 +12,8 @@ use aws_types::origin::Origin;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::{Api, Client};
 
-use super::target::{container_env, service_account};
+use super::container_env::{self, EnvError, EnvObjects};
+use super::target::service_account;
 use super::workload_identity::{ROLE_ARN_ANNOTATION, WorkloadWebIdentity};
 use crate::apis::trigger_auth::{
     AwsAuthParameter, ClusterTriggerAuthentication, IdentityOwner, PodIdentity,
@@ -39,13 +40,15 @@ pub enum AwsIdentity {
 }
 
 /// The workload a trigger scales: its ServiceAccount (with the IRSA role on it, read when the
-/// spec asks for `identityOwner: workload`) and its pod spec, which `env` parameters read.
+/// spec asks for `identityOwner: workload`) and its pod spec, which `env` parameters read, with
+/// the Secrets and ConfigMaps that those containers' environment names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Workload {
     pub namespace: String,
     pub service_account: String,
     pub role_arn: Option<String>,
     pub pod_spec: serde_json::Value,
+    pub env_objects: EnvObjects,
 }
 
 impl std::fmt::Debug for AwsIdentity {
@@ -200,13 +203,11 @@ pub enum AuthError {
     },
     #[error("{0}")]
     Incomplete(&'static str),
-    #[error(
-        "environment variable {var:?} not found in container {container} of the workload (parameter {parameter})"
-    )]
-    EnvMissing {
+    #[error("environment variable {var:?} of the workload (parameter {parameter}): {source}")]
+    Env {
         var: String,
-        container: String,
         parameter: &'static str,
+        source: EnvError,
     },
     #[error(
         "ServiceAccount {namespace}/{name} has no {ROLE_ARN_ANNOTATION} annotation (identityOwner workload)"
@@ -225,7 +226,7 @@ impl AuthError {
             AuthError::SecretNotFound { .. } | AuthError::SecretKeyMissing { .. } => "auth_secret",
             AuthError::Incomplete(_)
             | AuthError::WorkloadRoleMissing { .. }
-            | AuthError::EnvMissing { .. } => "auth_incomplete",
+            | AuthError::Env { .. } => "auth_incomplete",
             AuthError::Unsupported(_) => "auth_unsupported",
             AuthError::Read { .. } => "auth_read",
         }
@@ -307,11 +308,27 @@ pub async fn load(
     } else {
         None
     };
+    let mut env_sources = BTreeSet::new();
+    for reference in &spec.env {
+        // A container that is not there is reported by `resolve`, naming the parameter.
+        if let Ok(container) =
+            container_env::container(workload_pod_spec, reference.container_name.as_deref())
+        {
+            env_sources.extend(container_env::referenced_objects(&container));
+        }
+    }
+    let env_objects = container_env::read_objects(client, namespace, env_sources)
+        .await
+        .map_err(|e| AuthError::Read {
+            what: "the workload's environment".into(),
+            message: e.to_string(),
+        })?;
     let workload = Some(Workload {
         namespace: namespace.to_owned(),
         service_account: workload_service_account,
         role_arn,
         pod_spec: workload_pod_spec.clone(),
+        env_objects,
     });
     resolve(
         &spec,
@@ -423,17 +440,24 @@ pub fn resolve(
     let mut parameters: BTreeMap<&'static str, String> = BTreeMap::new();
     for reference in &spec.env {
         let parameter = parameter_name(reference.parameter);
-        let pod_spec = workload.map(|w| &w.pod_spec).ok_or(AuthError::Incomplete(
+        let workload = workload.ok_or(AuthError::Incomplete(
             "env parameters need the workload's pod spec",
         ))?;
-        let container = reference.container_name.as_deref();
-        let value = container_env(pod_spec, container, &reference.name).ok_or_else(|| {
-            AuthError::EnvMissing {
-                var: reference.name.clone(),
-                container: container.unwrap_or("(first)").to_owned(),
-                parameter,
-            }
-        })?;
+        let value =
+            container_env::container(&workload.pod_spec, reference.container_name.as_deref())
+                .and_then(|container| {
+                    container_env::value(
+                        &container,
+                        &reference.name,
+                        &workload.env_objects,
+                        &workload.namespace,
+                    )
+                })
+                .map_err(|source| AuthError::Env {
+                    var: reference.name.clone(),
+                    parameter,
+                    source,
+                })?;
         parameters.insert(parameter, value);
     }
     parameters.extend(secret_parameters(
@@ -680,8 +704,14 @@ mod tests {
             service_account: "worker".into(),
             role_arn: role_arn.map(str::to_owned),
             pod_spec: serde_json::json!({"containers": [{"name": "app", "env": [
-                {"name": "AWS_KEY", "value": "AKIA-ENV"}, {"name": "AWS_SECRET", "value": "s"}
+                {"name": "AWS_KEY", "value": "AKIA-ENV"},
+                {"name": "AWS_SECRET", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "s"}}}
             ]}]}),
+            env_objects: [(
+                (container_env::EnvObjectKind::Secret, "keys".to_owned()),
+                [("s".to_owned(), "from-secret".to_owned())].into(),
+            )]
+            .into(),
         }
     }
 
@@ -709,6 +739,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(auth.identity_key(), "key:AKIA-ENV");
+        assert!(
+            matches!(&auth.identity, AwsIdentity::StaticKeys { secret_access_key, .. }
+                if secret_access_key == "from-secret"),
+            "the secret key comes through the container's secretKeyRef"
+        );
         let missing = TriggerAuthenticationSpec {
             env: vec![env(AwsAuthParameter::AccessKeyId, "NOPE")],
             ..Default::default()
@@ -723,7 +758,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             error.to_string(),
-            "environment variable \"NOPE\" not found in container app of the workload (parameter awsAccessKeyID)"
+            "environment variable \"NOPE\" of the workload (parameter awsAccessKeyID): not set in container \"app\""
         );
     }
 

@@ -2,11 +2,13 @@
 //! readings into replicas and Jobs, and one loop per object acts on the result.
 
 pub mod auth;
+pub mod container_env;
 pub mod loops;
 pub mod queue_depths;
 pub mod scaled_job;
 pub mod scaled_object;
 pub mod scalers;
+pub mod sqs_queue;
 pub mod target;
 pub mod trigger_auths;
 pub mod triggers;

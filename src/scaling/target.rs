@@ -1,6 +1,6 @@
 //! The workload a ScaledObject scales: any kind with a `/scale` subresource, found through
-//! discovery, read and written through that subresource. Its containers' environment feeds
-//! `...FromEnv` trigger metadata.
+//! discovery, read and written through that subresource. Its pod spec feeds `...FromEnv`
+//! trigger metadata (`container_env`) and authentication.
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{DynamicObject, Patch, PatchParams};
@@ -26,8 +26,6 @@ pub enum TargetError {
         name: String,
         message: String,
     },
-    #[error("environment variable {var:?} not found in {place}")]
-    EnvMissing { var: String, place: String },
 }
 
 impl TargetError {
@@ -36,7 +34,6 @@ impl TargetError {
             TargetError::Unknown { .. } | TargetError::NotScalable { .. } => "target_kind",
             TargetError::NotFound { .. } => "target_not_found",
             TargetError::Api { .. } => "target_api",
-            TargetError::EnvMissing { .. } => "target_env",
         }
     }
 }
@@ -152,19 +149,6 @@ impl ScaleTarget {
     }
 }
 
-/// The literal value of `var` in a pod spec's container `container` (the first if unset).
-pub fn container_env(pod_spec: &Value, container: Option<&str>, var: &str) -> Option<String> {
-    let containers = pod_spec.pointer("/containers")?.as_array()?;
-    let chosen = match container {
-        Some(name) => containers.iter().find(|c| c["name"] == name)?,
-        None => containers.first()?,
-    };
-    let env = chosen["env"].as_array()?;
-    env.iter().find(|e| e["name"] == var)?["value"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 /// The ServiceAccount a pod spec runs as.
 pub fn service_account(pod_spec: &Value) -> String {
     pod_spec["serviceAccountName"]
@@ -177,27 +161,6 @@ pub fn service_account(pod_spec: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_comes_from_the_named_or_first_container() {
-        let deployment = json!({"containers": [
-            {"name": "app", "env": [{"name": "QUEUE_URL", "value": "https://sqs/app"}]},
-            {"name": "sidecar", "env": [{"name": "QUEUE_URL", "value": "https://sqs/sidecar"}]}
-        ]});
-        assert_eq!(
-            container_env(&deployment, None, "QUEUE_URL").as_deref(),
-            Some("https://sqs/app")
-        );
-        assert_eq!(
-            container_env(&deployment, Some("sidecar"), "QUEUE_URL").as_deref(),
-            Some("https://sqs/sidecar")
-        );
-        assert_eq!(
-            container_env(&deployment, Some("missing"), "QUEUE_URL"),
-            None
-        );
-        assert_eq!(container_env(&deployment, None, "OTHER"), None);
-    }
 
     #[test]
     fn pods_run_as_the_default_service_account_unless_named() {

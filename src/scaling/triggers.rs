@@ -2,13 +2,14 @@
 //! metadata, resolves the queue URL and the credentials, and shares clients and readings.
 
 use super::Scaling;
-use super::auth::{self, AuthError};
+use super::auth::{self, AuthError, ResolvedAuth};
 use super::queue_depths::QueueKey;
 use super::scaled_object::modifiers::ModifierError;
 use super::scaled_object::replicas::BehaviorError;
 use super::scalers::Scaler;
 use super::scalers::aws_sqs::AwsSqsScaler;
-use super::target::{TargetError, container_env};
+use super::sqs_queue::{self, QueueAddress, QueueUrlError};
+use super::target::TargetError;
 use crate::apis::triggers::{
     AwsSqsQueueTrigger, QueueSource, Trigger, TriggerMetadataError, TriggerType,
 };
@@ -27,6 +28,8 @@ pub enum SetupError {
     },
     #[error("triggers[{index}].authenticationRef: {source}")]
     Auth { index: usize, source: AuthError },
+    #[error("triggers[{index}]: {source}")]
+    Queue { index: usize, source: QueueUrlError },
     #[error(transparent)]
     Behavior(#[from] BehaviorError),
     #[error(transparent)]
@@ -39,6 +42,7 @@ impl SetupError {
             SetupError::Target(_) => "ScaleTargetError",
             SetupError::Metadata { .. } => "TriggerMetadataError",
             SetupError::Auth { .. } => "AuthenticationError",
+            SetupError::Queue { .. } => "QueueURLError",
             SetupError::Behavior(_) => "BehaviorError",
             SetupError::Modifiers(_) => "ScalingModifiersError",
         }
@@ -49,6 +53,7 @@ impl SetupError {
             SetupError::Target(e) => e.metric_label(),
             SetupError::Metadata { .. } => "metadata",
             SetupError::Auth { source, .. } => source.metric_label(),
+            SetupError::Queue { source, .. } => source.metric_label(),
             SetupError::Behavior(_) => "behavior",
             SetupError::Modifiers(_) => "scaling_modifiers",
         }
@@ -62,7 +67,7 @@ pub enum TriggerSetupError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
-    Target(#[from] TargetError),
+    Queue(#[from] QueueUrlError),
 }
 
 impl TriggerSetupError {
@@ -71,7 +76,7 @@ impl TriggerSetupError {
         match self {
             TriggerSetupError::Metadata(source) => SetupError::Metadata { index, source },
             TriggerSetupError::Auth(source) => SetupError::Auth { index, source },
-            TriggerSetupError::Target(source) => SetupError::Target(source),
+            TriggerSetupError::Queue(source) => SetupError::Queue { index, source },
         }
     }
 }
@@ -84,17 +89,79 @@ pub struct EnvSource {
     pub owner: String,
 }
 
-impl EnvSource {
-    fn value(&self, container: Option<&str>, var: &str) -> Result<String, TargetError> {
-        container_env(&self.pod_spec, container, var).ok_or_else(|| TargetError::EnvMissing {
-            var: var.to_owned(),
-            place: format!(
-                "container {:?} of {}",
-                container.unwrap_or("(first)"),
-                self.owner
-            ),
-        })
-    }
+/// An SQS trigger's queue, found: its URL, the region it is in, and a client for it with the
+/// trigger's credentials.
+pub struct SqsQueue {
+    pub trigger: AwsSqsQueueTrigger,
+    pub url: String,
+    pub region: Option<String>,
+    pub client: aws_sdk_sqs::Client,
+    pub auth: ResolvedAuth,
+}
+
+/// Finds an `aws-sqs-queue` trigger's queue: its URL from `queueURL` or the workload's
+/// `queueURLFromEnv` variable, a queue name looked up with GetQueueUrl, and its region from
+/// `awsRegion` or the URL.
+pub async fn resolve_sqs_queue(
+    scaling: &Scaling,
+    namespace: &str,
+    trigger: &Trigger,
+    env: &EnvSource,
+    container: Option<&str>,
+) -> Result<SqsQueue, TriggerSetupError> {
+    let sqs = AwsSqsQueueTrigger::from_metadata(&trigger.metadata)?;
+    let given = match &sqs.queue {
+        QueueSource::Given(queue) => queue.clone(),
+        QueueSource::FromEnv(var) => {
+            sqs_queue::from_env(
+                &scaling.client,
+                namespace,
+                &env.pod_spec,
+                container,
+                var,
+                &env.owner,
+            )
+            .await?
+        }
+    };
+    let address = sqs_queue::address(&given)?;
+    let region = sqs.aws_region.clone().or_else(|| match address {
+        QueueAddress::Url(url) => sqs_queue::region_from_queue_url(url),
+        QueueAddress::Name(_) => None,
+    });
+    let auth = auth::load(
+        &scaling.client,
+        namespace,
+        &scaling.controller_namespace,
+        sqs.authentication(trigger.authentication_ref.as_ref()),
+        &env.pod_spec,
+    )
+    .await?;
+    let endpoint = sqs.aws_endpoint.as_deref();
+    let client = scaling.sqs.client(&auth, region.as_deref(), endpoint).await;
+    let url = match address {
+        QueueAddress::Url(url) => url.to_owned(),
+        QueueAddress::Name(name) => {
+            scaling
+                .sqs
+                .queue_urls
+                .url(
+                    &client,
+                    region.as_deref(),
+                    endpoint,
+                    auth.identity_key(),
+                    name,
+                )
+                .await?
+        }
+    };
+    Ok(SqsQueue {
+        trigger: sqs,
+        url,
+        region,
+        client,
+        auth,
+    })
 }
 
 /// The `keda_scaler_*` labels of trigger `index` of an object, as KEDA gives them: the
@@ -129,32 +196,12 @@ pub async fn scaler(
 ) -> Result<Box<dyn Scaler>, TriggerSetupError> {
     match trigger.r#type {
         TriggerType::AwsSqsQueue => {
-            let sqs = AwsSqsQueueTrigger::from_metadata(&trigger.metadata)?;
-            let queue_url = match &sqs.queue {
-                QueueSource::Url(url) => url.clone(),
-                QueueSource::FromEnv(var) => env.value(container, var)?,
-            };
-            let auth = auth::load(
-                &scaling.client,
-                namespace,
-                &scaling.controller_namespace,
-                sqs.authentication(trigger.authentication_ref.as_ref()),
-                &env.pod_spec,
-            )
-            .await?;
-            let client = scaling
-                .sqs
-                .client(
-                    &auth,
-                    sqs.aws_region.as_deref(),
-                    sqs.aws_endpoint.as_deref(),
-                )
-                .await;
+            let queue = resolve_sqs_queue(scaling, namespace, trigger, env, container).await?;
             let key = QueueKey {
-                queue_url,
-                region: sqs.aws_region.clone(),
-                endpoint: sqs.aws_endpoint.clone(),
-                identity: auth.identity_key(),
+                queue_url: queue.url,
+                region: queue.region,
+                endpoint: queue.trigger.aws_endpoint.clone(),
+                identity: queue.auth.identity_key(),
             };
             let requests = scaling
                 .metrics
@@ -164,9 +211,9 @@ pub async fn scaler(
                 })
                 .clone();
             Ok(Box::new(AwsSqsScaler::new(
-                sqs,
+                queue.trigger,
                 key,
-                client,
+                queue.client,
                 scaling.queue_depths.clone(),
                 requests,
             )))

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -805,5 +805,74 @@ async fn rollout_propagation_policy_decides_whether_old_jobs_wait_for_their_pods
         )
         .await;
     }
+    clean_up(&env, namespace, None).await;
+}
+
+/// A ScaledJob's `queueURLFromEnv` reads its Job template's container: here a Secret key that
+/// holds a bare queue name, which GetQueueUrl turns into the queue whose messages become Jobs.
+#[tokio::test]
+async fn queue_url_from_env_reads_a_secret_key_holding_a_queue_name() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "sj-env").await;
+    let queue = env.queue("sj-env").await;
+    let queue_name = queue.rsplit('/').next().unwrap();
+    env.send_messages(&queue, 2).await;
+    let mut template = pod("no-such-node", false);
+    template["spec"]["containers"][0]["env"] = json!([{"name": "QUEUE",
+        "valueFrom": {"secretKeyRef": {"name": "queue", "key": "name"}}}]);
+    let mut object = scaled_job("from-env", "unused", 10, template, (100, 100));
+    object.spec.triggers[0].metadata = [("queueURLFromEnv", "QUEUE"), ("queueLength", "1")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let api: Api<ScaledJob> = Api::namespaced(env.client.clone(), &namespace.name);
+    api.create(&PostParams::default(), &object).await.unwrap();
+    let _windlass = start_windlass(&namespace.name);
+    let ready = |reason: &'static str| {
+        let api = api.clone();
+        async move {
+            status(&api, "from-env")
+                .await
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.reason == reason)
+        }
+    };
+    let missing = wait_until(
+        "Ready=False naming the Secret",
+        Duration::from_secs(30),
+        || ready("QueueURLError"),
+    )
+    .await;
+    assert_eq!(
+        missing.message,
+        format!(
+            "triggers[0]: queueURLFromEnv \"QUEUE\" of ScaledJob \"from-env\" jobTargetRef: \
+             Secret {}/queue not found",
+            namespace.name
+        )
+    );
+    assert!(
+        jobs_of(&env.client, &namespace.name, "from-env")
+            .await
+            .is_empty()
+    );
+
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "queue"},
+        "stringData": {"name": queue_name}}))
+    .unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), &namespace.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    wait_until("2 Jobs for 2 messages", Duration::from_secs(30), || async {
+        (jobs_of(&env.client, &namespace.name, "from-env")
+            .await
+            .len()
+            == 2)
+            .then_some(())
+    })
+    .await;
     clean_up(&env, namespace, None).await;
 }

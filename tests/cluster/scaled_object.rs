@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, ServiceAccount};
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -27,6 +27,20 @@ pub(crate) async fn deployment(
     node: &str,
     replicas: i32,
 ) {
+    deployment_with(client, namespace, name, node, replicas, json!({})).await;
+}
+
+/// A Deployment whose one container also has the fields of `container` (its `env`, ...).
+async fn deployment_with(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    node: &str,
+    replicas: i32,
+    container: Value,
+) {
+    let mut worker = json!({"name": "worker", "image": "registry.example.com/worker:1"});
+    merge(&mut worker, container);
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
@@ -36,7 +50,7 @@ pub(crate) async fn deployment(
                 "metadata": {"labels": {"app": name}},
                 "spec": {
                     "nodeSelector": {"windlass.dev/test-node": node},
-                    "containers": [{"name": "worker", "image": "registry.example.com/worker:1"}]
+                    "containers": [worker]
                 }
             }
         }
@@ -1571,5 +1585,127 @@ async fn aws_endpoint_overrides_the_controllers_own_sqs_endpoint() {
     wait_for_replicas(&env.client, ns, "named", 2, Duration::from_secs(30)).await;
     wait_for_condition(&objects, "named", "Ready", "True").await;
     assert_eq!(replicas(&env.client, ns, "unnamed").await, Some(0));
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+/// The name a queue URL ends in.
+fn queue_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap()
+}
+
+/// A Warning Event on `object` with exactly `message`, once it exists.
+async fn warning_event(client: &Client, namespace: &str, object: &str, message: &str) {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    wait_until(
+        &format!("a Warning Event on {object}: {message}"),
+        Duration::from_secs(15),
+        || async {
+            let list = events
+                .list(&ListParams::default().fields(&format!("involvedObject.name={object}")))
+                .await
+                .ok()?;
+            list.items.into_iter().find(|e| {
+                e.type_.as_deref() == Some("Warning") && e.message.as_deref() == Some(message)
+            })
+        },
+    )
+    .await;
+}
+
+/// `queueURLFromEnv` reads the target container's environment as its pods see it, and
+/// `queueURL` may be a bare queue name: each of a Secret key, a prefixed `envFrom` ConfigMap
+/// and a name drives its own Deployment. A missing Secret and an unknown queue name are each
+/// Ready=False with an Event naming them, while the other objects scale.
+#[tokio::test]
+async fn queue_urls_from_secret_keys_env_from_config_maps_and_bare_names_drive_scaling() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-env").await;
+    let ns = namespace.name.as_str();
+    let node = test_node(&env.client, "kwok-env").await;
+    let (secret_queue, map_queue, named_queue) = (
+        env.queue("so-env-secret").await,
+        env.queue("so-env-map").await,
+        env.queue("so-env-name").await,
+    );
+    let from_secret = json!({"env": [{"name": "QUEUE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "queue", "key": "url"}}}]});
+    deployment_with(&env.client, ns, "from-secret", &node, 0, from_secret).await;
+    // The ConfigMap's QUEUE_URL, under the prefix: SQS_QUEUE_URL.
+    let from_map = json!({"envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "SQS_"}]});
+    deployment_with(&env.client, ns, "from-map", &node, 0, from_map).await;
+    deployment(&env.client, ns, "by-name", &node, 0).await;
+    deployment(&env.client, ns, "unknown-name", &node, 0).await;
+    let settings: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "settings"},
+        "data": {"QUEUE_URL": map_queue.clone()}}))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(env.client.clone(), ns)
+        .create(&PostParams::default(), &settings)
+        .await
+        .unwrap();
+
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
+    let from_env = |var: &str| {
+        json!({"spec": {"triggers": [{"type": "aws-sqs-queue", "name": "queue",
+            "metadata": {"queueURLFromEnv": var, "queueLength": "2"}}]}})
+    };
+    let unknown = format!("{}-never-created", queue_name(&named_queue));
+    for (name, queue, extra) in [
+        ("from-secret", "", from_env("QUEUE_URL")),
+        ("from-map", "", from_env("SQS_QUEUE_URL")),
+        ("by-name", queue_name(&named_queue), json!({})),
+        ("unknown-name", unknown.as_str(), json!({})),
+    ] {
+        // `extra`'s triggers replace the default ones, queueURL and all.
+        objects
+            .create(
+                &PostParams::default(),
+                &scaled_object(name, name, queue, extra),
+            )
+            .await
+            .unwrap();
+    }
+    for queue in [&secret_queue, &map_queue, &named_queue] {
+        env.send_messages(queue, 4).await;
+    }
+    let _windlass = start_windlass(ns);
+
+    let (_, reason, message) = wait_for_condition(&objects, "from-secret", "Ready", "False").await;
+    assert_eq!(reason, "QueueURLError");
+    assert_eq!(
+        message,
+        format!(
+            "triggers[0]: queueURLFromEnv \"QUEUE_URL\" of apps/v1.Deployment \"from-secret\": \
+             Secret {ns}/queue not found"
+        )
+    );
+    warning_event(&env.client, ns, "from-secret", &message).await;
+    let (_, reason, message) = wait_for_condition(&objects, "unknown-name", "Ready", "False").await;
+    assert_eq!(reason, "QueueURLError");
+    assert!(
+        message.starts_with(&format!(
+            "triggers[0]: SQS queue named {unknown:?} not found: "
+        )),
+        "{message}"
+    );
+    warning_event(&env.client, ns, "unknown-name", &message).await;
+
+    // The other two scale while those two wait.
+    for name in ["from-map", "by-name"] {
+        wait_for_replicas(&env.client, ns, name, 2, Duration::from_secs(30)).await;
+    }
+    assert_eq!(replicas(&env.client, ns, "from-secret").await, Some(0));
+
+    // The Secret appears: the next poll finds it.
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "queue"},
+        "stringData": {"url": secret_queue.clone()}}))
+    .unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    wait_for_replicas(&env.client, ns, "from-secret", 2, Duration::from_secs(30)).await;
+    wait_for_condition(&objects, "from-secret", "Ready", "True").await;
+    assert_eq!(replicas(&env.client, ns, "unknown-name").await, Some(0));
     clean_up(&env, namespace, &objects, &node).await;
 }

@@ -127,7 +127,7 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
     assert!(applied >= 9, "only {applied} example objects applied");
 
     type Mutation = fn(&mut Value);
-    let cases: [(&str, &str, Mutation, &[&str]); 22] = [
+    let cases: [(&str, &str, Mutation, &[&str]); 23] = [
         (
             "scaledobject-sqs.yaml",
             "ScaledObject",
@@ -185,6 +185,18 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
             &[
                 "spec.scalingStrategy",
                 "customScaling fields apply only to strategy custom",
+            ],
+        ),
+        (
+            "scaledjob-data-processor.yaml",
+            "ScaledJob",
+            |o| {
+                o["spec"]["scalingStrategy"] =
+                    json!({"strategy": "custom", "customScalingRunningJobPercentage": "half"});
+            },
+            &[
+                "spec.scalingStrategy.customScalingRunningJobPercentage",
+                "should match",
             ],
         ),
         (
@@ -363,6 +375,16 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
         let mut object = example(file, kind);
         mutate(&mut object);
         assert_rejected(create(&env.client, object, &namespace.name).await, expected);
+    }
+    // Any decimal KEDA would read as a float is a running-job percentage, above 1 too.
+    for (name, percentage) in [("half", ".5"), ("more", "1.5"), ("all", "1")] {
+        let mut object = example("scaledjob-data-processor.yaml", "ScaledJob");
+        object["metadata"]["name"] = json!(name);
+        object["spec"]["scalingStrategy"] =
+            json!({"strategy": "custom", "customScalingRunningJobPercentage": percentage});
+        create(&env.client, object, &namespace.name)
+            .await
+            .unwrap_or_else(|e| panic!("percentage {percentage:?} was refused: {e}"));
     }
 
     let claim = create(

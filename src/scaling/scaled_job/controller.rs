@@ -143,7 +143,7 @@ fn policy(object: &ScaledJob) -> JobPolicy {
             .custom_scaling_queue_length_deduction
             .unwrap_or(0)
             .into(),
-        // The schema admits only decimals; anything else counts as not given, as in KEDA.
+        // The schema admits only decimal numbers, and every one of them parses.
         running_job_percentage: strategy
             .custom_scaling_running_job_percentage
             .as_deref()
@@ -204,7 +204,7 @@ async fn job_loop(
                     report_event_once(
                         &scaling,
                         object.as_ref(),
-                        "SetupError",
+                        error.reason(),
                         &message,
                         &mut last_problem,
                     )
@@ -216,7 +216,7 @@ async fn job_loop(
                         &previous.conditions,
                         conditions::READY,
                         false,
-                        "SetupError",
+                        error.reason(),
                         message,
                         object.metadata.generation,
                         Timestamp::now(),

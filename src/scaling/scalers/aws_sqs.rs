@@ -18,6 +18,7 @@ use crate::apis::triggers::AwsSqsQueueTrigger;
 use crate::aws::sdk_errors;
 use crate::scaling::auth::ResolvedAuth;
 use crate::scaling::queue_depths::{QueueAttributes, QueueDepths, QueueKey};
+use crate::scaling::sqs_queue::QueueUrls;
 
 /// The messages that count toward scaling.
 pub fn messages(attributes: QueueAttributes, trigger: &AwsSqsQueueTrigger) -> u64 {
@@ -149,6 +150,8 @@ pub struct SqsClients {
     base: SdkConfig,
     kube: kube::Client,
     clients: Arc<Mutex<HashMap<ClientKey, aws_sdk_sqs::Client>>>,
+    /// URLs of queues that triggers name rather than address.
+    pub queue_urls: QueueUrls,
 }
 
 impl SqsClients {
@@ -157,6 +160,7 @@ impl SqsClients {
             base,
             kube,
             clients: Arc::default(),
+            queue_urls: QueueUrls::default(),
         }
     }
 
@@ -192,7 +196,7 @@ mod tests {
 
     fn trigger(scale_on_in_flight: bool, scale_on_delayed: bool) -> AwsSqsQueueTrigger {
         AwsSqsQueueTrigger {
-            queue: QueueSource::Url("u".into()),
+            queue: QueueSource::Given("u".into()),
             queue_length: 5,
             activation_queue_length: 0,
             aws_region: None,
