@@ -3,6 +3,7 @@
 
 use super::Scaling;
 use super::auth::{self, AuthError};
+use super::auth_users::{AuthKey, AuthUses};
 use super::queue_depths::QueueKey;
 use super::scaled_object::modifiers::ModifierError;
 use super::scaled_object::replicas::BehaviorError;
@@ -96,12 +97,14 @@ impl EnvSource {
     }
 }
 
+/// The trigger's scaler; whether its authentication resolved goes into `uses`.
 pub async fn scaler(
     scaling: &Scaling,
     namespace: &str,
     trigger: &Trigger,
     env: &EnvSource,
     container: Option<&str>,
+    uses: &mut AuthUses,
 ) -> Result<Box<dyn Scaler>, TriggerSetupError> {
     match trigger.r#type {
         TriggerType::AwsSqsQueue => {
@@ -110,14 +113,20 @@ pub async fn scaler(
                 QueueSource::Url(url) => url.clone(),
                 QueueSource::FromEnv(var) => env.value(container, var)?,
             };
+            let reference = sqs.authentication(trigger.authentication_ref.as_ref());
             let auth = auth::load(
                 &scaling.client,
                 namespace,
                 &scaling.controller_namespace,
-                sqs.authentication(trigger.authentication_ref.as_ref()),
+                reference,
                 &env.pod_spec,
             )
-            .await?;
+            .await;
+            if let Some(reference) = reference {
+                let resolution = auth.as_ref().map(|_| ()).map_err(ToString::to_string);
+                uses.record(AuthKey::of(reference, namespace), resolution);
+            }
+            let auth = auth?;
             let client = scaling
                 .sqs
                 .client(
