@@ -323,7 +323,7 @@ mod tests {
         assert_eq!(changes.namespaced.next().await, Some(()));
         // The same finding again (the next setup) wakes nothing.
         users.report(worker.clone(), uses);
-        assert!(changes.namespaced.try_next().is_err(), "nothing queued");
+        assert!(changes.namespaced.try_recv().is_err(), "nothing queued");
         assert_eq!(
             users.users_of(&namespaced("keys")),
             [user(UserKind::ScaledObject, "team-a", "worker", true)]
@@ -332,7 +332,7 @@ mod tests {
         assert_eq!(changes.namespaced.next().await, Some(()));
         assert!(users.users_of(&namespaced("keys")).is_empty());
         assert!(
-            changes.cluster.try_next().is_err(),
+            changes.cluster.try_recv().is_err(),
             "no cluster-wide one changed"
         );
     }
