@@ -52,7 +52,7 @@ pub struct PricesArgs {
     pub region: Option<String>,
     /// Print the bundled table of `--region` (us-east-1's for a region without one) instead of
     /// asking the Price List: what `windlass run` plans with when the Price List cannot answer.
-    #[arg(long, requires = "region")]
+    #[arg(long, env = "WINDLASS_PRICES_BUNDLED", requires = "region", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub bundled: bool,
 }
 
@@ -97,6 +97,12 @@ pub struct RunArgs {
     /// Address for Prometheus metrics (`/metrics`).
     #[arg(long, env = "WINDLASS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+
+    /// Serve KEDA's metric families (`keda_scaler_metrics_value`, `keda_scaler_active`, …,
+    /// with KEDA's names and labels) on `/metrics` beside Windlass's own, so dashboards and
+    /// alerts written for KEDA keep working; `--keda-metrics=false` serves `windlass_*` only.
+    #[arg(long, env = "WINDLASS_KEDA_METRICS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub keda_metrics: bool,
 
     /// Address for the liveness and readiness probes (`/healthz`, `/readyz`).
     #[arg(long, env = "WINDLASS_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
@@ -350,6 +356,20 @@ mod tests {
             bundled(&["windlass", "prices", "--bundled"]),
             Err(clap::error::ErrorKind::MissingRequiredArgument)
         );
+    }
+
+    #[test]
+    fn keda_metrics_are_served_unless_turned_off() {
+        let keda_metrics = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("expected run")
+            };
+            args.keda_metrics
+        };
+        assert!(keda_metrics(&["windlass", "run"]));
+        assert!(keda_metrics(&["windlass", "run", "--keda-metrics"]));
+        assert!(!keda_metrics(&["windlass", "run", "--keda-metrics=false"]));
     }
 
     #[test]

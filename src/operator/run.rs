@@ -40,7 +40,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let (client, evictions, kubernetes_minor) = connect().await?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(args.keda_metrics));
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
 

@@ -86,9 +86,52 @@ impl<K: Resource + Send + Sync + 'static> Loops<K> {
         }
     }
 
+    /// Whether a loop runs for the object's namespace and name: false once it was stopped,
+    /// true again for a loop restarted on a spec change.
+    pub fn runs(&self, object: &K) -> bool {
+        self.0
+            .lock()
+            .expect("loops lock")
+            .contains_key(&Self::key(object))
+    }
+
     pub fn stop_all(&self) {
         for (_, handle) in self.0.lock().expect("loops lock").drain() {
             handle.cancel.cancel();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    fn object(generation: i64) -> Arc<ConfigMap> {
+        Arc::new(ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("worker".into()),
+                namespace: Some("jobs".into()),
+                uid: Some("u-1".into()),
+                generation: Some(generation),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        })
+    }
+
+    #[test]
+    fn a_loop_restarted_on_a_spec_change_still_runs_and_a_stopped_one_does_not() {
+        let loops = Loops::<ConfigMap>::default();
+        let mut cancels = Vec::new();
+        loops.ensure(object(1), |_, cancel| cancels.push(cancel));
+        assert!(loops.runs(&object(1)));
+        loops.ensure(object(2), |_, cancel| cancels.push(cancel));
+        assert!(cancels[0].is_cancelled(), "the old spec's loop stops");
+        assert!(loops.runs(&object(2)), "the new spec's loop runs");
+        loops.stop(&object(2));
+        assert!(cancels[1].is_cancelled());
+        assert!(!loops.runs(&object(2)));
     }
 }

@@ -14,6 +14,7 @@ use crate::apis::triggers::{
     AwsSqsQueueTrigger, QueueSource, Trigger, TriggerMetadataError, TriggerType,
 };
 use crate::metrics::QueueLabels;
+use crate::metrics::keda::{self, ScalableKind, ScalerSeries};
 
 /// Why an object's loop could not start polling; shown as Ready=False and an Event.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +95,29 @@ impl EnvSource {
                 self.owner
             ),
         })
+    }
+}
+
+/// The `keda_scaler_*` labels of trigger `index` of an object, as KEDA gives them: the
+/// trigger's name or else the scaler's type name, and the metric name with its `s<index>-`.
+pub fn keda_series(
+    kind: ScalableKind,
+    namespace: &str,
+    object: &str,
+    index: usize,
+    trigger: &Trigger,
+    scaler: &dyn Scaler,
+) -> ScalerSeries {
+    ScalerSeries {
+        namespace: namespace.to_owned(),
+        object: object.to_owned(),
+        kind,
+        scaler: trigger
+            .name
+            .clone()
+            .unwrap_or_else(|| scaler.keda_type_name().to_owned()),
+        trigger_index: index,
+        metric: keda::metric_name(index, &scaler.keda_metric_name()),
     }
 }
 

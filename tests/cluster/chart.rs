@@ -133,6 +133,7 @@ fn lint_and_template_accept_the_defaults_and_refuse_wrong_values_with_a_message(
         "WINDLASS_LEADER_ELECT_LEASE_NAME",
         "WINDLASS_JOBS_TOKEN",
         "WINDLASS_ISOLATED_VPC",
+        "WINDLASS_KEDA_METRICS",
         "WINDLASS_SPOT_TO_SPOT_CONSOLIDATION",
         "RUST_LOG",
     ] {
@@ -149,6 +150,7 @@ fn lint_and_template_accept_the_defaults_and_refuse_wrong_values_with_a_message(
         "settings.clusterCABundle=Q0E=",
         "settings.clusterServiceCIDR=10.100.0.0/16",
         "settings.isolatedVpc=true",
+        "settings.kedaMetrics=false",
         "settings.featureGates.spotToSpotConsolidation=true",
     ])
     .unwrap();
@@ -159,6 +161,7 @@ fn lint_and_template_accept_the_defaults_and_refuse_wrong_values_with_a_message(
         ("WINDLASS_CLUSTER_CA_BUNDLE", "Q0E="),
         ("WINDLASS_CLUSTER_SERVICE_CIDR", "10.100.0.0/16"),
         ("WINDLASS_ISOLATED_VPC", "true"),
+        ("WINDLASS_KEDA_METRICS", "false"),
         ("WINDLASS_SPOT_TO_SPOT_CONSOLIDATION", "true"),
     ] {
         assert!(

@@ -7,6 +7,7 @@ mod controller;
 mod convert;
 mod disruption;
 mod jobs_api;
+mod keda_metrics;
 mod node_classes;
 mod provisioning;
 mod release;

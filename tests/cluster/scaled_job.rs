@@ -167,7 +167,7 @@ async fn failing_jobs_are_retried_and_counted_beyond_history_cleanup() {
     )
     .await
     .unwrap();
-    let _windlass = start_windlass(&namespace.name);
+    let windlass = start_windlass(&namespace.name);
 
     let counted = wait_until(
         "two failed Jobs counted",
@@ -199,6 +199,31 @@ async fn failing_jobs_are_retried_and_counted_beyond_history_cleanup() {
         after.failed >= counted.failed,
         "a count was lost to history cleanup: {after:?}"
     );
+    let labels = format!(r#"{{namespace="{}",name="fails"}}"#, namespace.name);
+    let sample = |name: &str| windlass.metric(&format!("windlass_scaled_job_{name}{labels}"));
+    let (failed, retries, created) = wait_until(
+        "the failed Jobs and their retries on /metrics",
+        Duration::from_secs(30),
+        || {
+            let counts = (
+                sample("jobs_failed_total"),
+                sample("retries_total"),
+                sample("jobs_created_total"),
+            );
+            std::future::ready(match counts {
+                (Some(failed), Some(retries), Some(created))
+                    if failed >= 2.0 && retries == 2.0 * failed =>
+                {
+                    Some((failed, retries, created))
+                }
+                _ => None,
+            })
+        },
+    )
+    .await;
+    println!("/metrics: {created} Jobs created, {failed} failed, {retries} retries");
+    assert!(created >= failed, "{created} created, {failed} failed");
+    assert_eq!(sample("jobs_succeeded_total"), Some(0.0));
     clean_up(&env, namespace, Some(&node)).await;
 }
 
@@ -246,10 +271,41 @@ async fn succeeded_jobs_are_counted_once_even_across_a_controller_restart() {
     )
     .await;
     assert_eq!(settled.counted_jobs.len() as i64, settled.succeeded);
+    let labels = format!(r#"{{namespace="{}",name="works"}}"#, namespace.name);
+    let succeeded = settled.succeeded as f64;
+    let on_metrics = |windlass: &crate::support::Windlass, name: &str| {
+        windlass.metric(&format!("windlass_scaled_job_{name}{labels}"))
+    };
+    wait_until(
+        "every created Job counted succeeded on /metrics",
+        Duration::from_secs(30),
+        || {
+            std::future::ready(
+                (on_metrics(&windlass, "jobs_created_total") == Some(succeeded)
+                    && on_metrics(&windlass, "jobs_succeeded_total") == Some(succeeded)
+                    && on_metrics(&windlass, "jobs_running") == Some(0.0)
+                    && on_metrics(&windlass, "jobs_pending") == Some(0.0))
+                .then_some(()),
+            )
+        },
+    )
+    .await;
+    assert_eq!(on_metrics(&windlass, "jobs_failed_total"), Some(0.0));
+    assert_eq!(on_metrics(&windlass, "retries_total"), Some(0.0));
 
     drop(windlass);
-    let _restarted = start_windlass(&namespace.name);
+    let restarted = start_windlass(&namespace.name);
     tokio::time::sleep(Duration::from_secs(4)).await;
+    let recounted = wait_until(
+        "the restarted controller's succeeded count",
+        Duration::from_secs(30),
+        || std::future::ready(on_metrics(&restarted, "jobs_succeeded_total")),
+    )
+    .await;
+    assert_eq!(
+        recounted, 0.0,
+        "a restarted controller counts only the Jobs it sees finish"
+    );
     let after_restart = status(&api, "works").await;
     assert_eq!(
         (

@@ -24,7 +24,13 @@ use crate::support::{
     test_node, wait_until,
 };
 
-async fn deployment(client: &Client, namespace: &str, name: &str, node: &str, replicas: i32) {
+pub(crate) async fn deployment(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    node: &str,
+    replicas: i32,
+) {
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
@@ -46,7 +52,12 @@ async fn deployment(client: &Client, namespace: &str, name: &str, node: &str, re
         .unwrap();
 }
 
-fn scaled_object(name: &str, target: &str, queue_url: &str, extra: Value) -> ScaledObject {
+pub(crate) fn scaled_object(
+    name: &str,
+    target: &str,
+    queue_url: &str,
+    extra: Value,
+) -> ScaledObject {
     let mut object = json!({
         "apiVersion": "windlass.dev/v1alpha1",
         "kind": "ScaledObject",
@@ -76,7 +87,7 @@ fn merge(base: &mut Value, extra: Value) {
 
 /// Deletes the test's ScaledObjects while its controller still runs (it removes their
 /// finalizers), then the namespace and the node.
-async fn clean_up(
+pub(crate) async fn clean_up(
     env: &TestEnv,
     namespace: TestNamespace,
     objects: &Api<ScaledObject>,

@@ -31,7 +31,8 @@ use crate::apis::labels::{
 use crate::apis::scaled_job::{RolloutStrategy, ScaledJob, ScaledJobStatus};
 use crate::apis::trigger_auth::UserKind;
 use crate::apis::triggers::TriggerValue;
-use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
+use crate::metrics::keda::{ScalableKind, ScalerSeries};
+use crate::metrics::{ErrorLabels, FinishedJobs, ObjectLabels, TriggerLabels};
 use crate::scale_outs::Demand;
 use crate::scaling::auth_users::{AuthUses, UserKey};
 use crate::scaling::scalers::Scaler;
@@ -83,6 +84,11 @@ async fn reconcile(object: Arc<ScaledJob>, context: Arc<Context>) -> Result<Acti
         // Its Jobs go with it through their owner references.
         scaling.scaled_job_loops.stop(&object);
         scaling.auth_users.forget(&user(&object));
+        scaling.metrics.keda.forget(
+            ScalableKind::ScaledJob,
+            &object.namespace().unwrap_or_default(),
+            &object.name_any(),
+        );
         return Ok(Action::await_change());
     }
     let (for_loop, scaled_jobs) = (scaling.clone(), context.scaled_jobs.clone());
@@ -106,8 +112,15 @@ fn error_policy(object: Arc<ScaledJob>, error: &Error, _: Arc<Context>) -> Actio
     Action::requeue(Duration::from_secs(5))
 }
 
+/// One trigger, ready to read.
+struct PolledTrigger {
+    name: String,
+    scaler: Box<dyn Scaler>,
+    keda: ScalerSeries,
+}
+
 struct Setup {
-    triggers: Vec<(String, Box<dyn Scaler>)>,
+    triggers: Vec<PolledTrigger>,
     built_at: tokio::time::Instant,
 }
 
@@ -141,14 +154,30 @@ async fn setup(
         let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container, uses)
             .await
             .map_err(|e| e.at(index))?;
-        built.push((
-            trigger
+        let keda = triggers::keda_series(
+            ScalableKind::ScaledJob,
+            &namespace,
+            &object.name_any(),
+            index,
+            trigger,
+            scaler.as_ref(),
+        );
+        built.push(PolledTrigger {
+            name: trigger
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("trigger-{index}")),
             scaler,
-        ));
+            keda,
+        });
     }
+    let keda_series: Vec<ScalerSeries> = built.iter().map(|t| t.keda.clone()).collect();
+    scaling.metrics.keda.retain_scalers(
+        ScalableKind::ScaledJob,
+        &namespace,
+        &object.name_any(),
+        &keda_series,
+    );
     Ok(Setup {
         triggers: built,
         built_at: tokio::time::Instant::now(),
@@ -188,12 +217,28 @@ async fn job_loop(
     let mut clock = scaling.queue_depths.poll_clock(interval);
     loop {
         let tick = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                // Stopped for a deletion while polling: the deletion may have dropped the
+                // object's KEDA series before the poll wrote them again.
+                if !scaling.scaled_job_loops.runs(&first) {
+                    scaling.metrics.keda.forget(
+                        ScalableKind::ScaledJob,
+                        &first.namespace().unwrap_or_default(),
+                        &first.name_any(),
+                    );
+                }
+                return;
+            }
             tick = clock.tick() => tick,
         };
         let object = latest.borrow().clone();
         if is_gone(&scaled_jobs, &object).await {
             scaling.auth_users.forget(&user(&object));
+            scaling.metrics.keda.forget(
+                ScalableKind::ScaledJob,
+                &object.namespace().unwrap_or_default(),
+                &object.name_any(),
+            );
             scaling.scaled_job_loops.ended(&object);
             return;
         }
@@ -211,6 +256,11 @@ async fn job_loop(
                 Ok(built) => ready = Some(built),
                 Err(error) => {
                     count_error(&scaling, &object, error.metric_label());
+                    scaling.metrics.keda.object_error(
+                        ScalableKind::ScaledJob,
+                        &object.namespace().unwrap_or_default(),
+                        &object.name_any(),
+                    );
                     let message = error.to_string();
                     warn!(name = %object.name_any(), %message, "ScaledJob cannot poll");
                     report_event_once(
@@ -336,10 +386,20 @@ async fn poll(
     // A trigger that cannot be read keeps the value it last read.
     status
         .trigger_values
-        .retain(|name, _| setup.triggers.iter().any(|(t, _)| t == name));
-    for (trigger, scaler) in &setup.triggers {
-        match scaler.read(tick).await {
+        .retain(|name, _| setup.triggers.iter().any(|t| t.name == *name));
+    for polled in &setup.triggers {
+        let trigger = &polled.name;
+        let started = tokio::time::Instant::now();
+        let read = polled.scaler.read(tick).await;
+        let latency = started.elapsed();
+        match read {
             Ok(reading) => {
+                scaling.metrics.keda.read(
+                    &polled.keda,
+                    reading.value,
+                    Some(reading.value > reading.activation),
+                    latency,
+                );
                 let labels = TriggerLabels {
                     namespace: namespace.clone(),
                     name: name.clone(),
@@ -364,8 +424,17 @@ async fn poll(
                     });
                 }
             }
-            Err(error) => errors.push(format!("{trigger}: {error}")),
+            Err(error) => {
+                scaling.metrics.keda.read_failed(&polled.keda, latency);
+                errors.push(format!("{trigger}: {error}"));
+            }
         }
+    }
+    if errors.is_empty() {
+        scaling
+            .metrics
+            .keda
+            .object_polled(ScalableKind::ScaledJob, &namespace, &name);
     }
     let active = !readings.is_empty();
     let counts = counts(
@@ -396,8 +465,18 @@ async fn poll(
             jiff::Timestamp::now(),
         );
     }
+    let labels = ObjectLabels {
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
     for _ in 0..create {
         create_job(scaling, object).await?;
+        scaling
+            .metrics
+            .scaled_jobs
+            .created
+            .get_or_create(&labels)
+            .inc();
     }
     if create > 0 {
         info!(%namespace, %name, created = create, running = counts.running, pending = counts.pending, "created Jobs");
@@ -413,10 +492,6 @@ async fn poll(
         )
         .await;
     }
-    let labels = ObjectLabels {
-        namespace: namespace.clone(),
-        name: name.clone(),
-    };
     scaling
         .metrics
         .scaler_active
@@ -473,9 +548,19 @@ async fn poll(
     if create > 0 {
         status.last_scale_time = Some(Time(now));
     }
+    let jobs_metrics = &scaling.metrics.scaled_jobs;
+    jobs_metrics
+        .running
+        .get_or_create(&labels)
+        .set(status.running_jobs);
+    jobs_metrics
+        .pending
+        .get_or_create(&labels)
+        .set(status.pending_jobs);
     if !write_status(scaling, object, &previous, &status).await {
         return Ok(());
     }
+    jobs_metrics.finished(&labels, finished(&previous), finished(&status));
     // Only Jobs the written status has counted may go.
     let api: Api<Job> = Api::namespaced(scaling.client.clone(), &namespace);
     let spec = &object.spec;
@@ -488,6 +573,14 @@ async fn poll(
         api.delete(&doomed, &DeleteParams::background()).await?;
     }
     Ok(())
+}
+
+fn finished(status: &ScaledJobStatus) -> FinishedJobs {
+    FinishedJobs {
+        succeeded: status.succeeded,
+        failed: status.failed,
+        retries: status.retries,
+    }
 }
 
 /// The Job for one unit of work: jobTargetRef, labelled and owned by the ScaledJob.

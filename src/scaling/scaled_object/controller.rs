@@ -34,6 +34,7 @@ use crate::apis::scaled_object::{HealthStatus, ScaledObject, ScaledObjectStatus,
 use crate::apis::trigger_auth::UserKind;
 use crate::apis::triggers::MetricType;
 use crate::apis::triggers::TriggerValue;
+use crate::metrics::keda::{ScalableKind, ScalerSeries};
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
 use crate::scale_outs::Demand;
 use crate::scaling::auth_users::{AuthUses, UserKey};
@@ -138,6 +139,11 @@ async fn reconcile(object: Arc<ScaledObject>, context: Arc<Context>) -> Result<A
     finalizer(&api, SCALED_OBJECT_FINALIZER, object, |event| async {
         match event {
             Finalizer::Apply(object) => {
+                scaling.metrics.keda.paused(
+                    &namespace,
+                    &object.name_any(),
+                    pause(object.annotations()).paused,
+                );
                 let (for_loop, owners) = (scaling.clone(), context.owners.clone());
                 scaling
                     .scaled_object_loops
@@ -149,6 +155,11 @@ async fn reconcile(object: Arc<ScaledObject>, context: Arc<Context>) -> Result<A
             Finalizer::Cleanup(object) => {
                 scaling.scaled_object_loops.stop(&object);
                 scaling.auth_users.forget(&user(&object));
+                scaling.metrics.keda.forget(
+                    ScalableKind::ScaledObject,
+                    &namespace,
+                    &object.name_any(),
+                );
                 scaling.scale_outs.ended(
                     KIND,
                     &object.namespace().unwrap_or_default(),
@@ -211,11 +222,19 @@ async fn restore_original_replicas(scaling: &Scaling, object: &ScaledObject) -> 
     }
 }
 
+/// One trigger, ready to read.
+struct PolledTrigger {
+    name: String,
+    metric_type: MetricType,
+    scaler: Box<dyn Scaler>,
+    keda: ScalerSeries,
+}
+
 /// What a loop needs to poll, built from the spec and refreshed every SETUP_LIFETIME.
 struct Setup {
     target: ScaleTarget,
     policy: ReplicaPolicy,
-    triggers: Vec<(String, MetricType, Box<dyn Scaler>)>,
+    triggers: Vec<PolledTrigger>,
     /// The scalingModifiers formula that replaces the triggers' readings, when set.
     composition: Option<Composition>,
     built_at: tokio::time::Instant,
@@ -283,8 +302,31 @@ async fn setup(
             .name
             .clone()
             .unwrap_or_else(|| format!("trigger-{index}"));
-        built.push((name, trigger.metric_type.unwrap_or_default(), scaler));
+        let keda = triggers::keda_series(
+            ScalableKind::ScaledObject,
+            &namespace,
+            &object.name_any(),
+            index,
+            trigger,
+            scaler.as_ref(),
+        );
+        built.push(PolledTrigger {
+            name,
+            metric_type: trigger.metric_type.unwrap_or_default(),
+            scaler,
+            keda,
+        });
     }
+    let mut keda_series: Vec<ScalerSeries> = built.iter().map(|t| t.keda.clone()).collect();
+    if composition.is_some() {
+        keda_series.push(ScalerSeries::composite(&namespace, &object.name_any()));
+    }
+    scaling.metrics.keda.retain_scalers(
+        ScalableKind::ScaledObject,
+        &namespace,
+        &object.name_any(),
+        &keda_series,
+    );
     Ok(Setup {
         target,
         policy,
@@ -318,7 +360,18 @@ async fn scale_loop(
     let mut clock = scaling.queue_depths.poll_clock(interval);
     loop {
         let tick = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                // Stopped for a deletion while polling: the cleanup may have dropped the
+                // object's KEDA series before the poll wrote them again.
+                if !scaling.scaled_object_loops.runs(&first) {
+                    scaling.metrics.keda.forget(
+                        ScalableKind::ScaledObject,
+                        &first.namespace().unwrap_or_default(),
+                        &first.name_any(),
+                    );
+                }
+                return;
+            }
             tick = clock.tick() => tick,
         };
         let object = latest.borrow().clone();
@@ -336,6 +389,11 @@ async fn scale_loop(
             match setup_reported(&scaling, &object).await {
                 Ok(built) => ready = Some(built),
                 Err(error) => {
+                    scaling.metrics.keda.object_error(
+                        ScalableKind::ScaledObject,
+                        &labels.namespace,
+                        &labels.name,
+                    );
                     let labels = ErrorLabels {
                         namespace: labels.namespace,
                         name: labels.name,
@@ -522,14 +580,18 @@ async fn poll(
         .as_ref()
         .map(|s| s.trigger_values.clone())
         .unwrap_or_default();
-    trigger_values.retain(|name, _| setup.triggers.iter().any(|(t, _, _)| t == name));
-    for (index, (trigger, metric_type, scaler)) in setup.triggers.iter().enumerate() {
+    trigger_values.retain(|name, _| setup.triggers.iter().any(|t| t.name == *name));
+    for (index, polled) in setup.triggers.iter().enumerate() {
+        let (trigger, metric_type) = (&polled.name, &polled.metric_type);
         let labels = TriggerLabels {
             namespace: namespace.clone(),
             name: name.clone(),
             trigger: trigger.clone(),
         };
-        match scaler.read(tick).await {
+        let started = tokio::time::Instant::now();
+        let read = polled.scaler.read(tick).await;
+        let latency = started.elapsed();
+        match read {
             Ok(reading) => {
                 failures.triggers[index] = 0;
                 scaling
@@ -537,6 +599,15 @@ async fn poll(
                     .scaler_value
                     .get_or_create(&labels)
                     .set(reading.value);
+                // With a formula, KEDA reports the formula's activity, not the triggers'.
+                let active = setup
+                    .composition
+                    .is_none()
+                    .then_some(reading.value > reading.activation);
+                scaling
+                    .metrics
+                    .keda
+                    .read(&polled.keda, reading.value, active, latency);
                 trigger_values.insert(
                     trigger.clone(),
                     TriggerValue {
@@ -553,6 +624,7 @@ async fn poll(
             }
             Err(error) => {
                 failures.triggers[index] += 1;
+                scaling.metrics.keda.read_failed(&polled.keda, latency);
                 let error_labels = ErrorLabels {
                     namespace: namespace.clone(),
                     name: name.clone(),
@@ -585,6 +657,16 @@ async fn poll(
 
     if let Some(composition) = &setup.composition {
         let (composed, error) = composition.compose(&reports, &mut failures.formula);
+        if let TriggerReport::Metric {
+            value, activation, ..
+        } = composed
+        {
+            scaling.metrics.keda.composed(
+                &ScalerSeries::composite(&namespace, &name),
+                value,
+                value > activation,
+            );
+        }
         if let Some(error) = error {
             let error_labels = ErrorLabels {
                 namespace: namespace.clone(),
@@ -596,9 +678,19 @@ async fn poll(
                 .scaler_errors
                 .get_or_create(&error_labels)
                 .inc();
+            scaling
+                .metrics
+                .keda
+                .object_error(ScalableKind::ScaledObject, &namespace, &name);
             trigger_errors.push(error.to_string());
         }
         reports = vec![composed];
+    }
+    if trigger_errors.is_empty() {
+        scaling
+            .metrics
+            .keda
+            .object_polled(ScalableKind::ScaledObject, &namespace, &name);
     }
 
     let pause = pause(object.annotations());

@@ -85,6 +85,28 @@ impl Scaler for AwsSqsScaler {
         }
         .boxed()
     }
+
+    fn keda_type_name(&self) -> &'static str {
+        "awsSqsQueueScaler"
+    }
+
+    fn keda_metric_name(&self) -> String {
+        format!("aws-sqs-{}", queue_name(&self.key.queue_url))
+    }
+}
+
+/// The queue's name: the last segment of its URL, or the whole of what is not a URL, as KEDA
+/// reads it.
+fn queue_name(queue_url: &str) -> &str {
+    if queue_url.contains("://") {
+        queue_url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(queue_url)
+    } else {
+        queue_url
+    }
 }
 
 async fn get_queue_attributes(
@@ -196,5 +218,18 @@ mod tests {
         assert_eq!(messages(attributes, &trigger(false, false)), 10);
         assert_eq!(messages(attributes, &trigger(true, true)), 15);
         assert_eq!(messages(attributes, &trigger(false, true)), 12);
+    }
+
+    #[test]
+    fn the_queue_name_is_the_urls_last_segment_or_the_whole_name() {
+        assert_eq!(
+            queue_name("https://sqs.eu-west-1.amazonaws.com/123456789012/orders.fifo"),
+            "orders.fifo"
+        );
+        assert_eq!(
+            queue_name("http://localhost:4566/000000000000/jobs/"),
+            "jobs"
+        );
+        assert_eq!(queue_name("orders"), "orders");
     }
 }

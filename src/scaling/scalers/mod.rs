@@ -23,6 +23,13 @@ pub trait Scaler: Send + Sync {
     /// Reads the source for the poll of `tick`: a reading shared with other objects must have
     /// been asked for at or after that tick.
     fn read(&self, tick: Instant) -> BoxFuture<'_, Result<Reading, ScalerError>>;
+
+    /// KEDA's name for this scaler's type, its `scaler` label on `keda_*` series when the
+    /// trigger has no name.
+    fn keda_type_name(&self) -> &'static str;
+
+    /// The metric name KEDA's scaler gives its reading, before the `s<index>-` prefix.
+    fn keda_metric_name(&self) -> String;
 }
 
 #[derive(Clone, Debug, thiserror::Error)]
