@@ -1,5 +1,6 @@
 //! Status writes and condition queries shared by every controller: status is written with
-//! server-side apply under one field manager, never read-modify-write.
+//! server-side apply under one field manager, never read-modify-write. The one exception is
+//! status shared by installs, where each install applies its own part under its own manager.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
@@ -23,6 +24,22 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
+    apply_status_as(api, name, status, resource_version, FIELD_MANAGER).await
+}
+
+/// [`apply_status`] under `manager`: for status that several installs share, each owning the
+/// part it writes (see `TriggerAuthenticationStatus::users`).
+pub async fn apply_status_as<K, S>(
+    api: &Api<K>,
+    name: &str,
+    status: &S,
+    resource_version: Option<&str>,
+    manager: &str,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
     let mut patch =
         json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     if let Some(version) = resource_version {
@@ -30,7 +47,7 @@ where
     }
     api.patch_status(
         name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(manager).force(),
         &Patch::Apply(&patch),
     )
     .await

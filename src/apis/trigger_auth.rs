@@ -1,6 +1,7 @@
 //! TriggerAuthentication and ClusterTriggerAuthentication: where a trigger's AWS credentials come
 //! from (pod identity, Secrets, or the target's environment). The cluster-scoped kind reads its
-//! Secrets from the controller's namespace.
+//! Secrets from the controller's namespace. Status lists the ScaledObjects and ScaledJobs that
+//! use each one and whether their credentials resolved.
 
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -28,6 +29,18 @@ use super::Condition;
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "ScaledObjects",
+        type_ = "string",
+        json_path = ".status.scaledobjects",
+        priority = 1
+    ),
+    printcolumn(
+        name = "ScaledJobs",
+        type_ = "string",
+        json_path = ".status.scaledjobs",
+        priority = 1
     ),
     printcolumn(
         name = "Age",
@@ -61,6 +74,18 @@ pub struct TriggerAuthenticationSpec {
         name = "Provider",
         type_ = "string",
         json_path = ".spec.podIdentity.provider"
+    ),
+    printcolumn(
+        name = "ScaledObjects",
+        type_ = "string",
+        json_path = ".status.scaledobjects",
+        priority = 1
+    ),
+    printcolumn(
+        name = "ScaledJobs",
+        type_ = "string",
+        json_path = ".status.scaledjobs",
+        priority = 1
     ),
     printcolumn(
         name = "Age",
@@ -162,4 +187,46 @@ pub struct TriggerAuthenticationStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The ScaledObjects using it, comma-separated and sorted (KEDA's `status.scaledobjects`);
+    /// `namespace/name` on a ClusterTriggerAuthentication.
+    #[serde(
+        default,
+        rename = "scaledobjects",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub scaled_objects: String,
+    /// The ScaledJobs using it, as `scaledobjects` (KEDA's `status.scaledjobs`).
+    #[serde(
+        default,
+        rename = "scaledjobs",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub scaled_jobs: String,
+    /// Each object using it and whether its credentials resolved. Each install writes the
+    /// entries of the namespaces it watches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["kind", "namespace", "name"]))]
+    pub users: Vec<AuthenticationUser>,
+}
+
+/// A ScaledObject or ScaledJob whose triggers take their credentials from the authentication.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthenticationUser {
+    pub kind: UserKind,
+    pub namespace: String,
+    pub name: String,
+    /// Whether the credentials resolved for it when its triggers were last set up.
+    pub resolved: bool,
+    /// Why they did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum UserKind {
+    ScaledObject,
+    ScaledJob,
 }

@@ -410,6 +410,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::Metrics;
+    use crate::scaling::auth_users::AuthUsers;
     use crate::scaling::queue_depths::QueueDepths;
     use crate::scaling::scalers::aws_sqs::SqsClients;
 
@@ -437,6 +438,7 @@ mod tests {
             scaled_object_loops: Default::default(),
             scaled_job_loops: Default::default(),
             scale_outs: Default::default(),
+            auth_users: AuthUsers::new().0,
         };
         router(Arc::new(scaling), "t0ken".into())
     }

@@ -6,6 +6,7 @@ use kube::Api;
 use crate::apis::scaled_job::ScaledJob;
 use crate::aws::sdk_errors;
 use crate::scaling::Scaling;
+use crate::scaling::auth_users::AuthUses;
 use crate::scaling::triggers::{self, EnvSource};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,8 @@ pub async fn send(
         trigger,
         &env,
         scaled_job.spec.env_source_container_name.as_deref(),
+        // The ScaledJob's own loop reports its authentication's users; a submission does not.
+        &mut AuthUses::default(),
     )
     .await
     .map_err(|e| unusable(e.to_string()))?;

@@ -27,6 +27,7 @@ use crate::nodeclaim::{self as node_claims, NodeClaims};
 use crate::nodepool::{self as node_pools, NodePools};
 use crate::provisioning::provisioner::{self, PoolReports, Provisioner};
 use crate::scale_outs::ScaleOuts;
+use crate::scaling::auth_users::{AuthUsers, Changes};
 use crate::scaling::queue_depths::QueueDepths;
 use crate::scaling::scalers::aws_sqs::SqsClients;
 use crate::scaling::{Scaling, scaled_job, scaled_object, trigger_auths};
@@ -148,6 +149,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         cluster: args.cluster_name.clone(),
         resolved: Default::default(),
     });
+    let (auth_users, auth_changes) = AuthUsers::new();
     let scaling = Arc::new(Scaling {
         client: client.clone(),
         metrics: metrics.clone(),
@@ -159,6 +161,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         scaled_object_loops: Default::default(),
         scaled_job_loops: Default::default(),
         scale_outs: scale_outs.clone(),
+        auth_users,
     });
     let jobs_api = match args.jobs_token.filter(|token| !token.is_empty()) {
         Some(token) => {
@@ -181,6 +184,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     };
     let writers = Writers {
+        auth_changes,
         node_pools: Arc::new(NodePools {
             client: client.clone(),
             pool_reports: pool_reports_seen,
@@ -266,6 +270,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
 /// Everything that writes to the cluster or AWS, built and waiting for leadership.
 struct Writers {
     scaling: Arc<Scaling>,
+    /// Wakes the authentication controllers when their users change.
+    auth_changes: Changes,
     node_classes: Arc<NodeClasses>,
     node_claims: Arc<NodeClaims<AwsCloud>>,
     node_pools: Arc<NodePools>,
@@ -300,6 +306,12 @@ impl Writers {
         // Status only; nothing to drain on shutdown.
         drop(tokio::spawn(trigger_auths::run(
             self.scaling.clone(),
+            self.auth_changes.namespaced,
+            shutdown.clone(),
+        )));
+        drop(tokio::spawn(trigger_auths::run_cluster(
+            self.scaling.clone(),
+            self.auth_changes.cluster,
             shutdown.clone(),
         )));
         drop(tokio::spawn(node_pools::run(

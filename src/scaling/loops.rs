@@ -73,6 +73,19 @@ impl<K: Resource + Send + Sync + 'static> Loops<K> {
         }
     }
 
+    /// Forgets the loop of `object`, which ended on its own because the object is gone; a loop
+    /// since started for a newer object of that name stays.
+    pub fn ended(&self, object: &K) {
+        let mut loops = self.0.lock().expect("loops lock");
+        let key = Self::key(object);
+        if loops
+            .get(&key)
+            .is_some_and(|handle| handle.uid == object.meta().uid)
+        {
+            loops.remove(&key);
+        }
+    }
+
     /// Whether a loop runs for the object's namespace and name: false once it was stopped,
     /// true again for a loop restarted on a spec change.
     pub fn runs(&self, object: &K) -> bool {

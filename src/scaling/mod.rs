@@ -2,6 +2,7 @@
 //! readings into replicas and Jobs, and one loop per object acts on the result.
 
 pub mod auth;
+pub mod auth_users;
 pub mod container_env;
 pub mod loops;
 pub mod queue_depths;
@@ -50,6 +51,8 @@ pub struct Scaling {
     pub scaled_job_loops: loops::Loops<ScaledJob>,
     /// What is scaling out, for disruption to hold consolidation off.
     pub scale_outs: Arc<crate::scale_outs::ScaleOuts>,
+    /// Which objects use each TriggerAuthentication, for its status.
+    pub auth_users: auth_users::AuthUsers,
 }
 
 impl Scaling {
@@ -65,6 +68,13 @@ impl Scaling {
             Some(namespace) => Api::namespaced(self.client.clone(), namespace),
             None => Api::all(self.client.clone()),
         }
+    }
+
+    /// Whether objects in `namespace` are handled by this install.
+    pub fn watches(&self, namespace: &str) -> bool {
+        self.watch_namespace
+            .as_deref()
+            .is_none_or(|w| w == namespace)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::Scaling;
 use super::auth::{self, AuthError, ResolvedAuth};
+use super::auth_users::{AuthKey, AuthUses};
 use super::queue_depths::QueueKey;
 use super::scaled_object::modifiers::ModifierError;
 use super::scaled_object::replicas::BehaviorError;
@@ -108,6 +109,7 @@ pub async fn resolve_sqs_queue(
     trigger: &Trigger,
     env: &EnvSource,
     container: Option<&str>,
+    uses: &mut AuthUses,
 ) -> Result<SqsQueue, TriggerSetupError> {
     let sqs = AwsSqsQueueTrigger::from_metadata(&trigger.metadata)?;
     let given = match &sqs.queue {
@@ -129,14 +131,20 @@ pub async fn resolve_sqs_queue(
         QueueAddress::Url(url) => sqs_queue::region_from_queue_url(url),
         QueueAddress::Name(_) => None,
     });
+    let reference = sqs.authentication(trigger.authentication_ref.as_ref());
     let auth = auth::load(
         &scaling.client,
         namespace,
         &scaling.controller_namespace,
-        sqs.authentication(trigger.authentication_ref.as_ref()),
+        reference,
         &env.pod_spec,
     )
-    .await?;
+    .await;
+    if let Some(reference) = reference {
+        let resolution = auth.as_ref().map(|_| ()).map_err(ToString::to_string);
+        uses.record(AuthKey::of(reference, namespace), resolution);
+    }
+    let auth = auth?;
     let endpoint = sqs.aws_endpoint.as_deref();
     let client = scaling.sqs.client(&auth, region.as_deref(), endpoint).await;
     let url = match address {
@@ -187,16 +195,19 @@ pub fn keda_series(
     }
 }
 
+/// The trigger's scaler; whether its authentication resolved goes into `uses`.
 pub async fn scaler(
     scaling: &Scaling,
     namespace: &str,
     trigger: &Trigger,
     env: &EnvSource,
     container: Option<&str>,
+    uses: &mut AuthUses,
 ) -> Result<Box<dyn Scaler>, TriggerSetupError> {
     match trigger.r#type {
         TriggerType::AwsSqsQueue => {
-            let queue = resolve_sqs_queue(scaling, namespace, trigger, env, container).await?;
+            let queue =
+                resolve_sqs_queue(scaling, namespace, trigger, env, container, uses).await?;
             let key = QueueKey {
                 queue_url: queue.url,
                 region: queue.region,

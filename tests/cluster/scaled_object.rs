@@ -3,17 +3,23 @@
 //! count messages by activation, in-flight and delayed settings, wait out an initial cooldown,
 //! pause by every switch, fall back by every behavior, read the queue where awsEndpoint says,
 //! report a missing queue and bad authentication without touching the replicas, combine two
-//! queues with a scalingModifiers formula; and TriggerAuthentications' own Ready.
+//! queues with a scalingModifiers formula, leave a target to its older ScaledObject or to an
+//! HPA; and TriggerAuthentications' own Ready and their users.
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, ServiceAccount};
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
+use windlass::apis::scaled_job::ScaledJob;
 use windlass::apis::scaled_object::ScaledObject;
-use windlass::apis::trigger_auth::{ClusterTriggerAuthentication, TriggerAuthentication};
+use windlass::apis::trigger_auth::{
+    AuthenticationUser, ClusterTriggerAuthentication, TriggerAuthentication,
+    TriggerAuthenticationStatus, UserKind,
+};
 
 use crate::support::{
     TestEnv, TestNamespace, delete_node, install_crds, start_windlass, start_windlass_in,
@@ -993,6 +999,33 @@ async fn cluster_trigger_authentication_reads_its_secret_from_the_controllers_na
     )
     .await;
     wait_for_condition(&objects, "worker", "Ready", "True").await;
+    // Its status lists the user by namespace and name, as names repeat across namespaces.
+    let typed: Api<ClusterTriggerAuthentication> = Api::all(env.client.clone());
+    let status = wait_until(
+        "the ClusterTriggerAuthentication to list its user",
+        Duration::from_secs(30),
+        || async {
+            typed
+                .get(&cta_name)
+                .await
+                .ok()?
+                .status
+                .filter(|s| !s.users.is_empty())
+        },
+    )
+    .await;
+    assert_eq!(status.scaled_objects, format!("{}/worker", namespace.name));
+    assert_eq!(status.scaled_jobs, "");
+    assert_eq!(
+        status.users,
+        [AuthenticationUser {
+            kind: UserKind::ScaledObject,
+            namespace: namespace.name.clone(),
+            name: "worker".into(),
+            resolved: true,
+            message: None,
+        }]
+    );
     clean_up(&env, namespace, &objects, &node).await;
     cluster_authentications
         .delete(&cta_name, &Default::default())
@@ -1707,5 +1740,311 @@ async fn queue_urls_from_secret_keys_env_from_config_maps_and_bare_names_drive_s
     wait_for_replicas(&env.client, ns, "from-secret", 2, Duration::from_secs(30)).await;
     wait_for_condition(&objects, "from-secret", "Ready", "True").await;
     assert_eq!(replicas(&env.client, ns, "unknown-name").await, Some(0));
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+/// A TriggerAuthentication's `status` once `done` accepts it.
+async fn trigger_authentication_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(&TriggerAuthenticationStatus) -> bool,
+) -> TriggerAuthenticationStatus {
+    let api: Api<TriggerAuthentication> = Api::namespaced(client.clone(), namespace);
+    wait_until(what, Duration::from_secs(30), || async {
+        api.get(name).await.ok()?.status.filter(|s| done(s))
+    })
+    .await
+}
+
+/// The `env` keys of one TriggerAuthentication resolve for the ScaledObject and the ScaledJob
+/// whose containers have them and not for the ScaledObject whose container lacks them: its
+/// status lists all three, each with its own answer, and drops the ScaledJob once it is gone.
+#[tokio::test]
+async fn trigger_authentication_status_lists_its_users_and_whether_their_credentials_resolved() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "ta-users").await;
+    let ns = namespace.name.as_str();
+    let node = test_node(&env.client, "kwok-ta-users").await;
+    let keys_in_env = json!([{"name": "AWS_ACCESS_KEY_ID", "value": "testing"},
+        {"name": "AWS_SECRET_ACCESS_KEY", "value": "testing"}]);
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
+    for (name, container_env) in [("worker", keys_in_env.clone()), ("bare", json!([]))] {
+        deployment(&env.client, ns, name, &node, 0).await;
+        let pod = json!({"containers": [{"name": "worker", "image": "registry.example.com/worker:1", "env": container_env}]});
+        deployments
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"template": {"spec": pod}}})),
+            )
+            .await
+            .unwrap();
+    }
+    trigger_authentication(
+        &env.client,
+        ns,
+        "from-env",
+        json!({"env": [
+            {"parameter": "awsAccessKeyID", "name": "AWS_ACCESS_KEY_ID"},
+            {"parameter": "awsSecretAccessKey", "name": "AWS_SECRET_ACCESS_KEY"}
+        ]}),
+    )
+    .await;
+    let queue = env.queue("ta-users").await;
+    let trigger = json!([{"type": "aws-sqs-queue", "name": "queue",
+        "metadata": {"queueURL": queue, "queueLength": "2"}, "authenticationRef": {"name": "from-env"}}]);
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
+    for name in ["worker", "bare"] {
+        objects
+            .create(
+                &PostParams::default(),
+                &scaled_object(name, name, &queue, json!({"spec": {"triggers": trigger}})),
+            )
+            .await
+            .unwrap();
+    }
+    let job: ScaledJob = serde_json::from_value(json!({
+        "apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledJob", "metadata": {"name": "nightly"},
+        "spec": {"pollingInterval": 1, "triggers": trigger, "jobTargetRef": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "worker", "image": "registry.example.com/worker:1", "env": keys_in_env}]
+        }}}}
+    }))
+    .unwrap();
+    let jobs: Api<ScaledJob> = Api::namespaced(env.client.clone(), ns);
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let _windlass = start_windlass(ns);
+
+    let status = trigger_authentication_status(
+        &env.client,
+        ns,
+        "from-env",
+        "from-env to list two ScaledObjects and a ScaledJob",
+        |s| s.users.len() == 3,
+    )
+    .await;
+    assert_eq!(status.scaled_objects, "bare,worker");
+    assert_eq!(status.scaled_jobs, "nightly");
+    let user = |kind, name: &str, resolved, message: Option<&str>| AuthenticationUser {
+        kind,
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+        resolved,
+        message: message.map(str::to_owned),
+    };
+    assert_eq!(
+        status.users,
+        [
+            user(
+                UserKind::ScaledObject,
+                "bare",
+                false,
+                Some(
+                    "environment variable \"AWS_ACCESS_KEY_ID\" not found in container (first) of the workload (parameter awsAccessKeyID)"
+                )
+            ),
+            user(UserKind::ScaledObject, "worker", true, None),
+            user(UserKind::ScaledJob, "nightly", true, None),
+        ]
+    );
+
+    jobs.delete("nightly", &Default::default()).await.unwrap();
+    let status = trigger_authentication_status(
+        &env.client,
+        ns,
+        "from-env",
+        "from-env to drop the deleted ScaledJob",
+        |s| s.users.len() == 2,
+    )
+    .await;
+    assert_eq!(status.scaled_jobs, "");
+    assert_eq!(status.scaled_objects, "bare,worker");
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+/// A Warning Event about `object` with `reason`, once one exists: its message.
+async fn warning_event_message(
+    client: &Client,
+    namespace: &str,
+    object: &str,
+    reason: &str,
+) -> String {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    wait_until(
+        &format!("a Warning Event {reason} about {object}"),
+        Duration::from_secs(15),
+        || async {
+            let list = events
+                .list(&ListParams::default().fields(&format!("involvedObject.name={object}")))
+                .await
+                .ok()?;
+            list.items.into_iter().find_map(|e| {
+                (e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
+                    .then_some(e.message)
+                    .flatten()
+            })
+        },
+    )
+    .await
+}
+
+/// The replicas stay at `expected` for `polls` seconds of one-second polls.
+async fn replicas_hold(client: &Client, namespace: &str, name: &str, expected: i32, polls: u64) {
+    for _ in 0..polls {
+        assert_eq!(
+            replicas(client, namespace, name).await,
+            Some(expected),
+            "{name} held at {expected}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Two ScaledObjects on one Deployment: the older scales it (to 2, for its 4 messages), the
+/// younger (10 messages on its own queue would make 5) says who owns the target and leaves it
+/// alone, then takes over once the older one is deleted.
+#[tokio::test]
+async fn the_older_of_two_scaled_objects_on_one_target_scales_it_until_it_is_deleted() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-owner").await;
+    let ns = namespace.name.as_str();
+    let node = test_node(&env.client, "kwok-owner").await;
+    deployment(&env.client, ns, "worker", &node, 0).await;
+    let (older_queue, younger_queue) =
+        (env.queue("so-owner-a").await, env.queue("so-owner-b").await);
+    env.send_messages(&older_queue, 4).await;
+    env.send_messages(&younger_queue, 10).await;
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
+    objects
+        .create(
+            &PostParams::default(),
+            &scaled_object("older", "worker", &older_queue, json!({})),
+        )
+        .await
+        .unwrap();
+    // creationTimestamp has whole seconds: the younger one is created in a later one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    objects
+        .create(
+            &PostParams::default(),
+            &scaled_object("younger", "worker", &younger_queue, json!({})),
+        )
+        .await
+        .unwrap();
+    let _windlass = start_windlass(ns);
+
+    wait_for_replicas(&env.client, ns, "worker", 2, Duration::from_secs(30)).await;
+    let (_, reason, message) = wait_for_condition(&objects, "younger", "Ready", "False").await;
+    assert_eq!(reason, "TargetOwnedByAnother");
+    let expected = "Deployment \"worker\" is scaled by ScaledObject \"older\" (created first); \
+        this ScaledObject leaves its replicas alone while that lasts";
+    assert_eq!(message, expected);
+    assert_eq!(
+        warning_event_message(&env.client, ns, "younger", "TargetOwnedByAnother").await,
+        expected
+    );
+    replicas_hold(&env.client, ns, "worker", 2, 5).await;
+    wait_for_condition(&objects, "older", "Ready", "True").await;
+
+    objects.delete("older", &Default::default()).await.unwrap();
+    wait_for_replicas(&env.client, ns, "worker", 5, Duration::from_secs(30)).await;
+    wait_for_condition(&objects, "younger", "Ready", "True").await;
+    clean_up(&env, namespace, &objects, &node).await;
+}
+
+/// A ScaledObject on a Deployment that an HPA scales names the HPA and leaves the replicas to
+/// it; once the HPA is deleted, the ScaledObject scales. With an HPA back on the target,
+/// deleting the ScaledObject leaves the replicas to the HPA rather than restoring them.
+#[tokio::test]
+async fn a_scaled_object_leaves_a_target_to_the_hpa_that_scales_it() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "so-hpa").await;
+    let ns = namespace.name.as_str();
+    let node = test_node(&env.client, "kwok-hpa").await;
+    deployment(&env.client, ns, "worker", &node, 2).await;
+    // Within the HPA's bounds and with no metrics API to read, the HPA controller leaves the
+    // replicas where they are: any change would be Windlass's.
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"},
+            "minReplicas": 1,
+            "maxReplicas": 10,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50}}}]
+        }
+    }))
+    .unwrap();
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(env.client.clone(), ns);
+    autoscalers
+        .create(&PostParams::default(), &hpa)
+        .await
+        .unwrap();
+    let queue = env.queue("so-hpa").await;
+    env.send_messages(&queue, 10).await;
+    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
+    objects
+        .create(
+            &PostParams::default(),
+            &scaled_object(
+                "worker",
+                "worker",
+                &queue,
+                json!({"spec": {"advanced": {"restoreToOriginalReplicaCount": true}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let _windlass = start_windlass(ns);
+
+    let (_, reason, message) = wait_for_condition(&objects, "worker", "Ready", "False").await;
+    assert_eq!(reason, "TargetOwnedByAnother");
+    let expected = "Deployment \"worker\" is scaled by HorizontalPodAutoscaler \"web\"; \
+        this ScaledObject leaves its replicas alone while that lasts";
+    assert_eq!(message, expected);
+    assert_eq!(
+        warning_event_message(&env.client, ns, "worker", "TargetOwnedByAnother").await,
+        expected
+    );
+    replicas_hold(&env.client, ns, "worker", 2, 5).await;
+
+    autoscalers
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    wait_for_replicas(&env.client, ns, "worker", 5, Duration::from_secs(30)).await;
+    wait_for_condition(&objects, "worker", "Ready", "True").await;
+    let original = objects.get("worker").await.unwrap().status.unwrap();
+    assert_eq!(original.original_replica_count, Some(2));
+
+    autoscalers
+        .create(&PostParams::default(), &hpa)
+        .await
+        .unwrap();
+    wait_for_condition(&objects, "worker", "Ready", "False").await;
+    objects.delete("worker", &Default::default()).await.unwrap();
+    wait_until(
+        "the ScaledObject to be gone",
+        Duration::from_secs(30),
+        || async {
+            objects
+                .get_opt("worker")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        replicas(&env.client, ns, "worker").await,
+        Some(5),
+        "not restored to 2 under the HPA"
+    );
     clean_up(&env, namespace, &objects, &node).await;
 }

@@ -1,6 +1,7 @@
 //! The ScaledJob controller: one polling loop per object. Each poll counts finished Jobs into
 //! the status counters (once each), reads the triggers, creates the Jobs the strategy asks for,
-//! writes status, and only then deletes counted Jobs beyond the history limits.
+//! writes status, and only then deletes counted Jobs beyond the history limits. A ScaledJob has
+//! no finalizer, so its loop ends itself once the object is gone from the controller's store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
@@ -27,10 +29,12 @@ use crate::apis::labels::{
     PAUSED_ANNOTATION, SCALED_JOB_GENERATION_LABEL, SCALED_JOB_LABEL, autoscaling_annotation,
 };
 use crate::apis::scaled_job::{RolloutStrategy, ScaledJob, ScaledJobStatus};
+use crate::apis::trigger_auth::UserKind;
 use crate::apis::triggers::TriggerValue;
 use crate::metrics::keda::{ScalableKind, ScalerSeries};
 use crate::metrics::{ErrorLabels, FinishedJobs, ObjectLabels, TriggerLabels};
 use crate::scale_outs::Demand;
+use crate::scaling::auth_users::{AuthUses, UserKey};
 use crate::scaling::scalers::Scaler;
 use crate::scaling::triggers::SetupError;
 use crate::scaling::{
@@ -46,19 +50,40 @@ pub enum Error {
 
 /// Runs the controller until `shutdown`.
 pub async fn run(scaling: Arc<Scaling>, shutdown: CancellationToken) {
-    Controller::new(scaling.watched::<ScaledJob>(), watcher::Config::default())
+    let controller = Controller::new(scaling.watched::<ScaledJob>(), watcher::Config::default());
+    let context = Arc::new(Context {
+        scaling: scaling.clone(),
+        scaled_jobs: controller.store(),
+    });
+    controller
         .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, scaling.clone())
+        .run(reconcile, error_policy, context)
         .for_each(|_| futures::future::ready(()))
         .await;
     scaling.scaled_job_loops.stop_all();
 }
 
-async fn reconcile(object: Arc<ScaledJob>, scaling: Arc<Scaling>) -> Result<Action, Error> {
+struct Context {
+    scaling: Arc<Scaling>,
+    /// The controller's own store: where a loop sees that its object is gone.
+    scaled_jobs: Store<ScaledJob>,
+}
+
+fn user(object: &ScaledJob) -> UserKey {
+    UserKey {
+        kind: UserKind::ScaledJob,
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
+    }
+}
+
+async fn reconcile(object: Arc<ScaledJob>, context: Arc<Context>) -> Result<Action, Error> {
+    let scaling = &context.scaling;
     object.namespace().ok_or(Error::NoNamespace)?;
     if object.metadata.deletion_timestamp.is_some() {
         // Its Jobs go with it through their owner references.
         scaling.scaled_job_loops.stop(&object);
+        scaling.auth_users.forget(&user(&object));
         scaling.metrics.keda.forget(
             ScalableKind::ScaledJob,
             &object.namespace().unwrap_or_default(),
@@ -66,14 +91,23 @@ async fn reconcile(object: Arc<ScaledJob>, scaling: Arc<Scaling>) -> Result<Acti
         );
         return Ok(Action::await_change());
     }
-    let for_loop = scaling.clone();
+    let (for_loop, scaled_jobs) = (scaling.clone(), context.scaled_jobs.clone());
     scaling.scaled_job_loops.ensure(object, |latest, cancel| {
-        tokio::spawn(job_loop(for_loop, latest, cancel));
+        tokio::spawn(job_loop(for_loop, scaled_jobs, latest, cancel));
     });
     Ok(Action::await_change())
 }
 
-fn error_policy(object: Arc<ScaledJob>, error: &Error, _: Arc<Scaling>) -> Action {
+/// Whether `object` is no longer in the cluster: deleted, or replaced by another of its name.
+async fn is_gone(scaled_jobs: &Store<ScaledJob>, object: &ScaledJob) -> bool {
+    // A store whose watch has ended holds nothing more to wait for.
+    let _ = scaled_jobs.wait_until_ready().await;
+    scaled_jobs
+        .get(&ObjectRef::from_obj(object))
+        .is_none_or(|current| current.metadata.uid != object.metadata.uid)
+}
+
+fn error_policy(object: Arc<ScaledJob>, error: &Error, _: Arc<Context>) -> Action {
     warn!(name = %object.name_any(), %error, "ScaledJob reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
@@ -90,7 +124,24 @@ struct Setup {
     built_at: tokio::time::Instant,
 }
 
-async fn setup(scaling: &Scaling, object: &ScaledJob) -> Result<Setup, SetupError> {
+/// Builds the loop's setup and reports which authentications it resolved.
+async fn setup_reported(scaling: &Scaling, object: &ScaledJob) -> Result<Setup, SetupError> {
+    let mut uses = AuthUses::default();
+    let built = setup(scaling, object, &mut uses).await;
+    let namespace = object.namespace().unwrap_or_default();
+    let stopped_by = built.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+    scaling.auth_users.report(
+        user(object),
+        uses.completed(&object.spec.triggers, &namespace, stopped_by),
+    );
+    built
+}
+
+async fn setup(
+    scaling: &Scaling,
+    object: &ScaledJob,
+    uses: &mut AuthUses,
+) -> Result<Setup, SetupError> {
     let namespace = object.namespace().unwrap_or_default();
     let env = triggers::EnvSource {
         pod_spec: serde_json::to_value(&object.spec.job_target_ref.template.spec)
@@ -100,7 +151,7 @@ async fn setup(scaling: &Scaling, object: &ScaledJob) -> Result<Setup, SetupErro
     let container = object.spec.env_source_container_name.as_deref();
     let mut built = Vec::new();
     for (index, trigger) in object.spec.triggers.iter().enumerate() {
-        let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container)
+        let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container, uses)
             .await
             .map_err(|e| e.at(index))?;
         let keda = triggers::keda_series(
@@ -154,6 +205,7 @@ fn policy(object: &ScaledJob) -> JobPolicy {
 
 async fn job_loop(
     scaling: Arc<Scaling>,
+    scaled_jobs: Store<ScaledJob>,
     mut latest: watch::Receiver<Arc<ScaledJob>>,
     cancel: CancellationToken,
 ) {
@@ -180,6 +232,16 @@ async fn job_loop(
             tick = clock.tick() => tick,
         };
         let object = latest.borrow().clone();
+        if is_gone(&scaled_jobs, &object).await {
+            scaling.auth_users.forget(&user(&object));
+            scaling.metrics.keda.forget(
+                ScalableKind::ScaledJob,
+                &object.namespace().unwrap_or_default(),
+                &object.name_any(),
+            );
+            scaling.scaled_job_loops.ended(&object);
+            return;
+        }
         if !rolled_out {
             rolled_out = roll_out(&scaling, &object).await;
         }
@@ -190,7 +252,7 @@ async fn job_loop(
             ready = None;
         }
         if ready.is_none() {
-            match setup(&scaling, &object).await {
+            match setup_reported(&scaling, &object).await {
                 Ok(built) => ready = Some(built),
                 Err(error) => {
                     count_error(&scaling, &object, error.metric_label());

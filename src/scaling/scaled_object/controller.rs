@@ -1,6 +1,7 @@
 //! The ScaledObject controller. The reconciler only starts, refreshes, restarts (on a spec
 //! change) and stops one polling loop per object, KEDA's scale loop. Each loop reads the
 //! triggers, decides with `replicas::decide`, writes the target's `/scale`, and writes status.
+//! A loop whose target is scaled by another owner (`ownership`) leaves it alone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,17 +9,20 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::modifiers::Composition;
+use super::ownership::{OtherOwner, other_owner};
 use super::replicas::{Behavior, Decision, ReplicaPolicy, ScalerState, TriggerReport, decide};
 use crate::apis::conditions::{self, condition};
 use crate::apis::labels::SCALED_OBJECT_FINALIZER;
@@ -27,11 +31,13 @@ use crate::apis::labels::{
     PAUSED_SCALE_IN_ANNOTATION, PAUSED_SCALE_OUT_ANNOTATION, autoscaling_annotation,
 };
 use crate::apis::scaled_object::{HealthStatus, ScaledObject, ScaledObjectStatus, TriggerHealth};
+use crate::apis::trigger_auth::UserKind;
 use crate::apis::triggers::MetricType;
 use crate::apis::triggers::TriggerValue;
 use crate::metrics::keda::{ScalableKind, ScalerSeries};
 use crate::metrics::{ErrorLabels, ObjectLabels, TriggerLabels};
 use crate::scale_outs::Demand;
+use crate::scaling::auth_users::{AuthUses, UserKey};
 use crate::scaling::scalers::Scaler;
 use crate::scaling::target::{ScaleTarget, TargetError};
 use crate::scaling::triggers::SetupError;
@@ -60,20 +66,74 @@ impl Error {
     }
 }
 
+/// What the ScaledObjects and HPAs of the watched namespaces are, to tell who owns a target.
+#[derive(Clone)]
+struct Owners {
+    scaled_objects: Store<ScaledObject>,
+    autoscalers: Store<HorizontalPodAutoscaler>,
+}
+
+impl Owners {
+    /// Who else scales `object`'s target, once both stores hold their first list.
+    async fn other_owner(&self, object: &ScaledObject) -> Option<OtherOwner> {
+        // A store whose watch has ended holds nothing more to wait for.
+        let _ = self.scaled_objects.wait_until_ready().await;
+        let _ = self.autoscalers.wait_until_ready().await;
+        other_owner(
+            object,
+            self.scaled_objects.state().iter().map(|o| &**o),
+            self.autoscalers.state().iter().map(|o| &**o),
+        )
+    }
+}
+
+struct Context {
+    scaling: Arc<Scaling>,
+    owners: Owners,
+}
+
 /// Runs the controller until `shutdown`.
 pub async fn run(scaling: Arc<Scaling>, shutdown: CancellationToken) {
-    Controller::new(
+    let controller = Controller::new(
         scaling.watched::<ScaledObject>(),
         watcher::Config::default(),
+    );
+    let (autoscalers, writer) = reflector::store();
+    let autoscalers_watch = reflector::reflector(
+        writer,
+        watcher(
+            scaling.watched::<HorizontalPodAutoscaler>(),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     )
-    .graceful_shutdown_on(shutdown.cancelled_owned())
-    .run(reconcile, error_policy, scaling.clone())
-    .for_each(|_| futures::future::ready(()))
-    .await;
+    .take_until(shutdown.clone().cancelled_owned())
+    .for_each(|_| futures::future::ready(()));
+    let context = Arc::new(Context {
+        scaling: scaling.clone(),
+        owners: Owners {
+            scaled_objects: controller.store(),
+            autoscalers,
+        },
+    });
+    let controller = controller
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, context)
+        .for_each(|_| futures::future::ready(()));
+    futures::join!(controller, autoscalers_watch);
     scaling.scaled_object_loops.stop_all();
 }
 
-async fn reconcile(object: Arc<ScaledObject>, scaling: Arc<Scaling>) -> Result<Action, Error> {
+fn user(object: &ScaledObject) -> UserKey {
+    UserKey {
+        kind: UserKind::ScaledObject,
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
+    }
+}
+
+async fn reconcile(object: Arc<ScaledObject>, context: Arc<Context>) -> Result<Action, Error> {
+    let scaling = &context.scaling;
     let namespace = object.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<ScaledObject> = Api::namespaced(scaling.client.clone(), &namespace);
     finalizer(&api, SCALED_OBJECT_FINALIZER, object, |event| async {
@@ -84,16 +144,17 @@ async fn reconcile(object: Arc<ScaledObject>, scaling: Arc<Scaling>) -> Result<A
                     &object.name_any(),
                     pause(object.annotations()).paused,
                 );
-                let for_loop = scaling.clone();
+                let (for_loop, owners) = (scaling.clone(), context.owners.clone());
                 scaling
                     .scaled_object_loops
                     .ensure(object, |latest, cancel| {
-                        tokio::spawn(scale_loop(for_loop, latest, cancel));
+                        tokio::spawn(scale_loop(for_loop, owners, latest, cancel));
                     });
                 Ok(Action::await_change())
             }
             Finalizer::Cleanup(object) => {
                 scaling.scaled_object_loops.stop(&object);
+                scaling.auth_users.forget(&user(&object));
                 scaling.metrics.keda.forget(
                     ScalableKind::ScaledObject,
                     &namespace,
@@ -104,7 +165,10 @@ async fn reconcile(object: Arc<ScaledObject>, scaling: Arc<Scaling>) -> Result<A
                     &object.namespace().unwrap_or_default(),
                     &object.name_any(),
                 );
-                restore_original_replicas(&scaling, &object).await?;
+                // The target's replicas are its owner's to set.
+                if context.owners.other_owner(&object).await.is_none() {
+                    restore_original_replicas(scaling, &object).await?;
+                }
                 Ok(Action::await_change())
             }
         }
@@ -113,7 +177,8 @@ async fn reconcile(object: Arc<ScaledObject>, scaling: Arc<Scaling>) -> Result<A
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-fn error_policy(object: Arc<ScaledObject>, error: &Error, scaling: Arc<Scaling>) -> Action {
+fn error_policy(object: Arc<ScaledObject>, error: &Error, context: Arc<Context>) -> Action {
+    let scaling = &context.scaling;
     warn!(name = %object.name_any(), %error, "ScaledObject reconcile failed");
     let labels = ErrorLabels {
         namespace: object.namespace().unwrap_or_default(),
@@ -175,7 +240,24 @@ struct Setup {
     built_at: tokio::time::Instant,
 }
 
-async fn setup(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupError> {
+/// Builds the loop's setup and reports which authentications it resolved.
+async fn setup_reported(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupError> {
+    let mut uses = AuthUses::default();
+    let built = setup(scaling, object, &mut uses).await;
+    let namespace = object.namespace().unwrap_or_default();
+    let stopped_by = built.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+    scaling.auth_users.report(
+        user(object),
+        uses.completed(&object.spec.triggers, &namespace, stopped_by),
+    );
+    built
+}
+
+async fn setup(
+    scaling: &Scaling,
+    object: &ScaledObject,
+    uses: &mut AuthUses,
+) -> Result<Setup, SetupError> {
     let namespace = object.namespace().unwrap_or_default();
     let spec = &object.spec;
     let target = ScaleTarget::resolve(&scaling.client, &namespace, &spec.scale_target_ref).await?;
@@ -213,7 +295,7 @@ async fn setup(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupE
     let container = spec.scale_target_ref.env_source_container_name.as_deref();
     let mut built = Vec::new();
     for (index, trigger) in spec.triggers.iter().enumerate() {
-        let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container)
+        let scaler = triggers::scaler(scaling, &namespace, trigger, &env, container, uses)
             .await
             .map_err(|e| e.at(index))?;
         let name = trigger
@@ -256,6 +338,7 @@ async fn setup(scaling: &Scaling, object: &ScaledObject) -> Result<Setup, SetupE
 
 async fn scale_loop(
     scaling: Arc<Scaling>,
+    owners: Owners,
     mut latest: watch::Receiver<Arc<ScaledObject>>,
     cancel: CancellationToken,
 ) {
@@ -303,7 +386,7 @@ async fn scale_loop(
             ready = None;
         }
         if ready.is_none() {
-            match setup(&scaling, &object).await {
+            match setup_reported(&scaling, &object).await {
                 Ok(built) => ready = Some(built),
                 Err(error) => {
                     scaling.metrics.keda.object_error(
@@ -330,6 +413,22 @@ async fn scale_loop(
             }
         }
         let setup = ready.as_ref().expect("set above");
+        if let Some(owner) = owners.other_owner(&object).await {
+            let target = &object.spec.scale_target_ref;
+            let message = format!(
+                "{} {:?} is scaled by {owner}; this ScaledObject leaves its replicas alone while that lasts",
+                target.kind, target.name
+            );
+            report_problem(
+                &scaling,
+                &object,
+                "TargetOwnedByAnother",
+                &message,
+                &mut last_problem,
+            )
+            .await;
+            continue;
+        }
         let started = tokio::time::Instant::now();
         if let Err(error) = poll(
             &scaling,
