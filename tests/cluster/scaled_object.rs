@@ -1843,7 +1843,7 @@ async fn trigger_authentication_status_lists_its_users_and_whether_their_credent
                 "bare",
                 false,
                 Some(
-                    "environment variable \"AWS_ACCESS_KEY_ID\" not found in container (first) of the workload (parameter awsAccessKeyID)"
+                    "environment variable \"AWS_ACCESS_KEY_ID\" of the workload (parameter awsAccessKeyID): not set in container \"worker\""
                 )
             ),
             user(UserKind::ScaledObject, "worker", true, None),
