@@ -23,7 +23,7 @@ import urllib.request
 from datetime import datetime, timezone
 
 JOBS = 6
-FAILING = {2, 4}  # these fail their first two attempts, and the Job's backoffLimit retries them
+FAILING = {2, 4}  # these fail their first two attempts; the Jobs' backoffLimit retries the failed pods
 ORDERS = 5
 TIMEOUT = float(os.environ.get("WINDLASS_DEMO_TIMEOUT", "600"))
 NAMESPACE = "default"
@@ -99,7 +99,7 @@ def main():
     for n in range(JOBS):
         submit(addr, token, {"n": n, "failTimes": 2} if n in FAILING else {"n": n})
     say(f"POST /jobs x{JOBS} -> {JOBS} messages on the jobs queue "
-        f"({len(FAILING)} of them fail twice, then succeed on the Job's retry)")
+        f"({len(FAILING)} of them fail twice, then succeed on a retry)")
     for n in range(ORDERS):
         sqs(queues["orders"], Action="SendMessage", MessageBody=json.dumps({"order": n}))
     say(f"{ORDERS} messages on the orders queue (ScaledObject order-processor: 1 replica per 5)")
@@ -169,7 +169,10 @@ def main():
             drained = True
             say("order-processor is a placeholder image (the stack runs no containers for it): the "
                 "demo drains the orders queue as its workers would; scale-in follows the cooldown")
-        finished = done["succeeded"] + done["failed"] >= JOBS and running == 0
+        # Each message ends in one success. A failing message given back may go to another Job's
+        # pod, so a Job can now and then exhaust its backoffLimit; the ScaledJob then starts
+        # another Job for that message.
+        finished = done["succeeded"] >= JOBS and running == 0 and jobs_queue == 0
         if finished and drained and replicas == 0 and claims and live == 0:
             break
         time.sleep(2)

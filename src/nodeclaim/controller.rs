@@ -180,7 +180,15 @@ async fn reconcile<C: CloudProvider>(
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .or_else(|e| match e {
+        // A reconcile from a store that had not yet seen the claim go: it is already gone.
+        kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))
+            if status.code == 404 =>
+        {
+            Ok(Action::await_change())
+        }
+        e => Err(Error::Finalizer(Box::new(e))),
+    })
 }
 
 async fn apply<C: CloudProvider>(

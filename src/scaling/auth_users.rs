@@ -60,19 +60,19 @@ impl AuthUses {
     }
 
     /// Completes a setup's record: every authentication the triggers name that the setup did
-    /// not reach (it stopped at `stopped_by`) is unresolved with that reason.
-    pub fn completed(
+    /// not reach (it stopped at the error in `setup`) is unresolved with that reason.
+    pub fn completed<T, E: std::fmt::Display>(
         mut self,
         triggers: &[Trigger],
         namespace: &str,
-        stopped_by: Option<&dyn std::fmt::Display>,
+        setup: &Result<T, E>,
     ) -> Self {
         for reference in referenced(triggers) {
             let key = AuthKey::of(reference, namespace);
             self.0.entry(key).or_insert_with(|| {
-                Err(match stopped_by {
-                    Some(error) => format!("not resolved: {error}"),
-                    None => "not resolved".to_owned(),
+                Err(match setup {
+                    Err(error) => format!("not resolved: {error}"),
+                    Ok(_) => "not resolved".to_owned(),
                 })
             });
         }
@@ -286,7 +286,7 @@ mod tests {
         ];
         let mut uses = AuthUses::default();
         uses.record(namespaced("keys"), Ok(()));
-        let uses = uses.completed(&triggers, "team-a", Some(&"triggers[1]: bad queue"));
+        let uses = uses.completed(&triggers, "team-a", &Err::<(), _>("triggers[1]: bad queue"));
         let expected: BTreeMap<AuthKey, Resolution> = [
             (namespaced("keys"), Ok(())),
             (

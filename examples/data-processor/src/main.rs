@@ -1,8 +1,8 @@
 //! data-processor: the example worker a Windlass ScaledJob runs. Each run takes at most one
 //! message from `QUEUE_URL`, processes it, and
 //! - deletes it and exits 0 on success,
-//! - makes it visible again at once and exits 1 on failure, so the Job's next attempt
-//!   (`backoffLimit`) can take it,
+//! - makes it visible again at once and exits 1 on failure, so a retry can take it: the
+//!   Job's next attempt (`backoffLimit`), or another Job's pod that asks first,
 //! - exits 2 for a message that is not a job (left for the queue's redrive policy),
 //! - exits 0 without work when no message arrives within `WAIT_SECONDS` (default 20).
 //!
@@ -146,7 +146,7 @@ async fn run() -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Failed(reason) => {
-            // Visible again at once: the Job's retry, after its backoff, takes it.
+            // Visible again at once: a retry, this Job's after its backoff or another's, takes it.
             sqs.change_message_visibility()
                 .queue_url(&queue_url)
                 .receipt_handle(receipt)

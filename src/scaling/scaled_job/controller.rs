@@ -129,10 +129,9 @@ async fn setup_reported(scaling: &Scaling, object: &ScaledJob) -> Result<Setup, 
     let mut uses = AuthUses::default();
     let built = setup(scaling, object, &mut uses).await;
     let namespace = object.namespace().unwrap_or_default();
-    let stopped_by = built.as_ref().err().map(|e| e as &dyn std::fmt::Display);
     scaling.auth_users.report(
         user(object),
-        uses.completed(&object.spec.triggers, &namespace, stopped_by),
+        uses.completed(&object.spec.triggers, &namespace, &built),
     );
     built
 }
