@@ -31,11 +31,12 @@ from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 from moto.ec2.responses.fleets import Fleets
-from moto.server import main
 from moto.iam.models import iam_backends
+from moto.server import main
 from moto.ssm import models
 from moto.sts.models import sts_backends
 from moto.utilities.utils import get_partition
+from werkzeug.exceptions import HTTPException
 
 INSUFFICIENT_CAPACITY = "/windlass-test/insufficient-capacity"
 
@@ -183,8 +184,14 @@ def authenticate_and_authorize_action(self, iam_request_cls, resource="*"):
         headers=self.headers,
         action=self._get_action(),
     )
-    iam_request.check_signature()
-    iam_request.check_action_permitted(resource)
+    try:
+        iam_request.check_signature()
+        iam_request.check_action_permitted(resource)
+    except HTTPException as refusal:
+        # moto words the refusal in XML, which a JSON-protocol client (SQS today) cannot read.
+        if "X-Amz-Target" in self.headers and hasattr(refusal, "to_json"):
+            raise refusal.to_json() from refusal
+        raise
 
 
 ActionAuthenticatorMixin._authenticate_and_authorize_action = authenticate_and_authorize_action

@@ -192,12 +192,22 @@ async fn scaled_by_queue(
         .unwrap();
 }
 
-/// Ready=False from a poll that moto refused for the role's policy; the replicas stay at 0.
-async fn refused_by_iam(env: &TestEnv, objects: &Api<ScaledObject>, ns: &str, name: &str) {
+/// Ready=False from a poll that moto refused for `role`'s policy, so signed with that role's
+/// credentials; the replicas stay at 0.
+async fn refused_by_iam(
+    env: &TestEnv,
+    objects: &Api<ScaledObject>,
+    ns: &str,
+    name: &str,
+    role: &str,
+) {
+    let role_name = role.rsplit('/').next().unwrap();
     let (_, reason, message) = wait_for_condition(objects, name, "Ready", "False").await;
     assert_eq!(reason, "TriggerError", "{message}");
     assert!(
-        message.contains("AccessDenied") || message.contains("403"),
+        message.contains(&format!(
+            "AccessDenied: User: arn:aws:sts::123456789012:assumed-role/{role_name}/"
+        )),
         "{name}: not refused by IAM: {message}"
     );
     assert_eq!(replicas(&env.client, ns, name).await, Some(0));
@@ -269,7 +279,7 @@ async fn each_workload_reads_its_queue_with_its_own_pod_identity_role() {
         wait_for_replicas(&env.client, ns, "own", 2, Duration::from_secs(30)).await;
         wait_for_condition(objects, "own", "Ready", "True").await;
     }
-    refused_by_iam(&env, &objects_a, &ns_a, "other").await;
+    refused_by_iam(&env, &objects_a, &ns_a, "other", &role_a).await;
     let (_, reason, message) =
         wait_for_condition(&objects_b, "unassociated", "Ready", "False").await;
     assert_eq!(reason, "AuthenticationError");
@@ -308,6 +318,8 @@ async fn each_workload_reads_its_queue_with_its_own_pod_identity_role() {
 async fn the_controllers_own_pod_identity_comes_from_the_agent_endpoint() {
     let env = TestEnv::connect().await;
     install_crds(&env.client).await;
+    // The release's ServiceAccount is the controller's, whose token the agent is given.
+    crate::release::suite_release();
     let namespace = TestNamespace::create(&env.client, "pi-agent").await;
     let ns = namespace.name.clone();
     let node = test_node(&env.client, "kwok-pi-agent").await;
@@ -363,7 +375,7 @@ async fn the_controllers_own_pod_identity_comes_from_the_agent_endpoint() {
     );
 
     wait_for_replicas(&env.client, &ns, "granted", 2, Duration::from_secs(30)).await;
-    refused_by_iam(&env, &objects, &ns, "denied").await;
+    refused_by_iam(&env, &objects, &ns, "denied", &role).await;
     let records = issued();
     assert!(
         has_record(
