@@ -53,6 +53,8 @@ if $own_stack; then
     cat "${TMPDIR:-/tmp}/windlass-stack-build.log"
     exit 1
   fi
+  step "the stack's own services (hack/stack/*_test.py)"
+  hack/stack/stack.sh check
   trap 'hack/stack/stack.sh down' EXIT
   # A fresh cluster every run: whatever an earlier run left behind is gone.
   hack/stack/stack.sh down

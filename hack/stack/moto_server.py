@@ -14,16 +14,29 @@
    a spot instance gets the VPC's default group and an on-demand one none at all, where EC2 gives
    both the template's (SecurityGroupIds, or the first network interface's Groups). Windlass
    reads them back for drift, so each launched instance is given its template version's groups.
+4. IAM enforcement for chosen roles. moto checks no request against IAM unless told to, and
+   then checks every one, which the stack's static "testing" keys (no IAM user) would fail.
+   Here a request signed with the temporary keys of a role assumed through STS is checked when
+   that role exists in moto's IAM with the tag windlass-test/enforce-iam=true: its SigV4
+   signature and session token, and the role's inline and attached identity policies for the
+   action and the resource moto names (SQS: the queue's ARN), as moto's own enforcement does.
+   Every other request is served unchecked, as before.
 """
 
 import fnmatch
 import random
+from urllib.parse import urlparse
 
+from moto.core.authorization import ActionAuthenticatorMixin
 from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 from moto.ec2.responses.fleets import Fleets
+from moto.iam.models import iam_backends
 from moto.server import main
 from moto.ssm import models
+from moto.sts.models import sts_backends
+from moto.utilities.utils import get_partition
+from werkzeug.exceptions import HTTPException
 
 INSUFFICIENT_CAPACITY = "/windlass-test/insufficient-capacity"
 
@@ -134,6 +147,54 @@ def create_fleet(self):
 
 
 Fleets.create_fleet = create_fleet
+
+ENFORCE_IAM_TAG = "windlass-test/enforce-iam"
+
+
+def enforced_role(account, region, headers):
+    """The role whose temporary keys signed the request, if it asks for IAM enforcement."""
+    access_key = (headers.get("Authorization") or "").partition("Credential=")[2].partition("/")[0]
+    if not access_key or "X-Amz-Security-Token" not in headers:
+        return None
+    partition = get_partition(region)
+    assumed = sts_backends[account][partition].get_assumed_role_from_access_key(access_key)
+    if assumed is None:
+        return None
+    try:
+        role = iam_backends[account][partition].get_role_by_arn(assumed.role_arn)
+    except Exception:  # moto's NotFoundException: a role that IAM does not hold is not enforced
+        return None
+    tags = {tag["Key"]: tag["Value"] for tag in role.tags or []}
+    return role if tags.get(ENFORCE_IAM_TAG) == "true" else None
+
+
+def authenticate_and_authorize_action(self, iam_request_cls, resource="*"):
+    if enforced_role(self.current_account, self.region, self.headers) is None:
+        return
+    path = self.raw_path
+    query = urlparse(self.uri).query
+    if query:
+        path += "?" + query
+    iam_request = iam_request_cls(
+        account_id=self.current_account,
+        method=self.method,
+        path=path,
+        data=self.data,
+        body=self.raw_body,
+        headers=self.headers,
+        action=self._get_action(),
+    )
+    try:
+        iam_request.check_signature()
+        iam_request.check_action_permitted(resource)
+    except HTTPException as refusal:
+        # moto words the refusal in XML, which a JSON-protocol client (SQS today) cannot read.
+        if "X-Amz-Target" in self.headers and hasattr(refusal, "to_json"):
+            raise refusal.to_json() from refusal
+        raise
+
+
+ActionAuthenticatorMixin._authenticate_and_authorize_action = authenticate_and_authorize_action
 
 if __name__ == "__main__":
     main()

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The local test stack: a real Kubernetes control plane (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler), kwok playing the kubelets, and moto playing AWS,
-# all as processes on loopback. No Docker.
+# all as processes on loopback. No Docker. hack/stack/eks_auth.py plays EKS Auth and the EKS Pod
+# Identity Agent, which no emulator serves.
 #
 #   hack/stack/stack.sh build   build the Go binaries and the moto virtualenv (cached)
 #   hack/stack/stack.sh up      start everything (idempotent) and print the environment
 #   hack/stack/stack.sh env     print the environment of a running stack
 #   hack/stack/stack.sh down    stop everything and delete the cluster's data
+#   hack/stack/stack.sh check   the unit tests of the stack's own Python services
 #
 # Binaries are built with `go build` from the pinned modules under hack/stack/<component>/ and
 # cached in $WINDLASS_CACHE (default ~/.cache/windlass), keyed by version.
@@ -18,6 +20,7 @@ state=${WINDLASS_STACK_DIR:-$cache/stack}
 etcd_port=${WINDLASS_STACK_ETCD_PORT:-23790}
 api_port=${WINDLASS_STACK_API_PORT:-16443}
 moto_port=${WINDLASS_STACK_MOTO_PORT:-15000}
+eks_auth_port=${WINDLASS_STACK_EKS_AUTH_PORT:-15010}
 kcm_port=${WINDLASS_STACK_KCM_PORT:-20257}
 scheduler_port=${WINDLASS_STACK_SCHEDULER_PORT:-20259}
 kwok_port=${WINDLASS_STACK_KWOK_PORT:-20247}
@@ -165,7 +168,7 @@ up() {
   # moto holds AWS in memory while etcd keeps the cluster on disk: a stack that did not survive
   # whole (a reboot, a killed session) would keep Nodes and NodeClaims for instances moto no
   # longer has, and a new instance could get a stale Node's name. Such a stack starts afresh.
-  for component in etcd kube-apiserver kube-controller-manager kube-scheduler kwok moto; do
+  for component in etcd kube-apiserver kube-controller-manager kube-scheduler kwok moto eks-auth; do
     if ! running "$component"; then down; break; fi
   done
   build
@@ -208,12 +211,16 @@ up() {
     --server-address "127.0.0.1:$kwok_port" --node-lease-duration-seconds 40 \
     --config "$here/kwok-stages.yaml"
   start moto "$moto_venv/bin/python" "$here/moto_server.py" -H 127.0.0.1 -p "$moto_port"
+  start eks-auth "$moto_venv/bin/python" "$here/eks_auth.py" --port "$eks_auth_port" \
+    --api-server "https://127.0.0.1:$api_port" --ca-file "$pki/ca.crt" --token "$admin_token" \
+    --moto "http://127.0.0.1:$moto_port" --region "$region"
 
   wait_for kube-controller-manager 60 default_service_account
   # The cluster DNS Service an EKS cluster has; Windlass tells nodes its address. Nothing
   # answers on it here: kwok's pods resolve nothing.
   kubectl_ apply -f "$here/kube-dns.yaml" > /dev/null
   wait_for moto 30 curl -sf "http://127.0.0.1:$moto_port/moto-api/"
+  wait_for eks-auth 30 curl -sf "http://127.0.0.1:$eks_auth_port/healthz"
   AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_REGION=$region \
     AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
     "$moto_venv/bin/python" "$here/aws_fixture.py" "$cluster_name" > "$state/aws-fixture.json"
@@ -228,6 +235,7 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port
 export AWS_REGION=$region
 export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing
+export AWS_ENDPOINT_URL_EKS_AUTH=http://127.0.0.1:$eks_auth_port
 export WINDLASS_CLUSTER_NAME=$cluster_name
 export WINDLASS_STACK_FIXTURE=$state/aws-fixture.json
 export WINDLASS_AUDIT_LOG=$state/logs/audit.log
@@ -238,7 +246,7 @@ EOF
 
 down() {
   local name pid
-  for name in moto kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  for name in eks-auth moto kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     [ -f "$state/pids/$name" ] || continue
     pid=$(cat "$state/pids/$name")
     if kill -0 "$pid" 2>/dev/null; then
@@ -258,5 +266,6 @@ case ${1:-} in
   up) up ;;
   env) env_ ;;
   down) down ;;
-  *) die "usage: $0 build|up|env|down" ;;
+  check) "$moto_venv/bin/python" -m unittest discover -s "$here" -p '*_test.py' ;;
+  *) die "usage: $0 build|up|env|down|check" ;;
 esac

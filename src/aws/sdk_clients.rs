@@ -26,6 +26,7 @@ client!(iam, aws_sdk_iam);
 client!(sqs, aws_sdk_sqs);
 client!(sts, aws_sdk_sts);
 client!(eks, aws_sdk_eks);
+client!(eks_auth, aws_sdk_eksauth);
 client!(pricing, aws_sdk_pricing);
 
 #[cfg(feature = "cluster-tests")]
@@ -76,9 +77,11 @@ mod call_log {
             let Some(operation) = cfg.load::<Metadata>() else {
                 return Ok(());
             };
+            // IAM's prefix is the service name in lower case, words joined by `-` (EKS Auth:
+            // `eks-auth`).
             let action = format!(
                 "{}:{}",
-                operation.service().to_lowercase(),
+                operation.service().to_lowercase().replace(' ', "-"),
                 operation.name()
             );
             let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());

@@ -433,7 +433,11 @@ mod tests {
             ),
             watch_namespace: None,
             controller_namespace: "windlass".into(),
-            sqs: SqsClients::new(aws_config::SdkConfig::builder().build(), client),
+            sqs: SqsClients::new(
+                aws_config::SdkConfig::builder().build(),
+                client,
+                "windlass-test".into(),
+            ),
             queue_depths: QueueDepths::default(),
             scaled_object_loops: Default::default(),
             scaled_job_loops: Default::default(),

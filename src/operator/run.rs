@@ -156,7 +156,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         recorder: Recorder::new(client.clone(), reporter),
         watch_namespace: args.watch_namespace,
         controller_namespace: args.namespace.clone(),
-        sqs: SqsClients::new(aws.clone(), client.clone()),
+        sqs: SqsClients::new(aws.clone(), client.clone(), args.cluster_name.clone()),
         queue_depths: QueueDepths::default(),
         scaled_object_loops: Default::default(),
         scaled_job_loops: Default::default(),

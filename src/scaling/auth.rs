@@ -6,13 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_config::SdkConfig;
 use aws_config::sts::AssumeRoleProvider;
-use aws_sdk_sqs::config::{Credentials, Region, SharedCredentialsProvider};
+use aws_sdk_sqs::config::{Credentials, ProvideCredentials, Region, SharedCredentialsProvider};
 use aws_types::origin::Origin;
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::{Api, Client};
 
 use super::container_env::{self, EnvError, EnvObjects};
+use super::eks_pod_identity::{PodIdentityError, WorkloadPodIdentity};
 use super::target::service_account;
 use super::workload_identity::{ROLE_ARN_ANNOTATION, WorkloadWebIdentity};
 use crate::apis::trigger_auth::{
@@ -36,6 +37,12 @@ pub enum AwsIdentity {
         namespace: String,
         service_account: String,
         role_arn: String,
+    },
+    /// The role the cluster's EKS Pod Identity association gives the scale target's
+    /// ServiceAccount (`identityOwner: workload`, provider `aws-eks-pod-identity`).
+    WorkloadPodIdentity {
+        namespace: String,
+        service_account: String,
     },
 }
 
@@ -66,6 +73,10 @@ impl std::fmt::Debug for AwsIdentity {
             } => {
                 write!(f, "Workload({namespace}/{service_account} as {role_arn})")
             }
+            AwsIdentity::WorkloadPodIdentity {
+                namespace,
+                service_account,
+            } => write!(f, "WorkloadPodIdentity({namespace}/{service_account})"),
         }
     }
 }
@@ -101,6 +112,10 @@ impl ResolvedAuth {
             } => {
                 format!("workload:{namespace}/{service_account}:{role_arn}")
             }
+            AwsIdentity::WorkloadPodIdentity {
+                namespace,
+                service_account,
+            } => format!("workload-pod-identity:{namespace}/{service_account}"),
         };
         match &self.assume_role {
             Some(role) => format!(
@@ -113,10 +128,12 @@ impl ResolvedAuth {
     }
 
     /// SDK configuration for these credentials, in `region` and at `endpoint` when given.
+    /// `cluster` is the controller's `--cluster-name`, whose Pod Identity associations count.
     pub async fn sdk_config(
         &self,
         base: &SdkConfig,
         kube: &Client,
+        cluster: &str,
         region: Option<&str>,
         endpoint: Option<&str>,
     ) -> SdkConfig {
@@ -153,6 +170,21 @@ impl ResolvedAuth {
                 };
                 builder = builder.credentials_provider(SharedCredentialsProvider::new(provider));
             }
+            AwsIdentity::WorkloadPodIdentity {
+                namespace,
+                service_account,
+            } => {
+                // EKS Auth is the cluster's, in the controller's region and at its endpoint
+                // (AWS_ENDPOINT_URL_EKS_AUTH), whatever the queue's region or awsEndpoint.
+                let provider = WorkloadPodIdentity::new(
+                    kube.clone(),
+                    crate::aws::sdk_clients::eks_auth(base),
+                    cluster,
+                    namespace,
+                    service_account,
+                );
+                builder = builder.credentials_provider(SharedCredentialsProvider::new(provider));
+            }
         }
         let config = builder.build();
         let Some(role) = &self.assume_role else {
@@ -169,6 +201,33 @@ impl ResolvedAuth {
             .to_builder()
             .credentials_provider(SharedCredentialsProvider::new(provider))
             .build()
+    }
+}
+
+impl ResolvedAuth {
+    /// Fetches a workload's EKS Pod Identity credentials once through `provider`, the one its
+    /// trigger's client signs with, so that a ServiceAccount without an association is
+    /// reported when the trigger is set up; the provider keeps the credentials for the polls.
+    pub async fn check_credentials(
+        &self,
+        provider: Option<&SharedCredentialsProvider>,
+    ) -> Result<(), AuthError> {
+        if !matches!(self.identity, AwsIdentity::WorkloadPodIdentity { .. }) {
+            return Ok(());
+        }
+        let Some(provider) = provider else {
+            return Ok(());
+        };
+        match provider.provide_credentials().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match PodIdentityError::of(&e) {
+                Some(pod_identity) => pod_identity.clone().into(),
+                None => AuthError::Read {
+                    what: "EKS Pod Identity credentials".into(),
+                    message: e.to_string(),
+                },
+            }),
+        }
     }
 }
 
@@ -213,8 +272,8 @@ pub enum AuthError {
         "ServiceAccount {namespace}/{name} has no {ROLE_ARN_ANNOTATION} annotation (identityOwner workload)"
     )]
     WorkloadRoleMissing { namespace: String, name: String },
-    #[error("{0} is not supported yet")]
-    Unsupported(&'static str),
+    #[error(transparent)]
+    PodIdentity(#[from] PodIdentityError),
     #[error("cannot read {what}: {message}")]
     Read { what: String, message: String },
 }
@@ -227,7 +286,7 @@ impl AuthError {
             AuthError::Incomplete(_)
             | AuthError::WorkloadRoleMissing { .. }
             | AuthError::Env { .. } => "auth_incomplete",
-            AuthError::Unsupported(_) => "auth_unsupported",
+            AuthError::PodIdentity(e) => e.metric_label(),
             AuthError::Read { .. } => "auth_read",
         }
     }
@@ -290,10 +349,9 @@ pub async fn load(
     })?;
     let (values, existing) = read_secrets(client, &spec, secret_namespace).await?;
     let workload_service_account = service_account(workload_pod_spec);
-    let wants_role = spec
-        .pod_identity
-        .as_ref()
-        .is_some_and(|p| p.identity_owner == IdentityOwner::Workload);
+    let wants_role = spec.pod_identity.as_ref().is_some_and(|p| {
+        p.identity_owner == IdentityOwner::Workload && p.provider == PodIdentityProvider::Aws
+    });
     let role_arn = if wants_role {
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
         let account = accounts
@@ -372,8 +430,8 @@ pub async fn read_secrets(
 }
 
 /// What can be told about a spec on its own, before a workload uses it and without calling
-/// AWS: the Secrets and keys it names exist, access keys come in pairs, and its pod identity is
-/// one Windlass supports. `env` parameters are checked when a workload uses them.
+/// AWS: the Secrets and keys it names exist, access keys come in pairs, and a workload's
+/// identity is not combined with access keys. `env` parameters are checked when a workload uses them.
 pub fn check(
     spec: &TriggerAuthenticationSpec,
     secrets: &SecretValues,
@@ -496,7 +554,8 @@ pub fn resolve(
     })
 }
 
-/// `identityOwner: workload`: the workload's IRSA role, in place of the controller's identity.
+/// `identityOwner: workload`: the workload's IRSA role or EKS Pod Identity, in place of the
+/// controller's identity.
 fn workload_identity(
     pod_identity: &PodIdentity,
     keys: AwsIdentity,
@@ -512,6 +571,15 @@ fn workload_identity(
     let workload = workload.ok_or(AuthError::Incomplete(
         "identityOwner workload needs the workload's ServiceAccount",
     ))?;
+    if pod_identity.provider == PodIdentityProvider::AwsEksPodIdentity {
+        return Ok(ResolvedAuth {
+            identity: AwsIdentity::WorkloadPodIdentity {
+                namespace: workload.namespace.clone(),
+                service_account: workload.service_account.clone(),
+            },
+            assume_role: None,
+        });
+    }
     let role_arn = workload
         .role_arn
         .clone()
@@ -538,13 +606,10 @@ fn supports_workload_identity(
 ) -> Result<(), AuthError> {
     match pod_identity.provider {
         PodIdentityProvider::None => Ok(()),
-        PodIdentityProvider::AwsEksPodIdentity => Err(AuthError::Unsupported(
-            "identityOwner workload with provider aws-eks-pod-identity",
-        )),
-        PodIdentityProvider::Aws if with_keys => Err(AuthError::Incomplete(
-            "identityOwner workload cannot be combined with access keys",
-        )),
-        PodIdentityProvider::Aws => Ok(()),
+        PodIdentityProvider::Aws | PodIdentityProvider::AwsEksPodIdentity if with_keys => Err(
+            AuthError::Incomplete("identityOwner workload cannot be combined with access keys"),
+        ),
+        PodIdentityProvider::Aws | PodIdentityProvider::AwsEksPodIdentity => Ok(()),
     }
 }
 
@@ -802,18 +867,43 @@ mod tests {
     }
 
     #[test]
-    fn workload_owned_eks_pod_identity_is_reported_as_unsupported_not_ignored() {
-        let error = resolve(
+    fn workload_owned_eks_pod_identity_is_the_service_accounts_without_an_annotation() {
+        let auth = resolve(
             &workload_spec(PodIdentityProvider::AwsEksPodIdentity),
             &SecretValues::new(),
             &[],
             "team-a",
             Some(&account(None)),
         )
-        .unwrap_err();
+        .unwrap();
         assert_eq!(
-            error,
-            AuthError::Unsupported("identityOwner workload with provider aws-eks-pod-identity")
+            auth.identity,
+            AwsIdentity::WorkloadPodIdentity {
+                namespace: "team-a".into(),
+                service_account: "worker".into(),
+            }
+        );
+        assert_eq!(auth.assume_role, None);
+        assert_eq!(
+            auth.identity_key(),
+            "workload-pod-identity:team-a/worker",
+            "distinct from the same ServiceAccount's IRSA role and from the controller"
+        );
+        let with_keys = TriggerAuthenticationSpec {
+            pod_identity: workload_spec(PodIdentityProvider::AwsEksPodIdentity).pod_identity,
+            ..keys_spec()
+        };
+        assert_eq!(
+            resolve(
+                &with_keys,
+                &values(&[("id", "AKIA1"), ("secret", "s3cr3t")]),
+                &["creds".into()],
+                "team-a",
+                Some(&account(None)),
+            ),
+            Err(AuthError::Incomplete(
+                "identityOwner workload cannot be combined with access keys"
+            ))
         );
     }
 
@@ -861,9 +951,8 @@ mod tests {
                 &[],
                 "ns"
             ),
-            Err(AuthError::Unsupported(
-                "identityOwner workload with provider aws-eks-pod-identity"
-            ))
+            Ok(()),
+            "the association is looked up when a workload uses it"
         );
         assert_eq!(
             check(

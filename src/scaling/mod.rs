@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod auth_users;
 pub mod container_env;
+pub mod eks_pod_identity;
 pub mod loops;
 pub mod queue_depths;
 pub mod scaled_job;

@@ -132,21 +132,32 @@ pub async fn resolve_sqs_queue(
         QueueAddress::Name(_) => None,
     });
     let reference = sqs.authentication(trigger.authentication_ref.as_ref());
-    let auth = auth::load(
+    let endpoint = sqs.aws_endpoint.as_deref();
+    let resolved = match auth::load(
         &scaling.client,
         namespace,
         &scaling.controller_namespace,
         reference,
         &env.pod_spec,
     )
-    .await;
+    .await
+    {
+        Ok(auth) => {
+            let (client, credentials) = scaling
+                .sqs
+                .client_with_credentials(&auth, region.as_deref(), endpoint)
+                .await;
+            auth.check_credentials(credentials.as_ref())
+                .await
+                .map(|()| (auth, client))
+        }
+        Err(e) => Err(e),
+    };
     if let Some(reference) = reference {
-        let resolution = auth.as_ref().map(|_| ()).map_err(ToString::to_string);
+        let resolution = resolved.as_ref().map(|_| ()).map_err(ToString::to_string);
         uses.record(AuthKey::of(reference, namespace), resolution);
     }
-    let auth = auth?;
-    let endpoint = sqs.aws_endpoint.as_deref();
-    let client = scaling.sqs.client(&auth, region.as_deref(), endpoint).await;
+    let (auth, client) = resolved?;
     let url = match address {
         QueueAddress::Url(url) => url.to_owned(),
         QueueAddress::Name(name) => {

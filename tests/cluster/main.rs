@@ -9,6 +9,7 @@ mod disruption;
 mod jobs_api;
 mod keda_metrics;
 mod node_classes;
+mod pod_identity;
 mod provisioning;
 mod release;
 mod scaled_job;

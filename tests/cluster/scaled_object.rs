@@ -131,7 +131,7 @@ pub(crate) async fn clean_up(
     delete_node(&env.client, node).await;
 }
 
-async fn replicas(client: &Client, namespace: &str, name: &str) -> Option<i32> {
+pub(crate) async fn replicas(client: &Client, namespace: &str, name: &str) -> Option<i32> {
     Api::<Deployment>::namespaced(client.clone(), namespace)
         .get(name)
         .await
@@ -140,7 +140,7 @@ async fn replicas(client: &Client, namespace: &str, name: &str) -> Option<i32> {
         .replicas
 }
 
-async fn wait_for_replicas(
+pub(crate) async fn wait_for_replicas(
     client: &Client,
     namespace: &str,
     name: &str,
@@ -169,7 +169,7 @@ fn condition(object: &ScaledObject, type_: &str) -> Option<(String, String, Stri
     ))
 }
 
-async fn wait_for_condition(
+pub(crate) async fn wait_for_condition(
     api: &Api<ScaledObject>,
     name: &str,
     type_: &str,
@@ -678,7 +678,12 @@ async fn missing_secret_is_a_condition_and_an_event_and_never_scales_to_zero() {
     clean_up(&env, namespace, &objects, &node).await;
 }
 
-async fn trigger_authentication(client: &Client, namespace: &str, name: &str, spec: Value) {
+pub(crate) async fn trigger_authentication(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    spec: Value,
+) {
     let api: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         namespace,
@@ -1627,7 +1632,7 @@ fn queue_name(url: &str) -> &str {
 }
 
 /// A Warning Event on `object` with exactly `message`, once it exists.
-async fn warning_event(client: &Client, namespace: &str, object: &str, message: &str) {
+pub(crate) async fn warning_event(client: &Client, namespace: &str, object: &str, message: &str) {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     wait_until(
         &format!("a Warning Event on {object}: {message}"),

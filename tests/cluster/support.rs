@@ -419,13 +419,32 @@ pub fn start_windlass_without(
     extra: &[&str],
     unset: &[&str],
 ) -> Windlass {
-    start_windlass_configured(namespace, home, cluster, extra, unset, &[])
+    start_windlass_configured(namespace, home, cluster, extra, unset, &[], &[])
 }
 
 /// `windlass run` handling `namespace` with environment variables of its own on top of the
 /// release's and the test's (an SDK setting the controller reads, say).
 pub fn start_windlass_with_env(namespace: &str, env: &[(&str, &str)]) -> Windlass {
-    start_windlass_configured(namespace, "windlass", &unique("cluster"), &[], &[], env)
+    start_windlass_configured(
+        namespace,
+        "windlass",
+        &unique("cluster"),
+        &[],
+        &[],
+        env,
+        &[],
+    )
+}
+
+/// `windlass run` as the install `cluster` with environment variables of its own, and without
+/// the variables `removed` from the test's own environment (the stack's static AWS keys, say).
+pub fn start_windlass_with_own_env(
+    namespace: &str,
+    cluster: &str,
+    env: &[(&str, &str)],
+    removed: &[&str],
+) -> Windlass {
+    start_windlass_configured(namespace, "windlass", cluster, &[], &[], env, removed)
 }
 
 fn start_windlass_configured(
@@ -435,11 +454,16 @@ fn start_windlass_configured(
     extra: &[&str],
     unset: &[&str],
     env: &[(&str, &str)],
+    removed: &[&str],
 ) -> Windlass {
     let release = suite_release();
     let (health_port, metrics_port, jobs_port) = (free_port(), free_port(), free_port());
     let cluster = cluster.to_owned();
-    let process = Command::new(env!("CARGO_BIN_EXE_windlass"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_windlass"));
+    for name in removed {
+        command.env_remove(name);
+    }
+    let process = command
         .envs(
             release
                 .env

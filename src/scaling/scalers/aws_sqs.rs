@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
+use aws_sdk_sqs::config::SharedCredentialsProvider;
 use aws_sdk_sqs::types::QueueAttributeName;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -144,21 +145,27 @@ async fn get_queue_attributes(
 /// Region, endpoint and identity key: what makes two SQS clients different.
 type ClientKey = (Option<String>, Option<String>, String);
 
+/// A client and the credentials provider it signs with.
+type SqsClient = (aws_sdk_sqs::Client, Option<SharedCredentialsProvider>);
+
 /// SQS clients by region, endpoint and identity, built once and reused.
 #[derive(Clone)]
 pub struct SqsClients {
     base: SdkConfig,
     kube: kube::Client,
-    clients: Arc<Mutex<HashMap<ClientKey, aws_sdk_sqs::Client>>>,
+    /// The controller's `--cluster-name`: workload Pod Identity associations are this cluster's.
+    cluster: String,
+    clients: Arc<Mutex<HashMap<ClientKey, SqsClient>>>,
     /// URLs of queues that triggers name rather than address.
     pub queue_urls: QueueUrls,
 }
 
 impl SqsClients {
-    pub fn new(base: SdkConfig, kube: kube::Client) -> Self {
+    pub fn new(base: SdkConfig, kube: kube::Client, cluster: String) -> Self {
         Self {
             base,
             kube,
+            cluster,
             clients: Arc::default(),
             queue_urls: QueueUrls::default(),
         }
@@ -170,6 +177,17 @@ impl SqsClients {
         region: Option<&str>,
         endpoint: Option<&str>,
     ) -> aws_sdk_sqs::Client {
+        self.client_with_credentials(auth, region, endpoint).await.0
+    }
+
+    /// The client for these credentials, with the provider it signs with (none for the SDK's
+    /// default chain): the same provider, and so the same cached credentials, as its polls.
+    pub async fn client_with_credentials(
+        &self,
+        auth: &ResolvedAuth,
+        region: Option<&str>,
+        endpoint: Option<&str>,
+    ) -> (aws_sdk_sqs::Client, Option<SharedCredentialsProvider>) {
         let key = (
             region.map(str::to_owned),
             endpoint.map(str::to_owned),
@@ -179,10 +197,12 @@ impl SqsClients {
         if let Some(client) = clients.get(&key) {
             return client.clone();
         }
-        let client = crate::aws::sdk_clients::sqs(
-            &auth
-                .sdk_config(&self.base, &self.kube, region, endpoint)
-                .await,
+        let config = auth
+            .sdk_config(&self.base, &self.kube, &self.cluster, region, endpoint)
+            .await;
+        let client = (
+            crate::aws::sdk_clients::sqs(&config),
+            config.credentials_provider(),
         );
         clients.insert(key, client.clone());
         client
