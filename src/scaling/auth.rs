@@ -129,6 +129,8 @@ impl ResolvedAuth {
 
     /// SDK configuration for these credentials, in `region` and at `endpoint` when given.
     /// `cluster` is the controller's `--cluster-name`, whose Pod Identity associations count.
+    /// `endpoint` (a trigger's `awsEndpoint`) is the queue's: as in KEDA, the STS calls that
+    /// get the credentials go where the controller's own would.
     pub async fn sdk_config(
         &self,
         base: &SdkConfig,
@@ -138,7 +140,7 @@ impl ResolvedAuth {
         endpoint: Option<&str>,
     ) -> SdkConfig {
         // Without credentials: what STS is called with to get the workload's.
-        let plain = located(base, region, endpoint);
+        let plain = located(base, region, None);
         let mut builder = plain.to_builder();
         match &self.identity {
             AwsIdentity::Controller => {}
@@ -188,7 +190,7 @@ impl ResolvedAuth {
         }
         let config = builder.build();
         let Some(role) = &self.assume_role else {
-            return config;
+            return located(&config, None, endpoint);
         };
         let mut provider = AssumeRoleProvider::builder(&role.role_arn)
             .session_name("windlass")
@@ -197,10 +199,11 @@ impl ResolvedAuth {
             provider = provider.external_id(external_id);
         }
         let provider = provider.build().await;
-        config
+        let assumed = config
             .to_builder()
             .credentials_provider(SharedCredentialsProvider::new(provider))
-            .build()
+            .build();
+        located(&assumed, None, endpoint)
     }
 }
 
@@ -1009,6 +1012,57 @@ mod tests {
         assert!(
             accepted.is_ok_and(|connection| connection.is_ok()),
             "GetQueueAttributes did not reach the trigger's awsEndpoint"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_triggers_endpoint_is_the_queues_and_assume_role_calls_the_controllers_sts() {
+        let controller_endpoint = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let trigger_endpoint = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // The loader, unlike a bare builder, gives the time source and sleep AssumeRole needs.
+        let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(format!(
+                "http://{}",
+                controller_endpoint.local_addr().unwrap()
+            ))
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("AKID", "secret", None, None, "test"))
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+            .load()
+            .await;
+        let auth = ResolvedAuth {
+            identity: AwsIdentity::StaticKeys {
+                access_key_id: "AKID".into(),
+                secret_access_key: "secret".into(),
+                session_token: None,
+            },
+            assume_role: Some(AssumeRole {
+                role_arn: "arn:aws:iam::123456789012:role/reader".into(),
+                external_id: None,
+            }),
+        };
+        let no_api_server = tower::service_fn(|_: axum::http::Request<kube::client::Body>| async {
+            Err::<axum::http::Response<kube::client::Body>, _>(std::io::Error::other(
+                "no API server in unit tests",
+            ))
+        });
+        let kube = Client::new(no_api_server, "default");
+        let trigger = format!("http://{}", trigger_endpoint.local_addr().unwrap());
+        let config = auth
+            .sdk_config(&base, &kube, "prod", None, Some(&trigger))
+            .await;
+        assert_eq!(config.endpoint_url(), Some(trigger.as_str()));
+        let provider = config.credentials_provider().unwrap();
+        let assuming = tokio::spawn(async move { provider.provide_credentials().await });
+        let reached = tokio::select! {
+            _ = controller_endpoint.accept() => "the controller's endpoint",
+            _ = trigger_endpoint.accept() => "the trigger's awsEndpoint",
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => "nowhere",
+        };
+        assuming.abort();
+        assert_eq!(
+            reached, "the controller's endpoint",
+            "AssumeRole went to {reached}"
         );
     }
 }
