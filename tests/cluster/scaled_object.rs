@@ -808,7 +808,8 @@ async fn trigger_authentications_are_ready_only_when_their_secrets_and_keys_exis
 
 /// Every authentication mode reads the queue: the workload's IRSA role (TokenRequest, then STS
 /// AssumeRoleWithWebIdentity), a role assumed on the controller's identity, and keys from the
-/// workload's container environment. A workload ServiceAccount without a role is reported.
+/// workload's container environment (one through `valueFrom` a Secret). A workload
+/// ServiceAccount without a role, and a key from a Secret that does not exist, are reported.
 #[tokio::test]
 async fn each_authentication_mode_reads_the_queue() {
     let env = TestEnv::connect().await;
@@ -832,14 +833,32 @@ async fn each_authentication_mode_reads_the_queue() {
         .await
         .unwrap();
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), ns);
-    let keys_in_env = json!([{"name": "AWS_ACCESS_KEY_ID", "value": "testing"}, {"name": "AWS_SECRET_ACCESS_KEY", "value": "testing"}]);
+    // The secret key comes from a Secret through valueFrom, as the pod would see it.
+    let keys_in_env = |secret: &str| {
+        json!([{"name": "AWS_ACCESS_KEY_ID", "value": "testing"},
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": secret, "key": "secret"}}}])
+    };
+    Api::<Secret>::namespaced(env.client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "worker-keys"}, "stringData": {"secret": "testing"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     for (name, pod) in [
         ("irsa", json!({"serviceAccountName": "worker"})),
         ("no-role", json!({"serviceAccountName": "plain"})),
         ("role", json!({})),
         (
             "env",
-            json!({"containers": [{"name": "worker", "image": "registry.example.com/worker:1", "env": keys_in_env}]}),
+            json!({"containers": [{"name": "worker", "image": "registry.example.com/worker:1", "env": keys_in_env("worker-keys")}]}),
+        ),
+        (
+            "env-missing",
+            json!({"containers": [{"name": "worker", "image": "registry.example.com/worker:1", "env": keys_in_env("absent-keys")}]}),
         ),
     ] {
         deployment(&env.client, ns, name, &node, 0).await;
@@ -872,6 +891,7 @@ async fn each_authentication_mode_reads_the_queue() {
         ("no-role", "as-workload"),
         ("role", "as-role"),
         ("env", "from-env"),
+        ("env-missing", "from-env"),
     ] {
         let trigger = json!({"spec": {"triggers": [{"type": "aws-sqs-queue", "name": "queue",
             "metadata": {"queueURL": queue, "queueLength": "2"}, "authenticationRef": {"name": authentication}}]}});
@@ -898,6 +918,15 @@ async fn each_authentication_mode_reads_the_queue() {
         )
     );
     assert_eq!(replicas(&env.client, ns, "no-role").await, Some(0));
+    let (_, reason, message) = wait_for_condition(&objects, "env-missing", "Ready", "False").await;
+    assert_eq!(reason, "AuthenticationError");
+    assert_eq!(
+        message,
+        format!(
+            "triggers[0].authenticationRef: environment variable \"AWS_SECRET_ACCESS_KEY\" of the workload (parameter awsSecretAccessKey): Secret {ns}/absent-keys not found"
+        )
+    );
+    assert_eq!(replicas(&env.client, ns, "env-missing").await, Some(0));
     clean_up(&env, namespace, &objects, &node).await;
 }
 
