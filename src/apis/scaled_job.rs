@@ -54,6 +54,8 @@ use super::triggers::{Trigger, TriggerValue};
 #[serde(rename_all = "camelCase")]
 // A negative maxReplicaCount is reported by its own minimum alone.
 #[x_kube(validation = Rule::new("self.maxReplicaCount < 0 || self.minReplicaCount <= self.maxReplicaCount").message("minReplicaCount must not exceed maxReplicaCount").field_path(".minReplicaCount"))]
+#[x_kube(validation = Rule::new("self.triggers.all(t, !has(t.name) || self.triggers.filter(u, has(u.name) && u.name == t.name).size() == 1)").message("trigger names must be unique: status and metrics are keyed by them").field_path(".triggers"))]
+#[x_kube(validation = Rule::new("self.triggers.all(t, !has(t.metricType) || t.metricType == 'AverageValue')").message("a ScaledJob counts one Job per queueLength: its triggers' metricType can only be AverageValue").field_path(".triggers"))]
 pub struct ScaledJobSpec {
     /// The Job to create for each unit of work (a batch/v1 JobSpec).
     #[schemars(schema_with = "without_descriptions::<JobSpec>")]

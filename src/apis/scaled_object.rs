@@ -68,6 +68,7 @@ use super::triggers::{MetricType, Trigger, TriggerValue};
 // A maxReplicaCount below its own minimum is reported by that rule alone.
 #[x_kube(validation = Rule::new("self.maxReplicaCount < 1 || self.minReplicaCount <= self.maxReplicaCount").message("minReplicaCount must not exceed maxReplicaCount").field_path(".minReplicaCount"))]
 #[x_kube(validation = Rule::new("!has(self.idleReplicaCount) || self.idleReplicaCount < self.minReplicaCount").message("idleReplicaCount must be less than minReplicaCount").field_path(".idleReplicaCount"))]
+#[x_kube(validation = Rule::new("self.triggers.all(t, !has(t.name) || self.triggers.filter(u, has(u.name) && u.name == t.name).size() == 1)").message("trigger names must be unique: status and metrics are keyed by them").field_path(".triggers"))]
 #[x_kube(validation = Rule::new("!has(self.fallback) || self.triggers.all(t, !has(t.metricType) || t.metricType == 'AverageValue')").message("fallback requires every trigger to use metricType AverageValue").field_path(".fallback"))]
 #[x_kube(validation = Rule::new("!has(self.advanced) || !has(self.advanced.scalingModifiers) || self.triggers.all(t, has(t.name) && t.name != '')").message("scalingModifiers requires every trigger to have a name: the formula names triggers by it").field_path(".triggers"))]
 pub struct ScaledObjectSpec {

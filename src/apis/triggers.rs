@@ -30,11 +30,14 @@ pub struct TriggerValue {
 #[x_kube(validation = Rule::new("!('scaleOnInFlight' in self.metadata) || self.metadata['scaleOnInFlight'] in ['true', 'false']").message("metadata.scaleOnInFlight must be \"true\" or \"false\""))]
 #[x_kube(validation = Rule::new("!('scaleOnDelayed' in self.metadata) || self.metadata['scaleOnDelayed'] in ['true', 'false']").message("metadata.scaleOnDelayed must be \"true\" or \"false\""))]
 #[x_kube(validation = Rule::new("!('identityOwner' in self.metadata) || self.metadata['identityOwner'] in ['pod', 'operator']").message("metadata.identityOwner must be \"pod\" or \"operator\""))]
+#[x_kube(validation = Rule::new("!has(self.metricType) || self.metricType != 'Utilization'").message("metricType Utilization needs a resource metric; aws-sqs-queue gives AverageValue or Value").field_path(".metricType"))]
 pub struct Trigger {
     /// The event source.
     pub r#type: TriggerType,
-    /// Optional name, unique within the object; used in status and metrics.
+    /// Optional name, unique within the object; used in status and metrics. Bounded so the
+    /// API server can afford the uniqueness check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub name: Option<String>,
     /// Source-specific settings, as strings (KEDA's format).
     #[serde(default)]
@@ -43,7 +46,8 @@ pub struct Trigger {
     /// Where the credentials for this trigger come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication_ref: Option<AuthenticationRef>,
-    /// How the metric is compared with its target.
+    /// How the metric is compared with its target (ScaledObjects; a ScaledJob takes only
+    /// AverageValue, its Jobs being one per `queueLength`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric_type: Option<MetricType>,
     /// Accepted for KEDA compatibility; every poll of a shared queue is already cached.

@@ -543,11 +543,10 @@ pub fn resolve(
         role_arn,
         external_id: None,
     });
-    if let Some(pod_identity) = spec
-        .pod_identity
-        .as_ref()
-        .filter(|p| p.identity_owner == IdentityOwner::Workload)
-    {
+    // With provider none there is no workload identity to take: the keys and role stand.
+    if let Some(pod_identity) = spec.pod_identity.as_ref().filter(|p| {
+        p.identity_owner == IdentityOwner::Workload && p.provider != PodIdentityProvider::None
+    }) {
         return workload_identity(pod_identity, identity, workload);
     }
     let pod_role = spec.pod_identity.as_ref().and_then(controller_role);
@@ -564,12 +563,6 @@ fn workload_identity(
     keys: AwsIdentity,
     workload: Option<&Workload>,
 ) -> Result<ResolvedAuth, AuthError> {
-    if pod_identity.provider == PodIdentityProvider::None {
-        return Ok(ResolvedAuth {
-            identity: keys,
-            assume_role: None,
-        });
-    }
     supports_workload_identity(pod_identity, keys != AwsIdentity::Controller)?;
     let workload = workload.ok_or(AuthError::Incomplete(
         "identityOwner workload needs the workload's ServiceAccount",
@@ -752,6 +745,32 @@ mod tests {
             auth.identity_key(),
             "controller+role:arn:aws:iam::123456789012:role/reader+ext"
         );
+    }
+
+    #[test]
+    fn provider_none_keeps_the_keys_and_role_whoever_owns_the_identity() {
+        let mut spec = keys_spec();
+        spec.secret_target_ref
+            .push(secret_ref(AwsAuthParameter::RoleArn, "role"));
+        let secrets = values(&[
+            ("id", "AKIA1"),
+            ("secret", "s3cr3t"),
+            ("role", "arn:aws:iam::123456789012:role/reader"),
+        ]);
+        for owner in [IdentityOwner::Keda, IdentityOwner::Workload] {
+            spec.pod_identity = Some(PodIdentity {
+                provider: PodIdentityProvider::None,
+                role_arn: None,
+                external_id: None,
+                identity_owner: owner,
+            });
+            let auth = resolve(&spec, &secrets, &["creds".into()], "ns", None).unwrap();
+            assert_eq!(
+                auth.identity_key(),
+                "key:AKIA1+role:arn:aws:iam::123456789012:role/reader+",
+                "{owner:?}"
+            );
+        }
     }
 
     fn workload_spec(provider: PodIdentityProvider) -> TriggerAuthenticationSpec {

@@ -127,7 +127,7 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
     assert!(applied >= 9, "only {applied} example objects applied");
 
     type Mutation = fn(&mut Value);
-    let cases: [(&str, &str, Mutation, &[&str]); 23] = [
+    let cases: [(&str, &str, Mutation, &[&str]); 27] = [
         (
             "scaledobject-sqs.yaml",
             "ScaledObject",
@@ -159,6 +159,46 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
                 "spec.triggers[0]",
                 "needs metadata.queueURL or metadata.queueURLFromEnv",
             ],
+        ),
+        (
+            "scaledobject-sqs.yaml",
+            "ScaledObject",
+            |o| o["spec"]["triggers"][0]["metricType"] = json!("Utilization"),
+            &[
+                "spec.triggers[0].metricType",
+                "metricType Utilization needs a resource metric",
+            ],
+        ),
+        (
+            "scaledobject-sqs.yaml",
+            "ScaledObject",
+            |o| {
+                let mut twin = o["spec"]["triggers"][0].clone();
+                twin["name"] = json!("orders");
+                o["spec"]["triggers"][0]["name"] = json!("orders");
+                o["spec"]["triggers"].as_array_mut().unwrap().push(twin);
+            },
+            &["spec.triggers", "trigger names must be unique"],
+        ),
+        (
+            "scaledjob-data-processor.yaml",
+            "ScaledJob",
+            |o| o["spec"]["triggers"][0]["metricType"] = json!("Value"),
+            &[
+                "spec.triggers",
+                "its triggers' metricType can only be AverageValue",
+            ],
+        ),
+        (
+            "scaledjob-data-processor.yaml",
+            "ScaledJob",
+            |o| {
+                let mut twin = o["spec"]["triggers"][0].clone();
+                twin["name"] = json!("jobs");
+                o["spec"]["triggers"][0]["name"] = json!("jobs");
+                o["spec"]["triggers"].as_array_mut().unwrap().push(twin);
+            },
+            &["spec.triggers", "trigger names must be unique"],
         ),
         (
             "scaledobject-sqs.yaml",

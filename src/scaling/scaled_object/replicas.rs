@@ -1,12 +1,14 @@
 //! Replica arithmetic for a ScaledObject, without I/O. KEDA's outer rules (activation, 0 ↔ min,
-//! cooldown, idle replicas, fallback) wrap the HPA's algorithm (usage ratio with a 10%
-//! tolerance, the highest proposal across triggers, stabilization windows, rate policies).
+//! cooldown, idle replicas, fallback) wrap the HPA's algorithm (usage ratio with a tolerance,
+//! 10% unless the behavior sets one per direction, the highest proposal across triggers,
+//! stabilization windows, rate policies).
 //! Windlass runs that algorithm itself instead of creating an HPA object.
 
 use std::collections::VecDeque;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::autoscaling::v2::{HPAScalingRules, HorizontalPodAutoscalerBehavior};
+use kube_quantity::ParsedQuantity;
 
 use crate::apis::scaled_object::{Fallback, FallbackBehavior};
 use crate::apis::triggers::MetricType;
@@ -170,7 +172,13 @@ fn hpa_replicas(
             target,
             metric_type,
             ..
-        } => Some(proposal(*value, *target, *metric_type, current)),
+        } => Some(proposal(
+            *value,
+            *target,
+            *metric_type,
+            current,
+            &policy.behavior,
+        )),
         TriggerReport::Failed { .. } => None,
     });
     let mut raw = proposals.chain(fallback).max().unwrap_or(current);
@@ -187,8 +195,15 @@ fn hpa_replicas(
 }
 
 /// One trigger's replica proposal: `ceil(value / target)` for AverageValue,
-/// `ceil(current * value / target)` for Value; `current` when within the tolerance.
-pub fn proposal(value: f64, target: f64, metric_type: MetricType, current: i32) -> i32 {
+/// `ceil(current * value / target)` for Value; `current` while the usage ratio is within the
+/// tolerance of the direction it points to.
+pub fn proposal(
+    value: f64,
+    target: f64,
+    metric_type: MetricType,
+    current: i32,
+    behavior: &Behavior,
+) -> i32 {
     if target <= 0.0 || !value.is_finite() {
         return current;
     }
@@ -199,7 +214,12 @@ pub fn proposal(value: f64, target: f64, metric_type: MetricType, current: i32) 
             (value / (target * current as f64), (value / target).ceil())
         }
     };
-    if (1.0 - ratio).abs() <= TOLERANCE {
+    let within = if ratio >= 1.0 {
+        ratio - 1.0 <= behavior.scale_up.tolerance
+    } else {
+        1.0 - ratio <= behavior.scale_down.tolerance
+    };
+    if within {
         current
     } else {
         desired.min(i32::MAX as f64) as i32
@@ -349,6 +369,8 @@ pub struct ScalingRules {
     pub stabilization: SignedDuration,
     pub policies: Vec<Policy>,
     pub select: SelectPolicy,
+    /// How far the usage ratio may stray from 1 in this direction before it scales.
+    pub tolerance: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -399,6 +421,7 @@ impl Default for Behavior {
                     },
                 ],
                 select: SelectPolicy::Max,
+                tolerance: TOLERANCE,
             },
             scale_down: ScalingRules {
                 stabilization: SignedDuration::from_secs(300),
@@ -408,6 +431,7 @@ impl Default for Behavior {
                     period: every_15s,
                 }],
                 select: SelectPolicy::Max,
+                tolerance: TOLERANCE,
             },
         }
     }
@@ -498,16 +522,33 @@ fn resolve_rules(
             })
             .collect::<Result<_, _>>()?,
     };
+    let tolerance = match &spec.tolerance {
+        None => defaults.tolerance,
+        Some(quantity) => match ParsedQuantity::try_from(quantity)
+            .ok()
+            .and_then(|q| q.to_bytes_f64())
+        {
+            Some(tolerance) if tolerance >= 0.0 && tolerance.is_finite() => tolerance,
+            _ => {
+                return Err(error(
+                    "tolerance",
+                    format!("must be a quantity of 0 or more, got {:?}", quantity.0),
+                ));
+            }
+        },
+    };
     Ok(ScalingRules {
         stabilization,
         policies,
         select,
+        tolerance,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::autoscaling::v2::HPAScalingPolicy;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use proptest::prelude::*;
 
     use super::*;
@@ -685,23 +726,119 @@ mod tests {
 
     #[test]
     fn average_value_proposes_ceil_of_metric_over_target() {
-        assert_eq!(proposal(21.0, 5.0, MetricType::AverageValue, 1), 5);
-        assert_eq!(proposal(20.0, 5.0, MetricType::AverageValue, 1), 4);
-        assert_eq!(proposal(1.0, 5.0, MetricType::AverageValue, 3), 1);
+        assert_eq!(
+            proposal(21.0, 5.0, MetricType::AverageValue, 1, &Behavior::default()),
+            5
+        );
+        assert_eq!(
+            proposal(20.0, 5.0, MetricType::AverageValue, 1, &Behavior::default()),
+            4
+        );
+        assert_eq!(
+            proposal(1.0, 5.0, MetricType::AverageValue, 3, &Behavior::default()),
+            1
+        );
     }
 
     #[test]
     fn value_proposes_current_times_ratio() {
-        assert_eq!(proposal(15.0, 5.0, MetricType::Value, 2), 6);
-        assert_eq!(proposal(2.0, 5.0, MetricType::Value, 10), 4);
+        assert_eq!(
+            proposal(15.0, 5.0, MetricType::Value, 2, &Behavior::default()),
+            6
+        );
+        assert_eq!(
+            proposal(2.0, 5.0, MetricType::Value, 10, &Behavior::default()),
+            4
+        );
     }
 
     #[test]
     fn usage_within_ten_percent_keeps_current_replicas() {
         // 4 replicas at target 5 is 20 messages; 21 and 19 are within tolerance, 23 is not.
-        assert_eq!(proposal(21.0, 5.0, MetricType::AverageValue, 4), 4);
-        assert_eq!(proposal(19.0, 5.0, MetricType::AverageValue, 4), 4);
-        assert_eq!(proposal(22.5, 5.0, MetricType::AverageValue, 4), 5);
+        assert_eq!(
+            proposal(21.0, 5.0, MetricType::AverageValue, 4, &Behavior::default()),
+            4
+        );
+        assert_eq!(
+            proposal(19.0, 5.0, MetricType::AverageValue, 4, &Behavior::default()),
+            4
+        );
+        assert_eq!(
+            proposal(22.5, 5.0, MetricType::AverageValue, 4, &Behavior::default()),
+            5
+        );
+    }
+
+    #[test]
+    fn a_tolerance_per_direction_replaces_the_ten_percent() {
+        let behavior = |up: &str, down: &str| {
+            Behavior::from_spec(Some(&HorizontalPodAutoscalerBehavior {
+                scale_up: Some(HPAScalingRules {
+                    tolerance: Some(Quantity(up.into())),
+                    ..HPAScalingRules::default()
+                }),
+                scale_down: Some(HPAScalingRules {
+                    tolerance: Some(Quantity(down.into())),
+                    ..HPAScalingRules::default()
+                }),
+            }))
+            .unwrap()
+        };
+        // 4 replicas at target 5 is 20 messages.
+        let eager_up = behavior("0", "500m");
+        assert_eq!(
+            proposal(21.0, 5.0, MetricType::AverageValue, 4, &eager_up),
+            5
+        );
+        assert_eq!(
+            proposal(12.0, 5.0, MetricType::AverageValue, 4, &eager_up),
+            4
+        );
+        assert_eq!(
+            proposal(9.0, 5.0, MetricType::AverageValue, 4, &eager_up),
+            2
+        );
+        let lazy_up = behavior("0.5", "0.01");
+        assert_eq!(
+            proposal(29.0, 5.0, MetricType::AverageValue, 4, &lazy_up),
+            4
+        );
+        assert_eq!(
+            proposal(31.0, 5.0, MetricType::AverageValue, 4, &lazy_up),
+            7
+        );
+        // 20 replicas at 92% of the target: within the default 10%, not within 1%.
+        assert_eq!(proposal(4.6, 5.0, MetricType::Value, 20, &lazy_up), 19);
+        assert_eq!(
+            proposal(4.6, 5.0, MetricType::Value, 20, &Behavior::default()),
+            20
+        );
+        // Left out, each direction keeps Kubernetes' 10%.
+        let only_up = Behavior::from_spec(Some(&HorizontalPodAutoscalerBehavior {
+            scale_up: Some(HPAScalingRules {
+                tolerance: Some(Quantity("0".into())),
+                ..HPAScalingRules::default()
+            }),
+            scale_down: None,
+        }))
+        .unwrap();
+        assert_eq!(only_up.scale_down.tolerance, TOLERANCE);
+        assert_eq!(proposal(4.6, 5.0, MetricType::Value, 20, &only_up), 20);
+    }
+
+    #[test]
+    fn a_negative_or_unreadable_tolerance_is_reported_with_its_field() {
+        for bad in ["-0.1", "ten"] {
+            let spec = HorizontalPodAutoscalerBehavior {
+                scale_down: Some(HPAScalingRules {
+                    tolerance: Some(Quantity(bad.into())),
+                    ..HPAScalingRules::default()
+                }),
+                scale_up: None,
+            };
+            let error = Behavior::from_spec(Some(&spec)).unwrap_err();
+            assert_eq!(error.field, "scaleDown.tolerance", "{bad}");
+        }
     }
 
     #[test]
