@@ -25,6 +25,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "the jobs API needs a certificate (--jobs-tls-cert and --jobs-tls-key) or, to serve plain HTTP, --jobs-plain-http"
+    )]
+    JobsTransportUnset,
+
+    #[error(transparent)]
+    JobsTls(#[from] crate::jobs::tls::TlsError),
+
     #[error("server on {addr} failed: {source}")]
     Serve {
         addr: SocketAddr,
