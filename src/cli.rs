@@ -135,15 +135,15 @@ pub struct RunArgs {
     pub jobs_kubernetes_auth: bool,
 
     /// PEM certificate chain (leaf first) the jobs API serves TLS with; needs `--jobs-tls-key`.
-    #[arg(long, env = "WINDLASS_JOBS_TLS_CERT", requires = "jobs_tls_key")]
+    #[arg(long, env = "WINDLASS_JOBS_TLS_CERT")]
     pub jobs_tls_cert: Option<std::path::PathBuf>,
 
     /// PEM private key of `--jobs-tls-cert`.
-    #[arg(long, env = "WINDLASS_JOBS_TLS_KEY", requires = "jobs_tls_cert")]
+    #[arg(long, env = "WINDLASS_JOBS_TLS_KEY")]
     pub jobs_tls_key: Option<std::path::PathBuf>,
 
     /// Serve the jobs API over plain HTTP; without it, the API needs `--jobs-tls-cert`.
-    #[arg(long, env = "WINDLASS_JOBS_PLAIN_HTTP", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", conflicts_with = "jobs_tls_cert")]
+    #[arg(long, env = "WINDLASS_JOBS_PLAIN_HTTP", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub jobs_plain_http: bool,
 
     /// Jobs API requests per second each caller may make, sustained.

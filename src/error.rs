@@ -25,11 +25,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error(
-        "the jobs API needs a certificate (--jobs-tls-cert and --jobs-tls-key) or, to serve plain HTTP, --jobs-plain-http"
-    )]
-    JobsTransportUnset,
-
     #[error(transparent)]
     JobsTls(#[from] crate::jobs::tls::TlsError),
 

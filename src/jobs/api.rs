@@ -819,18 +819,24 @@ mod tests {
     /// The router over a fake backend, with the static token and the fake authority (which
     /// lets `token-<ns>` act in namespace `<ns>` only).
     fn api(rate_limit: RateLimit) -> (Router, Arc<FakeJobs>) {
+        let (router, jobs, _) = api_with_authority(rate_limit);
+        (router, jobs)
+    }
+
+    fn api_with_authority(rate_limit: RateLimit) -> (Router, Arc<FakeJobs>, Arc<FakeAuthority>) {
         let jobs = Arc::new(FakeJobs::default());
+        let authority = Arc::new(FakeAuthority::default());
         let router = router(
             jobs.clone(),
             Access {
                 authentication: Authentication {
                     static_token: Some(TOKEN.into()),
-                    kubernetes: Some(Arc::new(FakeAuthority::default())),
+                    kubernetes: Some(authority.clone()),
                 },
                 rate_limit,
             },
         );
-        (router, jobs)
+        (router, jobs, authority)
     }
 
     const GENEROUS: RateLimit = RateLimit {
@@ -1005,7 +1011,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn callers_over_their_rate_get_429_with_retry_after() {
-        let (router, _) = api(RateLimit {
+        let (router, _, authority) = api_with_authority(RateLimit {
             per_second: 0.5,
             burst: 2,
         });
@@ -1045,13 +1051,24 @@ mod tests {
                 StatusCode::UNAUTHORIZED
             );
         }
+        let reviews = authority.reviews.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(
             call(&router, "GET", "/jobs/stats", Some("bad"), "").await.0,
             StatusCode::TOO_MANY_REQUESTS
         );
         assert_eq!(
+            call(&router, "GET", "/jobs/stats", Some("token-c"), "")
+                .await
+                .0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
             call(&router, "GET", "/jobs/stats", Some(TOKEN), "").await.0,
             StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            authority.reviews.load(std::sync::atomic::Ordering::SeqCst),
+            reviews
         );
     }
 

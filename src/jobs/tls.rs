@@ -24,12 +24,42 @@ const READY_BACKLOG: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    #[error(
+        "the jobs API needs a certificate (--jobs-tls-cert and --jobs-tls-key) or, to serve plain HTTP, --jobs-plain-http"
+    )]
+    Unset,
+    #[error(
+        "the jobs API takes either a certificate and its key (--jobs-tls-cert, --jobs-tls-key) or --jobs-plain-http"
+    )]
+    Ambiguous,
     #[error("reading the jobs API certificate {path}: {reason}")]
     Certificate { path: PathBuf, reason: String },
     #[error("reading the jobs API key {path}: {reason}")]
     Key { path: PathBuf, reason: String },
     #[error("the jobs API certificate and key do not go together: {0}")]
     Config(rustls::Error),
+}
+
+/// How the jobs API is served.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Transport<'a> {
+    Tls { cert: &'a Path, key: &'a Path },
+    PlainHttp,
+}
+
+/// TLS when given a certificate and key, plain HTTP only when asked for; neither, or both, is
+/// an error.
+pub fn transport<'a>(
+    cert: Option<&'a Path>,
+    key: Option<&'a Path>,
+    plain_http: bool,
+) -> Result<Transport<'a>, TlsError> {
+    match (cert, key, plain_http) {
+        (Some(cert), Some(key), false) => Ok(Transport::Tls { cert, key }),
+        (None, None, true) => Ok(Transport::PlainHttp),
+        (None, None, false) => Err(TlsError::Unset),
+        _ => Err(TlsError::Ambiguous),
+    }
 }
 
 /// The server configuration for a PEM certificate chain (leaf first) and its private key.
@@ -104,5 +134,68 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_when_asked_for_and_never_beside_a_certificate() {
+        let (cert, key) = (Path::new("tls.crt"), Path::new("tls.key"));
+        assert_eq!(
+            transport(Some(cert), Some(key), false).unwrap(),
+            Transport::Tls { cert, key }
+        );
+        assert_eq!(transport(None, None, true).unwrap(), Transport::PlainHttp);
+        assert!(matches!(transport(None, None, false), Err(TlsError::Unset)));
+        assert!(matches!(
+            transport(Some(cert), Some(key), true),
+            Err(TlsError::Ambiguous)
+        ));
+        assert!(matches!(
+            transport(Some(cert), None, false),
+            Err(TlsError::Ambiguous)
+        ));
+    }
+
+    #[test]
+    fn a_certificate_and_key_that_do_not_go_together_are_refused() {
+        let dir = std::env::temp_dir().join(format!("windlass-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let generate = || {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let ((cert, key), (_, other_key)) = (generate(), generate());
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let (cert, key, other_key) = (
+            write("tls.crt", &cert),
+            write("tls.key", &key),
+            write("other.key", &other_key),
+        );
+        server_config(&cert, &key).unwrap();
+        assert!(matches!(
+            server_config(&cert, &other_key),
+            Err(TlsError::Config(_))
+        ));
+        assert!(matches!(
+            server_config(&key, &key),
+            Err(TlsError::Certificate { .. })
+        ));
+        assert!(matches!(
+            server_config(&cert, &dir.join("missing.key")),
+            Err(TlsError::Key { .. })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

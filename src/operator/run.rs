@@ -174,14 +174,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }),
     };
     let jobs_api = if authentication.is_enabled() {
-        let tls = match (
-            &args.jobs_tls_cert,
-            &args.jobs_tls_key,
+        let tls = match jobs::tls::transport(
+            args.jobs_tls_cert.as_deref(),
+            args.jobs_tls_key.as_deref(),
             args.jobs_plain_http,
-        ) {
-            (Some(cert), Some(key), _) => Some(jobs::tls::server_config(cert, key)?),
-            (_, _, true) => None,
-            _ => return Err(Error::JobsTransportUnset),
+        )? {
+            jobs::tls::Transport::Tls { cert, key } => Some(jobs::tls::server_config(cert, key)?),
+            jobs::tls::Transport::PlainHttp => None,
         };
         let router = jobs::api::router(
             scaling.clone(),

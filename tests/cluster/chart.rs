@@ -378,6 +378,22 @@ async fn install_comes_up_upgrade_keeps_the_token_and_uninstall_leaves_only_the_
 
     let secret = format!("{fullname}-jobs-token");
     let before = token(ns, &secret);
+    let certificate = || {
+        run(
+            "kubectl",
+            &[
+                "get",
+                "secret",
+                &format!("{fullname}-jobs-tls"),
+                "-n",
+                ns,
+                "-o",
+                "go-template={{index .data \"tls.crt\"}}",
+            ],
+        )
+    };
+    let certificate_before = certificate();
+    assert!(!certificate_before.is_empty());
     let mut upgrade = vec![
         "upgrade",
         &release,
@@ -397,6 +413,11 @@ async fn install_comes_up_upgrade_keeps_the_token_and_uninstall_leaves_only_the_
         token(ns, &secret),
         before,
         "helm upgrade changed the jobs token"
+    );
+    assert_eq!(
+        certificate(),
+        certificate_before,
+        "helm upgrade changed the jobs API certificate"
     );
     wait_until(
         "the upgraded Deployment to carry RUST_LOG=debug",
