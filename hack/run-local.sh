@@ -63,7 +63,7 @@ trap 'kill "${children[@]}" 2>/dev/null; wait' EXIT INT TERM
   --run-image "registry.example.com/data-processor=$CARGO_TARGET_DIR/debug/data-processor" &
 children+=($!)
 "$CARGO_TARGET_DIR/debug/windlass" run --metrics-addr "$metrics_addr" --health-addr "$health_addr" \
-  --jobs-addr "$jobs_addr" &
+  --jobs-addr "$jobs_addr" --jobs-plain-http &
 children+=($!)
 until curl -sf "http://$health_addr/readyz" >/dev/null; do
   kill -0 "${children[1]}" 2>/dev/null || { echo "windlass exited" >&2; exit 1; }

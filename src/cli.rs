@@ -124,9 +124,35 @@ pub struct RunArgs {
     #[arg(long, env = "WINDLASS_JOBS_ADDR", default_value = "0.0.0.0:8082")]
     pub jobs_addr: SocketAddr,
 
-    /// Bearer token the jobs API requires; the API is not served without one.
+    /// A static bearer token the jobs API accepts, with full access (for local use). The API
+    /// is served when this or `--jobs-kubernetes-auth` is set.
     #[arg(long, env = "WINDLASS_JOBS_TOKEN", hide_env_values = true)]
     pub jobs_token: Option<String>,
+
+    /// Accept Kubernetes tokens (ServiceAccount tokens) on the jobs API, authenticated by a
+    /// TokenReview; each request is authorized by a SubjectAccessReview in its namespace.
+    #[arg(long, env = "WINDLASS_JOBS_KUBERNETES_AUTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub jobs_kubernetes_auth: bool,
+
+    /// PEM certificate chain (leaf first) the jobs API serves TLS with; needs `--jobs-tls-key`.
+    #[arg(long, env = "WINDLASS_JOBS_TLS_CERT")]
+    pub jobs_tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of `--jobs-tls-cert`.
+    #[arg(long, env = "WINDLASS_JOBS_TLS_KEY")]
+    pub jobs_tls_key: Option<std::path::PathBuf>,
+
+    /// Serve the jobs API over plain HTTP; without it, the API needs `--jobs-tls-cert`.
+    #[arg(long, env = "WINDLASS_JOBS_PLAIN_HTTP", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub jobs_plain_http: bool,
+
+    /// Jobs API requests per second each caller may make, sustained.
+    #[arg(long, env = "WINDLASS_JOBS_RATE_LIMIT", default_value_t = 20.0, value_parser = positive_rate)]
+    pub jobs_rate_limit: f64,
+
+    /// Jobs API requests each caller may make at once after a lull.
+    #[arg(long, env = "WINDLASS_JOBS_RATE_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs_rate_burst: u32,
 
     /// The cluster's name: tags the instances Windlass launches and labels its NodeClaims; an
     /// install handles only NodeClaims labelled with its own name.
@@ -212,6 +238,18 @@ fn duration(text: &str) -> Result<std::time::Duration, String> {
         .parse()
         .map_err(|e| format!("{text:?} is not a duration like 1s or 500ms: {e}"))?;
     std::time::Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
+}
+
+/// A rate above 0 (requests per second).
+fn positive_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number like 20 or 0.5"))?;
+    if rate.is_finite() && rate > 0.0 {
+        Ok(rate)
+    } else {
+        Err(format!("{text:?} is not above 0"))
+    }
 }
 
 /// A share from 0 up to (not including) 1.

@@ -25,6 +25,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(transparent)]
+    JobsTls(#[from] crate::jobs::tls::TlsError),
+
     #[error("server on {addr} failed: {source}")]
     Serve {
         addr: SocketAddr,

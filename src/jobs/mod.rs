@@ -2,9 +2,12 @@
 //! read outcome counts. Requests are checked here without I/O; `api` does the I/O.
 
 pub mod api;
+pub mod auth;
 pub mod queue;
+pub mod rate_limit;
 pub mod schedule;
 pub mod schedule_controller;
+pub mod tls;
 
 use std::borrow::Cow;
 
@@ -203,23 +206,29 @@ fn name(
     match fields.remove(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(value)) => {
-            let valid = !value.is_empty()
-                && value.len() <= 253
-                && value
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-                && value.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && value.ends_with(|c: char| c.is_ascii_alphanumeric());
-            if valid {
-                Ok(Some(value))
-            } else {
-                Err(RequestError::bad_request(
-                    field,
-                    format!("{value:?} is not a valid Kubernetes name"),
-                ))
-            }
+            check_name(field, &value)?;
+            Ok(Some(value))
         }
         Some(_) => Err(RequestError::bad_request(field, "must be a string")),
+    }
+}
+
+/// 400 unless `value` is a Kubernetes object name (RFC 1123 subdomain-like).
+pub fn check_name(field: &'static str, value: &str) -> Result<(), RequestError> {
+    let valid = !value.is_empty()
+        && value.len() <= 253
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(())
+    } else {
+        Err(RequestError::bad_request(
+            field,
+            format!("{value:?} is not a valid Kubernetes name"),
+        ))
     }
 }
 
@@ -284,13 +293,6 @@ pub fn stats(scaled_jobs: &[ScaledJob]) -> Stats {
         });
     }
     stats
-}
-
-/// Compares a presented bearer token with the configured one in time independent of where
-/// they differ.
-pub fn token_matches(presented: &str, expected: &str) -> bool {
-    let (a, b) = (presented.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -435,13 +437,5 @@ mod tests {
             serde_json::json!({"namespace": "jobs", "scaledJob": "b", "succeeded": 1, "failed": 2, "retries": 4})
         );
         assert_eq!(json["succeeded"], 6);
-    }
-
-    #[test]
-    fn tokens_match_only_exactly() {
-        assert!(token_matches("s3cret", "s3cret"));
-        assert!(!token_matches("s3cres", "s3cret"));
-        assert!(!token_matches("s3cret-longer", "s3cret"));
-        assert!(!token_matches("", "s3cret"));
     }
 }

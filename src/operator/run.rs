@@ -163,25 +163,51 @@ pub async fn run(args: RunArgs) -> Result<()> {
         scale_outs: scale_outs.clone(),
         auth_users,
     });
-    let jobs_api = match args.jobs_token.filter(|token| !token.is_empty()) {
-        Some(token) => {
-            // Stops with the others on shutdown; nothing waits on it.
-            drop(
-                serve(
-                    args.jobs_addr,
-                    jobs::api::router(scaling.clone(), token),
-                    shutdown.clone(),
-                )
-                .await?,
-            );
-            args.jobs_addr.to_string()
-        }
-        None => {
-            warn!(
-                "the jobs API is not served: set WINDLASS_JOBS_TOKEN (or --jobs-token) to enable it"
-            );
-            "off".to_owned()
-        }
+    let authentication = jobs::auth::Authentication {
+        static_token: args.jobs_token.filter(|token| !token.is_empty()),
+        kubernetes: args.jobs_kubernetes_auth.then(|| {
+            Arc::new(jobs::auth::CachedAuthority::new(
+                jobs::auth::KubernetesAuthority {
+                    client: client.clone(),
+                },
+            )) as Arc<dyn jobs::auth::Authority>
+        }),
+    };
+    let jobs_api = if authentication.is_enabled() {
+        let tls = match jobs::tls::transport(
+            args.jobs_tls_cert.as_deref(),
+            args.jobs_tls_key.as_deref(),
+            args.jobs_plain_http,
+        )? {
+            jobs::tls::Transport::Tls { cert, key } => Some(jobs::tls::server_config(cert, key)?),
+            jobs::tls::Transport::PlainHttp => None,
+        };
+        let router = jobs::api::router(
+            scaling.clone(),
+            jobs::api::Access {
+                authentication,
+                rate_limit: jobs::rate_limit::RateLimit {
+                    per_second: args.jobs_rate_limit,
+                    burst: args.jobs_rate_burst,
+                },
+            },
+        );
+        // Stops with the others on shutdown; nothing waits on it.
+        drop(serve_jobs(args.jobs_addr, router, tls, shutdown.clone()).await?);
+        format!(
+            "{}://{}",
+            if args.jobs_plain_http {
+                "http"
+            } else {
+                "https"
+            },
+            args.jobs_addr
+        )
+    } else {
+        warn!(
+            "the jobs API is not served: set WINDLASS_JOBS_TOKEN (or --jobs-token) or WINDLASS_JOBS_KUBERNETES_AUTH=true to enable it"
+        );
+        "off".to_owned()
     };
     let writers = Writers {
         auth_changes,
@@ -429,6 +455,40 @@ async fn serve(addr: SocketAddr, router: Router, shutdown: CancellationToken) ->
             .await
             .map_err(|source| Error::Serve { addr, source })
     }))
+}
+
+/// The jobs API, over TLS when given a configuration, with each request's remote address for
+/// the rate limits. Binds before returning, as [`serve`].
+async fn serve_jobs(
+    addr: SocketAddr,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> Result<Served> {
+    use axum::serve::ListenerExt;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    Ok(match tls {
+        Some(config) => {
+            let listener = jobs::tls::TlsListener::new(listener, config)
+                .map_err(|source| Error::Bind { addr, source })?
+                .tap_io(|_| {});
+            tokio::spawn(async move {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+                    .map_err(|source| Error::Serve { addr, source })
+            })
+        }
+        None => tokio::spawn(async move {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .map_err(|source| Error::Serve { addr, source })
+        }),
+    })
 }
 
 async fn health_and_metrics(health: Served, scrape: Served) -> Result<()> {

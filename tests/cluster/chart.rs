@@ -140,6 +140,37 @@ fn lint_and_template_accept_the_defaults_and_refuse_wrong_values_with_a_message(
         assert!(env.contains(name), "{name} not set: {env:?}");
     }
 
+    // The jobs API serves HTTPS with a certificate the chart generates, and takes
+    // ServiceAccount tokens; plain HTTP only when asked for.
+    for name in [
+        "WINDLASS_JOBS_TLS_CERT",
+        "WINDLASS_JOBS_TLS_KEY",
+        "WINDLASS_JOBS_KUBERNETES_AUTH",
+        "WINDLASS_JOBS_RATE_LIMIT",
+        "WINDLASS_JOBS_RATE_BURST",
+    ] {
+        assert!(env.contains(name), "{name} not set: {env:?}");
+    }
+    assert!(!env.contains("WINDLASS_JOBS_PLAIN_HTTP"));
+    let tls_secret = objects
+        .iter()
+        .find(|o| o["kind"] == "Secret" && o["type"] == "kubernetes.io/tls")
+        .expect("a generated jobs API certificate");
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"],
+        tls_secret["metadata"]["name"]
+    );
+    let plain = template(&["settings.clusterName=prod", "jobsApi.plainHttp=true"]).unwrap();
+    let plain_env = &kind(&plain, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        plain_env
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "WINDLASS_JOBS_PLAIN_HTTP" && v["value"] == "true")
+    );
+    assert!(!plain.iter().any(|o| o["type"] == "kubernetes.io/tls"));
+
     assert!(
         !env.contains("WINDLASS_CLUSTER_ENDPOINT"),
         "without the cluster settings, nodes join what EKS DescribeCluster says"
@@ -347,6 +378,22 @@ async fn install_comes_up_upgrade_keeps_the_token_and_uninstall_leaves_only_the_
 
     let secret = format!("{fullname}-jobs-token");
     let before = token(ns, &secret);
+    let certificate = || {
+        run(
+            "kubectl",
+            &[
+                "get",
+                "secret",
+                &format!("{fullname}-jobs-tls"),
+                "-n",
+                ns,
+                "-o",
+                "go-template={{index .data \"tls.crt\"}}",
+            ],
+        )
+    };
+    let certificate_before = certificate();
+    assert!(!certificate_before.is_empty());
     let mut upgrade = vec![
         "upgrade",
         &release,
@@ -366,6 +413,11 @@ async fn install_comes_up_upgrade_keeps_the_token_and_uninstall_leaves_only_the_
         token(ns, &secret),
         before,
         "helm upgrade changed the jobs token"
+    );
+    assert_eq!(
+        certificate(),
+        certificate_before,
+        "helm upgrade changed the jobs API certificate"
     );
     wait_until(
         "the upgraded Deployment to carry RUST_LOG=debug",

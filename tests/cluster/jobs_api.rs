@@ -1,5 +1,7 @@
 //! The jobs API against the real cluster and SQS: submissions become messages and Jobs, bad
 //! or unauthenticated requests enqueue nothing, and stats report the ScaledJobs' counters.
+//! ServiceAccount tokens submit only where RBAC allows; TLS serves a mounted certificate;
+//! callers over their rate get 429.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -13,9 +15,10 @@ use windlass::apis::scaled_job::ScaledJob;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 
+use crate::release::run;
 use crate::support::{
     JOBS_TOKEN, TestEnv, TestNamespace, Windlass, delete_node, http_request, install_crds,
-    start_windlass, test_node, wait_until,
+    start_windlass, start_windlass_with, test_node, unique, wait_until,
 };
 
 fn scaled_job(name: &str, queue_url: &str, node_label: &str, fail: bool) -> ScaledJob {
@@ -389,5 +392,276 @@ async fn a_schedule_enqueues_once_per_tick_across_a_restart_and_bad_cron_creates
         request(windlass.jobs_port, "DELETE", &path, &Value::Null).0,
         404
     );
+    namespace.delete().await;
+}
+
+/// A ServiceAccount `submitter` in `namespace` whose Role allows `create` on `scaledjobs/jobs`
+/// there, and a token for it.
+async fn submitter_token(env: &TestEnv, namespace: &str) -> String {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let create = PostParams::default();
+    Api::<ServiceAccount>::namespaced(env.client.clone(), namespace)
+        .create(
+            &create,
+            &serde_json::from_value(json!({"metadata": {"name": "submitter"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<Role>::namespaced(env.client.clone(), namespace)
+        .create(
+            &create,
+            &serde_json::from_value(json!({
+                "metadata": {"name": "submit-jobs"},
+                "rules": [{"apiGroups": ["windlass.dev"], "resources": ["scaledjobs/jobs"], "verbs": ["create"]}]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(env.client.clone(), namespace)
+        .create(
+            &create,
+            &serde_json::from_value(json!({
+                "metadata": {"name": "submit-jobs"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "submit-jobs"},
+                "subjects": [{"kind": "ServiceAccount", "name": "submitter", "namespace": namespace}]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    run(
+        "kubectl",
+        &["create", "token", "submitter", "-n", namespace],
+    )
+    .trim()
+    .to_owned()
+}
+
+#[tokio::test]
+async fn a_service_account_submits_where_its_role_allows_and_gets_403_elsewhere() {
+    let env = TestEnv::connect().await;
+    let (allowed, queue, windlass) = serve_scaled_job(&env, "jobs-sa", "data-processor").await;
+    let elsewhere = TestNamespace::create(&env.client, "jobs-sa-other").await;
+    let token = submitter_token(&env, &allowed.name).await;
+    let port = windlass.jobs_port;
+
+    let submission =
+        |namespace: &str| json!({"scaledJob": "data-processor", "namespace": namespace});
+    let (status, accepted) = post(port, Some(&token), &submission(&allowed.name));
+    assert_eq!(status, 202, "{accepted}");
+    assert!(accepted["id"].is_string(), "{accepted}");
+
+    let (status, error) = post(port, Some(&token), &submission(&elsewhere.name));
+    assert_eq!(status, 403, "{error}");
+    assert_eq!(
+        error,
+        json!({
+            "error": format!(
+                "system:serviceaccount:{}:submitter may not create scaledjobs/jobs.windlass.dev in namespace {:?}",
+                allowed.name, elsewhere.name
+            ),
+            "field": "namespace"
+        })
+    );
+    // Listing ScaledJobs is not in its Role: stats show it nothing.
+    let (status, stats) =
+        http_request(port, "GET", "/jobs/stats", Some(&token), b"").expect("the jobs API answers");
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["scaledJobs"], json!([]), "{stats}");
+
+    // Tokens the API server does not accept.
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    for bad in ["not-a-kubernetes-token", tampered.as_str()] {
+        let (status, error) = post(port, Some(bad), &submission(&allowed.name));
+        assert_eq!(status, 401, "{error}");
+        assert_eq!(error, json!({"error": "missing or invalid bearer token"}));
+    }
+
+    wait_until(
+        "the accepted job on the queue",
+        Duration::from_secs(30),
+        || async { (all_messages(&env, &queue).await == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        all_messages(&env, &queue).await,
+        1,
+        "only the allowed submission was sent"
+    );
+    drop(windlass);
+    elsewhere.delete().await;
+    allowed.delete().await;
+}
+
+/// A CA and a certificate it signed for `localhost` and 127.0.0.1: the CA's PEM, the
+/// certificate's and its key's.
+fn localhost_certificate() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// An HTTPS GET to loopback as `localhost`, trusting only `ca_pem`: status and body, or the
+/// TLS error.
+fn https_get(port: u16, ca_pem: &str, path: &str, token: &str) -> Result<(u16, String), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connection =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let socket = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    // The server may close without close_notify; what was read is the response.
+    if let Err(error) = stream.read_to_string(&mut response)
+        && response.is_empty()
+    {
+        return Err(error.to_string());
+    }
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no HTTP response: {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[tokio::test]
+async fn the_jobs_api_serves_tls_from_a_mounted_certificate_that_clients_verify() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "jobs-tls").await;
+    let dir = std::env::temp_dir().join(unique("jobs-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = localhost_certificate();
+    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let windlass = start_windlass_with(
+        &namespace.name,
+        "windlass",
+        &unique("cluster"),
+        &[
+            "--jobs-tls-cert",
+            cert_path.to_str().unwrap(),
+            "--jobs-tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let port = windlass.jobs_port;
+    let (_, stats) = wait_until(
+        "the jobs API to answer over TLS",
+        Duration::from_secs(30),
+        || {
+            std::future::ready(
+                https_get(port, &ca, "/jobs/stats", JOBS_TOKEN)
+                    .ok()
+                    .filter(|(status, _)| *status == 200),
+            )
+        },
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&stats).unwrap()["scaledJobs"],
+        json!([])
+    );
+    let (status, _) = https_get(port, &ca, "/jobs/stats", "wrong").unwrap();
+    assert_eq!(status, 401);
+
+    // A client trusting another CA refuses the certificate; plain HTTP gets no answer.
+    let (other_ca, _, _) = localhost_certificate();
+    let refused = https_get(port, &other_ca, "/jobs/stats", JOBS_TOKEN).unwrap_err();
+    assert!(refused.contains("invalid peer certificate"), "{refused}");
+    assert_eq!(
+        http_request(port, "GET", "/jobs/stats", Some(JOBS_TOKEN), b""),
+        None
+    );
+    drop(windlass);
+    std::fs::remove_dir_all(dir).unwrap();
+    namespace.delete().await;
+}
+
+#[tokio::test]
+async fn a_caller_over_its_rate_gets_429_with_retry_after() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "jobs-rate").await;
+    let windlass = start_windlass_with(
+        &namespace.name,
+        "windlass",
+        &unique("cluster"),
+        &["--jobs-rate-limit", "0.1", "--jobs-rate-burst", "3"],
+    );
+    let port = windlass.jobs_port;
+    wait_for_jobs_api(port).await;
+    // The wait spent at least one of the three; the fourth request at the latest is refused.
+    let refused = (0..4)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            use std::io::{Read, Write};
+            write!(
+                stream,
+                "GET /jobs/stats HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer {JOBS_TOKEN}\r\n\r\n"
+            )
+            .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            response
+        })
+        .find(|response| response.split_whitespace().nth(1) == Some("429"))
+        .expect("a 429 within the burst");
+    let (head, body) = refused.split_once("\r\n\r\n").unwrap();
+    let retry_after: u64 = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(str::to_owned)
+        })
+        .expect("a Retry-After header")
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry_after), "{head}");
+    assert_eq!(
+        serde_json::from_str::<Value>(body).unwrap(),
+        json!({"error": format!("rate limit exceeded; retry in {retry_after} s")})
+    );
+    drop(windlass);
     namespace.delete().await;
 }

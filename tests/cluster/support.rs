@@ -353,7 +353,8 @@ pub struct Windlass {
     pub process: ChildProcess,
     pub health_port: u16,
     pub metrics_port: u16,
-    /// The jobs API, which requires `Authorization: Bearer` [`JOBS_TOKEN`].
+    /// The jobs API, which requires `Authorization: Bearer` [`JOBS_TOKEN`] or a Kubernetes
+    /// token; plain HTTP unless started with `--jobs-tls-cert`.
     pub jobs_port: u16,
     /// Its `--cluster-name`, unique to the test: it handles only NodeClaims labelled with it,
     /// and tags its instances with it.
@@ -361,6 +362,9 @@ pub struct Windlass {
 }
 
 pub const JOBS_TOKEN: &str = "windlass-test-token";
+
+/// The release's settings pointing at the jobs API certificate mounted in its pod.
+const JOBS_TLS_ENV: [&str; 2] = ["WINDLASS_JOBS_TLS_CERT", "WINDLASS_JOBS_TLS_KEY"];
 
 impl Windlass {
     /// The value of one sample in /metrics, e.g. `windlass_sqs_get_queue_attributes_total{queue="…"}`.
@@ -468,6 +472,8 @@ fn start_windlass_configured(
             release
                 .env
                 .iter()
+                // The chart's certificate paths exist only in its pod.
+                .filter(|(name, _)| !JOBS_TLS_ENV.contains(&name.as_str()))
                 .filter(|(name, _)| !unset.contains(&name.as_str()))
                 .map(|(name, value)| (name, value)),
         )
@@ -490,6 +496,12 @@ fn start_windlass_configured(
             "--jobs-token",
             JOBS_TOKEN,
         ])
+        // Plain HTTP on loopback unless the test brings a certificate.
+        .args(
+            (!extra.contains(&"--jobs-tls-cert"))
+                .then_some("--jobs-plain-http")
+                .as_slice(),
+        )
         .spawn()
         .expect("starting windlass run")
         .into();

@@ -43,3 +43,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "windlass.jobsTokenSecret" -}}
 {{- default (printf "%s-jobs-token" (include "windlass.fullname" .)) .Values.jobsApi.existingSecret -}}
 {{- end -}}
+
+{{- define "windlass.jobsTlsSecret" -}}
+{{- default (printf "%s-jobs-tls" (include "windlass.fullname" .)) .Values.jobsApi.tls.secretName -}}
+{{- end }}
