@@ -127,7 +127,7 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
     assert!(applied >= 9, "only {applied} example objects applied");
 
     type Mutation = fn(&mut Value);
-    let cases: [(&str, &str, Mutation, &[&str]); 27] = [
+    let cases: [(&str, &str, Mutation, &[&str]); 31] = [
         (
             "scaledobject-sqs.yaml",
             "ScaledObject",
@@ -247,6 +247,46 @@ async fn crds_and_examples_apply_and_invalid_objects_are_rejected_naming_the_fie
                 "spec.pollingInterval",
                 "should be greater than or equal to 1",
             ],
+        ),
+        (
+            "scaledobject-sqs.yaml",
+            "ScaledObject",
+            |o| {
+                o["spec"]["fallback"] = json!({"failureThreshold": 3, "replicas": 2});
+                o["spec"]["triggers"][0]["metricType"] = json!("Value");
+            },
+            &[
+                "spec.fallback",
+                "fallback requires every trigger to use metricType AverageValue",
+            ],
+        ),
+        (
+            "scaledobject-sqs.yaml",
+            "ScaledObject",
+            |o| o["spec"]["triggers"][0]["metadata"]["scaleOnInFlight"] = json!("yes"),
+            &[
+                "spec.triggers[0]",
+                "metadata.scaleOnInFlight must be \"true\" or \"false\"",
+            ],
+        ),
+        (
+            "scaledobject-sqs.yaml",
+            "ScaledObject",
+            |o| o["spec"]["triggers"][0]["metadata"]["activationQueueLength"] = json!("-1"),
+            &[
+                "spec.triggers[0]",
+                "metadata.activationQueueLength must be a non-negative integer",
+            ],
+        ),
+        (
+            "triggerauthentication.yaml",
+            "TriggerAuthentication",
+            |o| {
+                let identity = o["spec"]["podIdentity"].as_object_mut().unwrap();
+                identity.remove("roleArn");
+                identity.insert("externalID".into(), json!("windlass"));
+            },
+            &["spec.podIdentity.externalID", "externalID needs roleArn"],
         ),
         (
             "triggerauthentication.yaml",
