@@ -435,15 +435,19 @@ async fn read_stats(
             .as_ref()
             .is_none_or(|name| sj.metadata.name.as_ref() == Some(name))
     });
-    // Without a namespace asked for: only those the caller may list.
-    let namespaces: BTreeSet<String> = scaled_jobs.iter().filter_map(|sj| sj.namespace()).collect();
-    let mut visible = BTreeSet::new();
-    for namespace in namespaces {
-        if api.allowed(&caller, &list_in(&namespace)).await? {
-            visible.insert(namespace);
+    // Without a namespace asked for (one asked for was authorized above): only those the
+    // caller may list.
+    if query.namespace.is_none() {
+        let namespaces: BTreeSet<String> =
+            scaled_jobs.iter().filter_map(|sj| sj.namespace()).collect();
+        let mut visible = BTreeSet::new();
+        for namespace in namespaces {
+            if api.allowed(&caller, &list_in(&namespace)).await? {
+                visible.insert(namespace);
+            }
         }
+        scaled_jobs.retain(|sj| sj.namespace().is_some_and(|ns| visible.contains(&ns)));
     }
-    scaled_jobs.retain(|sj| sj.namespace().is_some_and(|ns| visible.contains(&ns)));
     Ok(axum::Json(stats(&scaled_jobs)).into_response())
 }
 
@@ -573,11 +577,7 @@ fn kube_failure(what: &str, error: kube::Error) -> RequestError {
 
 /// A namespace the controller does not watch is not found, as it would be to the controller.
 fn check_watched(scaling: &Scaling, namespace: &str) -> Result<(), RequestError> {
-    if scaling
-        .watch_namespace
-        .as_deref()
-        .is_some_and(|watched| watched != namespace)
-    {
+    if !scaling.watches(namespace) {
         return Err(RequestError {
             status: 404,
             error: format!("namespace {namespace:?} is not watched by this controller"),

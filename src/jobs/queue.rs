@@ -40,11 +40,7 @@ pub async fn scaled_job(
         namespace: namespace.to_owned(),
         name: name.to_owned(),
     };
-    if scaling
-        .watch_namespace
-        .as_deref()
-        .is_some_and(|watched| watched != namespace)
-    {
+    if !scaling.watches(namespace) {
         return Err(not_found());
     }
     let api: Api<ScaledJob> = Api::namespaced(scaling.client.clone(), namespace);

@@ -192,17 +192,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 },
             },
         );
+        let scheme = if tls.is_some() { "https" } else { "http" };
         // Stops with the others on shutdown; nothing waits on it.
         drop(serve_jobs(args.jobs_addr, router, tls, shutdown.clone()).await?);
-        format!(
-            "{}://{}",
-            if args.jobs_plain_http {
-                "http"
-            } else {
-                "https"
-            },
-            args.jobs_addr
-        )
+        format!("{scheme}://{}", args.jobs_addr)
     } else {
         warn!(
             "the jobs API is not served: set WINDLASS_JOBS_TOKEN (or --jobs-token) or WINDLASS_JOBS_KUBERNETES_AUTH=true to enable it"

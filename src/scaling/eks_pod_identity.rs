@@ -12,11 +12,9 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::future;
 use aws_sdk_eksauth::operation::assume_role_for_pod_identity::AssumeRoleForPodIdentityError;
 use aws_sdk_sqs::config::{Credentials, ProvideCredentials};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::Api;
-use kube::api::PostParams;
 use tokio::sync::Mutex;
+
+use super::workload_identity::service_account_token;
 
 /// The audience EKS Auth accepts a ServiceAccount token for.
 pub const AUDIENCE: &str = "pods.eks.amazonaws.com";
@@ -128,33 +126,20 @@ impl WorkloadPodIdentity {
         Ok(fresh)
     }
 
-    async fn token(&self) -> Result<String, PodIdentityError> {
-        let token_error = |message: String| PodIdentityError::Token {
+    async fn exchange(&self) -> Result<Credentials, PodIdentityError> {
+        let token = service_account_token(
+            &self.kube,
+            &self.namespace,
+            &self.service_account,
+            AUDIENCE,
+            TOKEN_SECONDS,
+        )
+        .await
+        .map_err(|message| PodIdentityError::Token {
             namespace: self.namespace.clone(),
             service_account: self.service_account.clone(),
             message,
-        };
-        let accounts: Api<ServiceAccount> = Api::namespaced(self.kube.clone(), &self.namespace);
-        let request = TokenRequest {
-            spec: Some(TokenRequestSpec {
-                audiences: Some(vec![AUDIENCE.to_owned()]),
-                expiration_seconds: Some(TOKEN_SECONDS),
-                bound_object_ref: None,
-            }),
-            ..TokenRequest::default()
-        };
-        accounts
-            .create_token_request(&self.service_account, &PostParams::default(), &request)
-            .await
-            .map_err(|e| token_error(e.to_string()))?
-            .status
-            .and_then(|status| status.token)
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| token_error("TokenRequest returned no token".into()))
-    }
-
-    async fn exchange(&self) -> Result<Credentials, PodIdentityError> {
-        let token = self.token().await?;
+        })?;
         let eks_auth_error = |message: String| PodIdentityError::EksAuth {
             namespace: self.namespace.clone(),
             service_account: self.service_account.clone(),

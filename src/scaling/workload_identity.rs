@@ -37,29 +37,50 @@ impl std::fmt::Debug for WorkloadWebIdentity {
     }
 }
 
+/// A token for `namespace/service_account` with `audience`, lasting `seconds`, as the kubelet
+/// projects one into the ServiceAccount's pods. The error is the reason, without the account.
+pub async fn service_account_token(
+    kube: &kube::Client,
+    namespace: &str,
+    service_account: &str,
+    audience: &str,
+    seconds: i64,
+) -> Result<String, String> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(kube.clone(), namespace);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![audience.to_owned()]),
+            expiration_seconds: Some(seconds),
+            bound_object_ref: None,
+        }),
+        ..TokenRequest::default()
+    };
+    accounts
+        .create_token_request(service_account, &PostParams::default(), &request)
+        .await
+        .map_err(|e| e.to_string())?
+        .status
+        .and_then(|status| status.token)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| "TokenRequest returned no token".to_owned())
+}
+
 impl WorkloadWebIdentity {
     async fn credentials(&self) -> Result<Credentials, CredentialsError> {
-        let accounts: Api<ServiceAccount> = Api::namespaced(self.kube.clone(), &self.namespace);
-        let request = TokenRequest {
-            spec: Some(TokenRequestSpec {
-                audiences: Some(vec![AUDIENCE.to_owned()]),
-                expiration_seconds: Some(3600),
-                bound_object_ref: None,
-            }),
-            ..TokenRequest::default()
-        };
-        let token = accounts
-            .create_token_request(&self.service_account, &PostParams::default(), &request)
-            .await
-            .map_err(|e| {
-                CredentialsError::provider_error(format!(
-                    "token for ServiceAccount {}/{}: {e}",
-                    self.namespace, self.service_account
-                ))
-            })?
-            .status
-            .and_then(|status| status.token)
-            .ok_or_else(|| CredentialsError::provider_error("TokenRequest returned no token"))?;
+        let token = service_account_token(
+            &self.kube,
+            &self.namespace,
+            &self.service_account,
+            AUDIENCE,
+            3600,
+        )
+        .await
+        .map_err(|reason| {
+            CredentialsError::provider_error(format!(
+                "token for ServiceAccount {}/{}: {reason}",
+                self.namespace, self.service_account
+            ))
+        })?;
         let assumed = self
             .sts
             .assume_role_with_web_identity()
