@@ -16,7 +16,7 @@ use windlass::scheduling::instance_types::InstanceType;
 use windlass::scheduling::pod::{NamespaceLabels, PodShape, Preference};
 use windlass::scheduling::requirements::{Requirement, Requirements};
 use windlass::scheduling::resources::Limits;
-use windlass::scheduling::{NodePoolInput, Problem, solve};
+use windlass::scheduling::{NodePoolInput, Problem, fractional_lower_bound, hourly_cost, solve};
 
 fn scheduling(c: &mut Criterion) {
     let catalog = fake::catalog(400);
@@ -31,19 +31,13 @@ fn scheduling(c: &mut Criterion) {
         let pods = fake::benchmark_pods(count, 42);
         let problem = new_world(&catalog, &pools, &pods);
         let plan = solve(&problem);
-        let cost: f64 = plan
-            .new_claims
-            .iter()
-            .map(|claim| {
-                catalog[claim.instance_types[0]]
-                    .min_price()
-                    .unwrap_or_default()
-            })
-            .sum();
+        let cost = hourly_cost(&catalog, &plan);
+        let bound = fractional_lower_bound(&catalog, &pods);
         println!(
-            "{count} pods: {} nodes, {} unplaced, cheapest-type cost ${cost:.2}/h",
+            "{count} pods: {} nodes, {} unplaced, cheapest-type cost ${cost:.2}/h, {:.3}× the fractional lower bound ${bound:.2}/h",
             plan.new_claims.len(),
-            plan.unplaced.len()
+            plan.unplaced.len(),
+            cost / bound
         );
         time_solve(&mut group, BenchmarkId::from_parameter(count), &problem);
     }

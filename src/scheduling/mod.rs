@@ -14,8 +14,8 @@ pub mod volumes;
 
 pub use solver::{
     BoundPod, ExistingNode, LAUNCH_CANDIDATES, Mismatch, NODE_CLAIM_CANDIDATES, NewClaim,
-    NodePoolInput, Plan, Problem, Rejection, Unplaced, cheapest_candidates, no_instance_types,
-    solve,
+    NodePoolInput, Plan, Problem, Rejection, Unplaced, cheapest_candidates, fractional_lower_bound,
+    hourly_cost, no_instance_types, solve,
 };
 
 use k8s_openapi::api::core::v1::PodSpec;

@@ -94,7 +94,7 @@ pub struct Resources {
 
 impl Resources {
     /// The amounts in the order of `NAMES`.
-    fn amounts(&self) -> [i64; COUNTED] {
+    pub(crate) fn amounts(&self) -> [i64; COUNTED] {
         [
             self.cpu,
             self.memory,

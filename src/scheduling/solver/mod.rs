@@ -1,9 +1,12 @@
-//! The scheduling simulation, without I/O: where pending pods would go. First-fit decreasing
-//! (largest pods first): each pod goes to the first existing node or already-planned NodeClaim
-//! it fits, else to a new NodeClaim from the first NodePool (by weight) that can take it. A
-//! planned NodeClaim keeps every instance type that still fits all its pods, cheapest first.
-//! A pod first holds its preferences (preferred affinities, ScheduleAnyway spreads) as if they
-//! were required, and gives them up one at a time while it fits nowhere.
+//! The scheduling simulation, without I/O: where pending pods would go. Pods go largest first
+//! (by their larger share of the batch's CPU or memory). Each goes to the first existing node
+//! or planned NodeClaim that holds it without growing (a claim's cheapest type still fits
+//! it), else to the one of the first few slots that could grow to hold it that would then
+//! leave the least money idle, else to a new
+//! NodeClaim from the first NodePool (by weight) that can take it. A planned NodeClaim keeps
+//! every instance type that still fits all its pods, cheapest first. A pod first holds its
+//! preferences (preferred affinities, ScheduleAnyway spreads) as if they were required, and
+//! gives them up one at a time while it fits nowhere.
 //!
 //! Limits are kept by reservation: a planned NodeClaim reserves, per resource, the largest
 //! capacity among the instance types its NodeClaim keeps (the 600 cheapest candidates), any of
@@ -12,20 +15,23 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::core::v1::Taint;
 
 use super::instance_types::{
     InstanceType, ON_DEMAND, SPOT, UnmetMinValues, is_well_known, unmet_min_values,
 };
-use super::pod::{NamespaceLabels, PodShape, Preference, Term, TermKind, Untolerated};
+use super::pod::{NamespaceLabels, PodShape, Preference, Term, TermKind, TopologyKey, Untolerated};
 use super::requirements::{Requirement, Requirements};
 use super::resources::{Limits, Resources};
 use crate::apis::labels::{CAPACITY_TYPE_LABEL, ZONE_LABEL};
 
+mod cost;
 mod explain;
 mod topology;
 
+pub use cost::{fractional_lower_bound, hourly_cost};
 pub use explain::{explain_no_instance_types, no_instance_types};
 use topology::Group;
 
@@ -35,6 +41,11 @@ pub const NODE_CLAIM_CANDIDATES: usize = 600;
 
 /// How many of them a launch offers CreateFleet.
 pub const LAUNCH_CANDIDATES: usize = 60;
+
+/// How many slots that can take a pod by growing are weighed against each other: enough to
+/// pair a CPU-heavy pod with a node short of CPU, few enough that a pod's cost does not grow
+/// with the batch.
+const GROWTH_CHOICES: usize = 16;
 
 /// The `limit` cheapest of `candidates` (catalog indices, cheapest first), unless that would
 /// break a `minValues`; then, for each such requirement, the cheapest type of each value until
@@ -139,7 +150,7 @@ pub struct Problem<'a> {
 }
 
 /// A NodeClaim the simulation would create.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NewClaim {
     pub pool: usize,
     pub requirements: Requirements,
@@ -150,7 +161,7 @@ pub struct NewClaim {
     pub instance_types: Vec<usize>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub new_claims: Vec<NewClaim>,
     /// (pod, existing node) pairs.
@@ -252,6 +263,49 @@ pub fn solve(problem: &Problem) -> Plan {
     Solver::new(problem).run()
 }
 
+/// Why a slot refused a pod: for good (it refuses every pod of the same class from now on,
+/// since what decided it only ever grows or narrows), or only as things stand now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    ForGood,
+    ForNow,
+}
+
+impl Refusal {
+    /// For good only if every part refused for good.
+    fn and(self, other: Refusal) -> Refusal {
+        if self == Refusal::ForGood && other == Refusal::ForGood {
+            Refusal::ForGood
+        } else {
+            Refusal::ForNow
+        }
+    }
+}
+
+/// Pods that every slot treats alike: same namespace, labels, requests, ports, tolerations,
+/// node requirements and held terms. Slots are scanned first to last, and a slot that refused
+/// one of them for good refuses the rest, so each class remembers the prefix of slots it need
+/// not scan again. Without it each pod would rescan every planned claim, and the time per pod
+/// would grow with the batch.
+struct PlacementClass {
+    /// A pod of the class, for the fields that never change.
+    pod: usize,
+    owned: Vec<usize>,
+    requirements: Vec<Requirements>,
+    /// Whether a topology refusal is for good: no held term depends on counts that can open a
+    /// slot up later (zone spread, pod affinity).
+    topology_settles: bool,
+    /// Every slot below this refuses the class for good.
+    refused_below: usize,
+    /// Every slot below this refuses the class for good or cannot hold it on its cheapest
+    /// type, unless it is in `reopened`.
+    snug_refused_below: usize,
+    /// Slots below `snug_refused_below` whose cheapest type changed since they refused.
+    reopened: BTreeSet<usize>,
+    /// How much of `Solver::cheapest_type_changes` the class has read.
+    changes_seen: usize,
+}
+
 enum SlotKind {
     Existing(usize),
     Claim(usize),
@@ -262,6 +316,8 @@ struct Slot {
     requested: Resources,
     /// Existing: allocatable; claim: the per-resource maximum over candidates, a quick reject.
     room: Resources,
+    /// Existing: allocatable; claim: what its cheapest candidate allocates.
+    snug: Resources,
     zone: Option<String>,
     host_ports: Vec<(String, i32)>,
 }
@@ -335,6 +391,15 @@ struct Solver<'a> {
     relaxed: Vec<usize>,
     /// Per pod holding a node-affinity preference, each required alternative narrowed by it.
     preferred_requirements: Vec<Option<Vec<Requirements>>>,
+    classes: Vec<PlacementClass>,
+    /// Class indices by the hash of their hashable fields.
+    class_index: HashMap<u64, Vec<usize>>,
+    /// The claim slots whose cheapest type changed, in order: each may hold again what it
+    /// could not.
+    cheapest_type_changes: Vec<usize>,
+    /// Whether classes skip the slots that refused them for good (off only to test that
+    /// skipping changes no plan).
+    skip_refused: bool,
 }
 
 impl<'a> Solver<'a> {
@@ -442,6 +507,10 @@ impl<'a> Solver<'a> {
             allowed_zone_counts: HashMap::new(),
             relaxed: vec![0; problem.pods.len()],
             preferred_requirements: vec![None; problem.pods.len()],
+            classes: Vec::new(),
+            class_index: HashMap::new(),
+            cheapest_type_changes: Vec::new(),
+            skip_refused: true,
         };
         solver.index_terms();
         for (index, node) in problem.existing.iter().enumerate() {
@@ -454,6 +523,7 @@ impl<'a> Solver<'a> {
                 kind: SlotKind::Existing(index),
                 requested: node.requested,
                 room: node.allocatable,
+                snug: node.allocatable,
                 zone: node.labels.get(ZONE_LABEL).cloned(),
                 host_ports: node.host_ports.clone(),
             });
@@ -501,12 +571,24 @@ impl<'a> Solver<'a> {
 
     fn run(mut self) -> Plan {
         let pods = self.problem.pods;
+        let total = pods
+            .iter()
+            .fold(Resources::default(), |sum, pod| sum + pod.requests);
+        // Largest first by each pod's larger share of the batch's CPU or memory: CPU-heavy
+        // and memory-heavy pods of like size then arrive together and fill a node's two
+        // dimensions alike, where CPU order alone would fill early nodes on CPU and late
+        // ones on memory.
+        let share = |pod: usize| {
+            let requests = &pods[pod].requests;
+            let of = |amount: i64, total: i64| amount as f64 / total.max(1) as f64;
+            of(requests.cpu, total.cpu).max(of(requests.memory, total.memory))
+        };
         let mut order: Vec<usize> = (0..pods.len()).collect();
         order.sort_by(|&a, &b| {
             let (a_req, b_req) = (&pods[a].requests, &pods[b].requests);
-            b_req
-                .cpu
-                .cmp(&a_req.cpu)
+            share(b)
+                .total_cmp(&share(a))
+                .then(b_req.cpu.cmp(&a_req.cpu))
                 .then(b_req.memory.cmp(&a_req.memory))
                 .then(a.cmp(&b))
         });
@@ -625,14 +707,17 @@ impl<'a> Solver<'a> {
 
     fn place(&mut self, pod: usize, plan: &mut Plan) -> Result<(), Unplaced> {
         self.prepare_topology(pod);
-        for slot in 0..self.slots.len() {
-            if let Some(placement) = self.try_slot(pod, slot) {
-                self.commit(pod, slot, placement);
-                if let SlotKind::Existing(node) = self.slots[slot].kind {
-                    plan.on_existing.push((pod, node));
-                }
-                return Ok(());
+        let class = self.class_of(pod);
+        let found = match self.snug_slot(pod, class) {
+            Some(found) => Some(found),
+            None => self.growth_slot(pod, class),
+        };
+        if let Some((slot, placement)) = found {
+            self.commit(pod, slot, placement);
+            if let SlotKind::Existing(node) = self.slots[slot].kind {
+                plan.on_existing.push((pod, node));
             }
+            return Ok(());
         }
         let mut reasons = Vec::new();
         for index in 0..self.pool_order.len() {
@@ -645,36 +730,155 @@ impl<'a> Solver<'a> {
         Err(Unplaced(reasons))
     }
 
+    /// The first slot the pod fits without making its node dearer: an existing node with
+    /// room, or a planned claim whose cheapest type still holds it. Small pods then fill what
+    /// larger ones left over before any claim grows.
+    fn snug_slot(&mut self, pod: usize, class: usize) -> Option<(usize, Placement)> {
+        let below = self.classes[class].snug_refused_below;
+        let seen = self.classes[class].changes_seen;
+        let reopened: Vec<usize> = self.cheapest_type_changes[seen..]
+            .iter()
+            .copied()
+            .filter(|&slot| slot < below)
+            .collect();
+        let entry = &mut self.classes[class];
+        entry.reopened.extend(reopened);
+        entry.changes_seen = self.cheapest_type_changes.len();
+        let reopened: Vec<usize> = entry.reopened.iter().copied().collect();
+        for slot in reopened {
+            match self.try_snug(pod, slot, class) {
+                Ok(placement) => return Some((slot, placement)),
+                Err(Refusal::ForGood) => {
+                    self.classes[class].reopened.remove(&slot);
+                }
+                Err(Refusal::ForNow) => {}
+            }
+        }
+        let mut all_for_good = true;
+        for slot in below..self.slots.len() {
+            match self.try_snug(pod, slot, class) {
+                Ok(placement) => return Some((slot, placement)),
+                Err(Refusal::ForGood) if all_for_good && self.skip_refused => {
+                    self.classes[class].snug_refused_below = slot + 1;
+                }
+                Err(_) => all_for_good = false,
+            }
+        }
+        None
+    }
+
+    /// Where the pod goes when no slot holds it without growing: of the first
+    /// `GROWTH_CHOICES` slots that can take it, the one whose cheapest type would then leave
+    /// the least money idle. First fit would grow the earliest claim until one of its
+    /// resources ran out, and leave the other idle.
+    fn growth_slot(&mut self, pod: usize, class: usize) -> Option<(usize, Placement)> {
+        let mut all_for_good = true;
+        let mut best: Option<(f64, usize, Placement)> = None;
+        let mut choices = 0;
+        for slot in self.classes[class].refused_below..self.slots.len() {
+            match self.try_slot(pod, slot, class) {
+                Ok(placement) => {
+                    // The refused prefix ends at the first slot that takes the pod.
+                    all_for_good = false;
+                    let idle = self.idle_cost_after(pod, slot, &placement);
+                    if best.as_ref().is_none_or(|(least, _, _)| idle < *least) {
+                        best = Some((idle, slot, placement));
+                    }
+                    choices += 1;
+                    if choices == GROWTH_CHOICES {
+                        break;
+                    }
+                }
+                Err(Refusal::ForGood) if all_for_good && self.skip_refused => {
+                    self.classes[class].refused_below = slot + 1;
+                }
+                Err(_) => all_for_good = false,
+            }
+        }
+        best.map(|(_, slot, placement)| (slot, placement))
+    }
+
+    /// $/hour the slot's cheapest type would leave idle with the pod on it: its price times
+    /// the mean unused share of its CPU and memory. An existing node costs nothing more.
+    fn idle_cost_after(&self, pod: usize, slot_index: usize, placement: &Placement) -> f64 {
+        let slot = &self.slots[slot_index];
+        let (SlotKind::Claim(claim), Some(&cheapest)) = (
+            &slot.kind,
+            placement.candidates.as_ref().and_then(|c| c.first()),
+        ) else {
+            return 0.0;
+        };
+        let allocatable = allocatable(self.problem, self.claims[*claim].pool, cheapest);
+        let used = slot.requested + self.problem.pods[pod].requests;
+        let unused = |total: i64, used: i64| {
+            if total > 0 {
+                (total - used) as f64 / total as f64
+            } else {
+                0.0
+            }
+        };
+        let price = self.problem.catalog[cheapest].min_price().unwrap_or(0.0);
+        price * (unused(allocatable.cpu, used.cpu) + unused(allocatable.memory, used.memory)) / 2.0
+    }
+
+    /// `try_slot`, but only where the slot's cheapest type still holds the pod. Not fitting
+    /// that type counts as for good: only a change of the slot's cheapest type, which
+    /// `cheapest_type_changes` records, lifts it.
+    fn try_snug(&self, pod: usize, slot_index: usize, class: usize) -> Result<Placement, Refusal> {
+        let slot = &self.slots[slot_index];
+        if !(slot.requested + self.problem.pods[pod].requests).fits(&slot.snug) {
+            return Err(Refusal::ForGood);
+        }
+        let placement = self.try_slot(pod, slot_index, class)?;
+        match (&slot.kind, &placement.candidates) {
+            // Narrowed off its cheapest type (by the pod's requirements or a zone).
+            (SlotKind::Claim(claim), Some(candidates))
+                if candidates.first() != self.claims[*claim].candidates.first() =>
+            {
+                Err(Refusal::ForNow)
+            }
+            _ => Ok(placement),
+        }
+    }
+
     /// Where the pod would go on this slot, if it fits there. Why it does not is never shown:
     /// the pod then tries the next slot, and only a new claim's rejection is reported.
-    fn try_slot(&self, pod: usize, slot_index: usize) -> Option<Placement> {
+    fn try_slot(&self, pod: usize, slot_index: usize, class: usize) -> Result<Placement, Refusal> {
         let shape = &self.problem.pods[pod];
         let slot = &self.slots[slot_index];
         if let SlotKind::Existing(node) = slot.kind
             && self.problem.existing[node].topology_only
         {
-            return None;
+            return Err(Refusal::ForGood);
         }
+        // A slot's requests only grow and its room only shrinks.
         let requested = slot.requested + shape.requests;
         let port_taken = shape
             .host_ports
             .iter()
             .any(|port| slot.host_ports.contains(port));
         if !requested.fits(&slot.room) || port_taken {
-            return None;
+            return Err(Refusal::ForGood);
         }
         let requirements = self.requirements(pod);
+        let topology_refusal = if self.classes[class].topology_settles {
+            Refusal::ForGood
+        } else {
+            Refusal::ForNow
+        };
         match slot.kind {
             SlotKind::Existing(node) => {
                 let existing = &self.problem.existing[node];
-                shape.tolerates(&existing.taints).ok()?;
+                shape
+                    .tolerates(&existing.taints)
+                    .map_err(|_| Refusal::ForGood)?;
                 if !labels_allow(requirements, &existing.labels) {
-                    return None;
+                    return Err(Refusal::ForGood);
                 }
                 let zone = self
                     .topology(pod, slot_index, &self.existing_requirements[node])
-                    .ok()?;
-                Some(Placement {
+                    .map_err(|_| topology_refusal)?;
+                Ok(Placement {
                     requirements: None,
                     candidates: None,
                     zone,
@@ -683,7 +887,9 @@ impl<'a> Solver<'a> {
             SlotKind::Claim(claim_index) => {
                 let claim = &self.claims[claim_index];
                 let pool = &self.problem.pools[claim.pool];
-                shape.tolerates(&pool.taints).ok()?;
+                shape
+                    .tolerates(&pool.taints)
+                    .map_err(|_| Refusal::ForGood)?;
                 // A pod whose selector the claim already meets narrows nothing.
                 let implied = requirements.iter().any(|alternative| {
                     alternative.iter().all(|(key, wanted)| {
@@ -693,19 +899,32 @@ impl<'a> Solver<'a> {
                             .is_some_and(|claimed| claimed.is_within(wanted))
                     })
                 });
+                // A claim's requirements only narrow, and never gain a label its launched
+                // node would not carry, so a mismatch stays one.
                 let alternatives: Vec<Option<Requirements>> = if implied {
                     vec![None]
                 } else {
                     // An alternative that narrows nothing needs no recheck of the candidates.
                     self.alternatives(&claim.requirements, requirements)
-                        .ok()?
+                        .map_err(|_| Refusal::ForGood)?
                         .into_iter()
                         .map(|merged| (merged != claim.requirements).then_some(merged))
                         .collect()
                 };
-                alternatives.into_iter().find_map(|requirements| {
-                    self.claim_placement(pod, slot_index, claim_index, requirements)
-                })
+                let mut refusal = Refusal::ForGood;
+                for requirements in alternatives {
+                    match self.claim_placement(
+                        pod,
+                        slot_index,
+                        claim_index,
+                        requirements,
+                        topology_refusal,
+                    ) {
+                        Ok(placement) => return Ok(placement),
+                        Err(other) => refusal = refusal.and(other),
+                    }
+                }
+                Err(refusal)
             }
         }
     }
@@ -718,7 +937,8 @@ impl<'a> Solver<'a> {
         slot_index: usize,
         claim_index: usize,
         mut requirements: Option<Requirements>,
-    ) -> Option<Placement> {
+        topology_refusal: Refusal,
+    ) -> Result<Placement, Refusal> {
         let shape = &self.problem.pods[pod];
         let claim = &self.claims[claim_index];
         let zone = self
@@ -727,7 +947,7 @@ impl<'a> Solver<'a> {
                 slot_index,
                 requirements.as_ref().unwrap_or(&claim.requirements),
             )
-            .ok()?;
+            .map_err(|_| topology_refusal)?;
         if let Some(zone) = &zone {
             let narrowed = requirements.get_or_insert_with(|| claim.requirements.clone());
             narrowed.add(ZONE_LABEL, Requirement::one_of([zone.clone()]));
@@ -750,11 +970,79 @@ impl<'a> Solver<'a> {
             .collect();
         let narrowed = requirements.as_ref().unwrap_or(&claim.requirements);
         let keeps_min_values = unmet_min_values(narrowed, &candidates, catalog).is_none();
-        (!candidates.is_empty() && keeps_min_values).then_some(Placement {
+        if candidates.is_empty() || !keeps_min_values {
+            // Candidates only narrow, but the limit ceiling rises again when another claim
+            // of the pool narrows and reserves less, and the zone topology picks may differ
+            // next time.
+            return Err(if ceiling.is_some() || zone.is_some() {
+                Refusal::ForNow
+            } else {
+                Refusal::ForGood
+            });
+        }
+        Ok(Placement {
             requirements,
             candidates: Some(candidates),
             zone,
         })
+    }
+
+    /// The class of the pod as it is held now (its preferences given up so far included).
+    fn class_of(&mut self, pod: usize) -> usize {
+        let shape = &self.problem.pods[pod];
+        let owned = &self.owned[pod];
+        let requirements = self.requirements(pod);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (
+            &shape.namespace,
+            &shape.labels,
+            &shape.requests,
+            &shape.host_ports,
+            owned,
+        )
+            .hash(&mut hasher);
+        let hash = hasher.finish();
+        let pods = self.problem.pods;
+        let same = |class: &PlacementClass| {
+            let other = &pods[class.pod];
+            class.owned == *owned
+                && class.requirements == requirements
+                && other.namespace == shape.namespace
+                && other.labels == shape.labels
+                && other.requests == shape.requests
+                && other.host_ports == shape.host_ports
+                && other.tolerations == shape.tolerations
+                && other.node_affinity == shape.node_affinity
+        };
+        if let Some(&class) = self
+            .class_index
+            .get(&hash)
+            .and_then(|classes| classes.iter().find(|&&c| same(&self.classes[c])))
+        {
+            return class;
+        }
+        let topology_settles = owned.iter().all(|&g| {
+            let term = &self.groups[g].term;
+            match term.kind {
+                TermKind::AntiAffinity => true,
+                TermKind::Spread(_) => term.key == TopologyKey::Hostname,
+                TermKind::Affinity => false,
+            }
+        });
+        let class = PlacementClass {
+            pod,
+            owned: owned.clone(),
+            requirements: requirements.to_vec(),
+            topology_settles,
+            refused_below: 0,
+            snug_refused_below: 0,
+            reopened: BTreeSet::new(),
+            changes_seen: self.cheapest_type_changes.len(),
+        };
+        self.classes.push(class);
+        let index = self.classes.len() - 1;
+        self.class_index.entry(hash).or_default().push(index);
+        index
     }
 
     /// The claim requirements narrowed by one of the pod's alternatives. A label no launched
@@ -941,6 +1229,7 @@ impl<'a> Solver<'a> {
             kind: SlotKind::Claim(claim_index),
             requested: pool.daemon_overhead,
             room: Resources::default(),
+            snug: Resources::default(),
             zone: None,
             host_ports: Vec::new(),
         });
@@ -1004,6 +1293,14 @@ impl<'a> Solver<'a> {
                 slot.room = candidates.iter().fold(Resources::default(), |max, &i| {
                     max.max(&allocatable(self.problem, claim.pool, i))
                 });
+                let snug = candidates
+                    .first()
+                    .map(|&i| allocatable(self.problem, claim.pool, i))
+                    .unwrap_or_default();
+                if snug != slot.snug {
+                    slot.snug = snug;
+                    self.cheapest_type_changes.push(slot_index);
+                }
                 claim.candidates = candidates;
                 let reserved = cheapest_candidates(
                     &claim.candidates,

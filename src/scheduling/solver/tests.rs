@@ -134,6 +134,13 @@ fn solve_for(
     })
 }
 
+/// The plan a solver makes that rescans every slot for every pod.
+fn solve_scanning_every_slot(problem: &Problem) -> Plan {
+    let mut solver = Solver::new(problem);
+    solver.skip_refused = false;
+    solver.run()
+}
+
 fn names(catalog: &[InstanceType], claim: &NewClaim) -> Vec<String> {
     claim
         .instance_types
@@ -1382,6 +1389,36 @@ fn arbitrary_preferences() -> impl Strategy<Value = Vec<Preference>> {
     prop::collection::vec(preference, 0..3)
 }
 
+/// A pod of `arbitrary_pod`, sometimes with a term whose refusals can lift later (zone or
+/// hostname affinity) or a zone anti-affinity.
+fn arbitrary_pod_with_affinity() -> impl Strategy<Value = PodShape> {
+    (arbitrary_pod(), prop::option::of(0usize..3)).prop_map(|(pod, extra)| match extra {
+        Some(0) => with_term(pod, TermKind::Affinity, TopologyKey::Zone, "together"),
+        Some(1) => with_term(pod, TermKind::Affinity, TopologyKey::Hostname, "pair"),
+        Some(_) => with_term(pod, TermKind::AntiAffinity, TopologyKey::Zone, "alone"),
+        None => pod,
+    })
+}
+
+/// A managed node in one of the three zones with some of its room taken.
+fn arbitrary_existing_node() -> impl Strategy<Value = ExistingNode> {
+    (0usize..3, 1i64..8, 0i64..2000).prop_map(|(zone, vcpus, requested_cpu)| ExistingNode {
+        name: format!("node-{zone}-{vcpus}-{requested_cpu}"),
+        labels: BTreeMap::from([(ZONE_LABEL.to_owned(), fake::ZONES[zone].to_owned())]),
+        allocatable: Resources {
+            cpu: vcpus * 1000,
+            memory: vcpus * 2 * GIB,
+            pods: 20,
+            ..Resources::default()
+        },
+        requested: Resources {
+            cpu: requested_cpu,
+            ..Resources::default()
+        },
+        ..ExistingNode::default()
+    })
+}
+
 fn arbitrary_pool(catalog_size: usize) -> impl Strategy<Value = NodePoolInput> {
     (
         prop::option::of(1i64..16),
@@ -1473,6 +1510,30 @@ proptest! {
             prop_assert!(!reason.to_string().is_empty());
         }
         prop_assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
+    }
+
+    /// Skipping the slots that refused a pod's class for good changes no plan: the same
+    /// claims, pods, candidates, placements on nodes and reasons as rescanning every slot.
+    #[test]
+    fn skipping_refused_slots_changes_no_plan(
+        groups in prop::collection::vec((arbitrary_pod_with_affinity(), 1usize..5), 1..15),
+        pools in prop::collection::vec(arbitrary_pool(12), 1..3),
+        existing in prop::collection::vec(arbitrary_existing_node(), 0..3),
+    ) {
+        let catalog = fake::catalog(12);
+        let pods: Vec<PodShape> = groups
+            .iter()
+            .flat_map(|(pod, copies)| std::iter::repeat_n(pod.clone(), *copies))
+            .collect();
+        let problem = Problem {
+            catalog: &catalog,
+            pools: &pools,
+            existing: &existing,
+            bound: &[],
+            pods: &pods,
+            namespaces: &NamespaceLabels::new(),
+        };
+        prop_assert_eq!(solve(&problem), solve_scanning_every_slot(&problem));
     }
 
     /// Preferences decide where a pod goes, never whether it goes: alone among pods already
