@@ -6,6 +6,7 @@ mod chart;
 mod controller;
 mod convert;
 mod disruption;
+mod invariants;
 mod jobs_api;
 mod keda_metrics;
 mod node_classes;

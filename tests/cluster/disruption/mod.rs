@@ -29,6 +29,7 @@ use windlass::apis::ec2_node_class::EC2NodeClass;
 use windlass::apis::node_claim::NodeClaim;
 use windlass::apis::node_pool::NodePool;
 
+use crate::invariants::assert_instances_match_claims;
 use crate::provisioning::fixture::{delete_pool_and_class, node_class_and_pool};
 use crate::support::{
     ChildProcess, TestEnv, TestNamespace, Windlass, install_crds, start_registrar,
@@ -89,8 +90,10 @@ impl PoolRun {
         &self.namespace.name
     }
 
-    /// Stops Windlass, then deletes the pool, its class and the namespace.
+    /// Checks that the cluster's live instances and NodeClaims match one to one, stops
+    /// Windlass, then deletes the pool, its class and the namespace.
     pub async fn finish(self) {
+        assert_instances_match_claims(&self.env, &self.windlass.cluster).await;
         drop(self.windlass);
         delete_pool_and_class(&self.pools, &self.classes, &self.name).await;
         self.namespace.delete().await;

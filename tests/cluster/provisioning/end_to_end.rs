@@ -18,6 +18,7 @@ use super::fixture::{
     launch_template, node_class_and_pool, pending_pods, pool_condition, tagged_instances,
     wait_claim_gone, wait_node_gone,
 };
+use crate::invariants::{LimitWatch, assert_instances_match_claims};
 use crate::support::{
     TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, unique, wait_until,
 };
@@ -38,9 +39,10 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
     .await;
     let windlass = start_windlass(ns);
     windlass.catalog_read().await;
+    let claims: Api<NodeClaim> = Api::all(env.client.clone());
+    let limits = LimitWatch::watch(&claims, &name, 4000, 8 << 30);
     let pods = pending_pods(&env, ns, &name, 3).await;
 
-    let claims: Api<NodeClaim> = Api::all(env.client.clone());
     let selector = format!("windlass.dev/nodepool={name}");
     let created = wait_until(
         "a NodeClaim for the pending pods",
@@ -160,6 +162,7 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
         1,
         "one NodeClaim, one instance"
     );
+    assert_instances_match_claims(&env, &windlass.cluster).await;
     let pool_label = format!("{{nodepool=\"{name}\"}}");
     assert_eq!(
         windlass.metric(&format!("windlass_nodeclaims_created_total{pool_label}")),
@@ -291,6 +294,8 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
     wait_claim_gone(&claims, &claim_name).await;
     assert_terminated(&env, &instance).await;
     wait_node_gone(&nodes, &node_name).await;
+    assert_instances_match_claims(&env, &windlass.cluster).await;
+    limits.assert_never_over();
 
     let left = claims
         .list(&ListParams::default().labels(&selector))
