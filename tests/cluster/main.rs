@@ -17,3 +17,4 @@ mod scaled_object;
 mod stack;
 mod support;
 mod top;
+mod unworkable;
