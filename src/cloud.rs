@@ -41,6 +41,8 @@ pub struct Launched {
 #[error("{call}: {message}")]
 pub struct CloudError {
     pub call: &'static str,
+    /// The service's error code, when it answered with one (`InvalidSubnetID.NotFound`).
+    pub code: Option<String>,
     pub message: String,
 }
 
@@ -60,6 +62,10 @@ pub enum CreateError {
     /// The cloud was asked and launched nothing: out of capacity, or it refused every option.
     #[error("{0}")]
     LaunchedNothing(String),
+    /// A subnet, security group or image the node class resolved to is gone from the cloud:
+    /// its status is out of date until it is resolved again.
+    #[error("EC2NodeClass {class} resolved to something that is gone: {cause}")]
+    NodeClassOutdated { class: String, cause: String },
     #[error(transparent)]
     Api(#[from] CloudError),
 }
@@ -72,6 +78,7 @@ impl CreateError {
             CreateError::ClusterUnknown(_) => "ClusterUnknown",
             CreateError::NoLaunchOption(_) => "NoLaunchOption",
             CreateError::LaunchedNothing(_) => "LaunchFailed",
+            CreateError::NodeClassOutdated { .. } => "NodeClassOutdated",
             CreateError::Api(_) => "CloudError",
         }
     }

@@ -232,6 +232,7 @@ where
 {
     move |error| CloudError {
         call,
+        code: error.code().map(str::to_owned),
         message: super::sdk_errors::describe(&error),
     }
 }
@@ -348,6 +349,7 @@ impl Aws {
                 {
                     return Err(CloudError {
                         call: "AddRoleToInstanceProfile",
+                        code: Some("NoSuchEntity".into()),
                         message: format!("IAM role {role} does not exist"),
                     });
                 }

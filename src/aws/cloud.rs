@@ -2,7 +2,8 @@
 //! CreateFleet, the instance a lost answer left behind adopted instead of launched again), the
 //! instance catalog read at most every five minutes and again once the on-demand prices change,
 //! and the offerings that just ran out of capacity, which both the catalog and the next launch
-//! leave out.
+//! leave out. A launch that finds a subnet, security group or image of its node class gone asks
+//! for the class to be resolved again.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use crate::aws::client::{Aws, FleetOutcome};
 use crate::aws::cluster::ClusterSource;
 use crate::aws::instance_id;
 use crate::aws::launch::{LaunchInput, fleet_request};
+use crate::aws::nodeclass::controller::Refresh;
 use crate::aws::pricing::{OnDemandPrices, RegionPrices};
 use crate::cloud::{CloudError, CloudProvider, CreateError, Instance, Launched};
 use crate::metrics::Metrics;
@@ -42,6 +44,20 @@ pub struct AwsCloud {
     prices: Arc<OnDemandPrices>,
     catalog: tokio::sync::Mutex<Catalog>,
     metrics: Arc<Metrics>,
+    node_class_refresh: Arc<Refresh>,
+}
+
+/// EC2's error codes for a subnet, security group or image that does not exist (any more).
+const GONE: [&str; 5] = [
+    "InvalidSubnetID.NotFound",
+    "InvalidGroup.NotFound",
+    "InvalidSecurityGroupID.NotFound",
+    "InvalidAMIID.NotFound",
+    "InvalidAMIID.Unavailable",
+];
+
+fn is_gone(code: &str) -> bool {
+    GONE.contains(&code)
 }
 
 #[derive(Default)]
@@ -58,6 +74,7 @@ impl AwsCloud {
         cluster: String,
         prices: Arc<OnDemandPrices>,
         metrics: Arc<Metrics>,
+        node_class_refresh: Arc<Refresh>,
     ) -> Self {
         Self {
             aws,
@@ -67,6 +84,20 @@ impl AwsCloud {
             unavailable: Mutex::default(),
             catalog: tokio::sync::Mutex::default(),
             metrics,
+            node_class_refresh,
+        }
+    }
+
+    /// `cause` as the launch's error: when it says something `class` resolved to is gone, the
+    /// class is out of date and is resolved again.
+    fn launch_error(&self, class: &str, cause: CloudError) -> CreateError {
+        if !cause.code.as_deref().is_some_and(is_gone) {
+            return CreateError::Api(cause);
+        }
+        self.node_class_refresh.ask(class);
+        CreateError::NodeClassOutdated {
+            class: class.to_owned(),
+            cause: cause.to_string(),
         }
     }
 
@@ -209,7 +240,10 @@ impl CloudProvider for AwsCloud {
             .type_facts(&offered.into_iter().collect::<Vec<_>>())
             .await?;
         for config in &request.configs {
-            self.aws.ensure_launch_template(config).await?;
+            self.aws
+                .ensure_launch_template(config)
+                .await
+                .map_err(|cause| self.launch_error(&class_name, cause))?;
         }
         // A crash or a timeout can lose CreateFleet's answer: the instance it launched for this
         // NodeClaim is adopted, not launched again.
@@ -218,7 +252,11 @@ impl CloudProvider for AwsCloud {
                 instance: Some(instance),
                 errors: Vec::new(),
             },
-            None => self.aws.create_fleet(&request).await?,
+            None => self
+                .aws
+                .create_fleet(&request)
+                .await
+                .map_err(|cause| self.launch_error(&class_name, cause))?,
         };
         // Offerings EC2 reported out of capacity are left out for a while, whether or not
         // another offering launched.
@@ -229,11 +267,19 @@ impl CloudProvider for AwsCloud {
                 .iter()
                 .map(|e| format!("{}: {}", e.code, e.message))
                 .collect();
-            return Err(CreateError::LaunchedNothing(format!(
+            let message = format!(
                 "CreateFleet launched nothing ({}): {}",
                 request.capacity_type,
                 errors.join("; ")
-            )));
+            );
+            if outcome.errors.iter().any(|e| is_gone(&e.code)) {
+                self.node_class_refresh.ask(&class_name);
+                return Err(CreateError::NodeClassOutdated {
+                    class: class_name,
+                    cause: message,
+                });
+            }
+            return Err(CreateError::LaunchedNothing(message));
         };
         Ok(Launched {
             facts: facts.get(&instance.instance_type).cloned(),

@@ -4,6 +4,7 @@
 //! (a failed read is tried again at the next); the DNS address is read again at each launch
 //! until one is found, so a Service created or a Role granted later is picked up.
 
+use aws_sdk_eks::error::ProvideErrorMetadata;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use tokio::sync::OnceCell;
@@ -90,6 +91,7 @@ impl ClusterSource {
         }
         let missing = |what: &str| CloudError {
             call: "eks:DescribeCluster",
+            code: None,
             message: format!(
                 "EKS cluster {} reports no {what} yet; give it with --cluster-{what}",
                 self.name
@@ -113,6 +115,7 @@ impl ClusterSource {
             .await
             .map_err(|e| CloudError {
                 call: "eks:DescribeCluster",
+                code: e.code().map(str::to_owned),
                 message: format!("cluster {}: {}", self.name, describe(&e)),
             })?;
         let cluster = output.cluster();

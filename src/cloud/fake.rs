@@ -18,6 +18,9 @@ pub struct FakeCloud {
     pub types: Vec<InstanceType>,
     /// Every `create` fails with "no capacity" while this is set.
     pub out_of_capacity: Mutex<bool>,
+    /// Every `create` fails as EC2 does for a subnet that no longer exists while this holds
+    /// its id.
+    pub subnet_gone: Mutex<Option<String>>,
     /// NodeClaim name → its instance.
     pub instances: Mutex<BTreeMap<String, Instance>>,
     /// How many instances were started (not found again).
@@ -72,6 +75,14 @@ impl CloudProvider for FakeCloud {
         };
         if let Some(instance) = self.instances.lock().unwrap().get(&name) {
             return Ok(launched(instance.clone()));
+        }
+        if let Some(subnet) = self.subnet_gone.lock().unwrap().clone() {
+            return Err(CreateError::NodeClassOutdated {
+                class: claim.spec.node_class_ref.name.clone(),
+                cause: format!(
+                    "CreateFleet: InvalidSubnetID.NotFound: The subnet ID '{subnet}' does not exist"
+                ),
+            });
         }
         if *self.out_of_capacity.lock().unwrap() {
             return Err(CreateError::LaunchedNothing(format!(

@@ -122,7 +122,7 @@ pub fn parse_schedule_request(body: &[u8]) -> Result<ScheduleRequest, RequestErr
         None | Some(Value::Null) => "UTC".to_owned(),
         Some(_) => return Err(RequestError::bad_request("timeZone", "must be a string")),
     };
-    Schedule::parse(&cron, &time_zone)
+    Schedule::parse_firing(&cron, &time_zone)
         .map_err(|error| RequestError::bad_request(error.field, error.message))?;
     let suspend = match fields.remove("suspend") {
         Some(Value::Bool(suspend)) => suspend,

@@ -9,11 +9,14 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use jiff::{SignedDuration, Timestamp};
+
+/// 2000-01-01T00:00:00Z: where the search for a schedule's first tick starts.
+const CYCLE_START: i64 = 946_684_800;
 
 /// How late a tick may still be enqueued when the schedule does not say.
 pub const DEFAULT_STARTING_DEADLINE: SignedDuration = SignedDuration::from_secs(60);
@@ -46,6 +49,28 @@ impl Schedule {
             message: format!("{time_zone:?} is not an IANA time zone"),
         })?;
         Ok(Self { cron, time_zone })
+    }
+
+    /// As [`Schedule::parse`], and refusing an expression no date matches: `0 0 30 2 *` parses,
+    /// but February has no 30th. What a JobSchedule takes.
+    pub fn parse_firing(expression: &str, time_zone: &str) -> Result<Self, ScheduleError> {
+        let schedule = Self::parse(expression, time_zone)?;
+        // Ticks repeat every 400 years (the Gregorian calendar's cycle, a whole number of
+        // weeks), so a pattern without a tick in the 400 years from a fixed date has none ever.
+        let cycle_start = DateTime::from_timestamp(CYCLE_START, 0)
+            .expect("a fixed date")
+            .with_timezone(&schedule.time_zone);
+        let fires = schedule
+            .cron
+            .find_next_occurrence(&cycle_start, true)
+            .is_ok_and(|tick| tick.year() < cycle_start.year() + 400);
+        if !fires {
+            return Err(ScheduleError {
+                field: "cron",
+                message: format!("{expression:?} never fires: no date in {time_zone} matches it"),
+            });
+        }
+        Ok(schedule)
     }
 
     /// The latest tick at or before `at`.
@@ -139,6 +164,24 @@ mod tests {
                 "{bad:?}"
             );
         }
+        for never in ["0 0 30 2 *", "0 0 31 4,6,9,11 *"] {
+            assert!(
+                Schedule::parse(never, "UTC").is_ok(),
+                "{never:?} is valid cron"
+            );
+            let error = Schedule::parse_firing(never, "Europe/Berlin").unwrap_err();
+            assert_eq!(
+                (error.field, error.message.as_str()),
+                (
+                    "cron",
+                    format!("{never:?} never fires: no date in Europe/Berlin matches it").as_str()
+                )
+            );
+        }
+        assert!(
+            Schedule::parse_firing("0 0 29 2 *", "UTC").is_ok(),
+            "every leap year"
+        );
         let zone = Schedule::parse("* * * * *", "Mars/Olympus").unwrap_err();
         assert_eq!(zone.field, "timeZone");
         assert!(Schedule::parse("@hourly", "Europe/Berlin").is_ok());

@@ -78,7 +78,7 @@ async fn reconcile(cached: Arc<JobSchedule>, scaling: Arc<Scaling>) -> Result<Ac
         observed_generation: generation,
         ..previous.clone()
     };
-    let schedule = match Schedule::parse(&object.spec.schedule, &object.spec.time_zone) {
+    let schedule = match Schedule::parse_firing(&object.spec.schedule, &object.spec.time_zone) {
         Ok(schedule) => schedule,
         Err(error) => {
             status.next_schedule_time = None;

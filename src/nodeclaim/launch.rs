@@ -62,6 +62,10 @@ pub async fn launch<C: CloudProvider>(
                 CreateError::LaunchedNothing(message) => {
                     (Duration::from_secs(5), Some(message.clone()))
                 }
+                // The class is being resolved again; the next attempt goes by what it finds.
+                CreateError::NodeClassOutdated { .. } => {
+                    (Duration::from_secs(5), Some(error.to_string()))
+                }
                 CreateError::ClusterUnknown(_) => {
                     (Duration::from_secs(10), Some(error.to_string()))
                 }
@@ -287,6 +291,31 @@ mod tests {
             );
             assert_eq!(status.provider_id, None);
         }
+        assert_eq!(cloud.launches(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_launch_that_finds_the_classs_subnet_gone_is_a_warning_and_a_retry() {
+        let cloud = FakeCloud::new(fake::catalog(1));
+        *cloud.subnet_gone.lock().unwrap() = Some("subnet-0abc".into());
+        let claim = claim(&[&cloud.types[0].name.clone()]);
+        let mut status = NodeClaimStatus::default();
+        let launch = launch(&cloud, &claim, Some(&class(true)), &mut status, now())
+            .await
+            .unwrap();
+        let message = "EC2NodeClass default resolved to something that is gone: CreateFleet: \
+                       InvalidSubnetID.NotFound: The subnet ID 'subnet-0abc' does not exist";
+        assert_eq!(
+            launch,
+            Launch::NotLaunched {
+                retry: Duration::from_secs(5),
+                warning: Some(message.into())
+            }
+        );
+        assert_eq!(
+            condition(&status, CONDITION_LAUNCHED),
+            ("False", "NodeClassOutdated", message)
+        );
         assert_eq!(cloud.launches(), 0);
     }
 

@@ -82,12 +82,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
             None
         })
     };
+    let node_class_refresh = Arc::new(node_classes::Refresh::default());
     let cloud = Arc::new(AwsCloud::new(
         Aws::new(&aws).with_vm_memory_overhead(args.vm_memory_overhead_percent),
         joins.clone(),
         args.cluster_name.clone(),
         prices.clone(),
         metrics.clone(),
+        node_class_refresh.clone(),
     ));
     let cluster_state = Arc::new(ClusterState::watch(
         &client,
@@ -148,6 +150,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         kubernetes_minor,
         cluster: args.cluster_name.clone(),
         resolved: Default::default(),
+        refresh: node_class_refresh,
     });
     let (auth_users, auth_changes) = AuthUsers::new();
     let scaling = Arc::new(Scaling {

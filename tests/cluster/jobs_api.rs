@@ -297,6 +297,11 @@ async fn a_schedule_enqueues_once_per_tick_across_a_restart_and_bad_cron_creates
             json!({"cron": "every minute", "scaledJob": "reports", "namespace": ns}),
             "cron",
         ),
+        // Valid cron, but February has no 30th.
+        (
+            json!({"cron": "0 0 30 2 *", "scaledJob": "reports", "namespace": ns}),
+            "cron",
+        ),
         (
             json!({"cron": "* * * * *", "timeZone": "Moon/Base", "scaledJob": "reports", "namespace": ns}),
             "timeZone",
@@ -344,6 +349,36 @@ async fn a_schedule_enqueues_once_per_tick_across_a_restart_and_bad_cron_creates
     assert_eq!(status, 200);
     assert_eq!(listed["schedules"][0]["cron"], "* * * * *");
     assert_eq!(listed["schedules"][0]["scaledJob"], "reports");
+
+    // The same schedule applied past the API: Ready=False and a Warning Event saying why, while
+    // the good one beside it ticks.
+    let never: JobSchedule = serde_json::from_value(json!({
+        "apiVersion": "windlass.dev/v1alpha1", "kind": "JobSchedule", "metadata": {"name": "never"},
+        "spec": {"schedule": "0 0 30 2 *", "scaledJob": "reports"}
+    }))
+    .unwrap();
+    schedules
+        .create(&PostParams::default(), &never)
+        .await
+        .unwrap();
+    let never_fires = "cron: \"0 0 30 2 *\" never fires: no date in UTC matches it";
+    wait_until(
+        "the never-firing JobSchedule to say so in Ready",
+        Duration::from_secs(30),
+        || async {
+            let status = schedules.get("never").await.ok()?.status?;
+            status.conditions.into_iter().find(|c| {
+                (
+                    c.type_.as_str(),
+                    c.status.as_str(),
+                    c.reason.as_str(),
+                    c.message.as_str(),
+                ) == ("Ready", "False", "InvalidSchedule", never_fires)
+            })
+        },
+    )
+    .await;
+    crate::scaled_object::warning_event(&env.client, ns, "never", never_fires).await;
 
     let (first_tick, first_id) = wait_for_tick(&schedules, "every-minute", None).await;
     assert_eq!(first_tick.as_second() % 60, 0, "ticks fall on the minute");

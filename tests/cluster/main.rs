@@ -18,3 +18,4 @@ mod scaled_object;
 mod stack;
 mod support;
 mod top;
+mod unworkable;

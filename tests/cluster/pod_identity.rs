@@ -77,7 +77,12 @@ async fn queue_arn(env: &TestEnv, queue_url: &str) -> String {
 
 /// A role moto checks every request of (tag `windlass-test/enforce-iam`), allowed to read only
 /// `queue_url`'s attributes, and with `also` statements; its ARN.
-async fn enforced_role(env: &TestEnv, prefix: &str, queue_url: &str, also: &[Value]) -> String {
+pub(crate) async fn enforced_role(
+    env: &TestEnv,
+    prefix: &str,
+    queue_url: &str,
+    also: &[Value],
+) -> String {
     let iam = aws_sdk_iam::Client::new(&env.aws);
     let name = unique(prefix);
     // Documents what EKS Pod Identity needs; neither moto nor the stand-in evaluates it.

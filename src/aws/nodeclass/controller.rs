@@ -1,9 +1,10 @@
 //! The EC2NodeClass controller: resolves subnet, security group and AMI selector terms against
 //! EC2 and SSM, makes the instance profile for `role` in IAM, and writes what they resolved to,
 //! with conditions, into status. Resolution is repeated every five minutes (a minute while not
-//! Ready), so new subnets and AMIs are picked up.
+//! Ready), so new subnets and AMIs are picked up, and at once when a launch finds that something
+//! a class resolved to is gone ([`Refresh`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -45,6 +47,49 @@ pub struct NodeClasses {
     pub cluster: String,
     /// When each EC2NodeClass (by name) was last resolved, at which generation.
     pub resolved: Mutex<HashMap<String, (Option<i64>, Instant)>>,
+    /// The classes a launch asks to have resolved again, out of turn.
+    pub refresh: Arc<Refresh>,
+}
+
+/// EC2NodeClasses to resolve again at once: a launch found a subnet, security group or image
+/// one resolved to gone, and until its status says so every launch from it fails the same way.
+/// The cloud asks; the controller resolves.
+pub struct Refresh {
+    asked: Mutex<BTreeSet<String>>,
+    wake: watch::Sender<()>,
+}
+
+impl Default for Refresh {
+    fn default() -> Self {
+        Self {
+            asked: Mutex::default(),
+            wake: watch::channel(()).0,
+        }
+    }
+}
+
+impl Refresh {
+    /// Asks for the EC2NodeClass `name` to be resolved again now.
+    pub fn ask(&self, name: &str) {
+        self.asked
+            .lock()
+            .expect("refresh lock")
+            .insert(name.to_owned());
+        self.wake.send_replace(());
+    }
+
+    /// Whether `name` was asked for since it was last resolved; forgets the ask.
+    fn take(&self, name: &str) -> bool {
+        self.asked.lock().expect("refresh lock").remove(name)
+    }
+
+    /// One item per wake-up (asks in a burst may share one).
+    fn wake_ups(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.wake.subscribe(), |mut wake| async {
+            wake.changed().await.ok()?;
+            Some(((), wake))
+        })
+    }
 }
 
 /// How soon an EC2NodeClass whose spec has not changed is resolved again when something else
@@ -62,6 +107,7 @@ pub enum Error {
 pub async fn run(context: Arc<NodeClasses>, shutdown: CancellationToken) {
     let api: Api<EC2NodeClass> = Api::all(context.client.clone());
     Controller::new(api, watcher::Config::default())
+        .reconcile_all_on(context.refresh.wake_ups())
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|_| futures::future::ready(()))
@@ -79,7 +125,9 @@ async fn reconcile(object: Arc<EC2NodeClass>, context: Arc<NodeClasses>) -> Resu
     }
     let name = object.name_any();
     let generation = object.metadata.generation;
-    if let Some((resolved_at, at)) = context.resolved.lock().expect("resolved lock").get(&name)
+    let asked = context.refresh.take(&name);
+    if !asked
+        && let Some((resolved_at, at)) = context.resolved.lock().expect("resolved lock").get(&name)
         && *resolved_at == generation
         && at.elapsed() < RESOLVE_AT_MOST_EVERY
     {

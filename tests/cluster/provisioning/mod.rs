@@ -5,7 +5,8 @@
 //! runs the pods; deleting the NodeClaim or its Node terminates the instance and removes both;
 //! a restart mid-launch launches nothing twice; a GPU pod gets a GPU type within a GPU limit;
 //! a pod's zonal volume pins its NodeClaim to that zone; a pool that cannot launch says
-//! why; and a scale-out's nodes are launched before its pods are pending.
+//! why, beside a healthy one that launches; and a scale-out's nodes are launched before its
+//! pods are pending.
 
 mod ahead;
 mod bootstrap;
@@ -18,4 +19,5 @@ pub mod fixture;
 mod node_deletion;
 mod reasons;
 mod restart;
+mod unworkable;
 mod volumes;
