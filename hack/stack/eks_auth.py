@@ -8,7 +8,8 @@ It answers, on one loopback port:
 - EKS Auth `AssumeRoleForPodIdentity` (POST /clusters/{name}/assume-role-for-pod-identity with
   {"token": ...}): the ServiceAccount token is checked with a TokenReview against the stack's
   API server (audience pods.eks.amazonaws.com), the association for (cluster, namespace,
-  service account) is found, and the associated role is assumed through moto's STS;
+  service account) is found, and the associated role is assumed through the stack's STS (moto's or
+  LocalStack's);
 - the Pod Identity Agent (GET /agent/{cluster}/v1/credentials, the token in the Authorization
   header, as the SDK's container credentials provider sends AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE):
   the same exchange, answered in the container credentials JSON. The real agent knows its
@@ -17,7 +18,8 @@ It answers, on one loopback port:
 
 Requests are not checked for a SigV4 signature, and a role's trust policy is not evaluated.
 
-usage: eks_auth.py --port P --api-server URL --ca-file F --token T --moto URL --region R
+usage: eks_auth.py --port P --api-server URL --ca-file F --token T --aws-endpoint URL
+                   --access-key-id KEY --region R
 """
 
 import argparse
@@ -79,9 +81,9 @@ class PodIdentity:
         self.tls = ssl.create_default_context(cafile=args.ca_file)
         self.sts = boto3.client(
             "sts",
-            endpoint_url=args.moto,
+            endpoint_url=args.aws_endpoint,
             region_name=args.region,
-            aws_access_key_id="testing",
+            aws_access_key_id=args.access_key_id,
             aws_secret_access_key="testing",
         )
 
@@ -270,7 +272,8 @@ def main():
     parser.add_argument("--api-server", required=True)
     parser.add_argument("--ca-file", required=True)
     parser.add_argument("--token", required=True)
-    parser.add_argument("--moto", required=True)
+    parser.add_argument("--aws-endpoint", required=True)
+    parser.add_argument("--access-key-id", required=True)
     parser.add_argument("--region", required=True)
     args = parser.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler(PodIdentity(args)))

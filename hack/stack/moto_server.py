@@ -24,7 +24,9 @@
 """
 
 import fnmatch
+import inspect
 import random
+import time
 from urllib.parse import urlparse
 
 from moto.core.authorization import ActionAuthenticatorMixin
@@ -32,7 +34,6 @@ from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 from moto.ec2.responses.fleets import Fleets
 from moto.iam.models import iam_backends
-from moto.server import main
 from moto.ssm import models
 from moto.sts.models import sts_backends
 from moto.utilities.utils import get_partition
@@ -42,6 +43,13 @@ INSUFFICIENT_CAPACITY = "/windlass-test/insufficient-capacity"
 
 PUBLISHED_BY_AWS = ("/aws/service/eks/", "/aws/service/bottlerocket/")
 _moto_put_parameter = models.SimpleSystemManagerBackend.put_parameter
+
+
+def parameter_timestamp():
+    """Now, as this moto's Parameter keeps its last modified date: a datetime in moto, seconds as
+    a float in LocalStack's fork of it, which rounds the value when it answers."""
+    kept_as = inspect.signature(models.Parameter.__init__).parameters["last_modified_date"].annotation
+    return time.time() if "float" in str(kept_as) else utcnow()
 
 
 def put_parameter(self, name, description, value, parameter_type, *args, **kwargs):
@@ -56,7 +64,7 @@ def put_parameter(self, name, description, value, parameter_type, *args, **kwarg
         description=description,
         allowed_pattern=None,
         keyid=None,
-        last_modified_date=utcnow(),
+        last_modified_date=parameter_timestamp(),
         version=len(versions) + 1,
         data_type="text",
     )
@@ -197,4 +205,7 @@ def authenticate_and_authorize_action(self, iam_request_cls, resource="*"):
 ActionAuthenticatorMixin._authenticate_and_authorize_action = authenticate_and_authorize_action
 
 if __name__ == "__main__":
+    # Imported here: LocalStack loads this module for its changes alone, without moto's server.
+    from moto.server import main
+
     main()

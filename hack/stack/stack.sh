@@ -4,7 +4,12 @@
 # all as processes on loopback. No Docker. hack/stack/eks_auth.py plays EKS Auth and the EKS Pod
 # Identity Agent, which no emulator serves.
 #
-#   hack/stack/stack.sh build   build the Go binaries and the moto virtualenv (cached)
+# With WINDLASS_STACK_AWS=localstack, LocalStack plays AWS instead of moto (in host mode, as a
+# process: SQS, EC2, SSM, IAM and STS; it has no EKS). `up` starts the backend asked for (moto
+# when unset), restarting a stack that runs the other one; `env` describes the running stack.
+#
+#   hack/stack/stack.sh build   build the Go binaries and the moto virtualenv (cached), and the
+#                               LocalStack virtualenv when WINDLASS_STACK_AWS=localstack
 #   hack/stack/stack.sh up      start everything (idempotent) and print the environment
 #   hack/stack/stack.sh env     print the environment of a running stack
 #   hack/stack/stack.sh down    stop everything and delete the cluster's data
@@ -21,12 +26,14 @@ etcd_port=${WINDLASS_STACK_ETCD_PORT:-23790}
 api_port=${WINDLASS_STACK_API_PORT:-16443}
 moto_port=${WINDLASS_STACK_MOTO_PORT:-15000}
 eks_auth_port=${WINDLASS_STACK_EKS_AUTH_PORT:-15010}
+localstack_port=${WINDLASS_STACK_LOCALSTACK_PORT:-14566}
 kcm_port=${WINDLASS_STACK_KCM_PORT:-20257}
 scheduler_port=${WINDLASS_STACK_SCHEDULER_PORT:-20259}
 kwok_port=${WINDLASS_STACK_KWOK_PORT:-20247}
 region=${AWS_REGION:-us-east-1}
 cluster_name=${WINDLASS_CLUSTER_NAME:-windlass-local}
 moto_version=5.2.5
+localstack_version=2026.3.0
 admin_token=windlass-local-admin
 
 log() { printf 'stack: %s\n' "$*" >&2; }
@@ -41,6 +48,26 @@ etcd_bin=$(bin_dir etcd go.etcd.io/etcd/server/v3)
 kwok_bin=$(bin_dir kwok sigs.k8s.io/kwok)
 helm_bin=$(bin_dir helm helm.sh/helm/v3)
 moto_venv=$cache/moto-$moto_version
+localstack_venv=$cache/localstack-$localstack_version
+
+# use_backend moto|localstack: which emulator plays AWS, its port and the access key to sign with.
+use_backend() {
+  aws_backend=$1
+  case $aws_backend in
+    moto)
+      aws_port=$moto_port
+      # moto puts every request signed with keys it did not issue in its account 123456789012.
+      access_key_id=testing
+      ;;
+    localstack)
+      aws_port=$localstack_port
+      # LocalStack takes a 12-digit access key as the account: moto's, which the tests' ARNs name.
+      access_key_id=123456789012
+      ;;
+    *) die "WINDLASS_STACK_AWS is moto or localstack, not '$aws_backend'" ;;
+  esac
+}
+use_backend "${WINDLASS_STACK_AWS:-moto}"
 
 # go build every `tool` of a wrapper module into $2, with the extra linker flags $3; once per
 # set of flags (.complete records them).
@@ -84,6 +111,39 @@ build() {
     python3 -m venv "$moto_venv"
     "$moto_venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version"
   fi
+  if [ "$aws_backend" = localstack ]; then build_localstack; fi
+}
+
+# A Python for LocalStack: it needs 3.13 or newer (it imports warnings.deprecated). The first of
+# WINDLASS_STACK_PYTHON, python3, python3.13+ on PATH and pyenv's installed versions that is.
+localstack_python() {
+  local candidate
+  for candidate in "${WINDLASS_STACK_PYTHON:-}" python3 python3.14 python3.13 \
+    "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[3-9]*/bin/python3; do
+    [ -n "$candidate" ] || continue
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  die "LocalStack $localstack_version needs Python 3.13 or newer: install one, or name it in WINDLASS_STACK_PYTHON"
+}
+
+# LocalStack's virtualenv, every package pinned by hack/stack/localstack-constraints.txt; rebuilt
+# when that file changes (.complete holds its checksum).
+build_localstack() {
+  local constraints=$here/localstack-constraints.txt checksum python
+  checksum=$(sha256sum < "$constraints" | cut -d' ' -f1)
+  [ -f "$localstack_venv/.complete" ] && [ "$(cat "$localstack_venv/.complete")" = "$checksum" ] && return 0
+  python=$(localstack_python)
+  log "creating the LocalStack $localstack_version virtualenv with $("$python" --version) ..."
+  local started=$SECONDS
+  rm -rf "$localstack_venv"
+  "$python" -m venv "$localstack_venv"
+  "$localstack_venv/bin/pip" install --quiet --disable-pip-version-check \
+    --constraint "$constraints" "localstack-core[runtime]==$localstack_version"
+  printf '%s' "$checksum" > "$localstack_venv/.complete"
+  log "built the LocalStack virtualenv in $((SECONDS - started))s"
 }
 
 pki() {
@@ -163,12 +223,31 @@ api_ready() {
 
 default_service_account() { kubectl_ get serviceaccount default -n default; }
 
+localstack_ready() {
+  curl -sf "http://127.0.0.1:$localstack_port/_localstack/init/ready" | grep -q '"completed": true'
+}
+
+# LocalStack in host mode, its files under $state/localstack. Its start hook
+# (hack/stack/localstack_start.py) makes moto_server.py's changes to the moto models it serves
+# EC2, SSM, IAM and STS from. Nothing of it reaches beyond loopback: no DNS server, no
+# certificate download, no usage events.
+start_localstack() {
+  local root=$state/localstack
+  mkdir -p "$root/etc/localstack/init/start.d"
+  cp "$here/localstack_start.py" "$root/etc/localstack/init/start.d/"
+  start localstack env OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$root" \
+    GATEWAY_LISTEN="127.0.0.1:$localstack_port" LOCALSTACK_HOST="127.0.0.1:$localstack_port" \
+    SERVICES=sqs,ec2,ssm,iam,sts SQS_ENDPOINT_STRATEGY=path \
+    DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 DISABLE_EVENTS=1 WINDLASS_STACK_HOOKS="$here" \
+    "$localstack_venv/bin/python" -m localstack.runtime.main
+}
+
 up() {
   local started=$SECONDS component
   # moto holds AWS in memory while etcd keeps the cluster on disk: a stack that did not survive
   # whole (a reboot, a killed session) would keep Nodes and NodeClaims for instances moto no
   # longer has, and a new instance could get a stale Node's name. Such a stack starts afresh.
-  for component in etcd kube-apiserver kube-controller-manager kube-scheduler kwok moto eks-auth; do
+  for component in etcd kube-apiserver kube-controller-manager kube-scheduler kwok "$aws_backend" eks-auth; do
     if ! running "$component"; then down; break; fi
   done
   build
@@ -210,33 +289,47 @@ up() {
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --server-address "127.0.0.1:$kwok_port" --node-lease-duration-seconds 40 \
     --config "$here/kwok-stages.yaml"
-  start moto "$moto_venv/bin/python" "$here/moto_server.py" -H 127.0.0.1 -p "$moto_port"
+  printf '%s' "$aws_backend" > "$state/aws-backend"
+  if [ "$aws_backend" = localstack ]; then
+    start_localstack
+  else
+    start moto "$moto_venv/bin/python" "$here/moto_server.py" -H 127.0.0.1 -p "$moto_port"
+  fi
   start eks-auth "$moto_venv/bin/python" "$here/eks_auth.py" --port "$eks_auth_port" \
     --api-server "https://127.0.0.1:$api_port" --ca-file "$pki/ca.crt" --token "$admin_token" \
-    --moto "http://127.0.0.1:$moto_port" --region "$region"
+    --aws-endpoint "http://127.0.0.1:$aws_port" --access-key-id "$access_key_id" --region "$region"
 
   wait_for kube-controller-manager 60 default_service_account
   # The cluster DNS Service an EKS cluster has; Windlass tells nodes its address. Nothing
   # answers on it here: kwok's pods resolve nothing.
   kubectl_ apply -f "$here/kube-dns.yaml" > /dev/null
-  wait_for moto 30 curl -sf "http://127.0.0.1:$moto_port/moto-api/"
+  if [ "$aws_backend" = localstack ]; then
+    wait_for localstack 90 localstack_ready
+    curl -sf "http://127.0.0.1:$localstack_port/_localstack/init/start" | grep -q '"state": "SUCCESSFUL"' ||
+      die "LocalStack's start hook failed (log: $state/logs/localstack.log)"
+  else
+    wait_for moto 30 curl -sf "http://127.0.0.1:$moto_port/moto-api/"
+  fi
   wait_for eks-auth 30 curl -sf "http://127.0.0.1:$eks_auth_port/healthz"
-  AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_REGION=$region \
-    AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+  AWS_ENDPOINT_URL="http://127.0.0.1:$aws_port" AWS_REGION=$region \
+    AWS_ACCESS_KEY_ID=$access_key_id AWS_SECRET_ACCESS_KEY=testing \
     "$moto_venv/bin/python" "$here/aws_fixture.py" "$cluster_name" > "$state/aws-fixture.json"
   log "up in $((SECONDS - started))s"
   env_
 }
 
+# The environment of the running stack, whichever backend it was started with.
 env_() {
+  if [ -f "$state/aws-backend" ]; then use_backend "$(cat "$state/aws-backend")"; fi
   cat <<EOF
 export KUBECONFIG=$state/kubeconfig
-export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port
+export AWS_ENDPOINT_URL=http://127.0.0.1:$aws_port
 export AWS_REGION=$region
-export AWS_ACCESS_KEY_ID=testing
+export AWS_ACCESS_KEY_ID=$access_key_id
 export AWS_SECRET_ACCESS_KEY=testing
 export AWS_ENDPOINT_URL_EKS_AUTH=http://127.0.0.1:$eks_auth_port
 export WINDLASS_CLUSTER_NAME=$cluster_name
+export WINDLASS_STACK_AWS=$aws_backend
 export WINDLASS_STACK_FIXTURE=$state/aws-fixture.json
 export WINDLASS_AUDIT_LOG=$state/logs/audit.log
 export WINDLASS_AWS_CALL_LOG=$state/logs/aws-calls.log
@@ -246,7 +339,7 @@ EOF
 
 down() {
   local name pid
-  for name in eks-auth moto kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  for name in eks-auth moto localstack kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     [ -f "$state/pids/$name" ] || continue
     pid=$(cat "$state/pids/$name")
     if kill -0 "$pid" 2>/dev/null; then
@@ -257,7 +350,7 @@ down() {
     rm -f "$state/pids/$name"
   done
   rm -rf "$state/etcd" "$state/apiserver" "$state/kubeconfig" "$state/aws-fixture.json" \
-    "$state/logs/audit.log" "$state/logs/aws-calls.log"
+    "$state/logs/audit.log" "$state/logs/aws-calls.log" "$state/localstack" "$state/aws-backend"
   log "down"
 }
 

@@ -508,12 +508,14 @@ async fn a_service_account_submits_where_its_role_allows_and_gets_403_elsewhere(
     assert_eq!(stats["scaledJobs"], json!([]), "{stats}");
 
     // Tokens the API server does not accept.
-    // A character inside the signature: the last one may carry only padding bits, which a
-    // lenient base64 decoder ignores, so changing it can leave the signature valid.
-    let mut tampered = token.clone().into_bytes();
-    let inside = tampered.len() - 10;
-    tampered[inside] = if tampered[inside] == b'A' { b'B' } else { b'A' };
-    let tampered = String::from_utf8(tampered).expect("a JWT is ASCII");
+    // One character changed inside the signature. Not its last: that one also holds padding
+    // bits, which the API server's base64 decoding ignores, so changing only those (an `A`
+    // made a `B`) would leave the signature valid.
+    let signature = token.rfind('.').expect("a JWT") + 1;
+    let at = signature + (token.len() - signature) / 2;
+    let mut tampered = token.clone();
+    let other = if &token[at..=at] == "A" { "B" } else { "A" };
+    tampered.replace_range(at..=at, other);
     for bad in ["not-a-kubernetes-token", tampered.as_str()] {
         let (status, error) = post(port, Some(bad), &submission(&allowed.name));
         assert_eq!(status, 401, "{error}");

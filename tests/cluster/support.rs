@@ -98,6 +98,24 @@ impl TestEnv {
     }
 }
 
+/// Whether this test is skipped because the stack's AWS is LocalStack (`stack.sh env` exports
+/// `WINDLASS_STACK_AWS=localstack`) and the test needs `hook`, which only the stack's moto has.
+/// The skip is written to the process's stderr, past the harness's output capture, as
+/// `moto-only: <test> skipped: needs <hook>`: hack/test-localstack.sh counts those lines apart
+/// from the passes the harness reports for them.
+pub fn skipped_without_moto(hook: &str) -> bool {
+    if std::env::var("WINDLASS_STACK_AWS").as_deref() != Ok("localstack") {
+        return false;
+    }
+    // The harness names each test's thread after the test.
+    let current = std::thread::current();
+    let test = current.name().unwrap_or("a test");
+    // One write, so that no other output splits the line.
+    let line = format!("moto-only: {test} skipped: needs {hook}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    true
+}
+
 /// A name no other test (or earlier run) uses: `prefix-<pid>-<n>`.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);

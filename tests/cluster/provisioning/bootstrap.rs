@@ -18,8 +18,8 @@ use super::fixture::{
 };
 use crate::release::cluster_access;
 use crate::support::{
-    TestEnv, TestNamespace, install_crds, start_registrar, start_windlass, start_windlass_without,
-    unique, wait_until,
+    TestEnv, TestNamespace, install_crds, skipped_without_moto, start_registrar, start_windlass,
+    start_windlass_without, unique, wait_until,
 };
 
 /// The instance's user data, decoded.
@@ -227,6 +227,9 @@ async fn al2023_bottlerocket_and_al2_nodes_register_from_their_user_data_and_cus
 
 #[tokio::test]
 async fn without_the_cluster_flags_nodes_join_the_cluster_eks_describes() {
+    if skipped_without_moto("an EKS API (CreateCluster, DescribeCluster): LocalStack has none") {
+        return;
+    }
     let env = TestEnv::connect().await;
     install_crds(&env.client).await;
     let namespace = TestNamespace::create(&env.client, "describe-cluster").await;
