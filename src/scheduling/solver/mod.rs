@@ -333,7 +333,11 @@ struct Claim {
 /// What placing a pod on a slot would change.
 struct Placement {
     requirements: Option<Requirements>,
+    /// A new claim's candidates, or a planned claim's narrowed ones where a `minValues` had
+    /// to be checked against all of them; otherwise `commit` narrows them.
     candidates: Option<Vec<usize>>,
+    /// A claim's cheapest candidate once the pod is on it.
+    cheapest: Option<usize>,
     zone: Option<String>,
 }
 
@@ -802,10 +806,7 @@ impl<'a> Solver<'a> {
     /// the mean unused share of its CPU and memory. An existing node costs nothing more.
     fn idle_cost_after(&self, pod: usize, slot_index: usize, placement: &Placement) -> f64 {
         let slot = &self.slots[slot_index];
-        let (SlotKind::Claim(claim), Some(&cheapest)) = (
-            &slot.kind,
-            placement.candidates.as_ref().and_then(|c| c.first()),
-        ) else {
+        let (SlotKind::Claim(claim), Some(cheapest)) = (&slot.kind, placement.cheapest) else {
             return 0.0;
         };
         let allocatable = allocatable(self.problem, self.claims[*claim].pool, cheapest);
@@ -830,10 +831,10 @@ impl<'a> Solver<'a> {
             return Err(Refusal::ForGood);
         }
         let placement = self.try_slot(pod, slot_index, class)?;
-        match (&slot.kind, &placement.candidates) {
+        match (&slot.kind, placement.cheapest) {
             // Narrowed off its cheapest type (by the pod's requirements or a zone).
-            (SlotKind::Claim(claim), Some(candidates))
-                if candidates.first() != self.claims[*claim].candidates.first() =>
+            (SlotKind::Claim(claim), Some(cheapest))
+                if Some(&cheapest) != self.claims[*claim].candidates.first() =>
             {
                 Err(Refusal::ForNow)
             }
@@ -881,6 +882,7 @@ impl<'a> Solver<'a> {
                 Ok(Placement {
                     requirements: None,
                     candidates: None,
+                    cheapest: None,
                     zone,
                 })
             }
@@ -939,7 +941,6 @@ impl<'a> Solver<'a> {
         mut requirements: Option<Requirements>,
         topology_refusal: Refusal,
     ) -> Result<Placement, Refusal> {
-        let shape = &self.problem.pods[pod];
         let claim = &self.claims[claim_index];
         let zone = self
             .topology(
@@ -952,39 +953,97 @@ impl<'a> Solver<'a> {
             let narrowed = requirements.get_or_insert_with(|| claim.requirements.clone());
             narrowed.add(ZONE_LABEL, Requirement::one_of([zone.clone()]));
         }
-        // A claim's slot counts the pool's DaemonSet overhead from the start.
-        let with_daemons = self.slots[slot_index].requested + shape.requests;
         let catalog = self.problem.catalog;
+        let narrowed = requirements.as_ref().unwrap_or(&claim.requirements);
+        // Candidates only narrow, but the limit ceiling rises again when another claim of the
+        // pool narrows and reserves less, and the zone topology picks may differ next time.
+        let refusal = if self.limit_ceiling(claim.pool, claim.reserved).is_some() || zone.is_some()
+        {
+            Refusal::ForNow
+        } else {
+            Refusal::ForGood
+        };
+        if narrowed.iter().any(|(_, r)| r.min_values().is_some()) {
+            let candidates =
+                self.fitting_candidates(pod, slot_index, claim_index, requirements.as_ref());
+            if candidates.is_empty() || unmet_min_values(narrowed, &candidates, catalog).is_some() {
+                return Err(refusal);
+            }
+            return Ok(Placement {
+                requirements,
+                cheapest: candidates.first().copied(),
+                candidates: Some(candidates),
+                zone,
+            });
+        }
+        // The rest of the candidates are narrowed only where the pod is placed.
+        let Some(cheapest) =
+            self.first_fitting_candidate(pod, slot_index, claim_index, requirements.as_ref())
+        else {
+            return Err(refusal);
+        };
+        Ok(Placement {
+            requirements,
+            candidates: None,
+            cheapest: Some(cheapest),
+            zone,
+        })
+    }
+
+    /// Whether candidate `i` of the claim would still hold its pods with this one, within
+    /// the pool's limits and the narrowed requirements.
+    fn still_fits(
+        &self,
+        pod: usize,
+        slot_index: usize,
+        claim_index: usize,
+        requirements: Option<&Requirements>,
+    ) -> impl Fn(usize) -> bool + '_ {
+        let claim = &self.claims[claim_index];
+        // A claim's slot counts the pool's DaemonSet overhead from the start.
+        let with_daemons = self.slots[slot_index].requested + self.problem.pods[pod].requests;
         let ceiling = self.limit_ceiling(claim.pool, claim.reserved);
-        let candidates: Vec<usize> = claim
+        let catalog = self.problem.catalog;
+        let pool = claim.pool;
+        let requirements = requirements.cloned();
+        move |i| {
+            with_daemons.fits(&self.allocatable(pool, i))
+                && ceiling.is_none_or(|c| capacity(self.problem, pool, i).fits(&c))
+                && requirements
+                    .as_ref()
+                    .is_none_or(|r| catalog[i].satisfies(r))
+        }
+    }
+
+    fn first_fitting_candidate(
+        &self,
+        pod: usize,
+        slot_index: usize,
+        claim_index: usize,
+        requirements: Option<&Requirements>,
+    ) -> Option<usize> {
+        let fits = self.still_fits(pod, slot_index, claim_index, requirements);
+        self.claims[claim_index]
             .candidates
             .iter()
             .copied()
-            .filter(|&i| {
-                with_daemons.fits(&self.allocatable(claim.pool, i))
-                    && ceiling.is_none_or(|c| capacity(self.problem, claim.pool, i).fits(&c))
-                    && requirements
-                        .as_ref()
-                        .is_none_or(|r| catalog[i].satisfies(r))
-            })
-            .collect();
-        let narrowed = requirements.as_ref().unwrap_or(&claim.requirements);
-        let keeps_min_values = unmet_min_values(narrowed, &candidates, catalog).is_none();
-        if candidates.is_empty() || !keeps_min_values {
-            // Candidates only narrow, but the limit ceiling rises again when another claim
-            // of the pool narrows and reserves less, and the zone topology picks may differ
-            // next time.
-            return Err(if ceiling.is_some() || zone.is_some() {
-                Refusal::ForNow
-            } else {
-                Refusal::ForGood
-            });
-        }
-        Ok(Placement {
-            requirements,
-            candidates: Some(candidates),
-            zone,
-        })
+            .find(|&i| fits(i))
+    }
+
+    fn fitting_candidates(
+        &self,
+        pod: usize,
+        slot_index: usize,
+        claim_index: usize,
+        requirements: Option<&Requirements>,
+    ) -> Vec<usize> {
+        let fits = self.still_fits(pod, slot_index, claim_index, requirements);
+        self.claims[claim_index]
+            .candidates
+            .iter()
+            .copied()
+            .filter(|&i| fits(i))
+            .collect()
     }
 
     /// The class of the pod as it is held now (its preferences given up so far included).
@@ -1246,13 +1305,24 @@ impl<'a> Solver<'a> {
             slot,
             Placement {
                 requirements: None,
+                cheapest: candidates.first().copied(),
                 candidates: Some(candidates),
                 zone,
             },
         );
     }
 
-    fn commit(&mut self, pod: usize, slot_index: usize, placement: Placement) {
+    fn commit(&mut self, pod: usize, slot_index: usize, mut placement: Placement) {
+        if placement.candidates.is_none()
+            && let SlotKind::Claim(claim_index) = self.slots[slot_index].kind
+        {
+            placement.candidates = Some(self.fitting_candidates(
+                pod,
+                slot_index,
+                claim_index,
+                placement.requirements.as_ref(),
+            ));
+        }
         let shape = &self.problem.pods[pod];
         let catalog = self.problem.catalog;
         let slot = &mut self.slots[slot_index];
