@@ -4,7 +4,7 @@
 # for several minutes.
 #
 #   hack/bench/karpenter.sh
-#   CASES="1000 10000" REPEATS=1 hack/bench/karpenter.sh
+#   CASES="1000 10000" REPEATS=1 hack/bench/karpenter.sh   # cases of: 1000 5000 10000 20000 preferences-4000
 #
 # 1. Builds the test binary of sigs.k8s.io/karpenter/pkg/controllers/provisioning/scheduling
 #    at the version hack/bench/karpenter/go.mod pins, with its build tag test_performance,
