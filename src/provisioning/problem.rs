@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::apis::conditions::READY;
@@ -189,14 +189,12 @@ fn cluster_view(
         .iter()
         .filter(|c| !leaving.contains(&c.name_any()))
         .collect();
-    let nodes = state.nodes.state();
-    let by_provider_id = nodes_by_provider_id(&nodes);
     let leaving_nodes: BTreeSet<String> = state
         .node_claims
         .state()
         .iter()
         .filter(|c| leaving.contains(&c.name_any()))
-        .filter_map(|c| node_of(c, &by_provider_id))
+        .filter_map(|c| c.status.as_ref()?.node_name.clone())
         .collect();
     let (node_pools, mut pools) = pool_inputs(
         state.node_pools.state(),
@@ -214,7 +212,9 @@ fn cluster_view(
         }
     }
     // A cordoned Node, or one being drained, takes nothing whatever its claim's room.
-    let closed: BTreeSet<String> = nodes
+    let closed: BTreeSet<String> = state
+        .nodes
+        .state()
         .iter()
         .filter(|n| {
             let spec = n.spec.as_ref();
@@ -229,12 +229,21 @@ fn cluster_view(
         .iter()
         .copied()
         .filter(|c| takes(c))
-        .filter(|c| node_of(c, &by_provider_id).is_none_or(|node| !closed.contains(&node)))
+        .filter(|c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_none_or(|node| !closed.contains(node))
+        })
         .collect();
     let mut existing: Vec<ExistingNode> = capacity
         .iter()
         .map(|claim| {
-            let on_node = node_of(claim, &by_provider_id).and_then(|node| pods_by_node.get(&node));
+            let on_node = claim
+                .status
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .and_then(|node| pods_by_node.get(node));
             let pool = pools
                 .iter()
                 .find(|p| claim.labels().get(NODEPOOL_LABEL) == Some(&p.name));
@@ -250,11 +259,11 @@ fn cluster_view(
         .collect();
     let mut slot_of_node: HashMap<String, usize> = HashMap::new();
     for (index, claim) in capacity.iter().enumerate() {
-        if let Some(node) = node_of(claim, &by_provider_id) {
+        if let Some(node) = claim.status.as_ref().and_then(|s| s.node_name.clone()) {
             slot_of_node.insert(node, index);
         }
     }
-    for node in nodes {
+    for node in state.nodes.state() {
         let name = node.name_any();
         if slot_of_node.contains_key(&name) || leaving_nodes.contains(&name) {
             continue;
@@ -290,28 +299,6 @@ fn cluster_view(
         existing,
         bound,
     }
-}
-
-/// Node names by `spec.providerID`.
-fn nodes_by_provider_id(nodes: &[Arc<Node>]) -> HashMap<String, String> {
-    nodes
-        .iter()
-        .filter_map(|node| Some((node.spec.as_ref()?.provider_id.clone()?, node.name_any())))
-        .collect()
-}
-
-/// The Node `claim` has: the one it recorded, or before its registration records one, the
-/// Node with its providerID. The kube-scheduler binds pods to a Node as soon as it is Ready,
-/// which can be before the claim records it; until then the claim would look empty beside
-/// a Node with pods on it, and a pass would plan onto the room they took.
-fn node_of(claim: &NodeClaim, by_provider_id: &HashMap<String, String>) -> Option<String> {
-    let status = claim.status.as_ref()?;
-    status.node_name.clone().or_else(|| {
-        status
-            .provider_id
-            .as_ref()
-            .and_then(|id| by_provider_id.get(id).cloned())
-    })
 }
 
 /// The pods already on Nodes, as a plan counts them for topology: by Node, and the labels of
@@ -514,37 +501,6 @@ mod tests {
             running.requested.cpu, 600,
             "the bound pod counts; the DaemonSet pod is in the overhead already"
         );
-    }
-
-    #[test]
-    fn a_claim_has_its_node_by_provider_id_before_it_records_it() {
-        let node = |name: &str, provider_id: &str| -> Arc<Node> {
-            Arc::new(
-                serde_json::from_value(
-                    json!({"metadata": {"name": name}, "spec": {"providerID": provider_id}}),
-                )
-                .unwrap(),
-            )
-        };
-        let by_provider_id = nodes_by_provider_id(&[
-            node("node-1", "aws:///us-east-1a/i-1"),
-            node("node-2", "aws:///us-east-1a/i-2"),
-        ]);
-        let launched = claim(json!({"providerID": "aws:///us-east-1a/i-1"}));
-        assert_eq!(
-            node_of(&launched, &by_provider_id).as_deref(),
-            Some("node-1"),
-            "its Node is up and may have pods, though registration has not recorded it yet"
-        );
-        let registered =
-            claim(json!({"providerID": "aws:///us-east-1a/i-2", "nodeName": "node-2"}));
-        assert_eq!(
-            node_of(&registered, &by_provider_id).as_deref(),
-            Some("node-2")
-        );
-        let booting = claim(json!({"providerID": "aws:///us-east-1a/i-3"}));
-        assert_eq!(node_of(&booting, &by_provider_id), None, "no Node yet");
-        assert_eq!(node_of(&claim(json!({})), &by_provider_id), None);
     }
 
     #[test]
