@@ -245,11 +245,19 @@ pub enum Mismatch {
 pub struct Unplaced(pub Vec<(String, Rejection)>);
 
 impl std::fmt::Display for Unplaced {
+    /// Pools whose taints the pod does not tolerate come last: the pod was never meant for
+    /// them, and an Event's note is cut short, so the reasons that matter lead.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.0.is_empty() {
             return write!(f, "no NodePool");
         }
-        for (index, (pool, rejection)) in self.0.iter().enumerate() {
+        let untolerated = |rejection: &Rejection| matches!(rejection, Rejection::Untolerated(_));
+        let ordered = self
+            .0
+            .iter()
+            .filter(|(_, r)| !untolerated(r))
+            .chain(self.0.iter().filter(|(_, r)| untolerated(r)));
+        for (index, (pool, rejection)) in ordered.enumerate() {
             if index > 0 {
                 write!(f, "; ")?;
             }

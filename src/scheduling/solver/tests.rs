@@ -1576,3 +1576,20 @@ proptest! {
         prop_assert_eq!(with.unplaced.len(), without.unplaced.len());
     }
 }
+
+#[test]
+fn the_reasons_that_matter_lead_and_untolerated_pools_come_last() {
+    let untolerated = Rejection::Untolerated(crate::scheduling::pod::Untolerated {
+        key: "team".into(),
+        value: "a".into(),
+        effect: "NoSchedule".into(),
+    });
+    let reasons = Unplaced(vec![
+        ("a".into(), untolerated),
+        ("b".into(), Rejection::Limit("cpu=4".into())),
+    ]);
+    assert_eq!(
+        reasons.to_string(),
+        "nodepool b: limit cpu=4 reached; nodepool a: taint team=a:NoSchedule is not tolerated"
+    );
+}
