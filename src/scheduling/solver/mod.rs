@@ -972,8 +972,9 @@ impl<'a> Solver<'a> {
             Refusal::ForGood
         };
         if narrowed.iter().any(|(_, r)| r.min_values().is_some()) {
-            let candidates =
-                self.fitting_candidates(pod, slot_index, claim_index, requirements.as_ref());
+            let candidates: Vec<usize> = self
+                .still_fitting(pod, slot_index, claim_index, requirements.as_ref())
+                .collect();
             if candidates.is_empty() || unmet_min_values(narrowed, &candidates, catalog).is_some() {
                 return Err(refusal);
             }
@@ -985,8 +986,9 @@ impl<'a> Solver<'a> {
             });
         }
         // The rest of the candidates are narrowed only where the pod is placed.
-        let Some(cheapest) =
-            self.first_fitting_candidate(pod, slot_index, claim_index, requirements.as_ref())
+        let Some(cheapest) = self
+            .still_fitting(pod, slot_index, claim_index, requirements.as_ref())
+            .next()
         else {
             return Err(refusal);
         };
@@ -998,60 +1000,26 @@ impl<'a> Solver<'a> {
         })
     }
 
-    /// Whether candidate `i` of the claim would still hold its pods with this one, within
-    /// the pool's limits and the narrowed requirements.
-    fn still_fits(
-        &self,
+    /// The claim's candidates (cheapest first) that would still hold its pods with this one,
+    /// within the pool's limits and the narrowed requirements.
+    fn still_fitting<'s>(
+        &'s self,
         pod: usize,
         slot_index: usize,
         claim_index: usize,
-        requirements: Option<&Requirements>,
-    ) -> impl Fn(usize) -> bool + '_ {
+        requirements: Option<&'s Requirements>,
+    ) -> impl Iterator<Item = usize> + 's {
         let claim = &self.claims[claim_index];
         // A claim's slot counts the pool's DaemonSet overhead from the start.
         let with_daemons = self.slots[slot_index].requested + self.problem.pods[pod].requests;
         let ceiling = self.limit_ceiling(claim.pool, claim.reserved);
         let catalog = self.problem.catalog;
         let pool = claim.pool;
-        let requirements = requirements.cloned();
-        move |i| {
+        claim.candidates.iter().copied().filter(move |&i| {
             with_daemons.fits(&self.allocatable(pool, i))
                 && ceiling.is_none_or(|c| capacity(self.problem, pool, i).fits(&c))
-                && requirements
-                    .as_ref()
-                    .is_none_or(|r| catalog[i].satisfies(r))
-        }
-    }
-
-    fn first_fitting_candidate(
-        &self,
-        pod: usize,
-        slot_index: usize,
-        claim_index: usize,
-        requirements: Option<&Requirements>,
-    ) -> Option<usize> {
-        let fits = self.still_fits(pod, slot_index, claim_index, requirements);
-        self.claims[claim_index]
-            .candidates
-            .iter()
-            .copied()
-            .find(|&i| fits(i))
-    }
-
-    fn fitting_candidates(
-        &self,
-        pod: usize,
-        slot_index: usize,
-        claim_index: usize,
-        requirements: Option<&Requirements>,
-    ) -> Vec<usize> {
-        let fits = self.still_fits(pod, slot_index, claim_index, requirements);
-        self.claims[claim_index]
-            .candidates
-            .iter()
-            .copied()
-            .filter(|&i| fits(i))
-            .collect()
+                && requirements.is_none_or(|r| catalog[i].satisfies(r))
+        })
     }
 
     /// The class of the pod as it is held now (its preferences given up so far included).
@@ -1324,12 +1292,15 @@ impl<'a> Solver<'a> {
         if placement.candidates.is_none()
             && let SlotKind::Claim(claim_index) = self.slots[slot_index].kind
         {
-            placement.candidates = Some(self.fitting_candidates(
-                pod,
-                slot_index,
-                claim_index,
-                placement.requirements.as_ref(),
-            ));
+            placement.candidates = Some(
+                self.still_fitting(
+                    pod,
+                    slot_index,
+                    claim_index,
+                    placement.requirements.as_ref(),
+                )
+                .collect(),
+            );
         }
         let shape = &self.problem.pods[pod];
         let catalog = self.problem.catalog;
