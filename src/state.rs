@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -17,15 +17,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::apis::ec2_node_class::EC2NodeClass;
-use crate::apis::labels::DEFAULT_STORAGE_CLASS_ANNOTATIONS;
+use crate::apis::labels::{DEFAULT_STORAGE_CLASS_ANNOTATIONS, REGISTERED_LABEL};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::scheduling::pod::NamespaceLabels;
 use crate::scheduling::volumes::StorageObjects;
+
+/// How many registering Nodes' cues a slow reader may fall behind by before it skips some.
+const REGISTERING_BACKLOG: usize = 1024;
 
 pub struct ClusterState {
     /// Every pod in the cluster, bound or not: a Node's pods count wherever they come from,
@@ -36,6 +39,9 @@ pub struct ClusterState {
     /// Pods of this namespace only are provisioned for (all namespaces when `None`).
     provisioned_namespace: Option<String>,
     pub nodes: Store<Node>,
+    /// The providerID of each Node without the registered label, at each of its watch events,
+    /// sent once the store holds that version of it.
+    registering: broadcast::Sender<String>,
     pub node_claims: Store<NodeClaim>,
     pub node_pools: Store<NodePool>,
     pub node_classes: Store<EC2NodeClass>,
@@ -65,13 +71,25 @@ impl ClusterState {
         let (ready_tx, ready) = watch::channel(false);
         let index = Arc::new(RwLock::new(PodIndex::default()));
         let indexing = index.clone();
+        let (registering, _) = broadcast::channel(REGISTERING_BACKLOG);
+        let announcing = registering.clone();
         let state = Self {
             pods: watched_with(Api::all(client.clone()), shutdown, move |event| {
                 indexing.write().expect("pod index lock").apply(event)
             }),
             pods_by_node_index: index,
             provisioned_namespace: watch_namespace.map(str::to_owned),
-            nodes: watched(Api::all(client.clone()), shutdown),
+            nodes: watched_with(Api::all(client.clone()), shutdown, move |event| {
+                if let watcher::Event::Apply(node) | watcher::Event::InitApply(node) = event
+                    && !node.labels().contains_key(REGISTERED_LABEL)
+                    && let Some(provider_id) =
+                        node.spec.as_ref().and_then(|s| s.provider_id.clone())
+                {
+                    // No one listening yet is no loss: claims also requeue while they wait.
+                    let _ = announcing.send(provider_id);
+                }
+            }),
+            registering,
             node_claims: watched(Api::all(client.clone()), shutdown),
             node_pools: watched(Api::all(client.clone()), shutdown),
             node_classes: watched(Api::all(client.clone()), shutdown),
@@ -165,6 +183,21 @@ impl ClusterState {
             .state()
             .into_iter()
             .find(|c| c.name_any() == name)
+    }
+
+    /// The providerIDs of Nodes not yet registered, as they appear or change; the store holds
+    /// each such Node by the time its providerID comes. Events missed by a slow reader are
+    /// skipped: a claim waiting for its Node looks again on its own.
+    pub fn registering_nodes(&self) -> impl Stream<Item = String> + Send + 'static {
+        futures::stream::unfold(self.registering.subscribe(), |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(provider_id) => return Some((provider_id, receiver)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
     }
 
     /// The Node whose `spec.providerID` is `provider_id`.

@@ -102,6 +102,11 @@ pub const NODECLAIM_TAG: &str = "windlass.dev/nodeclaim";
 pub const NODECLASS_TAG: &str = "windlass.dev/ec2nodeclass";
 /// Set on a Node once Windlass has synced its NodeClaim's labels and taints onto it.
 pub const REGISTERED_LABEL: &str = "windlass.dev/registered";
+/// The NoExecute taint every kubelet Windlass bootstraps registers its Node with, taken off
+/// when the NodeClaim records the Node (Karpenter's `karpenter.sh/unregistered`): no pod binds
+/// to a Node its NodeClaim does not yet know, where the provisioner would see the claim's room
+/// as free beside a Node with pods on it.
+pub const UNREGISTERED_TAINT: &str = "windlass.dev/unregistered";
 /// On NodeClaims and their Nodes: the instance is terminated before they go.
 pub const TERMINATION_FINALIZER: &str = "windlass.dev/termination";
 /// Pods with this annotation set to `"true"` block voluntary disruption of their node.

@@ -15,6 +15,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -76,7 +77,23 @@ pub async fn run<C: CloudProvider>(context: Arc<NodeClaims<C>>, shutdown: Cancel
     let config = watcher::Config::default().labels(&format!("{CLUSTER_LABEL}={}", context.cluster));
     let adopting = adopt_unlabelled(context.clone(), shutdown.clone());
     let collecting = super::garbage_collection::run(context.clone(), shutdown.clone());
-    let controller = Controller::new(api, config)
+    let controller = Controller::new(api, config);
+    // A Node registering is its claim's cue: registration lifts the unregistered taint that
+    // holds every pod off the Node, so it runs at once rather than at the claim's next requeue.
+    // The cue comes from the store registration reads, once that store holds the Node.
+    let claims = controller.store();
+    let registering = context
+        .state
+        .registering_nodes()
+        .filter_map(move |provider_id| {
+            let claim = claims.find(|claim| {
+                claim.status.as_ref().and_then(|s| s.provider_id.as_deref())
+                    == Some(provider_id.as_str())
+            });
+            futures::future::ready(claim.map(|claim| ObjectRef::from_obj(claim.as_ref())))
+        });
+    let controller = controller
+        .reconcile_on(registering)
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|_| futures::future::ready(()));

@@ -1,6 +1,6 @@
-//! Registration: the Node with the claim's providerID appears (the kubelet registers it); it
-//! gets the claim's labels and taints and the termination finalizer, and the claim records
-//! its name.
+//! Registration: the Node with the claim's providerID appears (the kubelet registers it, with
+//! the unregistered taint that keeps pods off it); it gets the claim's labels and taints and
+//! the termination finalizer, loses the unregistered taint, and the claim records its name.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,8 +13,13 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::set_condition;
-use crate::apis::labels::{CLUSTER_LABEL, REGISTERED_LABEL, TERMINATION_FINALIZER};
+use crate::apis::labels::{
+    CLUSTER_LABEL, REGISTERED_LABEL, TERMINATION_FINALIZER, UNREGISTERED_TAINT,
+};
 use crate::apis::node_claim::{CONDITION_REGISTERED, NodeClaim, NodeClaimStatus};
+
+/// How soon registration tries again after the Node changed under its patch.
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 
 /// `node` is the Node with the claim's providerID, if there is one yet.
 pub async fn register(
@@ -37,7 +42,15 @@ pub async fn register(
         );
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
-    sync_node(client, claim, node).await?;
+    match sync_node(client, claim, node).await {
+        Ok(()) => {}
+        // Nodes change often while they register (the kubelet posts its status): that newer
+        // version comes with a cue of its own, and a short retry covers a cue that is missed.
+        Err(kube::Error::Api(response)) if response.code == 409 => {
+            return Ok(Action::requeue(CONFLICT_RETRY));
+        }
+        Err(error) => return Err(error),
+    }
     status.node_name = node.metadata.name.clone();
     set_condition(
         status,
@@ -72,6 +85,7 @@ async fn sync_node(
         .as_ref()
         .and_then(|s| s.taints.clone())
         .unwrap_or_default();
+    taints.retain(|t| t.key != UNREGISTERED_TAINT);
     for wanted in claim.spec.taints.iter().chain(&claim.spec.startup_taints) {
         if !taints
             .iter()

@@ -16,7 +16,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::apis::ec2_node_class::{AmiFamily, EC2NodeClassSpec, KubeletConfiguration};
-use crate::apis::labels::CLUSTER_LABEL;
+use crate::apis::labels::{CLUSTER_LABEL, UNREGISTERED_TAINT};
 use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::scheduling::claim_labels;
@@ -53,7 +53,8 @@ pub struct NodeTaint {
 impl NodeSettings {
     /// The labels a kubelet may set on its own Node (the NodeRestriction admission plugin refuses
     /// other `kubernetes.io` and `k8s.io` keys; Windlass puts those on after registration), and
-    /// the taints, in order, each (key, effect) once.
+    /// the taints, in order, each (key, effect) once, after the unregistered taint that
+    /// registration takes off.
     pub fn new<'a>(
         labels: &BTreeMap<String, String>,
         taints: impl IntoIterator<Item = &'a Taint>,
@@ -63,7 +64,11 @@ impl NodeSettings {
             .filter(|(key, _)| kubelet_may_set(key) && key.as_str() != CLUSTER_LABEL)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let mut unique: Vec<NodeTaint> = Vec::new();
+        let mut unique = vec![NodeTaint {
+            key: UNREGISTERED_TAINT.to_owned(),
+            value: None,
+            effect: "NoExecute".to_owned(),
+        }];
         for taint in taints {
             if !unique
                 .iter()
@@ -327,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn the_kubelet_sets_only_labels_node_restriction_allows_and_each_taint_once() {
+    fn the_kubelet_registers_as_unregistered_with_each_taint_once_and_only_labels_it_may_set() {
         let node = node();
         assert_eq!(
             node.labels.keys().collect::<Vec<_>>(),
@@ -339,7 +344,9 @@ mod tests {
         );
         assert_eq!(
             node.taints_flag(),
-            "dedicated=jobs:NoSchedule,node.cilium.io/agent-not-ready:NoExecute"
+            "windlass.dev/unregistered:NoExecute,dedicated=jobs:NoSchedule,\
+             node.cilium.io/agent-not-ready:NoExecute",
+            "no pod binds before registration takes the first one off"
         );
         assert!(kubelet_may_set("example.com/x"));
         assert!(!kubelet_may_set("kubernetes.io/hostname"));

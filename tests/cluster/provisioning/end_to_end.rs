@@ -199,6 +199,12 @@ async fn unschedulable_pods_get_a_right_sized_node_within_the_node_pool_limits()
         "{node_taints:?}"
     );
     assert!(
+        !node_taints
+            .iter()
+            .any(|t| t.key == "windlass.dev/unregistered"),
+        "registration takes off the taint the kubelet registered with: {node_taints:?}"
+    );
+    assert!(
         node.finalizers()
             .iter()
             .any(|f| f == "windlass.dev/termination"),
