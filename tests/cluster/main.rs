@@ -12,6 +12,7 @@ mod keda_metrics;
 mod node_classes;
 mod pod_identity;
 mod provisioning;
+mod reaction;
 mod release;
 mod scaled_job;
 mod scaled_object;

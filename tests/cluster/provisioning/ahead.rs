@@ -22,8 +22,15 @@ use crate::support::{TestEnv, unique, wait_until};
 
 const REPLICAS: usize = 3;
 
-/// A ScaledObject scaling Deployment `name` by `queue`, one replica per message.
-async fn scaled_object(env: &TestEnv, ns: &str, name: &str, queue: &str, demand_aware: bool) {
+/// A ScaledObject scaling Deployment `name` by `queue`, one replica per message, up to `max`.
+pub async fn scaled_object(
+    env: &TestEnv,
+    ns: &str,
+    name: &str,
+    queue: &str,
+    demand_aware: bool,
+    max: usize,
+) {
     let annotations = if demand_aware {
         json!({})
     } else {
@@ -36,7 +43,7 @@ async fn scaled_object(env: &TestEnv, ns: &str, name: &str, queue: &str, demand_
             "scaleTargetRef": {"name": name},
             "pollingInterval": 1,
             "cooldownPeriod": 5,
-            "maxReplicaCount": REPLICAS,
+            "maxReplicaCount": max,
             "triggers": [{"type": "aws-sqs-queue", "name": "queue", "metadata": {"queueURL": queue, "queueLength": "1"}}]
         }
     }))
@@ -48,13 +55,13 @@ async fn scaled_object(env: &TestEnv, ns: &str, name: &str, queue: &str, demand_
 }
 
 /// One pod per node: pods of `app` keep apart.
-fn apart(app: &str) -> serde_json::Value {
+pub fn apart(app: &str) -> serde_json::Value {
     json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}
     ]}})
 }
 
-fn is_running(pod: &Pod) -> bool {
+pub fn is_running(pod: &Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
@@ -135,8 +142,8 @@ async fn a_scale_out_launches_its_nodes_before_its_pods_are_pending() {
     deployment_sized(env, ns, name, "ahead", 0, size, apart("ahead")).await;
     deployment_sized(env, ns, &other, "pending", 0, size, apart("pending")).await;
     let (ahead_queue, pending_queue) = (env.queue("ahead").await, env.queue("pending").await);
-    scaled_object(env, ns, "ahead", &ahead_queue, true).await;
-    scaled_object(env, ns, "pending", &pending_queue, false).await;
+    scaled_object(env, ns, "ahead", &ahead_queue, true, REPLICAS).await;
+    scaled_object(env, ns, "pending", &pending_queue, false, REPLICAS).await;
     let metric = |metric: &str, pool: &str| {
         run.windlass
             .metric(&format!("windlass_{metric}_total{{nodepool=\"{pool}\"}}"))
@@ -203,7 +210,7 @@ async fn a_scale_out_launches_its_nodes_before_its_pods_are_pending() {
     // Small pods fit beside the running ones: a scale-out that fits launches nothing.
     deployment_sized(env, ns, name, "small", 0, ("100m", "128Mi"), json!({})).await;
     let small_queue = env.queue("small").await;
-    scaled_object(env, ns, "small", &small_queue, true).await;
+    scaled_object(env, ns, "small", &small_queue, true, REPLICAS).await;
     env.send_messages(&small_queue, 2).await;
     wait_until("the small pods to run", Duration::from_secs(60), || async {
         let list = pods

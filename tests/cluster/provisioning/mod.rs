@@ -8,7 +8,7 @@
 //! why, beside a healthy one that launches; and a scale-out's nodes are launched before its
 //! pods are pending.
 
-mod ahead;
+pub mod ahead;
 mod bootstrap;
 mod capacity;
 mod constraints;
