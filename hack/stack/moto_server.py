@@ -21,16 +21,33 @@
    signature and session token, and the role's inline and attached identity policies for the
    action and the resource moto names (SQS: the queue's ARN), as moto's own enforcement does.
    Every other request is served unchecked, as before.
+5. Per-client faults on any operation (hack/stack/faults.py has the rules): a request whose
+   User-Agent carries the AWS SDK application id `app/<id>` (AWS_SDK_UA_APP_ID) is failed as
+   the SSM parameter /windlass-test/faults/<id> says: throttled with the service's throttling
+   error (EC2 RequestLimitExceeded, HTTP 503; SQS RequestThrottled; ThrottlingException or
+   Throttling elsewhere), answered 500 InternalError, served late, its connection closed
+   without an answer, or served and then its answer lost that way. Counts of what was injected
+   go to /windlass-test/faults-injected/<id>.
+6. CreateFleet's ClientToken, which moto ignores. EC2 answers a second CreateFleet with a
+   token it has seen as it answered the first, launching nothing: a client whose answer was
+   lost retries safely. Here a launch's answer is kept by account, region and token and given
+   again; a call that launched nothing is not kept, since whether EC2 repeats such an answer
+   or launches is not something these tests rely on.
 """
 
 import fnmatch
 import inspect
 import random
+import socket
+import sys
+import threading
 import time
+import uuid
 from urllib.parse import urlparse
 
+import faults
 from moto.core.authorization import ActionAuthenticatorMixin
-from moto.core.responses import ActionResult
+from moto.core.responses import ActionResult, BaseResponse
 from moto.core.utils import utcnow
 from moto.ec2.responses.fleets import Fleets
 from moto.iam.models import iam_backends
@@ -52,22 +69,26 @@ def parameter_timestamp():
     return time.time() if "float" in str(kept_as) else utcnow()
 
 
-def put_parameter(self, name, description, value, parameter_type, *args, **kwargs):
-    if not name.startswith(PUBLISHED_BY_AWS):
-        return _moto_put_parameter(self, name, description, value, parameter_type, *args, **kwargs)
-    versions = self._parameters[name]
-    parameter = models.Parameter(
-        account_id=self.account_id,
+def new_parameter(backend, name, value, version, parameter_type="String", description=None):
+    return models.Parameter(
+        account_id=backend.account_id,
         name=name,
         value=value,
-        parameter_type=parameter_type or "String",
+        parameter_type=parameter_type,
         description=description,
         allowed_pattern=None,
         keyid=None,
         last_modified_date=parameter_timestamp(),
-        version=len(versions) + 1,
+        version=version,
         data_type="text",
     )
+
+
+def put_parameter(self, name, description, value, parameter_type, *args, **kwargs):
+    if not name.startswith(PUBLISHED_BY_AWS):
+        return _moto_put_parameter(self, name, description, value, parameter_type, *args, **kwargs)
+    versions = self._parameters[name]
+    parameter = new_parameter(self, name, value, len(versions) + 1, parameter_type or "String", description)
     versions.append(parameter)
     return parameter
 
@@ -154,7 +175,26 @@ def create_fleet(self):
     return ActionResult({**result.result, "Errors": errors})
 
 
-Fleets.create_fleet = create_fleet
+_launches_by_token = {}
+_launches_lock = threading.Lock()
+
+
+def idempotent_create_fleet(self):
+    token = self._get_param("ClientToken")
+    if not token:
+        return create_fleet(self)
+    key = (self.current_account, self.region, token)
+    # Held while launching, so that a retry racing the call it repeats waits for its answer.
+    with _launches_lock:
+        if key in _launches_by_token:
+            return _launches_by_token[key]
+        result = create_fleet(self)
+        if result.result.get("Instances"):
+            _launches_by_token[key] = result
+        return result
+
+
+Fleets.create_fleet = idempotent_create_fleet
 
 ENFORCE_IAM_TAG = "windlass-test/enforce-iam"
 
@@ -203,6 +243,71 @@ def authenticate_and_authorize_action(self, iam_request_cls, resource="*"):
 
 
 ActionAuthenticatorMixin._authenticate_and_authorize_action = authenticate_and_authorize_action
+
+fault_book = faults.FaultBook()
+
+
+def fault_for(response):
+    """The fault rule this request's client has for it, if any (change 5)."""
+    headers = response.headers
+    client = faults.app_id(headers.get("x-amz-user-agent"), headers.get("User-Agent"))
+    if client is None:
+        return None
+    backend = models.ssm_backends[response.current_account][response.region]
+    rules = backend.get_parameter(f"{faults.RULES}/{client}")
+    if rules is None:
+        return None
+
+    def publish(injected):
+        # One version, replaced in place: the counts change with every fault, and an SSM
+        # parameter keeps at most 100 versions.
+        name = f"{faults.INJECTED}/{client}"
+        versions = backend._parameters[name]
+        version = versions[-1].version + 1 if versions else 1
+        versions[:] = [new_parameter(backend, name, injected, version)]
+
+    try:
+        return fault_book.fault_for(client, rules.version, rules.value, response._get_action(), publish)
+    except ValueError as error:
+        print(f"moto_server: {faults.RULES}/{client}: {error}; no faults injected", file=sys.stderr)
+        return None
+
+
+def drop_connection(response):
+    """Closes the request's connection so that no answer reaches the client; False where the
+    server does not hand the socket over (werkzeug does; LocalStack's gateway does not)."""
+    request = getattr(response, "normalized_request", None)
+    connection = request.environ.get("werkzeug.socket") if request is not None else None
+    if connection is None:
+        return False
+    connection.shutdown(socket.SHUT_RDWR)
+    return True
+
+
+_moto_call_action = BaseResponse.call_action
+
+
+def call_action(self):
+    rule = fault_for(self)
+    if rule is None:
+        return _moto_call_action(self)
+    if rule.kind == "slow":
+        time.sleep(rule.delay_ms / 1000)
+        return _moto_call_action(self)
+    if rule.kind == "lost":
+        _moto_call_action(self)
+    if rule.kind in ("drop", "lost"):
+        if drop_connection(self):
+            # werkzeug's write of this fails on the closed socket, which it takes for a client
+            # gone.
+            return 500, {}, ""
+        # Where the connection cannot be dropped, the client gets an internal error instead:
+        # it still cannot know whether the call took effect.
+        return faults.error_answer(self.service_name, "error500", str(uuid.uuid4()))
+    return faults.error_answer(self.service_name, rule.kind, str(uuid.uuid4()))
+
+
+BaseResponse.call_action = call_action
 
 if __name__ == "__main__":
     # Imported here: LocalStack loads this module for its changes alone, without moto's server.

@@ -1,9 +1,32 @@
-//! Every AWS SDK client the controller uses, built from one `SdkConfig`. In builds with the
-//! `cluster-tests` feature, each also records the operations it invokes, as IAM actions
-//! (`ec2:CreateFleet`), into the file `WINDLASS_AWS_CALL_LOG` names: the integration suite
-//! compares that record with `docs/iam/controller-policy.json`.
+//! Every AWS SDK client the controller uses, built from one `SdkConfig`, and how long a call
+//! may wait for its answer. In builds with the `cluster-tests` feature, each client also records
+//! the operations it invokes, as IAM actions (`ec2:CreateFleet`), into the file
+//! `WINDLASS_AWS_CALL_LOG` names: the integration suite compares that record with
+//! `docs/iam/controller-policy.json`.
+
+use std::time::Duration;
 
 use aws_config::SdkConfig;
+use aws_config::timeout::TimeoutConfig;
+
+/// How long one attempt of any AWS call may wait for its answer before the SDK gives up on it
+/// and retries. The SDK's own default is forever, so a connection that never answered held
+/// the controller loop awaiting it for good. No call Windlass makes takes more than seconds in
+/// AWS; moto's DescribeInstanceTypes of 1,400 types takes 2 s alone and tens of seconds under
+/// the integration suite's load, and the interruption queue's long poll 20 s.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `config` with each call attempt cut off after `timeout`; its other timeouts (the SDK's
+/// connect timeout) kept.
+pub fn with_attempt_timeout(config: &SdkConfig, timeout: Duration) -> SdkConfig {
+    let mut timeouts = TimeoutConfig::builder()
+        .operation_attempt_timeout(timeout)
+        .build();
+    if let Some(own) = config.timeout_config() {
+        timeouts.take_defaults_from(own);
+    }
+    config.to_builder().timeout_config(timeouts).build()
+}
 
 macro_rules! client {
     ($(#[$doc:meta])* $name:ident, $sdk:ident) => {
@@ -28,6 +51,45 @@ client!(sts, aws_sdk_sts);
 client!(eks, aws_sdk_eks);
 client!(eks_auth, aws_sdk_eksauth);
 client!(pricing, aws_sdk_pricing);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attempt_timeout_is_set_and_the_other_timeouts_kept() {
+        let connect = Duration::from_millis(3100);
+        let config = SdkConfig::builder()
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(connect)
+                    .operation_attempt_timeout(Duration::from_secs(1))
+                    .build(),
+            )
+            .build();
+        let timeouts = with_attempt_timeout(&config, ATTEMPT_TIMEOUT)
+            .timeout_config()
+            .cloned()
+            .unwrap();
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        assert_eq!(timeouts.connect_timeout(), Some(connect));
+        assert_eq!(timeouts.operation_timeout(), None);
+    }
+
+    #[test]
+    fn a_config_without_timeouts_gets_the_attempt_timeout_alone() {
+        let config = SdkConfig::builder().build();
+        let timeouts = with_attempt_timeout(&config, Duration::from_secs(10))
+            .timeout_config()
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            timeouts.operation_attempt_timeout(),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(timeouts.connect_timeout(), None);
+    }
+}
 
 #[cfg(feature = "cluster-tests")]
 mod call_log {

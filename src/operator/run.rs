@@ -56,7 +56,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         shutdown.clone(),
     )
     .await?;
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let aws = crate::aws::sdk_clients::with_attempt_timeout(
+        &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+        crate::aws::sdk_clients::ATTEMPT_TIMEOUT,
+    );
     let reporter = Reporter {
         controller: "windlass".into(),
         instance: std::env::var("HOSTNAME").ok(),

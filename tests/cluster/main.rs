@@ -6,6 +6,7 @@ mod chart;
 mod controller;
 mod convert;
 mod disruption;
+mod faults;
 mod invariants;
 mod jobs_api;
 mod keda_metrics;

@@ -469,6 +469,17 @@ pub fn start_windlass_with_own_env(
     start_windlass_configured(namespace, "windlass", cluster, &[], &[], env, removed)
 }
 
+/// `windlass run` as the install `cluster` with `extra` arguments and environment variables of
+/// its own (an AWS fault client's application id, say).
+pub fn start_windlass_with_args_and_env(
+    namespace: &str,
+    cluster: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Windlass {
+    start_windlass_configured(namespace, "windlass", cluster, extra, &[], env, &[])
+}
+
 fn start_windlass_configured(
     namespace: &str,
     home: &str,

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_sqs::config::SharedCredentialsProvider;
@@ -160,10 +161,15 @@ pub struct SqsClients {
     pub queue_urls: QueueUrls,
 }
 
+/// How long one attempt of a queue read (or send) may wait for SQS's answer, which comes in
+/// milliseconds: a poll whose read never answers fails after this and its retries, and counts
+/// toward `fallback`, instead of holding its object's polls for good.
+pub const QUEUE_CALL_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl SqsClients {
     pub fn new(base: SdkConfig, kube: kube::Client, cluster: String) -> Self {
         Self {
-            base,
+            base: crate::aws::sdk_clients::with_attempt_timeout(&base, QUEUE_CALL_ATTEMPT_TIMEOUT),
             kube,
             cluster,
             clients: Arc::default(),

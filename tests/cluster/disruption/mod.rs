@@ -33,7 +33,7 @@ use crate::invariants::assert_instances_match_claims;
 use crate::provisioning::fixture::{delete_pool_and_class, node_class_and_pool};
 use crate::support::{
     ChildProcess, TestEnv, TestNamespace, Windlass, install_crds, start_registrar,
-    start_windlass_with, unique, wait_until,
+    start_windlass_with_args_and_env, unique, wait_until,
 };
 
 /// An on-demand NodePool of its own, and Windlass with a node registrar watching a namespace
@@ -58,6 +58,16 @@ impl PoolRun {
 
     /// Likewise, with `extra` arguments to `windlass run`.
     pub async fn start_with(prefix: &str, spec: serde_json::Value, extra: &[&str]) -> Self {
+        Self::start_with_env(prefix, spec, extra, &[]).await
+    }
+
+    /// Likewise, with environment variables of its own for `windlass run`.
+    pub async fn start_with_env(
+        prefix: &str,
+        spec: serde_json::Value,
+        extra: &[&str],
+        windlass_env: &[(&str, &str)],
+    ) -> Self {
         let env = TestEnv::connect().await;
         install_crds(&env.client).await;
         let namespace = TestNamespace::create(&env.client, prefix).await;
@@ -70,7 +80,12 @@ impl PoolRun {
         )
         .await;
         patch_pool(&pools, &name, spec).await;
-        let windlass = start_windlass_with(&namespace.name, "windlass", &unique("cluster"), extra);
+        let windlass = start_windlass_with_args_and_env(
+            &namespace.name,
+            &unique("cluster"),
+            extra,
+            windlass_env,
+        );
         windlass.catalog_read().await;
         let registrar = start_registrar(&windlass.cluster, 1);
         let claims = Api::all(env.client.clone());
