@@ -230,6 +230,10 @@ async fn job_loop(
             }
             tick = clock.tick() => tick,
         };
+        scaling
+            .metrics
+            .scaler_poll_lag
+            .observe(tick.elapsed().as_secs_f64());
         let object = latest.borrow().clone();
         if is_gone(&scaled_jobs, &object).await {
             scaling.auth_users.forget(&user(&object));
