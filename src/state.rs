@@ -1,7 +1,10 @@
 //! The cluster as the node side sees it: pods, Nodes, NodeClaims, NodePools, EC2NodeClasses,
 //! DaemonSets, and the PersistentVolumeClaims, PersistentVolumes and StorageClasses that say
 //! where a pod's volumes can be reached, each watched once into a reflector store that the
-//! provisioner and the NodeClaim controller read instead of listing.
+//! provisioner and the NodeClaim controller read instead of listing. The ScaledJob loops read
+//! their Jobs' pods from the same pod store, through an index by ScaledJob ([`by_label`]).
+
+pub mod by_label;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -26,6 +29,7 @@ use crate::apis::node_claim::NodeClaim;
 use crate::apis::node_pool::NodePool;
 use crate::scheduling::pod::NamespaceLabels;
 use crate::scheduling::volumes::StorageObjects;
+use by_label::{ByLabel, LabelIndex};
 
 /// How many registering Nodes' cues a slow reader may fall behind by before it skips some.
 const REGISTERING_BACKLOG: usize = 1024;
@@ -52,6 +56,8 @@ pub struct ClusterState {
     pub persistent_volume_claims: Store<PersistentVolumeClaim>,
     pub persistent_volumes: Store<PersistentVolume>,
     pub storage_classes: Store<StorageClass>,
+    /// The pods of each ScaledJob's Jobs, by their `windlass.dev/scaled-job` label.
+    pods_by_scaled_job: Arc<RwLock<LabelIndex<Pod>>>,
     /// Becomes true once every store holds its first full list; dropped if a watch ends first.
     ready: watch::Receiver<bool>,
 }
@@ -69,13 +75,21 @@ impl ClusterState {
         shutdown: &CancellationToken,
     ) -> Self {
         let (ready_tx, ready) = watch::channel(false);
+        let by_scaled_job = Arc::new(RwLock::new(LabelIndex::new(
+            crate::apis::labels::SCALED_JOB_LABEL,
+        )));
+        let indexing_by_scaled_job = by_scaled_job.clone();
         let index = Arc::new(RwLock::new(PodIndex::default()));
         let indexing = index.clone();
         let (registering, _) = broadcast::channel(REGISTERING_BACKLOG);
         let announcing = registering.clone();
         let state = Self {
             pods: watched_with(Api::all(client.clone()), shutdown, move |event| {
-                indexing.write().expect("pod index lock").apply(event)
+                indexing.write().expect("pod index lock").apply(event);
+                indexing_by_scaled_job
+                    .write()
+                    .expect("label index lock")
+                    .apply(event);
             }),
             pods_by_node_index: index,
             provisioned_namespace: watch_namespace.map(str::to_owned),
@@ -102,6 +116,7 @@ impl ClusterState {
             ),
             persistent_volumes: watched_trimmed(Api::all(client.clone()), shutdown, trim_volume),
             storage_classes: watched_trimmed(Api::all(client.clone()), shutdown, trim_class),
+            pods_by_scaled_job: by_scaled_job,
             ready,
         };
         // A store's own readiness wakes only one of the tasks waiting on it (kube-runtime's
@@ -152,6 +167,11 @@ impl ClusterState {
             .await
             .map(drop)
             .map_err(|_| NotReady)
+    }
+
+    /// The pod store, read by ScaledJob: `get(namespace, name)` is the pods its Jobs made.
+    pub fn scaled_job_pods(&self) -> ByLabel<Pod> {
+        ByLabel::new(self.pods.clone(), self.pods_by_scaled_job.clone())
     }
 
     /// Whether this install provisions for `pod`: with `--watch-namespace`, only for its own
@@ -410,12 +430,22 @@ fn spawn_store<K: Watchable>(
     api: Api<K>,
     shutdown: &CancellationToken,
     trim: fn(&mut K),
+    observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> Store<K> {
+    watched_selected(api, watcher::Config::default(), shutdown, trim, observe)
+}
+
+/// A store of the objects `config` selects from `api`, with only what `trim` leaves of each and
+/// `observe` shown every watch event once the store has it.
+pub(crate) fn watched_selected<K: Watchable>(
+    api: Api<K>,
+    config: watcher::Config,
+    shutdown: &CancellationToken,
+    trim: fn(&mut K),
     mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
 ) -> Store<K> {
     let (reader, writer) = reflector::store();
-    let events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(trim);
+    let events = watcher(api, config).default_backoff().modify(trim);
     let stream = reflector::reflector(writer, events)
         .take_until(shutdown.clone().cancelled_owned())
         .for_each(move |event| {

@@ -29,6 +29,7 @@ use crate::provisioning::provisioner::{self, PoolReports, Provisioner};
 use crate::scale_outs::ScaleOuts;
 use crate::scaling::auth_users::{AuthUsers, Changes};
 use crate::scaling::queue_depths::QueueDepths;
+use crate::scaling::scaled_job::store::ScaledJobStore;
 use crate::scaling::scalers::aws_sqs::SqsClients;
 use crate::scaling::{Scaling, scaled_job, scaled_object, trigger_auths};
 use crate::state::ClusterState;
@@ -99,6 +100,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args.watch_namespace.as_deref(),
         &shutdown,
     ));
+    let scaled_job_pods = cluster_state.scaled_job_pods();
     let (pool_reports, pool_reports_seen) = tokio::sync::watch::channel(PoolReports::new());
     let scale_outs = Arc::new(ScaleOuts::default());
     let provisioner = Arc::new(Provisioner {
@@ -156,6 +158,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         refresh: node_class_refresh,
     });
     let (auth_users, auth_changes) = AuthUsers::new();
+    let scaled_job_store = ScaledJobStore::watch(
+        &client,
+        args.watch_namespace.as_deref(),
+        scaled_job_pods,
+        &shutdown,
+    );
     let scaling = Arc::new(Scaling {
         client: client.clone(),
         metrics: metrics.clone(),
@@ -166,6 +174,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         queue_depths: QueueDepths::default(),
         scaled_object_loops: Default::default(),
         scaled_job_loops: Default::default(),
+        scaled_job_store,
         scale_outs: scale_outs.clone(),
         auth_users,
     });

@@ -50,6 +50,8 @@ pub struct Scaling {
     pub queue_depths: QueueDepths,
     pub scaled_object_loops: loops::Loops<ScaledObject>,
     pub scaled_job_loops: loops::Loops<ScaledJob>,
+    /// The Jobs and pods the ScaledJob loops read.
+    pub scaled_job_store: scaled_job::store::ScaledJobStore,
     /// What is scaling out, for disruption to hold consolidation off.
     pub scale_outs: Arc<crate::scale_outs::ScaleOuts>,
     /// Which objects use each TriggerAuthentication, for its status.

@@ -1,7 +1,8 @@
 //! ScaledJobs against the real cluster and SQS: one Job per message up to max, no extra Jobs
 //! while their pods wait for a node, each strategy's and multi-trigger calculation's count,
 //! activation and pause, pendingPodConditions, rollouts and their propagation, and outcome
-//! counters that survive history cleanup and controller restarts without counting a Job twice.
+//! counters that survive history cleanup and controller restarts without counting a Job twice,
+//! and polls that read Jobs and pods from the controller's watches rather than listing them.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use windlass::apis::scaled_job::{ScaledJob, ScaledJobStatus};
 
+use crate::release::{RELEASE, RELEASE_NAMESPACE};
 use crate::scaled_object::merge;
 use crate::support::{
     TestEnv, TestNamespace, delete_node, install_crds, start_windlass, test_node, wait_until,
@@ -875,4 +877,82 @@ async fn queue_url_from_env_reads_a_secret_key_holding_a_queue_name() {
     })
     .await;
     clean_up(&env, namespace, None).await;
+}
+
+/// The `verb` requests on `resource` in `namespace` that the controller (the release's
+/// ServiceAccount, as every `windlass run` of the suite) made, from the API server's audit log.
+fn audited(namespace: &str, verb: &str, resource: &str) -> usize {
+    let path = std::env::var("WINDLASS_AUDIT_LOG")
+        .expect("WINDLASS_AUDIT_LOG is not set: run this on the local stack (hack/stack/stack.sh), which writes an audit log");
+    let user = format!("system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the audit log {path} cannot be read: {e}"))
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| {
+            event["user"]["username"] == user.as_str()
+                && event["verb"] == verb
+                && event["objectRef"]["resource"] == resource
+                && event["objectRef"]["namespace"] == namespace
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn polls_read_jobs_and_pods_from_the_watches_and_list_nothing() {
+    let env = TestEnv::connect().await;
+    install_crds(&env.client).await;
+    let namespace = TestNamespace::create(&env.client, "sj-watched").await;
+    let ns = namespace.name.as_str();
+    let node = test_node(&env.client, "kwok-sj-watched").await;
+    let queue = env.queue("sj-watched").await;
+    // Held pods run until the test ends: the Jobs stay unfinished and their pods Running.
+    let mut held = pod(&node, false);
+    held["metadata"]["annotations"] = json!({"windlass.dev/test-outcome": "hold"});
+    let api: Api<ScaledJob> = Api::namespaced(env.client.clone(), ns);
+    api.create(
+        &PostParams::default(),
+        &scaled_job("watched", &queue, 3, held, (100, 100)),
+    )
+    .await
+    .unwrap();
+    env.send_messages(&queue, 2).await;
+    let windlass = start_windlass(ns);
+    wait_until(
+        "2 running Jobs whose pods have started",
+        Duration::from_secs(60),
+        || async {
+            let status = status(&api, "watched").await;
+            (status.running_jobs == 2 && status.pending_jobs == 0).then_some(())
+        },
+    )
+    .await;
+    let polls = || {
+        windlass
+            .metric("windlass_scaler_poll_lag_seconds_count")
+            .unwrap_or_default()
+    };
+    let lists = || (audited(ns, "list", "jobs"), audited(ns, "list", "pods"));
+    let (polls_before, lists_before) = (polls(), lists());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (polled, lists_after) = (polls() - polls_before, lists());
+    println!(
+        "{polled} polls in 10 s; Job and pod LISTs in {ns}: {lists_before:?} before, {lists_after:?} after"
+    );
+    assert!(
+        polled >= 8.0,
+        "pollingInterval 1 polls about 10 times in 10 s, not {polled}"
+    );
+    assert_eq!(
+        lists_after, lists_before,
+        "(Job LISTs, pod LISTs) in the namespace grew while the ScaledJob polled"
+    );
+    assert_eq!(
+        jobs_of(&env.client, ns, "watched").await.len(),
+        2,
+        "a poll soon after the creates created the Jobs again"
+    );
+    let status = status(&api, "watched").await;
+    assert_eq!((status.running_jobs, status.pending_jobs), (2, 0));
+    clean_up(&env, namespace, Some(&node)).await;
 }

@@ -2,6 +2,7 @@
 //! still need counting, and which counted Jobs history limits remove.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -44,8 +45,16 @@ pub fn retries(job: &Job, outcome: Outcome) -> i64 {
 
 /// Unfinished Jobs, and those of them whose pod has not started: no pod yet, or a pod that does
 /// not meet every `pendingPodConditions` condition (phase Running when none are given).
-pub fn counts(jobs: &[Job], pods: &[Pod], pending_pod_conditions: &[String]) -> JobCounts {
-    let unfinished: Vec<&Job> = jobs.iter().filter(|j| outcome(j).is_none()).collect();
+pub fn counts(
+    jobs: &[Arc<Job>],
+    pods: &[Arc<Pod>],
+    pending_pod_conditions: &[String],
+) -> JobCounts {
+    let unfinished: Vec<&Job> = jobs
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|j| outcome(j).is_none())
+        .collect();
     let started = |job: &Job| {
         let uid = job.metadata.uid.as_deref();
         pods.iter()
@@ -79,7 +88,7 @@ fn pod_started(pod: &Pod, pending_pod_conditions: &[String]) -> bool {
 
 /// The status after counting every finished Job not yet counted; counts only grow, and the
 /// counted set keeps just the Jobs that still exist.
-pub fn count_finished(previous: &ScaledJobStatus, jobs: &[Job]) -> ScaledJobStatus {
+pub fn count_finished(previous: &ScaledJobStatus, jobs: &[Arc<Job>]) -> ScaledJobStatus {
     let mut status = previous.clone();
     let counted: BTreeSet<&str> = previous.counted_jobs.iter().map(String::as_str).collect();
     let mut still_counted = Vec::new();
@@ -103,7 +112,7 @@ pub fn count_finished(previous: &ScaledJobStatus, jobs: &[Job]) -> ScaledJobStat
 
 /// Counted, finished Jobs beyond the history limits, oldest first: the ones to delete.
 pub fn beyond_history(
-    jobs: &[Job],
+    jobs: &[Arc<Job>],
     counted: &[String],
     successful_limit: i32,
     failed_limit: i32,
@@ -115,6 +124,7 @@ pub fn beyond_history(
     ] {
         let mut finished: Vec<&Job> = jobs
             .iter()
+            .map(Arc::as_ref)
             .filter(|j| outcome(j) == Some(wanted))
             .filter(|j| {
                 j.metadata
@@ -141,21 +151,21 @@ mod tests {
 
     use super::*;
 
-    fn job(uid: &str, created: i64, condition: Option<&str>, failed: i32) -> Job {
+    fn job(uid: &str, created: i64, condition: Option<&str>, failed: i32) -> Arc<Job> {
         let conditions = condition.map_or(json!([]), |c| json!([{"type": c, "status": "True"}]));
-        serde_json::from_value(json!({
+        Arc::new(serde_json::from_value(json!({
             "metadata": {"name": format!("job-{uid}"), "uid": uid, "creationTimestamp": format!("2026-11-23T10:00:{created:02}Z")},
             "status": {"conditions": conditions, "failed": failed}
         }))
-        .unwrap()
+        .unwrap())
     }
 
-    fn pod(owner: &str, phase: &str) -> Pod {
-        serde_json::from_value(json!({
+    fn pod(owner: &str, phase: &str) -> Arc<Pod> {
+        Arc::new(serde_json::from_value(json!({
             "metadata": {"name": format!("pod-{owner}"), "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": owner}]},
             "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if phase == "Running" { "True" } else { "False" }}]}
         }))
-        .unwrap()
+        .unwrap())
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The ScaledJob controller: one polling loop per object. Each poll counts finished Jobs into
 //! the status counters (once each), reads the triggers, creates the Jobs the strategy asks for,
-//! writes status, and only then deletes counted Jobs beyond the history limits. A ScaledJob has
-//! no finalizer, so its loop ends itself once the object is gone from the controller's store.
+//! writes status, and only then deletes counted Jobs beyond the history limits. Polls read Jobs
+//! and pods from watched stores ([`super::store`]), never with a LIST. A ScaledJob has no
+//! finalizer, so its loop ends itself once the object is gone from the controller's store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +11,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::controller::Action;
@@ -213,6 +213,11 @@ async fn job_loop(
     let mut ready: Option<Setup> = None;
     let mut last_problem: Option<String> = None;
     let mut rolled_out = false;
+    // Polling before the Jobs are listed would miss counted Jobs, and count them again later.
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        listed = scaling.scaled_job_store.wait_until_listed() => if listed.is_err() { return },
+    }
     let mut clock = scaling.queue_depths.poll_clock(interval);
     loop {
         let tick = tokio::select! {
@@ -230,6 +235,10 @@ async fn job_loop(
             }
             tick = clock.tick() => tick,
         };
+        scaling
+            .metrics
+            .scaler_poll_lag
+            .observe(tick.elapsed().as_secs_f64());
         let object = latest.borrow().clone();
         if is_gone(&scaled_jobs, &object).await {
             scaling.auth_users.forget(&user(&object));
@@ -305,7 +314,9 @@ fn count_error(scaling: &Scaling, object: &ScaledJob, error: &str) {
 }
 
 /// On a spec change, the `default` rollout deletes unfinished Jobs made from an older spec;
-/// `gradual` lets them finish. Returns whether the rollout is done.
+/// `gradual` lets them finish. Returns whether the rollout is done. Once per spec, so it lists
+/// the Jobs afresh rather than read a store that may not show the last ones the previous
+/// spec's loop created.
 async fn roll_out(scaling: &Scaling, object: &ScaledJob) -> bool {
     let gradual = object
         .spec
@@ -371,12 +382,8 @@ async fn poll(
     let namespace = object.namespace().unwrap_or_default();
     let name = object.name_any();
     let now = Timestamp::now();
-    let jobs = list_jobs(scaling, object).await?;
-    let pods: Api<Pod> = Api::namespaced(scaling.client.clone(), &namespace);
-    let pods = pods
-        .list(&ListParams::default().labels(&format!("{SCALED_JOB_LABEL}={name}")))
-        .await?
-        .items;
+    let jobs = jobs_of(scaling, object).await;
+    let pods = scaling.scaled_job_store.pods_of(object);
     let previous = object.status.clone().unwrap_or_default();
     let mut status = count_finished(&previous, &jobs);
 
@@ -569,9 +576,35 @@ async fn poll(
         spec.successful_jobs_history_limit,
         spec.failed_jobs_history_limit,
     ) {
-        api.delete(&doomed, &DeleteParams::background()).await?;
+        // The store may still show a Job an earlier poll deleted.
+        match api.delete(&doomed, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error),
+        }
     }
     Ok(())
+}
+
+/// The Jobs `object` owns, from the store, with the ones this process created that the store
+/// does not show yet. One the store has not shown for a while is looked up: a Job deleted
+/// before its watch event came would otherwise count forever.
+async fn jobs_of(scaling: &Scaling, object: &ScaledJob) -> Vec<Arc<Job>> {
+    let store = &scaling.scaled_job_store;
+    let own = store.jobs_of(object, tokio::time::Instant::now());
+    if own.overdue.is_empty() {
+        return own.jobs;
+    }
+    let namespace = object.namespace().unwrap_or_default();
+    let api: Api<Job> = Api::namespaced(scaling.client.clone(), &namespace);
+    for name in &own.overdue {
+        // Unanswered, the Job stays counted: counting one that may be gone is safer than
+        // creating one twice.
+        if let Ok(found) = api.get_opt(name).await {
+            store.confirmed(&namespace, name, found, tokio::time::Instant::now());
+        }
+    }
+    store.jobs_of(object, tokio::time::Instant::now()).jobs
 }
 
 fn finished(status: &ScaledJobStatus) -> FinishedJobs {
@@ -630,9 +663,11 @@ async fn create_job(scaling: &Scaling, object: &ScaledJob) -> Result<(), kube::E
         scaling.client.clone(),
         &object.namespace().unwrap_or_default(),
     );
-    api.create(&PostParams::default(), &job_for(object))
-        .await
-        .map(drop)
+    let created = api.create(&PostParams::default(), &job_for(object)).await?;
+    scaling
+        .scaled_job_store
+        .created(created, tokio::time::Instant::now());
+    Ok(())
 }
 
 /// Writes status when it changed (lastActiveTime alone at most once a minute). Returns whether

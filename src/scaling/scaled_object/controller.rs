@@ -373,6 +373,10 @@ async fn scale_loop(
             }
             tick = clock.tick() => tick,
         };
+        scaling
+            .metrics
+            .scaler_poll_lag
+            .observe(tick.elapsed().as_secs_f64());
         let object = latest.borrow().clone();
         let labels = ObjectLabels {
             namespace: object.namespace().unwrap_or_default(),
