@@ -250,8 +250,13 @@ async fn a_bare_class_joins_with_its_cluster_labels_and_taints() {
         json!(["--node-labels=team=data,windlass.dev/nodepool=default"])
     );
     assert_eq!(
-        spec["kubelet"]["config"]["registerWithTaints"][1],
-        json!({"key": "node.cilium.io/agent-not-ready", "effect": "NoExecute"})
+        spec["kubelet"]["config"]["registerWithTaints"],
+        json!([
+            {"key": "windlass.dev/unregistered", "effect": "NoExecute"},
+            {"key": "dedicated", "value": "jobs", "effect": "NoSchedule"},
+            {"key": "node.cilium.io/agent-not-ready", "effect": "NoExecute"}
+        ]),
+        "the unregistered taint first, which registration takes off"
     );
 }
 
