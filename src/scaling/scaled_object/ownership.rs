@@ -40,16 +40,18 @@ fn same_target(ours: &ScaleTargetRef, kind: &str, name: &str, api_version: Optio
 
 /// Who else scales `object`'s target, if anyone does before it: an HPA on the target, else an
 /// older ScaledObject on it. Only objects of `object`'s namespace can target what it targets.
+/// Every poll of every ScaledObject asks, so the scan compares in place and copies only
+/// what matches.
 pub fn other_owner<'a>(
     object: &ScaledObject,
     scaled_objects: impl IntoIterator<Item = &'a ScaledObject>,
     autoscalers: impl IntoIterator<Item = &'a HorizontalPodAutoscaler>,
 ) -> Option<OtherOwner> {
-    let namespace = object.namespace();
+    let (namespace, name) = (&object.metadata.namespace, &object.metadata.name);
     let target = &object.spec.scale_target_ref;
     let hpa = autoscalers
         .into_iter()
-        .filter(|hpa| hpa.namespace() == namespace)
+        .filter(|hpa| hpa.metadata.namespace == *namespace)
         .filter(|hpa| {
             let theirs = &hpa.spec.scale_target_ref;
             same_target(
@@ -73,7 +75,7 @@ pub fn other_owner<'a>(
     let ours = seniority(object);
     scaled_objects
         .into_iter()
-        .filter(|other| other.namespace() == namespace && other.name_any() != ours.1)
+        .filter(|other| other.metadata.namespace == *namespace && other.metadata.name != *name)
         .filter(|other| {
             let theirs = &other.spec.scale_target_ref;
             same_target(
