@@ -19,11 +19,15 @@ const UNUSED_RULES_KEPT: &[(&str, &str, &str, &str)] = &[
     ("apps", "statefulsets", "get", STATEFULSET_TARGET),
     ("apps", "statefulsets/scale", "get", STATEFULSET_TARGET),
     ("apps", "statefulsets/scale", "patch", STATEFULSET_TARGET),
-    ("batch", "jobs", "get", JOB_STORE_LAG),
 ];
 
+/// Granted rules whose use depends on timing: a run may or may not exercise them, so neither
+/// their use nor their absence fails the check.
+const RULES_USED_UNDER_LOAD: &[(&str, &str, &str, &str)] =
+    &[("batch", "jobs", "get", JOB_STORE_LAG)];
+
 const JOB_STORE_LAG: &str = "a ScaledJob poll looks up a Job it created only when the Jobs \
-    watch has not shown it for 10 s; the suite's watch never lags that long";
+    watch has not shown it for 10 s, which in the suite happens only under load";
 
 const STATEFULSET_TARGET: &str = "a ScaledObject may target a StatefulSet, through the same \
     /scale code as a Deployment; the suite's ScaledObjects all target Deployments";
@@ -168,15 +172,19 @@ fn every_rbac_rule_the_chart_grants_was_used_and_nothing_was_forbidden() {
         "-n",
         DNS_NAMESPACE,
     ]));
-    let kept: BTreeSet<Permission> = UNUSED_RULES_KEPT
-        .iter()
-        .map(|(g, r, v, _)| (g.to_string(), r.to_string(), v.to_string()))
-        .collect();
+    let permissions = |rules: &[(&str, &str, &str, &str)]| -> BTreeSet<Permission> {
+        rules
+            .iter()
+            .map(|(g, r, v, _)| (g.to_string(), r.to_string(), v.to_string()))
+            .collect()
+    };
+    let kept = permissions(UNUSED_RULES_KEPT);
+    let under_load = permissions(RULES_USED_UNDER_LOAD);
     let unused: Vec<_> = cluster_role
         .difference(&used)
         .chain(role.difference(&used_in_release_namespace))
         .chain(dns_role.difference(&used_in_dns_namespace))
-        .filter(|p| !kept.contains(*p))
+        .filter(|p| !kept.contains(*p) && !under_load.contains(*p))
         .collect();
     assert!(
         unused.is_empty(),
