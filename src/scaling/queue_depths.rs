@@ -1,12 +1,14 @@
 //! Queue readings shared by every object that polls the same queue with the same credentials.
-//! Polls are put on one clock per polling interval ([`PollClock`]), so objects polling a queue
-//! at the same interval poll on the same ticks however far apart they started; a poll then
-//! joins the request of its own tick (in flight or answered) and otherwise sends its own. One
-//! GetQueueAttributes per queue per tick, and no poll ever acts on a request sent before its
-//! tick, however slow the queue or the poll.
+//! Polls are put on one clock per polling interval and queue ([`PollClock`]), so objects polling
+//! a queue at the same interval poll on the same ticks however far apart they started; a poll
+//! then joins the request of its own tick (in flight or answered) and otherwise sends its own.
+//! One GetQueueAttributes per queue per tick, and no poll ever acts on a request sent before its
+//! tick, however slow the queue or the poll. Different queues tick at different offsets within
+//! the interval, so a thousand objects on a hundred queues do not all wake at the same instant.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,26 +99,40 @@ impl QueueDepths {
         reading.await
     }
 
-    /// The clock an object polling every `interval` ticks on.
+    /// The clock an object polling every `interval` ticks on, until it knows its source.
     pub fn poll_clock(&self, interval: Duration) -> PollClock {
         PollClock {
             epoch: self.epoch,
             interval,
+            phase: Duration::ZERO,
             last: None,
         }
     }
 }
 
-/// When an object polls: at once when its loop starts, then on the multiples of its interval
-/// shared by every object with that interval, at least one interval after its previous poll (a
-/// poll that overran a tick waits for the next one rather than following at once).
+/// When an object polls: at once when its loop starts, then on the ticks shared by every object
+/// that polls the same source at the same interval, at least one interval after its previous
+/// poll (a poll that overran a tick waits for the next one rather than following at once).
 pub struct PollClock {
     epoch: Instant,
     interval: Duration,
+    /// Where within the interval this source's ticks fall.
+    phase: Duration,
     last: Option<Instant>,
 }
 
 impl PollClock {
+    /// Ticks from now on at the offset within the interval that belongs to `source` (a queue
+    /// URL): the same for every object polling it, spread evenly over the interval across
+    /// sources.
+    pub fn follow(&mut self, source: &str) {
+        let mut hasher = DefaultHasher::new();
+        source.hash(&mut hasher);
+        let interval = self.interval.as_nanos().max(1);
+        let offset = u128::from(hasher.finish()) % interval;
+        self.phase = Duration::from_nanos(u64::try_from(offset).unwrap_or(0));
+    }
+
     /// Waits for the next tick and returns it: the moment a shared reading must be sent at or
     /// after for this poll to take it.
     pub async fn tick(&mut self) -> Instant {
@@ -132,9 +148,13 @@ impl PollClock {
 
     fn tick_at_or_after(&self, at: Instant) -> Instant {
         let interval = self.interval.as_nanos().max(1);
-        let ticks = at.duration_since(self.epoch).as_nanos().div_ceil(interval);
+        let start = self.epoch + self.phase;
+        let ticks = at
+            .saturating_duration_since(start)
+            .as_nanos()
+            .div_ceil(interval);
         let offset = u64::try_from(ticks * interval).unwrap_or(u64::MAX);
-        self.epoch + Duration::from_nanos(offset)
+        start + Duration::from_nanos(offset)
     }
 }
 
@@ -331,6 +351,54 @@ mod tests {
         first.tick().await;
         second.tick().await;
         assert_eq!(start.elapsed(), Duration::from_secs(6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn objects_following_one_queue_share_its_ticks_at_its_offset() {
+        let depths = QueueDepths::default();
+        let epoch = Instant::now();
+        let interval = Duration::from_secs(1);
+        let mut first = depths.poll_clock(interval);
+        first.tick().await;
+        first.follow("https://sqs/q-1");
+        tokio::time::advance(Duration::from_millis(2300)).await;
+        let mut second = depths.poll_clock(interval);
+        second.tick().await;
+        second.follow("https://sqs/q-1");
+        assert_eq!(first.phase, second.phase);
+        // The first clock's next tick is the first at its offset after 2.3 s; the second's
+        // comes a whole interval after its first poll, on a tick the first clock has too.
+        let early = first.tick().await;
+        let whole_seconds = if first.phase >= Duration::from_millis(300) {
+            2
+        } else {
+            3
+        };
+        assert_eq!(
+            early.duration_since(epoch),
+            Duration::from_secs(whole_seconds) + first.phase
+        );
+        let (a, b) = tokio::join!(first.tick(), second.tick());
+        assert_eq!(a, b, "the same tick");
+        assert_eq!(a - early, interval);
+    }
+
+    #[test]
+    fn a_hundred_queues_spread_over_the_interval() {
+        let depths = QueueDepths::default();
+        let interval = Duration::from_secs(1);
+        let mut per_10ms = HashMap::<u128, u32>::new();
+        for queue in 0..100 {
+            let mut clock = depths.poll_clock(interval);
+            clock.follow(&format!(
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/q-{queue}"
+            ));
+            assert!(clock.phase < interval);
+            *per_10ms.entry(clock.phase.as_millis() / 10).or_default() += 1;
+        }
+        // Evenly spread, 100 queues over 100 slots fill about 63 of them.
+        assert!(per_10ms.len() >= 40, "{} slots of 100 used", per_10ms.len());
+        assert!(per_10ms.values().all(|&n| n <= 6), "{per_10ms:?}");
     }
 
     #[tokio::test(start_paused = true)]

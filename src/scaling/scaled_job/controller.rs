@@ -261,7 +261,12 @@ async fn job_loop(
         }
         if ready.is_none() {
             match setup_reported(&scaling, &object).await {
-                Ok(built) => ready = Some(built),
+                Ok(built) => {
+                    if let Some(first) = built.triggers.first() {
+                        clock.follow(first.scaler.source());
+                    }
+                    ready = Some(built);
+                }
                 Err(error) => {
                     count_error(&scaling, &object, error.metric_label());
                     scaling.metrics.keda.object_error(

@@ -390,7 +390,12 @@ async fn scale_loop(
         }
         if ready.is_none() {
             match setup_reported(&scaling, &object).await {
-                Ok(built) => ready = Some(built),
+                Ok(built) => {
+                    if let Some(first) = built.triggers.first() {
+                        clock.follow(first.scaler.source());
+                    }
+                    ready = Some(built);
+                }
                 Err(error) => {
                     scaling.metrics.keda.object_error(
                         ScalableKind::ScaledObject,

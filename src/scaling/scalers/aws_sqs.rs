@@ -89,6 +89,10 @@ impl Scaler for AwsSqsScaler {
         .boxed()
     }
 
+    fn source(&self) -> &str {
+        &self.key.queue_url
+    }
+
     fn keda_type_name(&self) -> &'static str {
         "awsSqsQueueScaler"
     }

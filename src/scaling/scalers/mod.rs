@@ -24,6 +24,9 @@ pub trait Scaler: Send + Sync {
     /// been asked for at or after that tick.
     fn read(&self, tick: Instant) -> BoxFuture<'_, Result<Reading, ScalerError>>;
 
+    /// What it reads (a queue URL): polls of one source share their ticks.
+    fn source(&self) -> &str;
+
     /// KEDA's name for this scaler's type, its `scaler` label on `keda_*` series when the
     /// trigger has no name.
     fn keda_type_name(&self) -> &'static str;
