@@ -26,8 +26,8 @@ use crate::scaled_object::{
     clean_up, deployment, replicas, scaled_object, wait_for_condition, wait_for_replicas,
 };
 use crate::support::{
-    TestEnv, TestNamespace, install_crds, skipped_without_moto, start_windlass_with_env, test_node,
-    unique, wait_until,
+    TestEnv, TestNamespace, Windlass, install_crds, skipped_without_moto, start_windlass_with_env,
+    test_node, unique, wait_until,
 };
 
 /// What the SQS tests need that only the stack's moto has: LocalStack serves SQS itself, so
@@ -149,9 +149,63 @@ impl AwsFaults {
     }
 }
 
+/// A ScaledObject `worker` on a queue of its own, one replica per two messages, polled by a
+/// Windlass whose AWS calls [`AwsFaults`] can fail; started once the object is Ready. No
+/// fallback: a trigger that cannot be read leaves the replicas where they are.
+struct QueueFaultRun {
+    env: TestEnv,
+    namespace: TestNamespace,
+    node: String,
+    queue: String,
+    objects: Api<ScaledObject>,
+    faults: AwsFaults,
+    _windlass: Windlass,
+}
+
+impl QueueFaultRun {
+    async fn start(prefix: &str) -> Self {
+        let env = TestEnv::connect().await;
+        install_crds(&env.client).await;
+        let namespace = TestNamespace::create(&env.client, prefix).await;
+        let ns = namespace.name.as_str();
+        let node = test_node(&env.client, &format!("kwok-{prefix}")).await;
+        deployment(&env.client, ns, "worker", &node, 0).await;
+        let queue = env.queue(prefix).await;
+        let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
+        objects
+            .create(
+                &PostParams::default(),
+                &scaled_object("worker", "worker", &queue, json!({})),
+            )
+            .await
+            .unwrap();
+        let faults = AwsFaults::new(&env);
+        let windlass = start_windlass_with_env(ns, &faults.env());
+        wait_for_condition(&objects, "worker", "Ready", "True").await;
+        Self {
+            env,
+            namespace,
+            node,
+            queue,
+            objects,
+            faults,
+            _windlass: windlass,
+        }
+    }
+
+    fn ns(&self) -> &str {
+        &self.namespace.name
+    }
+
+    async fn finish(self) {
+        self.faults.clear().await;
+        clean_up(&self.env, self.namespace, &self.objects, &self.node).await;
+    }
+}
+
 /// A pool of m5.large nodes only (1.93 allocatable vCPU: one 1-vCPU pod each) limited to
 /// `limit_cpu` vCPU.
-fn m5_large_pool(limit_cpu: &str) -> serde_json::Value {
+pub fn m5_large_pool(limit_cpu: &str) -> serde_json::Value {
     json!({
         "limits": {"cpu": limit_cpu},
         "template": {"spec": {"requirements": [
@@ -246,26 +300,10 @@ async fn get_queue_attributes_throttled_and_failing_keeps_the_replicas_until_it_
     if skipped_without_moto(SQS_FAULTS) {
         return;
     }
-    let env = TestEnv::connect().await;
-    install_crds(&env.client).await;
-    let namespace = TestNamespace::create(&env.client, "fault-sqs").await;
-    let ns = namespace.name.as_str();
-    let node = test_node(&env.client, "kwok-fault-sqs").await;
-    deployment(&env.client, ns, "worker", &node, 0).await;
-    let queue = env.queue("fault-sqs").await;
-    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
-    // No fallback: a trigger that cannot be read leaves the replicas where they are.
-    objects
-        .create(
-            &PostParams::default(),
-            &scaled_object("worker", "worker", &queue, json!({})),
-        )
-        .await
-        .unwrap();
-    let faults = AwsFaults::new(&env);
-    let _windlass = start_windlass_with_env(ns, &faults.env());
-    wait_for_condition(&objects, "worker", "Ready", "True").await;
-    env.send_messages(&queue, 6).await;
+    let run = QueueFaultRun::start("fault-sqs").await;
+    let (env, ns, queue, objects, faults) =
+        (&run.env, run.ns(), &run.queue, &run.objects, &run.faults);
+    env.send_messages(queue, 6).await;
     wait_for_replicas(&env.client, ns, "worker", 3, Duration::from_secs(30)).await;
 
     // Twelve failed reads: four polls' worth of the SDK's three attempts each. The queue is
@@ -281,7 +319,7 @@ async fn get_queue_attributes_throttled_and_failing_keeps_the_replicas_until_it_
     let faulted = Instant::now();
     env.sqs()
         .purge_queue()
-        .queue_url(&queue)
+        .queue_url(queue)
         .send()
         .await
         .unwrap();
@@ -336,8 +374,7 @@ async fn get_queue_attributes_throttled_and_failing_keeps_the_replicas_until_it_
         ready_false.contains("RequestThrottled") || ready_false.contains("InternalFailure"),
         "{ready_false}"
     );
-    faults.clear().await;
-    clean_up(&env, namespace, &objects, &node).await;
+    run.finish().await;
 }
 
 #[tokio::test]
@@ -345,24 +382,8 @@ async fn a_queue_read_that_never_answers_is_cut_off_and_scaling_goes_on() {
     if skipped_without_moto(SQS_FAULTS) {
         return;
     }
-    let env = TestEnv::connect().await;
-    install_crds(&env.client).await;
-    let namespace = TestNamespace::create(&env.client, "fault-hang").await;
-    let ns = namespace.name.as_str();
-    let node = test_node(&env.client, "kwok-fault-hang").await;
-    deployment(&env.client, ns, "worker", &node, 0).await;
-    let queue = env.queue("fault-hang").await;
-    let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
-    objects
-        .create(
-            &PostParams::default(),
-            &scaled_object("worker", "worker", &queue, json!({})),
-        )
-        .await
-        .unwrap();
-    let faults = AwsFaults::new(&env);
-    let _windlass = start_windlass_with_env(ns, &faults.env());
-    wait_for_condition(&objects, "worker", "Ready", "True").await;
+    let run = QueueFaultRun::start("fault-hang").await;
+    let (env, ns, queue, faults) = (&run.env, run.ns(), &run.queue, &run.faults);
 
     // The next read is answered after two minutes: as good as never, for a poll every second.
     // Windlass gives up on it after 10 s (QUEUE_CALL_ATTEMPT_TIMEOUT) and reads again.
@@ -373,11 +394,10 @@ async fn a_queue_read_that_never_answers_is_cut_off_and_scaling_goes_on() {
     })
     .await;
     let hung = Instant::now();
-    env.send_messages(&queue, 6).await;
+    env.send_messages(queue, 6).await;
     wait_for_replicas(&env.client, ns, "worker", 3, Duration::from_secs(40)).await;
     println!("3 replicas {:?} after the read hung", hung.elapsed());
-    faults.clear().await;
-    clean_up(&env, namespace, &objects, &node).await;
+    run.finish().await;
 }
 
 #[tokio::test]

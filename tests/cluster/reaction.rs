@@ -14,9 +14,8 @@ use serde_json::json;
 use windlass::apis::scaled_job::ScaledJob;
 use windlass::apis::scaled_object::ScaledObject;
 
-use crate::disruption::{PoolRun, deployment_sized, patch_pool};
-use crate::provisioning::ahead::{apart, is_running, scaled_object};
-use crate::provisioning::fixture::{delete_pool_and_class, node_class_and_pool};
+use crate::disruption::PoolRun;
+use crate::provisioning::ahead::{SideBySide, is_running};
 use crate::scaled_job::scaled_job;
 use crate::support::{TestEnv, unique};
 
@@ -138,38 +137,23 @@ async fn job_reactions(env: &TestEnv, ns: &str, runs: usize) -> Vec<f64> {
 /// messages sent together: one ScaledObject demand-aware on `pool`, one opted out on a pool
 /// of its own. Anti-affinity keeps one pod per node, so every pod needs a new one.
 async fn pod_reactions(env: &TestEnv, ns: &str, pool: &str, runs: usize) -> (Vec<f64>, Vec<f64>) {
-    let other = unique("reaction-pending");
-    let (other_classes, other_pools) = node_class_and_pool(
+    let paths = SideBySide::start(
         env,
-        &other,
-        json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
-        json!({}),
+        ns,
+        pool,
+        ("aware", "pending"),
+        ("1", "1Gi"),
+        "10m",
+        runs,
     )
     .await;
-    patch_pool(
-        &other_pools,
-        &other,
-        json!({"disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "10m"}}),
-    )
-    .await;
-    let size = ("1", "1Gi");
-    deployment_sized(env, ns, pool, "aware", 0, size, apart("aware")).await;
-    deployment_sized(env, ns, &other, "pending", 0, size, apart("pending")).await;
-    let (aware_queue, pending_queue) = (
-        env.queue("reaction-aware").await,
-        env.queue("reaction-pending").await,
-    );
     // The HPA's 10% tolerance would hold 11 replicas at 12 messages: each message is one more
     // replica here.
     let objects: Api<ScaledObject> = Api::namespaced(env.client.clone(), ns);
     let exact = json!({"spec": {"advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
         "scaleUp": {"tolerance": "0"}
     }}}}});
-    for (name, queue, demand_aware) in [
-        ("aware", &aware_queue, true),
-        ("pending", &pending_queue, false),
-    ] {
-        scaled_object(env, ns, name, queue, demand_aware, runs).await;
+    for name in ["aware", "pending"] {
         objects
             .patch(name, &PatchParams::default(), &Patch::Merge(&exact))
             .await
@@ -181,8 +165,8 @@ async fn pod_reactions(env: &TestEnv, ns: &str, pool: &str, runs: usize) -> (Vec
         tokio::time::sleep(phase(n)).await;
         let sent = Instant::now();
         tokio::join!(
-            env.send_messages(&aware_queue, 1),
-            env.send_messages(&pending_queue, 1)
+            env.send_messages(&paths.aware_queue, 1),
+            env.send_messages(&paths.pending_queue, 1)
         );
         let (a, p) = tokio::join!(
             seconds_until("the demand-aware pod", sent, n + 1, || running(
@@ -195,6 +179,6 @@ async fn pod_reactions(env: &TestEnv, ns: &str, pool: &str, runs: usize) -> (Vec
         aware.push(a);
         pending.push(p);
     }
-    delete_pool_and_class(&other_pools, &other_classes, &other).await;
+    paths.delete().await;
     (aware, pending)
 }

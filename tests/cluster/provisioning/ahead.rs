@@ -19,11 +19,13 @@ use windlass::apis::scaled_object::ScaledObject;
 use super::fixture::{delete_pool_and_class, node_class_and_pool};
 use crate::disruption::{PoolRun, deployment_sized, patch_pool};
 use crate::support::{TestEnv, unique, wait_until};
+use windlass::apis::ec2_node_class::EC2NodeClass;
+use windlass::apis::node_pool::NodePool;
 
 const REPLICAS: usize = 3;
 
 /// A ScaledObject scaling Deployment `name` by `queue`, one replica per message, up to `max`.
-pub async fn scaled_object(
+async fn scaled_object(
     env: &TestEnv,
     ns: &str,
     name: &str,
@@ -54,8 +56,64 @@ pub async fn scaled_object(
         .unwrap();
 }
 
+/// Two paths side by side: Deployment and ScaledObject `aware` (demand-aware) on the run's
+/// `pool`, and `pending` (opted out) on a NodePool of its own, so neither takes the other's
+/// room; pods of `size` kept one per node, up to `max` replicas each, empty nodes consolidated
+/// after `consolidate_after`.
+pub struct SideBySide {
+    pending_pool: String,
+    classes: Api<EC2NodeClass>,
+    pools: Api<NodePool>,
+    pub aware_queue: String,
+    pub pending_queue: String,
+}
+
+impl SideBySide {
+    pub async fn start(
+        env: &TestEnv,
+        ns: &str,
+        pool: &str,
+        (aware, pending): (&str, &str),
+        size: (&str, &str),
+        consolidate_after: &str,
+        max: usize,
+    ) -> Self {
+        let pending_pool = unique(pending);
+        let (classes, pools) = node_class_and_pool(
+            env,
+            &pending_pool,
+            json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
+            json!({}),
+        )
+        .await;
+        let disruption = json!({"disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": consolidate_after}});
+        patch_pool(&pools, &pending_pool, disruption).await;
+        deployment_sized(env, ns, pool, aware, 0, size, apart(aware)).await;
+        deployment_sized(env, ns, &pending_pool, pending, 0, size, apart(pending)).await;
+        let (aware_queue, pending_queue) = (env.queue(aware).await, env.queue(pending).await);
+        scaled_object(env, ns, aware, &aware_queue, true, max).await;
+        scaled_object(env, ns, pending, &pending_queue, false, max).await;
+        Self {
+            pending_pool,
+            classes,
+            pools,
+            aware_queue,
+            pending_queue,
+        }
+    }
+
+    /// The opted-out object's NodePool.
+    pub fn pending_pool(&self) -> &str {
+        &self.pending_pool
+    }
+
+    pub async fn delete(self) {
+        delete_pool_and_class(&self.pools, &self.classes, &self.pending_pool).await;
+    }
+}
+
 /// One pod per node: pods of `app` keep apart.
-pub fn apart(app: &str) -> serde_json::Value {
+fn apart(app: &str) -> serde_json::Value {
     json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}
     ]}})
@@ -124,26 +182,16 @@ async fn a_scale_out_launches_its_nodes_before_its_pods_are_pending() {
     )
     .await;
     let (env, ns, name) = (&run.env, run.ns(), &run.name);
-    let other = unique("pending");
-    let (other_classes, other_pools) = node_class_and_pool(
+    let paths = SideBySide::start(
         env,
-        &other,
-        json!([{"key": "windlass.dev/capacity-type", "operator": "In", "values": ["on-demand"]}]),
-        json!({}),
+        ns,
+        name,
+        ("ahead", "pending"),
+        ("1", "3Gi"),
+        "5s",
+        REPLICAS,
     )
     .await;
-    patch_pool(
-        &other_pools,
-        &other,
-        json!({"disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5s"}}),
-    )
-    .await;
-    let size = ("1", "3Gi");
-    deployment_sized(env, ns, name, "ahead", 0, size, apart("ahead")).await;
-    deployment_sized(env, ns, &other, "pending", 0, size, apart("pending")).await;
-    let (ahead_queue, pending_queue) = (env.queue("ahead").await, env.queue("pending").await);
-    scaled_object(env, ns, "ahead", &ahead_queue, true, REPLICAS).await;
-    scaled_object(env, ns, "pending", &pending_queue, false, REPLICAS).await;
     let metric = |metric: &str, pool: &str| {
         run.windlass
             .metric(&format!("windlass_{metric}_total{{nodepool=\"{pool}\"}}"))
@@ -158,8 +206,8 @@ async fn a_scale_out_launches_its_nodes_before_its_pods_are_pending() {
 
     let started = Instant::now();
     tokio::join!(
-        env.send_messages(&ahead_queue, REPLICAS),
-        env.send_messages(&pending_queue, REPLICAS)
+        env.send_messages(&paths.aware_queue, REPLICAS),
+        env.send_messages(&paths.pending_queue, REPLICAS)
     );
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     let times = running_times(&pods, &["ahead", "pending"], started).await;
@@ -183,7 +231,7 @@ async fn a_scale_out_launches_its_nodes_before_its_pods_are_pending() {
         "the demand-aware pool: one NodeClaim per pod, each created ahead, none again"
     );
     assert_eq!(
-        created(&other),
+        created(paths.pending_pool()),
         (one_each, 0.0),
         "the pool of the object that opted out: one NodeClaim per pod, none ahead"
     );
@@ -225,6 +273,6 @@ async fn a_scale_out_launches_its_nodes_before_its_pods_are_pending() {
         (one_each, one_each),
         "no NodeClaim for a demand that fits"
     );
-    delete_pool_and_class(&other_pools, &other_classes, &other).await;
+    paths.delete().await;
     run.finish().await;
 }
