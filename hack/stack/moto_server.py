@@ -266,8 +266,11 @@ def fault_for(response):
         version = versions[-1].version + 1 if versions else 1
         versions[:] = [new_parameter(backend, name, injected, version)]
 
+    # A parameter deleted and written again starts at version 1 again: its write time tells
+    # the new rules from the spent ones.
+    written = (rules.version, rules.last_modified_date)
     try:
-        return fault_book.fault_for(client, rules.version, rules.value, response._get_action(), publish)
+        return fault_book.fault_for(client, written, rules.value, response._get_action(), publish)
     except ValueError as error:
         print(f"moto_server: {faults.RULES}/{client}: {error}; no faults injected", file=sys.stderr)
         return None

@@ -14,6 +14,9 @@
 #   hack/stack/stack.sh env     print the environment of a running stack
 #   hack/stack/stack.sh down    stop everything and delete the cluster's data
 #   hack/stack/stack.sh check   the unit tests of the stack's own Python services
+#   hack/stack/stack.sh spare-apiserver PORT
+#                               a second kube-apiserver of the running cluster on PORT, in the
+#                               foreground (tests stop and start it)
 #
 # Binaries are built with `go build` from the pinned modules under hack/stack/<component>/ and
 # cached in $WINDLASS_CACHE (default ~/.cache/windlass), keyed by version.
@@ -218,7 +221,34 @@ kubectl_() { "$k8s_bin/kubectl" --kubeconfig "$state/kubeconfig" "$@"; }
 
 api_ready() {
   curl -sf --cacert "$state/pki/ca.crt" -H "Authorization: Bearer $admin_token" \
-    "https://127.0.0.1:$api_port/readyz" | grep -q ok
+    "https://127.0.0.1:$1/readyz" | grep -q ok
+}
+
+# apiserver PORT FLAGS...: becomes a kube-apiserver of the stack's cluster serving on PORT. The
+# stack's own runs this way; so does a spare one beside it (`spare-apiserver`), which a test
+# stops and starts to show a controller its API server restarting.
+apiserver() {
+  local port=$1 pki=$state/pki; shift
+  exec "$k8s_bin/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port" \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
+    --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --api-audiences https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
+    --enable-admission-plugins NodeRestriction \
+    --allow-privileged --profiling=false --cert-dir "$state/apiserver-$port" "$@"
+}
+
+# spare-apiserver PORT: a second kube-apiserver on the running stack's etcd, in the foreground
+# until killed; no audit log (the suite's RBAC check reads the stack's own).
+spare_apiserver() {
+  local port=${1:?usage: $0 spare-apiserver PORT}
+  running kube-apiserver || die "the stack is not up"
+  apiserver "$port"
 }
 
 default_service_account() { kubectl_ get serviceaccount default -n default; }
@@ -262,21 +292,10 @@ up() {
     --listen-metrics-urls "http://127.0.0.1:$((etcd_port + 20))" --log-level warn
   wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
 
-  start kube-apiserver "$k8s_bin/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-    --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
-    --authorization-mode RBAC \
-    --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-    --api-audiences https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
-    --enable-admission-plugins NodeRestriction \
-    --allow-privileged --profiling=false --cert-dir "$state/apiserver" \
+  start kube-apiserver "$here/stack.sh" apiserver "$api_port" \
     --audit-policy-file "$here/audit-policy.yaml" --audit-log-format json \
     --audit-log-path "$state/logs/audit.log" --audit-log-maxsize 0
-  wait_for kube-apiserver 90 api_ready
+  wait_for kube-apiserver 90 api_ready "$api_port"
 
   start kube-controller-manager "$k8s_bin/kube-controller-manager" \
     --kubeconfig "$state/kubeconfig" --bind-address 127.0.0.1 --secure-port "$kcm_port" \
@@ -349,7 +368,7 @@ down() {
     fi
     rm -f "$state/pids/$name"
   done
-  rm -rf "$state/etcd" "$state/apiserver" "$state/kubeconfig" "$state/aws-fixture.json" \
+  rm -rf "$state/etcd" "$state"/apiserver-* "$state/kubeconfig" "$state/aws-fixture.json" \
     "$state/logs/audit.log" "$state/logs/aws-calls.log" "$state/localstack" "$state/aws-backend"
   log "down"
 }
@@ -360,5 +379,7 @@ case ${1:-} in
   env) env_ ;;
   down) down ;;
   check) "$moto_venv/bin/python" -m unittest discover -s "$here" -p '*_test.py' ;;
-  *) die "usage: $0 build|up|env|down|check" ;;
+  apiserver) shift; apiserver "$@" ;;
+  spare-apiserver) spare_apiserver "${2:-}" ;;
+  *) die "usage: $0 build|up|env|down|check|spare-apiserver PORT" ;;
 esac

@@ -130,10 +130,15 @@ impl LimitWatch {
 
     /// Stops watching; panics naming the first moment the pool was over its limits.
     pub fn assert_never_over(self) {
-        self.task.abort();
-        if let Some(over) = self.over.lock().unwrap().take() {
+        if let Some(over) = self.over() {
             panic!("the NodePool went over its limits: {over}");
         }
+    }
+
+    /// Stops watching; the first moment the pool was over its limits, if it ever was.
+    pub fn over(self) -> Option<String> {
+        self.task.abort();
+        self.over.lock().unwrap().take()
     }
 }
 

@@ -2,6 +2,7 @@
 //! (hack/stack/stack.sh), or kind + LocalStack via KUBECONFIG and AWS_ENDPOINT_URL.
 //! Run them with `hack/test.sh`.
 
+mod api_restart;
 mod chart;
 mod controller;
 mod convert;
@@ -17,6 +18,7 @@ mod reaction;
 mod release;
 mod scaled_job;
 mod scaled_object;
+mod soak;
 mod stack;
 mod support;
 mod top;

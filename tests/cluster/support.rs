@@ -116,6 +116,19 @@ pub fn skipped_without_moto(hook: &str) -> bool {
     true
 }
 
+/// Whether the test is skipped because the cluster is not the local stack (hack/stack/stack.sh),
+/// which a test that starts `need` must have; says so on stderr.
+pub fn skipped_without_own_stack(need: &str) -> bool {
+    if std::env::var_os("WINDLASS_STACK_FIXTURE").is_some() {
+        return false;
+    }
+    let current = std::thread::current();
+    let test = current.name().unwrap_or("a test");
+    let line = format!("stack-only: {test} skipped: needs {need}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    true
+}
+
 /// A name no other test (or earlier run) uses: `prefix-<pid>-<n>`.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -506,8 +519,8 @@ fn start_windlass_configured(
                 .filter(|(name, _)| !unset.contains(&name.as_str()))
                 .map(|(name, value)| (name, value)),
         )
-        .envs(env.iter().copied())
         .env("KUBECONFIG", &release.kubeconfig)
+        .envs(env.iter().copied())
         .args(&release.args)
         .args(["--watch-namespace", namespace, "--namespace", home])
         .args(extra)

@@ -11,7 +11,7 @@ mod orphans;
 mod protection;
 mod replacement;
 mod seed;
-mod seed_jobs;
+pub mod seed_jobs;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -21,7 +21,8 @@ const JOBS: usize = 10;
 /// Submissions whose payload fails the worker's first two attempts (`failTimes`).
 const FAILING: [usize; 2] = [3, 7];
 
-fn data_processor_job(pool: &str, queue: &str) -> ScaledJob {
+/// The example worker's ScaledJob, its pods on `pool`'s nodes taking messages from `queue`.
+pub fn data_processor_job(pool: &str, queue: &str) -> ScaledJob {
     serde_json::from_value(json!({
         "apiVersion": "windlass.dev/v1alpha1", "kind": "ScaledJob",
         "metadata": {"name": "data-processor"},
