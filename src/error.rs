@@ -80,6 +80,9 @@ pub enum Error {
     #[error(transparent)]
     Top(#[from] crate::top::TopError),
 
+    #[error(transparent)]
+    Failpoints(#[from] crate::failpoints::FailpointsError),
+
     #[error("lost the leader Lease {lease}: stopped so that the new leader acts alone")]
     LeadershipLost { lease: String },
 }

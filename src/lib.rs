@@ -10,6 +10,7 @@ pub mod crdgen;
 pub mod disruption;
 pub mod error;
 pub mod events;
+pub mod failpoints;
 pub mod jobs;
 pub mod metrics;
 pub mod nodeclaim;

@@ -23,6 +23,7 @@ use super::queue::{self, EnqueueError};
 use super::schedule::{Due, Schedule, due, starting_deadline};
 use crate::apis::conditions::{self, condition};
 use crate::apis::job_schedule::{JobSchedule, JobScheduleStatus};
+use crate::failpoints;
 use crate::scaling::{Scaling, publish};
 use crate::status::apply_status;
 
@@ -196,6 +197,7 @@ async fn enqueue_due_tick(
                 .map_err(Error::Api)?;
             *version = written.resource_version();
             *status = claimed;
+            failpoints::reached(failpoints::TICK_CLAIMED_BEFORE_SENT);
             send(scaling, object, tick).await?;
             confirm(status, tick, object);
             Ok(())

@@ -34,6 +34,7 @@ use crate::apis::labels::{CLUSTER_LABEL, NODEPOOL_LABEL, TERMINATION_FINALIZER};
 use crate::apis::node_claim::{NodeClaim, NodeClaimStatus};
 use crate::cloud::{CloudError, CloudProvider, Instance};
 use crate::events::Recorder;
+use crate::failpoints;
 use crate::metrics::{Metrics, PoolLabels};
 use crate::state::ClusterState;
 use crate::status::apply_status;
@@ -326,6 +327,7 @@ async fn launch_claim<C: CloudProvider>(
         }
     };
     info!(nodeclaim = %name, provider_id = ?status.provider_id, "launched");
+    failpoints::reached(failpoints::LAUNCHED_BEFORE_STATUS);
     // The providerID is recorded before anything else, so no later pass launches again.
     write_status(context, claim, status).await?;
     context

@@ -40,6 +40,9 @@ use crate::{Error, Result};
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    for point in crate::failpoints::configure_from_env()? {
+        warn!(%point, "failpoint set");
+    }
     let (client, evictions, kubernetes_minor) = connect().await?;
     let metrics = Arc::new(Metrics::new(args.keda_metrics));
     let readiness = Readiness::default();

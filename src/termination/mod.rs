@@ -20,6 +20,7 @@ use drain::{DrainStep, PodRef, disrupted_taint, next_step};
 use crate::apis::labels::TERMINATION_FINALIZER;
 use crate::apis::node_claim::NodeClaim;
 use crate::cloud::{CloudError, CloudProvider};
+use crate::failpoints;
 use crate::state::ClusterState;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +81,10 @@ pub async fn drain(
                     .evict(&pod.name, &EvictParams::default())
                     .await
                 {
-                    Ok(_) => info!(node = %node_name, pod = %pod.name, "evicted"),
+                    Ok(_) => {
+                        info!(node = %node_name, pod = %pod.name, "evicted");
+                        failpoints::reached(failpoints::EVICTED_BEFORE_TERMINATED);
+                    }
                     // A PodDisruptionBudget says not now: asked again on the next pass.
                     Err(kube::Error::Api(e)) if e.code == 429 => {
                         refused.push(format!("{}/{}", pod.namespace, pod.name))

@@ -11,6 +11,7 @@ mod faults;
 mod invariants;
 mod jobs_api;
 mod keda_metrics;
+mod kills;
 mod node_classes;
 mod pod_identity;
 mod provisioning;

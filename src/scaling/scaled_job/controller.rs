@@ -31,6 +31,7 @@ use crate::apis::labels::{
 use crate::apis::scaled_job::{RolloutStrategy, ScaledJob, ScaledJobStatus};
 use crate::apis::trigger_auth::UserKind;
 use crate::apis::triggers::TriggerValue;
+use crate::failpoints;
 use crate::metrics::keda::{ScalableKind, ScalerSeries};
 use crate::metrics::{ErrorLabels, FinishedJobs, ObjectLabels, TriggerLabels};
 use crate::scale_outs::Demand;
@@ -669,6 +670,7 @@ async fn create_job(scaling: &Scaling, object: &ScaledJob) -> Result<(), kube::E
         &object.namespace().unwrap_or_default(),
     );
     let created = api.create(&PostParams::default(), &job_for(object)).await?;
+    failpoints::reached(failpoints::JOB_CREATED_BEFORE_COUNTED);
     scaling
         .scaled_job_store
         .created(created, tokio::time::Instant::now());

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use windlass::apis::scaled_job::ScaledJob;
 
 use super::{PoolRun, Timeline, pool_claims};
+use crate::invariants::JobOutcomes;
 use crate::provisioning::fixture::{live_instances, tagged_instances};
 use crate::support::{DATA_PROCESSOR_IMAGE, JOBS_TOKEN, data_processor, http_request, wait_until};
 
@@ -45,50 +46,6 @@ pub fn data_processor_job(pool: &str, queue: &str) -> ScaledJob {
         }
     }))
     .unwrap()
-}
-
-/// What the Jobs did, read from their status: `None` while any of them is still running.
-#[derive(Debug)]
-struct JobOutcomes {
-    succeeded: i64,
-    failed: i64,
-    /// Pod failures the Job went on from: all of a succeeded Job's, all but the last of a
-    /// failed Job's.
-    retries: i64,
-    pod_failures: i64,
-}
-
-impl JobOutcomes {
-    fn of(jobs: &[Job]) -> Option<Self> {
-        let mut outcomes = JobOutcomes {
-            succeeded: 0,
-            failed: 0,
-            retries: 0,
-            pod_failures: 0,
-        };
-        for job in jobs {
-            let status = job.status.as_ref()?;
-            let finished = |kind: &str| {
-                status
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == kind && c.status == "True")
-            };
-            let failures = i64::from(status.failed.unwrap_or(0));
-            outcomes.pod_failures += failures;
-            if finished("Complete") {
-                outcomes.succeeded += 1;
-                outcomes.retries += failures;
-            } else if finished("Failed") {
-                outcomes.failed += 1;
-                outcomes.retries += failures - 1;
-            } else {
-                return None;
-            }
-        }
-        Some(outcomes)
-    }
 }
 
 fn stats(port: u16, namespace: &str) -> Option<Value> {
@@ -185,7 +142,7 @@ async fn seed_jobs_run_on_launched_nodes_retry_twice_are_counted_and_every_insta
                 return None;
             }
             let list = jobs.list(&ListParams::default()).await.ok()?;
-            let done = JobOutcomes::of(&list.items)?;
+            let done = JobOutcomes::of(&list.items).ok()?;
             let stats = stats(port, ns)?;
             (stats["succeeded"].as_i64()? + stats["failed"].as_i64()? == list.items.len() as i64)
                 .then_some((stats, done, list.items.len()))
