@@ -177,6 +177,17 @@ impl Drop for JobLedger {
     }
 }
 
+/// Whether the pool's NodeClaims are all gone within 120 s.
+async fn nodes_gone(run: &PoolRun, pool: &str) -> bool {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while !pool_claims(&run.claims, pool).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
 fn stats(port: u16, namespace: &str) -> Option<Outcomes> {
     let path = format!("/jobs/stats?namespace={namespace}&scaledJob=data-processor");
     let (status, body) = http_request(port, "GET", &path, Some(JOBS_TOKEN), b"")?;
@@ -321,6 +332,18 @@ async fn soak() {
             }
         })
         .await;
+        // Nodes are given back after their Jobs are done: a wave whose fault is on
+        // TerminateInstances lasts until its nodes are gone, so that the fault meets them.
+        if let WaveFault::Aws(_, rules) = fault
+            && rules
+                .iter()
+                .any(|(operation, ..)| *operation == "TerminateInstances")
+            && !nodes_gone(&run, name).await
+        {
+            violations.push(format!(
+                "wave {waves}: NodeClaims left 120 s after its Jobs were done"
+            ));
+        }
         if let WaveFault::Aws(_, rules) = fault {
             let after = injected(&faults, rules).await;
             for (((operation, kind, _), after), before) in
@@ -355,13 +378,7 @@ async fn soak() {
         // In a lull every node goes: then instances and NodeClaims must match one to one.
         if burst == 0 {
             lulls += 1;
-            let gone = tokio::time::timeout(Duration::from_secs(120), async {
-                while !pool_claims(&run.claims, name).await.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            })
-            .await;
-            if gone.is_err() {
+            if !nodes_gone(&run, name).await {
                 violations.push(format!("wave {waves}: NodeClaims left 120 s into a lull"));
             }
             assert_instances_match_claims(env, &run.windlass.cluster).await;
