@@ -22,7 +22,7 @@ use crate::api_restart::{LEASE, SpareApiServer};
 use crate::disruption::seed_jobs::data_processor_job;
 use crate::disruption::{PoolRun, pool_claims};
 use crate::faults::{AwsFaults, Fault};
-use crate::invariants::{LimitWatch, assert_instances_match_claims};
+use crate::invariants::{JobOutcomes, LimitWatch, assert_instances_match_claims};
 use crate::provisioning::fixture::{live_instances, tagged_instances};
 use crate::support::{JOBS_TOKEN, TestEnv, data_processor, http_request, wait_until};
 
@@ -91,83 +91,44 @@ const FAULTS: [WaveFault; 7] = [
     WaveFault::ApiServerRestart,
 ];
 
-/// The outcome of every Job seen finished, kept when history cleanup deletes it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Outcomes {
-    succeeded: i64,
-    failed: i64,
-    retries: i64,
+/// What the stats count: succeeded, failed, retries.
+type Counts = (i64, i64, i64);
+
+fn counts(outcomes: &JobOutcomes) -> Counts {
+    (outcomes.succeeded, outcomes.failed, outcomes.retries)
 }
 
-/// Watches the namespace's Jobs and keeps each one's final outcome.
+/// Watches the namespace's Jobs and keeps each one as last seen, so that the outcome of a Job
+/// history cleanup deleted still counts.
 struct JobLedger {
-    finished: Arc<Mutex<BTreeMap<String, (bool, i64)>>>,
-    seen: Arc<Mutex<BTreeSet<String>>>,
+    jobs: Arc<Mutex<BTreeMap<String, Job>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl JobLedger {
-    fn watch(jobs: Api<Job>) -> Self {
-        let finished = Arc::new(Mutex::new(BTreeMap::new()));
-        let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    fn watch(api: Api<Job>) -> Self {
+        let jobs = Arc::new(Mutex::new(BTreeMap::new()));
         let task = tokio::spawn({
-            let (finished, seen) = (finished.clone(), seen.clone());
+            let jobs = jobs.clone();
             async move {
-                let events = watcher(jobs, watcher::Config::default()).applied_objects();
+                let events = watcher(api, watcher::Config::default()).applied_objects();
                 let mut events = std::pin::pin!(events);
                 while let Some(event) = events.next().await {
-                    let Ok(job) = event else { continue };
-                    seen.lock().unwrap().insert(job.name_any());
-                    let Some(status) = job.status.as_ref() else {
-                        continue;
-                    };
-                    let has = |kind: &str| {
-                        status
-                            .conditions
-                            .iter()
-                            .flatten()
-                            .any(|c| c.type_ == kind && c.status == "True")
-                    };
-                    let pod_failures = i64::from(status.failed.unwrap_or(0));
-                    if has("Complete") {
-                        finished
-                            .lock()
-                            .unwrap()
-                            .insert(job.name_any(), (true, pod_failures));
-                    } else if has("Failed") {
-                        finished
-                            .lock()
-                            .unwrap()
-                            .insert(job.name_any(), (false, pod_failures));
+                    if let Ok(job) = event {
+                        jobs.lock().unwrap().insert(job.name_any(), job);
                     }
                 }
             }
         });
-        Self {
-            finished,
-            seen,
-            task,
-        }
+        Self { jobs, task }
     }
 
-    /// Jobs seen, and how the finished ones ended; `None` while any is unfinished.
-    fn settled(&self) -> Option<(usize, Outcomes)> {
-        let seen = self.seen.lock().unwrap().len();
-        let finished = self.finished.lock().unwrap();
-        if finished.len() < seen {
-            return None;
-        }
-        let mut outcomes = Outcomes::default();
-        for &(succeeded, pod_failures) in finished.values() {
-            if succeeded {
-                outcomes.succeeded += 1;
-                outcomes.retries += pod_failures;
-            } else {
-                outcomes.failed += 1;
-                outcomes.retries += pod_failures - 1;
-            }
-        }
-        Some((seen, outcomes))
+    /// How many Jobs were seen and what they did; `None` while any is unfinished.
+    fn settled(&self) -> Option<(usize, JobOutcomes)> {
+        let jobs: Vec<Job> = self.jobs.lock().unwrap().values().cloned().collect();
+        JobOutcomes::of(&jobs)
+            .ok()
+            .map(|outcomes| (jobs.len(), outcomes))
     }
 }
 
@@ -188,15 +149,15 @@ async fn nodes_gone(run: &PoolRun, pool: &str) -> bool {
     .is_ok()
 }
 
-fn stats(port: u16, namespace: &str) -> Option<Outcomes> {
+fn stats(port: u16, namespace: &str) -> Option<Counts> {
     let path = format!("/jobs/stats?namespace={namespace}&scaledJob=data-processor");
     let (status, body) = http_request(port, "GET", &path, Some(JOBS_TOKEN), b"")?;
     let stats: Value = (status == 200).then(|| serde_json::from_str(&body).ok())??;
-    Some(Outcomes {
-        succeeded: stats["succeeded"].as_i64()?,
-        failed: stats["failed"].as_i64()?,
-        retries: stats["retries"].as_i64()?,
-    })
+    Some((
+        stats["succeeded"].as_i64()?,
+        stats["failed"].as_i64()?,
+        stats["retries"].as_i64()?,
+    ))
 }
 
 /// How many calls each of `rules` failed so far (the stack counts a client's faults from its
@@ -324,7 +285,7 @@ async fn soak() {
             loop {
                 if env.messages_on(&queue).await == 0
                     && let Some((jobs, outcomes)) = ledger.settled()
-                    && stats(port, ns) == Some(outcomes)
+                    && stats(port, ns) == Some(counts(&outcomes))
                 {
                     return (jobs, outcomes);
                 }
